@@ -1,0 +1,3 @@
+from unetinspect.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""The `unetinspect` command: options in, one library call, render out. No logic a library user would need.
+
+Every command shares the same option names (see `docs/cli.md`); errors from deep down arrive as
+`UnetInspectError` and leave here as one line on stderr with exit code 1 (2 for usage errors, as Typer does).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from unetinspect import __version__
+from unetinspect.errors import UnetInspectError
+
+app = typer.Typer(
+    name="unetinspect",
+    help="See inside the Stable Diffusion UNet: shapes, parameters, FLOPs, latency and diagrams, block by block.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+class State:
+    """Global switches set by the top-level options."""
+
+    debug = False
+    no_color = False
+
+
+def console(stderr: bool = False) -> Console:
+    """A console honouring --no-color and NO_COLOR (rich reads NO_COLOR itself)."""
+    return Console(stderr=stderr, no_color=State.no_color or None, highlight=False)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"unetinspect {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colours (also set by NO_COLOR).")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show the full traceback of an error.")] = False,
+) -> None:
+    """See inside the Stable Diffusion UNet."""
+    State.no_color = no_color
+    State.debug = debug
+
+
+# ---- options shared by the commands -------------------------------------------------------------------------------
+
+SourceArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. [default: sd15]",
+                   show_default=False),
+]
+ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Config to use instead of the source's own "
+                                                  "(a config.json or a preset name).")]
+VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="Weights variant of a diffusers folder, e.g. fp16.")]
+AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickle files "
+                                              "(weights_only=True). Only for files you trust.")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (latent x8). "
+                                                  "[default: the config's sample_size x 8]", show_default=False)]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels (latent x8). "
+                                                 "[default: the config's sample_size x 8]", show_default=False)]
+TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
+DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Module depth to show: 1 = blocks "
+                                       "(down_blocks.0, mid_block, ...), 2 = their layers, and so on.")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+
+
+def run(fn, *args, **kwargs):
+    """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return fn(*args, **kwargs)
+    except UnetInspectError as exc:
+        if State.debug:
+            raise
+        console(stderr=True).print(f"[bold red]error:[/] {exc.one_line()}", markup=True, soft_wrap=True)
+        raise typer.Exit(exc.exit_code) from None
+    except KeyboardInterrupt:
+        console(stderr=True).print("interrupted")
+        raise typer.Exit(130) from None
+    except Exception as exc:  # a bug of ours: still one line, with the way to see more
+        if State.debug:
+            raise
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        console(stderr=True).print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {first} — "
+                                   "rerun with --debug for the traceback and report it", soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+# ---- commands -----------------------------------------------------------------------------------------------------
+
+
+@app.command()
+def presets() -> None:
+    """List the built-in configs with their parameter counts.
+
+    Example: [bold]unetinspect presets[/]
+    """
+    from unetinspect.render.console import presets_table
+
+    def build():
+        from unetinspect.presets import PRESETS
+        from unetinspect.weights.loading import count_parameters, load_unet
+
+        return [(p.name, count_parameters(load_unet(p.name, device="meta")), p.description) for p in PRESETS.values()]
+
+    console().print(presets_table(run(build)))
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()

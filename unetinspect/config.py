@@ -1,0 +1,312 @@
+"""`UNetConfig`: the fields of diffusers' `UNet2DConditionModel` config.json, with the same names and defaults.
+
+diffusers lets many fields be an int *or* a per-block list; the `per_block` helpers here turn them into one list
+per down block so the model code never has to ask "is this a list?". Validation runs when a config is made and
+catches what would otherwise fail deep inside torch with a shape error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from unetinspect.errors import ConfigError, UnsupportedConfigError
+
+DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
+UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
+MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", None)
+ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
+
+# Block types diffusers knows but we do not build: refused as "not supported yet" rather than "unknown".
+KNOWN_DIFFUSERS_BLOCKS = {
+    "AttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SkipDownBlock2D",
+    "AttnSkipDownBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D", "KDownBlock2D", "KCrossAttnDownBlock2D",
+    "AttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D",
+    "UpDecoderBlock2D", "AttnUpDecoderBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D",
+    "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D",
+}
+
+# Metadata diffusers writes beside the architecture; kept, never warned about.
+METADATA_FIELDS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The architecture of a conditional UNet, field for field as diffusers' config.json names it."""
+
+    sample_size: int | list[int] | None = None
+    in_channels: int = 4
+    out_channels: int = 4
+    center_input_sample: bool = False
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    down_block_types: list[str] = field(
+        default_factory=lambda: ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"]
+    )
+    mid_block_type: str | None = "UNetMidBlock2DCrossAttn"
+    up_block_types: list[str] = field(
+        default_factory=lambda: ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"]
+    )
+    only_cross_attention: bool | list[bool] = False
+    block_out_channels: list[int] = field(default_factory=lambda: [320, 640, 1280, 1280])
+    layers_per_block: int | list[int] = 2
+    downsample_padding: int = 1
+    mid_block_scale_factor: float = 1.0
+    dropout: float = 0.0
+    act_fn: str = "silu"
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    cross_attention_dim: int | list[int] = 1280
+    transformer_layers_per_block: int | list[int] | list[list[int]] = 1
+    reverse_transformer_layers_per_block: list[list[int]] | None = None
+    encoder_hid_dim: int | None = None
+    encoder_hid_dim_type: str | None = None
+    attention_head_dim: int | list[int] = 8
+    num_attention_heads: int | list[int] | None = None
+    dual_cross_attention: bool = False
+    use_linear_projection: bool = False
+    class_embed_type: str | None = None
+    addition_embed_type: str | None = None
+    addition_time_embed_dim: int | None = None
+    num_class_embeds: int | None = None
+    upcast_attention: bool = False
+    resnet_time_scale_shift: str = "default"
+    resnet_skip_time_act: bool = False
+    resnet_out_scale_factor: float = 1.0
+    time_embedding_type: str = "positional"
+    time_embedding_dim: int | None = None
+    time_embedding_act_fn: str | None = None
+    timestep_post_act: str | None = None
+    time_cond_proj_dim: int | None = None
+    conv_in_kernel: int = 3
+    conv_out_kernel: int = 3
+    projection_class_embeddings_input_dim: int | None = None
+    attention_type: str = "default"
+    class_embeddings_concat: bool = False
+    mid_block_only_cross_attention: bool | None = None
+    cross_attention_norm: str | None = None
+    addition_embed_type_num_heads: int = 64
+    # Fields we do not know, kept so that a config round-trips; named in a warning when read.
+    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    # ---- construction -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, origin: str = "config") -> UNetConfig:
+        """Build from a diffusers-style dict; unknown fields are kept in `extra` and named in a warning."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{origin}: expected a JSON object, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known}
+        unknown = sorted(k for k in extra if k not in METADATA_FIELDS)
+        class_name = data.get("_class_name")
+        if class_name not in (None, "UNet2DConditionModel"):
+            raise UnsupportedConfigError("_class_name", class_name, "unetinspect builds UNet2DConditionModel only")
+        if unknown:
+            warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", stacklevel=2)
+        try:
+            return cls(**kwargs, extra=extra)
+        except TypeError as exc:  # a field of the wrong JSON type deep in a comparison
+            raise ConfigError(f"{origin}: {exc}") from None
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> UNetConfig:
+        """Read a diffusers config.json."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+                "fix the file or pass a preset name",
+            ) from None
+        return cls.from_dict(data, origin=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as diffusers writes it (metadata and unknown fields included)."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        data.update(self.extra)
+        return data
+
+    def replace(self, **changes: Any) -> UNetConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    # ---- derived, per block -----------------------------------------------------------------------------------
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.down_block_types)
+
+    def per_block(self, value: Any) -> list[Any]:
+        """An int/bool-or-list field as one value per down block."""
+        return list(value) if isinstance(value, (list, tuple)) else [value] * self.num_blocks
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        """Attention heads per down block.
+
+        diffusers' historical naming: when `num_attention_heads` is null, `attention_head_dim` holds the number
+        of *heads* (SD 1.5's 8 means 8 heads of 40 channels, not heads of 8 channels).
+        """
+        return self.per_block(self.num_attention_heads or self.attention_head_dim)
+
+    @property
+    def cross_attention_dims(self) -> list[int]:
+        return self.per_block(self.cross_attention_dim)
+
+    @property
+    def layers_per_block_list(self) -> list[int]:
+        return self.per_block(self.layers_per_block)
+
+    @property
+    def only_cross_attention_list(self) -> list[bool]:
+        return self.per_block(self.only_cross_attention)
+
+    @property
+    def transformer_layers_list(self) -> list[int | list[int]]:
+        """Transformer depth per down block (an int, or one int per resnet layer in asymmetric UNets)."""
+        return self.per_block(self.transformer_layers_per_block)
+
+    @property
+    def up_transformer_layers_list(self) -> list[int | list[int]]:
+        """Transformer depth per up block: reversed down depths unless the config gives them explicitly."""
+        if self.reverse_transformer_layers_per_block is not None:
+            return list(self.reverse_transformer_layers_per_block)
+        return list(reversed(self.transformer_layers_list))
+
+    @property
+    def time_embed_dim(self) -> int:
+        """Width of the timestep embedding MLP (4x the first block's channels unless set)."""
+        return self.time_embedding_dim or self.block_out_channels[0] * 4
+
+    @property
+    def blocks_time_embed_dim(self) -> int:
+        """Width of the embedding the resnets receive: doubled when the class embedding is concatenated."""
+        return self.time_embed_dim * 2 if self.class_embeddings_concat else self.time_embed_dim
+
+    @property
+    def context_dim(self) -> int:
+        """Last dimension of `encoder_hidden_states` as the caller passes it (before `encoder_hid_proj`)."""
+        return self.encoder_hid_dim or self.cross_attention_dims[0]
+
+    @property
+    def num_downsamples(self) -> int:
+        return self.num_blocks - 1
+
+
+def _check(condition: bool, message: str, hint: str | None = None) -> None:
+    if not condition:
+        raise ConfigError(message, hint)
+
+
+def _validate(cfg: UNetConfig) -> None:
+    """Catch configs that would fail deep in torch, and refuse features we do not build, naming the field."""
+    _refuse_unsupported(cfg)
+    n = cfg.num_blocks
+    _check(n >= 1, "down_block_types is empty")
+    for name in ("down_block_types", "up_block_types", "block_out_channels"):
+        _check(isinstance(getattr(cfg, name), (list, tuple)), f"{name} must be a list")
+    _check(
+        len(cfg.up_block_types) == n,
+        f"up_block_types has {len(cfg.up_block_types)} entries but down_block_types has {n}",
+    )
+    for kind, names, allowed in (
+        ("down_block_types", cfg.down_block_types, DOWN_BLOCK_TYPES),
+        ("up_block_types", cfg.up_block_types, UP_BLOCK_TYPES),
+    ):
+        for i, name in enumerate(names):
+            if name not in allowed:
+                if name in KNOWN_DIFFUSERS_BLOCKS:
+                    raise UnsupportedConfigError(f"{kind}[{i}]", name, f"supported: {', '.join(allowed)}")
+                raise ConfigError(f"unknown block type {kind}[{i}]={name!r}", f"expected one of {', '.join(allowed)}")
+    if cfg.mid_block_type not in MID_BLOCK_TYPES:
+        if cfg.mid_block_type in KNOWN_DIFFUSERS_BLOCKS:
+            raise UnsupportedConfigError("mid_block_type", cfg.mid_block_type, "supported: UNetMidBlock2DCrossAttn, null")
+        raise ConfigError(f"unknown block type mid_block_type={cfg.mid_block_type!r}",
+                          "expected UNetMidBlock2DCrossAttn or null")
+
+    for name in ("block_out_channels", "layers_per_block", "attention_head_dim", "num_attention_heads",
+                 "cross_attention_dim", "only_cross_attention", "transformer_layers_per_block"):
+        value = getattr(cfg, name)
+        if isinstance(value, (list, tuple)):
+            _check(len(value) == n, f"{name} has {len(value)} entries but there are {n} down blocks",
+                   f"give one value per block or a single value")
+    if cfg.reverse_transformer_layers_per_block is not None:
+        _check(len(cfg.reverse_transformer_layers_per_block) == n,
+               f"reverse_transformer_layers_per_block has {len(cfg.reverse_transformer_layers_per_block)} "
+               f"entries but there are {n} up blocks")
+    elif any(isinstance(t, (list, tuple)) for t in cfg.transformer_layers_list):
+        raise ConfigError("transformer_layers_per_block gives per-layer depths (an asymmetric UNet)",
+                          "set reverse_transformer_layers_per_block too, as diffusers requires")
+
+    for name in ("in_channels", "out_channels", "norm_num_groups", "conv_in_kernel", "conv_out_kernel"):
+        value = getattr(cfg, name)
+        _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+               f"{name} must be a positive integer, got {value!r}")
+    for name in ("conv_in_kernel", "conv_out_kernel"):
+        _check(getattr(cfg, name) % 2 == 1, f"{name} must be odd to keep the spatial size, got {getattr(cfg, name)}")
+    for name in ("act_fn", "time_embedding_act_fn", "timestep_post_act"):
+        value = getattr(cfg, name)
+        if value is not None and value not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {name}={value!r}", f"expected one of {', '.join(ACTIVATIONS)}")
+    _check(cfg.resnet_time_scale_shift in ("default", "scale_shift"),
+           f"resnet_time_scale_shift={cfg.resnet_time_scale_shift!r} is unknown", "expected 'default' or 'scale_shift'")
+
+    groups = cfg.norm_num_groups
+    heads = cfg.heads_per_block
+    for i, channels in enumerate(cfg.block_out_channels):
+        _check(isinstance(channels, int) and channels > 0, f"block_out_channels[{i}] must be a positive integer")
+        _check(channels % groups == 0,
+               f"block_out_channels[{i}]={channels} is not divisible by norm_num_groups={groups}")
+        if cfg.down_block_types[i].startswith("CrossAttn") or cfg.up_block_types[n - 1 - i].startswith("CrossAttn"):
+            _check(channels % heads[i] == 0,
+                   f"block_out_channels[{i}]={channels} is not divisible by its {heads[i]} attention heads",
+                   "check attention_head_dim / num_attention_heads")
+    if cfg.mid_block_type is not None:
+        _check(cfg.block_out_channels[-1] % heads[-1] == 0,
+               f"mid block channels {cfg.block_out_channels[-1]} not divisible by its {heads[-1]} attention heads")
+
+    _check_conditioning(cfg)
+
+
+def _refuse_unsupported(cfg: UNetConfig) -> None:
+    """Features diffusers has and we do not build yet: one clear error naming the field and value."""
+    refusals = {
+        "dual_cross_attention": (cfg.dual_cross_attention, (False,)),
+        "time_embedding_type": (cfg.time_embedding_type, ("positional",)),
+        "attention_type": (cfg.attention_type, ("default",)),
+        "addition_embed_type": (cfg.addition_embed_type, (None, "text_time")),
+        "encoder_hid_dim_type": (cfg.encoder_hid_dim_type, (None, "text_proj")),
+        "class_embed_type": (cfg.class_embed_type, (None, "timestep", "identity", "projection", "simple_projection")),
+    }
+    for name, (value, allowed) in refusals.items():
+        if value not in allowed:
+            raise UnsupportedConfigError(name, value)
+
+
+def _check_conditioning(cfg: UNetConfig) -> None:
+    if cfg.class_embed_type in ("projection", "simple_projection"):
+        _check(cfg.projection_class_embeddings_input_dim is not None,
+               f"class_embed_type={cfg.class_embed_type!r} needs projection_class_embeddings_input_dim")
+    if cfg.addition_embed_type == "text_time":
+        _check(cfg.addition_time_embed_dim is not None and cfg.projection_class_embeddings_input_dim is not None,
+               "addition_embed_type='text_time' needs addition_time_embed_dim and "
+               "projection_class_embeddings_input_dim")
+    if cfg.encoder_hid_dim_type is not None:
+        _check(cfg.encoder_hid_dim is not None,
+               f"encoder_hid_dim_type={cfg.encoder_hid_dim_type!r} needs encoder_hid_dim")

@@ -1,0 +1,51 @@
+"""Errors a user can cause, each a one-line message and an exit code.
+
+They are raised deep down (config validation, weight loading, rendering) and turned into one line on stderr in
+`cli.py` only, so the library stays usable from Python with ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+
+class UnetInspectError(Exception):
+    """Base of every error the CLI reports as one line; `exit_code` is what the process returns."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The message, with the hint after it, on a single line."""
+        text = f"{self.message} — {self.hint}" if self.hint else self.message
+        return " ".join(text.split())
+
+
+class SourceError(UnetInspectError):
+    """The SOURCE could not be found or recognised (missing path, folder without config, unknown preset)."""
+
+
+class ConfigError(UnetInspectError):
+    """A config is malformed or names a value our UNet does not build."""
+
+
+class UnsupportedConfigError(ConfigError):
+    """A valid diffusers config that uses a feature we do not implement yet."""
+
+    def __init__(self, field: str, value: object, hint: str | None = None) -> None:
+        super().__init__(f"not supported yet: {field}={value!r}", hint)
+        self.field = field
+
+
+class WeightsError(UnetInspectError):
+    """A weight file is unreadable, unsafe, or does not fit the model (missing/unexpected keys, wrong shapes)."""
+
+
+class RunError(UnetInspectError):
+    """Running the model failed (out of memory, device unavailable)."""
+
+
+class OutputError(UnetInspectError):
+    """An output file cannot be written where it was asked for."""

@@ -1,0 +1,124 @@
+"""Reading safetensors files safely: the header alone (instant on multi-GB files), and tensors memory-mapped.
+
+A safetensors file is 8 bytes of little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
+then the raw bytes. Files from strangers can lie in every part of that, so the header is checked against the
+file's real size before anything is read or allocated: a bad file is an error, never a crash or a huge allocation.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from unetinspect.errors import WeightsError
+
+# safetensors itself refuses headers over 100 MB; the header of a full SD checkpoint is about 200 KB.
+MAX_HEADER_BYTES = 100_000_000
+
+DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+ITEM_SIZES: dict[str, int] = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in DTYPES.items()}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """One tensor as the header describes it; `nbytes` is checked against its shape and dtype."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    """The validated header of one file: its tensors (in file order) and the free-form `__metadata__`."""
+
+    path: Path
+    file_size: int
+    tensors: dict[str, TensorInfo]
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def read_header(path: str | Path) -> SafetensorsHeader:
+    """Read and validate the header of a safetensors file without touching the tensor data."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            file_size = path.stat().st_size
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise WeightsError(f"{path} is not a safetensors file: only {len(prefix)} bytes long")
+            (header_len,) = struct.unpack("<Q", prefix)
+            if header_len > MAX_HEADER_BYTES:
+                raise WeightsError(f"{path}: header claims {header_len:,} bytes, over the {MAX_HEADER_BYTES:,} limit",
+                                   "the file is corrupt or not a safetensors file")
+            if 8 + header_len > file_size:
+                raise WeightsError(f"{path} is truncated: header needs {8 + header_len:,} bytes, file has {file_size:,}",
+                                   "download or copy the file again")
+            raw = f.read(header_len)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise WeightsError(f"{path}: the safetensors header is not valid JSON",
+                           "the file is corrupt or not a safetensors file") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path}: the safetensors header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise WeightsError(f"{path}: __metadata__ in the header is not an object")
+    data_size = file_size - 8 - header_len
+    tensors = {name: _tensor_info(path, name, entry, data_size) for name, entry in header.items()}
+    return SafetensorsHeader(path, file_size, tensors, {str(k): str(v) for k, v in metadata.items()})
+
+
+def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> TensorInfo:
+    def bad(what: str) -> WeightsError:
+        return WeightsError(f"{path}: tensor {name!r} {what}", "the file is corrupt or not a safetensors file")
+
+    if not isinstance(entry, dict):
+        raise bad("has no dtype/shape/data_offsets entry")
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if dtype not in DTYPES:
+        raise bad(f"has an unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise bad(f"has a malformed shape {shape!r}")
+    if (not isinstance(offsets, list) or len(offsets) != 2
+            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)):
+        raise bad(f"has malformed data_offsets {offsets!r}")
+    begin, end = offsets
+    if not 0 <= begin <= end <= data_size:
+        raise bad(f"points outside the file (bytes {begin:,}-{end:,} of {data_size:,}); the file may be truncated")
+    nbytes = math.prod(shape) * ITEM_SIZES[dtype]
+    if end - begin != nbytes:
+        raise bad(f"has {end - begin:,} bytes for shape {shape} {dtype} (needs {nbytes:,})")
+    return TensorInfo(name, dtype, tuple(shape), nbytes)
+
+
+def load_tensors(path: str | Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a (validated) file, memory-mapped by safetensors: no copy until they are moved or converted."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {name: f.get_tensor(name) for name in (names if names is not None else f.keys())}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"cannot read tensors from {path}: {exc}") from None

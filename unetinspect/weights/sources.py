@@ -1,0 +1,194 @@
+"""What a SOURCE string names — a preset, a config.json, a diffusers folder, or a checkpoint file — resolved to a
+config and the weight files that go with it. Nothing here reads tensor data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unetinspect.config import UNetConfig
+from unetinspect.errors import SourceError, WeightsError
+from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
+from unetinspect.weights import ldm
+from unetinspect.weights.safetensors import SafetensorsHeader, read_header
+
+WEIGHTS_NAME = "diffusion_pytorch_model"
+PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved SOURCE: its config and where its weights are (none: random weights are made).
+
+    `layout` is "diffusers" (keys as our model names them) or "ldm" (original single-file keys, renamed on load).
+    """
+
+    spec: str
+    kind: str  # "preset" | "config" | "diffusers" | "single-file"
+    config: UNetConfig
+    weight_files: tuple[Path, ...] = ()
+    layout: str = "diffusers"
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.weight_files)
+
+    @property
+    def is_pickle(self) -> bool:
+        return any(f.suffix in PICKLE_SUFFIXES for f in self.weight_files)
+
+    @property
+    def label(self) -> str:
+        """A short name for headings: the preset name or the path's last part."""
+        return self.spec if self.kind == "preset" else Path(self.spec).name or self.spec
+
+
+def resolve_source(
+    spec: str | Path | None = None,
+    *,
+    variant: str | None = None,
+    config: str | Path | UNetConfig | None = None,
+    allow_pickle: bool = False,
+) -> Source:
+    """Turn what the user typed into a `Source`.
+
+    `config` (a preset name, a config.json path or a `UNetConfig`) overrides the config a source carries or
+    implies — for single files whose shapes are ambiguous, or to check weights against another architecture.
+    """
+    spec = str(spec) if spec is not None else DEFAULT_PRESET
+    override = _config_override(config)
+    path = Path(spec).expanduser()
+
+    if not path.exists():
+        if spec in PRESETS:
+            return Source(spec, "preset", override or load_preset(spec))
+        raise SourceError(
+            f"no such file, folder or preset: {spec!r}",
+            f"presets are {', '.join(PRESETS)}; or give a config.json, a diffusers folder or a checkpoint file",
+        )
+    if path.is_dir():
+        return _resolve_folder(spec, path, variant, override, allow_pickle)
+    if path.suffix == ".json":
+        return Source(spec, "config", override or UNetConfig.from_json(path))
+    if path.suffix == ".safetensors":
+        return _resolve_safetensors_file(spec, path, override)
+    if path.suffix in PICKLE_SUFFIXES:
+        _refuse_pickle(path, allow_pickle)
+        return _resolve_pickle_file(spec, path, override)
+    raise SourceError(f"{spec}: not a recognised source ({path.suffix or 'no suffix'})",
+                      "give a preset name, a config.json, a diffusers folder or a .safetensors file")
+
+
+def _config_override(config: str | Path | UNetConfig | None) -> UNetConfig | None:
+    if config is None or isinstance(config, UNetConfig):
+        return config
+    if str(config) in PRESETS and not Path(config).exists():
+        return load_preset(str(config))
+    return UNetConfig.from_json(config)
+
+
+def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
+                    allow_pickle: bool) -> Source:
+    if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
+        folder = folder / "unet"  # a whole pipeline: the UNet lives in unet/
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise SourceError(f"{folder} has no config.json",
+                          "give a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors) "
+                          "or a pipeline folder with a unet/ subfolder")
+    cfg = override or UNetConfig.from_json(config_path)
+    files = find_weight_files(folder, variant, allow_pickle)
+    return Source(spec, "diffusers", cfg, files)
+
+
+def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = False) -> tuple[Path, ...]:
+    """The weight files of a diffusers folder: single, sharded (index.json), plain or `variant` (e.g. fp16).
+
+    Without a variant the plain file is preferred, and a lone variant file is used when it is all there is.
+    """
+    variants = [variant] if variant else [None, *_variants_present(folder)]
+    for v in variants:
+        stem = f"{WEIGHTS_NAME}.{v}" if v else WEIGHTS_NAME
+        single = folder / f"{stem}.safetensors"
+        if single.is_file():
+            return (single,)
+        index = folder / f"{stem}.safetensors.index.json"
+        if index.is_file():
+            return _shards_of(index)
+    pickled = [folder / f"{WEIGHTS_NAME}.{v}.bin" if v else folder / f"{WEIGHTS_NAME}.bin" for v in variants]
+    for candidate in pickled:
+        if candidate.is_file():
+            _refuse_pickle(candidate, allow_pickle)
+            return (candidate,)
+    if variant:
+        raise WeightsError(f"{folder} has no {variant!r} variant ({WEIGHTS_NAME}.{variant}.safetensors)",
+                           "drop --variant or pick one that exists")
+    return ()
+
+
+def _variants_present(folder: Path) -> list[str]:
+    found = set()
+    for path in folder.glob(f"{WEIGHTS_NAME}.*.safetensors*"):
+        parts = path.name.split(".")
+        if len(parts) >= 3 and parts[1] != "safetensors":
+            found.add(parts[1])
+    return sorted(found)
+
+
+def _shards_of(index: Path) -> tuple[Path, ...]:
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = list(dict.fromkeys(weight_map.values()))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        raise WeightsError(f"{index} is not a valid sharded-checkpoint index (needs a weight_map)") from None
+    files = []
+    for name in names:
+        shard = index.parent / name
+        if Path(name).name != name or not shard.is_file():
+            raise WeightsError(f"{index} names shard {name!r}, which is not in {index.parent}",
+                               "the download is incomplete")
+        files.append(shard)
+    return tuple(files)
+
+
+def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
+    beside = path.parent / "config.json"
+    header = read_header(path)
+    if ldm.looks_like_ldm(header.tensors):
+        cfg = override or ldm.infer_config({n: t.shape for n, t in header.tensors.items()}, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), layout="ldm")
+    if override is not None:
+        return Source(spec, "single-file", override, (path,))
+    if beside.is_file():
+        return Source(spec, "diffusers", UNetConfig.from_json(beside), (path,))
+    raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
+                      "put its config.json next to it, or pass --config FILE / --config PRESET")
+
+
+def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
+    from unetinspect.weights.loading import read_pickle_shapes
+
+    shapes = read_pickle_shapes(path)
+    if ldm.looks_like_ldm(shapes):
+        return Source(spec, "single-file", override or ldm.infer_config(shapes, origin=str(path)), (path,), "ldm")
+    beside = path.parent / "config.json"
+    cfg = override or (UNetConfig.from_json(beside) if beside.is_file() else None)
+    if cfg is None:
+        raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
+                          "put its config.json next to it, or pass --config FILE / --config PRESET")
+    return Source(spec, "single-file", cfg, (path,))
+
+
+def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
+    if not allow_pickle:
+        raise WeightsError(
+            f"{path} is a pickle file, which can run arbitrary code when opened; it was not read",
+            "convert it to .safetensors, or pass --allow-pickle if you trust it (read with weights_only=True)",
+        )
+
+
+def headers_of(source: Source) -> list[SafetensorsHeader]:
+    """Headers of a source's safetensors files (none for presets and configs)."""
+    return [read_header(f) for f in source.weight_files if f.suffix == ".safetensors"]
