@@ -1,0 +1,89 @@
+"""The summary view: one traced forward pass of a source, with what a reader needs around it.
+
+On the meta device (the default) nothing is allocated or computed: shapes, parameters and FLOPs come from the
+structure alone, so even SDXL is summarised in about a second. A source with weights has its safetensors
+headers checked against the model (names, shapes) without reading tensor data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.trace import Trace, trace_model
+from unetinspect.config import UNetConfig
+from unetinspect.weights.loading import load_unet, parse_device, parse_dtype
+from unetinspect.weights.sources import Source, headers_of, resolve_source
+
+
+@dataclass
+class Summary:
+    """A traced forward pass of one source, and the facts to print beside it."""
+
+    source: Source
+    spec: InputSpec
+    device: str
+    dtype: str
+    inputs: dict[str, tuple[int, ...]]
+    trace: Trace
+    weights_dtypes: list[str]
+
+    @property
+    def config(self) -> UNetConfig:
+        return self.source.config
+
+    @property
+    def activation_bytes(self) -> int:
+        """Bytes of every module output at the leaves — an upper bound on activation memory without reuse,
+        and the memory a training step would keep for backward."""
+        return sum(
+            _nbytes(out.shape, out.dtype) for r in self.trace.records if not r.children for out in r.outputs
+        )
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        """Largest single activation: a lower bound on the working memory of inference."""
+        return max((_nbytes(o.shape, o.dtype) for r in self.trace.records for o in r.outputs), default=0)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    count = 1
+    for d in shape:
+        count *= d
+    return count * getattr(torch, dtype).itemsize
+
+
+def summarize(
+    source: str | Path | Source | None = None,
+    spec: InputSpec = InputSpec(),
+    *,
+    device: str = "meta",
+    dtype: str | torch.dtype | None = None,
+    **source_options: Any,
+) -> Summary:
+    """Resolve, build (meta by default), make inputs and trace one forward pass."""
+    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    torch_device = parse_device(device)
+    torch_dtype = parse_dtype(dtype) or torch.float32
+    model = load_unet(src, device=torch_device, dtype=torch_dtype)
+    inputs = make_inputs(src.config, spec, device=torch_device, dtype=torch_dtype)
+    trace = trace_model(model, inputs)
+    return Summary(
+        source=src, spec=spec, device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."),
+        inputs={name: tuple(t.shape) for name, t in _flat_inputs(inputs)}, trace=trace,
+        weights_dtypes=sorted({info.dtype for h in headers_of(src) for info in h.tensors.values()}),
+    )
+
+
+
+def _flat_inputs(inputs: dict[str, Any]):
+    for name, value in inputs.items():
+        if isinstance(value, dict):
+            for key, tensor in value.items():
+                yield f"{name}.{key}", tensor
+        elif isinstance(value, torch.Tensor):
+            yield name, value
