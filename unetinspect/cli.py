@@ -122,6 +122,21 @@ def presets() -> None:
     console().print(presets_table(run(build)))
 
 
+# [summary command]
+
+
+# [profile command]
+
+
+# [diagram command]
+
+
+# [weights command]
+
+
+# [compare command]
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()
