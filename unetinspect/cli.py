@@ -6,9 +6,13 @@ Every command shares the same option names (see `docs/cli.md`); errors from deep
 
 from __future__ import annotations
 
+import io
+import os
+import sys
 import warnings
+from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -33,9 +37,15 @@ class State:
     no_color = False
 
 
+# Tables piped to a file or another program are not squeezed to the 80 columns rich assumes off a terminal.
+PIPED_WIDTH = 160
+
+
 def console(stderr: bool = False) -> Console:
     """A console honouring --no-color and NO_COLOR (rich reads NO_COLOR itself)."""
-    return Console(stderr=stderr, no_color=State.no_color or None, highlight=False)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
+    return Console(stderr=stderr, no_color=State.no_color or None, highlight=False, width=width)
 
 
 def _version(value: bool) -> None:
@@ -102,6 +112,24 @@ def run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+def emit(content: Any, output: Path | None, inputs: list[str | None] = ()) -> None:
+    """Print a rich renderable or text to stdout, or write it to `output` (atomically, never over an input)."""
+    from unetinspect.render.export import write_output
+
+    if output is None:
+        if isinstance(content, str):
+            sys.stdout.write(content)
+        else:
+            console().print(content)
+        return
+    if not isinstance(content, str):
+        capture = Console(record=True, width=PIPED_WIDTH, file=io.StringIO(), no_color=True)
+        capture.print(content)
+        content = capture.export_text()
+    path = run(write_output, output, content, [i for i in inputs if i])
+    console(stderr=True).print(f"wrote {path}")
+
+
 # ---- commands -----------------------------------------------------------------------------------------------------
 
 
@@ -122,7 +150,61 @@ def presets() -> None:
     console().print(presets_table(run(build)))
 
 
-# [summary command]
+DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+
+
+class SummaryFormat(str, Enum):
+    table = "table"
+    tree = "tree"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+@app.command()
+def summary(
+    source: SourceArg = None,
+    depth: DepthOpt = 1,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    text_len: TextLenOpt = 77,
+    device: DeviceOpt = "meta",
+    dtype: DtypeOpt = "fp32",
+    fmt: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
+
+    Runs on the meta device by default: no weights are read or allocated, so even SDXL takes about a second.
+    A checkpoint's safetensors header is checked against the model without reading its tensors.
+
+    Examples:
+
+      [bold]unetinspect summary[/]                      SD 1.5 at 512×512, one row per block
+
+      [bold]unetinspect summary sdxl --depth 2[/]       SDXL, down to resnets and transformers
+
+      [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
+    """
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.analysis.summary import summarize
+    from unetinspect.render import summary_view
+
+    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
+                 allow_pickle=allow_pickle)
+    if fmt in (SummaryFormat.table, SummaryFormat.tree):
+        view = summary_view.summary_table if fmt == SummaryFormat.table else summary_view.summary_tree
+        emit(view(result, depth), output, inputs=[source])
+    else:
+        render = {SummaryFormat.json: summary_view.summary_json, SummaryFormat.csv: summary_view.summary_csv,
+                  SummaryFormat.markdown: summary_view.summary_markdown}[fmt]
+        emit(render(result, depth), output, inputs=[source])
 
 
 # [profile command]

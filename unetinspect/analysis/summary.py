@@ -20,6 +20,20 @@ from unetinspect.weights.loading import load_unet, parse_device, parse_dtype
 from unetinspect.weights.sources import Source, headers_of, resolve_source
 
 
+@dataclass(frozen=True)
+class Row:
+    """One module call as a summary line: shapes, parameters, FLOPs, and the skip tensors it consumes."""
+
+    path: str
+    type: str
+    depth: int
+    inputs: list[tuple[int, ...]]
+    outputs: list[tuple[int, ...]]
+    params: int
+    flops: int
+    skips: list[tuple[str, tuple[int, ...]]]  # (producing call, shape) of feature maps from earlier blocks
+
+
 @dataclass
 class Summary:
     """A traced forward pass of one source, and the facts to print beside it."""
@@ -35,6 +49,32 @@ class Summary:
     @property
     def config(self) -> UNetConfig:
         return self.source.config
+
+    def rows(self, depth: int = 1) -> list[Row]:
+        """Every call down to `depth` (1 = blocks), parents before children, with the skips it consumes.
+
+        A skip is a feature map (4-D input) produced by an earlier sibling call other than the one just before:
+        for an up block, the residuals of the down blocks. It is found from the trace, not from the config.
+        """
+        rows = []
+        last_child: dict[int | None, int] = {}
+        for record in self.trace.records[1:]:
+            if record.depth > depth:
+                continue
+            previous = last_child.get(record.parent)
+            last_child[record.parent] = record.index
+            skips = []
+            for tensor in record.inputs:
+                producer = self.trace.producer_at(tensor, record.depth)
+                if (len(tensor.shape) == 4 and producer is not None and producer.parent == record.parent
+                        and producer.index not in (previous, record.index)):
+                    skips.append((producer.name, tensor.shape))
+            rows.append(Row(
+                path=record.name, type=record.type, depth=record.depth,
+                inputs=[t.shape for t in record.inputs], outputs=[t.shape for t in record.outputs],
+                params=record.params, flops=record.flops, skips=skips,
+            ))
+        return rows
 
     @property
     def activation_bytes(self) -> int:

@@ -5,6 +5,10 @@ module's path and class, its depth in the call tree, the shapes and dtypes of it
 its parameters and the FLOPs that ran inside it. Each input tensor also remembers which earlier calls output
 that very tensor — which is how a view knows that `up_blocks.1` consumes the skips of `down_blocks.2`.
 Works on any `nn.Module`, ours or diffusers'; every hook is removed afterwards, also when the forward raises.
+
+On request (`record_ops=True`) the tensor operations that modules run in their own code, between their child
+calls, are recorded too (`Trace.ops`): the `torch.cat` that feeds a skip into an up block's resnet, a resnet's
+residual `+`. Hooks cannot see them, and a diagram needs them to follow the data from call to call.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from unetinspect.analysis.flops import FlopCounter
 
@@ -26,13 +31,16 @@ class TensorMeta:
     """One tensor argument or result: where it sits in the call, its shape and dtype.
 
     `producers` lists the calls (record indices, innermost first) that returned this very tensor; index 0 (the
-    root call) means it is an input of the whole model.
+    root call) means it is an input of the whole model. `key` is the same number wherever the same tensor object
+    appears in one trace; `op` is the recorded op (index into `Trace.ops`) that computed it, if any.
     """
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     producers: tuple[int, ...] = ()
+    key: int | None = None
+    op: int | None = None
 
 
 @dataclass
@@ -60,14 +68,31 @@ class CallRecord:
 
 
 @dataclass
+class OpRecord:
+    """One tensor operation a module ran in its own code, not inside a child module (`+`, `torch.cat`, a view).
+
+    `parent` is the call whose code ran it; `position` the index of the next call to begin, so the op ran after
+    every call with a smaller index had begun. Operations inside leaf modules are their call's and not recorded.
+    """
+
+    index: int
+    name: str  # the function's name: "add", "cat", "getitem", "scaled_dot_product_attention"
+    parent: int
+    position: int
+    inputs: list[TensorMeta]
+    outputs: list[TensorMeta]
+
+
+@dataclass
 class Trace:
-    """The ordered calls of one forward pass, and totals of the model."""
+    """The ordered calls of one forward pass, and totals of the model (and, when recorded, the glue ops)."""
 
     model_type: str
     records: list[CallRecord]
     total_params: int
     trainable_params: int
     param_bytes: int
+    ops: list[OpRecord] = field(default_factory=list)
 
     @property
     def root(self) -> CallRecord:
@@ -94,21 +119,26 @@ class Trace:
             yield from self.descendants(self.records[child])
 
     def producer_at(self, tensor: TensorMeta, depth: int) -> CallRecord | None:
-        """The call at `depth` (or the deepest one above it) that returned `tensor`; the root for model inputs."""
+        """The call at `depth` (or the deepest one above it) that returned `tensor`; the root for model inputs.
+
+        Among calls at the same depth the latest wins: an identity (Dropout in eval) returns its input tensor.
+        """
         candidates = [self.records[i] for i in tensor.producers]
         shallow_enough = [r for r in candidates if r.depth <= depth]
-        return max(shallow_enough, key=lambda r: r.depth) if shallow_enough else None
+        return max(shallow_enough, key=lambda r: (r.depth, r.index)) if shallow_enough else None
 
 
-def trace_model(model: nn.Module, inputs: dict[str, Any], *, count_flops: bool = True) -> Trace:
-    """Run `model(**inputs)` once under `torch.no_grad()` and record every module call."""
+def trace_model(model: nn.Module, inputs: dict[str, Any], *, count_flops: bool = True,
+                record_ops: bool = False) -> Trace:
+    """Run `model(**inputs)` once under `torch.no_grad()` and record every module call (and op, if asked)."""
     recorder = _Recorder(model)
     handles = []
     try:
         for path, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(recorder.pre_hook(path), with_kwargs=True))
             handles.append(module.register_forward_hook(recorder.post_hook(), with_kwargs=True, always_call=True))
-        with torch.no_grad(), (FlopCounter() if count_flops else _NoFlops()) as counter:
+        with torch.no_grad(), (FlopCounter() if count_flops else _NoFlops()) as counter, \
+                (_OpRecorder(recorder) if record_ops else _NoFlops()):
             recorder.counter = counter
             model(**inputs)
     finally:
@@ -123,10 +153,13 @@ def trace_model(model: nn.Module, inputs: dict[str, Any], *, count_flops: bool =
         total_params=sum(p.numel() for p in params),
         trainable_params=sum(p.numel() for p in params if p.requires_grad),
         param_bytes=sum(p.numel() * p.element_size() for p in params),
+        ops=recorder.ops,
     )
 
 
 class _NoFlops:
+    """Stands in for an optional context (FLOP counting, op recording) that is switched off."""
+
     total = 0
 
     def __enter__(self) -> _NoFlops:
@@ -144,6 +177,11 @@ class _Recorder:
         self.stack: list[tuple[CallRecord, int]] = []  # (record, FLOP total at its start)
         self.calls: dict[str, int] = {}
         self.producers: dict[int, tuple[weakref.ref, list[int]]] = {}
+        self.keys: dict[int, tuple[weakref.ref, int]] = {}
+        self.next_key = 0
+        self.op_of: dict[int, tuple[weakref.ref, int]] = {}
+        self.ops: list[OpRecord] = []
+        self.leaf_calls: set[int] = set()
         self.counter: FlopCounter | _NoFlops = _NoFlops()
         self.param_counts = _params_per_path(model)
 
@@ -163,6 +201,8 @@ class _Recorder:
                     self._register(tensor, record.index)
             else:
                 parent.children.append(record.index)
+            if next(module.children(), None) is None:
+                self.leaf_calls.add(record.index)
             self.records.append(record)
             self.stack.append((record, self.counter.total))
 
@@ -180,6 +220,25 @@ class _Recorder:
 
         return hook
 
+    def record_op(self, func: Any, args: tuple, kwargs: dict, output: Any) -> None:
+        """Keep an op run in a non-leaf module's own code that made new tensors (not shape queries, not no-ops)."""
+        if not self.stack or self.stack[-1][0].index in self.leaf_calls:
+            return
+        inputs = list(_flatten("in", (args, kwargs)))
+        seen = {id(t) for _, t in inputs}
+        made = [(name, t) for name, t in _flatten("out", output) if id(t) not in seen]
+        if not made:
+            return
+        op = OpRecord(
+            index=len(self.ops), name=getattr(func, "__name__", str(func)).strip("_"),
+            parent=self.stack[-1][0].index, position=len(self.records),
+            inputs=[self._meta(f"{i}", t, lookup=True) for i, (_, t) in enumerate(inputs)], outputs=[],
+        )
+        for name, tensor in made:
+            self.op_of[id(tensor)] = (weakref.ref(tensor), op.index)
+            op.outputs.append(self._meta(name, tensor, lookup=False))
+        self.ops.append(op)
+
     def _register(self, tensor: torch.Tensor, index: int) -> None:
         entry = self.producers.get(id(tensor))
         if entry is not None and entry[0]() is tensor:
@@ -194,7 +253,33 @@ class _Recorder:
             entry = self.producers.get(id(tensor))
             if entry is not None and entry[0]() is tensor:
                 producers = tuple(entry[1])
-        return TensorMeta(name, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), producers)
+        made_by = self.op_of.get(id(tensor))
+        op = made_by[1] if made_by is not None and made_by[0]() is tensor else None
+        return TensorMeta(name, tuple(tensor.shape), str(tensor.dtype).removeprefix("torch."), producers,
+                          key=self._key(tensor), op=op)
+
+    def _key(self, tensor: torch.Tensor) -> int:
+        """The tensor's number in this trace: the same object always gets the same one (ids are reused)."""
+        entry = self.keys.get(id(tensor))
+        if entry is None or entry[0]() is not tensor:
+            entry = (weakref.ref(tensor), self.next_key)
+            self.keys[id(tensor)] = entry
+            self.next_key += 1
+        return entry[1]
+
+
+class _OpRecorder(TorchFunctionMode):
+    """Hands every torch function call made during the forward to the recorder, after running it."""
+
+    def __init__(self, recorder: _Recorder) -> None:
+        super().__init__()
+        self.recorder = recorder
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        output = func(*args, **kwargs)
+        self.recorder.record_op(func, args, kwargs, output)
+        return output
 
 
 def _params_per_path(model: nn.Module) -> dict[str, int]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 
-def human_count(n: float, unit: str = "") -> str:
+def human_count(n: float, unit: str = "", billion: str = "B") -> str:
     """859_520_964 → "859.5M", 2.57e9 → "2.6B"; with unit "FLOPs" → "803.3 GFLOPs" (SI prefixes)."""
-    for threshold, suffix in ((1e12, "T"), (1e9, "G" if unit else "B"), (1e6, "M"), (1e3, "k")):
+    for threshold, suffix in ((1e12, "T"), (1e9, "G" if unit else billion), (1e6, "M"), (1e3, "k")):
         if abs(n) >= threshold:
             value = f"{n / threshold:.1f}{suffix}"
             return f"{value[:-1]} {suffix}{unit}" if unit else value
@@ -25,3 +25,8 @@ def shape_str(shape: list[int] | tuple[int, ...] | None) -> str:
     if shape is None:
         return ""
     return "×".join(str(d) for d in shape) if len(shape) else "scalar"
+
+
+def human_flops(n: float) -> str:
+    """FLOPs in a narrow column: 109_550_960_640 → "109.6G"."""
+    return human_count(n, billion="G") if n else "–"
