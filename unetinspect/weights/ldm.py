@@ -1,23 +1,428 @@
-"""Original (CompVis / LDM) single-file checkpoints: recognising them, renaming keys, inferring the config."""
+"""Original (CompVis / LDM) single-file checkpoints: recognising them, renaming keys, inferring the config.
+
+Most Stable Diffusion weights on disk are in this layout: a flat list of numbered blocks rather than diffusers'
+nested levels. The UNet (under `model.diffusion_model.`, or bare in a UNet-only state dict) reads
+
+    time_embed.{0,2}                      the timestep MLP                → time_embedding.linear_{1,2}
+    label_emb.0.{0,2}                     SDXL's size/crop/pool MLP       → add_embedding.linear_{1,2}
+    input_blocks.0.0                      the first conv                  → conv_in
+    input_blocks.N.0 [+ input_blocks.N.1] a resnet [+ its transformer]    → down_blocks.b.resnets.l [.attentions.l]
+    input_blocks.N.0.op                   a downsampler, closing a level  → down_blocks.b.downsamplers.0.conv
+    middle_block.{0,1,2}                  resnet, transformer, resnet     → mid_block.resnets.0, attentions.0, resnets.1
+    output_blocks.N.0 [+ .1] [+ .K.conv]  resnet [+ transformer] [+ upsampler] → up_blocks.b.resnets.l ...
+    out.{0,2}                             the final norm and conv         → conv_norm_out, conv_out
+
+Resnets name their layers by position (`in_layers.0` is the first norm, `out_layers.3` the second conv); the
+transformers already use diffusers' names. Every tensor has the same shape on both sides.
+
+The config is inferred from the tensor shapes alone, which show channels, levels, layers, where attention is,
+transformer depths, the text width and the kind of projection. They do not show four things, for which the
+conventions of the released models are assumed (documented on `infer_config`); `--config` overrides them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn
 
 from unetinspect.config import UNetConfig
-from unetinspect.errors import WeightsError
+from unetinspect.errors import ConfigError, WeightsError
+from unetinspect.presets import PRESETS, load_preset
 
 UNET_PREFIX = "model.diffusion_model."
+# The top-level names of a bare LDM UNet state dict.
+UNET_ROOTS = ("input_blocks", "middle_block", "output_blocks", "time_embed", "label_emb", "out")
+# What else a full checkpoint carries, by key prefix.
+COMPONENT_PREFIXES = (
+    ("first_stage_model.", "VAE"),
+    ("cond_stage_model.", "text encoder"),
+    ("conditioner.embedders.0.", "text encoder"),
+    ("conditioner.embedders.1.", "text encoder 2"),
+    ("model_ema.", "EMA weights"),
+)
+
+# SD 1.x transformers (conv projections) have 8 heads at every level; SD 2.x and SDXL (linear) 64-channel heads.
+SD1_HEADS = 8
+SD2_HEAD_CHANNELS = 64
+# SDXL embeds each of its size/crop (or aesthetic-score) numbers sinusoidally in 256 channels.
+SDXL_TIME_ID_CHANNELS = 256
+
+# Resnet layers by position in LDM → by name in diffusers.
+RESNET_NAMES = {
+    "in_layers.0": "norm1", "in_layers.2": "conv1", "emb_layers.1": "time_emb_proj",
+    "out_layers.0": "norm2", "out_layers.3": "conv2", "skip_connection": "conv_shortcut",
+}
 
 
-def looks_like_ldm(names: Mapping[str, object]) -> bool:
+def looks_like_ldm(names: Iterable[str]) -> bool:
     """True for a full SD checkpoint (`model.diffusion_model.*`) or a bare LDM UNet state dict."""
     return any(n.startswith(UNET_PREFIX) or n.startswith("input_blocks.") for n in names)
 
 
+def unet_keys(names: Iterable[str]) -> dict[str, str]:
+    """The UNet's tensors of an LDM checkpoint: name without the prefix → name in the file.
+
+    With `model.diffusion_model.` keys present only those count (the rest is VAE, text encoders, EMA, the noise
+    schedule); a bare state dict counts the keys under the LDM UNet's own top-level names.
+    """
+    names = list(names)
+    if any(n.startswith(UNET_PREFIX) for n in names):
+        return {n[len(UNET_PREFIX):]: n for n in names if n.startswith(UNET_PREFIX)}
+    return {n: n for n in names if n.split(".", 1)[0] in UNET_ROOTS}
+
+
+def component_of(name: str) -> str:
+    """Which part of an LDM checkpoint a key belongs to: "UNet", "VAE", "text encoder", ... or "other"."""
+    if name.startswith(UNET_PREFIX) or name.split(".", 1)[0] in UNET_ROOTS:
+        return "UNet"
+    return next((label for prefix, label in COMPONENT_PREFIXES if name.startswith(prefix)), "other")
+
+
+# ---- config inference ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One resolution level of the down path as the input blocks show it."""
+
+    channels: int
+    layers: int
+    depth: int | None  # transformer blocks after each resnet; None: no attention at this level
+
+
 def infer_config(shapes: Mapping[str, tuple[int, ...]], origin: str = "checkpoint") -> UNetConfig:
-    raise WeightsError(f"{origin}: single-file LDM checkpoints are not readable yet")
+    """The UNet config of an LDM checkpoint, from the shapes of its tensors alone.
+
+    Read from the shapes: in/out channels and kernels, channels per level, resnets per level, which levels have
+    attention (down and up separately), transformer depth per level and in the middle, the text width
+    (`cross_attention_dim`), linear vs 1x1-conv projections, the timestep MLP width, and SDXL's `label_emb`
+    (its input width is `projection_class_embeddings_input_dim`).
+
+    Not in the shapes, so taken from the released models:
+    - heads: SD 1.x (conv projections) has 8 heads per transformer (`attention_head_dim=8`, diffusers' historical
+      name for the head count); SD 2.x and SDXL (linear projections) have 64-channel heads, written as heads per
+      level (`attention_head_dim=[5, 10, 20, 20]` for SD 2.x), as their configs write them;
+    - `norm_num_groups` 32 and every other non-structural field: those of the preset of the same family
+      (sd15 for conv projections, sd21 for linear, sdxl when `label_emb` is present);
+    - SDXL's `addition_time_embed_dim` is 256;
+    - `sample_size` and `upcast_attention` (SD 2.x 768-v vs 512-base, v vs epsilon prediction cannot be told
+      apart): those of the matching preset. A checkpoint whose structure is exactly a preset's gets exactly that
+      preset's config.
+
+    Raises `WeightsError` naming the keys that fit no supported structure.
+    """
+    unet = {short: tuple(shapes[full]) for short, full in unet_keys(shapes).items()}
+    if not unet:
+        raise WeightsError(f"{origin}: no UNet tensors found (no model.diffusion_model.* or input_blocks.* keys)")
+    reader = _ShapeReader(unet, origin)
+    try:
+        return _infer(reader)
+    except ConfigError as exc:
+        raise WeightsError(f"{origin}: the tensor shapes imply an invalid config: {exc.message}",
+                           "pass --config FILE or --config PRESET") from None
+
+
+def _infer(reader: _ShapeReader) -> UNetConfig:
+    first_channels, in_channels, conv_in_kernel = reader.shape("input_blocks.0.0.weight", ndim=4)[:3]
+    out_channels, _, conv_out_kernel = reader.shape("out.2.weight", ndim=4)[:3]
+    time_embed_dim = reader.shape("time_embed.0.weight", ndim=2)[0]
+    levels = _down_levels(reader)
+    channels = [level.channels for level in levels]
+    if channels[0] != first_channels:
+        reader.fail(f"input_blocks.1 has {channels[0]} channels but input_blocks.0.0 makes {first_channels}")
+    up_depths = _up_depths(reader, levels)
+    mid_depth = _mid_depth(reader) if reader.has("middle_block.") else None
+    linear = _uses_linear_projection(reader)
+    attended = [level.depth is not None or up is not None for level, up in zip(levels, reversed(up_depths))]
+    attended[-1] = attended[-1] or mid_depth is not None
+    has_label_emb = reader.has("label_emb.")
+
+    structure = dict(
+        in_channels=in_channels, out_channels=out_channels, conv_in_kernel=conv_in_kernel,
+        conv_out_kernel=conv_out_kernel, block_out_channels=channels,
+        layers_per_block=_one_or_list([level.layers for level in levels]),
+        down_block_types=["CrossAttnDownBlock2D" if lv.depth else "DownBlock2D" for lv in levels],
+        up_block_types=["CrossAttnUpBlock2D" if d else "UpBlock2D" for d in up_depths],
+        mid_block_type="UNetMidBlock2DCrossAttn" if mid_depth else None,
+        transformer_layers_per_block=_transformer_depths(reader, levels, up_depths, mid_depth),
+        reverse_transformer_layers_per_block=None,
+        time_embedding_dim=None if time_embed_dim == 4 * first_channels else time_embed_dim,
+        use_linear_projection=linear,
+        attention_head_dim=_heads(reader, channels, attended) if linear else SD1_HEADS,
+        num_attention_heads=None,
+        **_cross_attention_dim(reader),
+        **_addition_embedding(reader),
+    )
+    family = "sdxl" if has_label_emb else "sd21" if linear else "sd15"
+    config = load_preset(family).replace(**structure)
+    return next((preset for preset in map(load_preset, PRESETS) if preset == config), config)
+
+
+class _ShapeReader:
+    """The UNet's shapes (without prefix) and errors that name the keys that did not fit."""
+
+    def __init__(self, shapes: dict[str, tuple[int, ...]], origin: str) -> None:
+        self.shapes = shapes
+        self.origin = origin
+
+    def fail(self, what: str) -> NoReturn:
+        raise WeightsError(f"{self.origin}: not a supported SD UNet checkpoint: {what}",
+                           "if it is one, pass --config FILE or --config PRESET to say which")
+
+    def shape(self, key: str, ndim: int | None = None) -> tuple[int, ...]:
+        if key not in self.shapes:
+            self.fail(f"tensor {key!r} is missing")
+        shape = self.shapes[key]
+        if ndim is not None and len(shape) != ndim:
+            self.fail(f"tensor {key!r} has shape {list(shape)}, expected {ndim} dimensions")
+        return shape
+
+    def has(self, prefix: str) -> bool:
+        return any(k.startswith(prefix) for k in self.shapes)
+
+    def indices(self, root: str) -> list[int]:
+        """The block numbers under `root` (input_blocks / output_blocks), checked to run 0, 1, 2, ... with no gap."""
+        found = sorted({int(m.group(1)) for k in self.shapes if (m := re.match(rf"{root}\.(\d+)\.", k))})
+        if found != list(range(len(found))):
+            missing = sorted(set(range(max(found, default=0) + 1)) - set(found))
+            self.fail(f"{root} are not numbered 0..{len(found) - 1}: {root}.{missing[0]} is missing")
+        return found
+
+    def depth(self, prefix: str) -> int | None:
+        """Transformer blocks of the transformer at `prefix` (None if there is none)."""
+        if not self.has(prefix + "."):
+            return None
+        blocks = {int(m.group(1)) for k in self.shapes
+                  if (m := re.match(rf"{re.escape(prefix)}\.transformer_blocks\.(\d+)\.", k))}
+        if not blocks:
+            self.fail(f"{prefix} is not a transformer (it has no transformer_blocks)")
+        return len(blocks)
+
+    def resnet_channels(self, prefix: str) -> int:
+        return self.shape(f"{prefix}.out_layers.3.weight", ndim=4)[0]
+
+
+def _down_levels(reader: _ShapeReader) -> list[_Level]:
+    """Group input_blocks 1.. into levels: resnets (each maybe with a transformer), closed by a downsampler."""
+    levels: list[_Level] = []
+    resnets: list[tuple[int, int | None]] = []  # (channels, depth) of the current level's layers
+    indices = reader.indices("input_blocks")
+
+    def close(at: str) -> None:
+        if not resnets:
+            reader.fail(f"{at} closes a level that has no resnet")
+        depths = {depth for _, depth in resnets}
+        if len(depths) > 1 or len({c for c, _ in resnets}) > 1:
+            reader.fail(f"the resnets before {at} differ in channels or attention ({sorted(map(str, depths))})")
+        levels.append(_Level(resnets[0][0], len(resnets), resnets[0][1]))
+        resnets.clear()
+
+    for i in indices[1:]:
+        if reader.has(f"input_blocks.{i}.0.op."):
+            close(f"input_blocks.{i}.0.op")
+            if reader.has(f"input_blocks.{i}.1."):
+                reader.fail(f"input_blocks.{i} holds a downsampler and something else")
+        elif reader.has(f"input_blocks.{i}.0.in_layers."):
+            resnets.append((reader.resnet_channels(f"input_blocks.{i}.0"), reader.depth(f"input_blocks.{i}.1")))
+        else:
+            reader.fail(f"input_blocks.{i}.0 is neither a resnet (in_layers) nor a downsampler (op)")
+    if not resnets:
+        reader.fail("the last input block is a downsampler (or there are no input blocks)")
+    close("the middle block")
+    return levels
+
+
+def _up_depths(reader: _ShapeReader, levels: list[_Level]) -> list[int | None]:
+    """Transformer depth of each up block (None: no attention), checking the output blocks mirror the levels."""
+    n = len(levels)
+    expected = sum(level.layers + 1 for level in levels)
+    found = len(reader.indices("output_blocks"))
+    if found != expected:
+        reader.fail(f"{found} output_blocks, but {n} levels of {[lv.layers for lv in levels]} resnets need {expected}")
+    depths: list[int | None] = []
+    index = 0
+    for i, level in enumerate(reversed(levels)):
+        block = set()
+        for layer in range(level.layers + 1):
+            prefix = f"output_blocks.{index}"
+            if reader.resnet_channels(f"{prefix}.0") != level.channels:
+                reader.fail(f"{prefix}.0 has {reader.resnet_channels(prefix + '.0')} channels, "
+                            f"its level has {level.channels}")
+            has_transformer = reader.has(f"{prefix}.1.") and not reader.has(f"{prefix}.1.conv.")
+            block.add(reader.depth(f"{prefix}.1") if has_transformer else None)
+            last_upsamples = layer == level.layers and i < n - 1
+            upsampler = f"{prefix}.{2 if has_transformer else 1}.conv.weight"
+            if last_upsamples != (upsampler in reader.shapes):
+                reader.fail(f"{prefix}: expected {'an' if last_upsamples else 'no'} upsampler ({upsampler})")
+            index += 1
+        if len(block) > 1:
+            reader.fail(f"the output blocks of up block {i} differ in attention")
+        depths.append(block.pop())
+    return depths
+
+
+def _mid_depth(reader: _ShapeReader) -> int:
+    for key in ("middle_block.0.in_layers.0.weight", "middle_block.2.in_layers.0.weight"):
+        reader.shape(key)
+    depth = reader.depth("middle_block.1")
+    if depth is None or reader.has("middle_block.3."):
+        reader.fail("middle_block is not resnet, transformer, resnet (UNetMidBlock2DCrossAttn)")
+    return depth
+
+
+def _transformers(reader: _ShapeReader) -> list[str]:
+    """Prefixes of every transformer (they are the modules with a proj_in)."""
+    return sorted(k.removesuffix(".proj_in.weight") for k in reader.shapes if k.endswith(".proj_in.weight"))
+
+
+def _uses_linear_projection(reader: _ShapeReader) -> bool:
+    kinds = {len(reader.shapes[f"{t}.proj_in.weight"]) for t in _transformers(reader)}
+    if len(kinds) > 1:
+        reader.fail("some transformers project with linear layers and some with 1x1 convolutions")
+    return kinds == {2}
+
+
+def _cross_attention_dim(reader: _ShapeReader) -> dict[str, int]:
+    widths = {reader.shapes[k][1] for k in reader.shapes if k.endswith(".attn2.to_k.weight")}
+    if len(widths) > 1:
+        reader.fail(f"the cross-attentions read text of different widths {sorted(widths)}")
+    return {"cross_attention_dim": widths.pop()} if widths else {}
+
+
+def _heads(reader: _ShapeReader, channels: list[int], attended: list[bool]) -> list[int]:
+    """64-channel heads per level (SD 2.x / SDXL); every level with attention must divide into them."""
+    for i, (width, has_attention) in enumerate(zip(channels, attended)):
+        if has_attention and width % SD2_HEAD_CHANNELS:
+            reader.fail(f"level {i} has {width} channels, not a multiple of the {SD2_HEAD_CHANNELS}-channel heads "
+                        "of linear-projection (SD 2.x / SDXL) UNets")
+    return [max(width // SD2_HEAD_CHANNELS, 1) for width in channels]
+
+
+def _transformer_depths(reader: _ShapeReader, levels: list[_Level], up_depths: list[int | None],
+                        mid_depth: int | None) -> int | list[int]:
+    """`transformer_layers_per_block` as the released configs write it: one int when all depths agree
+    (SD 1.x/2.x: 1, SDXL refiner: 4), else one per level, 1 where a level has no attention (SDXL: [1, 2, 10]).
+
+    diffusers gives the mid block the last level's depth and the up blocks the reversed down depths, so those
+    must agree with the file.
+    """
+    down = [level.depth for level in levels]
+    for i, (level_depth, up_depth) in enumerate(zip(down, reversed(up_depths))):
+        if level_depth is not None and up_depth is not None and level_depth != up_depth:
+            reader.fail(f"level {i} has {level_depth} transformer blocks going down but {up_depth} going up")
+    if mid_depth is not None and down[-1] is not None and down[-1] != mid_depth:
+        reader.fail(f"the middle block has {mid_depth} transformer blocks but the last level {down[-1]}")
+    depths = [d if d is not None else u for d, u in zip(down, reversed(up_depths))]
+    if mid_depth is not None and depths[-1] is None:
+        depths[-1] = mid_depth
+    values = {d for d in depths if d is not None}
+    if len(values) <= 1:
+        return values.pop() if values else 1
+    return [d if d is not None else 1 for d in depths]
+
+
+def _addition_embedding(reader: _ShapeReader) -> dict[str, object]:
+    """SDXL's `label_emb` (pooled text + size/crop ids → an MLP added to the timestep embedding)."""
+    if not reader.has("label_emb."):
+        return {"addition_embed_type": None, "addition_time_embed_dim": None,
+                "projection_class_embeddings_input_dim": None}
+    if "label_emb.0.0.weight" not in reader.shapes:
+        reader.fail(f"label_emb is not SDXL's size/crop embedding (label_emb.0.0 missing; has "
+                    f"{next(k for k in reader.shapes if k.startswith('label_emb.'))!r})")
+    return {"addition_embed_type": "text_time", "addition_time_embed_dim": SDXL_TIME_ID_CHANNELS,
+            "projection_class_embeddings_input_dim": reader.shape("label_emb.0.0.weight", ndim=2)[1]}
+
+
+def _one_or_list(values: list[int]) -> int | list[int]:
+    return values[0] if len(set(values)) == 1 else values
+
+
+# ---- key renaming -------------------------------------------------------------------------------------------------
 
 
 def diffusers_key_map(shapes: Mapping[str, tuple[int, ...]], config: UNetConfig) -> dict[str, str]:
-    raise WeightsError("single-file LDM checkpoints are not readable yet")
+    """Our (diffusers') key → the file's key, for every UNet tensor of an LDM checkpoint, laid out by `config`.
+
+    Only UNet keys are mapped; VAE, text encoders, EMA copies and the noise schedule are left alone. A UNet key
+    with no place in the config is an error naming it (a missing one is reported by the loader, in our names).
+    """
+    modules = _module_table(config)
+    renamed: dict[str, str] = {}
+    unplaced: list[str] = []
+    for short, full in unet_keys(shapes).items():
+        ours = _rename(short, modules)
+        if ours is None:
+            unplaced.append(full)
+        else:
+            renamed[ours] = full
+    if unplaced:
+        raise WeightsError(f"{len(unplaced)} UNet tensor(s) of the checkpoint have no place in this config, "
+                           f"e.g. {unplaced[0]!r}", "the checkpoint has another structure: check --config")
+    return renamed
+
+
+def _rename(key: str, modules: dict[str, tuple[str, dict[str, str]]]) -> str | None:
+    """One key through the module table: the longest known module prefix, then the layer inside it."""
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        entry = modules.get(".".join(parts[:cut]))
+        if entry is None:
+            continue
+        ours, layers = entry
+        rest = parts[cut:]
+        if not layers:
+            return ".".join([ours, *rest])
+        for width in (2, 1):
+            layer = layers.get(".".join(rest[:width]))
+            if layer is not None:
+                return ".".join([ours, layer, *rest[width:]])
+        return None
+    return None
+
+
+def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
+    """LDM module → (our module, renames of the layers inside it; empty: same names), walked from the config."""
+    same: dict[str, str] = {}
+    table = {
+        "input_blocks.0.0": ("conv_in", same),
+        "time_embed.0": ("time_embedding.linear_1", same),
+        "time_embed.2": ("time_embedding.linear_2", same),
+        "out.0": ("conv_norm_out", same),
+        "out.2": ("conv_out", same),
+    }
+    if config.addition_embed_type == "text_time":
+        table["label_emb.0.0"] = ("add_embedding.linear_1", same)
+        table["label_emb.0.2"] = ("add_embedding.linear_2", same)
+
+    n = config.num_blocks
+    layers = config.layers_per_block_list
+    index = 1
+    for b, block_type in enumerate(config.down_block_types):
+        for layer in range(layers[b]):
+            table[f"input_blocks.{index}.0"] = (f"down_blocks.{b}.resnets.{layer}", RESNET_NAMES)
+            if block_type == "CrossAttnDownBlock2D":
+                table[f"input_blocks.{index}.1"] = (f"down_blocks.{b}.attentions.{layer}", same)
+            index += 1
+        if b < n - 1:
+            table[f"input_blocks.{index}.0.op"] = (f"down_blocks.{b}.downsamplers.0.conv", same)
+            index += 1
+
+    if config.mid_block_type is not None:
+        table["middle_block.0"] = ("mid_block.resnets.0", RESNET_NAMES)
+        table["middle_block.1"] = ("mid_block.attentions.0", same)
+        table["middle_block.2"] = ("mid_block.resnets.1", RESNET_NAMES)
+
+    index = 0
+    for i, block_type in enumerate(config.up_block_types):
+        attention = block_type == "CrossAttnUpBlock2D"
+        count = layers[n - 1 - i] + 1
+        for layer in range(count):
+            table[f"output_blocks.{index}.0"] = (f"up_blocks.{i}.resnets.{layer}", RESNET_NAMES)
+            if attention:
+                table[f"output_blocks.{index}.1"] = (f"up_blocks.{i}.attentions.{layer}", same)
+            if layer == count - 1 and i < n - 1:
+                table[f"output_blocks.{index}.{2 if attention else 1}.conv"] = (f"up_blocks.{i}.upsamplers.0.conv", same)
+            index += 1
+    return table
