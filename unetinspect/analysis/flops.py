@@ -29,8 +29,33 @@ def _cpu_flash_attention_flops(query: torch.Tensor, key: torch.Tensor, value: to
     return sdpa_flop_count(query.shape, key.shape, value.shape)
 
 
-# packet → formula(*args, out_val=output, **kwargs): torch's registry plus the CPU attention kernel it lacks.
-FORMULAS = {**flop_registry, aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops}
+def _mm_flops(a: torch.Tensor, b: torch.Tensor, *args: Any, **kwargs: Any) -> int:
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1]
+
+
+def _addmm_flops(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, *args: Any, **kwargs: Any) -> int:
+    return _mm_flops(a, b)
+
+
+def _bmm_flops(a: torch.Tensor, b: torch.Tensor, *args: Any, **kwargs: Any) -> int:
+    return 2 * a.shape[0] * a.shape[1] * a.shape[2] * b.shape[2]
+
+
+def _convolution_flops(x: torch.Tensor, weight: torch.Tensor, *args: Any, out_val: torch.Tensor, **kwargs: Any) -> int:
+    """2 × output elements × multiply-adds per output (in_channels/groups × kernel area), as torch counts it."""
+    return 2 * out_val.numel() * weight[0].numel()
+
+
+# packet → formula(*args, out_val=output, **kwargs): torch's registry plus the CPU attention kernel it lacks,
+# with the hot formulas written on tensors directly (torch's wrap every call in a pytree map of shapes).
+FORMULAS = {
+    **flop_registry,
+    aten._scaled_dot_product_flash_attention_for_cpu: _cpu_flash_attention_flops,
+    aten.mm: _mm_flops,
+    aten.addmm: _addmm_flops,
+    aten.bmm: _bmm_flops,
+    aten.convolution: _convolution_flops,
+}
 
 
 class FlopCounter(TorchDispatchMode):

@@ -1,9 +1,9 @@
 """Shape-only results for the ops whose meta kernels are slow.
 
-On the meta device torch computes output shapes with Python reference implementations for some ops — layer norm,
-addmm, softmax, group norm, arithmetic with a Python scalar — at 1-3 ms a call, and the first of them imports
-torch._dynamo (2 s here). Together that was most of the 5 s an SDXL forward took on meta. Their output shapes are
-trivial, so we build them directly: contiguous, which any later view or reshape accepts.
+On the meta device torch computes output shapes with Python meta kernels for many ops — layer norm, matmuls,
+convolution, softmax, group norm, arithmetic with a Python scalar — at 1-3 ms a call; the first of them imports
+torch._dynamo or sympy (1.5-2 s each here). Together that was most of the 5 s an SDXL forward took on meta.
+Their output shapes are simple, so we build them directly: contiguous, which any later view or reshape accepts.
 """
 
 from __future__ import annotations
@@ -30,8 +30,28 @@ def _group_norm(x: torch.Tensor, weight: Any, bias: Any, n: int, c: int, hw: int
     return _empty(x.shape, x), _empty((n, groups), x), _empty((n, groups), x)
 
 
+def _require(condition: bool, message: str) -> None:
+    """The shape checks of the real kernels, kept so that a mismatch still fails loudly on meta."""
+    if not condition:
+        raise RuntimeError(message)
+
+
 def _addmm(bias: torch.Tensor, a: torch.Tensor, b: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-    return _empty((a.shape[0], b.shape[1]), a)
+    return _mm(a, b)
+
+
+def _convolution(x: torch.Tensor, weight: torch.Tensor, bias: Any, stride: list[int], padding: list[int],
+                 dilation: list[int], transposed: bool, output_padding: list[int], groups: int) -> Any:
+    # The meta kernel's shape checks import sympy (1.5 s) on first use.
+    if transposed:
+        return None
+    _require(x.shape[1] == weight.shape[1] * groups,
+             f"convolution expected input with {weight.shape[1] * groups} channels, got {tuple(x.shape)}")
+    spatial = [
+        (size + 2 * pad - dil * (kernel - 1) - 1) // step + 1
+        for size, kernel, step, pad, dil in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)
+    ]
+    return _empty((x.shape[0], weight.shape[0], *spatial), x)
 
 
 def _cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
@@ -42,6 +62,24 @@ def _cat(tensors: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
     return torch.empty(shape, dtype=dtype, device="meta")
+
+
+def _mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    _require(a.shape[1] == b.shape[0], f"mat1 and mat2 shapes cannot be multiplied ({tuple(a.shape)} and "
+                                       f"{tuple(b.shape)})")
+    return _empty((a.shape[0], b.shape[1]), a)
+
+
+def _bmm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    _require(a.shape[0] == b.shape[0] and a.shape[2] == b.shape[1],
+             f"batch1 and batch2 shapes cannot be multiplied ({tuple(a.shape)} and {tuple(b.shape)})")
+    return _empty((a.shape[0], a.shape[1], b.shape[2]), a)
+
+
+def _upsample_nearest(x: torch.Tensor, output_size: Any, *scales: Any) -> torch.Tensor:
+    if output_size is None:  # the .vec overload: scale factors instead of a size
+        output_size = [int(size * scale) for size, scale in zip(x.shape[2:], scales[0])]
+    return _empty((*x.shape[:2], *output_size), x)
 
 
 def _same_shape(x: torch.Tensor, *args: Any, dtype: torch.dtype | None = None, **kwargs: Any) -> torch.Tensor:
@@ -59,6 +97,11 @@ SHORTCUTS: dict[Any, Callable[..., Any]] = {
     aten.native_layer_norm.default: _layer_norm,
     aten.native_group_norm.default: _group_norm,
     aten.addmm.default: _addmm,
+    aten.mm.default: _mm,
+    aten.bmm.default: _bmm,
+    aten.convolution.default: _convolution,
+    aten.upsample_nearest2d.default: _upsample_nearest,
+    aten.upsample_nearest2d.vec: _upsample_nearest,
     aten._safe_softmax.default: _same_shape,
     aten.gelu.default: _same_shape,
 }
