@@ -13,19 +13,16 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from unetinspect.errors import WeightsError
 
 # safetensors itself refuses headers over 100 MB; the header of a full SD checkpoint is about 200 KB.
 MAX_HEADER_BYTES = 100_000_000
 
-DTYPES: dict[str, torch.dtype] = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-    "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+# Bytes per element of each dtype the format names (kept free of torch, so headers are read without importing it).
+ITEM_SIZES: dict[str, int] = {
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
+    "F8_E4M3": 1, "F8_E5M2": 1,
 }
-ITEM_SIZES: dict[str, int] = {name: torch.empty((), dtype=dtype).element_size() for name, dtype in DTYPES.items()}
 
 
 @dataclass(frozen=True)
@@ -40,10 +37,6 @@ class TensorInfo:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
-
-    @property
-    def torch_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
 
 
 @dataclass(frozen=True)
@@ -77,7 +70,7 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise WeightsError(f"{path}: the safetensors header is not valid JSON",
                            "the file is corrupt or not a safetensors file") from None
     if not isinstance(header, dict):
@@ -87,6 +80,7 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         raise WeightsError(f"{path}: __metadata__ in the header is not an object")
     data_size = file_size - 8 - header_len
     tensors = {name: _tensor_info(path, name, entry, data_size) for name, entry in header.items()}
+    _check_tiling(path, header, data_size)
     return SafetensorsHeader(path, file_size, tensors, {str(k): str(v) for k, v in metadata.items()})
 
 
@@ -97,7 +91,7 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> Tensor
     if not isinstance(entry, dict):
         raise bad("has no dtype/shape/data_offsets entry")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in DTYPES:
+    if dtype not in ITEM_SIZES:
         raise bad(f"has an unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise bad(f"has a malformed shape {shape!r}")
@@ -111,6 +105,22 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> Tensor
     if end - begin != nbytes:
         raise bad(f"has {end - begin:,} bytes for shape {shape} {dtype} (needs {nbytes:,})")
     return TensorInfo(name, dtype, tuple(shape), nbytes)
+
+
+def _check_tiling(path: Path, header: dict[str, dict], data_size: int) -> None:
+    """The tensors must cover the data exactly, without overlap or gap, as safetensors itself requires: overlapping
+    tensors would alias each other, and a hole can hide a second file inside the first (a polyglot)."""
+    position = 0
+    for name, entry in sorted(header.items(), key=lambda item: item[1]["data_offsets"]):
+        begin, end = entry["data_offsets"]
+        if begin != position:
+            what = ("overlaps the tensor before it" if begin < position
+                    else f"starts after a {begin - position:,}-byte gap")
+            raise WeightsError(f"{path}: tensor {name!r} {what}", "the file is corrupt or not a safetensors file")
+        position = end
+    if position != data_size:
+        raise WeightsError(f"{path}: {data_size - position:,} bytes after the last tensor belong to none",
+                           "the file is corrupt or not a safetensors file")
 
 
 def load_tensors(path: str | Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
