@@ -213,7 +213,49 @@ def summary(
 # [diagram command]
 
 
-# [weights command]
+class WeightsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+def weights(
+    checkpoint: Annotated[str, typer.Argument(
+        help="A .safetensors file (original single-file or diffusers), a .ckpt/.pt/.pth/.bin with --allow-pickle, "
+             "or a diffusers folder.", show_default=False)],
+    pattern: Annotated[Optional[str], typer.Argument(
+        help="List only the tensors whose name (the file's or ours) matches this glob, e.g. 'down_blocks.1.*'.",
+        show_default=False)] = None,
+    keys: Annotated[bool, typer.Option("--keys", "-k", help="List the tensors with shapes and dtypes.")] = False,
+    fmt: Annotated[WeightsFormat, typer.Option("--format", "-f", help="Output format.")] = WeightsFormat.table,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """What a checkpoint holds, from its headers alone: layout, parts (UNet, VAE, text encoders), dtypes, sizes,
+    the config (inferred for original single files) and its nearest preset, UNet parameters per block, metadata.
+
+    No tensor data is read, so a multi-GB file takes milliseconds.
+
+    Examples:
+
+      [bold]unetinspect weights v1-5-pruned-emaonly.safetensors[/]
+
+      [bold]unetinspect weights sd_xl_base_1.0.safetensors --keys 'down_blocks.1.*'[/]
+
+      [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
+    """
+    from unetinspect.render import weights_view
+    from unetinspect.weights.inspect import inspect_weights
+
+    report = run(inspect_weights, checkpoint, config=config, variant=variant, allow_pickle=allow_pickle)
+    listing = keys or pattern is not None
+    if fmt == WeightsFormat.json:
+        content = weights_view.weights_json(report, pattern, with_keys=listing)
+    else:
+        content = weights_view.keys_table(report, pattern) if listing else weights_view.weights_view(report)
+    emit(content, output, inputs=[checkpoint, config])
 
 
 # [compare command]

@@ -75,7 +75,7 @@ def resolve_source(
     if path.suffix == ".safetensors":
         return _resolve_safetensors_file(spec, path, override)
     if path.suffix in PICKLE_SUFFIXES:
-        _refuse_pickle(path, allow_pickle)
+        refuse_pickle(path, allow_pickle)
         return _resolve_pickle_file(spec, path, override)
     raise SourceError(f"{spec}: not a recognised source ({path.suffix or 'no suffix'})",
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
@@ -120,7 +120,7 @@ def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = Fa
     pickled = [folder / f"{WEIGHTS_NAME}.{v}.bin" if v else folder / f"{WEIGHTS_NAME}.bin" for v in variants]
     for candidate in pickled:
         if candidate.is_file():
-            _refuse_pickle(candidate, allow_pickle)
+            refuse_pickle(candidate, allow_pickle)
             return (candidate,)
     if variant:
         raise WeightsError(f"{folder} has no {variant!r} variant ({WEIGHTS_NAME}.{variant}.safetensors)",
@@ -181,7 +181,8 @@ def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> 
     return Source(spec, "single-file", cfg, (path,))
 
 
-def _refuse_pickle(path: Path, allow_pickle: bool) -> None:
+def refuse_pickle(path: Path, allow_pickle: bool) -> None:
+    """Stop before a pickle is opened unless the user allowed it: unpickling a stranger's file can run code."""
     if not allow_pickle:
         raise WeightsError(
             f"{path} is a pickle file, which can run arbitrary code when opened; it was not read",

@@ -1,0 +1,145 @@
+"""What a checkpoint holds, as rich tables or JSON; from the plain data of a WeightsReport, nothing of torch."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+from rich import box
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from unetinspect.render.units import human_bytes, human_count, shape_str
+
+if TYPE_CHECKING:
+    from unetinspect.config import UNetConfig
+    from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
+
+JSON_SCHEMA_VERSION = 1
+
+
+def weights_view(report: WeightsReport) -> Group:
+    """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
+    parts: list[RenderableType] = [_facts(report), _parts_table("parts", report.components, with_bytes=True)]
+    parts.append(_config_text(report))
+    if report.blocks:
+        parts.append(_parts_table("UNet parameters per block", report.blocks, with_bytes=False))
+    if report.metadata:
+        parts.append(_metadata_table(report.metadata))
+    return Group(*parts)
+
+
+def keys_table(report: WeightsReport, pattern: str | None) -> Table:
+    """Every tensor matching the glob, with shape and dtype; LDM files show our name beside theirs.
+
+    Sized to fit the longest SDXL names in 160 columns, so a piped listing keeps one tensor per line for grep.
+    """
+    entries = report.matching(pattern)
+    renamed = report.layout == "ldm"
+    title = _plain(f"{len(entries):,} of {len(report.tensors):,} tensors" + (f" matching {pattern!r}" if pattern else ""))
+    prefixes = {entry.name.removesuffix(entry.short_name) for entry in entries} - {""}
+    caption = f"(UNet tensors are under {', '.join(sorted(prefixes))} in the file)" if prefixes else None
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
+                  caption=caption, caption_justify="left")
+    table.add_column("tensor in the file" if renamed else "tensor", style="cyan", overflow="fold")
+    if renamed:
+        table.add_column("our name (diffusers)", no_wrap=True)
+    table.add_column("shape", no_wrap=True)
+    table.add_column("dtype", no_wrap=True)
+    for entry in entries:
+        row = [_plain(entry.short_name)] + ([_our_name(entry)] if renamed else [])
+        table.add_row(*row, shape_str(entry.shape), entry.dtype)
+    return table
+
+
+def weights_json(report: WeightsReport, pattern: str | None, with_keys: bool) -> str:
+    """The report for scripts; the tensor list only when --keys was asked."""
+    data = {"schema_version": JSON_SCHEMA_VERSION, **report.to_dict(keys=pattern, with_keys=with_keys)}
+    return json.dumps(data, indent=2) + "\n"
+
+
+def _plain(value: str, limit: int | None = None) -> Text:
+    """A string from the file as inert text: no rich markup, no terminal control sequences, bounded length.
+
+    Names and metadata come from strangers' files; an escape sequence in them must not reach the terminal.
+    """
+    if limit is not None and len(value) > limit:
+        value = value[:limit] + f"… ({len(value):,} characters)"
+    return Text("".join(c if c.isprintable() else repr(c)[1:-1] for c in value))
+
+
+def _our_name(entry: TensorEntry) -> Text:
+    return _plain(entry.ours) if entry.ours else Text(entry.component, style="dim")
+
+
+def _facts(report: WeightsReport) -> Table:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    dtypes = ", ".join(f"{name} ×{count:,}" for name, count in report.dtypes.items())
+    rows = [
+        ("checkpoint", _plain(report.source)),
+        ("format", report.format),
+        ("tensors", f"{len(report.tensors):,} ({dtypes})" if dtypes else "none"),
+        ("on disk", human_bytes(report.disk_bytes) + (f" in {len(report.files)} files" if len(report.files) > 1
+                                                      else "")),
+        ("in memory", f"{human_bytes(report.memory_bytes)} as stored"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
+    total = sum(p.params for p in parts)
+    table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", style="cyan")
+    table.add_column("tensors", justify="right")
+    table.add_column("parameters", justify="right")
+    table.add_column("", justify="right", style="dim")
+    table.add_column("%", justify="right", style="dim")
+    if with_bytes:
+        table.add_column("bytes", justify="right")
+    for part in parts:
+        row = [_plain(part.name), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
+               f"{100 * part.params / total:.1f}%" if total else "–"]
+        table.add_row(*row, *([human_bytes(part.nbytes)] if with_bytes else []))
+    return table
+
+
+def _config_text(report: WeightsReport) -> Text:
+    if report.config is None:
+        return Text.assemble(("config  ", "bold"), ("unknown: ", "yellow"), _plain(report.config_note or ""))
+    text = Text.assemble(("config  ", "bold"), f"{report.config_origin}; ")
+    match = report.nearest_preset
+    if match is not None and match.exact:
+        text.append(f"exactly the {match.name} preset", style="green")
+    elif match is not None:
+        text.append(f"nearest preset {match.name}, differing in {', '.join(match.differences)}", style="yellow")
+    text.append("\n        " + _config_line(report.config))
+    return text
+
+
+def _config_line(config: UNetConfig) -> str:
+    """The structural facts that tell SD 1.x, 2.x, SDXL and their variants apart, on one line."""
+    attention = "".join("A" if t.startswith("CrossAttn") else "·" for t in config.down_block_types)
+    facts = [
+        f"channels {config.block_out_channels}", f"attention {attention}", f"layers {config.layers_per_block}",
+        f"in/out {config.in_channels}/{config.out_channels}", f"text {config.cross_attention_dim}",
+        f"heads {config.heads_per_block}", f"depth {config.transformer_layers_per_block}",
+        "linear proj" if config.use_linear_projection else "conv proj",
+    ]
+    if config.addition_embed_type:
+        facts.append(f"{config.addition_embed_type} ({config.projection_class_embeddings_input_dim})")
+    return " · ".join(facts)
+
+
+def _metadata_table(metadata: dict[str, str]) -> Table:
+    table = Table(title="metadata (safetensors header)", title_justify="left", title_style="bold",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in metadata.items():
+        table.add_row(_plain(key, 100), _plain(value, 300))
+    return table

@@ -1,0 +1,302 @@
+"""What is in a checkpoint, read from its headers alone: layout, parts, dtypes, sizes, config, parameters per block.
+
+Nothing here reads tensor data from safetensors files, so a multi-GB checkpoint is described in milliseconds (a
+pickle the user allowed is memory-mapped; its tensors are still not read). A file whose config cannot be
+determined — an unsupported structure, diffusers keys with no config.json beside them — is still described,
+with the reason in `config_note`: that is when a look inside helps most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from unetinspect.config import UNetConfig
+from unetinspect.errors import SourceError, WeightsError
+from unetinspect.presets import PRESETS, load_preset
+from unetinspect.weights import ldm
+from unetinspect.weights.safetensors import read_header
+from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
+
+# The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
+BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
+               "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
+# Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
+COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
+# torch's dtype names → the safetensors names used throughout (for pickles).
+TORCH_DTYPE_NAMES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+                     "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+                     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet."""
+
+    name: str
+    ours: str | None
+    component: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    file: str
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def short_name(self) -> str:
+        """The name without the `model.diffusion_model.` prefix every UNet tensor of a full checkpoint has."""
+        return self.name.removeprefix(ldm.UNET_PREFIX)
+
+
+@dataclass(frozen=True)
+class Part:
+    """A component of the checkpoint (UNet, VAE, text encoder, ...) or a top-level block of the UNet."""
+
+    name: str
+    tensors: int
+    params: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class PresetMatch:
+    """The preset closest to a config: `differences` names the fields that differ (none: exactly that preset)."""
+
+    name: str
+    differences: tuple[str, ...]
+
+    @property
+    def exact(self) -> bool:
+        return not self.differences
+
+
+@dataclass(frozen=True)
+class WeightsReport:
+    """Everything `unetinspect weights` shows, as plain data."""
+
+    source: str
+    layout: str  # "ldm" (original single file) or "diffusers"
+    format: str  # a phrase: "single file, original (LDM) layout", "diffusers folder, sharded in 3 files", ...
+    files: tuple[tuple[str, int], ...]  # (path, bytes on disk)
+    tensors: tuple[TensorEntry, ...]
+    config: UNetConfig | None
+    config_origin: str  # where the config came from; "" when there is none
+    config_note: str | None  # why there is no config
+    nearest_preset: PresetMatch | None
+    metadata: dict[str, str]
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(size for _, size in self.files)
+
+    @property
+    def memory_bytes(self) -> int:
+        """Bytes of all tensors in their stored dtypes: what loading the whole file takes."""
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        """Tensor count per dtype, commonest first."""
+        return dict(Counter(t.dtype for t in self.tensors).most_common())
+
+    @property
+    def components(self) -> list[Part]:
+        """UNet, VAE, text encoder(s), EMA weights, other: what the file carries, UNet first."""
+        return _parts(self.tensors, lambda t: t.component, order=COMPONENT_ORDER)
+
+    @property
+    def blocks(self) -> list[Part]:
+        """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order."""
+        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours), order=())
+
+    def matching(self, pattern: str | None) -> list[TensorEntry]:
+        """Tensors matching a shell-style glob by any of their names: in the file, in the file without the
+        `model.diffusion_model.` prefix, or ours (all tensors for None)."""
+        if pattern is None:
+            return list(self.tensors)
+        return [t for t in self.tensors
+                if any(fnmatchcase(name, pattern) for name in (t.name, t.short_name, t.ours) if name is not None)]
+
+    def to_dict(self, keys: str | None = None, with_keys: bool = False) -> dict[str, Any]:
+        """JSON-ready; the tensor list only `with_keys` (filtered by the glob `keys`)."""
+        data: dict[str, Any] = {
+            "source": self.source, "layout": self.layout, "format": self.format,
+            "files": [{"path": path, "bytes": size} for path, size in self.files],
+            "disk_bytes": self.disk_bytes, "memory_bytes": self.memory_bytes, "tensor_count": len(self.tensors),
+            "dtypes": self.dtypes,
+            "components": [dataclasses.asdict(p) for p in self.components],
+            "config_origin": self.config_origin or None, "config_note": self.config_note,
+            "nearest_preset": (None if self.nearest_preset is None else
+                               {"name": self.nearest_preset.name, "exact": self.nearest_preset.exact,
+                                "differences": list(self.nearest_preset.differences)}),
+            "blocks": [dataclasses.asdict(p) for p in self.blocks],
+            "metadata": self.metadata,
+            "config": self.config.to_dict() if self.config is not None else None,
+        }
+        if with_keys:
+            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in self.matching(keys)]
+        return data
+
+
+def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None = None, variant: str | None = None,
+                    allow_pickle: bool = False) -> WeightsReport:
+    """Describe a checkpoint file or diffusers folder from its headers; `config` overrides the one it implies."""
+    path = Path(spec).expanduser()
+    files, source, note = _open(path, str(spec), config, variant, allow_pickle)
+    stored, metadata = _read_tensors(files)
+    layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
+    cfg = source.config if source else None
+    ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
+    tensors = tuple(
+        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else "UNet", t.dtype,
+                    t.shape, t.nbytes, t.file)
+        for t in stored
+    )
+    return WeightsReport(
+        source=str(spec), layout=layout, format=_format(path, files, layout),
+        files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
+        config_origin=_config_origin(source, config), config_note=note,
+        nearest_preset=nearest_preset(cfg) if cfg is not None else None, metadata=metadata,
+    )
+
+
+def nearest_preset(config: UNetConfig) -> PresetMatch:
+    """The built-in preset with the fewest differing config fields (ties: the first listed)."""
+    mine = config.to_dict()
+    best: PresetMatch | None = None
+    for name in PRESETS:
+        theirs = load_preset(name).to_dict()
+        differences = tuple(k for k in mine if not k.startswith("_") and (k not in theirs or mine[k] != theirs[k]))
+        if best is None or len(differences) < len(best.differences):
+            best = PresetMatch(name, differences)
+    return best
+
+
+# ---- reading ------------------------------------------------------------------------------------------------------
+
+
+class _Stored(NamedTuple):
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+    file: str
+
+
+def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant: str | None,
+          allow_pickle: bool) -> tuple[tuple[Path, ...], Source | None, str | None]:
+    """The weight files of a checkpoint or folder, its source, and why there is none.
+
+    A folder must resolve (its config.json says what it is). A single file that is readable and safe is described
+    even when its config cannot be determined — unless `--config` was given, which must fit.
+    """
+    if not path.exists():
+        hint = (f"{spec!r} is a preset, which has no weights: try `unetinspect summary {spec}`" if spec in PRESETS
+                else "give a .safetensors file, a pickle checkpoint with --allow-pickle, or a diffusers folder")
+        raise SourceError(f"no such file or folder: {spec!r}", hint)
+    if path.is_dir():
+        source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
+        if not source.has_weights:
+            raise WeightsError(f"{path} has a config but no weight files ({WEIGHTS_NAME}.safetensors)")
+        return source.weight_files, source, None
+    if path.suffix not in (".safetensors", *PICKLE_SUFFIXES):
+        raise SourceError(f"{spec}: not a checkpoint ({path.suffix or 'no suffix'})",
+                          "give a .safetensors file, a .ckpt/.pt/.pth/.bin with --allow-pickle, or a diffusers folder")
+    if path.suffix in PICKLE_SUFFIXES:
+        refuse_pickle(path, allow_pickle)
+    try:
+        return (path,), resolve_source(path, config=config, allow_pickle=allow_pickle), None
+    except (WeightsError, SourceError) as exc:  # an unreadable file fails again when its tensors are read
+        if config is not None:
+            raise
+        return (path,), None, exc.one_line()
+
+
+def _read_tensors(files: tuple[Path, ...]) -> tuple[list[_Stored], dict[str, str]]:
+    """Every tensor of the files, and their safetensors `__metadata__` merged (shards repeat {"format": "pt"})."""
+    tensors: list[_Stored] = []
+    metadata: dict[str, str] = {}
+    for path in files:
+        if path.suffix == ".safetensors":
+            header = read_header(path)
+            tensors += [_Stored(t.name, t.dtype, t.shape, t.nbytes, path.name) for t in header.tensors.values()]
+            metadata.update(header.metadata)
+        else:
+            tensors += _pickle_tensors(path)
+    return tensors, metadata
+
+
+def _pickle_tensors(path: Path) -> list[_Stored]:
+    """The tensors of a pickle the user allowed (weights_only, memory-mapped: their data is not read)."""
+    from unetinspect.weights.loading import read_pickle
+
+    return [_Stored(name, _dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), path.name)
+            for name, t in read_pickle(path).items()]
+
+
+def _dtype_name(dtype: Any) -> str:
+    name = str(dtype).removeprefix("torch.")
+    return TORCH_DTYPE_NAMES.get(name, name.upper())
+
+
+def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConfig | None) -> dict[str, str]:
+    """File name → our name for UNet tensors (identity for diffusers files; nothing for an LDM file without config)."""
+    if layout == "diffusers":
+        return {name: name for name in shapes}
+    if config is None:
+        return {}
+    return {theirs: ours for ours, theirs in ldm.diffusers_key_map(shapes, config).items()}
+
+
+# ---- describing ---------------------------------------------------------------------------------------------------
+
+
+def _format(path: Path, files: tuple[Path, ...], layout: str) -> str:
+    kind = "pickle" if any(f.suffix in PICKLE_SUFFIXES for f in files) else "safetensors"
+    if path.is_file():
+        return f"single {kind} file, {'original (LDM)' if layout == 'ldm' else 'diffusers'} layout"
+    where = "diffusers pipeline folder (unet/)" if (path / "model_index.json").is_file() else "diffusers folder"
+    parts = [where, f"sharded in {len(files)} {kind} files" if len(files) > 1 else f"one {kind} file"]
+    variant = re.match(rf"{WEIGHTS_NAME}\.([^.-]+)[.-]", files[0].name)
+    if variant and variant[1] not in ("safetensors", "bin"):
+        parts.append(f"{variant[1]} variant")
+    return ", ".join(parts)
+
+
+def _config_origin(source: Source | None, config: str | Path | UNetConfig | None) -> str:
+    if source is None:
+        return ""
+    if config is not None:
+        return f"--config {config}" if not isinstance(config, UNetConfig) else "given"
+    if source.layout == "ldm":
+        return "inferred from tensor shapes"
+    return "config.json"
+
+
+def _block_of(name: str) -> str:
+    parts = name.split(".")
+    return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
+
+
+def _parts(tensors: Any, key: Any, order: tuple[str, ...]) -> list[Part]:
+    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance."""
+    groups: dict[str, list[TensorEntry]] = {}
+    for tensor in tensors:
+        groups.setdefault(key(tensor), []).append(tensor)
+
+    def rank(name: str) -> tuple[int, int, int]:
+        head, _, index = name.partition(".")
+        forward = BLOCK_ORDER.index(head) if head in BLOCK_ORDER else len(BLOCK_ORDER)
+        return (order.index(name) if name in order else len(order), forward, int(index) if index.isdigit() else 0)
+
+    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group))
+            for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]
