@@ -109,3 +109,9 @@ def test_num_attention_heads_means_heads():
     assert by_heads.down_blocks[1].attentions[0].transformer_blocks[0].attn1.heads == 4
     assert {k: v.shape for k, v in by_heads.state_dict().items()} == \
         {k: v.shape for k, v in historical.state_dict().items()}
+
+
+def test_building_on_meta_leaves_torch_layers_initialising_themselves():
+    build_model(UNetConfig.from_dict(tiny()))
+    layer = torch.nn.Conv2d(3, 3, 3)
+    assert layer.weight.abs().sum() > 0 and "reset_parameters" not in torch.nn.Conv2d.__dict__

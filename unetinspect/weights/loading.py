@@ -9,6 +9,8 @@ the ten that per-module kaiming init takes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -51,9 +53,30 @@ def parse_device(device: str | torch.device | None) -> torch.device:
     return device
 
 
+# The layers whose constructors fill their parameters (reset_parameters).
+_SELF_INITIALISING = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
+
+
+@contextmanager
+def _skip_parameter_init() -> Iterator[None]:
+    """Layers initialise their parameters in __init__; on meta there is nothing to fill, and the values come
+    later anyway (assigned weights or `init_random_weights`). Skipping it saves 0.6 s of an SDXL build."""
+    own = {cls: cls.__dict__.get("reset_parameters") for cls in _SELF_INITIALISING}  # None: inherited
+    try:
+        for cls in _SELF_INITIALISING:
+            cls.reset_parameters = lambda self: None
+        yield
+    finally:
+        for cls, method in own.items():
+            if method is None:
+                del cls.reset_parameters
+            else:
+                cls.reset_parameters = method
+
+
 def build_model(config: UNetConfig, dtype: torch.dtype | None = None) -> UNet2DConditionModel:
     """The model on the meta device: structure, shapes and parameter counts, no memory."""
-    with torch.device("meta"):
+    with torch.device("meta"), _skip_parameter_init():
         model = UNet2DConditionModel(config)
     if dtype is not None:
         model.to(dtype)
