@@ -1,0 +1,172 @@
+"""Two traces side by side, block against block: where the parameters and FLOPs of one UNet went in the other.
+
+Blocks are paired by path when both UNets have the same blocks (a fine-tune, diffusers' model against ours),
+and by *stage* when they do not: the embeddings, `conv_in`, down level k (k = 0 at full resolution), the mid
+block, up level k, and the output layers. So SD 1.5's `down_blocks.0` faces SDXL's `down_blocks.0` (both at
+full resolution) and SD 1.5's `up_blocks.3` faces SDXL's `up_blocks.2` (both back at full resolution).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.summary import Summary, summarize
+from unetinspect.analysis.trace import CallRecord, Trace, trace_model
+from unetinspect.errors import RunError
+from unetinspect.weights.loading import parse_device
+from unetinspect.weights.sources import Source
+
+
+@dataclass(frozen=True)
+class Side:
+    """One block of one UNet in a comparison row (None where the other UNet has no counterpart)."""
+
+    path: str
+    type: str
+    params: int
+    flops: int
+    output: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class Pair:
+    stage: str
+    a: Side | None
+    b: Side | None
+
+    @property
+    def differs(self) -> bool:
+        if self.a is None or self.b is None:
+            return True
+        return (self.a.type, self.a.params, self.a.flops, self.a.output) != \
+            (self.b.type, self.b.params, self.b.flops, self.b.output)
+
+
+@dataclass
+class Comparison:
+    a: Summary
+    b: Summary
+    a_label: str
+    b_label: str
+    aligned_by: str  # "path" or "stage"
+    pairs: list[Pair]
+
+    @property
+    def identical(self) -> bool:
+        return not any(p.differs for p in self.pairs)
+
+    def where_params_went(self, top: int = 3) -> list[tuple[str, int, float]]:
+        """The stages that account for most of the parameter difference: (stage, delta, share of the delta)."""
+        deltas = [(p.stage, (p.b.params if p.b else 0) - (p.a.params if p.a else 0)) for p in self.pairs]
+        total = self.b.trace.total_params - self.a.trace.total_params
+        if total == 0:
+            return []
+        ranked = sorted(deltas, key=lambda item: -abs(item[1]))[:top]
+        return [(stage, delta, delta / total) for stage, delta in ranked if delta]
+
+
+def stage_of(record: CallRecord, num_levels: int) -> str:
+    """Where a top-level call sits in the U: "down 0" is the full-resolution level on the way down."""
+    parts = record.path.split(".")
+    if parts[0] == "down_blocks":
+        return f"down {parts[1]}"
+    if parts[0] == "up_blocks":
+        return f"up {num_levels - 1 - int(parts[1])}"
+    if parts[0] == "mid_block":
+        return "mid"
+    return record.path
+
+
+def _levels(trace: Trace) -> int:
+    return sum(1 for r in trace.at_depth(1) if r.path.startswith("down_blocks."))
+
+
+def _side(record: CallRecord) -> Side:
+    return Side(record.path, record.type, record.params, record.flops,
+                record.outputs[0].shape if record.outputs else None)
+
+
+def _stage_order(stage: str) -> tuple[int, int]:
+    """Embeddings, conv_in, down 0..n, mid, up n..0, output layers — the order data flows."""
+    kind, _, level = stage.partition(" ")
+    if kind == "down":
+        return 2, int(level)
+    if kind == "mid":
+        return 3, 0
+    if kind == "up":
+        return 4, -int(level)
+    if stage == "conv_in":
+        return 1, 0
+    if stage.startswith("conv_"):
+        return 5, 0
+    return 0, 0
+
+
+def align(a: Trace, b: Trace) -> tuple[str, list[Pair]]:
+    """Pair the top-level calls of two traces: by path if both have the same ones, else by stage."""
+    a_records, b_records = a.at_depth(1), b.at_depth(1)
+    if [r.name for r in a_records] == [r.name for r in b_records]:
+        return "path", [Pair(r.name, _side(r), _side(s)) for r, s in zip(a_records, b_records)]
+    a_levels, b_levels = _levels(a), _levels(b)
+    a_stages = {stage_of(r, a_levels): r for r in a_records}
+    b_stages = {stage_of(r, b_levels): r for r in b_records}
+    stages = list(dict.fromkeys([*a_stages, *b_stages]))
+    stages.sort(key=_stage_order)  # stable: keeps call order within a kind (embeddings, output layers)
+    return "stage", [
+        Pair(stage, _side(a_stages[stage]) if stage in a_stages else None,
+             _side(b_stages[stage]) if stage in b_stages else None)
+        for stage in stages
+    ]
+
+
+def compare(
+    a: str | Path | Source | None,
+    b: str | Path | Source | None = None,
+    spec: InputSpec = InputSpec(),
+    *,
+    impl: str = "ours",
+    device: str = "meta",
+) -> Comparison:
+    """Trace two sources at the same input size and pair their blocks.
+
+    With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
+    (diffusers must be installed): a block-by-block check that our model matches it.
+    """
+    first = summarize(a, spec, device=device)
+    if impl == "diffusers":
+        if b is not None:
+            raise RunError("--impl diffusers compares one source with diffusers' model of it; give one source")
+        second = _summarize_with_diffusers(first, spec, device)
+        labels = (f"{first.source.label} (unetinspect)", f"{first.source.label} (diffusers)")
+    elif impl == "ours":
+        if b is None:
+            raise RunError("compare needs two sources (or one with --impl diffusers)")
+        second = summarize(b, spec, device=device)
+        labels = (first.source.label, second.source.label)
+    else:
+        raise RunError(f"unknown --impl {impl!r}", "use ours or diffusers")
+    aligned_by, pairs = align(first.trace, second.trace)
+    return Comparison(first, second, labels[0], labels[1], aligned_by, pairs)
+
+
+def _summarize_with_diffusers(ours: Summary, spec: InputSpec, device: str) -> Summary:
+    """diffusers' model for the same config, with our weights assigned when running on a real device."""
+    try:
+        from diffusers import UNet2DConditionModel
+    except ImportError:
+        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
+    torch_device = parse_device(device)
+    with torch.device("meta"):
+        model = UNet2DConditionModel.from_config(ours.config.to_dict()).eval()
+    if torch_device.type != "meta":
+        from unetinspect.weights.loading import load_unet
+
+        weights = load_unet(ours.source, device=torch_device, dtype=ours.dtype).state_dict()
+        model.load_state_dict(weights, assign=True)
+    inputs = make_inputs(ours.config, spec, device=torch_device, dtype=getattr(torch, ours.dtype))
+    return Summary(source=ours.source, spec=spec, device=ours.device, dtype=ours.dtype, inputs=ours.inputs,
+                   trace=trace_model(model, inputs), weights_dtypes=ours.weights_dtypes)
