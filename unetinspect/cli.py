@@ -207,7 +207,95 @@ def summary(
         emit(render(result, depth), output, inputs=[source])
 
 
-# [profile command]
+class ProfileFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+class Attention(str, Enum):
+    auto = "auto"
+    math = "math"
+    flash = "flash"
+    efficient = "efficient"
+    cudnn = "cudnn"
+    all = "all"
+
+
+@app.command()
+def profile(
+    source: SourceArg = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N. [default: cuda if available, else cpu]", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option(
+        "--dtype", help="fp32, fp16 or bf16. [default: fp16 on CUDA, fp32 on CPU]", show_default=False)] = None,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
+    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
+                                        "one with).")] = 10,
+    depth: DepthOpt = 1,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    text_len: TextLenOpt = 77,
+    sweep: Annotated[Optional[str], typer.Option(
+        "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
+        "and print a latency/throughput table.", show_default=False)] = None,
+    attention: Annotated[Attention, typer.Option(
+        "--attention", help="Attention (SDPA) backend; 'all' compares them. Unavailable ones are reported.")
+    ] = Attention.auto,
+    compile_model: Annotated[bool, typer.Option(
+        "--compile", help="Profile the torch.compile'd model (whole step only: hooks cannot see inside).")] = False,
+    trace: Annotated[Optional[Path], typer.Option(
+        "--trace", help="Also write a Chrome/Perfetto trace of one step (blocks as named ranges) to this .json.",
+        show_default=False)] = None,
+    fmt: Annotated[ProfileFormat, typer.Option("--format", "-f", help="Output format.")] = ProfileFormat.table,
+    output: OutputOpt = None,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
+
+    Blocks are timed with CUDA events on a GPU and perf_counter on the CPU; the step is also timed with no hooks,
+    and the hooks' overhead and the time outside any block are printed. See docs/measuring.md.
+
+    Examples:
+
+      [bold]unetinspect profile[/]                              SD 1.5 at 512×512 on the default device
+
+      [bold]unetinspect profile sdxl --height 1024 --width 1024 --trace sdxl.json[/]
+
+      [bold]unetinspect profile sd15 --sweep batch=1,2,4 --attention all[/]
+    """
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.analysis.profile import compare, parse_sweep
+    from unetinspect.analysis.profile import profile as profile_step
+    from unetinspect.render import profile_view
+    from unetinspect.render.export import check_output_path, write_output
+
+    comparing = sweep is not None or attention == Attention.all
+    if trace is not None and comparing:
+        raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
+                                 param_hint="--trace")
+    inputs = [i for i in (source, config) if i]
+    if trace is not None:
+        run(check_output_path, trace, inputs)
+    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
+                   variant=variant, allow_pickle=allow_pickle)
+    show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+        if comparing:
+            specs = run(parse_sweep, sweep, spec) if sweep is not None else [("as given", spec)]
+            result = run(compare, source, specs, attention.value, progress=progress, **options)
+        else:
+            result = run(profile_step, source, spec, depth=depth, attention=attention.value,
+                         chrome_trace=trace is not None, progress=progress, **options)
+    if trace is not None:
+        console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
+    view = getattr(profile_view, f"{'comparison' if comparing else 'profile'}_{fmt.value}")
+    emit(view(result), output, inputs=inputs)
 
 
 # [diagram command]

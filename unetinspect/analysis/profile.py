@@ -1,0 +1,433 @@
+"""Where the time and memory of a denoising step go: the `profile` command's work, as a library call.
+
+`profile()` loads a source, counts FLOPs in one traced pass on the meta device (so no timed run ever carries a
+FLOP counter), then times the real pass block by block (`timing.measure`). `compare()` times the whole step over
+several input sizes and/or attention backends, for a latency/throughput table. Both turn CUDA out-of-memory into
+a `RunError` that names the sizes involved, and report an attention backend that cannot run here instead of
+failing on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from unetinspect.analysis.hardware import DeviceInfo, describe_device
+from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, clock_for,
+                                         measure, measure_memory, report_progress, summarize_samples)
+from unetinspect.analysis.trace import CallRecord, Trace, trace_model
+from unetinspect.config import UNetConfig
+from unetinspect.errors import RunError
+from unetinspect.weights.loading import build_model, load_unet, parse_device, parse_dtype
+from unetinspect.weights.sources import Source, resolve_source
+
+DEFAULT_WARMUP = 2
+DEFAULT_REPEAT = 10
+COMPILE_BACKEND = "inductor"  # what `compile=True` means; tests use "eager", which compiles in milliseconds
+STEP_RANGE = "unet step"  # the named range around the whole forward pass in a Chrome trace
+
+ATTENTION_BACKENDS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
+AUTO = "auto"  # torch picks the backend per call, as it does without `sdpa_kernel`
+ALL = "all"
+ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS, ALL)
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly unsupported)."""
+    return torch.float16 if device.type == "cuda" else torch.float32
+
+
+def attention_backends(choice: str) -> list[str]:
+    """The backends a `--attention` value names: one, or with "all" every one, torch's own choice first."""
+    if choice == ALL:
+        return [AUTO, *ATTENTION_BACKENDS]
+    if choice not in ATTENTION_CHOICES:
+        raise RunError(f"unknown attention backend {choice!r}", f"use one of {', '.join(ATTENTION_CHOICES)}")
+    return [choice]
+
+
+def parse_sweep(text: str, base: InputSpec = InputSpec()) -> list[tuple[str, InputSpec]]:
+    """"256,512,768" or "512x768,1024" (pixel sizes) or "batch=1,2,4" → labelled input specs based on `base`."""
+    key, sep, values = text.partition("=")
+    key = key.strip().lower() if sep else "size"
+    items = [item.strip() for item in (values if sep else text).split(",") if item.strip()]
+    if key not in ("size", "batch") or not items:
+        raise RunError(f"cannot read --sweep {text!r}", "give sizes (--sweep 256,512,768 or 512x768,1024) "
+                       "or batch sizes (--sweep batch=1,2,4)")
+    try:
+        if key == "batch":
+            return [(f"batch {n}", dataclasses.replace(base, batch=n)) for n in map(_positive, items)]
+        sizes = [_size(item) for item in items]
+        return [(f"{h}×{w}", dataclasses.replace(base, height=h, width=w)) for h, w in sizes]
+    except ValueError:
+        raise RunError(f"cannot read --sweep {text!r}: give positive whole numbers, sizes as 512 or 512x768") \
+            from None
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+def _size(text: str) -> tuple[int, int]:
+    """"512" → (512, 512); "512x768" → (512, 768), height first as in --height/--width."""
+    parts = [_positive(part) for part in text.lower().split("x")]
+    if len(parts) not in (1, 2):
+        raise ValueError(text)
+    return parts[0], parts[-1]
+
+
+# ---- results ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Profile:
+    """One source profiled at one input size: per-block rows, the step's totals, and what to know about them."""
+
+    source: str
+    model_type: str
+    device: DeviceInfo
+    dtype: str
+    batch: int
+    height: int  # pixels
+    width: int
+    latent: tuple[int, int]
+    text_len: int
+    depth: int
+    warmup: int
+    repeat: int
+    attention: str
+    compiled: str | None  # the torch.compile backend, None when not compiled
+    compile_s: float | None  # seconds the first (compiling) call took
+    blocks: list[BlockTiming]
+    totals: StepTiming
+    notes: list[str]
+    chrome_trace: str | None = field(default=None, repr=False)  # JSON text, when asked for
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of a comparison: an input size under an attention backend, or why it could not run."""
+
+    label: str
+    attention: str
+    batch: int
+    height: int
+    width: int
+    flops: int
+    step: Stats | None = None
+    peak_memory: int | None = None  # CUDA only
+    error: str | None = None
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.batch / (self.step.median / 1e3) if self.step else None
+
+    @property
+    def flops_per_s(self) -> float | None:
+        return self.flops / (self.step.median / 1e3) if self.step else None
+
+
+@dataclass
+class Comparison:
+    """Whole-step latency and throughput over several sizes and/or attention backends."""
+
+    source: str
+    model_type: str
+    device: DeviceInfo
+    dtype: str
+    text_len: int
+    warmup: int
+    repeat: int
+    compiled: str | None
+    variants: list[Variant]
+
+
+# ---- the work -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Session:
+    """A loaded model on its device, what runs it (itself or its compiled form), and the clock to time it."""
+
+    source: Source
+    device: torch.device
+    dtype: torch.dtype
+    info: DeviceInfo
+    model: nn.Module
+    runner: nn.Module | Any
+    compiled: str | None
+    clock: Clock
+
+    def inputs(self, spec: InputSpec) -> dict[str, Any]:
+        return make_inputs(self.source.config, spec, device=self.device, dtype=self.dtype)
+
+    def first_call(self, inputs: dict[str, Any]) -> float:
+        """One run outside the statistics: it compiles a compiled model and shows up an attention backend that
+        cannot run. Returns its wall-clock seconds (the compile time, for a compiled model)."""
+        start = time.perf_counter()
+        with torch.inference_mode():
+            self.runner(**inputs)
+        self.clock.wait()
+        return time.perf_counter() - start
+
+
+def _open(source: str | Path | Source | None, device: str | torch.device | None, dtype: str | torch.dtype | None,
+          compile: bool | str, source_options: dict[str, Any]) -> _Session:
+    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    torch_device = parse_device(device)
+    if torch_device.type == "meta":
+        raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")
+    torch_dtype = parse_dtype(dtype) or default_dtype(torch_device)
+    model = load_unet(src, device=torch_device, dtype=torch_dtype)
+    backend = (COMPILE_BACKEND if compile is True else compile) or None
+    runner = torch.compile(model, backend=backend) if backend else model
+    return _Session(src, torch_device, torch_dtype, describe_device(torch_device, torch_dtype), model, runner,
+                    backend, clock_for(torch_device))
+
+
+def flops_trace(config: UNetConfig, spec: InputSpec, dtype: torch.dtype) -> Trace:
+    """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory."""
+    return trace_model(build_model(config, dtype), make_inputs(config, spec, device="meta", dtype=dtype))
+
+
+def profile(
+    source: str | Path | Source | None = None,
+    spec: InputSpec = InputSpec(),
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    depth: int = 1,
+    warmup: int = DEFAULT_WARMUP,
+    repeat: int = DEFAULT_REPEAT,
+    attention: str = AUTO,
+    compile: bool | str = False,
+    chrome_trace: bool = False,
+    progress: Progress | None = None,
+    **source_options: Any,
+) -> Profile:
+    """Time the forward pass of `source` block by block (the calls at `depth`), and the whole step without hooks.
+
+    `compile` profiles a `torch.compile`d model (True: inductor; or a backend name): hooks cannot see inside
+    its graph, so only the whole step is timed. `chrome_trace` also records one step with `torch.profiler`, each
+    block a named range, and returns the trace's JSON text on `Profile.chrome_trace`.
+    """
+    if repeat < 1:
+        raise RunError("--repeat must be at least 1")
+    if attention == ALL:
+        raise RunError("profile() takes one attention backend", "use compare() to compare them all")
+    (backend,) = attention_backends(attention)
+    session = _open(source, device, dtype, compile, source_options)
+    config = session.source.config
+    trace = flops_trace(config, spec, session.dtype)
+    blocks = [] if session.compiled else trace.at_depth(depth)
+    notes = []
+    if session.compiled:
+        notes.append("block hooks cannot see inside a compiled graph: only the whole step is timed")
+    elif not blocks:
+        notes.append(f"no module calls at depth {depth}: only the whole step is timed")
+
+    with _out_of_memory_as_error(session, spec), _attention(backend, session):
+        inputs = session.inputs(spec)
+        first = "compiling" if session.compiled else "first call"
+        report_progress(progress, first, 0, 1)
+        first_s = session.first_call(inputs)
+        report_progress(progress, first, 1, 1)
+        samples = measure(session.runner, inputs, blocks, warmup=warmup, repeat=repeat, clock=session.clock,
+                          progress=progress)
+        memory = None
+        if session.device.type == "cuda":
+            report_progress(progress, "memory", 0, 1)
+            memory = measure_memory(session.runner, inputs, blocks, session.device)
+            report_progress(progress, "memory", 1, 1)
+        trace_json = None
+        if chrome_trace:
+            report_progress(progress, "trace", 0, 1)
+            trace_json = _chrome_trace(session, inputs, blocks)
+            report_progress(progress, "trace", 1, 1)
+
+    rows, totals = summarize_samples(samples, blocks, trace.flops, peak_flops=session.info.peak_flops,
+                                     memory=memory)
+    height, width = spec.pixel_size(config)
+    return Profile(
+        source=session.source.label, model_type=trace.model_type, device=session.info, dtype=_name(session.dtype),
+        batch=spec.batch, height=height, width=width, latent=spec.latent_size(config), text_len=spec.text_len,
+        depth=depth, warmup=warmup, repeat=repeat, attention=backend, compiled=session.compiled,
+        compile_s=first_s if session.compiled else None, blocks=rows, totals=totals, notes=notes,
+        chrome_trace=trace_json,
+    )
+
+
+def compare(
+    source: str | Path | Source | None = None,
+    specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
+    attention: str = AUTO,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    warmup: int = DEFAULT_WARMUP,
+    repeat: int = DEFAULT_REPEAT,
+    compile: bool | str = False,
+    progress: Progress | None = None,
+    **source_options: Any,
+) -> Comparison:
+    """The unhooked step at each labelled input size, under each backend `attention` names ("all": every one).
+
+    A size that runs out of memory or a backend that cannot run is a row with its `error`, not a failure: the
+    other rows are still worth having.
+    """
+    if repeat < 1:
+        raise RunError("--repeat must be at least 1")
+    backends = attention_backends(attention)
+    session = _open(source, device, dtype, compile, source_options)
+    config = session.source.config
+    for _, spec in specs:  # a bad size fails now, not after the sizes before it were timed
+        spec.latent_size(config)
+    variants = []
+    for label, spec in specs:
+        flops = flops_trace(config, spec, session.dtype).flops
+        height, width = spec.pixel_size(config)
+        for backend in backends:
+            base = Variant(label, backend, spec.batch, height, width, flops)
+            variants.append(_time_variant(session, spec, backend, base, warmup, repeat,
+                                          _prefixed(progress, f"{label} · {backend} · ")))
+    return Comparison(
+        source=session.source.label, model_type=type(session.model).__name__, device=session.info,
+        dtype=_name(session.dtype), text_len=specs[0][1].text_len if specs else 0, warmup=warmup, repeat=repeat,
+        compiled=session.compiled, variants=variants,
+    )
+
+
+def _time_variant(session: _Session, spec: InputSpec, backend: str, base: Variant, warmup: int, repeat: int,
+                  progress: Progress | None) -> Variant:
+    cuda = session.device.type == "cuda"
+    try:
+        with _attention(backend, session):
+            inputs = session.inputs(spec)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(session.device)
+            session.first_call(inputs)
+            samples = measure(session.runner, inputs, [], warmup=warmup, repeat=repeat, clock=session.clock,
+                              progress=progress)
+            peak = torch.cuda.max_memory_allocated(session.device) if cuda else None
+        return dataclasses.replace(base, step=Stats.of(samples.step), peak_memory=peak)
+    except torch.OutOfMemoryError as exc:
+        if cuda:
+            torch.cuda.empty_cache()
+        return dataclasses.replace(base, error=f"out of memory: {_first_line(exc)}")
+    except RunError as exc:  # an attention backend that cannot run here
+        return dataclasses.replace(base, error=exc.message)
+
+
+# ---- attention backends -------------------------------------------------------------------------------------------
+
+# What torch says when the chosen SDPA backends cannot run a call (the wording changed across versions).
+_NO_KERNEL = ("No viable backend for scaled_dot_product_attention", "No available kernel")
+
+
+@contextlib.contextmanager
+def _attention(backend: str, session: _Session) -> Iterator[None]:
+    """Restrict SDPA to one backend (none for "auto"); a backend that cannot run becomes a `RunError`."""
+    if backend == AUTO:
+        yield
+        return
+    try:
+        with sdpa_kernel(ATTENTION_BACKENDS[backend]):
+            yield
+    except RuntimeError as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or not any(s in str(exc) for s in _NO_KERNEL):
+            raise
+        raise RunError(f"attention backend {backend!r} is not available on {session.device.type} for "
+                       f"{_name(session.dtype)} with these shapes",
+                       "see which ones work with --attention all") from None
+
+
+# ---- out of memory ------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _out_of_memory_as_error(session: _Session, spec: InputSpec) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        if session.device.type == "cuda":
+            torch.cuda.empty_cache()
+        raise RunError(_oom_message(session, spec, exc), _oom_hint(spec, session.dtype)) from None
+
+
+def _oom_message(session: _Session, spec: InputSpec, exc: BaseException) -> str:
+    height, width = spec.pixel_size(session.source.config)
+    weights = sum(p.numel() * p.element_size() for p in session.model.parameters())
+    capacity = f" of {session.info.total_memory / 2**30:.1f} GiB" if session.info.total_memory else ""
+    return (f"out of memory on {session.info.name}{capacity} running batch {spec.batch} at {height}×{width} px "
+            f"in {_name(session.dtype)} (weights {weights / 2**30:.2f} GiB): {_first_line(exc)}")
+
+
+def _oom_hint(spec: InputSpec, dtype: torch.dtype) -> str:
+    smaller = "a smaller --batch" if spec.batch > 1 else "smaller --height/--width"
+    return f"try {smaller}" + (", or --dtype fp16" if dtype == torch.float32 else "")
+
+
+# ---- Chrome trace -------------------------------------------------------------------------------------------------
+
+
+def _chrome_trace(session: _Session, inputs: dict[str, Any], blocks: Sequence[CallRecord]) -> str:
+    """One step under `torch.profiler`, each block a `record_function` range, as Chrome/Perfetto trace JSON."""
+    from torch.profiler import ProfilerActivity, record_function
+    from torch.profiler import profile as torch_profile
+
+    ranges: dict[str, Any] = {}
+
+    def enter(name: str) -> None:
+        ranges[name] = record_function(name)
+        ranges[name].__enter__()
+
+    def leave(name: str) -> None:
+        ranges.pop(name).__exit__(None, None, None)
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if session.device.type == "cuda" else [])
+    with torch.inference_mode(), torch_profile(activities=activities) as prof:
+        with record_function(STEP_RANGE), BlockHooks(session.model, blocks, enter, leave):
+            session.runner(**inputs)
+        session.clock.wait()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "trace.json"
+        prof.export_chrome_trace(str(path))
+        return path.read_text()
+
+
+# ---- small helpers ------------------------------------------------------------------------------------------------
+
+
+def _prefixed(progress: Progress | None, prefix: str) -> Progress | None:
+    """The same progress, its phases named after the variant they belong to."""
+    if progress is None:
+        return None
+    return lambda phase, done, total: progress(prefix + phase, done, total)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
