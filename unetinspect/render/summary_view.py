@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -30,9 +29,15 @@ def _percent(part: int, whole: int) -> str:
 
 
 def _skips_text(row: Row) -> str:
-    """"← down_blocks.2, down_blocks.3 ×2": which earlier blocks' feature maps this call concatenates."""
-    counts = Counter(name for name, _ in row.skips)
-    return ", ".join(f"{name} ×{n}" if n > 1 else name for name, n in counts.items())
+    """Which earlier blocks' feature maps this call concatenates, compactly: "conv_in, down_blocks 0,0"."""
+    groups: dict[str, list[str]] = {}
+    for name, _ in row.skips:
+        stem, _, index = name.rpartition(".")
+        if stem and index.isdigit():
+            groups.setdefault(stem, []).append(index)
+        else:
+            groups.setdefault(name, [])
+    return ", ".join(f"{stem} {','.join(indices)}" if indices else stem for stem, indices in groups.items())
 
 
 def _io_text(shapes: list[tuple[int, ...]]) -> str:
