@@ -6,21 +6,44 @@ The public API — everything else is internal and may change:
     summarize(source, InputSpec(...))        a traced forward pass: shapes, parameters, FLOPs per call
     compare(a, b)                            two UNets block against block
     trace_model(model, inputs)               the trace of any nn.Module
+
+Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
 
-from unetinspect.analysis.compare import Comparison, compare
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.summary import Summary, summarize
-from unetinspect.analysis.trace import CallRecord, Trace, trace_model
-from unetinspect.config import UNetConfig
-from unetinspect.errors import UnetInspectError
-from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights.loading import build_model, load_unet
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CallRecord", "Comparison", "InputSpec", "Summary", "Trace", "UNet2DConditionModel", "UNetConfig",
-    "UnetInspectError", "__version__", "build_model", "compare", "load_unet", "make_inputs", "summarize",
-    "trace_model",
-]
+_API = {
+    "CallRecord": "unetinspect.analysis.trace",
+    "Comparison": "unetinspect.analysis.compare",
+    "InputSpec": "unetinspect.analysis.inputs",
+    "Summary": "unetinspect.analysis.summary",
+    "Trace": "unetinspect.analysis.trace",
+    "UNet2DConditionModel": "unetinspect.models.unet",
+    "UNetConfig": "unetinspect.config",
+    "UnetInspectError": "unetinspect.errors",
+    "build_model": "unetinspect.weights.loading",
+    "compare": "unetinspect.analysis.compare",
+    "load_unet": "unetinspect.weights.loading",
+    "make_inputs": "unetinspect.analysis.inputs",
+    "summarize": "unetinspect.analysis.summary",
+    "trace_model": "unetinspect.analysis.trace",
+}
+
+__all__ = [*_API, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'unetinspect' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_API[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
