@@ -224,9 +224,12 @@ class _Recorder:
         """Keep an op run in a non-leaf module's own code that made new tensors (not shape queries, not no-ops)."""
         if not self.stack or self.stack[-1][0].index in self.leaf_calls:
             return
+        outputs = list(_flatten("out", output))
+        if not outputs:  # most calls: shape and dtype queries
+            return
         inputs = list(_flatten("in", (args, kwargs)))
         seen = {id(t) for _, t in inputs}
-        made = [(name, t) for name, t in _flatten("out", output) if id(t) not in seen]
+        made = [(name, t) for name, t in outputs if id(t) not in seen]
         if not made:
             return
         op = OpRecord(

@@ -1,0 +1,356 @@
+"""The diagram as data: nodes, edges and clusters with stable ids, computed from a Trace. No Graphviz here.
+
+Every edge is a tensor that really flowed: a node's input is connected to whichever shown call or op produced
+that very tensor (by the trace's tensor keys), looking through view ops (`reshape`, `getitem`, ...) and through
+calls that are not shown. Nothing is inferred from the config, so skips, conditioning and shapes are right for
+any UNet, including ones the presets do not cover.
+
+Three levels of detail:
+- `blocks`: the direct children of the model (conv_in, each down block, mid_block, each up block, the output
+  head, and the time/text conditioning);
+- `layers`: the blocks of the U opened into their resnets, transformers and resamplers (one cluster per block);
+- focus on one module path: that module opened down to its leaves, with the ops between them (`+`, `cat`).
+
+At the two U levels every node on the sample's path gets a `side` (down, bottom, up) and a `level` (0 at the
+bottom of the U) so a renderer can draw the U, and each edge a kind: `data` (the path), `skip` (a tensor that
+jumps from the down side to the up side, found as a path edge between blocks that are not neighbours) or
+`condition` (the time embedding, the text: tensors from outside the path).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
+
+from unetinspect.errors import UnetInspectError
+
+if TYPE_CHECKING:
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.analysis.trace import CallRecord, OpRecord, Trace
+    from unetinspect.weights.sources import Source
+
+Level = Literal["blocks", "layers"]
+LEVELS: tuple[Level, ...] = ("blocks", "layers")
+
+# Ops that only reshape, slice or retype a tensor: edges are drawn through them, they are not nodes.
+VIEW_OPS = frozenset({
+    "view", "reshape", "permute", "transpose", "contiguous", "getitem", "unsqueeze", "squeeze", "flatten",
+    "expand", "chunk", "split", "to", "float", "half", "bfloat16", "type", "clone", "detach",
+})
+
+# Colour families by class name, first match wins; a renderer maps each kind to a colour.
+_KINDS: tuple[tuple[str, str], ...] = (
+    ("MidBlock", "mid_block"), ("CrossAttnDownBlock", "attn_block"), ("CrossAttnUpBlock", "attn_block"),
+    ("DownBlock", "res_block"), ("UpBlock", "res_block"), ("Resnet", "resnet"), ("Transformer", "attention"),
+    ("Attention", "attention"), ("Downsample", "resample"), ("Upsample", "resample"), ("Conv", "conv"),
+    ("Norm", "norm"), ("Timestep", "embedding"), ("Embedding", "embedding"), ("GEGLU", "feedforward"),
+    ("FeedForward", "feedforward"), ("Linear", "linear"), ("SiLU", "act"), ("Mish", "act"), ("GELU", "act"),
+    ("ReLU", "act"), ("Sigmoid", "act"), ("Tanh", "act"),
+)
+
+
+def kind_of(type_name: str) -> str:
+    """The colour family of a module class: diffusers' class names say what a block is."""
+    return next((kind for part, kind in _KINDS if part in type_name), "other")
+
+
+@dataclass(frozen=True)
+class Node:
+    """One box: a module call, an op, or an input/output of the shown scope."""
+
+    id: str  # stable across runs and configs: the module path ("down_blocks.1"), "input:sample", "mid_block/add#1"
+    label: str  # what a reader calls it: the path, the input's name, the op's name
+    type: str  # the module class, the op ("cat"), or "input" / "output"
+    kind: str  # colour family (see kind_of), "op", "input" or "output"
+    params: int = 0
+    shape: tuple[int, ...] | None = None  # its first output (inputs and outputs: the tensor itself)
+    cluster: str | None = None  # id of the innermost cluster holding it
+    on_path: bool = False  # reached from the scope's first input (the latent), not conditioning
+    side: Literal["down", "bottom", "up"] | None = None  # U levels only
+    level: int | None = None  # U levels only: 0 at the bottom of the U, counting up on both sides
+    order: int = 0  # position in execution order (inputs first, outputs last)
+
+
+@dataclass(frozen=True)
+class Edge:
+    """One tensor flowing from `source` into input `name` of `target`."""
+
+    source: str
+    target: str
+    name: str
+    shape: tuple[int, ...]
+    kind: Literal["data", "skip", "condition"] = "data"
+
+    @property
+    def id(self) -> str:
+        return f"{self.source}->{self.target}:{self.name}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A module opened up to show its insides (a block at the layers level, any module in a focus view)."""
+
+    id: str  # the module path
+    label: str
+    type: str
+    kind: str
+    params: int
+    parent: str | None  # enclosing cluster, for nested clusters in focus views
+
+
+@dataclass(frozen=True)
+class Graph:
+    """What a diagram shows, in execution order; `level` is "blocks", "layers" or "focus"."""
+
+    name: str  # what was traced: a preset name, a file name
+    scope: str  # the module path shown ("" for the whole model)
+    type: str  # its class
+    params: int  # its parameters
+    level: str
+    nodes: list[Node]
+    edges: list[Edge]
+    clusters: list[Cluster] = field(default_factory=list)
+
+    @property
+    def is_u(self) -> bool:
+        """Laid out as the U (down side, bottom, up side): the two whole-model levels."""
+        return self.level in LEVELS
+
+    def node(self, node_id: str) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+    def edges_of(self, kind: str) -> list[Edge]:
+        return [e for e in self.edges if e.kind == kind]
+
+
+def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None, name: str = "") -> Graph:
+    """The graph of a trace at a level, or of one module (`focus`, a module path) opened to its leaves.
+
+    The trace must have been made with `record_ops=True` (see `trace_for_diagram`) for edges through the code
+    between calls: an up block's skip concatenation, a resnet's residual add, SDXL's summed embeddings.
+    """
+    if focus is not None:
+        scope = _find(trace, focus)
+        expanded = {scope.index} | {r.index for r in trace.descendants(scope) if r.children}
+        nodes, edges, clusters = _Builder(trace, scope, expanded).build()
+        return _with_path(Graph(name, scope.path, scope.type, scope.params, "focus", nodes, edges, clusters))
+    if level not in LEVELS:
+        raise UnetInspectError(f"unknown level {level!r}", f"use one of: {', '.join(LEVELS)}")
+    root = trace.root
+    nodes, edges, _ = _Builder(trace, root, {root.index}).build()
+    blocks = _with_path(Graph(name, "", root.type, root.params, "blocks", nodes, edges))
+    if level == "layers":
+        on_path = {n.id for n in blocks.nodes if n.on_path}
+        opened = {root.index} | {r.index for r in trace.records
+                                 if r.parent == root.index and r.children and r.name in on_path}
+        nodes, edges, clusters = _Builder(trace, root, opened).build()
+        graph = _with_path(replace(blocks, level="layers", nodes=nodes, edges=edges, clusters=clusters))
+        return _shape_u(graph, block_of=lambda n: n.cluster or n.id)
+    return _shape_u(blocks, block_of=lambda n: n.id)
+
+
+def diagram_graph(source: object = None, spec: InputSpec | None = None, level: Level = "blocks",
+                  focus: str | None = None, **source_options: object) -> Graph:
+    """The graph of a source (preset, config, folder or checkpoint), named after it: what `diagram` draws."""
+    from unetinspect.weights.sources import Source, resolve_source
+
+    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    return build_graph(trace_for_diagram(src, spec), level, focus, name=src.label)
+
+
+def trace_for_diagram(source: Source, spec: InputSpec | None = None) -> Trace:
+    """A meta-device trace with its ops recorded: real shapes, no weights read, about a second for SDXL.
+
+    The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
+    on torch: only running the model does.
+    """
+    from unetinspect.analysis.inputs import InputSpec, make_inputs
+    from unetinspect.analysis.trace import trace_model
+    from unetinspect.weights.loading import load_unet
+
+    model = load_unet(source, device="meta")
+    return trace_model(model, make_inputs(source.config, spec or InputSpec(), device="meta"), record_ops=True)
+
+
+def _find(trace: Trace, path: str) -> CallRecord:
+    try:
+        return trace.find(path)
+    except KeyError:
+        blocks = ", ".join(r.path for r in trace.at_depth(1))
+        raise UnetInspectError(f"no module {path!r} was called in this model",
+                               f"give a module path such as down_blocks.1 or mid_block.attentions.0; "
+                               f"the blocks are {blocks}") from None
+
+
+class _Builder:
+    """Connects the shown calls and ops of one scope by the tensors that flowed between them."""
+
+    def __init__(self, trace: Trace, scope: CallRecord, expanded: set[int]) -> None:
+        self.trace = trace
+        self.scope = scope
+        self.expanded = expanded
+        self.nodes: dict[str, Node] = {}
+        self.when: dict[str, tuple[int, int, int]] = {}  # node id → when it ran, as in `made`
+        self.edges: list[Edge] = []
+        # tensor key → [(execution order, node id or op index)], to find who made a tensor before a consumer
+        self.made: dict[int, list[tuple[tuple[int, int, int], str | int]]] = defaultdict(list)
+        self.op_ids: dict[int, str] = {}
+        self.op_counts: dict[tuple[str, str], int] = defaultdict(int)
+
+    def build(self) -> tuple[list[Node], list[Edge], list[Cluster]]:
+        scope, trace = self.scope, self.trace
+        shown = [r for r in trace.descendants(scope) if r.index not in self.expanded
+                 and (r.parent in self.expanded)]
+        for tensor in scope.inputs:
+            node = Node(f"input:{tensor.name}", tensor.name, "input", "input", shape=tensor.shape)
+            self._add(node, [], (-1, 0, 0))
+            self.made[tensor.key].append(((-1, 0, 0), node.id))
+        for op in trace.ops:
+            if op.parent in self.expanded:
+                for out in op.outputs:
+                    self.made[out.key].append(((op.position, 0, op.index), op.index))
+        for record in shown:
+            for out in record.outputs:
+                self.made[out.key].append(((record.index, 1, 0), record.name))
+        for record in shown:
+            node = Node(record.name, record.name, record.type, kind_of(record.type), record.params,
+                        record.outputs[0].shape if record.outputs else None, self._cluster_of(record))
+            used = self._used_inside(record)
+            when = (record.index, 1, 0)
+            self._add(node, [(t, when) for t in record.inputs if used is None or t.key in used], when)
+        end = (len(trace.records), 0, 0)
+        for tensor in _distinct(scope.outputs):
+            node = Node(f"output:{tensor.name}", tensor.name, "output", "output", shape=tensor.shape)
+            self._add(node, [(tensor, end)], end)
+        clusters = [self._cluster(trace.records[i]) for i in sorted(self.expanded) if i != scope.index]
+        in_order = sorted(self.nodes.values(), key=lambda n: self.when[n.id])
+        return [replace(n, order=i) for i, n in enumerate(in_order)], self.edges, clusters
+
+    def _used_inside(self, record: CallRecord) -> set[int | None] | None:
+        """Keys of the tensors the calls and ops inside `record` read; None for a leaf, which reads all it gets.
+
+        A DownBlock2D is handed the text like every block but never reads it: no edge is drawn for that.
+        """
+        if not record.children:
+            return None
+        inside = {record.index} | {r.index for r in self.trace.descendants(record)}
+        used = {t.key for i in inside - {record.index} for t in self.trace.records[i].inputs}
+        return used | {t.key for op in self.trace.ops if op.parent in inside for t in op.inputs}
+
+    def _add(self, node: Node, inputs: list[tuple], when: tuple[int, int, int]) -> None:
+        self.nodes[node.id] = node
+        self.when[node.id] = when
+        for tensor, before in inputs:
+            source = self._source(tensor.key, before)
+            if source is not None:
+                self.edges.append(Edge(source, node.id, tensor.name, tensor.shape))
+
+    def _source(self, key: int | None, before: tuple[int, int, int]) -> str | None:
+        """The shown node that made tensor `key` last before `before`, looking through view ops."""
+        made = [(order, who) for order, who in self.made.get(key, []) if order < before]
+        if not made:
+            return None
+        order, who = max(made, key=lambda item: item[0])
+        if isinstance(who, str):
+            return who
+        op = self.trace.ops[who]
+        if op.name in VIEW_OPS:
+            return next((s for s in (self._source(t.key, order) for t in op.inputs) if s is not None), None)
+        return self._op_node(op, order)
+
+    def _op_node(self, op: OpRecord, order: tuple[int, int, int]) -> str:
+        """The node of a computing op (`add`, `cat`, ...), made on first use so that dead ops never show."""
+        if op.index not in self.op_ids:
+            parent = self.trace.records[op.parent]
+            self.op_counts[(parent.name, op.name)] += 1
+            node_id = f"{parent.name if parent.path else 'model'}/{op.name}#{self.op_counts[(parent.name, op.name)]}"
+            self.op_ids[op.index] = node_id
+            cluster = parent.name if parent.index != self.scope.index else None
+            node = Node(node_id, op.name, op.name, "op", shape=op.outputs[0].shape, cluster=cluster)
+            self._add(node, [(t, order) for t in op.inputs], order)
+        return self.op_ids[op.index]
+
+    def _cluster_of(self, record: CallRecord) -> str | None:
+        parent = self.trace.records[record.parent]
+        return parent.name if parent.index != self.scope.index else None
+
+    def _cluster(self, record: CallRecord) -> Cluster:
+        parent = self.trace.records[record.parent]
+        return Cluster(record.name, record.name, record.type, kind_of(record.type), record.params,
+                       parent.name if parent.index != self.scope.index else None)
+
+
+def _distinct(tensors: list) -> list:
+    """One per tensor: a down block returns its output again as its last skip."""
+    seen: set[int | None] = set()
+    return [t for t in tensors if not (t.key in seen or seen.add(t.key))]
+
+
+def _with_path(graph: Graph) -> Graph:
+    """Marks the nodes reached from the first input (the latent) and the edges into them from elsewhere."""
+    start = graph.nodes[0].id if graph.nodes else None
+    successors: dict[str, list[str]] = defaultdict(list)
+    for edge in graph.edges:
+        successors[edge.source].append(edge.target)
+    reached, stack = set(), [start]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in reached:
+            reached.add(node)
+            stack.extend(successors[node])
+    nodes = [replace(n, on_path=n.id in reached) for n in graph.nodes]
+    edges = [replace(e, kind="condition") if e.target in reached and e.source not in reached else e
+             for e in graph.edges]
+    return replace(graph, nodes=nodes, edges=edges)
+
+
+def _shape_u(graph: Graph, block_of) -> Graph:
+    """Sides, levels and skip edges of the U, from which path blocks hand tensors to which.
+
+    A path edge between blocks that are not next to each other in execution order is a skip. Blocks up to the
+    last one a skip leaves from form the down side, blocks from the first one a skip enters the up side, and
+    what lies between the bottom (level -1).
+    """
+    by_id = {n.id: n for n in graph.nodes}
+    blocks: list[str] = []
+    for node in graph.nodes:
+        if node.on_path and block_of(node) not in blocks:
+            blocks.append(block_of(node))
+    position = {b: i for i, b in enumerate(blocks)}
+
+    def block_gap(edge: Edge) -> int:
+        source, target = by_id[edge.source], by_id[edge.target]
+        if not (source.on_path and target.on_path):
+            return 0
+        return position[block_of(target)] - position[block_of(source)]
+
+    edges = [replace(e, kind="skip") if e.kind == "data" and block_gap(e) > 1 else e for e in graph.edges]
+    senders = [b for b in blocks if any(block_of(by_id[e.source]) == b for e in edges if e.kind == "skip")]
+    receivers = [b for b in blocks if any(block_of(by_id[e.target]) == b for e in edges if e.kind == "skip")]
+    last_down = position[senders[-1]] if senders else len(blocks) - 1
+    first_up = position[receivers[0]] if receivers else len(blocks)
+    down, up = blocks[: last_down + 1], blocks[first_up:]
+    side = {b: "down" for b in down} | {b: "up" for b in up} | {b: "bottom" for b in blocks[last_down + 1:first_up]}
+    level = _levels(down, up, senders, receivers) | {b: -1 for b in blocks[last_down + 1:first_up]}
+    nodes = [replace(n, side=side[block_of(n)], level=level.get(block_of(n))) if n.on_path else n
+             for n in graph.nodes]
+    return replace(graph, nodes=nodes, edges=edges)
+
+
+def _levels(down: list[str], up: list[str], senders: list[str], receivers: list[str]) -> dict[str, int]:
+    """Heights in the U, so that equal levels can be drawn side by side.
+
+    From the bottom, the k-th deepest block that sends skips pairs with the k-th deepest that receives them
+    (down_blocks.3 with up_blocks.0, ...). Above the pairs, the rest of each side is aligned from the top, so
+    the model's input and output, and conv_in and conv_out, face each other.
+    """
+    pairs = min(len(senders), len(receivers))
+    level = {b: i for i, b in enumerate(senders[len(senders) - pairs:][::-1])}
+    level |= {b: i for i, b in enumerate(receivers[:pairs])}
+    down_top = down[: down.index(senders[len(senders) - pairs])] if pairs else down
+    up_top = up[up.index(receivers[pairs - 1]) + 1:] if pairs else up
+    top = pairs - 1 + max(len(down_top), len(up_top))
+    level |= {b: top - j for j, b in enumerate(down_top)}
+    level |= {b: top - j for j, b in enumerate(reversed(up_top))}
+    return level

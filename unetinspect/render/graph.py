@@ -1,0 +1,384 @@
+"""Graphviz diagrams of a `Graph`: the U as people draw it, in DOT, SVG, PNG or PDF.
+
+At the two whole-model levels the down path runs down one side and the up path back up the other (its edges
+are declared backwards with `dir=back`, so that dot ranks it upwards) and nodes that face each other across the
+U share a rank: each down level and the up level it feeds at the blocks level, each skip's two ends at the
+layers level, so skips run straight across. The time embedding and the text feed almost every block: as edges
+they would cross everything, so each block carries small coloured tags (`temb`, `text`) instead, and the node
+that makes the tensor carries the same tag with the number of blocks it feeds.
+
+Colours tell kinds apart and step in lightness too (blocks with attention are darker than those without), so a
+grayscale print keeps them apart; node ids are the module paths, so the DOT of two configs diffs line by line.
+Everything but DOT needs Graphviz's `dot` program.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, replace
+from html import escape
+from pathlib import Path
+from typing import Literal
+
+import graphviz
+
+from unetinspect.analysis.graph import Edge, Graph, Node
+from unetinspect.errors import OutputError
+from unetinspect.render.export import check_output_path, write_output
+from unetinspect.render.units import human_count, shape_str
+
+Format = Literal["svg", "png", "pdf", "dot"]
+FORMATS: tuple[Format, ...] = ("svg", "png", "pdf", "dot")
+INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) and run again"
+FONT = "Helvetica"
+PNG_DPI = 150  # sharp enough to print at column width; SVG and PDF are vector anyway
+
+
+@dataclass(frozen=True)
+class Style:
+    """What the reader asked to see."""
+
+    direction: Literal["TB", "LR"] = "TB"
+    shapes: bool = True
+    params: bool = True
+    theme: Literal["light", "dark"] = "light"
+
+
+@dataclass(frozen=True)
+class Palette:
+    """Colours of one theme; `fills` by node kind (see `analysis.graph.kind_of`)."""
+
+    background: str
+    text: str
+    muted: str
+    edge: str
+    skip: str
+    frame: str
+    fills: dict[str, str]
+    tags: tuple[str, ...]  # one per conditioning tensor (time embedding, text, ...)
+
+
+# Lightness steps (light theme): io/op/act white, norm/conv/linear ~92%, embedding/resample ~88%,
+# resnet and plain blocks ~78%, attention and cross-attention blocks ~68%, mid block ~60%.
+LIGHT = Palette(
+    background="white", text="#1a1a1a", muted="#505050", edge="#303030", skip="#2160a8", frame="#9a9a9a",
+    fills={
+        "input": "#ffffff", "output": "#ffffff", "op": "#ffffff", "act": "#ffffff", "other": "#f0f0f0",
+        "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
+        "resample": "#cfe8c9", "res_block": "#a9cbe8", "resnet": "#a9cbe8", "feedforward": "#f6c89a",
+        "attention": "#eea66a", "attn_block": "#eea66a", "mid_block": "#c39bcc",
+    },
+    tags=("#f2d64b", "#86cf86", "#fdb0c0", "#beaed4"),
+)
+DARK = Palette(
+    background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff", frame="#6a6a6a",
+    fills={
+        "input": "#16181d", "output": "#16181d", "op": "#16181d", "act": "#24272e", "other": "#2e3138",
+        "norm": "#33363d", "conv": "#243b50", "linear": "#243b50", "embedding": "#4d4418",
+        "resample": "#2c4a2a", "res_block": "#2f5f8a", "resnet": "#2f5f8a", "feedforward": "#7a5230",
+        "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
+    },
+    tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
+)
+THEMES = {"light": LIGHT, "dark": DARK}
+
+# How ops and conditioning inputs read in a figure.
+_OP_LABELS = {"add": "+", "mul": "×", "div": "÷", "sub": "−", "cat": "concat",
+              "scaled_dot_product_attention": "softmax(QKᵀ/√d)·V"}
+_TAG_LABELS = {"encoder_hidden_states": "text"}
+_TAG_TEXT = "#1a1a1a"  # tags are light in both themes
+
+
+def format_of(path: Path, fmt: str | None = None) -> Format:
+    """The output format: `fmt` if given, else the file's suffix."""
+    name = (fmt or path.suffix.lstrip(".") or "svg").lower()
+    if name not in FORMATS:
+        raise OutputError(f"unknown diagram format {name!r}",
+                          f"use one of {', '.join(FORMATS)}, by --format or the file's suffix")
+    return name  # type: ignore[return-value]
+
+
+def to_dot(graph: Graph, style: Style = Style(), dpi: int | None = None) -> str:
+    """The Graphviz source of a graph: the same graph and style always give the same text."""
+    return _Drawing(graph, style, dpi).source()
+
+
+def render(graph: Graph, fmt: Format, style: Style = Style()) -> bytes:
+    """The diagram as bytes in `fmt`; everything but "dot" runs Graphviz's `dot`."""
+    if fmt == "dot":
+        return to_dot(graph, style).encode()
+    if shutil.which("dot") is None:
+        raise OutputError("Graphviz's dot program is not installed", INSTALL_HINT)
+    source = to_dot(graph, style, dpi=PNG_DPI if fmt == "png" else None)
+    try:
+        return graphviz.Source(source).pipe(format=fmt, quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise OutputError("Graphviz's dot program is not installed", INSTALL_HINT) from None
+    except graphviz.CalledProcessError as exc:
+        detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
+        raise OutputError(f"dot failed to render {fmt}: {detail[-1] if detail else exc}") from None
+
+
+def write_diagram(graph: Graph, path: Path, fmt: str | None = None, style: Style = Style(),
+                  inputs: tuple[str | Path, ...] = ()) -> Path:
+    """Render to `path`, whole or not at all.
+
+    Without `dot` the DOT source is written beside it (`x.svg` → `x.dot`), so the reader still has the diagram,
+    and an `OutputError` says so and how to install Graphviz.
+    """
+    path = check_output_path(Path(path), inputs)
+    kind = format_of(path, fmt)
+    if kind != "dot" and shutil.which("dot") is None:
+        fallback = write_output(path.with_suffix(".dot"), to_dot(graph, style), inputs)
+        raise OutputError(f"cannot render {kind}: Graphviz's dot program is not installed; wrote {fallback} "
+                          "instead", INSTALL_HINT)
+    return write_output(path, render(graph, kind, style), inputs)
+
+
+class _Drawing:
+    """One graph drawn in one style: labels, edge styles, the U's rows."""
+
+    def __init__(self, graph: Graph, style: Style, dpi: int | None) -> None:
+        self.graph = graph
+        self.style = style
+        self.dpi = dpi
+        self.colors = THEMES[style.theme]
+        self.nodes = {n.id: n for n in graph.nodes}
+        self.clusters = {c.id: c for c in graph.clusters}
+        self.tags = self._tag_colors()
+        self.rows = self._rows()
+        self.row_of = {node_id: i for i, row in enumerate(self.rows) for node_id in row}
+
+    def source(self) -> str:
+        c = self.colors
+        dot = graphviz.Digraph(name=_svg_id(self.graph.name or "unet"))
+        dot.attr("graph", rankdir=self.style.direction, bgcolor=c.background, fontname=FONT, fontcolor=c.text,
+                 fontsize="12", nodesep="0.3" if self.style.direction == "TB" else "1.0", ranksep="0.4",
+                 newrank="true", labelloc="t", labeljust="l",
+                 pad="0.25", label=self._title(), **({"dpi": str(self.dpi)} if self.dpi else {}))
+        dot.attr("node", fontname=FONT, fontcolor=c.text, fontsize="10", color=c.edge, penwidth="1.0",
+                 shape="box", style="rounded,filled", margin="0.08,0.04")
+        dot.attr("edge", fontname=FONT, fontcolor=c.muted, fontsize="8", color=c.edge, arrowsize="0.6",
+                 penwidth="1.2")
+        dot.body.extend(self._cluster_lines())
+        dot.body.extend(line for edge in self.graph.edges if (line := self._edge(edge)))
+        dot.body.extend(f"\t{{rank=same; {' '.join(_q(i) for i in row)}}}" for row in self.rows)
+        return dot.source
+
+    # ---- title and legend ---------------------------------------------------------------------------------------
+
+    def _title(self) -> str:
+        g = self.graph
+        parts = [f"<B>{escape(g.name)}</B>"] if g.name else []
+        parts += [escape(p) for p in (g.scope, g.type) if p]
+        if self.style.params:
+            parts.append(f"{human_count(g.params)} parameters")
+        rows = [f'<TR><TD ALIGN="LEFT">{" · ".join(parts)}</TD></TR>']
+        if g.is_u:
+            rows.append(f'<TR><TD ALIGN="LEFT">{self._legend()}</TD></TR>')
+        return f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">{"".join(rows)}</TABLE>>'
+
+    def _legend(self) -> str:
+        c = self.colors
+        items = [f'<FONT COLOR="{c.muted}">solid: feature maps</FONT>',
+                 f'<FONT COLOR="{c.skip}">dashed: skip connections, concatenated on the up path</FONT>']
+        tags = "".join(self._tag_cell(color, name) for name, color in self._tag_names().items())
+        cells = "".join(f'<TD>{item}</TD><TD WIDTH="12"></TD>' for item in items)
+        if tags:
+            cells += (f'<TD><TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>{tags}</TR></TABLE></TD>'
+                      f'<TD><FONT COLOR="{c.muted}">conditioning a block reads; "→ n" where it is made</FONT></TD>')
+        return f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></FONT>'
+
+    # ---- nodes and clusters -------------------------------------------------------------------------------------
+
+    def _cluster_lines(self) -> list[str]:
+        """Every node, inside nested cluster statements; conditioning nodes of the U in a frame of their own."""
+        members: dict[str | None, list[str]] = {}
+        for node in self.graph.nodes:
+            home = node.cluster
+            if home is None and self.graph.is_u and not node.on_path:
+                home = "conditioning"
+            members.setdefault(home, []).append(self._node(node))
+        children: dict[str | None, list[str]] = {}
+        for cluster in self.graph.clusters:
+            children.setdefault(cluster.parent, []).append(cluster.id)
+        if "conditioning" in members:
+            children.setdefault(None, []).append("conditioning")
+
+        def block(cluster_id: str, indent: str) -> list[str]:
+            lines = [f"{indent}subgraph {_q('cluster_' + cluster_id)} {{", f"{indent}\t{self._cluster_attrs(cluster_id)}"]
+            lines += [indent + line for line in members.get(cluster_id, [])]
+            for child in children.get(cluster_id, []):
+                lines += block(child, indent + "\t")
+            return lines + [f"{indent}}}"]
+
+        lines = list(members.get(None, []))
+        for top in children.get(None, []):
+            lines += block(top, "\t")
+        return lines
+
+    def _cluster_attrs(self, cluster_id: str) -> str:
+        c = self.colors
+        if cluster_id == "conditioning":
+            return (f'id="cluster_conditioning" label=<<B>conditioning</B>> style="rounded,dashed" '
+                    f"color={_q(c.frame)} fontsize=10 labeljust=l")
+        cl = self.clusters[cluster_id]
+        params = f" · {human_count(cl.params)}" if self.style.params and cl.params else ""
+        label = f'<<B>{escape(self._short(cl.label, cl.parent))}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>'
+        fill = c.fills.get(cl.kind, c.fills["other"])
+        return (f"id={_q(_svg_id('cluster_' + cl.id))} label={label} style=\"rounded,filled\" "
+                f"fillcolor={_q(_mix(fill, c.background, 0.25))} color={_q(fill)} penwidth=1.4 fontsize=11 "
+                f"labeljust=l")
+
+    def _node(self, node: Node) -> str:
+        c = self.colors
+        attrs: dict[str, str] = {"id": _svg_id(node.id), "class": node.kind,
+                                 "fillcolor": c.fills.get(node.kind, c.fills["other"])}
+        if node.side in ("down", "up") and node.kind != "op":
+            attrs["group"] = node.side  # dot keeps a group in a straight column where it can
+        if node.kind in ("input", "output"):
+            attrs.update(style="rounded,dashed,filled", label=self._label(node, [self._shape(node.shape)]))
+        elif node.kind == "op" and node.id in self.tags:  # SDXL's summed embedding: the op and its tag
+            attrs.update(label=self._label(replace(node, label=_OP_LABELS.get(node.type, node.type)), []))
+        elif node.kind == "op":
+            text = _OP_LABELS.get(node.type, node.type)
+            attrs.update(shape="circle" if len(text) == 1 else "box", margin="0.03", width="0.28", height="0.28",
+                         fixedsize="true" if len(text) == 1 else "false", label=escape(text))
+        else:
+            lines = [f'<FONT POINT-SIZE="8">{escape(node.type)}</FONT>']
+            if self.style.params and node.params:
+                lines.append(f'<FONT POINT-SIZE="8" COLOR="{c.muted}">{human_count(node.params)} params</FONT>')
+            attrs["label"] = self._label(node, lines)
+            if node.kind in ("attn_block", "mid_block", "res_block"):
+                attrs["penwidth"] = "1.6"
+        return f"\t{_q(node.id)} [{_attrs(attrs)}]"
+
+    def _label(self, node: Node, lines: list[str]) -> str:
+        """Name in bold, the given lines, and the conditioning tags, as an HTML-like label."""
+        rows = [f"<B>{escape(self._short(node.label, node.cluster))}</B>", *[line for line in lines if line]]
+        tags = self._tags_of(node)
+        if tags:
+            rows.append(f'<TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>{tags}</TR></TABLE>')
+        cells = "".join(f"<TR><TD>{row}</TD></TR>" for row in rows)
+        return f'<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1">{cells}</TABLE>>'
+
+    def _shape(self, shape: tuple[int, ...] | None) -> str:
+        if not self.style.shapes or shape is None:
+            return ""
+        return f'<FONT POINT-SIZE="8">{escape(shape_str(shape))}</FONT>'
+
+    def _short(self, label: str, cluster: str | None) -> str:
+        """A name inside its cluster (or the focused module), whose label already says the rest."""
+        prefix = cluster or self.graph.scope
+        return label[len(prefix) + 1:] if prefix and label.startswith(prefix + ".") else label
+
+    # ---- conditioning tags --------------------------------------------------------------------------------------
+
+    def _tag_colors(self) -> dict[str, str]:
+        """A colour per node whose output conditions the path; only the U levels draw tags instead of edges."""
+        if not self.graph.is_u:
+            return {}
+        sources = list(dict.fromkeys(e.source for e in self.graph.edges_of("condition")))
+        return {s: self.colors.tags[i % len(self.colors.tags)] for i, s in enumerate(sources)}
+
+    def _tag_names(self) -> dict[str, str]:
+        """Tag text → colour, as the consuming blocks name the tensor (`temb`, `text`)."""
+        return {_TAG_LABELS.get(e.name, e.name): self.tags[e.source] for e in self.graph.edges_of("condition")
+                if e.source in self.tags}
+
+    def _tags_of(self, node: Node) -> str:
+        """On a consumer the tensor's name, on its source what it feeds: `temb → 9 blocks`."""
+        if not self.tags:
+            return ""
+        fed = self.graph.edges_of("condition")
+        cells = [self._tag_cell(self.tags[e.source], _TAG_LABELS.get(e.name, e.name)) for e in fed
+                 if e.target == node.id]
+        if node.id in self.tags:
+            out = [e for e in fed if e.source == node.id]
+            names = " / ".join(dict.fromkeys(_TAG_LABELS.get(e.name, e.name) for e in out))
+            targets = {e.target for e in out}
+            types = {self.nodes[t].type for t in targets}
+            what = types.pop() if len(types) == 1 else "blocks"
+            cells.append(self._tag_cell(self.tags[node.id], f"{names} → {len(targets)} {what}"))
+        return "".join(cells)
+
+    @staticmethod
+    def _tag_cell(color: str, text: str) -> str:
+        return (f'<TD BGCOLOR="{color}" CELLPADDING="1"><FONT POINT-SIZE="7" COLOR="{_TAG_TEXT}">&nbsp;'
+                f"{escape(text)}&nbsp;</FONT></TD>")
+
+    # ---- edges and the U ----------------------------------------------------------------------------------------
+
+    def _edge(self, edge: Edge) -> str:
+        if edge.kind == "condition" and self.tags:
+            return ""  # drawn as tags on both ends
+        c = self.colors
+        source, target = self.nodes[edge.source], self.nodes[edge.target]
+        attrs: dict[str, str] = {"id": _svg_id(edge.id), "class": edge.kind}
+        if self.style.shapes:
+            attrs["label"] = f" {shape_str(edge.shape)} "
+        if edge.kind == "skip":
+            attrs.update(color=c.skip, fontcolor=c.skip, style="dashed", penwidth="1.1", constraint="false")
+            if "label" in attrs and self.style.direction == "LR":  # parallel flat edges: place labels apart
+                attrs["xlabel"] = attrs.pop("label")
+        elif edge.kind == "condition":
+            attrs.update(style="dashed", color=c.muted, penwidth="1.0")
+        same_row = self.row_of.get(edge.source, -1) == self.row_of.get(edge.target, -2)
+        upward = target.side == "up" and source.side in ("up", "bottom") and not same_row
+        if upward and target.kind == "op" and source.cluster != target.cluster:
+            attrs["weight"] = "0"  # an up block's concat may step left of the block below: no staircase
+        if upward:  # the up path climbs: declare the edge backwards so that dot ranks it that way
+            attrs["dir"] = "back"
+            return f"\t{_q(edge.target)} -> {_q(edge.source)} [{_attrs(attrs)}]"
+        return f"\t{_q(edge.source)} -> {_q(edge.target)} [{_attrs(attrs)}]"
+
+    def _rows(self) -> list[list[str]]:
+        """Nodes drawn side by side across the U.
+
+        At the layers level: each skip's two ends, and the concat it enters beside the layer that concat feeds
+        (every down layer sends one skip, so the rows never conflict). At the blocks level: each down level with
+        the up level beside it. Unclustered nodes that no skip row holds are paired by level as well.
+        """
+        if not self.graph.is_u:
+            return []
+        rows = []
+        if self.graph.level == "layers":
+            rows = [[e.source, e.target, *self._fed_by_op(e.target)] for e in self.graph.edges_of("skip")]
+        taken = {i for row in rows for i in row}
+        levels: dict[int, list[str]] = {}
+        for node in self.graph.nodes:
+            if node.level is not None and node.level >= 0 and node.id not in taken and (
+                    node.cluster is None or self.graph.level == "blocks"):
+                levels.setdefault(node.level, []).append(node.id)
+        rows += [ids for _, ids in sorted(levels.items())]
+        return [row for row in rows if len(row) > 1]
+
+    def _fed_by_op(self, node_id: str) -> list[str]:
+        """The one node an op feeds, if `node_id` is an op."""
+        if self.nodes[node_id].kind != "op":
+            return []
+        targets = [e.target for e in self.graph.edges if e.source == node_id]
+        return targets if len(targets) == 1 else []
+
+
+def _mix(color: str, background: str, amount: float) -> str:
+    """`amount` of `color` over `background` (both #rrggbb, or a name for white): a cluster's faint fill."""
+    def rgb(value: str) -> list[int]:
+        value = "#ffffff" if not value.startswith("#") else value
+        return [int(value[i:i + 2], 16) for i in (1, 3, 5)]
+
+    mixed = [round(amount * a + (1 - amount) * b) for a, b in zip(rgb(color), rgb(background))]
+    return "#" + "".join(f"{v:02x}" for v in mixed)
+
+
+def _attrs(attrs: dict[str, str]) -> str:
+    return " ".join(f"{k}={v if v.startswith('<') else _q(v)}" for k, v in attrs.items())
+
+
+def _q(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _svg_id(text: str) -> str:
+    """An id for the SVG element: the node id with characters XML ids cannot hold replaced."""
+    return "".join(ch if ch.isalnum() or ch in "._-:" else "_" for ch in text)
