@@ -298,7 +298,77 @@ def profile(
     emit(view(result), output, inputs=inputs)
 
 
-# [diagram command]
+class DiagramLevel(str, Enum):
+    blocks = "blocks"
+    layers = "layers"
+
+
+class DiagramFormat(str, Enum):
+    svg = "svg"
+    png = "png"
+    pdf = "pdf"
+    dot = "dot"
+
+
+class Direction(str, Enum):
+    TB = "TB"
+    LR = "LR"
+
+
+class Theme(str, Enum):
+    light = "light"
+    dark = "dark"
+
+
+@app.command()
+def diagram(
+    source: SourceArg = None,
+    output: OutputOpt = None,
+    fmt: Annotated[Optional[DiagramFormat], typer.Option(
+        "--format", "-f", help="svg, png, pdf or dot. [default: from the output's suffix]", show_default=False)] = None,
+    level: Annotated[DiagramLevel, typer.Option("--level", "-l", help="blocks: the U of blocks; layers: each "
+                                                "block opened into its resnets, transformers and resamplers.")]
+    = DiagramLevel.blocks,
+    focus: Annotated[Optional[str], typer.Option("--focus", help="Draw one module opened down to its leaves "
+                                                 "instead, e.g. down_blocks.1 or mid_block.attentions.0.")] = None,
+    direction: Annotated[Direction, typer.Option("--direction", help="TB: the U upright; LR: on its side.")]
+    = Direction.TB,
+    no_shapes: Annotated[bool, typer.Option("--no-shapes", help="No tensor shapes on the edges.")] = False,
+    no_params: Annotated[bool, typer.Option("--no-params", help="No parameter counts.")] = False,
+    theme: Annotated[Theme, typer.Option("--theme", help="light or dark background.")] = Theme.light,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    text_len: TextLenOpt = 77,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE [default: unet.svg]
+
+    Shapes come from a forward pass on the meta device (no weights read). svg, png and pdf need Graphviz's
+    [bold]dot[/]; without it the .dot source is written beside the file asked for. Node ids are module paths,
+    so the .dot files of two configs diff line by line.
+
+    Examples:
+
+      [bold]unetinspect diagram[/]                                   SD 1.5, blocks, unet.svg
+
+      [bold]unetinspect diagram sdxl --level layers -o sdxl.png[/]   every resnet and transformer of SDXL
+
+      [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
+    """
+    from unetinspect.analysis.graph import diagram_graph
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.render.graph import Style, write_diagram
+
+    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
+                allow_pickle=allow_pickle)
+    style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
+    path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
+               inputs=tuple(i for i in (source, config) if i))
+    console(stderr=True).print(f"wrote {path}")
 
 
 class WeightsFormat(str, Enum):
