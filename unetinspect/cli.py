@@ -416,7 +416,55 @@ def weights(
     emit(content, output, inputs=[checkpoint, config])
 
 
-# [compare command]
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+class Impl(str, Enum):
+    ours = "ours"
+    diffusers = "diffusers"
+
+
+@app.command()
+def compare(
+    source_a: Annotated[str, typer.Argument(help="First UNet: preset, config.json, diffusers folder or checkpoint.",
+                                            metavar="A")],
+    source_b: Annotated[Optional[str], typer.Argument(help="Second UNet (omit with --impl diffusers).",
+                                                      metavar="[B]", show_default=False)] = None,
+    impl: Annotated[Impl, typer.Option("--impl", help="ours: compare A with B. diffusers: compare our model of A "
+                                       "with diffusers' own (needs diffusers installed).")] = Impl.ours,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    text_len: TextLenOpt = 77,
+    device: DeviceOpt = "meta",
+    fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
+    output: OutputOpt = None,
+) -> None:
+    """Two UNets side by side, block against block: parameters, FLOPs and output shapes, with the differences.
+
+    Blocks are paired by path when both UNets have the same blocks, else by stage (down level k, mid, up
+    level k; level 0 is full resolution). Each runs at its own default size unless --height/--width are given.
+
+    Examples:
+
+      [bold]unetinspect compare sd15 sdxl[/]                 where SDXL's 3× parameters went
+
+      [bold]unetinspect compare sd15 ./my-finetune/unet[/]    a fine-tune against its base
+
+      [bold]unetinspect compare sdxl --impl diffusers[/]      our model against diffusers', block by block
+    """
+    from unetinspect.analysis.compare import compare as compare_sources
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.render import compare_view
+
+    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device)
+    render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
+              CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
+    emit(render(result), output, inputs=[source_a, source_b])
 
 
 def main() -> None:
