@@ -58,17 +58,17 @@ class Palette:
     tags: tuple[str, ...]  # one per conditioning tensor (time embedding, text, ...)
 
 
-# Lightness steps (light theme): io/op/act white, norm/conv/linear ~92%, embedding/resample ~88%,
-# resnet and plain blocks ~78%, attention and cross-attention blocks ~68%, mid block ~60%.
+# Gray levels of the light theme's fills (0-255): io/op/act 255, embedding 238, conv/linear 232, norm 232,
+# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136.
 LIGHT = Palette(
-    background="white", text="#1a1a1a", muted="#505050", edge="#303030", skip="#2160a8", frame="#9a9a9a",
+    background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", frame="#9a9a9a",
     fills={
         "input": "#ffffff", "output": "#ffffff", "op": "#ffffff", "act": "#ffffff", "other": "#f0f0f0",
         "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
-        "resample": "#cfe8c9", "res_block": "#a9cbe8", "resnet": "#a9cbe8", "feedforward": "#f6c89a",
-        "attention": "#eea66a", "attn_block": "#eea66a", "mid_block": "#c39bcc",
+        "resample": "#cfe8c9", "res_block": "#b9d7f0", "resnet": "#b9d7f0", "feedforward": "#f6c89a",
+        "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
     },
-    tags=("#f2d64b", "#86cf86", "#fdb0c0", "#beaed4"),
+    tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
 )
 DARK = Palette(
     background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff", frame="#6a6a6a",
@@ -304,8 +304,8 @@ class _Drawing:
 
     @staticmethod
     def _tag_cell(color: str, text: str) -> str:
-        return (f'<TD BGCOLOR="{color}" CELLPADDING="1"><FONT POINT-SIZE="7" COLOR="{_TAG_TEXT}">&nbsp;'
-                f"{escape(text)}&nbsp;</FONT></TD>")
+        return (f'<TD BGCOLOR="{color}" BORDER="1" COLOR="{_TAG_TEXT}" CELLPADDING="1">'
+                f'<FONT POINT-SIZE="7" COLOR="{_TAG_TEXT}">&nbsp;{escape(text)}&nbsp;</FONT></TD>')
 
     # ---- edges and the U ----------------------------------------------------------------------------------------
 
@@ -323,6 +323,8 @@ class _Drawing:
                 attrs["xlabel"] = attrs.pop("label")
         elif edge.kind == "condition":
             attrs.update(style="dashed", color=c.muted, penwidth="1.0")
+        if source.kind == "input" and not source.on_path and not self.graph.is_u:
+            attrs["weight"] = "0"  # a module's temb/text branch hangs beside where it is used, not at the top
         same_row = self.row_of.get(edge.source, -1) == self.row_of.get(edge.target, -2)
         upward = target.side == "up" and source.side in ("up", "bottom") and not same_row
         if upward and target.kind == "op" and source.cluster != target.cluster:
