@@ -37,7 +37,8 @@ def keys_table(report: WeightsReport, pattern: str | None) -> Table:
     """
     entries = report.matching(pattern)
     renamed = report.layout == "ldm"
-    title = _plain(f"{len(entries):,} of {len(report.tensors):,} tensors" + (f" matching {pattern!r}" if pattern else ""))
+    matching = f" matching {pattern!r}" if pattern else ""
+    title = _plain(f"{len(entries):,} of {len(report.tensors):,} tensors{matching}")
     prefixes = {entry.name.removesuffix(entry.short_name) for entry in entries} - {""}
     caption = f"(UNet tensors are under {', '.join(sorted(prefixes))} in the file)" if prefixes else None
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,

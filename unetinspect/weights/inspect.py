@@ -249,7 +249,7 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConfig | None) -> dict[str, str]:
-    """File name → our name for UNet tensors (identity for diffusers files; nothing for an LDM file without config)."""
+    """File name → our name of UNet tensors (identity for diffusers files; nothing for an LDM file without config)."""
     if layout == "diffusers":
         return {name: name for name in shapes}
     if config is None:

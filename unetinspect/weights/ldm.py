@@ -8,7 +8,7 @@ nested levels. The UNet (under `model.diffusion_model.`, or bare in a UNet-only 
     input_blocks.0.0                      the first conv                  → conv_in
     input_blocks.N.0 [+ input_blocks.N.1] a resnet [+ its transformer]    → down_blocks.b.resnets.l [.attentions.l]
     input_blocks.N.0.op                   a downsampler, closing a level  → down_blocks.b.downsamplers.0.conv
-    middle_block.{0,1,2}                  resnet, transformer, resnet     → mid_block.resnets.0 / attentions.0 / resnets.1
+    middle_block.{0,1,2}                  resnet, transformer, resnet     → mid_block.resnets.0/attentions.0/resnets.1
     output_blocks.N.0 [+ .1] [+ .K.conv]  resnet [+ transformer] [+ upsampler] → up_blocks.b.resnets.l ...
     out.{0,2}                             the final norm and conv         → conv_norm_out, conv_out
 

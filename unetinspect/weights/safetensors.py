@@ -75,13 +75,16 @@ def read_header(path: str | Path) -> SafetensorsHeader:
                            "the file is corrupt or not a safetensors file") from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path}: the safetensors header is not a JSON object")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict):
-        raise WeightsError(f"{path}: __metadata__ in the header is not an object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise WeightsError(f"{path}: __metadata__ in the header is not an object of strings",
+                           "the file is corrupt or not a safetensors file")
     data_size = file_size - 8 - header_len
     tensors = {name: _tensor_info(path, name, entry, data_size) for name, entry in header.items()}
     _check_tiling(path, header, data_size)
-    return SafetensorsHeader(path, file_size, tensors, {str(k): str(v) for k, v in metadata.items()})
+    return SafetensorsHeader(path, file_size, tensors, metadata)
 
 
 def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> TensorInfo:
