@@ -269,14 +269,26 @@ def test_generated_garbage_bytes(content, tmp_path):
     _check_never_hurts(path, tmp_path / OUTPUT)
 
 
+SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]
+
+
+def _pickle_args(command: list[str], path: Path) -> list:
+    """The command with the pickle as its (first) source."""
+    return [command[0], path, *command[1:]]
+
+
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin"])
-def test_pickle_without_allow_pickle(suffix, tmp_path):
-    """The refusal comes before the file is opened: a hostile pickle's code never runs."""
+@pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
+def test_pickle_without_allow_pickle(suffix, command, tmp_path):
+    """Every command that takes a source refuses a pickle before opening it (a hostile pickle's code never runs),
+    and offers --allow-pickle, which then reads it with weights_only=True."""
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"\x80\x04crunme\nnever\n.")  # unpickling this would import a module named `runme`
-    for command in ("weights", "summary"):
-        message = assert_one_line_failure(invoke(command, path, "-o", tmp_path / OUTPUT), tmp_path)
-        assert "pickle" in message and "--allow-pickle" in message
+    message = assert_one_line_failure(invoke(*_pickle_args(command, path), "-o", tmp_path / OUTPUT), tmp_path)
+    assert "pickle" in message and "--allow-pickle" in message
+    allowed = assert_one_line_failure(invoke(*_pickle_args(command, path), "--allow-pickle", "-o", tmp_path / OUTPUT),
+                                      tmp_path)
+    assert "weights-only" in allowed
     with pytest.raises(WeightsError, match="pickle"):
         load_unet(path, device="meta")
 

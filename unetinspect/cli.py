@@ -442,6 +442,7 @@ def compare(
     device: DeviceOpt = "meta",
     fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
     output: OutputOpt = None,
+    allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Two UNets side by side, block against block: parameters, FLOPs and output shapes, with the differences.
 
@@ -461,7 +462,8 @@ def compare(
     from unetinspect.render import compare_view
 
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
-    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device)
+    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device,
+                 allow_pickle=allow_pickle)
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
               CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
     emit(render(result), output, inputs=[source_a, source_b])

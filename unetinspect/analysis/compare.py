@@ -130,13 +130,14 @@ def compare(
     *,
     impl: str = "ours",
     device: str = "meta",
+    allow_pickle: bool = False,
 ) -> Comparison:
     """Trace two sources at the same input size and pair their blocks.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it.
     """
-    first = summarize(a, spec, device=device)
+    first = summarize(a, spec, device=device, allow_pickle=allow_pickle)
     if impl == "diffusers":
         if b is not None:
             raise RunError("--impl diffusers compares one source with diffusers' model of it; give one source")
@@ -145,7 +146,7 @@ def compare(
     elif impl == "ours":
         if b is None:
             raise RunError("compare needs two sources (or one with --impl diffusers)")
-        second = summarize(b, spec, device=device)
+        second = summarize(b, spec, device=device, allow_pickle=allow_pickle)
         labels = (first.source.label, second.source.label)
     else:
         raise RunError(f"unknown --impl {impl!r}", "use ours or diffusers")
