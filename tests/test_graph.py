@@ -143,11 +143,13 @@ def test_unknown_focus_and_level_are_one_line_errors(tiny_trace):
 
 
 def test_node_ids_are_stable_across_runs_and_configs(tiny_trace):
-    first = to_dot(build_graph(tiny_trace, "blocks"))
+    graph = build_graph(tiny_trace, "blocks")
+    first = to_dot(graph)
     assert first == to_dot(build_graph(trace_for_diagram(resolve_source("tiny")), "blocks"))
     other = to_dot(build_graph(trace_for_diagram(config_source(UNetConfig.from_dict(SMALL_CONFIGS["sd21-like"]))),
                                "blocks"))
-    node_ids = re.compile(r'^\t+"([^"]+)" \[', re.M)
+    node_ids = re.compile(r'^\t+"([^"]+)" \[', re.M)  # one statement a line
+    assert sorted(node_ids.findall(first)) == sorted(n.id for n in graph.nodes)
     assert node_ids.findall(first) == node_ids.findall(other)  # so a diff shows only what changed in them
 
 

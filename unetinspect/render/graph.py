@@ -160,9 +160,9 @@ class _Drawing:
                  shape="box", style="rounded,filled", margin="0.08,0.04")
         dot.attr("edge", fontname=FONT, fontcolor=c.muted, fontsize="8", color=c.edge, arrowsize="0.6",
                  penwidth="1.2")
-        dot.body.extend(self._cluster_lines())
-        dot.body.extend(line for edge in self.graph.edges if (line := self._edge(edge)))
-        dot.body.extend(f"\t{{rank=same; {' '.join(_q(i) for i in row)}}}" for row in self.rows)
+        lines = [*self._cluster_lines(), *(line for edge in self.graph.edges if (line := self._edge(edge))),
+                 *(f"\t{{rank=same; {' '.join(_q(i) for i in row)}}}" for row in self.rows)]
+        dot.body.extend(line + "\n" for line in lines)  # one statement a line: DOT files diff line by line
         return dot.source
 
     # ---- title and legend ---------------------------------------------------------------------------------------
@@ -314,7 +314,7 @@ class _Drawing:
             return ""  # drawn as tags on both ends
         c = self.colors
         source, target = self.nodes[edge.source], self.nodes[edge.target]
-        attrs: dict[str, str] = {"id": _svg_id(edge.id), "class": edge.kind}
+        attrs: dict[str, str] = {"id": _svg_id(edge.id.replace("->", "--")), "class": edge.kind}
         if self.style.shapes:
             attrs["label"] = f" {shape_str(edge.shape)} "
         if edge.kind == "skip":
