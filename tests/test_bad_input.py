@@ -29,6 +29,13 @@ from unetinspect.weights.sources import resolve_source
 pytest.importorskip("diffusers")
 
 OUTPUT = "out.json"
+# Every command that takes a SOURCE, with what it needs to run fast.
+SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]
+
+
+def _source_args(command: list[str], path: Path | str) -> list:
+    """The command with `path` as its (first) source."""
+    return [command[0], path, *command[1:]]
 
 
 def assert_one_line_failure(result, output_dir: Path | None = None) -> str:
@@ -67,10 +74,10 @@ def _weights_file(folder: Path) -> Path:
 # ---- sources and configs ------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["weights", "summary"])
+@pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
 def test_missing_file(command, tmp_path):
-    message = assert_one_line_failure(invoke(command, tmp_path / "nope.safetensors", "-o", tmp_path / OUTPUT),
-                                      tmp_path)
+    path = tmp_path / "nope.safetensors"
+    message = assert_one_line_failure(invoke(*_source_args(command, path), "-o", tmp_path / OUTPUT), tmp_path)
     assert "nope.safetensors" in message
 
 
@@ -269,14 +276,6 @@ def test_generated_garbage_bytes(content, tmp_path):
     _check_never_hurts(path, tmp_path / OUTPUT)
 
 
-SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]
-
-
-def _pickle_args(command: list[str], path: Path) -> list:
-    """The command with the pickle as its (first) source."""
-    return [command[0], path, *command[1:]]
-
-
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin"])
 @pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
 def test_pickle_without_allow_pickle(suffix, command, tmp_path):
@@ -284,9 +283,9 @@ def test_pickle_without_allow_pickle(suffix, command, tmp_path):
     and offers --allow-pickle, which then reads it with weights_only=True."""
     path = tmp_path / f"model{suffix}"
     path.write_bytes(b"\x80\x04crunme\nnever\n.")  # unpickling this would import a module named `runme`
-    message = assert_one_line_failure(invoke(*_pickle_args(command, path), "-o", tmp_path / OUTPUT), tmp_path)
+    message = assert_one_line_failure(invoke(*_source_args(command, path), "-o", tmp_path / OUTPUT), tmp_path)
     assert "pickle" in message and "--allow-pickle" in message
-    allowed = assert_one_line_failure(invoke(*_pickle_args(command, path), "--allow-pickle", "-o", tmp_path / OUTPUT),
+    allowed = assert_one_line_failure(invoke(*_source_args(command, path), "--allow-pickle", "-o", tmp_path / OUTPUT),
                                       tmp_path)
     assert "weights-only" in allowed
     with pytest.raises(WeightsError, match="pickle"):
@@ -316,10 +315,25 @@ def test_pickle_folder_weights_refused(tiny_folder):
 # ---- output paths ---------------------------------------------------------------------------------------------------
 
 
-def test_output_to_a_directory(tiny_folder, tmp_path):
+@pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
+def test_output_to_a_directory(command, tiny_folder, tmp_path):
     (tmp_path / "out").mkdir()
-    assert "is a directory" in assert_one_line_failure(invoke("weights", tiny_folder, "-o", tmp_path / "out"))
+    args = [*_source_args(command, tiny_folder), "-o", tmp_path / "out"]
+    if command[0] == "profile":
+        args += ["--repeat", "1", "--warmup", "0"]
+    assert "is a directory" in assert_one_line_failure(invoke(*args))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+@pytest.mark.parametrize("command", SOURCE_COMMANDS[1:], ids=lambda c: c[0])
+def test_output_over_the_input_config(command, tmp_path, write_config):
+    config = write_config(tiny(), "tiny.json")
+    before = config.read_text()
+    args = [*_source_args(command, config), "-o", config]
+    if command[0] == "profile":
+        args += ["--repeat", "1", "--warmup", "0"]
+    assert "overwrite an input" in assert_one_line_failure(invoke(*args))
+    assert config.read_text() == before
 
 
 def test_output_over_the_input_file(tiny_folder):
