@@ -12,7 +12,7 @@ from torch import nn
 from unetinspect.analysis import profile as profile_module
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.profile import compare, parse_sweep, profile
-from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, measure, measure_memory,
+from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, WallClock, measure, measure_memory,
                                          summarize_samples)
 from unetinspect.analysis.trace import trace_model
 from unetinspect.errors import RunError
@@ -305,3 +305,19 @@ def test_measure_memory_reads_each_block():
     step_peak, per_block = measure_memory(model, inputs, blocks, torch.device("cuda"))
     assert set(per_block) == {b.name for b in blocks}
     assert step_peak >= max(m.peak for m in per_block.values()) > 0
+
+
+def test_scattered_runs_come_with_a_warning(monkeypatch):
+    class ScatteredClock(WallClock):
+        """Every other run ten times slower, as on a machine that something else keeps busy."""
+
+        def __init__(self) -> None:
+            self.reads = 0
+
+        def elapsed_ms(self, start: float, end: float) -> float:
+            self.reads += 1
+            return 1.0 if self.reads % 2 else 10.0
+
+    monkeypatch.setattr(profile_module, "clock_for", lambda device: ScatteredClock())
+    result = profile("tiny", device="cpu", warmup=0, repeat=4, depth=0)
+    assert any("scattered widely" in note for note in result.notes)

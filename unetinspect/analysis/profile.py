@@ -35,7 +35,8 @@ from unetinspect.weights.sources import Source, resolve_source
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10
 COMPILE_BACKEND = "inductor"  # what `compile=True` means; tests use "eager", which compiles in milliseconds
-STEP_RANGE = "unet step"  # the named range around the whole forward pass in a Chrome trace
+STEP_RANGE = "unet step"
+NOISY_SPREAD = 1.5  # p90 over p10 of the step beyond which the figures come with a warning  # the named range around the whole forward pass in a Chrome trace
 
 ATTENTION_BACKENDS = {
     "math": SDPBackend.MATH,
@@ -266,6 +267,10 @@ def profile(
 
     rows, totals = summarize_samples(samples, blocks, trace.flops, peak_flops=session.info.peak_flops,
                                      memory=memory)
+    if totals.step.p90 > NOISY_SPREAD * totals.step.p10:
+        notes.append(f"the runs scattered widely (p90 is {totals.step.p90 / totals.step.p10:.1f}× p10): something "
+                     "else is using the device; more --repeat, or on a CPU fewer threads (OMP_NUM_THREADS), "
+                     "give steadier figures")
     height, width = spec.pixel_size(config)
     return Profile(
         source=session.source.label, model_type=trace.model_type, device=session.info, dtype=_name(session.dtype),

@@ -111,9 +111,9 @@ def totals_lines(profile: Profile) -> list[tuple[str, str]]:
                       "with no hooks installed")]
     if t.hooked_step is not None and t.overhead is not None:
         lines.append(("hooked step", f"{ms(t.hooked_step.median)} ms: hook overhead ×{t.overhead:.3f} "
-                                     f"({100 * (t.overhead - 1):+.1f}%)"))
+                                     f"({100 * (t.overhead - 1):+.1f}%, median over rounds of hooked/unhooked)"))
     if t.blocks_sum is not None and t.unattributed is not None:
-        lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows = {percent(t.coverage)} of the step; "
+        lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows: {percent(t.coverage)} of the step; "
                                 f"{ms(t.unattributed.median)} ms of the hooked step ran in no row "
                                 "(code between the blocks, hook cost)"))
     achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
