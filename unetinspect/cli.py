@@ -279,8 +279,9 @@ def profile(
         raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
                                  param_hint="--trace")
     inputs = [i for i in (source, config) if i]
-    if trace is not None:
-        run(check_output_path, trace, inputs)
+    for path in (output, trace):  # a bad path fails now, not after minutes of timing
+        if path is not None:
+            run(check_output_path, path, inputs)
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
                    variant=variant, allow_pickle=allow_pickle)
