@@ -102,3 +102,13 @@ def test_weights_folder_is_checked_from_the_header(tmp_path):
     assert bad.exit_code == 1
     assert "has shape" in bad.stderr and "needs" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.output
+
+
+def test_output_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "s.csv"
+    assert invoke("summary", "tiny", "-f", "csv", "-o", str(target)).exit_code == 0
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
