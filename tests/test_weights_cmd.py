@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -191,3 +193,15 @@ def test_hostile_metadata_reaches_the_terminal_inert(tmp_path):
     assert result.exit_code == 0, result.stderr
     assert "\x1b" not in result.stdout and "[bold]big[/bold]" in result.stdout and "\\x1b" in result.stdout
     assert "input_blocks.[red]x" in invoke(path, "--keys").stdout
+
+
+def test_reading_a_safetensors_checkpoint_never_imports_torch(sd15_file):
+    """Headers are parsed by hand, so `unetinspect weights` starts in the time Python and typer take: importing
+    torch alone would take seconds."""
+    code = ("import sys; from unetinspect.cli import app\n"
+            f"app(['weights', {str(sd15_file)!r}, '--keys', '-f', 'json'], standalone_mode=False)\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    process = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    assert json.loads(process.stdout)["nearest_preset"]["name"] == "sd15"
+    assert process.stderr.strip() == "False"
