@@ -21,7 +21,7 @@ from typer.main import get_command
 
 from conftest import diffusers_unet, tiny
 from unetinspect.cli import app
-from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
+from unetinspect.errors import ConfigError, UnsupportedConfigError, WeightsError
 from unetinspect.weights.loading import load_unet
 from unetinspect.weights.safetensors import ITEM_SIZES
 from unetinspect.weights.sources import resolve_source
@@ -96,7 +96,7 @@ def test_missing_file(command, tmp_path):
 def test_bad_configs(text, error, words, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(text)
-    with pytest.raises(error, match=None) as caught:
+    with pytest.raises(error) as caught:
         resolve_source(path)
     assert words in caught.value.one_line()
     assert words in assert_one_line_failure(invoke("summary", path, "-o", tmp_path / OUTPUT), tmp_path)

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import re
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -116,7 +117,7 @@ class WeightsReport:
     @property
     def blocks(self) -> list[Part]:
         """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order."""
-        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours), order=())
+        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours or ""), order=())
 
     def matching(self, pattern: str | None) -> list[TensorEntry]:
         """Tensors matching a shell-style glob by any of their names: in the file, in the file without the
@@ -287,7 +288,7 @@ def _block_of(name: str) -> str:
     return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
 
 
-def _parts(tensors: Any, key: Any, order: tuple[str, ...]) -> list[Part]:
+def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], order: tuple[str, ...]) -> list[Part]:
     """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance."""
     groups: dict[str, list[TensorEntry]] = {}
     for tensor in tensors:

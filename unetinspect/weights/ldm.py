@@ -220,9 +220,9 @@ def _down_levels(reader: _ShapeReader) -> list[_Level]:
     def close(at: str) -> None:
         if not resnets:
             reader.fail(f"{at} closes a level that has no resnet")
-        depths = {depth for _, depth in resnets}
-        if len(depths) > 1 or len({c for c, _ in resnets}) > 1:
-            reader.fail(f"the resnets before {at} differ in channels or attention ({sorted(map(str, depths))})")
+        if len(set(resnets)) > 1:
+            found = ", ".join(f"{c} channels/{'no attention' if d is None else f'depth {d}'}" for c, d in resnets)
+            reader.fail(f"the resnets of one level (before {at}) differ in channels or attention: {found}")
         levels.append(_Level(resnets[0][0], len(resnets), resnets[0][1]))
         resnets.clear()
 
