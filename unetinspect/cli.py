@@ -381,10 +381,10 @@ class WeightsFormat(str, Enum):
 def weights(
     checkpoint: Annotated[str, typer.Argument(
         help="A .safetensors file (original single-file or diffusers), a .ckpt/.pt/.pth/.bin with --allow-pickle, "
-             "or a diffusers folder.", show_default=False)],
+             "or a diffusers folder.", metavar="CHECKPOINT", show_default=False)],
     pattern: Annotated[Optional[str], typer.Argument(
         help="List only the tensors whose name (the file's or ours) matches this glob, e.g. 'down_blocks.1.*'.",
-        show_default=False)] = None,
+        metavar="PATTERN", show_default=False)] = None,
     keys: Annotated[bool, typer.Option("--keys", "-k", help="List the tensors with shapes and dtypes.")] = False,
     fmt: Annotated[WeightsFormat, typer.Option("--format", "-f", help="Output format.")] = WeightsFormat.table,
     output: OutputOpt = None,
