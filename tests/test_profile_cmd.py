@@ -86,7 +86,7 @@ def test_sweep_prints_latency_and_throughput(one_thread):
     assert result.exit_code == 0, result.output
     assert "images/s" in result.stdout and "96×128" in result.stdout
     data = json.loads(invoke(*FAST, "--sweep", "batch=1,2", "-f", "json").stdout)
-    assert data["kind"] == "comparison"
+    assert data["kind"] == "sweep"
     assert [(v["label"], v["batch"]) for v in data["variants"]] == [("batch 1", 1), ("batch 2", 2)]
     assert all(v["step_ms"] > 0 and v["images_per_s"] > 0 and v["error"] is None for v in data["variants"])
 

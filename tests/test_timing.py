@@ -11,7 +11,7 @@ from torch import nn
 
 from unetinspect.analysis import profile as profile_module
 from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.profile import compare, parse_sweep, profile
+from unetinspect.analysis.profile import parse_sweep, profile, sweep
 from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, WallClock, measure, measure_memory,
                                          summarize_samples)
 from unetinspect.analysis.trace import trace_model
@@ -206,7 +206,7 @@ def test_deeper_rows_and_the_chrome_trace(one_thread):
 
 def test_attention_backends_on_cpu(one_thread):
     assert profile("tiny", device="cpu", warmup=0, repeat=1, attention="math").attention == "math"
-    comparison = compare("tiny", [("small", InputSpec(height=64, width=64))], "all", device="cpu", warmup=0,
+    comparison = sweep("tiny", [("small", InputSpec(height=64, width=64))], "all", device="cpu", warmup=0,
                          repeat=1)
     by_backend = {v.attention: v for v in comparison.variants}
     assert list(by_backend) == ["auto", "math", "flash", "efficient", "cudnn"]
@@ -219,7 +219,7 @@ def test_attention_backends_on_cpu(one_thread):
 
 
 def test_sweep_over_sizes_and_batches(one_thread):
-    comparison = compare("tiny", parse_sweep("64,96") + parse_sweep("batch=1,2"), device="cpu", warmup=0,
+    comparison = sweep("tiny", parse_sweep("64,96") + parse_sweep("batch=1,2"), device="cpu", warmup=0,
                          repeat=2)
     assert [(v.label, v.batch, v.height) for v in comparison.variants] == [
         ("64×64", 1, 64), ("96×96", 1, 96), ("batch 1", 1, 128), ("batch 2", 2, 128)]
@@ -258,7 +258,7 @@ def test_out_of_memory_is_a_run_error(monkeypatch):
     line = error.value.one_line()
     assert "out of memory" in line and "batch 4" in line and "128×128" in line and "Tried to allocate 20.00 GiB" in line
     assert "smaller --batch" in line and "fp16" in line
-    comparison = compare("tiny", device="cpu", warmup=0, repeat=1)
+    comparison = sweep("tiny", device="cpu", warmup=0, repeat=1)
     assert comparison.variants[0].error.startswith("out of memory")
 
 

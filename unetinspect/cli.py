@@ -269,7 +269,8 @@ def profile(
       [bold]unetinspect profile sd15 --sweep batch=1,2,4 --attention all[/]
     """
     from unetinspect.analysis.inputs import InputSpec
-    from unetinspect.analysis.profile import compare, parse_sweep
+    from unetinspect.analysis.profile import parse_sweep
+    from unetinspect.analysis.profile import sweep as sweep_step
     from unetinspect.analysis.profile import profile as profile_step
     from unetinspect.render import profile_view
     from unetinspect.render.export import check_output_path, write_output
@@ -289,13 +290,13 @@ def profile(
     with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
         if comparing:
             specs = run(parse_sweep, sweep, spec) if sweep is not None else [("as given", spec)]
-            result = run(compare, source, specs, attention.value, progress=progress, **options)
+            result = run(sweep_step, source, specs, attention.value, progress=progress, **options)
         else:
             result = run(profile_step, source, spec, depth=depth, attention=attention.value,
                          chrome_trace=trace is not None, progress=progress, **options)
     if trace is not None:
         console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
-    view = getattr(profile_view, f"{'comparison' if comparing else 'profile'}_{fmt.value}")
+    view = getattr(profile_view, f"{'sweep' if comparing else 'profile'}_{fmt.value}")
     emit(view(result), output, inputs=inputs)
 
 

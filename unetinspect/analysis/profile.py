@@ -148,7 +148,7 @@ class Variant:
 
 
 @dataclass
-class Comparison:
+class Sweep:
     """Whole-step latency and throughput over several sizes and/or attention backends."""
 
     source: str
@@ -234,7 +234,7 @@ def profile(
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
     if attention == ALL:
-        raise RunError("profile() takes one attention backend", "use compare() to compare them all")
+        raise RunError("profile() takes one attention backend", "use sweep() to compare them all")
     (backend,) = attention_backends(attention)
     session = _open(source, device, dtype, compile, source_options)
     config = session.source.config
@@ -281,7 +281,7 @@ def profile(
     )
 
 
-def compare(
+def sweep(
     source: str | Path | Source | None = None,
     specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
     attention: str = AUTO,
@@ -293,7 +293,7 @@ def compare(
     compile: bool | str = False,
     progress: Progress | None = None,
     **source_options: Any,
-) -> Comparison:
+) -> Sweep:
     """The unhooked step at each labelled input size, under each backend `attention` names ("all": every one).
 
     A size that runs out of memory or a backend that cannot run is a row with its `error`, not a failure: the
@@ -314,7 +314,7 @@ def compare(
             base = Variant(label, backend, spec.batch, height, width, flops)
             variants.append(_time_variant(session, spec, backend, base, warmup, repeat,
                                           _prefixed(progress, f"{label} · {backend} · ")))
-    return Comparison(
+    return Sweep(
         source=session.source.label, model_type=type(session.model).__name__, device=session.info,
         dtype=_name(session.dtype), text_len=specs[0][1].text_len if specs else 0, warmup=warmup, repeat=repeat,
         compiled=session.compiled, variants=variants,

@@ -1,4 +1,4 @@
-"""The profile and the size/backend comparison as rich tables, JSON, CSV and Markdown, and the progress bar.
+"""The profile and the size/backend sweep as rich tables, JSON, CSV and Markdown, and the progress bar.
 
 Works from the plain dataclasses of `analysis.profile` and `analysis.timing`; imports nothing of torch. Every
 table prints the totals that let a reader trust it: the step timed without hooks, what the hooks cost, and how
@@ -21,7 +21,7 @@ from unetinspect.render.export import csv_text, json_text, markdown_table
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.profile import Comparison, Profile, Variant
+    from unetinspect.analysis.profile import Sweep, Profile, Variant
     from unetinspect.analysis.timing import BlockTiming, Stats
 
 JSON_SCHEMA_VERSION = 1
@@ -155,7 +155,7 @@ def _block_dict(row: BlockTiming) -> dict[str, Any]:
     }
 
 
-def _device_dict(profile: Profile | Comparison) -> dict[str, Any]:
+def _device_dict(profile: Profile | Sweep) -> dict[str, Any]:
     d = profile.device
     return {"type": d.type, "name": d.name, "total_memory_bytes": d.total_memory, "peak_flops": d.peak_flops}
 
@@ -235,13 +235,13 @@ def profile_markdown(profile: Profile) -> str:
     return f"**{heading(profile)}**\n\n{table}\n{totals}\n"
 
 
-# ---- the comparison -----------------------------------------------------------------------------------------------
+# ---- the sweep -----------------------------------------------------------------------------------------------
 
 
-def comparison_heading(comparison: Comparison) -> str:
-    run = f"compiled ({comparison.compiled})" if comparison.compiled else "eager"
-    return (f"{comparison.source} · text {comparison.text_len} · {comparison.device.name} · {comparison.dtype} · "
-            f"{run} · {comparison.warmup} warmup + {comparison.repeat} timed runs, whole step, no hooks")
+def sweep_heading(sweep: Sweep) -> str:
+    run = f"compiled ({sweep.compiled})" if sweep.compiled else "eager"
+    return (f"{sweep.source} · text {sweep.text_len} · {sweep.device.name} · {sweep.dtype} · "
+            f"{run} · {sweep.warmup} warmup + {sweep.repeat} timed runs, whole step, no hooks")
 
 
 COMPARISON_HEADER = ["variant", "attention", "batch", "size px", "median ms", "p10–p90 ms", "images/s", "achieved",
@@ -254,16 +254,16 @@ def _comparison_cells(v: Variant) -> list[str]:
             memory(v.peak_memory), v.error or "ok"]
 
 
-def comparison_table(comparison: Comparison) -> Group:
+def sweep_table(sweep: Sweep) -> Group:
     table = _table()
     for name in COMPARISON_HEADER:
         numeric = name not in ("variant", "attention", "status")
         table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "status",
                          style="cyan" if name == "variant" else None, overflow="fold")
-    for variant in comparison.variants:
+    for variant in sweep.variants:
         cells = _comparison_cells(variant)
         table.add_row(*cells[:-1], Text(cells[-1], style="red" if variant.error else "green"))
-    return Group(Text(comparison_heading(comparison), style="bold"), table)
+    return Group(Text(sweep_heading(sweep), style="bold"), table)
 
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
@@ -274,36 +274,36 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
     }
 
 
-def comparison_dict(comparison: Comparison) -> dict[str, Any]:
+def sweep_dict(sweep: Sweep) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA_VERSION,
-        "kind": "comparison",
-        "source": comparison.source,
-        "model": comparison.model_type,
-        "device": _device_dict(comparison),
-        "dtype": comparison.dtype,
-        "text_len": comparison.text_len,
-        "warmup": comparison.warmup,
-        "repeat": comparison.repeat,
-        "compiled": comparison.compiled,
-        "variants": [_variant_dict(v) for v in comparison.variants],
+        "kind": "sweep",
+        "source": sweep.source,
+        "model": sweep.model_type,
+        "device": _device_dict(sweep),
+        "dtype": sweep.dtype,
+        "text_len": sweep.text_len,
+        "warmup": sweep.warmup,
+        "repeat": sweep.repeat,
+        "compiled": sweep.compiled,
+        "variants": [_variant_dict(v) for v in sweep.variants],
     }
 
 
-def comparison_json(comparison: Comparison) -> str:
-    return json_text(comparison_dict(comparison))
+def sweep_json(sweep: Sweep) -> str:
+    return json_text(sweep_dict(sweep))
 
 
-def comparison_csv(comparison: Comparison) -> str:
-    rows = [list(_variant_dict(v).values()) for v in comparison.variants]
-    header = list(_variant_dict(comparison.variants[0])) if comparison.variants else []
+def sweep_csv(sweep: Sweep) -> str:
+    rows = [list(_variant_dict(v).values()) for v in sweep.variants]
+    header = list(_variant_dict(sweep.variants[0])) if sweep.variants else []
     return csv_text(header, rows)
 
 
-def comparison_markdown(comparison: Comparison) -> str:
-    rows = [_comparison_cells(v) for v in comparison.variants]
+def sweep_markdown(sweep: Sweep) -> str:
+    rows = [_comparison_cells(v) for v in sweep.variants]
     table = markdown_table(COMPARISON_HEADER, rows, right=range(2, len(COMPARISON_HEADER) - 1))
-    return f"**{comparison_heading(comparison)}**\n\n{table}"
+    return f"**{sweep_heading(sweep)}**\n\n{table}"
 
 
 # ---- progress -----------------------------------------------------------------------------------------------------
