@@ -153,7 +153,7 @@ def test_node_ids_are_stable_across_runs_and_configs(tiny_trace):
     assert node_ids.findall(first) == node_ids.findall(other)  # so a diff shows only what changed in them
 
 
-@pytest.mark.parametrize("name", ["sd15-like", "sdxl-like", "class-and-extras"])
+@pytest.mark.parametrize("name", ["sd15-like", "sdxl-like", "class-and-extras", "class-projection-concat"])
 def test_every_small_config_has_one_skip_per_down_residual(name):
     config = UNetConfig.from_dict(SMALL_CONFIGS[name])
     trace = trace_for_diagram(config_source(config))

@@ -308,9 +308,10 @@ def _with_path(graph: Graph) -> Graph:
 def _shape_u(graph: Graph, block_of) -> Graph:
     """Sides, levels and skip edges of the U, from which path blocks hand tensors to which.
 
-    A path edge between blocks that are not next to each other in execution order is a skip. Blocks up to the
-    last one a skip leaves from form the down side, blocks from the first one a skip enters the up side, and
-    what lies between the bottom (level -1).
+    A node's first input from the block just before its own is the main path; every other input from another
+    block is a skip (without a mid block, the last down block hands the first up block its output twice: once
+    as the input, once as a skip). Blocks up to the last one a skip leaves from form the down side, blocks from
+    the first one a skip enters the up side, and what lies between the bottom (level -1).
     """
     by_id = {n.id: n for n in graph.nodes}
     blocks: list[str] = []
@@ -318,14 +319,19 @@ def _shape_u(graph: Graph, block_of) -> Graph:
         if node.on_path and block_of(node) not in blocks:
             blocks.append(block_of(node))
     position = {b: i for i, b in enumerate(blocks)}
+    fed: set[str] = set()  # nodes that already have their main input from the block before theirs
 
-    def block_gap(edge: Edge) -> int:
+    def is_skip(edge: Edge) -> bool:
         source, target = by_id[edge.source], by_id[edge.target]
-        if not (source.on_path and target.on_path):
-            return 0
-        return position[block_of(target)] - position[block_of(source)]
+        if edge.kind != "data" or not (source.on_path and target.on_path):
+            return False
+        gap = position[block_of(target)] - position[block_of(source)]
+        if gap == 1 and target.id not in fed:
+            fed.add(target.id)
+            return False
+        return gap > 0
 
-    edges = [replace(e, kind="skip") if e.kind == "data" and block_gap(e) > 1 else e for e in graph.edges]
+    edges = [replace(e, kind="skip") if is_skip(e) else e for e in graph.edges]
     senders = [b for b in blocks if any(block_of(by_id[e.source]) == b for e in edges if e.kind == "skip")]
     receivers = [b for b in blocks if any(block_of(by_id[e.target]) == b for e in edges if e.kind == "skip")]
     last_down = position[senders[-1]] if senders else len(blocks) - 1
