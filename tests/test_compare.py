@@ -57,3 +57,13 @@ def test_ours_matches_diffusers_block_by_block():
 def test_compare_needs_two_sources():
     result = runner.invoke(app, ["compare", "sd15"])
     assert result.exit_code == 1 and "two sources" in result.stderr
+
+
+def test_profile_adds_block_latencies():
+    result = runner.invoke(app, ["compare", "tiny", "tiny", "--profile", "--height", "64", "--width", "64",
+                                 "--repeat", "1", "-f", "json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert len(data["step_ms"]) == 2 and all(ms > 0 for ms in data["step_ms"])
+    blocks = {pair["stage"]: pair for pair in data["pairs"]}
+    assert blocks["mid_block"]["a"]["latency_ms"] > 0 and blocks["mid_block"]["b"]["latency_ms"] > 0

@@ -442,6 +442,9 @@ def compare(
     width: WidthOpt = None,
     text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
+    latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
+                                          "available, else the CPU; random weights for configs).")] = False,
+    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
     fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -458,14 +461,16 @@ def compare(
       [bold]unetinspect compare sd15 ./my-finetune/unet[/]    a fine-tune against its base
 
       [bold]unetinspect compare sdxl --impl diffusers[/]      our model against diffusers', block by block
+
+      [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
     """
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.analysis.inputs import InputSpec
     from unetinspect.render import compare_view
 
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
-    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device,
-                 allow_pickle=allow_pickle)
+    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
+                 repeat=repeat, allow_pickle=allow_pickle)
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
               CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
     emit(render(result), output, inputs=[source_a, source_b])

@@ -30,6 +30,7 @@ class Side:
     params: int
     flops: int
     output: tuple[int, ...] | None
+    latency_ms: float | None = None  # median, with --profile
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Comparison:
     b_label: str
     aligned_by: str  # "path" or "stage"
     pairs: list[Pair]
+    step_ms: tuple[float, float] | None = None  # unhooked step latency of A and B, with --profile
+    profile_device: str | None = None
 
     @property
     def identical(self) -> bool:
@@ -85,9 +88,9 @@ def _levels(trace: Trace) -> int:
     return sum(1 for r in trace.at_depth(1) if r.path.startswith("down_blocks."))
 
 
-def _side(record: CallRecord) -> Side:
+def _side(record: CallRecord, latencies: dict[str, float]) -> Side:
     return Side(record.path, record.type, record.params, record.flops,
-                record.outputs[0].shape if record.outputs else None)
+                record.outputs[0].shape if record.outputs else None, latencies.get(record.name))
 
 
 def _stage_order(stage: str) -> tuple[int, int]:
@@ -106,19 +109,25 @@ def _stage_order(stage: str) -> tuple[int, int]:
     return 0, 0
 
 
-def align(a: Trace, b: Trace) -> tuple[str, list[Pair]]:
-    """Pair the top-level calls of two traces: by path if both have the same ones, else by stage."""
+def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
+          b_latencies: dict[str, float] | None = None) -> tuple[str, list[Pair]]:
+    """Pair the top-level calls of two traces: by path if both have the same ones, else by stage.
+
+    `*_latencies` (block name → median ms, from a profile) are attached to the sides when given.
+    """
+    a_latencies, b_latencies = a_latencies or {}, b_latencies or {}
     a_records, b_records = a.at_depth(1), b.at_depth(1)
     if [r.name for r in a_records] == [r.name for r in b_records]:
-        return "path", [Pair(r.name, _side(r), _side(s)) for r, s in zip(a_records, b_records)]
+        return "path", [Pair(r.name, _side(r, a_latencies), _side(s, b_latencies))
+                        for r, s in zip(a_records, b_records)]
     a_levels, b_levels = _levels(a), _levels(b)
     a_stages = {stage_of(r, a_levels): r for r in a_records}
     b_stages = {stage_of(r, b_levels): r for r in b_records}
     stages = list(dict.fromkeys([*a_stages, *b_stages]))
     stages.sort(key=_stage_order)  # stable: keeps call order within a kind (embeddings, output layers)
     return "stage", [
-        Pair(stage, _side(a_stages[stage]) if stage in a_stages else None,
-             _side(b_stages[stage]) if stage in b_stages else None)
+        Pair(stage, _side(a_stages[stage], a_latencies) if stage in a_stages else None,
+             _side(b_stages[stage], b_latencies) if stage in b_stages else None)
         for stage in stages
     ]
 
@@ -131,12 +140,19 @@ def compare(
     impl: str = "ours",
     device: str = "meta",
     allow_pickle: bool = False,
+    profile: bool = False,
+    profile_device: str | None = None,
+    repeat: int = 5,
 ) -> Comparison:
     """Trace two sources at the same input size and pair their blocks.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
-    (diffusers must be installed): a block-by-block check that our model matches it.
+    (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
+    sources are also timed block by block on `profile_device` (default: CUDA when available, else the CPU).
     """
+    if profile and impl == "diffusers":
+        raise RunError("--profile times two sources; for ours against diffusers see "
+                       "benchmarks/forward_vs_diffusers.py")
     first = summarize(a, spec, device=device, allow_pickle=allow_pickle)
     if impl == "diffusers":
         if b is not None:
@@ -150,8 +166,18 @@ def compare(
         labels = (first.source.label, second.source.label)
     else:
         raise RunError(f"unknown --impl {impl!r}", "use ours or diffusers")
-    aligned_by, pairs = align(first.trace, second.trace)
-    return Comparison(first, second, labels[0], labels[1], aligned_by, pairs)
+    if not profile:
+        aligned_by, pairs = align(first.trace, second.trace)
+        return Comparison(first, second, labels[0], labels[1], aligned_by, pairs)
+
+    from unetinspect.analysis.profile import profile as profile_step
+
+    timings = [profile_step(s.source, spec, device=profile_device, repeat=repeat) for s in (first, second)]
+    latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
+    aligned_by, pairs = align(first.trace, second.trace, *latencies)
+    return Comparison(first, second, labels[0], labels[1], aligned_by, pairs,
+                      step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
+                      profile_device=timings[0].device.name)
 
 
 def _summarize_with_diffusers(ours: Summary, spec: InputSpec, device: str) -> Summary:

@@ -43,11 +43,13 @@ def comparison_table(comparison: Comparison) -> Group:
     if not by_path:
         table.add_column("stage", style="bold", no_wrap=True)
     table.add_column("block" if by_path else "block A / B", style="cyan", no_wrap=True)
-    for name in ("params\nA", "params\nB", "\nB/A", "FLOPs\nA", "FLOPs\nB", "\nB/A"):
+    latency = comparison.step_ms is not None
+    for name in ("params\nA", "params\nB", "\nB/A", "FLOPs\nA", "FLOPs\nB", "\nB/A",
+                 *(("ms\nA", "ms\nB", "\nB/A") if latency else ())):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("output\nA → B", no_wrap=True)
     for pair in comparison.pairs:
-        table.add_row(*_row(pair, by_path))
+        table.add_row(*_row(pair, by_path, latency))
     return Group(table, _totals(comparison))
 
 
@@ -62,7 +64,11 @@ def _outputs(pair: Pair) -> Text:
     return Text(a) if a == b else Text.assemble(a, " → ", (b, "yellow"))
 
 
-def _row(pair: Pair, by_path: bool) -> list[Any]:
+def _ms(side: Side | None) -> str:
+    return "—" if side is None or side.latency_ms is None else f"{side.latency_ms:.3g}"
+
+
+def _row(pair: Pair, by_path: bool, latency: bool = False) -> list[Any]:
     params_a, params_b = _value(pair.a, "params"), _value(pair.b, "params")
     flops_a, flops_b = _value(pair.a, "flops"), _value(pair.b, "flops")
     paths = {side.path for side in (pair.a, pair.b) if side is not None}
@@ -74,8 +80,15 @@ def _row(pair: Pair, by_path: bool) -> list[Any]:
         _cell("gone" if gone else _ratio(params_a, params_b), params_a != params_b),
         human_flops(flops_a) if pair.a else "—", human_flops(flops_b) if pair.b else "—",
         _cell("gone" if gone else _ratio(flops_a, flops_b), flops_a != flops_b),
+        *((_ms(pair.a), _ms(pair.b), _latency_ratio(pair)) if latency else ()),
         _outputs(pair),
     ]
+
+
+def _latency_ratio(pair: Pair) -> str:
+    if pair.a is None or pair.b is None or not pair.a.latency_ms or pair.b.latency_ms is None:
+        return "–"
+    return f"{pair.b.latency_ms / pair.a.latency_ms:.2f}×"
 
 
 def _totals(comparison: Comparison) -> Text:
@@ -86,6 +99,11 @@ def _totals(comparison: Comparison) -> Text:
     text.append(f"{'FLOPs':>12}  ", style="bold")
     text.append(f"{human_count(a.flops, 'FLOPs')} → {human_count(b.flops, 'FLOPs')} ({_ratio(a.flops, b.flops)})"
                 " per forward pass\n")
+    if comparison.step_ms is not None:
+        step_a, step_b = comparison.step_ms
+        text.append(f"{'step':>12}  ", style="bold")
+        text.append(f"{step_a:.1f} ms → {step_b:.1f} ms ({step_b / step_a:.2f}×) on {comparison.profile_device}, "
+                    "no hooks; block rows are medians with hooks\n")
     went = comparison.where_params_went()
     if went:
         delta = b.total_params - a.total_params
@@ -103,7 +121,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         if s is None:
             return None
         return {"path": s.path, "type": s.type, "params": s.params, "flops": s.flops,
-                "output": list(s.output) if s.output is not None else None}
+                "output": list(s.output) if s.output is not None else None, "latency_ms": s.latency_ms}
 
     def totals(trace) -> dict[str, int]:
         return {"params": trace.total_params, "flops": trace.flops}
@@ -113,6 +131,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         "a": {"label": comparison.a_label, "source": comparison.a.source.spec, "totals": totals(comparison.a.trace)},
         "b": {"label": comparison.b_label, "source": comparison.b.source.spec, "totals": totals(comparison.b.trace)},
         "aligned_by": comparison.aligned_by,
+        "step_ms": list(comparison.step_ms) if comparison.step_ms else None,
         "identical": comparison.identical,
         "pairs": [{"stage": p.stage, "a": side(p.a), "b": side(p.b), "differs": p.differs}
                   for p in comparison.pairs],
