@@ -97,7 +97,8 @@ def test_sd15_layers_skips_enter_concats_beside_resnets(sd15_trace):
         (fed,) = [e.target for e in graph.edges if e.source == concat.id]
         assert node[fed].type == "ResnetBlock2D" and node[fed].cluster == concat.cluster
     sources = {e.source for e in skips}
-    assert {"conv_in", "down_blocks.0.attentions.0", "down_blocks.0.downsamplers.0", "down_blocks.3.resnets.1"} <= sources
+    assert {"conv_in", "down_blocks.0.attentions.0", "down_blocks.0.downsamplers.0",
+            "down_blocks.3.resnets.1"} <= sources
     # last in, first out: the first resnet of up_blocks.0 takes the last skip of down_blocks.3
     first = next(e for e in skips if e.target == "up_blocks.0/cat#1")
     assert first.source == "down_blocks.3.resnets.1"

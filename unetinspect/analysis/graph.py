@@ -11,10 +11,10 @@ Three levels of detail:
 - `layers`: the blocks of the U opened into their resnets, transformers and resamplers (one cluster per block);
 - focus on one module path: that module opened down to its leaves, with the ops between them (`+`, `cat`).
 
-At the two U levels every node on the sample's path gets a `side` (down, bottom, up) and a `level` (0 at the
-bottom of the U) so a renderer can draw the U, and each edge a kind: `data` (the path), `skip` (a tensor that
-jumps from the down side to the up side, found as a path edge between blocks that are not neighbours) or
-`condition` (the time embedding, the text: tensors from outside the path).
+At the two U levels every node on the sample's path gets a `side` (down, bottom, up) and a `level` (equal for
+nodes that face each other across the U) so a renderer can draw the U, and each edge a kind: `data` (the main
+path), `skip` (a tensor handed from one block to a later one besides the main path: the down side's residuals)
+or `condition` (the time embedding, the text: tensors from outside the path).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from unetinspect.errors import UnetInspectError
 
 if TYPE_CHECKING:
     from unetinspect.analysis.inputs import InputSpec
-    from unetinspect.analysis.trace import CallRecord, OpRecord, Trace
+    from unetinspect.analysis.trace import CallRecord, OpRecord, TensorMeta, Trace
     from unetinspect.weights.sources import Source
 
 Level = Literal["blocks", "layers"]
@@ -69,7 +69,6 @@ class Node:
     on_path: bool = False  # reached from the scope's first input (the latent), not conditioning
     side: Literal["down", "bottom", "up"] | None = None  # U levels only
     level: int | None = None  # U levels only: 0 at the bottom of the U, counting up on both sides
-    order: int = 0  # position in execution order (inputs first, outputs last)
 
 
 @dataclass(frozen=True)
@@ -101,7 +100,7 @@ class Cluster:
 
 @dataclass(frozen=True)
 class Graph:
-    """What a diagram shows, in execution order; `level` is "blocks", "layers" or "focus"."""
+    """What a diagram shows, nodes in execution order (inputs first); `level` is "blocks", "layers" or "focus"."""
 
     name: str  # what was traced: a preset name, a file name
     scope: str  # the module path shown ("" for the whole model)
@@ -215,7 +214,7 @@ class _Builder:
                 self.made[out.key].append(((record.index, 1, 0), record.name))
         for record in shown:
             node = Node(record.name, record.name, record.type, kind_of(record.type), record.params,
-                        record.outputs[0].shape if record.outputs else None, self._cluster_of(record))
+                        record.outputs[0].shape if record.outputs else None, self._home(record.parent))
             used = self._used_inside(record)
             when = (record.index, 1, 0)
             self._add(node, [(t, when) for t in record.inputs if used is None or t.key in used], when)
@@ -224,8 +223,7 @@ class _Builder:
             node = Node(f"output:{tensor.name}", tensor.name, "output", "output", shape=tensor.shape)
             self._add(node, [(tensor, end)], end)
         clusters = [self._cluster(trace.records[i]) for i in sorted(self.expanded) if i != scope.index]
-        in_order = sorted(self.nodes.values(), key=lambda n: self.when[n.id])
-        return [replace(n, order=i) for i, n in enumerate(in_order)], self.edges, clusters
+        return sorted(self.nodes.values(), key=lambda n: self.when[n.id]), self.edges, clusters
 
     def _used_inside(self, record: CallRecord) -> set[int | None] | None:
         """Keys of the tensors the calls and ops inside `record` read; None for a leaf, which reads all it gets.
@@ -266,25 +264,25 @@ class _Builder:
             self.op_counts[(parent.name, op.name)] += 1
             node_id = f"{parent.name if parent.path else 'model'}/{op.name}#{self.op_counts[(parent.name, op.name)]}"
             self.op_ids[op.index] = node_id
-            cluster = parent.name if parent.index != self.scope.index else None
-            node = Node(node_id, op.name, op.name, "op", shape=op.outputs[0].shape, cluster=cluster)
+            node = Node(node_id, op.name, op.name, "op", shape=op.outputs[0].shape, cluster=self._home(op.parent))
             self._add(node, [(t, order) for t in op.inputs], order)
         return self.op_ids[op.index]
 
-    def _cluster_of(self, record: CallRecord) -> str | None:
-        parent = self.trace.records[record.parent]
-        return parent.name if parent.index != self.scope.index else None
+    def _home(self, parent: int) -> str | None:
+        """The cluster of whatever ran in call `parent`'s code: that call, unless it is the scope itself."""
+        return self.trace.records[parent].name if parent != self.scope.index else None
 
     def _cluster(self, record: CallRecord) -> Cluster:
-        parent = self.trace.records[record.parent]
         return Cluster(record.name, record.name, record.type, kind_of(record.type), record.params,
-                       parent.name if parent.index != self.scope.index else None)
+                       self._home(record.parent))
 
 
-def _distinct(tensors: list) -> list:
+def _distinct(tensors: list[TensorMeta]) -> list[TensorMeta]:
     """One per tensor: a down block returns its output again as its last skip."""
-    seen: set[int | None] = set()
-    return [t for t in tensors if not (t.key in seen or seen.add(t.key))]
+    by_key: dict[int | None, TensorMeta] = {}
+    for tensor in tensors:
+        by_key.setdefault(tensor.key, tensor)
+    return list(by_key.values())
 
 
 def _with_path(graph: Graph) -> Graph:

@@ -206,7 +206,8 @@ class _Drawing:
             children.setdefault(None, []).append("conditioning")
 
         def block(cluster_id: str, indent: str) -> list[str]:
-            lines = [f"{indent}subgraph {_q('cluster_' + cluster_id)} {{", f"{indent}\t{self._cluster_attrs(cluster_id)}"]
+            lines = [f"{indent}subgraph {_q('cluster_' + cluster_id)} {{",
+                     f"{indent}\t{self._cluster_attrs(cluster_id)}"]
             lines += [indent + line for line in members.get(cluster_id, [])]
             for child in children.get(cluster_id, []):
                 lines += block(child, indent + "\t")
@@ -224,7 +225,8 @@ class _Drawing:
                     f"color={_q(c.frame)} fontsize=10 labeljust=l")
         cl = self.clusters[cluster_id]
         params = f" · {human_count(cl.params)}" if self.style.params and cl.params else ""
-        label = f'<<B>{escape(self._short(cl.label, cl.parent))}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>'
+        name = escape(self._short(cl.label, cl.parent))
+        label = f'<<B>{name}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>'
         fill = c.fills.get(cl.kind, c.fills["other"])
         return (f"id={_q(_svg_id('cluster_' + cl.id))} label={label} style=\"rounded,filled\" "
                 f"fillcolor={_q(_mix(fill, c.background, 0.25))} color={_q(fill)} penwidth=1.4 fontsize=11 "
