@@ -66,6 +66,11 @@ def _main(
     State.debug = debug
 
 
+def choices(name: str, *values: str) -> type[Enum]:
+    """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
+    return Enum(name, {value: value for value in values}, type=str)
+
+
 # ---- options shared by the commands -------------------------------------------------------------------------------
 
 SourceArg = Annotated[
@@ -154,12 +159,7 @@ DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, ins
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 
 
-class SummaryFormat(str, Enum):
-    table = "table"
-    tree = "tree"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
+SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
 
 
 @app.command()
@@ -207,20 +207,10 @@ def summary(
         emit(render(result, depth), output, inputs=[source])
 
 
-class ProfileFormat(str, Enum):
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
+ProfileFormat = choices("ProfileFormat", "table", "json", "csv", "markdown")
 
 
-class Attention(str, Enum):
-    auto = "auto"
-    math = "math"
-    flash = "flash"
-    efficient = "efficient"
-    cudnn = "cudnn"
-    all = "all"
+Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", "all")
 
 
 @app.command()
@@ -300,26 +290,16 @@ def profile(
     emit(view(result), output, inputs=inputs)
 
 
-class DiagramLevel(str, Enum):
-    blocks = "blocks"
-    layers = "layers"
+DiagramLevel = choices("DiagramLevel", "blocks", "layers")
 
 
-class DiagramFormat(str, Enum):
-    svg = "svg"
-    png = "png"
-    pdf = "pdf"
-    dot = "dot"
+DiagramFormat = choices("DiagramFormat", "svg", "png", "pdf", "dot")
 
 
-class Direction(str, Enum):
-    TB = "TB"
-    LR = "LR"
+Direction = choices("Direction", "TB", "LR")
 
 
-class Theme(str, Enum):
-    light = "light"
-    dark = "dark"
+Theme = choices("Theme", "light", "dark")
 
 
 @app.command()
@@ -373,9 +353,7 @@ def diagram(
     console(stderr=True).print(f"wrote {path}")
 
 
-class WeightsFormat(str, Enum):
-    table = "table"
-    json = "json"
+WeightsFormat = choices("WeightsFormat", "table", "json")
 
 
 @app.command()
@@ -418,15 +396,10 @@ def weights(
     emit(content, output, inputs=[checkpoint, config])
 
 
-class CompareFormat(str, Enum):
-    table = "table"
-    json = "json"
-    markdown = "markdown"
+CompareFormat = choices("CompareFormat", "table", "json", "markdown")
 
 
-class Impl(str, Enum):
-    ours = "ours"
-    diffusers = "diffusers"
+Impl = choices("Impl", "ours", "diffusers")
 
 
 @app.command()
