@@ -21,8 +21,7 @@ JSON_SCHEMA_VERSION = 1
 
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
-    parts: list[RenderableType] = [_facts(report), _parts_table("parts", report.components, with_bytes=True)]
-    parts.append(_config_text(report))
+    parts: list[RenderableType] = [_facts(report), Text(), _parts_table("parts", report.components, with_bytes=True)]
     if report.blocks:
         parts.append(_parts_table("UNet parameters per block", report.blocks, with_bytes=False))
     if report.metadata:
@@ -86,6 +85,7 @@ def _facts(report: WeightsReport) -> Table:
         ("on disk", human_bytes(report.disk_bytes) + (f" in {len(report.files)} files" if len(report.files) > 1
                                                       else "")),
         ("in memory", f"{human_bytes(report.memory_bytes)} as stored"),
+        *_config_rows(report),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -109,17 +109,19 @@ def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
     return table
 
 
-def _config_text(report: WeightsReport) -> Text:
+def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
+    """Where the config came from, which preset it is (or is nearest), and its structure in one line."""
     if report.config is None:
-        return Text.assemble(("config  ", "bold"), ("unknown: ", "yellow"), _plain(report.config_note or ""))
-    text = Text.assemble(("config  ", "bold"), f"{report.config_origin}; ")
+        return [("config", Text.assemble(("unknown: ", "yellow"), _plain(report.config_note or "")))]
+    rows: list[tuple[str, Text | str]] = [("config", report.config_origin)]
     match = report.nearest_preset
     if match is not None and match.exact:
-        text.append(f"exactly the {match.name} preset", style="green")
+        rows.append(("preset", Text(f"exactly the {match.name} preset", style="green")))
     elif match is not None:
-        text.append(f"nearest preset {match.name}, differing in {', '.join(match.differences)}", style="yellow")
-    text.append("\n        " + _config_line(report.config))
-    return text
+        rows.append(("preset", Text(f"nearest {match.name}, differing in {', '.join(match.differences)}",
+                                    style="yellow")))
+    rows.append(("structure", _config_line(report.config)))
+    return rows
 
 
 def _config_line(config: UNetConfig) -> str:
@@ -137,7 +139,7 @@ def _config_line(config: UNetConfig) -> str:
 
 
 def _metadata_table(metadata: dict[str, str]) -> Table:
-    table = Table(title="metadata (safetensors header)", title_justify="left", title_style="bold",
+    table = Table(title="metadata", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("key", style="cyan", no_wrap=True)
     table.add_column("value", overflow="fold")
