@@ -22,7 +22,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.weights import ldm
-from unetinspect.weights.safetensors import read_header
+from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
@@ -30,10 +30,6 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
-# torch's dtype names → the safetensors names used throughout (for pickles).
-TORCH_DTYPE_NAMES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
-                     "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
-                     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2"}
 
 
 @dataclass(frozen=True)

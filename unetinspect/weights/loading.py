@@ -20,7 +20,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights import ldm
-from unetinspect.weights.safetensors import load_tensors
+from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.weights.sources import Source, headers_of, resolve_source
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
@@ -129,14 +129,15 @@ def count_parameters(model: nn.Module) -> int:
 
 def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]:
     """All tensors of the source's files under our key names, checked against the model (names and shapes)."""
-    per_file = file_shapes(source)
+    headers = {h.path: h for h in headers_of(source)}
+    per_file = file_shapes(source, headers)
     renames = _key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
     _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
     wanted = set(renames.values())
     tensors: dict[str, torch.Tensor] = {}
     for path, shapes in per_file.items():
         if path.suffix == ".safetensors":
-            tensors.update(load_tensors(path, [name for name in shapes if name in wanted]))
+            tensors.update(load_tensors(headers[path], [name for name in shapes if name in wanted]))
         else:
             tensors.update(read_pickle(path))
     return {ours: tensors[theirs] for ours, theirs in renames.items()}
@@ -144,14 +145,13 @@ def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]
 
 def check_weights(source: Source, model: nn.Module) -> None:
     """Check a source's weight files against the model from their headers alone (no tensor data is read)."""
-    per_file = file_shapes(source)
+    per_file = file_shapes(source, {h.path: h for h in headers_of(source)})
     renames = _key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
     _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
 
 
-def file_shapes(source: Source) -> dict[Path, dict[str, tuple[int, ...]]]:
-    """Tensor name → shape for each weight file: from the header for safetensors, from the pickle otherwise."""
-    headers = {h.path: h for h in headers_of(source)}
+def file_shapes(source: Source, headers: dict[Path, SafetensorsHeader]) -> dict[Path, dict[str, tuple[int, ...]]]:
+    """Tensor name → shape for each weight file: from its header for safetensors, from the pickle otherwise."""
     return {
         path: ({n: t.shape for n, t in headers[path].tensors.items()} if path in headers
                else read_pickle_shapes(path))

@@ -23,6 +23,11 @@ ITEM_SIZES: dict[str, int] = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "F8_E4M3": 1, "F8_E5M2": 1,
 }
+# torch's dtype names → the format's, so that pickles can be described in the same terms.
+TORCH_DTYPE_NAMES: dict[str, str] = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
+    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,7 @@ class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
     nbytes: int
+    offset: int = 0  # where its bytes begin, counted from the start of the file
 
     @property
     def numel(self) -> int:
@@ -82,12 +88,12 @@ def read_header(path: str | Path) -> SafetensorsHeader:
         raise WeightsError(f"{path}: __metadata__ in the header is not an object of strings",
                            "the file is corrupt or not a safetensors file")
     data_size = file_size - 8 - header_len
-    tensors = {name: _tensor_info(path, name, entry, data_size) for name, entry in header.items()}
+    tensors = {name: _tensor_info(path, name, entry, data_size, 8 + header_len) for name, entry in header.items()}
     _check_tiling(path, header, data_size)
     return SafetensorsHeader(path, file_size, tensors, metadata)
 
 
-def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> TensorInfo:
+def _tensor_info(path: Path, name: str, entry: object, data_size: int, file_offset: int) -> TensorInfo:
     def bad(what: str) -> WeightsError:
         return WeightsError(f"{path}: tensor {name!r} {what}", "the file is corrupt or not a safetensors file")
 
@@ -107,7 +113,7 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int) -> Tensor
     nbytes = math.prod(shape) * ITEM_SIZES[dtype]
     if end - begin != nbytes:
         raise bad(f"has {end - begin:,} bytes for shape {shape} {dtype} (needs {nbytes:,})")
-    return TensorInfo(name, dtype, tuple(shape), nbytes)
+    return TensorInfo(name, dtype, tuple(shape), nbytes, file_offset + begin)
 
 
 def _check_tiling(path: Path, header: dict[str, dict], data_size: int) -> None:
@@ -126,12 +132,21 @@ def _check_tiling(path: Path, header: dict[str, dict], data_size: int) -> None:
                            "the file is corrupt or not a safetensors file")
 
 
-def load_tensors(path: str | Path, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a (validated) file, memory-mapped by safetensors: no copy until they are moved or converted."""
-    from safetensors import SafetensorError, safe_open
+def load_tensors(header: SafetensorsHeader, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors of a validated file as views of one private memory map of it: no copy is made, and pages are read
+    from disk only when a tensor is used, moved to a device or converted."""
+    import torch
 
+    dtypes = {name: getattr(torch, torch_name) for torch_name, name in TORCH_DTYPE_NAMES.items()}
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as f:
-            return {name: f.get_tensor(name) for name in (names if names is not None else f.keys())}
-    except (SafetensorError, OSError) as exc:
-        raise WeightsError(f"cannot read tensors from {path}: {exc}") from None
+        storage = torch.UntypedStorage.from_file(str(header.path), shared=False, nbytes=header.file_size)
+    except (OSError, RuntimeError) as exc:
+        raise WeightsError(f"cannot map {header.path}: {exc}") from None
+    tensors = {}
+    for name in names if names is not None else list(header.tensors):
+        info = header.tensors[name]
+        raw = torch.empty(0, dtype=torch.uint8).set_(storage, info.offset, (info.nbytes,))
+        if info.offset % ITEM_SIZES[info.dtype]:  # misaligned for its dtype (rare writers): copy this one
+            raw = raw.clone()
+        tensors[name] = raw.view(dtypes[info.dtype]).reshape(info.shape)
+    return tensors

@@ -110,11 +110,11 @@ def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = Fa
     """
     variants = [variant] if variant else [None, *_variants_present(folder)]
     for v in variants:
-        stem = f"{WEIGHTS_NAME}.{v}" if v else WEIGHTS_NAME
-        single = folder / f"{stem}.safetensors"
+        single = folder / (f"{WEIGHTS_NAME}.{v}.safetensors" if v else f"{WEIGHTS_NAME}.safetensors")
         if single.is_file():
             return (single,)
-        index = folder / f"{stem}.safetensors.index.json"
+        # diffusers puts the variant of a sharded index before ".json" (...safetensors.index.fp16.json)
+        index = folder / (f"{WEIGHTS_NAME}.safetensors.index.{v}.json" if v else f"{WEIGHTS_NAME}.safetensors.index.json")
         if index.is_file():
             return _shards_of(index)
     pickled = [folder / f"{WEIGHTS_NAME}.{v}.bin" if v else folder / f"{WEIGHTS_NAME}.bin" for v in variants]
@@ -129,12 +129,10 @@ def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = Fa
 
 
 def _variants_present(folder: Path) -> list[str]:
-    found = set()
-    for path in folder.glob(f"{WEIGHTS_NAME}.*.safetensors*"):
-        parts = path.name.split(".")
-        if len(parts) >= 3 and parts[1] != "safetensors":
-            found.add(parts[1])
-    return sorted(found)
+    """Variants with a single file (`NAME.fp16.safetensors`) or a sharded index (`NAME.safetensors.index.fp16.json`)."""
+    singles = {p.name.split(".")[1] for p in folder.glob(f"{WEIGHTS_NAME}.*.safetensors")}
+    indexed = {p.name.split(".")[3] for p in folder.glob(f"{WEIGHTS_NAME}.safetensors.index.*.json")}
+    return sorted(v for v in singles | indexed if "-of-" not in v)
 
 
 def _shards_of(index: Path) -> tuple[Path, ...]:

@@ -1,0 +1,112 @@
+"""Loading diffusers folders: plain, fp16 variant, sharded, pipeline folders — same outputs as diffusers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import SMALL_CONFIGS, diffusers_unet
+from unetinspect import load_unet
+from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
+from unetinspect.weights.loading import count_parameters
+from unetinspect.weights.sources import resolve_source
+
+pytest.importorskip("diffusers")
+
+
+def _max_error(ours, reference) -> float:
+    inputs = make_inputs(ours.config, InputSpec(batch=2))
+    with torch.no_grad():
+        return (ours(**inputs) - reference(**inputs).sample).abs().max().item()
+
+
+@pytest.mark.parametrize("save", [
+    {"variant": "fp16"},
+    {"max_shard_size": "200KB"},
+    {"variant": "fp16", "max_shard_size": "200KB"},
+])
+def test_variants_and_shards_load_with_the_same_outputs(save, tmp_path):
+    reference = diffusers_unet(SMALL_CONFIGS["sdxl-like"])
+    reference.save_pretrained(tmp_path, **save)
+    source = resolve_source(str(tmp_path), variant=save.get("variant"))
+    assert (len(source.weight_files) > 1) == ("max_shard_size" in save)
+    ours = load_unet(source, device="cpu")
+    assert count_parameters(ours) == count_parameters(reference)
+    assert _max_error(ours, reference) <= 1e-4
+
+
+def test_lone_variant_is_found_without_asking(tmp_path):
+    reference = diffusers_unet(SMALL_CONFIGS["sd15-like"])
+    reference.half().save_pretrained(tmp_path, variant="fp16")
+    ours = load_unet(tmp_path, device="cpu")  # fp32 by default, as diffusers
+    assert ours.conv_in.weight.dtype == torch.float32
+    assert torch.equal(ours.conv_in.weight, reference.conv_in.weight.float())
+    with pytest.raises(WeightsError, match="no 'bf16' variant"):
+        resolve_source(str(tmp_path), variant="bf16")
+
+
+def test_pipeline_folder_means_its_unet(tmp_path):
+    reference = diffusers_unet(SMALL_CONFIGS["sd21-like"])
+    reference.save_pretrained(tmp_path / "unet")
+    (tmp_path / "model_index.json").write_text("{}")
+    assert _max_error(load_unet(tmp_path, device="cpu"), reference) <= 1e-4
+
+
+def test_safetensors_file_with_config_beside_it(tmp_path):
+    reference = diffusers_unet(SMALL_CONFIGS["sd15-like"])
+    reference.save_pretrained(tmp_path)
+    ours = load_unet(tmp_path / "diffusion_pytorch_model.safetensors", device="cpu", dtype="bf16")
+    assert ours.conv_in.weight.dtype == torch.bfloat16
+
+
+def test_weights_are_memory_mapped_not_copied(tmp_path):
+    """Loading assigns tensors that live in the mapped file: no second copy of the weights in memory."""
+    diffusers_unet(SMALL_CONFIGS["sd15-like"]).save_pretrained(tmp_path)
+    from unetinspect.weights.loading import build_model, read_state_dict
+
+    source = resolve_source(str(tmp_path))
+    state = read_state_dict(source, build_model(source.config))
+    file = tmp_path / "diffusion_pytorch_model.safetensors"
+    storages = {t.untyped_storage().data_ptr() for t in state.values()}
+    assert len(storages) == 1  # every tensor is a view of one storage...
+    assert state["conv_in.weight"].untyped_storage().nbytes() == file.stat().st_size  # ...the mapped file
+
+
+def test_bad_sources_are_one_line_errors(tmp_path, write_config):
+    with pytest.raises(SourceError, match="no such file, folder or preset"):
+        load_unet(tmp_path / "missing", device="meta")
+    with pytest.raises(SourceError, match="has no config.json"):
+        load_unet(tmp_path, device="meta")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        load_unet(bad, device="meta")
+    with pytest.raises(UnsupportedConfigError, match="not supported yet: dual_cross_attention=True"):
+        load_unet(write_config({**SMALL_CONFIGS["sd15-like"], "dual_cross_attention": True}), device="meta")
+
+
+def test_config_validation_names_the_field(write_config):
+    base = SMALL_CONFIGS["sd15-like"]
+    cases = {
+        "up_block_types has 2 entries": {"up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"]},
+        "not divisible by norm_num_groups": {"norm_num_groups": 7},
+        "not divisible by its 5 attention heads": {"attention_head_dim": 5},
+        "unknown block type down_block_types": {"down_block_types": ["Foo", "CrossAttnDownBlock2D", "DownBlock2D"]},
+        "not supported yet: down_block_types": {"down_block_types": ["AttnDownBlock2D", "CrossAttnDownBlock2D",
+                                                                     "DownBlock2D"]},
+        "layers_per_block has 2 entries": {"layers_per_block": [1, 2]},
+    }
+    for message, change in cases.items():
+        with pytest.raises(ConfigError, match=message):
+            load_unet(write_config({**base, **change}), device="meta")
+
+
+def test_unknown_fields_are_kept_and_named(write_config):
+    path = write_config({**SMALL_CONFIGS["sd15-like"], "my_field": 3})
+    with pytest.warns(UserWarning, match="my_field"):
+        model = load_unet(path, device="meta")
+    assert model.config.to_dict()["my_field"] == 3
+    assert json.loads(json.dumps(model.config.to_dict()))["block_out_channels"] == [32, 64, 64]
