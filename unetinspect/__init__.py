@@ -4,6 +4,8 @@ The public API — everything else is internal and may change:
 
     load_unet(source, device=, dtype=)      our UNet2DConditionModel from a preset, config, folder or file
     summarize(source, InputSpec(...))        a traced forward pass: shapes, parameters, FLOPs per call
+    profile(source, InputSpec(...))          per-block latency (and memory on CUDA) of one denoising step
+    diagram_graph(source) / write_diagram    the architecture as a graph, and drawn to svg/png/pdf/dot
     compare(a, b)                            two UNets block against block
     trace_model(model, inputs)               the trace of any nn.Module
 
@@ -28,10 +30,13 @@ _API = {
     "UnetInspectError": "unetinspect.errors",
     "build_model": "unetinspect.weights.loading",
     "compare": "unetinspect.analysis.compare",
+    "diagram_graph": "unetinspect.analysis.graph",
     "load_unet": "unetinspect.weights.loading",
     "make_inputs": "unetinspect.analysis.inputs",
+    "profile": "unetinspect.analysis.profile",
     "summarize": "unetinspect.analysis.summary",
     "trace_model": "unetinspect.analysis.trace",
+    "write_diagram": "unetinspect.render.graph",
 }
 
 __all__ = [*_API, "__version__"]

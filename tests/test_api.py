@@ -1,0 +1,28 @@
+"""The public API: short, lazy, and the same results as the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+import unetinspect as ui
+from unetinspect.cli import app
+
+
+def test_api_names_resolve_and_match_the_cli(tmp_path):
+    for name in ui.__all__:
+        assert getattr(ui, name) is not None
+    summary = ui.summarize("sdxl")
+    data = json.loads(CliRunner().invoke(app, ["summary", "sdxl", "-f", "json"]).stdout)
+    assert summary.trace.total_params == data["totals"]["params"]
+    assert summary.trace.flops == data["totals"]["flops"]
+    graph = ui.diagram_graph("tiny")
+    assert ui.write_diagram(graph, tmp_path / "tiny.dot").read_text().startswith("digraph")
+
+
+def test_importing_the_cli_does_not_import_torch():
+    code = "import sys, unetinspect.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
