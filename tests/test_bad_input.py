@@ -31,8 +31,6 @@ pytest.importorskip("diffusers")
 OUTPUT = "out.json"
 # Every command that takes a SOURCE, with what it needs to run fast.
 SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]
-# profile checks -o only after timing (seconds even for the tiny UNet), so the -o tests leave it out to stay fast.
-OUTPUT_COMMANDS = [c for c in SOURCE_COMMANDS if c[0] != "profile"]
 
 
 def _source_args(command: list[str], path: Path | str) -> list:
@@ -317,7 +315,7 @@ def test_pickle_folder_weights_refused(tiny_folder):
 # ---- output paths ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", OUTPUT_COMMANDS, ids=lambda c: c[0])
+@pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
 def test_output_to_a_directory(command, tiny_folder, tmp_path):
     (tmp_path / "out").mkdir()
     result = invoke(*_source_args(command, tiny_folder), "-o", tmp_path / "out")
@@ -325,7 +323,7 @@ def test_output_to_a_directory(command, tiny_folder, tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("command", OUTPUT_COMMANDS[1:], ids=lambda c: c[0])
+@pytest.mark.parametrize("command", SOURCE_COMMANDS[1:], ids=lambda c: c[0])
 def test_output_over_the_input_config(command, tmp_path, write_config):
     config = write_config(tiny(), "tiny.json")
     before = config.read_text()
