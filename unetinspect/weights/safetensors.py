@@ -11,6 +11,7 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from unetinspect.errors import WeightsError
@@ -56,11 +57,23 @@ class SafetensorsHeader:
 
 
 def read_header(path: str | Path) -> SafetensorsHeader:
-    """Read and validate the header of a safetensors file without touching the tensor data."""
+    """Read and validate the header of a safetensors file without touching the tensor data.
+
+    Resolving a source, checking it against the model and loading it each want the header: it is read once per
+    version of the file (path, size and modification time).
+    """
     path = Path(path)
     try:
+        stat = path.stat()
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return _read_header(path, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=64)
+def _read_header(path: Path, file_size: int, mtime_ns: int) -> SafetensorsHeader:
+    try:
         with path.open("rb") as f:
-            file_size = path.stat().st_size
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise WeightsError(f"{path} is not a safetensors file: only {len(prefix)} bytes long")
