@@ -68,3 +68,29 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU several threads wait on each other and times scatter by 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def exhausted_model(monkeypatch) -> None:
+    """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
+    from unetinspect.analysis import profile as profile_module
+
+    load = profile_module.load_unet
+
+    def exhausted(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.")
+
+    def load_exhausted(*args, **kwargs):
+        model = load(*args, **kwargs)
+        model.forward = exhausted
+        return model
+
+    monkeypatch.setattr(profile_module, "load_unet", load_exhausted)

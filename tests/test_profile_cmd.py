@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from test_timing import exhausted_model, one_thread  # noqa: F401  (a fixture, used by name)
+from conftest import exhausted_model
 from unetinspect.analysis import profile as profile_module
 from unetinspect.cli import app
 

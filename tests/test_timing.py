@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+
+from conftest import exhausted_model
 from torch import nn
 
 from unetinspect.analysis import profile as profile_module
@@ -18,15 +20,6 @@ from unetinspect.analysis.trace import trace_model
 from unetinspect.errors import RunError
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, busy CPU several threads wait on each other and times scatter by 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ---- statistics ---------------------------------------------------------------------------------------------------
@@ -236,19 +229,6 @@ def test_compiled_model_is_timed_as_a_whole(one_thread, monkeypatch):
     assert "unet step" in result.chrome_trace
 
 
-def exhausted_model(monkeypatch) -> None:
-    """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
-    load = profile_module.load_unet
-
-    def exhausted(*args, **kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.")
-
-    def load_exhausted(*args, **kwargs):
-        model = load(*args, **kwargs)
-        model.forward = exhausted
-        return model
-
-    monkeypatch.setattr(profile_module, "load_unet", load_exhausted)
 
 
 def test_out_of_memory_is_a_run_error(monkeypatch):

@@ -245,7 +245,7 @@ def _validate(cfg: UNetConfig) -> None:
         value = getattr(cfg, name)
         if isinstance(value, (list, tuple)):
             _check(len(value) == n, f"{name} has {len(value)} entries but there are {n} down blocks",
-                   f"give one value per block or a single value")
+                   "give one value per block or a single value")
     if cfg.reverse_transformer_layers_per_block is not None:
         _check(len(cfg.reverse_transformer_layers_per_block) == n,
                f"reverse_transformer_layers_per_block has {len(cfg.reverse_transformer_layers_per_block)} "

@@ -13,8 +13,12 @@ import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from unetinspect.errors import WeightsError
+
+if TYPE_CHECKING:
+    import torch
 
 # safetensors itself refuses headers over 100 MB; the header of a full SD checkpoint is about 200 KB.
 MAX_HEADER_BYTES = 100_000_000
