@@ -108,6 +108,9 @@ def _totals(comparison: Comparison) -> Text:
     if went:
         delta = b.total_params - a.total_params
         parts = ", ".join(f"{share:.0%} in {stage} ({human_count(d)})" for stage, d, share in went)
+        rest = 1 - sum(share for _, _, share in went)
+        if abs(rest) >= 0.005:  # shares of the net difference: blocks B lacks count against it
+            parts += f", {rest:+.0%} elsewhere"
         text.append(f"{'difference':>12}  ", style="bold")
         text.append(f"B has {human_count(abs(delta))} {'more' if delta > 0 else 'fewer'} parameters: {parts}\n")
     if comparison.identical:
