@@ -152,9 +152,9 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
 def diagram_graph(source: object = None, spec: InputSpec | None = None, level: Level = "blocks",
                   focus: str | None = None, **source_options: object) -> Graph:
     """The graph of a source (preset, config, folder or checkpoint), named after it: what `diagram` draws."""
-    from unetinspect.weights.sources import Source, resolve_source
+    from unetinspect.weights.sources import resolve_source
 
-    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    src = resolve_source(source, **source_options)
     return build_graph(trace_for_diagram(src, spec), level, focus, name=src.label)
 
 

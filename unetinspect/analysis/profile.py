@@ -193,7 +193,7 @@ class _Session:
 
 def _open(source: str | Path | Source | None, device: str | torch.device | None, dtype: str | torch.dtype | None,
           compile: bool | str, source_options: dict[str, Any]) -> _Session:
-    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    src = resolve_source(source, **source_options)
     torch_device = parse_device(device)
     if torch_device.type == "meta":
         raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")

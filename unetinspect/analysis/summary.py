@@ -106,7 +106,7 @@ def summarize(
     **source_options: Any,
 ) -> Summary:
     """Resolve, build (meta by default), make inputs and trace one forward pass."""
-    src = source if isinstance(source, Source) else resolve_source(source, **source_options)
+    src = resolve_source(source, **source_options)
     torch_device = parse_device(device)
     torch_dtype = parse_dtype(dtype) or torch.float32
     model = load_unet(src, device=torch_device, dtype=torch_dtype)

@@ -98,8 +98,7 @@ def load_unet(
     `device=None` picks CUDA when available, else CPU (`"meta"` builds the structure only); `dtype=None` keeps
     float32, as diffusers does. A source without weights gets random weights made from `seed`.
     """
-    src = source if isinstance(source, Source) else resolve_source(
-        source, variant=variant, config=config, allow_pickle=allow_pickle)
+    src = resolve_source(source, variant=variant, config=config, allow_pickle=allow_pickle)
     torch_device = parse_device(device)
     torch_dtype = parse_dtype(dtype) or torch.float32
     model = build_model(src.config)

@@ -46,7 +46,7 @@ class Source:
 
 
 def resolve_source(
-    spec: str | Path | None = None,
+    spec: str | Path | Source | None = None,
     *,
     variant: str | None = None,
     config: str | Path | UNetConfig | None = None,
@@ -56,7 +56,10 @@ def resolve_source(
 
     `config` (a preset name, a config.json path or a `UNetConfig`) overrides the config a source carries or
     implies — for single files whose shapes are ambiguous, or to check weights against another architecture.
+    A `Source` is returned as it is, so every library entry point can take either.
     """
+    if isinstance(spec, Source):
+        return spec
     spec = str(spec) if spec is not None else DEFAULT_PRESET
     override = _config_override(config)
     path = Path(spec).expanduser()
