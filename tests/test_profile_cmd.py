@@ -7,7 +7,6 @@ import io
 import json
 
 import pytest
-import torch
 
 from conftest import exhausted_model
 from unetinspect.analysis import profile as profile_module
@@ -125,7 +124,7 @@ def test_bad_inputs_are_one_line_errors(invoke):
         assert result.exit_code == 1 and words in result.output, (args, result.output)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 def test_cuda_defaults_to_fp16_and_reports_memory(invoke):
     data = json.loads(invoke("profile", "tiny", "--device", "cuda", "--repeat", "3", "-f", "json").stdout)
     assert data["dtype"] == "float16" and data["device"]["type"] == "cuda"
