@@ -49,3 +49,7 @@ class RunError(UnetInspectError):
 
 class OutputError(UnetInspectError):
     """An output file cannot be written where it was asked for."""
+
+
+class ConfigWarning(UserWarning):
+    """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""
