@@ -67,8 +67,12 @@ def resolve_source(
     spec = str(spec) if spec is not None else DEFAULT_PRESET
     override = _config_override(config)
     path = Path(spec).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks
+        raise SourceError(f"cannot read {spec!r}: {exc.strerror or exc}") from None
 
-    if not path.exists():
+    if not exists:
         if spec in PRESETS:
             return Source(spec, "preset", override or load_preset(spec))
         raise SourceError(
