@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.export import finite
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
 
 
 def comparison_json(comparison: Comparison) -> str:
-    return json.dumps(comparison_dict(comparison), indent=2) + "\n"
+    return json.dumps(finite(comparison_dict(comparison)), indent=2, allow_nan=False) + "\n"
 
 
 def comparison_markdown(comparison: Comparison) -> str:

@@ -8,6 +8,7 @@ FIFO the user names (/dev/stdout, /dev/null) is written through, never replaced 
 from __future__ import annotations
 
 import errno
+import math
 import os
 import stat
 import tempfile
@@ -123,7 +124,20 @@ def json_text(data: object) -> str:
     """A JSON document as scripts read it: indented, UTF-8 kept (×, µ), one newline at the end."""
     import json
 
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def finite(data: object) -> object:
+    """`data` with every NaN or infinite float replaced by None: JSON has no such numbers, and strict readers
+    (JavaScript's JSON.parse, jq) refuse the `NaN` Python would write. Config values from strangers' files and
+    timings of zero-length steps can be non-finite."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite(value) for value in data]
+    return data
 
 
 def csv_text(header: list[str], rows: Iterable[list[object]]) -> str:
