@@ -22,7 +22,7 @@ from typing import Literal
 
 import graphviz
 
-from unetinspect.analysis.graph import Edge, Graph, Node
+from unetinspect.analysis.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
 from unetinspect.render.export import check_output_path, write_output
 from unetinspect.render.units import human_count, shape_str
@@ -59,7 +59,8 @@ class Palette:
 
 
 # Gray levels of the light theme's fills (0-255): io/op/act 255, embedding 238, conv/linear 232, norm 232,
-# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136.
+# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136. The block
+# kinds of the other families (IF, Kandinsky, unCLIP, k-diffusion) get hues of their own, named in the legend.
 LIGHT = Palette(
     background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", frame="#9a9a9a",
     fills={
@@ -67,6 +68,8 @@ LIGHT = Palette(
         "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
         "resample": "#cfe8c9", "res_block": "#b9d7f0", "resnet": "#b9d7f0", "feedforward": "#f6c89a",
         "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
+        "simple_attn_block": "#e58a8a", "self_attn_block": "#f2c46b", "dual_attention": "#d9a05a",
+        "resample_block": "#9fd0c0", "k_block": "#c2c8ee", "k_attn_block": "#e7a0c8", "mid_plain_block": "#cdb8d8",
     },
     tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
 )
@@ -77,6 +80,8 @@ DARK = Palette(
         "norm": "#33363d", "conv": "#243b50", "linear": "#243b50", "embedding": "#4d4418",
         "resample": "#2c4a2a", "res_block": "#2f5f8a", "resnet": "#2f5f8a", "feedforward": "#7a5230",
         "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
+        "simple_attn_block": "#8e3e3e", "self_attn_block": "#8a6a20", "dual_attention": "#7e5a22",
+        "resample_block": "#2a6658", "k_block": "#3e4680", "k_attn_block": "#86406a", "mid_plain_block": "#57485f",
     },
     tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
 )
@@ -187,7 +192,19 @@ class _Drawing:
         if tags:
             cells += (f'<TD><TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>{tags}</TR></TABLE></TD>'
                       f'<TD><FONT COLOR="{c.muted}">conditioning a block reads; "→ n" where it is made</FONT></TD>')
-        return f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></FONT>'
+        # Swatches as coloured glyphs in one text cell: a nested table would be stretched to the row above.
+        kinds = "&nbsp;&nbsp;&nbsp;".join(f'<FONT COLOR="{c.fills[kind]}">██</FONT>&nbsp;{escape(label)}'
+                                          for kind, label in self._kinds_shown().items())
+        rows = [f'<TR><TD><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></TD></TR>']
+        if kinds:
+            rows.append(f'<TR><TD ALIGN="LEFT"><FONT COLOR="{c.muted}">{kinds}</FONT></TD></TR>')
+        return (f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">{"".join(rows)}</TABLE>'
+                '</FONT>')
+
+    def _kinds_shown(self) -> dict[str, str]:
+        """The kinds of block (and, opened up, of layer) this diagram colours, with what each is."""
+        present = {n.kind for n in self.graph.nodes} | {cl.kind for cl in self.graph.clusters}
+        return {kind: label for kind, label in KIND_LABELS.items() if kind in present}
 
     # ---- nodes and clusters -------------------------------------------------------------------------------------
 
@@ -251,7 +268,7 @@ class _Drawing:
             if self.style.params and node.params:
                 lines.append(f'<FONT POINT-SIZE="8" COLOR="{c.muted}">{human_count(node.params)} params</FONT>')
             attrs["label"] = self._label(node, lines)
-            if node.kind in ("attn_block", "mid_block", "res_block"):
+            if node.kind in BLOCK_KINDS:
                 attrs["penwidth"] = "1.6"
         return f"\t{_q(node.id)} [{_attrs(attrs)}]"
 
