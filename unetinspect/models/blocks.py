@@ -293,20 +293,18 @@ class UNetMidBlock2DSimpleCrossAttn(UNetMidBlock2DCrossAttn):
 
 
 class UNetMidBlock2D(nn.Module):
-    """Two resnets and no attention: what diffusers builds for `mid_block_type="UNetMidBlock2D"` in a
-    UNet2DConditionModel (it turns the block's attention off there)."""
+    """One resnet and nothing else: what diffusers builds for `mid_block_type="UNetMidBlock2D"` in a
+    UNet2DConditionModel (it asks for zero attention layers there)."""
 
     has_cross_attention = False
 
-    def __init__(self, spec: BlockSpec, channels: int, num_layers: int = 1,
-                 transformer_layers: int | list[int] = 1, output_scale_factor: float = 1.0) -> None:
+    def __init__(self, spec: BlockSpec, channels: int, transformer_layers: int | list[int] = 1,
+                 output_scale_factor: float = 1.0) -> None:
         super().__init__()
-        self.resnets = nn.ModuleList(spec.resnet(channels, channels, output_scale_factor) for _ in range(num_layers + 1))
+        self.resnets = nn.ModuleList([spec.resnet(channels, channels, output_scale_factor)])
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        for resnet in self.resnets:
-            hidden_states = resnet(hidden_states, temb)
-        return hidden_states
+        return self.resnets[0](hidden_states, temb)
 
 
 # ---- up path ----------------------------------------------------------------------------------------------------
