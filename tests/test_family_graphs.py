@@ -8,7 +8,6 @@ import pytest
 from conftest import tiny
 from unetinspect.analysis.graph import build_graph, trace_for_diagram
 from unetinspect.config import UNetConfig
-from unetinspect.errors import UnsupportedConfigError
 from unetinspect.render.graph import to_dot
 from unetinspect.weights.sources import Source
 
@@ -23,10 +22,10 @@ FAMILY_CONFIGS: dict[str, dict] = {
         resnet_time_scale_shift="scale_shift", time_embedding_act_fn="gelu", resnet_skip_time_act=True,
     ),
     "k-upscaler-like": tiny(
-        act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=[32, 32, 64],
+        act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=[32, 32, 64, 64],
         time_cond_proj_dim=16, conv_in_kernel=1, conv_out_kernel=1, cross_attention_dim=32,
-        down_block_types=["KDownBlock2D", "KCrossAttnDownBlock2D", "KCrossAttnDownBlock2D"],
-        up_block_types=["KCrossAttnUpBlock2D", "KCrossAttnUpBlock2D", "KUpBlock2D"], mid_block_type=None,
+        down_block_types=["KDownBlock2D", *["KCrossAttnDownBlock2D"] * 3],  # k-blocks need 4 levels, as in diffusers
+        up_block_types=[*["KCrossAttnUpBlock2D"] * 3, "KUpBlock2D"], mid_block_type=None,
         in_channels=8, out_channels=5, resnet_time_scale_shift="scale_shift", time_embedding_type="fourier",
         timestep_post_act="gelu",
     ),
@@ -39,22 +38,15 @@ FAMILY_CONFIGS: dict[str, dict] = {
 
 BLOCK_KINDS = {
     "if-like": (["resample_block", "simple_attn_block", "simple_attn_block"], "mid_block"),
-    "k-upscaler-like": (["k_block", "k_attn_block", "k_attn_block"], None),
+    "k-upscaler-like": (["k_block", "k_attn_block", "k_attn_block", "k_attn_block"], None),
     "attention-only": (["self_attn_block", "attn_block", "res_block"], "mid_plain_block"),
     "dual-transformer": (["attn_block", "attn_block", "res_block"], "mid_block"),
 }
 
 
-def family_config(name: str) -> UNetConfig:
-    try:
-        return UNetConfig.from_dict(FAMILY_CONFIGS[name])
-    except UnsupportedConfigError as exc:
-        pytest.xfail(f"the model code for this family is not built yet: {exc.one_line()}")
-
-
 @pytest.fixture(scope="module", params=list(FAMILY_CONFIGS))
 def family(request):
-    config = family_config(request.param)
+    config = UNetConfig.from_dict(FAMILY_CONFIGS[request.param])
     return request.param, config, trace_for_diagram(Source("config.json", "config", config))
 
 
@@ -70,8 +62,15 @@ def test_blocks_get_their_family_s_kinds(family):
 
 
 def test_one_skip_per_down_residual_at_both_levels(family):
-    _, config, trace = family
+    """k-diffusion blocks hand on one skip per block, not one per layer: the deepest has none, and each other up
+    block concatenates the one of the level it faces."""
+    name, config, trace = family
     residuals = 1 + sum(config.layers_per_block_list) + config.num_blocks - 1  # conv_in, resnets, downsamplers
+    if name == "k-upscaler-like":
+        residuals = config.num_blocks - 1
+        skips = build_graph(trace, "blocks").edges_of("skip")
+        assert sorted((e.source, e.target) for e in skips) == [
+            (f"down_blocks.{i}", f"up_blocks.{config.num_blocks - 1 - i}") for i in range(config.num_blocks - 1)]
     assert len(build_graph(trace, "blocks").edges_of("skip")) == residuals
     assert len(build_graph(trace, "layers").edges_of("skip")) == residuals
 

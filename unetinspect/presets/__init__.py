@@ -42,12 +42,24 @@ PRESETS: dict[str, Preset] = {
                same_as="sdxl", changes=(("sample_size", 64),)),
         Preset("playground-v2.5", "Playground v2.5 (1024 px aesthetic): SDXL base's architecture, EDM-trained", 8,
                same_as="sdxl"),
+        Preset("ssd-1b", "Segmind SSD-1B: SDXL distilled to 1.3B, fewer transformer layers, no mid attention", 8),
+        Preset("vega", "Segmind Vega: SDXL distilled to 745M, 1-2 transformer layers per level, no mid attention", 8),
         Preset("lcm-sd15", "Latent Consistency Model (LCM Dreamshaper v7): sd15 + a guidance-scale embedding (256)",
                8),
         Preset("sd21-unclip", "Stable unCLIP 2.1 (H): sd21 + CLIP image embedding and noise level (2048) projected "
                "into the time embedding", 8),
         Preset("sd-x4-upscaler", "SD x4 upscaler: 7 channels in (latent + low-res RGB), noise level as a class, "
                "cross-attention only on 3 levels", 4),
+        Preset("sd-x2-latent-upscaler", "SD x2 latent upscaler: k-diffusion blocks, Fourier time, noise level + "
+               "pooled text as time condition", 8),
+        Preset("if-i-xl", "DeepFloyd IF stage I (XL): 64x64 pixels, T5 text (4096), simple cross-attention, "
+               "attention-pooled text added to time", 1),
+        Preset("if-ii-l", "DeepFloyd IF stage II (L): 64→256 px super-resolution, 5 levels, noise level as a "
+               "timestep class", 1),
+        Preset("karlo", "Karlo v1 alpha (unCLIP) decoder: 64x64 pixels, CLIP image embedding as the class "
+               "embedding", 1),
+        Preset("kandinsky-2.1", "Kandinsky 2.1 decoder: MoVQ latents, text + CLIP image embeddings (text_image)", 8),
+        Preset("kandinsky-2.2", "Kandinsky 2.2 decoder: MoVQ latents, CLIP image embedding only (image)", 8),
         Preset("tiny", "A tiny SD-shaped UNet (3 levels, 32-64 channels) for demos and tests: runs in milliseconds",
                8),
     )
