@@ -42,7 +42,7 @@ LDM_CONFIGS |= {
                     "projection_class_embeddings_input_dim": 16},
     "ssd-1b-like": {**LDM_CONFIGS["sdxl-like"], "mid_block_type": "UNetMidBlock2D",
                     "transformer_layers_per_block": [1, 1, 2],
-                    "reverse_transformer_layers_per_block": [[2, 1, 1], [1, 1, 2], [1, 1, 1]]},
+                    "reverse_transformer_layers_per_block": [[2, 1, 1], [1, 1, 2], 1]},
 }
 FULL_SIZE = ["sd15", "sd15-inpaint", "sd21", "sdxl", "sdxl-refiner", "sd-x4-upscaler", "sd21-unclip", "ssd-1b",
              "vega"]

@@ -1,5 +1,6 @@
 """Built-in configs: real UNets of the Stable Diffusion, SDXL, DeepFloyd IF, Kandinsky and unCLIP families, as
-diffusers writes their config.json, and a tiny one for demos.
+diffusers writes their config.json (the published fields, and diffusers' defaults for the fields a config.json
+written by an older diffusers lacks), and a tiny one for demos.
 
 Each preset is one JSON file named after it, except aliases (`same_as`): models published with another preset's
 architecture (SDXL-Turbo, Playground v2.5 are SDXL), which read that preset's file with a few fields changed.

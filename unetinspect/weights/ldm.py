@@ -329,7 +329,8 @@ def _transformer_depths(reader: _ShapeReader, levels: list[_Level], up_depths: l
     (SD 1.x/2.x: 1, SDXL refiner: 4), else one per level, 1 where a level has no attention (SDXL: [1, 2, 10]).
 
     diffusers gives the up blocks the reversed down depths unless `reverse_transformer_layers_per_block` lists
-    them layer by layer: that list is written only when the file's up path differs (SSD-1B: [[4, 4, 10], ...]).
+    them layer by layer: that list is written only when the file's up path differs, with 1 for an up block
+    without attention, as SSD-1B's config has it ([[4, 4, 10], [2, 1, 1], 1]).
     The mid block has the last level's depth, so those must agree.
     """
     down = [level.depth for level in levels]
@@ -342,7 +343,7 @@ def _transformer_depths(reader: _ShapeReader, levels: list[_Level], up_depths: l
     symmetric = all(u is None or u == d for d, up in zip(depths, mirrored) for u in up)
     if not symmetric:
         return {"transformer_layers_per_block": [d if d is not None else 1 for d in depths],
-                "reverse_transformer_layers_per_block": [[u if u is not None else 1 for u in up] for up in up_depths]}
+                "reverse_transformer_layers_per_block": [[u for u in up] if any(up) else 1 for up in up_depths]}
     values = {d for d in depths if d is not None}
     if len(values) <= 1:
         return {"transformer_layers_per_block": values.pop() if values else 1,
