@@ -21,6 +21,13 @@ FAMILY_CONFIGS: dict[str, dict] = {
         mid_block_type="UNetMidBlock2DSimpleCrossAttn", encoder_hid_dim=16, in_channels=3, out_channels=6,
         resnet_time_scale_shift="scale_shift", time_embedding_act_fn="gelu", resnet_skip_time_act=True,
     ),
+    "kandinsky-2.2-like": tiny(
+        addition_embed_type="image", encoder_hid_dim_type="image_proj", encoder_hid_dim=16, attention_head_dim=8,
+        block_out_channels=[32, 64, 64], cross_attention_dim=32,
+        down_block_types=["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D", "SimpleCrossAttnDownBlock2D"],
+        up_block_types=["SimpleCrossAttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"],
+        mid_block_type="UNetMidBlock2DSimpleCrossAttn", out_channels=8, resnet_time_scale_shift="scale_shift",
+    ),
     "k-upscaler-like": tiny(
         act_fn="gelu", attention_head_dim=8, norm_num_groups=None, block_out_channels=[32, 32, 64, 64],
         time_cond_proj_dim=16, conv_in_kernel=1, conv_out_kernel=1, cross_attention_dim=32,
@@ -38,6 +45,7 @@ FAMILY_CONFIGS: dict[str, dict] = {
 
 BLOCK_KINDS = {
     "if-like": (["resample_block", "simple_attn_block", "simple_attn_block"], "mid_block"),
+    "kandinsky-2.2-like": (["resample_block", "simple_attn_block", "simple_attn_block"], "mid_block"),
     "k-upscaler-like": (["k_block", "k_attn_block", "k_attn_block", "k_attn_block"], None),
     "attention-only": (["self_attn_block", "attn_block", "res_block"], "mid_plain_block"),
     "dual-transformer": (["attn_block", "attn_block", "res_block"], "mid_block"),
@@ -80,6 +88,7 @@ def test_layers_level_names_the_blocks_and_layers_in_the_legend(family):
     graph = build_graph(trace, "layers")
     dot = to_dot(graph)
     expected = {"if-like": ["simple cross-attention", "resampling with a resnet"],
+                "kandinsky-2.2-like": ["&nbsp;image&nbsp;", "image → "],  # image tokens, not text
                 "k-upscaler-like": ["k-diffusion resnets + attention"],
                 "attention-only": ["resnets + self-attention", "middle: resnets (+ self-attention)"],
                 "dual-transformer": ["two transformers, one per text"]}[name]

@@ -91,6 +91,8 @@ THEMES = {"light": LIGHT, "dark": DARK}
 _OP_LABELS = {"add": "+", "mul": "×", "div": "÷", "sub": "−", "cat": "concat",
               "scaled_dot_product_attention": "softmax(QKᵀ/√d)·V"}
 _TAG_LABELS = {"encoder_hidden_states": "text"}
+# What the blocks attend to when `encoder_hid_proj` makes it: Kandinsky's context is image tokens, not text.
+_CONTEXT_LABELS = {"ImageProjection": "image", "TextImageProjection": "text+image"}
 _TAG_TEXT = "#1a1a1a"  # tags are light in both themes
 
 
@@ -302,7 +304,7 @@ class _Drawing:
 
     def _tag_names(self) -> dict[str, str]:
         """Tag text → colour, as the consuming blocks name the tensor (`temb`, `text`)."""
-        return {_TAG_LABELS.get(e.name, e.name): self.tags[e.source] for e in self.graph.edges_of("condition")
+        return {self._tag_label(e): self.tags[e.source] for e in self.graph.edges_of("condition")
                 if e.source in self.tags}
 
     def _tags_of(self, node: Node) -> str:
@@ -310,16 +312,23 @@ class _Drawing:
         if not self.tags:
             return ""
         fed = self.graph.edges_of("condition")
-        cells = [self._tag_cell(self.tags[e.source], _TAG_LABELS.get(e.name, e.name)) for e in fed
+        cells = [self._tag_cell(self.tags[e.source], self._tag_label(e)) for e in fed
                  if e.target == node.id]
         if node.id in self.tags:
             out = [e for e in fed if e.source == node.id]
-            names = " / ".join(dict.fromkeys(_TAG_LABELS.get(e.name, e.name) for e in out))
+            names = " / ".join(dict.fromkeys(self._tag_label(e) for e in out))
             targets = {e.target for e in out}
             types = {self.nodes[t].type for t in targets}
             what = types.pop() if len(types) == 1 else "blocks"
             cells.append(self._tag_cell(self.tags[node.id], f"{names} → {len(targets)} {what}"))
         return "".join(cells)
+
+    def _tag_label(self, edge: Edge) -> str:
+        """A conditioning tensor as a reader knows it: `temb`, `text`, or `image` where a projection of image
+        embeddings stands in for the text."""
+        if edge.name == "encoder_hidden_states" and self.nodes[edge.source].type in _CONTEXT_LABELS:
+            return _CONTEXT_LABELS[self.nodes[edge.source].type]
+        return _TAG_LABELS.get(edge.name, edge.name)
 
     @staticmethod
     def _tag_cell(color: str, text: str) -> str:
