@@ -120,10 +120,10 @@ def summarize(
 
 
 
-def _flat_inputs(inputs: dict[str, Any]):
+def _flat_inputs(inputs: dict[str, Any], prefix: str = ""):
+    """Every tensor of the inputs with a dotted name (GLIGEN's nest two deep: cross_attention_kwargs.gligen.boxes)."""
     for name, value in inputs.items():
         if isinstance(value, dict):
-            for key, tensor in value.items():
-                yield f"{name}.{key}", tensor
+            yield from _flat_inputs(value, f"{prefix}{name}.")
         elif isinstance(value, torch.Tensor):
-            yield name, value
+            yield f"{prefix}{name}", value
