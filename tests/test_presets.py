@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ldm_files import meta_shapes
+from unetinspect.analysis.inputs import infer_pixel_factor
 from unetinspect.presets import PRESETS, load_preset, load_preset_dict, pixel_factor, preset_names
 from unetinspect.weights.loading import build_model
 
@@ -24,18 +25,14 @@ def test_aliases_are_their_architecture_with_the_named_changes():
     assert load_preset("sdxl-turbo") == load_preset("sdxl").replace(sample_size=64)
 
 
-@pytest.mark.parametrize("name,factor", [("sd15", 8), ("sdxl-turbo", 8), ("sd-x4-upscaler", 4), ("nonesuch", None)])
+@pytest.mark.parametrize("name,factor", [("sd15", 8), ("sdxl-turbo", 8), ("sd-x4-upscaler", 4), ("if-i-xl", 1),
+                                         ("if-ii-l", 1), ("karlo", 1), ("kandinsky-2.2", 8)])
 def test_pixel_factor_of_a_preset(name, factor):
     assert pixel_factor(name) == factor
 
 
-def test_every_preset_has_a_pixel_factor():
-    assert all(preset.pixel_factor in (1, 4, 8) for preset in PRESETS.values())
-
-
-def test_pixel_factor_of_a_plain_config():
-    x4 = load_preset("sd-x4-upscaler")
-    assert pixel_factor(x4.replace(sample_size=256)) == 4  # a preset's architecture at another size
-    assert pixel_factor(load_preset("tiny").replace(block_out_channels=[32, 64, 128])) == 8  # 4-channel latents
-    assert pixel_factor(load_preset("tiny").replace(in_channels=3, out_channels=6)) == 1  # RGB + variance
-    assert pixel_factor(load_preset("tiny").replace(out_channels=2)) is None
+def test_every_preset_has_a_pixel_factor_its_channels_agree_with():
+    """Where the channels tell (`infer_pixel_factor`), they tell the preset's own factor."""
+    for preset in PRESETS.values():
+        inferred = infer_pixel_factor(load_preset(preset.name))
+        assert preset.pixel_factor in (1, 4, 8) and inferred in (None, preset.pixel_factor), preset.name

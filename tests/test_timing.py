@@ -15,7 +15,7 @@ from unetinspect.analysis import profile as profile_module
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.profile import parse_sweep, profile, sweep
 from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, WallClock, measure, measure_memory,
-                                         summarize_samples)
+                                         block_statistics)
 from unetinspect.analysis.trace import trace_model
 from unetinspect.errors import RunError
 
@@ -126,7 +126,7 @@ def test_measure_and_totals_arithmetic(toy):
     assert samples.blocks_sum() == [8.0] * 3 and samples.unattributed() == [0.5] * 3
     assert seen[-1] == ("timing", 3, 3) and ("warmup", 2, 2) in seen
 
-    rows, totals = summarize_samples(samples, blocks, trace.flops, peak_flops=1e6)
+    rows, totals = block_statistics(samples, blocks, trace.flops, peak_flops=1e6)
     assert totals.overhead == 1.0 and totals.coverage == pytest.approx(8.0 / 8.5)
     assert totals.unattributed.median == 0.5
     last = rows[-1]
@@ -139,7 +139,7 @@ def test_measure_and_totals_arithmetic(toy):
 
 def test_summarize_without_hooked_runs():
     samples = Samples(step=[10.0, 12.0, 11.0], hooked_step=[], blocks={})
-    rows, totals = summarize_samples(samples, [], total_flops=1_000)
+    rows, totals = block_statistics(samples, [], total_flops=1_000)
     assert rows == [] and totals.step.median == 11.0
     assert totals.hooked_step is totals.blocks_sum is totals.overhead is totals.coverage is None
     assert totals.flops_per_s == pytest.approx(1_000 / 0.011) and totals.mfu is None
@@ -185,7 +185,7 @@ def test_tiny_blocks_add_up_to_the_unhooked_step(one_thread):
         "up_blocks.0", "up_blocks.1", "up_blocks.2", "conv_norm_out", "conv_act", "conv_out"]
     assert 0 <= totals.unattributed.median < 0.1 * totals.hooked_step.median
     assert totals.flops == sum(b.flops for b in result.blocks) > 0
-    assert result.dtype == "float32" and result.device.type == "cpu" and result.device.peak_flops is None
+    assert result.setup.dtype == "float32" and result.device.type == "cpu" and result.device.peak_flops is None
     assert totals.peak_memory is None and result.chrome_trace is None
 
 
@@ -214,7 +214,7 @@ def test_attention_backends_on_cpu(one_thread):
 def test_sweep_over_sizes_and_batches(one_thread):
     comparison = sweep("tiny", parse_sweep("64,96") + parse_sweep("batch=1,2"), device="cpu", warmup=0,
                          repeat=2)
-    assert [(v.label, v.batch, v.height) for v in comparison.variants] == [
+    assert [(v.label, v.sizes.batch, v.sizes.pixels[0]) for v in comparison.variants] == [
         ("64×64", 1, 64), ("96×96", 1, 96), ("batch 1", 1, 128), ("batch 2", 2, 128)]
     assert all(v.step is not None and v.images_per_s > 0 for v in comparison.variants)
     assert comparison.variants[3].flops == 2 * comparison.variants[2].flops

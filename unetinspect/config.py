@@ -430,6 +430,9 @@ def _check_conditioning(cfg: UNetConfig) -> None:
     ):
         _check(not needs_single or single_cross_dim, f"{what} needs a single cross_attention_dim, not a list",
                "diffusers cannot build it with one per block")
+    _check(not (cfg.class_embeddings_concat and cfg.addition_embed_type is not None),
+           f"class_embeddings_concat doubles the time embedding, which addition_embed_type={cfg.addition_embed_type!r} "
+           "cannot be added to (diffusers fails at the first step)", "drop one of them")
     if cfg.addition_embed_type in ("image", "image_hint"):
         _check(cfg.encoder_hid_dim is not None,
                f"addition_embed_type={cfg.addition_embed_type!r} needs encoder_hid_dim (the image embedding's width)")

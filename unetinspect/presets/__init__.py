@@ -24,9 +24,11 @@ DEFAULT_PRESET = "sd15"
 
 @dataclass(frozen=True)
 class Preset:
+    """A built-in config; `pixel_factor` is how many image pixels one latent element stands for (1: pixel space)."""
+
     name: str
     description: str
-    pixel_factor: int  # image pixels per sample pixel (1: pixel space)
+    pixel_factor: int
     same_as: str | None = None  # an alias: this preset's JSON is the other one's ...
     changes: tuple[tuple[str, Any], ...] = ()  # ... with these fields changed
 
@@ -80,21 +82,12 @@ def load_preset_dict(name: str) -> dict:
     return json.loads(text)
 
 
+def pixel_factor(name: str) -> int:
+    """Pixels per latent element of a preset's family (its autoencoder's factor; 1 in pixel space). Plain
+    configs have theirs told from their channels: `analysis.inputs.infer_pixel_factor`."""
+    return PRESETS[name].pixel_factor
+
+
 def load_preset(name: str) -> UNetConfig:
     return UNetConfig.from_dict(load_preset_dict(name), origin=f"preset {name}")
 
-
-def pixel_factor(source: str | UNetConfig) -> int | None:
-    """Image pixels per sample pixel of a preset (by name) or of a plain config; None when it cannot be told.
-
-    A config with a preset's architecture (all fields but `sample_size` equal) gets that preset's factor.
-    Otherwise the channels tell what the model denoises: 3 out (RGB) or 6 (RGB + learned variance) is pixel
-    space (1); 4 out (or 8: latent + variance) is taken to be the latents of SD's VAE (8); anything else is
-    unknown.
-    """
-    if isinstance(source, str):
-        return PRESETS[source].pixel_factor if source in PRESETS else None
-    for preset in PRESETS.values():
-        if load_preset(preset.name).replace(sample_size=source.sample_size) == source:
-            return preset.pixel_factor
-    return {3: 1, 6: 1, 4: 8, 8: 8}.get(source.out_channels)
