@@ -28,7 +28,7 @@ from the real `--help` texts and real runs (on a CPU machine, so `profile` shows
 
 | SOURCE | what is read |
 | --- | --- |
-| a preset name: `sd15` (default), `sd15-inpaint`, `sd21`, `sdxl`, `sdxl-refiner`, `tiny` | the built-in config (`unetinspect presets`) |
+| a preset name: `sd15` (default) or another of `unetinspect presets` | the built-in config (`unetinspect presets`) |
 | a `config.json` | a diffusers UNet config; random weights where weights are needed |
 | a diffusers folder | `config.json` + `diffusion_pytorch_model[.VARIANT].safetensors`, sharded (`*.index.json`) or not; a pipeline folder (with `model_index.json`) means its `unet/` |
 | a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file SD / SDXL checkpoint (config inferred from its shapes; `--config` overrides) |
