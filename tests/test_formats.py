@@ -167,7 +167,8 @@ def test_a_profile_with_nan_timings_is_still_json(gpu_profile):
                                                                            mfu=math.inf))
     data = json.loads(render(ProfileView(), "json", broken), parse_constant=_no_constants)
     assert data["totals"]["overhead"] is None and data["totals"]["mfu"] is None
-    assert "nan" not in render(ProfileView(), CSV, broken).lower().replace("nano", "")
+    csv_rows = list(csv.DictReader(io.StringIO(render(ProfileView(), CSV, broken))))
+    assert csv_rows[-1]["path"] == "(step)" and csv_rows[-1]["mfu"] == ""
 
 
 # ---- narrow terminals ------------------------------------------------------------------------------------------
@@ -226,3 +227,11 @@ def test_compare_keeps_blocks_and_both_sides_numbers(sd15_vs_sdxl, width):
     for number in ("258.3M", "1.2B", "151.5G", "2.4T"):  # up 2: params and FLOPs of A and of B
         assert number in text
     assert "up_blocks.1 /" in text and "A = sd15" in text and "B = sdxl" in text
+
+
+def test_cells_are_not_read_as_markup():
+    from unetinspect.render.presets_view import PresetRow, PresetsView
+
+    rows = [PresetRow("[bold]x", 1, "a [red]description[/red] from a file")]
+    text = drawn(PresetsView(), rows, 120)
+    assert "[bold]x" in text and "a [red]description[/red] from a file" in text

@@ -231,10 +231,15 @@ def _table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], footer: Seq
         table.add_column(column.header, justify=column.justify, style=column.style, no_wrap=not column.fold,
                          overflow="fold" if column.fold else "ellipsis")
     for index, row in enumerate(rows):
-        table.add_row(*row, end_section=index == len(rows) - 1 and bool(footer))
+        table.add_row(*map(_inert, row), end_section=index == len(rows) - 1 and bool(footer))
     for row in footer:
-        table.add_row(*row, style="bold")
+        table.add_row(*map(_inert, row), style="bold")
     return table
+
+
+def _inert(cell: Any) -> Text:
+    """A cell as text that rich does not read as markup: a name with "[...]" in it is shown as it is."""
+    return cell if isinstance(cell, Text) else Text(str(cell))
 
 
 def _fit_folding_columns(table: Table, columns: Sequence[Column], console: Console,
@@ -302,13 +307,13 @@ def finite(data: object) -> object:
 
 
 def csv_text(view: View, result: Any) -> str:
-    """CSV with a header row, the rows then the footer rows; None is an empty cell, not "None"."""
+    """CSV with a header row, the rows then the footer rows; None, NaN and Infinity are empty cells."""
     columns = shown_columns(view, result, CSV)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([column.key for column in columns])
     for row in [*view.rows(result), *view.footer(result)]:
-        writer.writerow(["" if cell is None else cell for cell in cells(columns, row, CSV)])
+        writer.writerow(["" if cell is None else cell for cell in finite(cells(columns, row, CSV))])
     return out.getvalue()
 
 
