@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import dataclasses
 import math
 
 import pytest
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 from unetinspect.analysis.compare import compare
 from unetinspect.analysis.hardware import DeviceInfo
 from unetinspect.analysis.profile import Profile, Sweep, Variant
+from unetinspect.analysis.session import Setup
 from unetinspect.analysis.summary import summarize
 from unetinspect.analysis.timing import BlockMemory, BlockTiming, Stats, StepTiming
 from unetinspect.cli import app
@@ -26,6 +28,13 @@ from unetinspect.render.summary_view import SummaryView
 
 runner = CliRunner()
 WIDTHS = (80, 100, 200)
+
+
+H200 = DeviceInfo("cuda", "NVIDIA H200", 141 * 2**30, 989e12)
+
+
+def on_gpu(setup: Setup) -> Setup:
+    return dataclasses.replace(setup, device="cuda:0", dtype="float16", weights="random weights")
 
 
 def stats(median: float) -> Stats:
@@ -53,18 +62,18 @@ def gpu_profile(sdxl) -> Profile:
               for i, r in enumerate(records)]
     totals = StepTiming(step, stats(1250.0), stats(1200.0), stats(50.0), 1.013, 0.97, sdxl.trace.flops,
                         sdxl.trace.flops / 1.2345, 0.41, 14 * 2**30)
-    device = DeviceInfo("cuda", "NVIDIA H200", 141 * 2**30, 989e12)
-    return Profile("sdxl", "UNet2DConditionModel", device, "float16", 1, 1024, 1024, (128, 128), 77, 1, 2, 10,
-                   "auto", None, None, blocks, totals, ["a note that is long enough to wrap on a narrow terminal"])
+    return Profile(on_gpu(sdxl.setup), H200, 1, 2, 10, "auto", None, None, blocks, totals,
+                   ["a note that is long enough to wrap on a narrow terminal"])
 
 
 @pytest.fixture(scope="module")
-def sweep_result() -> Sweep:
-    device = DeviceInfo("cuda", "NVIDIA H200", 141 * 2**30, 989e12)
-    variants = [Variant("512×512", "flash", 1, 512, 512, 10**12, stats(20.0), 5 * 2**30),
-                Variant("1024×1024", "math", 4, 1024, 1024, 10**13, None, None,
+def sweep_result(sdxl) -> Sweep:
+    sizes = sdxl.setup.sizes
+    variants = [Variant("512×512", "flash", dataclasses.replace(sizes, latent=(64, 64), pixels=(512, 512)), 10**12,
+                        stats(20.0), 5 * 2**30),
+                Variant("1024×1024", "math", dataclasses.replace(sizes, batch=4), 10**13, None, None,
                         "out of memory: CUDA out of memory. Tried to allocate 20.00 GiB")]
-    return Sweep("sdxl", "UNet2DConditionModel", device, "float16", 77, 2, 10, None, variants)
+    return Sweep(on_gpu(sdxl.setup), H200, 2, 10, None, variants)
 
 
 def views(sdxl, gpu_profile, sweep_result, sd15_vs_sdxl) -> list[tuple[View, object]]:
@@ -104,8 +113,6 @@ def test_table_csv_and_markdown_have_the_same_rows(sdxl, gpu_profile, sweep_resu
 
 def test_csv_keeps_every_column_where_the_table_leaves_some_out(gpu_profile):
     """A CPU profile has no MFU or memory: the table and Markdown leave them out, the CSV header stays the same."""
-    import dataclasses
-
     on_cpu = dataclasses.replace(gpu_profile, device=DeviceInfo("cpu", "a CPU", None, None),
                                  totals=dataclasses.replace(gpu_profile.totals, peak_memory=None))
     view = ProfileView()
@@ -144,8 +151,8 @@ def test_the_setup_header_is_the_same_in_every_format(sdxl):
     assert heading in drawn(view, sdxl, 200)
     assert f"**{heading}**" in render(view, MARKDOWN, sdxl)
     setup = json.loads(render(view, "json", sdxl))["setup"]
-    assert setup["label"] == "sdxl" and setup["sizes"]["latent"] == [128, 128]
-    assert setup["sizes"]["pixels"] == [1024, 1024] and setup["dtype"] == "float32"
+    assert setup["label"] == "sdxl" and setup["latent"] == [128, 128]
+    assert setup["pixels"] == [1024, 1024] and setup["dtype"] == "float32"
 
 
 # ---- JSON never holds NaN or Infinity ------------------------------------------------------------------------------
@@ -161,8 +168,6 @@ def test_non_finite_numbers_become_null():
 
 
 def test_a_profile_with_nan_timings_is_still_json(gpu_profile):
-    import dataclasses
-
     broken = dataclasses.replace(gpu_profile, totals=dataclasses.replace(gpu_profile.totals, overhead=math.nan,
                                                                            mfu=math.inf))
     data = json.loads(render(ProfileView(), "json", broken), parse_constant=_no_constants)

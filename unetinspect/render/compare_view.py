@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
-from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View, setup_dict, setup_line
-from unetinspect.render.interim_setup import summary_setup
+from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
+from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -124,7 +124,7 @@ class CompareView(View):
         return comparison.pairs
 
     def heading(self, comparison: Comparison) -> list[str]:
-        return [f"A = {setup_line(_setup(comparison, 'a'))}", f"B = {setup_line(_setup(comparison, 'b'))}",
+        return [f"A = {setup_line(comparison.a.setup)}", f"B = {setup_line(comparison.b.setup)}",
                 f"blocks paired by {comparison.aligned_by}"]
 
     def totals(self, comparison: Comparison) -> list[tuple[str, str]]:
@@ -158,14 +158,13 @@ class CompareView(View):
             return {"path": s.path, "type": s.type, "params": s.params, "flops": s.flops,
                     "output": list(s.output) if s.output is not None else None, "latency_ms": s.latency_ms}
 
-        def whole(summary: Summary, label: str, letter: str) -> dict[str, Any]:
-            return {"label": label, "source": summary.source.spec,
-                    "setup": setup_dict(_setup(comparison, letter)),
+        def whole(summary: Summary, label: str) -> dict[str, Any]:
+            return {"label": label, "setup": setup_dict(summary.setup),
                     "totals": {"params": summary.trace.total_params, "flops": summary.trace.flops}}
 
         return {
-            "a": whole(comparison.a, comparison.a_label, "a"),
-            "b": whole(comparison.b, comparison.b_label, "b"),
+            "a": whole(comparison.a, comparison.a_label),
+            "b": whole(comparison.b, comparison.b_label),
             "aligned_by": comparison.aligned_by,
             "step_ms": list(comparison.step_ms) if comparison.step_ms else None,
             "identical": comparison.identical,
@@ -173,10 +172,3 @@ class CompareView(View):
                       for p in comparison.pairs],
         }
 
-
-def _setup(comparison: Comparison, letter: str):
-    """The setup of side A or B; with --impl diffusers, B is diffusers' own model of A (interim: read from the
-    label until the session's setup carries `impl`)."""
-    summary = comparison.a if letter == "a" else comparison.b
-    impl = "diffusers" if letter == "b" and comparison.b_label.endswith("(diffusers)") else "ours"
-    return summary_setup(summary, impl)

@@ -3,7 +3,8 @@
 A view module declares its columns once, as data (`Column`: key, header, formatter, priority, alignment, the
 formats it appears in), and one row function (`View.rows`); the rich table, the CSV and the Markdown table are
 all made from that declaration by `cells`, so the three cannot disagree. Every JSON document carries the same
-`schema` number and `kind`, and the setup header as `setup`; every heading is `setup_line` of that same setup.
+`schema` number and `kind`, and the result's setup header as `setup`; every heading starts with the same setup
+(`header.setup_line`).
 A number that is not finite is written to JSON as null: NaN and Infinity are not JSON, and scripts choke on them.
 
 Tables fit the terminal they are drawn on: when the columns do not fit, the least important ones (the highest
@@ -13,7 +14,6 @@ Tables fit the terminal they are drawn on: when the columns do not fit, the leas
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
 import json
 import math
@@ -30,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unetinspect.render.export import write_output
+from unetinspect.render.header import SEPARATOR, setup_dict, setup_line
 from unetinspect.render.units import shape_str
 
 if TYPE_CHECKING:
@@ -90,17 +91,13 @@ class View:
         return ()
 
     def setup(self, result: Any) -> Setup | None:
-        """The setup header of the result, rendered by `setup_line` and `setup_dict`."""
-        return None
-
-    def details(self, result: Any) -> list[str]:
-        """What this view adds to the heading after the setup: how it was run."""
-        return []
+        """The setup header of the result (`result.setup`), rendered by `header.setup_line` and `setup_dict`."""
+        return getattr(result, "setup", None)
 
     def heading(self, result: Any) -> list[str]:
+        """The lines above the table: the setup, and in views that say more, how it was run."""
         setup = self.setup(result)
-        details = SEPARATOR.join(self.details(result))
-        return [line for line in (setup_line(setup) if setup else "", details) if line]
+        return [setup_line(setup)] if setup else []
 
     def totals(self, result: Any) -> list[tuple[str, str]]:
         """(label, sentence) lines under the table: the totals and what to know about them."""
@@ -122,35 +119,7 @@ class View:
         raise NotImplementedError(f"the {self.kind} view draws no tree")
 
 
-# ---- the setup header -----------------------------------------------------------------------------------------
-
-
-def size_text(latent: Sequence[int], pixels: Sequence[int] | None) -> str:
-    """"1024×1024 px (latent 128×128)" where the image size is known, else "latent 128×128"."""
-    latent_text = "latent " + "×".join(map(str, latent))
-    return f"{'×'.join(map(str, pixels))} px ({latent_text})" if pixels else latent_text
-
-
-def setup_line(setup: Setup, *, sizes: bool = True) -> str:
-    """The heading every view gives a result: what was opened, on what, at what size, with which weights.
-
-    `sizes=False` where the rows vary the sizes themselves (a sweep).
-    """
-    model = setup.model_type if setup.impl == "ours" else f"{setup.model_type} ({setup.impl})"
-    parts = [setup.label, model]
-    if sizes:
-        s = setup.sizes
-        parts += [f"batch {s.batch}", size_text(s.latent, s.pixels), f"text {s.text_len} tokens"]
-    parts += [setup.device, setup.dtype, setup.weights, *setup.notes]
-    return SEPARATOR.join(part for part in parts if part)
-
-
-def setup_dict(setup: Setup) -> dict[str, Any]:
-    """The setup header in JSON: every field of `Setup`, sizes as lists."""
-    return dataclasses.asdict(setup)
-
-
-SEPARATOR = " · "
+# ---- the heading ----------------------------------------------------------------------------------------------
 
 
 def heading_text(lines: Iterable[str]) -> RenderableType:

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from unetinspect.render.formats import CSV, MARKDOWN, SEPARATOR, TABLE, Column, View, setup_line
-from unetinspect.render.interim_setup import Setup, profile_setup, sweep_setup
+from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
+from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -145,12 +145,11 @@ class ProfileView(View):
         lines.append(Line("(step)", "(step)", "", t.step, 1.0, t.flops, t.flops_per_s, t.mfu, t.peak_memory, None))
         return lines
 
-    def setup(self, profile: Profile) -> Setup:
-        return profile_setup(profile)
-
-    def details(self, profile: Profile) -> list[str]:
+    def heading(self, profile: Profile) -> list[str]:
+        """The setup on the device as its hardware is named, and how the step was run and timed."""
         run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
-        return [f"on {profile.device.name}", run, f"{profile.warmup} warmup + {profile.repeat} timed runs"]
+        return [SEPARATOR.join([setup_line(profile.setup, device=profile.device.name), run,
+                                f"{profile.warmup} warmup + {profile.repeat} timed runs"])]
 
     def totals(self, profile: Profile) -> list[tuple[str, str]]:
         """The step, the hooks' cost, what the rows cover, FLOPs, memory, notes."""
@@ -167,7 +166,7 @@ class ProfileView(View):
         achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
         if t.mfu is not None and profile.device.peak_flops:
             achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
-                         f"(dense {profile.dtype} peak)")
+                         f"(dense {profile.setup.dtype} peak)")
         lines.append(("FLOPs", achieved))
         if t.peak_memory is not None:
             lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
@@ -180,15 +179,7 @@ class ProfileView(View):
         """The documented JSON interface."""
         t = profile.totals
         return {
-            "source": profile.source,
-            "model": profile.model_type,
             "device": _device_dict(profile),
-            "dtype": profile.dtype,
-            "batch": profile.batch,
-            "height": profile.height,
-            "width": profile.width,
-            "latent": list(profile.latent),
-            "text_len": profile.text_len,
             "depth": profile.depth,
             "warmup": profile.warmup,
             "repeat": profile.repeat,
@@ -244,11 +235,13 @@ def _status(v: Variant) -> Text:
 SWEEP_COLUMNS = (
     Column("label", "variant", lambda v: v.label, style="cyan"),
     Column("attention", "attention", lambda v: v.attention, priority=2),
-    Column("batch", "batch", lambda v: str(v.batch), value=lambda v: v.batch, justify="right", priority=3),
-    Column("size", "size px", lambda v: f"{v.height}×{v.width}", justify="right", priority=1,
+    Column("batch", "batch", lambda v: str(v.sizes.batch), value=lambda v: v.sizes.batch, justify="right",
+           priority=3),
+    Column("size", "size", lambda v: size_text(v.sizes), justify="right", priority=1,
            formats=frozenset({TABLE, MARKDOWN})),
-    Column("height", "height", lambda v: v.height, formats=frozenset({CSV})),
-    Column("width", "width", lambda v: v.width, formats=frozenset({CSV})),
+    Column("latent", "latent", lambda v: "×".join(map(str, v.sizes.latent)), formats=frozenset({CSV})),
+    Column("pixels", "pixels", lambda v: "×".join(map(str, v.sizes.pixels)) if v.sizes.pixels else None,
+           formats=frozenset({CSV})),
     *_latency_columns("step_", "step"),
     Column("images_per_s", "images/s", lambda v: f"{v.images_per_s:.2f}" if v.images_per_s else "–",
            value=lambda v: v.images_per_s, justify="right", priority=1),
@@ -270,23 +263,15 @@ class SweepView(View):
     def rows(self, sweep: Sweep) -> list[Variant]:
         return sweep.variants
 
-    def setup(self, sweep: Sweep) -> Setup:
-        return sweep_setup(sweep)
-
     def heading(self, sweep: Sweep) -> list[str]:
         """The setup without its sizes (the rows are the sizes), and how the step was timed."""
         run = f"compiled ({sweep.compiled})" if sweep.compiled else "eager"
-        details = [f"on {sweep.device.name}", run,
-                   f"{sweep.warmup} warmup + {sweep.repeat} timed runs, whole step, no hooks"]
-        return [setup_line(self.setup(sweep), sizes=False), SEPARATOR.join(details)]
+        return [SEPARATOR.join([setup_line(sweep.setup, device=sweep.device.name, sizes=False), run,
+                                f"{sweep.warmup} warmup + {sweep.repeat} timed runs, whole step, no hooks"])]
 
     def data(self, sweep: Sweep) -> dict[str, Any]:
         return {
-            "source": sweep.source,
-            "model": sweep.model_type,
             "device": _device_dict(sweep),
-            "dtype": sweep.dtype,
-            "text_len": sweep.text_len,
             "warmup": sweep.warmup,
             "repeat": sweep.repeat,
             "compiled": sweep.compiled,
@@ -296,7 +281,8 @@ class SweepView(View):
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
     return {
-        "label": v.label, "attention": v.attention, "batch": v.batch, "height": v.height, "width": v.width,
+        "label": v.label, "attention": v.attention, "batch": v.sizes.batch, "latent": list(v.sizes.latent),
+        "pixels": list(v.sizes.pixels) if v.sizes.pixels else None,
         **_stat_fields(v.step, "step_"), "images_per_s": v.images_per_s, "flops": v.flops,
         "flops_per_s": v.flops_per_s, "peak_memory_bytes": v.peak_memory, "error": v.error,
     }

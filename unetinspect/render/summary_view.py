@@ -13,8 +13,8 @@ from rich.text import Text
 from rich.tree import Tree
 
 from unetinspect.render.formats import CSV, TABLE, Column, View, heading_text, shapes_text, totals_grid
-from unetinspect.render.interim_setup import Setup, summary_setup
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
+from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
     from unetinspect.analysis.summary import Row, Summary
@@ -92,15 +92,12 @@ class SummaryView(View):
     def rows(self, summary: Summary) -> list[Line]:
         return [Line(row, summary.trace) for row in summary.rows(self.depth)]
 
-    def setup(self, summary: Summary) -> Setup:
-        return summary_setup(summary)
-
     def totals(self, summary: Summary) -> list[tuple[str, str]]:
         trace = summary.trace
         return [
             ("parameters", f"{trace.total_params:,} ({human_count(trace.total_params)}), "
                            f"trainable {trace.trainable_params:,}"),
-            ("weights", f"{human_bytes(trace.param_bytes)} in {summary.dtype}"),
+            ("weights", _weights_size(summary)),
             ("FLOPs", f"{trace.flops:,} ({human_count(trace.flops, 'FLOPs')}) per forward pass "
                       f"= {human_count(trace.flops // 2, 'MACs')}; attention matmuls included"),
             ("activations", f"largest tensor {human_bytes(summary.peak_activation_bytes)}, all layer outputs "
@@ -123,20 +120,10 @@ class SummaryView(View):
         return Group(tree, totals_grid(self.totals(summary)))
 
     def data(self, summary: Summary) -> dict[str, Any]:
-        """The documented JSON interface (docs/cli.md): the header fields, then the totals and the modules."""
+        """The documented JSON interface (docs/cli.md): the config and inputs, the totals, the modules."""
         trace = summary.trace
-        sizes = self.setup(summary).sizes
-        pixels = sizes.pixels or (None, None)
         return {
-            "source": summary.source.spec,
-            "model": trace.model_type,
-            "device": summary.device,
-            "dtype": summary.dtype,
-            "batch": sizes.batch,
-            "height": pixels[0],
-            "width": pixels[1],
-            "text_len": sizes.text_len,
-            "config": summary.config.to_dict(),
+            "config": summary.config.to_dict() if summary.config is not None else None,
             "inputs": {name: list(shape) for name, shape in summary.inputs.items()},
             "totals": {
                 "params": trace.total_params,
@@ -159,3 +146,14 @@ class SummaryView(View):
             ],
         }
 
+
+def _weights_size(summary: Summary) -> str:
+    """The weights' size as stored where a checkpoint says (fp16 files are half the fp32 model), else as run."""
+    stored = summary.setup.weight_dtypes
+    if len(stored) == 1 and stored[0] in ITEM_SIZES:
+        size = summary.trace.total_params * ITEM_SIZES[stored[0]]
+        text = f"{human_bytes(size)} stored as {stored[0]}"
+        if summary.setup.device != "meta":
+            text += f", {human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype} as run"
+        return text
+    return f"{human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype}"
