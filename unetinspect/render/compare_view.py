@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -72,10 +73,10 @@ def _side_columns(letter: str) -> dict[str, Column]:
     side = (lambda p: p.a) if letter == "A" else (lambda p: p.b)
     key = letter.lower()
 
-    def number(attribute: str, text):
+    def number(attribute: str, text: Callable[[int], str]) -> Callable[[Pair], str]:
         return lambda p: text(getattr(side(p), attribute)) if side(p) is not None else "—"
 
-    def raw(attribute: str):
+    def raw(attribute: str) -> Callable[[Pair], Any]:
         return lambda p: getattr(side(p), attribute) if side(p) is not None else None
 
     return {
