@@ -265,7 +265,9 @@ def json_text(data: object) -> str:
 
 
 def finite(data: object) -> object:
-    """`data` with every NaN and ±Infinity replaced by None, and tuples as lists."""
+    """`data` with every NaN or infinite float replaced by None (and tuples as lists): JSON has no such numbers,
+    and strict readers (JavaScript's JSON.parse, jq) refuse the `NaN` Python would write. Config values from
+    strangers' files and timings of zero-length steps can be non-finite."""
     if isinstance(data, float):
         return data if math.isfinite(data) else None
     if isinstance(data, dict):
