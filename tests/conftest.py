@@ -170,16 +170,17 @@ def one_thread():
 
 def exhausted_model(monkeypatch) -> None:
     """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
-    from unetinspect.analysis import profile as profile_module
+    from unetinspect.analysis import session as session_module
 
-    load = profile_module.load_unet
+    load = session_module.load_model
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.")
 
-    def load_exhausted(*args, **kwargs):
-        model = load(*args, **kwargs)
-        model.forward = exhausted
+    def load_exhausted(source, device, dtype, **kwargs):
+        model = load(source, device, dtype, **kwargs)
+        if device.type != "meta":
+            model.forward = exhausted
         return model
 
-    monkeypatch.setattr(profile_module, "load_unet", load_exhausted)
+    monkeypatch.setattr(session_module, "load_model", load_exhausted)

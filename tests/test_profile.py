@@ -55,7 +55,7 @@ def test_tiny_blocks_add_up_to_the_unhooked_step(one_thread):
         "up_blocks.0", "up_blocks.1", "up_blocks.2", "conv_norm_out", "conv_act", "conv_out"]
     assert 0 <= totals.unattributed.median < 0.1 * totals.hooked_step.median
     assert totals.flops == sum(b.flops for b in result.blocks) > 0
-    assert result.dtype == "float32" and result.device.type == "cpu" and result.device.peak_flops is None
+    assert result.setup.dtype == "float32" and result.device.type == "cpu" and result.device.peak_flops is None
     assert totals.peak_memory is None and result.chrome_trace is None
 
 
@@ -84,7 +84,7 @@ def test_attention_backends_on_cpu(one_thread):
 def test_sweep_over_sizes_and_batches(one_thread):
     comparison = sweep("tiny", parse_sweep("64,96") + parse_sweep("batch=1,2"), device="cpu", warmup=0,
                          repeat=2)
-    assert [(v.label, v.batch, v.height) for v in comparison.variants] == [
+    assert [(v.label, v.sizes.batch, v.sizes.pixels[0]) for v in comparison.variants] == [
         ("64×64", 1, 64), ("96×96", 1, 96), ("batch 1", 1, 128), ("batch 2", 2, 128)]
     assert all(v.step is not None and v.images_per_s > 0 for v in comparison.variants)
     assert comparison.variants[3].flops == 2 * comparison.variants[2].flops

@@ -18,8 +18,8 @@ def test_json_has_the_documented_fields(one_thread, invoke):
     result = invoke("profile", *FAST, "--format", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)  # nothing but the JSON on stdout: no progress bar, no messages
-    assert data["schema"] == 1 and data["kind"] == "profile" and data["source"] == "tiny"
-    assert data["dtype"] == "float32" and data["device"]["type"] == "cpu" and data["repeat"] == 2
+    assert data["schema"] == 1 and data["kind"] == "profile" and data["setup"]["label"] == "tiny"
+    assert data["setup"]["dtype"] == "float32" and data["device"]["type"] == "cpu" and data["repeat"] == 2
     blocks = {b["path"]: b for b in data["blocks"]}
     assert {"conv_in", "down_blocks.0", "mid_block", "up_blocks.2", "conv_out"} <= set(blocks)
     for block in data["blocks"]:
@@ -52,11 +52,15 @@ def test_csv_and_markdown(one_thread, tmp_path, invoke):
     assert "| `mid_block` | UNetMidBlock2DCrossAttn |" in markdown and "**hooked step**" in markdown
 
 
-def test_depth_two_has_layers_and_adds_up(one_thread, invoke):
+def test_depth_two_shows_blocks_and_their_layers_as_summary_does(one_thread, invoke):
     data = json.loads(invoke("profile", *FAST, "--depth", "2", "-f", "json").stdout)
     paths = [b["path"] for b in data["blocks"]]
-    assert "down_blocks.0.attentions.0" in paths and "mid_block" not in paths
+    assert "down_blocks.0.attentions.0" in paths and "mid_block" in paths
+    assert paths.index("down_blocks.0") < paths.index("down_blocks.0.resnets.0")  # parents before children
+    # coverage counts the blocks, not their layers a second time
     assert data["totals"]["blocks_ms"] <= data["totals"]["hooked_step_ms"]
+    depth_one = sum(b["median_ms"] for b in data["blocks"] if b["depth"] == 1)
+    assert data["totals"]["blocks_ms"] <= 1.5 * depth_one
 
 
 def test_chrome_trace_has_a_range_per_block(one_thread, tmp_path, invoke):

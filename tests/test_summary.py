@@ -31,7 +31,7 @@ def test_weights_folder_is_checked_from_the_header(tmp_path):
     reference = our_unet(SMALL_CONFIGS["sd15-like"])
     save_folder(reference, tmp_path)
     result = summarize(str(tmp_path))
-    assert result.weights_dtypes == ["F32"]
+    assert result.setup.weight_dtypes == ("F32",) and "weights F32" in result.setup.weights
     assert result.trace.total_params == sum(p.numel() for p in reference.parameters())
 
     config = json.loads((tmp_path / "config.json").read_text())

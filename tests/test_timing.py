@@ -9,7 +9,7 @@ from torch import nn
 
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, measure, measure_memory,
-                                         summarize_samples)
+                                         block_statistics)
 from unetinspect.analysis.trace import trace_model
 
 
@@ -117,7 +117,7 @@ def test_measure_and_totals_arithmetic(toy):
     assert samples.blocks_sum() == [8.0] * 3 and samples.unattributed() == [0.5] * 3
     assert seen[-1] == ("timing", 3, 3) and ("warmup", 2, 2) in seen
 
-    rows, totals = summarize_samples(samples, blocks, trace.flops, peak_flops=1e6)
+    rows, totals = block_statistics(samples, blocks, trace.flops, peak_flops=1e6)
     assert totals.overhead == 1.0 and totals.coverage == pytest.approx(8.0 / 8.5)
     assert totals.unattributed.median == 0.5
     last = rows[-1]
@@ -130,7 +130,7 @@ def test_measure_and_totals_arithmetic(toy):
 
 def test_summarize_without_hooked_runs():
     samples = Samples(step=[10.0, 12.0, 11.0], hooked_step=[], blocks={})
-    rows, totals = summarize_samples(samples, [], total_flops=1_000)
+    rows, totals = block_statistics(samples, [], total_flops=1_000)
     assert rows == [] and totals.step.median == 11.0
     assert totals.hooked_step is totals.blocks_sum is totals.overhead is totals.coverage is None
     assert totals.flops_per_s == pytest.approx(1_000 / 0.011) and totals.mfu is None
