@@ -137,7 +137,7 @@ def test_scattered_runs_come_with_a_warning(monkeypatch):
 @pytest.mark.cuda
 def test_cuda_profile_has_memory_and_device_facts():
     result = profile("tiny", device="cuda", warmup=1, repeat=3, chrome_trace=True)
-    assert result.dtype == "float16" and result.device.type == "cuda" and result.device.total_memory > 0
+    assert result.setup.dtype == "float16" and result.device.type == "cuda" and result.device.total_memory > 0
     assert result.totals.peak_memory > 0
     assert all(b.memory is not None and b.memory.peak >= b.memory.added >= 0 for b in result.blocks)
     names = {event.get("name") for event in json.loads(result.chrome_trace)["traceEvents"]}
