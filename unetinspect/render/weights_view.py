@@ -104,7 +104,8 @@ def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
     if with_bytes:
         table.add_column("bytes", justify="right")
     for part in parts:
-        row = [_plain(part.name), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
+        name = f"{part.name} (e.g. {', '.join(part.examples)})" if part.examples else part.name
+        row = [_plain(name, 120), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
                f"{100 * part.params / total:.1f}%" if total else "–"]
         table.add_row(*row, *([human_bytes(part.nbytes)] if with_bytes else []))
     return table

@@ -30,12 +30,17 @@ from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, r
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
-COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
+# The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
+OTHER = "other"
+OTHER_EXAMPLES = 3
+COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), OTHER)
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet."""
+class TensorEntry(NamedTuple):
+    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet.
+
+    A tuple, not a dataclass: a hostile header names up to 100,000 of them, and a tuple is made 5x faster.
+    """
 
     name: str
     ours: str | None
@@ -63,6 +68,7 @@ class Part:
     tensors: int
     params: int
     nbytes: int
+    examples: tuple[str, ...] = ()  # for "other": a few of its tensors, as it stands for any number of them
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,7 @@ class WeightsReport:
             "config": self.config.to_dict() if self.config is not None else None,
         }
         if with_keys:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in self.matching(keys)]
+            data["tensors"] = [dict(t._asdict(), shape=list(t.shape)) for t in self.matching(keys)]
         return data
 
 
@@ -279,20 +285,31 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
 
 
 def _block_of(name: str) -> str:
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
+    """The top-level UNet block a tensor belongs to (`down_blocks.1`, `mid_block`, ...), or OTHER.
+
+    Everything that is not a block of the UNet is one group: a hostile file of a million oddly named tensors is
+    then one row, not a million.
+    """
+    head, _, rest = name.partition(".")
+    if head in ("down_blocks", "up_blocks"):
+        index = rest.partition(".")[0]
+        return f"{head}.{index}" if index.isdigit() and len(index) <= 2 else OTHER
+    return head if head in BLOCK_ORDER else OTHER
 
 
 def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], order: tuple[str, ...]) -> list[Part]:
-    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance."""
+    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance;
+    OTHER comes last, with a few example names."""
     groups: dict[str, list[TensorEntry]] = {}
     for tensor in tensors:
         groups.setdefault(key(tensor), []).append(tensor)
 
-    def rank(name: str) -> tuple[int, int, int]:
+    def rank(name: str) -> tuple[int, int, int, int]:
         head, _, index = name.partition(".")
         forward = BLOCK_ORDER.index(head) if head in BLOCK_ORDER else len(BLOCK_ORDER)
-        return (order.index(name) if name in order else len(order), forward, int(index) if index.isdigit() else 0)
+        return (name == OTHER, order.index(name) if name in order else len(order), forward,
+                int(index) if index.isdigit() and len(index) <= 2 else 0)
 
-    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group))
+    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group),
+                 tuple(t.name for t in group[:OTHER_EXAMPLES]) if name == OTHER else ())
             for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]
