@@ -116,6 +116,9 @@ def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
     if report.config is None:
         return [("config", Text.assemble(("unknown: ", "yellow"), _plain(report.config_note or "")))]
     rows: list[tuple[str, Text | str]] = [("config", report.config_origin)]
+    if report.config_mismatch:
+        rows.append(("mismatch", Text.assemble(("the tensors do not fit this config: ", "yellow"),
+                                               _plain(report.config_mismatch, 300))))
     match = report.nearest_preset
     if match is not None and match.exact:
         rows.append(("preset", Text(f"exactly the {match.name} preset", style="green")))

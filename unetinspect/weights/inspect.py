@@ -97,6 +97,7 @@ class WeightsReport:
     config_note: str | None  # why there is no config
     nearest_preset: PresetMatch | None
     metadata: dict[str, str]
+    config_mismatch: str | None = None  # how the tensors disagree with the config (None: they fit it)
 
     @property
     def disk_bytes(self) -> int:
@@ -139,6 +140,7 @@ class WeightsReport:
             "dtypes": self.dtypes,
             "components": [dataclasses.asdict(p) for p in self.components],
             "config_origin": self.config_origin or None, "config_note": self.config_note,
+            "config_mismatch": self.config_mismatch,
             "nearest_preset": (None if self.nearest_preset is None else
                                {"name": self.nearest_preset.name, "exact": self.nearest_preset.exact,
                                 "differences": list(self.nearest_preset.differences)}),
@@ -165,12 +167,27 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
+    mismatch = _mismatch(source) if source is not None else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
         config_origin=_config_origin(source, config), config_note=note,
-        nearest_preset=nearest_preset(cfg) if cfg is not None else None, metadata=metadata,
+        nearest_preset=nearest_preset(cfg) if cfg is not None and mismatch is None else None, metadata=metadata,
+        config_mismatch=mismatch,
     )
+
+
+def _mismatch(source: Source) -> str | None:
+    """How the tensors disagree with the config that came with them (a config.json beside the file, --config),
+    from their shapes alone; None when they fit. Without this check, the report would name the config's preset
+    for tensors of another model."""
+    from unetinspect.weights.loading import build_model, check_weights
+
+    try:
+        check_weights(source, build_model(source.config))
+    except WeightsError as exc:
+        return exc.message
+    return None
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
