@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
+from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.weights import ldm
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
@@ -224,6 +225,8 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         hint = (f"{spec!r} is a preset, which has no weights: try `unetinspect summary {spec}`" if spec in PRESETS
                 else "give a .safetensors file, a pickle checkpoint with --allow-pickle, or a diffusers folder")
         raise SourceError(f"no such file or folder: {spec!r}", hint)
+    if not path.is_dir() and not path.is_file():
+        raise not_regular(path, path.stat().st_mode, SourceError)
     if path.is_dir():
         source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
         if not source.has_weights:
