@@ -107,16 +107,19 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RunError(f"--{name} {value!r} is not a positive integer")
     h, w = sizes.latent
+    for name, value in (("latent height", h), ("latent width", w)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"{name} {value!r} is not a positive integer")
     channels = config.block_out_channels
     feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
     keys = sizes.text_len * max(config.context_dim, *channels)
     largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
     limit, where = _memory_limit(device)
     if largest > limit:
-        size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"a {h}×{w} latent"
-        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs {_gib(largest)} "
-                       f"for one activation, more than {where} ({_gib(limit)})",
-                       "lower --batch, the image size or --text-len")
+        size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
+        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+                       f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
+                       "lower --batch, the size or --text-len")
 
 
 def _gib(nbytes: int) -> str:
