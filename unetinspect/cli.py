@@ -128,8 +128,6 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
 
 
-
-
 def run(fn, *args, **kwargs):
     """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
     try:

@@ -44,7 +44,7 @@ TORCH_DTYPE_NAMES: dict[str, str] = {
 class TensorInfo(NamedTuple):
     """One tensor as the header describes it; `nbytes` is checked against its shape and dtype.
 
-    A tuple, not a dataclass: a hostile header names up to MAX_TENSORS of them, and a tuple is made 5x faster.
+    A tuple, not a dataclass: a hostile header names up to MAX_TENSORS of them, and a tuple is made 3x faster.
     """
 
     name: str
