@@ -3,11 +3,14 @@ device is refused before any tensor is made (saying the limit and why); inputs a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bad_input import refused
+from conftest import tiny
 from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset
@@ -58,3 +61,10 @@ def test_generated_sizes_run_or_refuse(batch, text_len, side, tmp_path_factory, 
     if result.exit_code != 0:
         refused(invoke, folder, "summary", "tiny", *options, "-f", "json", "-o", folder / "out.json",
                 words="more than")
+
+
+def test_a_model_bigger_than_this_machine_is_refused_before_allocating(tmp_path, invoke):
+    """Each field in range, but 207G parameters on the CPU: refused, not promised by Linux and then killed."""
+    path = tmp_path / "huge.json"
+    path.write_text(json.dumps(tiny(block_out_channels=[16384] * 3, cross_attention_dim=16384)))
+    refused(invoke, tmp_path, "summary", path, "--device", "cpu", words="out of memory placing")
