@@ -168,7 +168,8 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
-    mismatch = _mismatch(source) if source is not None else None
+    inferred = source is not None and source.layout == "ldm" and config is None  # agrees with its tensors
+    mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
