@@ -43,7 +43,6 @@ CASES = {
     "timestep batch": (lambda x: _changed(x, timestep=torch.zeros(3, device="meta")), "timestep has shape (3,)"),
     "timestep 2-D": (lambda x: _changed(x, timestep=torch.zeros(1, 1, device="meta")), "timestep has shape (1, 1)"),
     "timestep string": (lambda x: _changed(x, timestep="999"), "timestep is a str"),
-    "residuals alone": (lambda x: _changed(x, down_block_additional_residuals=(x["sample"],)), "need both"),
     "residual count": (lambda x: _changed(x, down_block_additional_residuals=(x["sample"],),
                                           mid_block_additional_residual=x["sample"]), "skips"),
 }
