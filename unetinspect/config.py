@@ -254,6 +254,15 @@ class UNetConfig:
     def num_downsamples(self) -> int:
         return self.num_blocks - 1
 
+    @property
+    def latent_multiple(self) -> int:
+        """What the latent's height and width must be a multiple of. SD's conv upsamplers can land on any skip
+        size; the resnet, attention-only and k-diffusion up blocks always double (in diffusers too), so a UNet
+        that upsamples with one of them runs only on multiples of 2^downsamples."""
+        doubling_only = ("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D", "AttnUpBlock2D") + K_BLOCKS
+        upsampling = self.up_block_classes[:-1]  # the last up block does not upsample
+        return 2 ** self.num_downsamples if any(name in doubling_only for name in upsampling) else 1
+
 
 def _check(condition: bool, message: str, hint: str | None = None) -> None:
     if not condition:
@@ -261,7 +270,7 @@ def _check(condition: bool, message: str, hint: str | None = None) -> None:
 
 
 def _validate(cfg: UNetConfig) -> None:
-    """Catch configs that would fail deep in torch, and refuse blocks a conditional UNet cannot run, naming the field."""
+    """Catch configs that would fail deep in torch (or that diffusers refuses), naming the field."""
     _refuse_unsupported(cfg)
     _check_choices(cfg)
     n = cfg.num_blocks
@@ -392,7 +401,8 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
                    "check attention_head_dim / num_attention_heads")
         down_kind, up_kind = kinds[i]
         # diffusers reads an up block's head width at the up block's own index (n-1-i), not the level's
-        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
+        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) \
+            + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
         for width in widths:
             _check(channels % width == 0,
                    f"block_out_channels[{i}]={channels} is not divisible by attention_head_dim={width}",
@@ -406,7 +416,8 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
     if cfg.mid_block_type == "UNetMidBlock2DCrossAttn":
         _check(mid % heads[-1] == 0, f"mid block channels {mid} not divisible by its {heads[-1]} attention heads")
     elif cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
-        _check(mid % head_dims[-1] == 0, f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
+        _check(mid % head_dims[-1] == 0,
+               f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
 
 
 def _check_conditioning(cfg: UNetConfig) -> None:

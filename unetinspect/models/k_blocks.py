@@ -166,8 +166,9 @@ class KCrossAttnDownBlock2D(nn.Module):
         )
         self.downsamplers = nn.ModuleList([KDownsample2D()]) if add_downsample else None
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+                encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None,
                 gligen_objs: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
         skips: tuple[torch.Tensor | None, ...] = ()
         for resnet, attention in zip(self.resnets, self.attentions):

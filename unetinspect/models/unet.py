@@ -146,15 +146,9 @@ class UNet2DConditionModel(nn.Module):
         `{"gligen": {"boxes", "masks", "positive_embeddings" ...}}` (and a LoRA `scale`, which changes nothing
         without LoRA layers).
         """
-        # Upsamplers must land on the skip sizes when the latent is not a multiple of 2^downsamples.
-        factor = 2 ** self.num_upsamplers
-        forward_upsample_size = any(dim % factor != 0 for dim in sample.shape[-2:])
         added_cond_kwargs = added_cond_kwargs or {}
-        adapter = self._adapter_residuals(down_intrablock_additional_residuals, down_block_additional_residuals,
-                                          mid_block_additional_residual)
-        if adapter is not None and down_intrablock_additional_residuals is None:
-            down_block_additional_residuals = None
-
+        adapter, controlnet, controlnet_mid = self._split_residuals(
+            down_intrablock_additional_residuals, down_block_additional_residuals, mid_block_additional_residual)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
 
@@ -166,35 +160,17 @@ class UNet2DConditionModel(nn.Module):
         attention = self._attention_inputs(encoder_hidden_states, attention_mask, encoder_attention_mask,
                                            cross_attention_kwargs, sample.dtype)
 
+        latent_size = sample.shape[-2:]
         sample = self.conv_in(sample)
-
         skips: tuple[torch.Tensor, ...] = (sample,)
         for down_block in self.down_blocks:
             sample, block_skips = self._run_down_block(down_block, sample, emb, attention, adapter)
             skips += block_skips
-        if down_block_additional_residuals is not None:
-            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals))
+        if controlnet is not None:
+            skips = tuple(skip + extra for skip, extra in zip(skips, controlnet))
 
-        if self.mid_block is not None:
-            if self.mid_block.has_cross_attention:
-                sample = self.mid_block(sample, emb, **attention)
-            else:
-                sample = self.mid_block(sample, emb)
-            if adapter and sample.shape == adapter[0].shape:
-                sample = sample + adapter.pop(0)
-        if mid_block_additional_residual is not None:
-            sample = sample + mid_block_additional_residual
-
-        for i, up_block in enumerate(self.up_blocks):
-            count = len(up_block.resnets)
-            block_skips, skips = skips[-count:], skips[:-count]
-            upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
-                             and skips[-1] is not None else None)
-            if up_block.has_cross_attention:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
-            else:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
-
+        sample = self._run_mid_block(sample, emb, attention, adapter, controlnet_mid)
+        sample = self._run_up_blocks(sample, skips, emb, attention, latent_size)
         if self.conv_norm_out is not None:
             sample = self.conv_act(self.conv_norm_out(sample))
         return self.conv_out(sample)
@@ -202,14 +178,18 @@ class UNet2DConditionModel(nn.Module):
     # ---- forward, step by step ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _adapter_residuals(intrablock: tuple[torch.Tensor, ...] | None, down: tuple[torch.Tensor, ...] | None,
-                           mid: torch.Tensor | None) -> list[torch.Tensor] | None:
-        """The T2I-Adapter features, consumed one per down block (and one after the mid block if shapes fit)."""
-        if intrablock is not None:
-            return list(intrablock)
-        if down is not None and mid is None:  # diffusers' deprecated way of passing adapter features
-            return list(down)
-        return None
+    def _split_residuals(intrablock: tuple[torch.Tensor, ...] | None, down: tuple[torch.Tensor, ...] | None,
+                         mid: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, Any, torch.Tensor | None]:
+        """(T2I-Adapter features, ControlNet skip residuals, ControlNet mid residual), as diffusers tells them:
+        a ControlNet gives both down and mid residuals; down residuals alone are adapter features passed the
+        deprecated way; a mid residual alone is ignored. Adapter features are consumed one per down block (and
+        one after the mid block if shapes fit)."""
+        adapter = list(intrablock) if intrablock is not None else None
+        if down is not None and mid is None:
+            return (adapter if adapter is not None else list(down)), None, None
+        if down is None:
+            return adapter, None, None
+        return adapter, down, mid
 
     @staticmethod
     def _run_down_block(block: nn.Module, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
@@ -227,6 +207,34 @@ class UNet2DConditionModel(nn.Module):
                 skips = skips[:-1] + (out + residual,)
             out = out + residual
         return out, skips
+
+    def _run_mid_block(self, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
+                       adapter: list[torch.Tensor] | None, controlnet: torch.Tensor | None) -> torch.Tensor:
+        if self.mid_block is not None:
+            if self.mid_block.has_cross_attention:
+                sample = self.mid_block(sample, emb, **attention)
+            else:
+                sample = self.mid_block(sample, emb)
+            if adapter and sample.shape == adapter[0].shape:
+                sample = sample + adapter.pop(0)
+        return sample if controlnet is None else sample + controlnet
+
+    def _run_up_blocks(self, sample: torch.Tensor, skips: tuple[torch.Tensor | None, ...], emb: torch.Tensor,
+                       attention: AttentionInputs, latent_size: torch.Size) -> torch.Tensor:
+        """Each up block eats as many skips as it has resnets, deepest first. When the latent is not a multiple
+        of 2^upsamplers, each upsampler is told the size of the skip it must land on."""
+        factor = 2 ** self.num_upsamplers
+        forward_upsample_size = any(dim % factor != 0 for dim in latent_size)
+        for i, up_block in enumerate(self.up_blocks):
+            count = len(up_block.resnets)
+            block_skips, skips = skips[-count:], skips[:-count]
+            upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
+                             and skips[-1] is not None else None)
+            if up_block.has_cross_attention:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
+            else:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
+        return sample
 
     def _embed_conditions(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
                           class_labels: torch.Tensor | None, timestep_cond: torch.Tensor | None,
