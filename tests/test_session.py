@@ -7,12 +7,10 @@ import json
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
 import unetinspect as ui
 from unetinspect.analysis.inputs import InputSpec, infer_pixel_factor
 from unetinspect.analysis.session import open_session
-from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset_dict
@@ -55,7 +53,7 @@ def test_labels_say_what_was_opened(write_config):
     assert open_session(None, config=cfg).setup.label == "a UNetConfig"
 
 
-def test_fp16_checkpoint_reports_its_stored_size(tmp_path):
+def test_fp16_checkpoint_reports_its_stored_size(tmp_path, invoke):
     config = load_preset_dict("tiny")
     (tmp_path / "config.json").write_text(json.dumps(config))
     model = build_model(UNetConfig.from_dict(config))
@@ -63,7 +61,7 @@ def test_fp16_checkpoint_reports_its_stored_size(tmp_path):
     save_file(weights, tmp_path / "diffusion_pytorch_model.safetensors")
     summary = ui.summarize(str(tmp_path))
     assert summary.setup.weight_dtypes == ("F16",) and summary.setup.weights.startswith("weights F16")
-    result = CliRunner().invoke(app, ["summary", str(tmp_path)])
+    result = invoke("summary", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert "stored as F16" in result.stdout and "in float32" not in result.stdout
 

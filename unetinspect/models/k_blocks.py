@@ -139,6 +139,11 @@ class KDownBlock2D(nn.Module):
         )
         self.downsamplers = nn.ModuleList([KDownsample2D()]) if add_downsample else None
 
+    @property
+    def skip_count(self) -> int:
+        """One skip per resnet; the downsampled output is not one."""
+        return len(self.resnets)
+
     def forward(self, hidden_states: torch.Tensor,
                 temb: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
         skips: tuple[torch.Tensor | None, ...] = ()
@@ -165,6 +170,8 @@ class KCrossAttnDownBlock2D(nn.Module):
             spec.k_attention(out_channels, add_self_attention=not add_downsample) for _ in range(num_layers)
         )
         self.downsamplers = nn.ModuleList([KDownsample2D()]) if add_downsample else None
+
+    skip_count = KDownBlock2D.skip_count
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,

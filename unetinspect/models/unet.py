@@ -23,6 +23,8 @@ from unetinspect.models.conditioning import (
     addition_embedding, class_embedding, encoder_hid_projection, position_net, time_projection,
 )
 from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.errors import InputError
+from unetinspect.models.input_checks import check_inputs
 
 # What the blocks receive beside their input and `emb`: the context tokens, the two attention masks as additive
 # biases, and GLIGEN's grounding tokens. Blocks without cross-attention get none of it.
@@ -146,6 +148,8 @@ class UNet2DConditionModel(nn.Module):
         `{"gligen": {"boxes", "masks", "positive_embeddings" ...}}` (and a LoRA `scale`, which changes nothing
         without LoRA layers).
         """
+        self._check_inputs(sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                           down_block_additional_residuals, mid_block_additional_residual)
         added_cond_kwargs = added_cond_kwargs or {}
         adapter, controlnet, controlnet_mid = self._split_residuals(
             down_intrablock_additional_residuals, down_block_additional_residuals, mid_block_additional_residual)
@@ -236,6 +240,14 @@ class UNet2DConditionModel(nn.Module):
                 sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
         return sample
 
+    def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                      down_residuals, mid_residual) -> None:
+        """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
+        matmul deep inside — or silently broadcasting into a wrong result."""
+        skips = 1 + sum(block.skip_count for block in self.down_blocks)
+        check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
+                     added_cond_kwargs, skips, down_residuals, mid_residual)
+
     def _embed_conditions(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
                           class_labels: torch.Tensor | None, timestep_cond: torch.Tensor | None,
                           added_cond_kwargs: dict[str, Any], encoder_hidden_states: torch.Tensor | None = None
@@ -266,7 +278,7 @@ class UNet2DConditionModel(nn.Module):
         """`addition_embed_type`'s term of `emb` (and image_hint's encoded hint)."""
         kind = self.config.addition_embed_type
         if kind is not None:
-            _require(added, kind, _ADDITION_NEEDS[kind])
+            _require(added, f"addition_embed_type={kind!r}", _ADDITION_NEEDS[kind])
         if kind == "text":
             return self.add_embedding(encoder_hidden_states), None
         if kind == "text_image":
@@ -301,7 +313,8 @@ class UNet2DConditionModel(nn.Module):
         (-10000 where dropped), and GLIGEN's box tokens from `position_net`."""
         gligen = (cross_attention_kwargs or {}).get("gligen")
         if gligen is not None and self.position_net is None:
-            raise ValueError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated")
+            raise InputError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated",
+                             "GLIGEN boxes need a UNet with attention_type 'gated' or 'gated-text-image'")
         return {
             "encoder_hidden_states": encoder_hidden_states,
             "attention_mask": _mask_bias(attention_mask, dtype),
@@ -320,7 +333,7 @@ _ADDITION_NEEDS = {
 def _require(added: dict[str, Any], what: str, keys: tuple[str, ...]) -> None:
     missing = [key for key in keys if key not in added]
     if missing:
-        raise ValueError(f"{what} needs added_cond_kwargs {', '.join(missing)}")
+        raise InputError(f"this UNet's {what} needs added_cond_kwargs {', '.join(missing)}")
 
 
 def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
