@@ -257,3 +257,19 @@ def test_doubling_upsamplers_need_latent_multiples():
     for model in (reference, ours):
         with pytest.raises(RuntimeError):
             _run(model, odd)
+
+
+def test_missing_family_inputs_are_named():
+    """A family's extra input left out is one InputError naming it, not a KeyError deep in forward."""
+    from unetinspect.errors import InputError
+
+    model = build_model(UNetConfig.from_dict(FAMILIES["kandinsky-2.2"]))
+    inputs = make_inputs(model.config, device="meta")
+    assert inputs["encoder_hidden_states"] is None  # Kandinsky 2.2 reads the image embedding only
+    del inputs["added_cond_kwargs"]["image_embeds"]
+    with pytest.raises(InputError, match="image_embeds"):
+        model(**inputs)
+    sd = build_model(UNetConfig.from_dict(tiny()))
+    grounded = make_inputs(UNetConfig.from_dict(FAMILIES["gligen"]), device="meta")
+    with pytest.raises(InputError, match="gligen"):
+        sd(**grounded)
