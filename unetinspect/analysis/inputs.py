@@ -8,6 +8,7 @@ are shown, rather than a pixel size that would be a guess.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,6 +94,52 @@ def infer_pixel_factor(config: UNetConfig) -> int | None:
     return None
 
 
+# No single device holds more (the largest accelerators have under 300 GB; hosts rarely over a few TB): a size
+# whose activations need more is a typo, refused before any tensor is made, even on the meta device.
+MAX_ACTIVATION_BYTES = 1 << 40
+
+
+def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a batch, text length or image size whose largest activation could not fit on `device`.
+
+    The largest activations are a block's feature map (batch × channels × latent height × width, widest at some
+    level) and a cross-attention's keys (batch × tokens × channels); anything bigger than the device's memory
+    would fail minutes later, or, on the meta device, give numbers for a model no machine can run.
+    """
+    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"--{name} {value!r} is not a positive integer")
+    h, w = sizes.latent
+    for name, value in (("latent height", h), ("latent width", w)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"{name} {value!r} is not a positive integer")
+    channels = config.block_out_channels
+    feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
+    keys = sizes.text_len * max(config.context_dim, *channels)
+    largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
+    limit, where = _memory_limit(device)
+    if largest > limit:
+        size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
+        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+                       f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
+                       "lower --batch, the size or --text-len")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
+def _memory_limit(device: torch.device) -> tuple[int, str]:
+    """The most one tensor could take on `device`, and what that limit is, in words."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"the memory of {device}"
+    if device.type == "cpu":
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return min(pages * page_size, MAX_ACTIVATION_BYTES), "this machine's memory"
+    return MAX_ACTIVATION_BYTES, "any single device has"
+
+
 def sdxl_text_embeds_dim(config: UNetConfig) -> int:
     """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
 
@@ -115,24 +162,26 @@ def make_inputs(
 ) -> dict[str, Any]:
     """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
 
-    An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`).
+    An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are
+    made on `device` itself (on meta: shapes only, no memory anywhere), after `check_sizes`.
     """
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
+    device = torch.device(device)
+    check_sizes(config, sizes, device, dtype)
     h, w = sizes.latent
     b = sizes.batch
-    generator = torch.Generator().manual_seed(seed)
+    generator = None if device.type == "meta" else torch.Generator(device).manual_seed(seed)
 
     def floats(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+        return torch.randn(shape, generator=generator, device=device).to(dtype)
 
     def longs(high: int) -> torch.Tensor:
-        return torch.randint(0, high, (b,), generator=generator).to(device)
+        return torch.randint(0, high, (b,), generator=generator, device=device)
 
     inputs: dict[str, Any] = {
-        # an image_hint UNet's in_channels counts the 4 channels of the encoded hint it concatenates itself
-        "sample": floats(b, config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0), h, w),
-        "timestep": torch.full((b,), 999, dtype=torch.long).to(device),
+        "sample": floats(b, config.sample_channels, h, w),
+        "timestep": torch.full((b,), 999, dtype=torch.long, device=device),
         "encoder_hidden_states": _context(config, floats, b, sizes.text_len),
     }
     if config.class_embed_type == "timestep":
@@ -157,7 +206,7 @@ def _context(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int
              ) -> torch.Tensor | None:
     """The text tokens; None for image_proj UNets (Kandinsky 2.2), which read only the image embedding and whose
     pipeline passes None. A dual cross-attention UNet reads two fixed-length slices of the context."""
-    if config.encoder_projection == "image_proj" and config.addition_embed_type != "text":
+    if not config.reads_encoder_hidden_states:
         return None
     if config.dual_cross_attention:  # Versatile Diffusion: 77 text tokens, then 257 image tokens
         text_len = sum(DualTransformer2DModel.condition_lengths)
