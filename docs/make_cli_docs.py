@@ -31,7 +31,7 @@ from the real `--help` texts and real runs (on a CPU machine, so `profile` shows
 | a preset name: `sd15` (default) or another of `unetinspect presets` | the built-in config (`unetinspect presets`) |
 | a `config.json` | a diffusers UNet config; random weights where weights are needed |
 | a diffusers folder | `config.json` + `diffusion_pytorch_model[.VARIANT].safetensors`, sharded (`*.index.json`) or not; a pipeline folder (with `model_index.json`) means its `unet/` |
-| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file SD / SDXL checkpoint (config inferred from its shapes; `--config` overrides) |
+| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file checkpoint of SD 1.x/2.x (inpainting, pix2pix, depth too), SDXL, SSD-1B, Vega, stable unCLIP or the x4 upscaler (config inferred from its shapes; `--config` overrides) |
 | a `.ckpt` / `.bin` / `.pt` file | refused unless `--allow-pickle` (then read with `torch.load(weights_only=True)`) |
 
 Nothing is ever downloaded.
