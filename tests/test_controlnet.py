@@ -1,0 +1,134 @@
+"""ControlNetModel: same keys, parameter counts and outputs as diffusers' (alone and as one step with the UNet)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from conftest import SMALL_CONFIGS, diffusers_unet
+from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.errors import ConfigError, UnsupportedConfigError
+from unetinspect.models.controlnet import ControlNetModel
+from unetinspect.models.unet import UNet2DConditionModel
+
+EMBEDDING = (8, 16)  # a 2x-downsampling conditioning encoder: pixels are 2x the latent in these tests
+PARITY = ("sd15-like", "sd21-like", "sdxl-like", "class-timestep")
+
+
+def diffusers_controlnet(unet, seed: int = 1):
+    """diffusers' ControlNet for a diffusers UNet, every weight (zero convolutions too) made non-zero."""
+    from diffusers import ControlNetModel as DiffusersControlNet
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        controlnet = DiffusersControlNet.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING).eval()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    return controlnet
+
+
+def step_inputs(config: UNetConfig) -> tuple[dict, torch.Tensor]:
+    inputs = make_inputs(config, InputSpec(height=64, width=64, text_len=5))
+    cond = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(3))  # latent 8×8, pixels 2x here
+    return inputs, cond
+
+
+@pytest.mark.parametrize("name", PARITY)
+def test_controlnet_matches_diffusers(name):
+    pytest.importorskip("diffusers")
+    config = SMALL_CONFIGS[name]
+    reference = diffusers_controlnet(diffusers_unet(config))
+    ours = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(config)),
+                                     conditioning_embedding_out_channels=EMBEDDING).eval()
+    theirs = reference.state_dict()
+    assert list(ours.state_dict()) == list(theirs)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in reference.parameters())
+    ours.load_state_dict(theirs)
+
+    inputs, cond = step_inputs(ours.config.unet)
+    with torch.no_grad():
+        down_ref, mid_ref = reference(**inputs, controlnet_cond=cond, conditioning_scale=0.7, return_dict=False)
+        down, mid = ours(**inputs, controlnet_cond=cond, conditioning_scale=0.7)
+    assert len(down) == len(down_ref) == ours.config.residual_count
+    for a, b in zip(down, down_ref):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=0)
+    torch.testing.assert_close(mid, mid_ref, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["sd15-like", "sdxl-like"])
+def test_unet_plus_controlnet_step_matches_diffusers_pipeline_call(name):
+    """The pipeline's step: controlnet(...) → unet(..., down_block_additional_residuals, mid_block_additional_residual)."""
+    pytest.importorskip("diffusers")
+    config = SMALL_CONFIGS[name]
+    unet_ref = diffusers_unet(config)
+    controlnet_ref = diffusers_controlnet(unet_ref)
+    unet = UNet2DConditionModel(UNetConfig.from_dict(config)).eval()
+    unet.load_state_dict(unet_ref.state_dict())
+    controlnet = ControlNetModel(ControlNetConfig.from_dict(dict(controlnet_ref.config))).eval()
+    controlnet.load_state_dict(controlnet_ref.state_dict())
+
+    inputs, cond = step_inputs(unet.config)
+    with torch.no_grad():
+        down, mid = controlnet_ref(**inputs, controlnet_cond=cond, return_dict=False)
+        expected = unet_ref(**inputs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        down, mid = controlnet(**inputs, controlnet_cond=cond)
+        got = unet(**inputs, down_block_additional_residuals=down, mid_block_additional_residual=mid)
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_guess_mode_and_bgr_match_diffusers():
+    pytest.importorskip("diffusers")
+    reference = diffusers_controlnet(diffusers_unet(SMALL_CONFIGS["sd15-like"]))
+    reference.register_to_config(controlnet_conditioning_channel_order="bgr")
+    ours = ControlNetModel(ControlNetConfig.from_dict(dict(reference.config))).eval()
+    ours.load_state_dict(reference.state_dict())
+    inputs, cond = step_inputs(ours.config.unet)
+    with torch.no_grad():
+        down_ref, mid_ref = reference(**inputs, controlnet_cond=cond, guess_mode=True, return_dict=False)
+        down, mid = ours(**inputs, controlnet_cond=cond, guess_mode=True)
+    torch.testing.assert_close(mid, mid_ref, atol=1e-4, rtol=0)
+    torch.testing.assert_close(down[0], down_ref[0], atol=1e-4, rtol=0)
+
+
+def test_config_round_trips_as_diffusers_writes_it():
+    pytest.importorskip("diffusers")
+    reference = diffusers_controlnet(diffusers_unet(SMALL_CONFIGS["sdxl-like"]))
+    config = ControlNetConfig.from_dict(dict(reference.config))
+    assert config.unet.up_block_types == ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"]
+    written = config.to_dict()
+    for key, value in dict(reference.config).items():
+        if not key.startswith("_"):
+            assert written[key] == (list(value) if isinstance(value, tuple) else value), key
+
+
+def test_untrained_controlnet_adds_nothing():
+    """Zero convolutions: a fresh ControlNet's residuals are all zero, so the step equals the UNet alone."""
+    unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])).eval()
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING).eval()
+    inputs, cond = step_inputs(unet.config)
+    with torch.no_grad():
+        down, mid = controlnet(**inputs, controlnet_cond=cond)
+        assert all(not r.any() for r in down) and not mid.any()
+        torch.testing.assert_close(unet(**inputs, down_block_additional_residuals=down,
+                                        mid_block_additional_residual=mid), unet(**inputs))
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"mid_block_type": None}, UnsupportedConfigError),
+    ({"layers_per_block": [1, 2, 2]}, ConfigError),
+    ({"conditioning_embedding_out_channels": []}, ConfigError),
+    ({"controlnet_conditioning_channel_order": "rgba"}, ConfigError),
+    ({"_class_name": "UNet2DConditionModel"}, ConfigError),
+])
+def test_bad_controlnet_configs_are_refused_naming_the_field(changes, error):
+    data = ControlNetConfig.from_unet(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])).to_dict()
+    data.update(changes)
+    with pytest.raises(error) as caught:
+        ControlNetConfig.from_dict(data)
+    assert next(iter(changes)).removeprefix("_") in caught.value.one_line()
