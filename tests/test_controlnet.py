@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -132,3 +133,83 @@ def test_bad_controlnet_configs_are_refused_naming_the_field(changes, error):
     with pytest.raises(error) as caught:
         ControlNetConfig.from_dict(data)
     assert next(iter(changes)).removeprefix("_") in caught.value.one_line()
+
+
+# ---- loading: diffusers folders and files, original single files ---------------------------------------------------
+
+
+@pytest.fixture
+def controlnet_and_state():
+    """Our tiny SDXL-shaped ControlNet with random, non-zero weights, and its state dict."""
+    unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sdxl-like"]))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=EMBEDDING).eval()
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+    return controlnet, {k: v.contiguous() for k, v in controlnet.state_dict().items()}
+
+
+def test_diffusers_controlnet_folder_loads_as_a_controlnet(tmp_path, controlnet_and_state):
+    from safetensors.torch import save_file
+
+    from unetinspect.weights.loading import load_unet
+    from unetinspect.weights.sources import resolve_source
+
+    controlnet, state = controlnet_and_state
+    folder = tmp_path / "controlnet"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(controlnet.config.to_dict()))
+    save_file(state, folder / "diffusion_pytorch_model.safetensors")
+    source = resolve_source(folder)
+    assert source.is_controlnet and source.kind == "diffusers"
+    loaded = load_unet(folder, device="cpu")
+    assert isinstance(loaded, ControlNetModel)
+    for key, value in state.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    assert isinstance(load_unet(folder / "config.json", device="meta"), ControlNetModel)
+
+
+@pytest.mark.parametrize("prefix", ["control_model.", ""])
+@pytest.mark.parametrize("name", ["sd15-like", "sdxl-like"])
+def test_original_single_file_controlnet_loads_with_the_same_weights(tmp_path, prefix, name):
+    from safetensors.torch import save_file
+
+    from ldm_files import to_ldm_controlnet
+    from unetinspect.weights.loading import load_unet
+    from unetinspect.weights.sources import resolve_source
+
+    unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS[name]))
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 24))
+    state = {k: torch.randn(v.shape) for k, v in controlnet.state_dict().items()}
+    path = tmp_path / "control_tiny.safetensors"
+    save_file(to_ldm_controlnet(state, controlnet.config.to_dict(), prefix), path)
+
+    source = resolve_source(path)
+    assert source.layout == "ldm-controlnet" and source.is_controlnet
+    inferred = source.config
+    assert inferred.conditioning_embedding_out_channels == (8, 16, 24)
+    for field in ("block_out_channels", "down_block_types", "cross_attention_dim", "use_linear_projection",
+                  "addition_embed_type", "layers_per_block"):
+        assert getattr(inferred.unet, field) == getattr(controlnet.config.unet, field), field
+    # heads and the depth of attention-free levels are not in the shapes: the override says them
+    loaded = load_unet(path, device="cpu", config=controlnet.config)
+    for key, value in state.items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_original_controlnet_file_with_a_gap_is_refused_naming_the_key(tmp_path):
+    from safetensors.torch import save_file
+
+    from ldm_files import to_ldm_controlnet
+    from unetinspect.errors import WeightsError
+    from unetinspect.weights.sources import resolve_source
+
+    controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])),
+                                           conditioning_embedding_out_channels=EMBEDDING)
+    state = to_ldm_controlnet({k: torch.zeros(v.shape) for k, v in controlnet.state_dict().items()},
+                              controlnet.config.to_dict())
+    broken = {k: v for k, v in state.items() if not k.startswith("control_model.input_blocks.2.")}
+    save_file(broken, tmp_path / "broken.safetensors")
+    with pytest.raises(WeightsError, match="input_blocks"):
+        resolve_source(tmp_path / "broken.safetensors")

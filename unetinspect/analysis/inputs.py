@@ -67,7 +67,10 @@ def make_inputs(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible."""
+    """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
+
+    A ControlNet's config (which reads as its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
+    """
     h, w = spec.latent_size(config)
     b = spec.batch
     generator = torch.Generator().manual_seed(seed)
@@ -104,4 +107,7 @@ def make_inputs(
             "text_embeds": floats(b, text_dim),
             "time_ids": time_ids.to(device=device, dtype=dtype),
         }
+    if hasattr(config, "conditioning_channels"):  # a ControlNetConfig
+        scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
+        inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)
     return inputs

@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig, is_controlnet_dict
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
@@ -22,12 +23,13 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 class Source:
     """A resolved SOURCE: its config and where its weights are (none: random weights are made).
 
-    `layout` is "diffusers" (keys as our model names them) or "ldm" (original single-file keys, renamed on load).
+    `layout` is "diffusers" (keys as our model names them), "ldm" (original single-file keys, renamed on load) or
+    "ldm-controlnet" (an original ControlNet file). A ControlNet's `config` is a `ControlNetConfig`.
     """
 
     spec: str
     kind: str  # "preset" | "config" | "diffusers" | "single-file"
-    config: UNetConfig
+    config: UNetConfig | ControlNetConfig
     weight_files: tuple[Path, ...] = ()
     layout: str = "diffusers"
 
@@ -38,6 +40,10 @@ class Source:
     @property
     def is_pickle(self) -> bool:
         return any(f.suffix in PICKLE_SUFFIXES for f in self.weight_files)
+
+    @property
+    def is_controlnet(self) -> bool:
+        return isinstance(self.config, ControlNetConfig)
 
     @property
     def label(self) -> str:
@@ -74,7 +80,7 @@ def resolve_source(
     if path.is_dir():
         return _resolve_folder(spec, path, variant, override, allow_pickle)
     if path.suffix == ".json":
-        return Source(spec, "config", override or UNetConfig.from_json(path))
+        return Source(spec, "config", override or read_config(path))
     if path.suffix == ".safetensors":
         return _resolve_safetensors_file(spec, path, override)
     if path.suffix in PICKLE_SUFFIXES:
@@ -84,12 +90,23 @@ def resolve_source(
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: str | Path | UNetConfig | None) -> UNetConfig | None:
-    if config is None or isinstance(config, UNetConfig):
+def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) -> UNetConfig | ControlNetConfig | None:
+    if config is None or isinstance(config, (UNetConfig, ControlNetConfig)):
         return config
     if str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
-    return UNetConfig.from_json(config)
+    return read_config(config)
+
+
+def read_config(path: str | Path) -> UNetConfig | ControlNetConfig:
+    """A diffusers config.json: a ControlNet's when its `_class_name` says ControlNetModel, else a UNet's."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        data = None  # UNetConfig.from_json says what is wrong with the file
+    if is_controlnet_dict(data):
+        return ControlNetConfig.from_dict(data, origin=str(path))
+    return UNetConfig.from_json(path)
 
 
 def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
@@ -101,7 +118,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
         raise SourceError(f"{folder} has no config.json",
                           "give a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors) "
                           "or a pipeline folder with a unet/ subfolder")
-    cfg = override or UNetConfig.from_json(config_path)
+    cfg = override or read_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
     return Source(spec, "diffusers", cfg, files)
 
@@ -157,13 +174,17 @@ def _shards_of(index: Path) -> tuple[Path, ...]:
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
     beside = path.parent / "config.json"
     header = read_header(path)
+    if controlnet_ldm.looks_like_ldm_controlnet(header.tensors):
+        shapes = {n: t.shape for n, t in header.tensors.items()}
+        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), layout="ldm-controlnet")
     if ldm.looks_like_ldm(header.tensors):
         cfg = override or ldm.infer_config({n: t.shape for n, t in header.tensors.items()}, origin=str(path))
         return Source(spec, "single-file", cfg, (path,), layout="ldm")
     if override is not None:
         return Source(spec, "single-file", override, (path,))
     if beside.is_file():
-        return Source(spec, "diffusers", UNetConfig.from_json(beside), (path,))
+        return Source(spec, "diffusers", read_config(beside), (path,))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 
@@ -172,10 +193,13 @@ def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> 
     from unetinspect.weights.loading import read_pickle_shapes
 
     shapes = read_pickle_shapes(path)
+    if controlnet_ldm.looks_like_ldm_controlnet(shapes):
+        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), "ldm-controlnet")
     if ldm.looks_like_ldm(shapes):
         return Source(spec, "single-file", override or ldm.infer_config(shapes, origin=str(path)), (path,), "ldm")
     beside = path.parent / "config.json"
-    cfg = override or (UNetConfig.from_json(beside) if beside.is_file() else None)
+    cfg = override or (read_config(beside) if beside.is_file() else None)
     if cfg is None:
         raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                           "put its config.json next to it, or pass --config FILE / --config PRESET")
