@@ -21,12 +21,25 @@ JSON_SCHEMA_VERSION = 1
 
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
-    parts: list[RenderableType] = [_facts(report), Text(), _parts_table("parts", report.components, with_bytes=True)]
+    parts: list[RenderableType] = [kind_line(report), _facts(report), Text(), _parts_table("parts", report.components, with_bytes=True)]
     if report.blocks:
-        parts.append(_parts_table("UNet parameters per block", report.blocks, with_bytes=False))
+        model = "ControlNet" if report.kind.kind == "controlnet" else "UNet"
+        parts.append(_parts_table(f"{model} parameters per block", report.blocks, with_bytes=False))
     if report.metadata:
         parts.append(_metadata_table(report.metadata))
     return Group(*parts)
+
+
+def kind_line(report: WeightsReport) -> Text:
+    """What the file is, before anything else, and the command that reads it."""
+    line = Text.assemble(("kind ", "bold"), (report.kind.kind, "bold green"))
+    command = report.kind.command_for(report.source)
+    if command:
+        line.append("  — read it with ")
+        text = _plain(command)
+        text.stylize("cyan")
+        line.append_text(text)
+    return line
 
 
 def keys_table(report: WeightsReport, pattern: str | None) -> Table:

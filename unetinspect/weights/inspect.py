@@ -21,7 +21,8 @@ from typing import Any, NamedTuple
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
+from unetinspect.weights.kinds import FileKind, file_kind
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
 
@@ -90,6 +91,7 @@ class WeightsReport:
     config_note: str | None  # why there is no config
     nearest_preset: PresetMatch | None
     metadata: dict[str, str]
+    kind: FileKind = FileKind("unknown", None)  # what the file is (unet, controlnet, lora, ...), said first
 
     @property
     def disk_bytes(self) -> int:
@@ -126,7 +128,8 @@ class WeightsReport:
     def to_dict(self, keys: str | None = None, with_keys: bool = False) -> dict[str, Any]:
         """JSON-ready; the tensor list only `with_keys` (filtered by the glob `keys`)."""
         data: dict[str, Any] = {
-            "source": self.source, "layout": self.layout, "format": self.format,
+            "source": self.source, "kind": self.kind.kind, "read_with": self.kind.command_for(self.source),
+            "layout": self.layout, "format": self.format,
             "files": [{"path": path, "bytes": size} for path, size in self.files],
             "disk_bytes": self.disk_bytes, "memory_bytes": self.memory_bytes, "tensor_count": len(self.tensors),
             "dtypes": self.dtypes,
@@ -153,8 +156,9 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
     cfg = source.config if source else None
     ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
+    kind = file_kind(t.name for t in stored)
     tensors = tuple(
-        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else "UNet", t.dtype,
+        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
@@ -163,12 +167,13 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
         config_origin=_config_origin(source, config), config_note=note,
         nearest_preset=nearest_preset(cfg) if cfg is not None else None, metadata=metadata,
+        kind=kind,
     )
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
     """The built-in preset with the fewest differing config fields (ties: the first listed)."""
-    mine = config.to_dict()
+    mine = getattr(config, "unet", config).to_dict()  # a ControlNet: the UNet it copies
     best: PresetMatch | None = None
     for name in PRESETS:
         theirs = load_preset(name).to_dict()
@@ -251,7 +256,8 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
         return {name: name for name in shapes}
     if config is None:
         return {}
-    return {theirs: ours for ours, theirs in ldm.diffusers_key_map(shapes, config).items()}
+    rename = controlnet_ldm.diffusers_key_map if layout == "ldm-controlnet" else ldm.diffusers_key_map
+    return {theirs: ours for ours, theirs in rename(shapes, config).items()}
 
 
 # ---- describing ---------------------------------------------------------------------------------------------------
@@ -260,7 +266,7 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
 def _format(path: Path, files: tuple[Path, ...], layout: str) -> str:
     kind = "pickle" if any(f.suffix in PICKLE_SUFFIXES for f in files) else "safetensors"
     if path.is_file():
-        return f"single {kind} file, {'original (LDM)' if layout == 'ldm' else 'diffusers'} layout"
+        return f"single {kind} file, {'original (LDM)' if layout.startswith('ldm') else 'diffusers'} layout"
     where = "diffusers pipeline folder (unet/)" if (path / "model_index.json").is_file() else "diffusers folder"
     parts = [where, f"sharded in {len(files)} {kind} files" if len(files) > 1 else f"one {kind} file"]
     variant = re.match(rf"{WEIGHTS_NAME}\.([^.-]+)[.-]", files[0].name)
@@ -274,7 +280,7 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
         return ""
     if config is not None:
         return f"--config {config}" if not isinstance(config, UNetConfig) else "given"
-    if source.layout == "ldm":
+    if source.layout.startswith("ldm"):
         return "inferred from tensor shapes"
     return "config.json"
 
