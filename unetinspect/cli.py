@@ -396,6 +396,39 @@ def weights(
     emit(content, output, inputs=[checkpoint, config])
 
 
+LoraFormat = choices("LoraFormat", "table", "json")
+
+
+@app.command()
+def lora(
+    file: Annotated[str, typer.Argument(help="A LoRA .safetensors file (kohya, diffusers/PEFT, LyCORIS LoHa/LoKr).",
+                                        metavar="FILE", show_default=False)],
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="The UNet to check it against (preset, folder, file). [default: the preset it fits best]",
+        show_default=False)] = None,
+    fmt: Annotated[LoraFormat, typer.Option("--format", "-f", help="Output format.")] = LoraFormat.table,
+    output: OutputOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Which blocks a LoRA touches, at what rank, alpha and strength (‖scale·up@down‖), and whether it fits a base.
+
+    Every module is mapped onto our UNet's module paths; the LoRA Block Weight names (IN01…OUT11, MID) are shown
+    beside the blocks. With --base, modules that do not fit are listed with the reason (no such module, shape).
+
+    Examples:
+
+      [bold]unetinspect lora my_style.safetensors[/]
+
+      [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
+    """
+    from unetinspect.analysis.lora import analyze_lora
+    from unetinspect.render import lora_view
+
+    report = run(analyze_lora, file, base=base, allow_pickle=allow_pickle)
+    content = lora_view.lora_json(report) if fmt == LoraFormat.json else lora_view.lora_view(report)
+    emit(content, output, inputs=[file, base])
+
+
 CompareFormat = choices("CompareFormat", "table", "json", "markdown")
 
 
