@@ -177,6 +177,9 @@ def summary(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    ip_adapter: Annotated[Optional[str], typer.Option(
+        "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
+        "tokens in every cross-attention.", show_default=False)] = None,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -198,13 +201,25 @@ def summary(
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
                  allow_pickle=allow_pickle)
+    cost = None
+    if ip_adapter is not None:
+        from unetinspect.analysis.ip_adapter import ip_adapter_cost
+        from unetinspect.render import ip_adapter_view
+
+        if fmt not in (SummaryFormat.table, SummaryFormat.json):
+            raise typer.BadParameter("an IP-Adapter is shown with --format table or json", param_hint="--ip-adapter")
+        cost = run(ip_adapter_cost, ip_adapter, result)
     if fmt in (SummaryFormat.table, SummaryFormat.tree):
         view = summary_view.summary_table if fmt == SummaryFormat.table else summary_view.summary_tree
-        emit(view(result, depth), output, inputs=[source])
+        content = view(result, depth)
+        emit(content if cost is None else ip_adapter_view.with_ip_adapter(content, cost), output,
+             inputs=[source, ip_adapter])
     else:
         render = {SummaryFormat.json: summary_view.summary_json, SummaryFormat.csv: summary_view.summary_csv,
                   SummaryFormat.markdown: summary_view.summary_markdown}[fmt]
-        emit(render(result, depth), output, inputs=[source])
+        content = render(result, depth)
+        emit(content if cost is None else ip_adapter_view.summary_json_with_ip_adapter(content, cost), output,
+             inputs=[source, ip_adapter])
 
 
 ProfileFormat = choices("ProfileFormat", "table", "json", "csv", "markdown")

@@ -39,10 +39,10 @@ class FileKind:
 def file_kind(names: Iterable[str]) -> FileKind:
     """The kind of a weight file, decided from its tensor names (adapters first: they name UNet modules too)."""
     names = list(names)
+    if any(IP_ADAPTER_PATTERN.match(n) for n in names):  # before LoRA: FaceID adapters carry a LoRA too
+        return FileKind("ip-adapter", "unetinspect summary SOURCE --ip-adapter {path}")
     if any(LORA_PATTERN.search(n) for n in names):
         return FileKind("lora", "unetinspect lora {path}")
-    if any(IP_ADAPTER_PATTERN.match(n) for n in names):
-        return FileKind("ip-adapter", "unetinspect summary SOURCE --ip-adapter {path}")
     roots = {n.split(".", 1)[0] for n in names}
     if controlnet_ldm.looks_like_ldm_controlnet(names) or roots & set(CONTROLNET_DIFFUSERS_ROOTS):
         return FileKind("controlnet", "unetinspect summary {path}")
