@@ -466,6 +466,9 @@ def compare(
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
                                           "available, else the CPU; random weights for configs).")] = False,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    weights: Annotated[bool, typer.Option("--weights", help="Also compare the weights of two checkpoints of the "
+                                          "same structure, block by block: ‖B−A‖/‖A‖, cosine, tensors changed.")]
+    = False,
     fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -484,6 +487,8 @@ def compare(
       [bold]unetinspect compare sdxl --impl diffusers[/]      our model against diffusers', block by block
 
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
+
+      [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
     """
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.analysis.inputs import InputSpec
@@ -491,7 +496,7 @@ def compare(
 
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
-                 repeat=repeat, allow_pickle=allow_pickle)
+                 repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
               CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
     emit(render(result), output, inputs=[source_a, source_b])

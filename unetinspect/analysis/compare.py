@@ -16,6 +16,7 @@ import torch
 from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.analysis.summary import Summary, summarize
 from unetinspect.analysis.trace import CallRecord, Trace, trace_model
+from unetinspect.analysis.weight_change import BlockChange, weight_changes
 from unetinspect.errors import RunError
 from unetinspect.weights.loading import parse_device
 from unetinspect.weights.sources import Source
@@ -57,10 +58,17 @@ class Comparison:
     pairs: list[Pair]
     step_ms: tuple[float, float] | None = None  # unhooked step latency of A and B, with --profile
     profile_device: str | None = None
+    weight_change: dict[str, BlockChange] | None = None  # block → how its weights changed, with --weights
 
     @property
     def identical(self) -> bool:
-        return not any(p.differs for p in self.pairs)
+        """Same structure block by block (and, when compared, the same weights)."""
+        return not any(p.differs for p in self.pairs) and not self.weights_differ
+
+    @property
+    def weights_differ(self) -> list[str]:
+        """The blocks whose weights differ (empty without --weights)."""
+        return [block for block, change in (self.weight_change or {}).items() if change.differs]
 
     def where_params_went(self, top: int = 3) -> list[tuple[str, int, float]]:
         """The stages that account for most of the parameter difference: (stage, delta, share of the delta)."""
@@ -143,12 +151,14 @@ def compare(
     profile: bool = False,
     profile_device: str | None = None,
     repeat: int = 5,
+    weights: bool = False,
 ) -> Comparison:
     """Trace two sources at the same input size and pair their blocks.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
     sources are also timed block by block on `profile_device` (default: CUDA when available, else the CPU).
+    With `weights`, two checkpoints of the same structure are also compared weight by weight, per block.
     """
     if profile and impl == "diffusers":
         raise RunError("--profile times two sources; for ours against diffusers see "
@@ -166,9 +176,14 @@ def compare(
         labels = (first.source.label, second.source.label)
     else:
         raise RunError(f"unknown --impl {impl!r}", "use ours or diffusers")
+    changes = None
+    if weights:
+        if impl == "diffusers":
+            raise RunError("--weights compares two checkpoints; give two sources")
+        changes = {change.block: change for change in weight_changes(first.source, second.source)}
     if not profile:
         aligned_by, pairs = align(first.trace, second.trace)
-        return Comparison(first, second, labels[0], labels[1], aligned_by, pairs)
+        return Comparison(first, second, labels[0], labels[1], aligned_by, pairs, weight_change=changes)
 
     from unetinspect.analysis.profile import profile as profile_step
 
@@ -177,7 +192,7 @@ def compare(
     aligned_by, pairs = align(first.trace, second.trace, *latencies)
     return Comparison(first, second, labels[0], labels[1], aligned_by, pairs,
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
-                      profile_device=timings[0].device.name)
+                      profile_device=timings[0].device.name, weight_change=changes)
 
 
 def _summarize_with_diffusers(ours: Summary, spec: InputSpec, device: str) -> Summary:

@@ -14,6 +14,7 @@ from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.analysis.compare import Comparison, Pair, Side
+    from unetinspect.analysis.weight_change import BlockChange
 
 JSON_SCHEMA_VERSION = 1
 
@@ -44,12 +45,17 @@ def comparison_table(comparison: Comparison) -> Group:
         table.add_column("stage", style="bold", no_wrap=True)
     table.add_column("block" if by_path else "block A / B", style="cyan", no_wrap=True)
     latency = comparison.step_ms is not None
+    changes = comparison.weight_change
     for name in ("params\nA", "params\nB", "\nB/A", "FLOPs\nA", "FLOPs\nB", "\nB/A",
-                 *(("ms\nA", "ms\nB", "\nB/A") if latency else ())):
+                 *(("ms\nA", "ms\nB", "\nB/A") if latency else ()),
+                 *(("weights\n‖B−A‖/‖A‖", "\ncosine", "tensors\nchanged") if changes is not None else ())):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("output\nA → B", no_wrap=True)
     for pair in comparison.pairs:
-        table.add_row(*_row(pair, by_path, latency))
+        row = _row(pair, by_path, latency)
+        if changes is not None:
+            row[-1:-1] = _change_cells(changes.get(pair.stage))
+        table.add_row(*row)
     return Group(table, _totals(comparison))
 
 
@@ -85,6 +91,15 @@ def _row(pair: Pair, by_path: bool, latency: bool = False) -> list[Any]:
     ]
 
 
+def _change_cells(change: BlockChange | None) -> list[Any]:
+    """‖B−A‖/‖A‖, cosine and changed tensors of one block's weights (dashes for blocks without weights)."""
+    if change is None:
+        return ["–", "–", "–"]
+    cosine = "–" if change.cosine is None else f"{change.cosine:.6f}"
+    return [_cell(f"{change.relative:.3g}", change.differs), _cell(cosine, change.differs),
+            _cell(f"{change.changed}/{change.tensors}", change.differs)]
+
+
 def _latency_ratio(pair: Pair) -> str:
     if pair.a is None or pair.b is None or not pair.a.latency_ms or pair.b.latency_ms is None:
         return "–"
@@ -113,7 +128,15 @@ def _totals(comparison: Comparison) -> Text:
             parts += f", {rest:+.0%} elsewhere"
         text.append(f"{'difference':>12}  ", style="bold")
         text.append(f"B has {human_count(abs(delta))} {'more' if delta > 0 else 'fewer'} parameters: {parts}\n")
-    if comparison.identical:
+    if comparison.weight_change is not None and not any(p.differs for p in comparison.pairs):
+        differ = comparison.weights_differ
+        text.append(f"{'verdict':>12}  ", style="bold")
+        if differ:
+            text.append(f"same structure, {len(differ)} block{'s' if len(differ) != 1 else ''}' weights differ "
+                        f"({', '.join(differ)})\n", style="yellow")
+        else:
+            text.append("same structure, same weights: every tensor is equal\n", style="green")
+    elif comparison.identical:
         text.append(f"{'verdict':>12}  ", style="bold")
         text.append("identical block by block: same types, parameters, FLOPs and output shapes\n", style="green")
     return text
@@ -136,9 +159,18 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
         "aligned_by": comparison.aligned_by,
         "step_ms": list(comparison.step_ms) if comparison.step_ms else None,
         "identical": comparison.identical,
-        "pairs": [{"stage": p.stage, "a": side(p.a), "b": side(p.b), "differs": p.differs}
+        "weights_compared": comparison.weight_change is not None,
+        "weights_differ": comparison.weights_differ,
+        "pairs": [{"stage": p.stage, "a": side(p.a), "b": side(p.b), "differs": p.differs,
+                   **({"weight_change": _change_dict(comparison, p.stage)} if comparison.weight_change is not None
+                      else {})}
                   for p in comparison.pairs],
     }
+
+
+def _change_dict(comparison: Comparison, block: str) -> dict[str, Any] | None:
+    change = (comparison.weight_change or {}).get(block)
+    return None if change is None else change.to_dict()
 
 
 def comparison_json(comparison: Comparison) -> str:
