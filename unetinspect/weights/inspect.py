@@ -23,6 +23,7 @@ from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.kinds import FileKind, file_kind
+from unetinspect.weights.lora import block_of
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
 
@@ -115,7 +116,7 @@ class WeightsReport:
     @property
     def blocks(self) -> list[Part]:
         """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order."""
-        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours or ""), order=())
+        return _parts([t for t in self.tensors if t.ours is not None], lambda t: block_of(t.ours or ""), order=())
 
     def matching(self, pattern: str | None) -> list[TensorEntry]:
         """Tensors matching a shell-style glob by any of their names: in the file, in the file without the
@@ -283,11 +284,6 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
     if source.layout.startswith("ldm"):
         return "inferred from tensor shapes"
     return "config.json"
-
-
-def _block_of(name: str) -> str:
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
 
 
 def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], order: tuple[str, ...]) -> list[Part]:
