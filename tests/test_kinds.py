@@ -37,3 +37,23 @@ def test_adapter_and_controlnet_formats(names):
 def test_the_command_names_the_file():
     assert file_kind(NAMES["lora"]).command_for("x.safetensors") == "unetinspect lora x.safetensors"
     assert file_kind(NAMES["unknown"]).command_for("x") is None
+
+
+def test_weights_says_the_kind_first_and_does_not_read_a_lora_as_a_unet(tmp_path):
+    import json
+
+    import torch
+    from safetensors.torch import save_file
+    from typer.testing import CliRunner
+
+    from unetinspect.cli import app
+
+    path = tmp_path / "style.safetensors"
+    save_file({name: torch.zeros(2, 2) for name in NAMES["lora"]}, path)
+    result = CliRunner().invoke(app, ["weights", str(path)])
+    assert result.exit_code == 0, result.output
+    first = result.stdout.splitlines()[0]
+    assert first.startswith("kind lora") and f"unetinspect lora {path}" in first
+    assert "parameters per block" not in result.stdout and "not a model: a LoRA file" in result.stdout
+    data = json.loads(CliRunner().invoke(app, ["weights", str(path), "-f", "json"]).stdout)
+    assert data["kind"] == "lora" and data["read_with"] == f"unetinspect lora {path}" and data["blocks"] == []

@@ -30,6 +30,8 @@ from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, r
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
+# The kinds of file that are a model of their own (a config, blocks); the others add to one.
+MODEL_KINDS = ("unet", "controlnet")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
 
@@ -156,8 +158,11 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     stored, metadata = _read_tensors(files)
     layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
     cfg = source.config if source else None
-    ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     kind = file_kind(t.name for t in stored)
+    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+        ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
+    else:
+        ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     tensors = tuple(
         TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
                     t.shape, t.nbytes, t.file)
