@@ -213,3 +213,34 @@ def test_original_controlnet_file_with_a_gap_is_refused_naming_the_key(tmp_path)
     save_file(broken, tmp_path / "broken.safetensors")
     with pytest.raises(WeightsError, match="input_blocks"):
         resolve_source(tmp_path / "broken.safetensors")
+
+
+# ---- the step: ControlNet(s), then the UNet with their residuals -------------------------------------------------
+
+
+def test_controlled_step_with_two_controlnets_matches_diffusers_multicontrolnet():
+    pytest.importorskip("diffusers")
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    from unetinspect.models.controlled import ControlledUNet
+
+    config = SMALL_CONFIGS["sdxl-like"]
+    unet_ref = diffusers_unet(config)
+    references = [diffusers_controlnet(unet_ref, seed=s) for s in (1, 2)]
+    unet = UNet2DConditionModel(UNetConfig.from_dict(config)).eval()
+    unet.load_state_dict(unet_ref.state_dict())
+    controlnets = []
+    for reference in references:
+        controlnet = ControlNetModel(ControlNetConfig.from_dict(dict(reference.config))).eval()
+        controlnet.load_state_dict(reference.state_dict())
+        controlnets.append(controlnet)
+    step = ControlledUNet(unet, controlnets).eval()
+
+    inputs, cond = step_inputs(unet.config)
+    images = [cond, cond.flip(-1)]
+    with torch.no_grad():
+        down, mid = MultiControlNetModel(references)(**inputs, controlnet_cond=images, conditioning_scale=[1.0, 0.5],
+                                                     return_dict=False)
+        expected = unet_ref(**inputs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
+        got = step(**inputs, controlnet_cond=images, conditioning_scale=[1.0, 0.5])
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
