@@ -16,6 +16,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from unetinspect import __version__
 from unetinspect.errors import UnetInspectError
@@ -112,6 +113,17 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
                                      param_hint="--latent")
         size = (int(parts[0]), int(parts[-1]))
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
+def say(message: str, label: str | None = None, style: str = "bold red") -> None:
+    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
+    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
+    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
+    console(stderr=True).print(line, soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
+    say(str(message), "warning", "yellow")
 
 
 def run(fn, *args, **kwargs):
@@ -119,21 +131,22 @@ def run(fn, *args, **kwargs):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.showwarning = _show_warning
             return fn(*args, **kwargs)
     except UnetInspectError as exc:
         if State.debug:
             raise
-        console(stderr=True).print(f"[bold red]error:[/] {exc.one_line()}", markup=True, soft_wrap=True)
+        say(exc.one_line(), "error")
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
-        console(stderr=True).print("interrupted")
+        say("interrupted")
         raise typer.Exit(130) from None
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         if State.debug:
             raise
         first = str(exc).splitlines()[0] if str(exc) else ""
-        console(stderr=True).print(f"[bold red]error:[/] internal error: {type(exc).__name__}: {first} — "
-                                   "rerun with --debug for the traceback and report it", soft_wrap=True)
+        say(f"internal error: {type(exc).__name__}: {first} — rerun with --debug for the traceback and report it",
+            "error")
         raise typer.Exit(1) from None
 
 
@@ -152,7 +165,7 @@ def emit(content: Any, output: Path | None, inputs: list[str | None] = ()) -> No
         capture.print(content)
         content = capture.export_text()
     path = run(write_output, output, content, [i for i in inputs if i])
-    console(stderr=True).print(f"wrote {path}")
+    say(f"wrote {path}")
 
 
 # ---- commands -----------------------------------------------------------------------------------------------------
@@ -325,7 +338,7 @@ def _profile_step(source: str | None, spec: Any, depth: int, attention: str, opt
         result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
                      progress=progress, **options)
     if trace is not None:
-        console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
+        say(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
     emit(getattr(profile_view, f"profile_{fmt}")(result), output, inputs=inputs)
 
 
@@ -402,7 +415,7 @@ def diagram(
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
     path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
                inputs=tuple(i for i in (source, config) if i))
-    console(stderr=True).print(f"wrote {path}")
+    say(f"wrote {path}")
 
 
 WeightsFormat = choices("WeightsFormat", "table", "json")

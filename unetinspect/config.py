@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.errors import ConfigError, UnsupportedConfigError
+from unetinspect.config_values import check_field_values
+from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
+from unetinspect.files import read_capped
 
 DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
 UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
@@ -29,6 +31,9 @@ KNOWN_DIFFUSERS_BLOCKS = {
     "UpDecoderBlock2D", "AttnUpDecoderBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D",
     "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D",
 }
+
+# A diffusers config.json is 1-3 KB; anything this big is not one (and may be /dev/zero).
+MAX_CONFIG_BYTES = 1 << 20
 
 # Metadata diffusers writes beside the architecture; kept, never warned about.
 METADATA_FIELDS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
@@ -111,7 +116,8 @@ class UNetConfig:
         if class_name not in (None, "UNet2DConditionModel"):
             raise UnsupportedConfigError("_class_name", class_name, "unetinspect builds UNet2DConditionModel only")
         if unknown:
-            warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", stacklevel=2)
+            warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", ConfigWarning,
+                          stacklevel=2)
         try:
             return cls(**kwargs, extra=extra)
         except TypeError as exc:  # a field of the wrong JSON type deep in a comparison
@@ -121,19 +127,19 @@ class UNetConfig:
     def from_json(cls, path: str | Path) -> UNetConfig:
         """Read a diffusers config.json."""
         path = Path(path)
+        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
-        try:
-            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                 "fix the file or pass a preset name",
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
+                from None
         return cls.from_dict(data, origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +222,7 @@ def _check(condition: bool, message: str, hint: str | None = None) -> None:
 
 def _validate(cfg: UNetConfig) -> None:
     """Catch configs that would fail deep in torch, and refuse features we do not build, naming the field."""
+    check_field_values(cfg)  # types and bounds first: the checks below may then compare and divide
     _refuse_unsupported(cfg)
     n = cfg.num_blocks
     _check(n >= 1, "down_block_types is empty")

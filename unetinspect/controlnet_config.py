@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import METADATA_FIELDS, UNetConfig
+from unetinspect.config import MAX_CONFIG_BYTES, METADATA_FIELDS, UNetConfig
 from unetinspect.errors import ConfigError, UnsupportedConfigError
+from unetinspect.files import read_capped
 
 CONTROLNET_CLASS = "ControlNetModel"
 # diffusers' default conditioning encoder: four 3x3 convolutions, three of them stride 2 (pixels → latent size).
@@ -101,12 +102,12 @@ class ControlNetConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> ControlNetConfig:
         path = Path(path)
+        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise ConfigError(f"{path} is not a valid JSON config") from None
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            raise ConfigError(f"{path} is not a valid JSON config", "give a diffusers ControlNet config.json") \
+                from None
         return cls.from_dict(data, origin=str(path))
 
     @classmethod
@@ -140,8 +141,3 @@ class ControlNetConfig:
 def mirrored_up_blocks(down_block_types: list[str]) -> list[str]:
     """The up block types of the UNet whose encoder these down blocks are (attention where the mirror has it)."""
     return [t.replace("Down", "Up") for t in reversed(down_block_types)]
-
-
-def is_controlnet_dict(data: object) -> bool:
-    """A config dict diffusers would build a ControlNetModel from."""
-    return isinstance(data, dict) and data.get("_class_name") == CONTROLNET_CLASS

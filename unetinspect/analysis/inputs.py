@@ -8,6 +8,7 @@ are shown, rather than a pixel size that would be a guess.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,52 @@ def infer_pixel_factor(config: UNetConfig) -> int | None:
     return None
 
 
+# No single device holds more (the largest accelerators have under 300 GB; hosts rarely over a few TB): a size
+# whose activations need more is a typo, refused before any tensor is made, even on the meta device.
+MAX_ACTIVATION_BYTES = 1 << 40
+
+
+def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a batch, text length or image size whose largest activation could not fit on `device`.
+
+    The largest activations are a block's feature map (batch × channels × latent height × width, widest at some
+    level) and a cross-attention's keys (batch × tokens × channels); anything bigger than the device's memory
+    would fail minutes later, or, on the meta device, give numbers for a model no machine can run.
+    """
+    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"--{name} {value!r} is not a positive integer")
+    h, w = sizes.latent
+    for name, value in (("latent height", h), ("latent width", w)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"{name} {value!r} is not a positive integer")
+    channels = config.block_out_channels
+    feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
+    keys = sizes.text_len * max(config.context_dim, *channels)
+    largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
+    limit, where = _memory_limit(device)
+    if largest > limit:
+        size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
+        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+                       f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
+                       "lower --batch, the size or --text-len")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
+def _memory_limit(device: torch.device) -> tuple[int, str]:
+    """The most one tensor could take on `device`, and what that limit is, in words."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"the memory of {device}"
+    if device.type == "cpu":
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return min(pages * page_size, MAX_ACTIVATION_BYTES), "this machine's memory"
+    return MAX_ACTIVATION_BYTES, "any single device has"
+
+
 def sdxl_text_embeds_dim(config: UNetConfig) -> int:
     """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
 
@@ -112,24 +159,27 @@ def make_inputs(
 ) -> dict[str, Any]:
     """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
 
-    An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`). A ControlNet's
+    An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are
+    made on `device` itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's
     config (which reads as its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
     """
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
+    device = torch.device(device)
+    check_sizes(config, sizes, device, dtype)
     h, w = sizes.latent
     b = sizes.batch
-    generator = torch.Generator().manual_seed(seed)
+    generator = None if device.type == "meta" else torch.Generator(device).manual_seed(seed)
 
     def floats(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+        return torch.randn(shape, generator=generator, device=device).to(dtype)
 
     def longs(high: int) -> torch.Tensor:
-        return torch.randint(0, high, (b,), generator=generator).to(device)
+        return torch.randint(0, high, (b,), generator=generator, device=device)
 
     inputs: dict[str, Any] = {
         "sample": floats(b, config.in_channels, h, w),
-        "timestep": torch.full((b,), 999, dtype=torch.long).to(device),
+        "timestep": torch.full((b,), 999, dtype=torch.long, device=device),
         "encoder_hidden_states": floats(b, sizes.text_len, config.context_dim),
     }
     if config.class_embed_type == "timestep":
@@ -148,11 +198,8 @@ def make_inputs(
         # original size, crop top-left, then target size (base) or aesthetic score (refiner)
         pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
         ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
-        time_ids = torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(b, 1)
-        inputs["added_cond_kwargs"] = {
-            "text_embeds": floats(b, text_dim),
-            "time_ids": time_ids.to(device=device, dtype=dtype),
-        }
+        time_ids = torch.tensor(ids[:n_ids], dtype=dtype, device=device).repeat(b, 1)
+        inputs["added_cond_kwargs"] = {"text_embeds": floats(b, text_dim), "time_ids": time_ids}
     if hasattr(config, "conditioning_channels"):  # a ControlNetConfig
         scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
         inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)

@@ -21,7 +21,8 @@ from unetinspect.weights.lora import (
     BaseModules, LoraFile, LoraModule, base_modules, block_of, block_weight_name, mismatch, parse_lora,
 )
 from unetinspect.weights.safetensors import load_tensors, read_header
-from unetinspect.weights.sources import PICKLE_SUFFIXES, refuse_pickle, resolve_source
+from unetinspect.weights.pickle import refuse_pickle
+from unetinspect.weights.sources import PICKLE_SUFFIXES, resolve_source
 
 NO_SUCH_MODULE = "no such module"
 
@@ -165,7 +166,7 @@ def _open(path: Path, allow_pickle: bool):
         raise SourceError(f"no such file: {str(path)!r}", "give a LoRA .safetensors file")
     if path.suffix in PICKLE_SUFFIXES:
         refuse_pickle(path, allow_pickle)
-        from unetinspect.weights.loading import read_pickle
+        from unetinspect.weights.pickle import read_pickle
 
         tensors = read_pickle(path)
         return {k: tuple(v.shape) for k, v in tensors.items()}, lambda: tensors, {}

@@ -19,6 +19,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.models.activations import get_activation
 from unetinspect.models.blocks import DOWN_BLOCKS, UP_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
 from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.models.input_checks import check_inputs
 
 
 class UNet2DConditionModel(nn.Module):
@@ -118,9 +119,8 @@ class UNet2DConditionModel(nn.Module):
         `down_block_additional_residuals` / `mid_block_additional_residual` are a ControlNet's outputs, added to
         the skips and to the mid block's output.
         """
-        if (down_block_additional_residuals is None) != (mid_block_additional_residual is None):
-            raise ValueError("ControlNet residuals need both down_block_additional_residuals and "
-                             "mid_block_additional_residual")
+        self._check_inputs(sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                           down_block_additional_residuals, mid_block_additional_residual)
         # Upsamplers must land on the skip sizes when the latent is not a multiple of 2^downsamples.
         factor = 2 ** self.num_upsamplers
         forward_upsample_size = any(dim % factor != 0 for dim in sample.shape[-2:])
@@ -155,6 +155,14 @@ class UNet2DConditionModel(nn.Module):
 
         sample = self.conv_act(self.conv_norm_out(sample))
         return self.conv_out(sample)
+
+    def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                      down_residuals, mid_residual) -> None:
+        """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
+        matmul deep inside — or silently broadcasting into a wrong result."""
+        skips = 1 + sum(len(block.resnets) + (block.downsamplers is not None) for block in self.down_blocks)
+        check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
+                     added_cond_kwargs, skips, down_residuals, mid_residual)
 
     def _embed_conditions(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
                           class_labels: torch.Tensor | None, timestep_cond: torch.Tensor | None,

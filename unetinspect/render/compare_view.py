@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.export import finite
 from unetinspect.render.header import setup_dict, size_text
 from unetinspect.render.units import human_count, human_flops, shape_str
 
@@ -177,7 +178,7 @@ def _change_dict(comparison: Comparison, block: str) -> dict[str, Any] | None:
 
 
 def comparison_json(comparison: Comparison) -> str:
-    return json.dumps(comparison_dict(comparison), indent=2) + "\n"
+    return json.dumps(finite(comparison_dict(comparison)), indent=2, allow_nan=False) + "\n"
 
 
 def comparison_markdown(comparison: Comparison) -> str:

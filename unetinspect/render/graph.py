@@ -124,14 +124,18 @@ def write_diagram(graph: Graph, path: Path, fmt: str | None = None, style: Style
     """Render to `path`, whole or not at all.
 
     Without `dot` the DOT source is written beside it (`x.svg` → `x.dot`), so the reader still has the diagram,
-    and an `OutputError` says so and how to install Graphviz.
+    and an `OutputError` says so and how to install Graphviz; an existing `x.dot`, which the user did not name,
+    is left as it is.
     """
     path = check_output_path(Path(path), inputs)
     kind = format_of(path, fmt)
     if kind != "dot" and shutil.which("dot") is None:
-        fallback = write_output(path.with_suffix(".dot"), to_dot(graph, style), inputs)
-        raise OutputError(f"cannot render {kind}: Graphviz's dot program is not installed; wrote {fallback} "
-                          "instead", INSTALL_HINT)
+        fallback = path.with_suffix(".dot")
+        try:
+            done = f"wrote {write_output(fallback, to_dot(graph, style), inputs, replace=False)} instead"
+        except OutputError as exc:
+            done = f"the DOT source was not written either ({exc.message})"
+        raise OutputError(f"cannot render {kind}: Graphviz's dot program is not installed; {done}", INSTALL_HINT)
     return write_output(path, render(graph, kind, style), inputs)
 
 

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from unetinspect.render.export import finite
 from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
 from unetinspect.weights.safetensors import ITEM_SIZES
@@ -162,7 +163,7 @@ def summary_dict(summary: Summary, depth: int) -> dict[str, Any]:
 
 
 def summary_json(summary: Summary, depth: int) -> str:
-    return json.dumps(summary_dict(summary, depth), indent=2) + "\n"
+    return json.dumps(finite(summary_dict(summary, depth)), indent=2, allow_nan=False) + "\n"
 
 
 CSV_FIELDS = ["path", "type", "depth", "inputs", "outputs", "params", "flops", "skips"]

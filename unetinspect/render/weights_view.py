@@ -10,6 +10,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.export import finite
 from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def keys_table(report: WeightsReport, pattern: str | None) -> Table:
 def weights_json(report: WeightsReport, pattern: str | None, with_keys: bool) -> str:
     """The report for scripts; the tensor list only when --keys was asked."""
     data = {"schema_version": JSON_SCHEMA_VERSION, **report.to_dict(keys=pattern, with_keys=with_keys)}
-    return json.dumps(data, indent=2) + "\n"
+    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
 
 
 def _plain(value: str, limit: int | None = None) -> Text:

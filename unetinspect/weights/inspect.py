@@ -25,7 +25,8 @@ from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.kinds import FileKind, file_kind
 from unetinspect.weights.lora import block_of
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
-from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
+from unetinspect.weights.pickle import read_pickle, refuse_pickle
+from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
@@ -245,8 +246,6 @@ def _read_tensors(files: tuple[Path, ...]) -> tuple[list[_Stored], dict[str, str
 
 def _pickle_tensors(path: Path) -> list[_Stored]:
     """The tensors of a pickle the user allowed (weights_only, memory-mapped: their data is not read)."""
-    from unetinspect.weights.loading import read_pickle
-
     return [_Stored(name, _dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), path.name)
             for name, t in read_pickle(path).items()]
 

@@ -21,6 +21,7 @@ from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights import controlnet_ldm, ldm
+from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.weights.sources import Source, headers_of, resolve_source
 
@@ -203,23 +204,6 @@ def _check_shapes(source: Source, model: nn.Module, shapes: dict[str, tuple[int,
         if shapes[name] != shape:
             raise WeightsError(f"{where}: weight {name!r} has shape {list(shapes[name])}, the config needs "
                                f"{list(shape)}", "the weights belong to another architecture: check the config")
-
-
-def read_pickle(path: Path) -> dict[str, torch.Tensor]:
-    """A pickle checkpoint the user allowed, read with `weights_only=True` (no code runs) and memory-mapped."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises many kinds for a bad or hostile pickle
-        raise WeightsError(f"cannot read {path} as a weights-only checkpoint: {str(exc).splitlines()[0]}") from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path} does not hold a state dict")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-
-
-def read_pickle_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(t.shape) for name, t in read_pickle(path).items()}
 
 
 # ---- random weights -----------------------------------------------------------------------------------------------
