@@ -244,3 +244,55 @@ def test_controlled_step_with_two_controlnets_matches_diffusers_multicontrolnet(
         expected = unet_ref(**inputs, down_block_additional_residuals=down, mid_block_additional_residual=mid).sample
         got = step(**inputs, controlnet_cond=images, conditioning_scale=[1.0, 0.5])
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def controlnet_file(tmp_path):
+    """An original single-file ControlNet for a config (tiny by default), with random weights."""
+    from safetensors.torch import save_file
+
+    from ldm_files import to_ldm_controlnet
+
+    def write(name: str = "sd15-like", file: str = "control.safetensors"):
+        controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS[name])))
+        state = {k: torch.randn(v.shape) * 0.02 for k, v in controlnet.state_dict().items()}
+        save_file(to_ldm_controlnet(state, controlnet.config.to_dict()), tmp_path / file)
+        return tmp_path / file
+    return write
+
+
+def test_summary_with_two_controlnets_shows_both_models_and_the_step_totals(controlnet_file):
+    from unetinspect.analysis.summary import summarize
+
+    first, second = controlnet_file(file="a.safetensors"), controlnet_file(file="b.safetensors")
+    summary = summarize("tiny", controlnets=(first, second))
+    unet_alone = summarize("tiny")
+    controlnet_alone = summarize(first, InputSpec(height=128, width=128))  # tiny's size, as in the step
+    assert summary.setup.model_type == "ControlledUNet"
+    assert summary.setup.label == "tiny + controlnet a.safetensors + controlnet b.safetensors"
+    assert summary.trace.total_params == unet_alone.trace.total_params + 2 * controlnet_alone.trace.total_params
+    # the UNet adds 9 skip residuals and one mid residual per step on top of its own FLOPs
+    assert summary.trace.flops >= unet_alone.trace.flops + 2 * controlnet_alone.trace.flops
+    paths = [row.path for row in summary.rows(2)]
+    assert paths.index("controlnets.0") < paths.index("controlnets.1") < paths.index("unet")
+    assert "controlnets.1.controlnet_cond_embedding" in paths and "unet.up_blocks.2" in paths
+    cond = summary.inputs["controlnet_cond.0"]
+    assert cond[-2:] == (128, 128)  # the conditioning image at pixel size (tiny: 16×16 latent)
+
+
+def test_cli_controlnet_errors_name_the_source(controlnet_file, invoke):
+    wrong = controlnet_file("sdxl-like")
+    result = invoke("summary", "tiny", "--controlnet", wrong)
+    assert result.exit_code == 1 and "another base model" in result.output and "Traceback" not in result.output
+    result = invoke("summary", "tiny", "--controlnet", "sd15")
+    assert result.exit_code == 1 and "not a ControlNet" in result.output
+    result = invoke("summary", "tiny", "--controlnet", controlnet_file(), env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "ControlNetModel" in result.output and "controlnet_mid_block" in result.output
+
+
+def test_profile_times_both_models(controlnet_file, one_thread):
+    from unetinspect.analysis.profile import profile
+
+    result = profile("tiny", device="cpu", depth=2, warmup=0, repeat=1, controlnets=(controlnet_file(),))
+    names = [row.name for row in result.blocks]
+    assert "controlnets.0.down_blocks.0" in names and "unet.up_blocks.1" in names

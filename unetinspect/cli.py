@@ -97,6 +97,10 @@ LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent s
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
 DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
                                        "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
+ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
+    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
+    show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
 
 
@@ -214,6 +218,7 @@ def summary(
     ip_adapter: Annotated[Optional[str], typer.Option(
         "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
         "tokens in every cross-attention.", show_default=False)] = None,
+    controlnet: ControlNetOpt = None,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -232,8 +237,9 @@ def summary(
     from unetinspect.render import summary_view
 
     spec = input_spec(batch, height, width, text_len, latent)
+    depth = _step_depth(depth, controlnet)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
-                 allow_pickle=allow_pickle)
+                 allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()))
     cost = None
     if ip_adapter is not None:
         from unetinspect.analysis.ip_adapter import ip_adapter_cost
@@ -293,6 +299,7 @@ def profile(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    controlnet: ControlNetOpt = None,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -319,12 +326,18 @@ def profile(
             run(check_output_path, path, inputs)
     spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle)
+                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()))
+    depth = _step_depth(depth, controlnet)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
         _profile_sweep(source, spec, sweep, attention.value, options, fmt.value, output, inputs, show_bar)
     else:
         _profile_step(source, spec, depth, attention.value, options, fmt.value, output, trace, inputs, show_bar)
+
+
+def _step_depth(depth: int, controlnets: list[str] | None) -> int:
+    """With ControlNets the step's top-level calls are the models themselves: show their blocks by default."""
+    return 2 if controlnets and depth == 1 else depth
 
 
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: str,

@@ -117,3 +117,6 @@ def _flat_inputs(inputs: dict[str, Any]):
                 yield f"{name}.{key}", tensor
         elif isinstance(value, torch.Tensor):
             yield name, value
+        elif isinstance(value, (list, tuple)):  # one conditioning image per ControlNet
+            for index, tensor in enumerate(value):
+                yield f"{name}.{index}", tensor
