@@ -95,10 +95,15 @@ a `weight_change` per pair (`null` for blocks without weights).
 """
 
 STEP = """\
-## Not done yet
+## The step with ControlNets: `summary` / `profile SOURCE --controlnet CN [--controlnet CN2]`
 
-`--controlnet SOURCE` on `summary`/`profile`/`diagram` (the step as ControlNet(s) then the UNet with their
-residuals) waits for the session layer (`analysis/session.py`).
+`--controlnet` (repeatable, for MultiControlNet) makes the step what diffusers' ControlNet pipelines run: every
+ControlNet on the same latent, timestep and text, with its own conditioning image at pixel size; their residuals
+summed; then the UNet with them added to its skips and its mid block (`ControlledUNet`, through `open_session`:
+tested against diffusers' `MultiControlNetModel` + UNet call to 1e-4). Module paths say which model a call is in
+(`controlnets.0.down_blocks.1`, `unet.up_blocks.2`); `--depth` defaults to 2, both models' blocks. A ControlNet
+made for another base is refused before anything runs. `profile` times both models block by block the same way.
+`diagram --controlnet` is not done: the diagram still draws the UNet alone.
 """
 
 
@@ -157,9 +162,10 @@ SECTIONS = [
     (FINETUNE, [["compare", "base", "finetune", "--weights", "--height", "128", "--width", "128"],
                 ["compare", "base_single_file.safetensors", "base", "--weights", "--height", "128", "--width",
                  "128"]]),
-    (STEP, []),
+    (STEP, [["summary", "tiny", "--controlnet", "control_tiny.safetensors", "--controlnet",
+              "control_tiny.safetensors"]]),
 ]
-SHOWN_LINES = 70
+SHOWN_LINES = 80
 
 
 def _json_excerpt(path: Path) -> str:
