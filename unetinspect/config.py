@@ -126,21 +126,7 @@ class UNetConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> UNetConfig:
         """Read a diffusers config.json."""
-        path = Path(path)
-        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                "fix the file or pass a preset name",
-            ) from None
-        except RecursionError:
-            raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
-                from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json_config(path), origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as diffusers writes it (metadata and unknown fields included)."""
@@ -213,6 +199,24 @@ class UNetConfig:
     @property
     def num_downsamples(self) -> int:
         return self.num_blocks - 1
+
+
+def read_json_config(path: str | Path) -> Any:
+    """The JSON of a config file, read capped (a regular file of at most 1 MiB); one clear error otherwise."""
+    path = Path(path)
+    raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            "fix the file or pass a preset name",
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
+            from None
 
 
 def _check(condition: bool, message: str, hint: str | None = None) -> None:

@@ -9,15 +9,13 @@ ControlNet was copied from, and the one whose skips its residuals are added to.
 from __future__ import annotations
 
 import dataclasses
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import MAX_CONFIG_BYTES, METADATA_FIELDS, UNetConfig
+from unetinspect.config import METADATA_FIELDS, UNetConfig, read_json_config
 from unetinspect.errors import ConfigError, UnsupportedConfigError
-from unetinspect.files import read_capped
 
 CONTROLNET_CLASS = "ControlNetModel"
 # diffusers' default conditioning encoder: four 3x3 convolutions, three of them stride 2 (pixels → latent size).
@@ -101,14 +99,7 @@ class ControlNetConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ControlNetConfig:
-        path = Path(path)
-        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-            raise ConfigError(f"{path} is not a valid JSON config", "give a diffusers ControlNet config.json") \
-                from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json_config(path), origin=str(path))
 
     @classmethod
     def from_unet(cls, unet: UNetConfig, *, conditioning_channels: int = 3,
