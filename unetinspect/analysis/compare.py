@@ -8,6 +8,7 @@ full resolution) and SD 1.5's `up_blocks.3` faces SDXL's `up_blocks.2` (both bac
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ class Pair:
     stage: str
     a: Side | None
     b: Side | None
+    weight_change: BlockChange | None = None  # with --weights: how the block's weights changed from A to B
 
     @property
     def differs(self) -> bool:
@@ -183,13 +185,21 @@ def compare(
     a_summary, b_summary = summary_of(first), summary_of(second)
     if not profile:
         aligned_by, pairs = align(a_summary.trace, b_summary.trace)
-        return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs, weight_change=changes)
+        return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
+                          weight_change=changes)
 
     from unetinspect.analysis.profile import profile as profile_session
 
     timings = [profile_session(s.source, spec, device=profile_device, repeat=repeat) for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
-    return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs,
+    return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
                       profile_device=timings[0].device.name, weight_change=changes)
+
+
+def _with_changes(pairs: list[Pair], changes: dict[str, BlockChange] | None) -> list[Pair]:
+    """The pairs with their block's weight change attached (unchanged without --weights)."""
+    if changes is None:
+        return pairs
+    return [dataclasses.replace(pair, weight_change=changes.get(pair.stage)) for pair in pairs]

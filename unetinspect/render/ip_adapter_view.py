@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.formats import JSON, TABLE
+from unetinspect.render.summary_view import SummaryView
 from unetinspect.render.units import human_count, human_flops
 from unetinspect.render.weights_view import _plain
 
 if TYPE_CHECKING:
     from unetinspect.analysis.ip_adapter import IPAdapterCost
+    from unetinspect.analysis.summary import Summary
 
 
-def with_ip_adapter(summary: RenderableType, cost: IPAdapterCost) -> Group:
-    """The summary, then the IP-Adapter's blocks, then the step's totals with it."""
+class IPAdapterSummaryView(SummaryView):
+    """The summary, then the IP-Adapter's blocks and the step's totals with it; its JSON has an `ip_adapter`."""
+
+    def __init__(self, depth: int, cost: IPAdapterCost) -> None:
+        super().__init__(depth)
+        self.cost = cost
+
+    def formats(self) -> tuple[str, ...]:
+        return (TABLE, JSON)
+
+    def table(self, summary: Summary) -> RenderableType:
+        return Group(super().table(summary), *_ip_adapter_parts(self.cost))
+
+    def data(self, summary: Summary) -> dict[str, Any]:
+        return {**super().data(summary), "ip_adapter": self.cost.to_dict()}
+
+
+def _ip_adapter_parts(cost: IPAdapterCost) -> list[RenderableType]:
     f = cost.file
     table = Table(title=Text.assemble("IP-Adapter ", _plain(cost.source), f" · {f.kind} · {f.tokens} image tokens"),
                   title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
@@ -38,11 +56,4 @@ def with_ip_adapter(summary: RenderableType, cost: IPAdapterCost) -> Group:
                                  f"+{cost.flops:,} FLOPs ({human_flops(cost.flops)}) per step")
     totals.add_row("step", f"{step['params']:,} parameters ({human_count(step['params'])}), "
                            f"{step['flops']:,} FLOPs ({human_flops(step['flops'])}) with the IP-Adapter")
-    return Group(summary, table, totals)
-
-
-def summary_json_with_ip_adapter(summary_json: str, cost: IPAdapterCost) -> str:
-    """The summary's JSON with an `ip_adapter` object (its parts, per block, and the step's totals)."""
-    data = json.loads(summary_json)
-    data["ip_adapter"] = cost.to_dict()
-    return json.dumps(data, indent=2) + "\n"
+    return [table, totals]

@@ -2,35 +2,38 @@
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.formats import View
 from unetinspect.render.units import human_count
 from unetinspect.render.weights_view import _plain
 
 if TYPE_CHECKING:
     from unetinspect.analysis.lora import LoraReport
 
-JSON_SCHEMA_VERSION = 1
 UNMATCHED_SHOWN = 8
 BLOCKS_NOTE = ("block weight: the LoRA Block Weight name (INnn / OUTnn = input_blocks / output_blocks nn of the "
                "original UNet, MID = M00); norm: ‖scale · up @ down‖_F of the block's updates together\n")
 
 
-def lora_view(report: LoraReport) -> Group:
-    parts: list[RenderableType] = [_facts(report), Text(), _blocks_table(report), Text(BLOCKS_NOTE, style="dim")]
-    if report.unmatched:
-        parts.append(_unmatched_table(report))
-    return Group(*parts)
+class LoraView(View):
+    """The file's facts, the blocks it touches, and the modules that do not fit the base; JSON for scripts."""
 
+    kind = "lora"
 
-def lora_json(report: LoraReport) -> str:
-    return json.dumps({"schema": JSON_SCHEMA_VERSION, **report.to_dict()}, indent=2) + "\n"
+    def table(self, report: LoraReport) -> RenderableType:
+        parts: list[RenderableType] = [_facts(report), Text(), _blocks_table(report), Text(BLOCKS_NOTE, style="dim")]
+        if report.unmatched:
+            parts.append(_unmatched_table(report))
+        return Group(*parts)
+
+    def data(self, report: LoraReport) -> dict[str, Any]:
+        return report.to_dict()
 
 
 def _facts(report: LoraReport) -> Table:

@@ -8,7 +8,6 @@ with the reason in `config_note`: that is when a look inside helps most.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -128,27 +127,6 @@ class WeightsReport:
             return list(self.tensors)
         return [t for t in self.tensors
                 if any(fnmatchcase(name, pattern) for name in (t.name, t.short_name, t.ours) if name is not None)]
-
-    def to_dict(self, keys: str | None = None, with_keys: bool = False) -> dict[str, Any]:
-        """JSON-ready; the tensor list only `with_keys` (filtered by the glob `keys`)."""
-        data: dict[str, Any] = {
-            "source": self.source, "kind": self.kind.kind, "read_with": self.kind.command_for(self.source),
-            "layout": self.layout, "format": self.format,
-            "files": [{"path": path, "bytes": size} for path, size in self.files],
-            "disk_bytes": self.disk_bytes, "memory_bytes": self.memory_bytes, "tensor_count": len(self.tensors),
-            "dtypes": self.dtypes,
-            "components": [dataclasses.asdict(p) for p in self.components],
-            "config_origin": self.config_origin or None, "config_note": self.config_note,
-            "nearest_preset": (None if self.nearest_preset is None else
-                               {"name": self.nearest_preset.name, "exact": self.nearest_preset.exact,
-                                "differences": list(self.nearest_preset.differences)}),
-            "blocks": [dataclasses.asdict(p) for p in self.blocks],
-            "metadata": self.metadata,
-            "config": self.config.to_dict() if self.config is not None else None,
-        }
-        if with_keys:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in self.matching(keys)]
-        return data
 
 
 def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None = None, variant: str | None = None,

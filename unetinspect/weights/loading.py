@@ -243,3 +243,6 @@ def init_random_weights(model: nn.Module, seed: int = 0) -> None:
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             module.weight.fill_(1.0)
             module.bias.fill_(0.0)
+        else:  # parameters of their own: Fourier frequencies, pooling positions, GLIGEN's null features and gates
+            for parameter in module.parameters(recurse=False):
+                fill(parameter, 1.0 / math.sqrt(parameter.shape[-1]) if parameter.ndim else 1.0)
