@@ -20,8 +20,11 @@ from torch import nn
 
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.models.blocks import DOWN_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
+from unetinspect.models.conditioning import (
+    addition_embedding, class_embedding, encoder_hid_projection, time_projection,
+)
 from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
-from unetinspect.models.unet import UNet2DConditionModel, _class_embedding
+from unetinspect.models.unet import UNet2DConditionModel
 
 
 class ControlNetOutput(NamedTuple):
@@ -65,6 +68,11 @@ def zero_conv(channels: int) -> nn.Conv2d:
 class ControlNetModel(nn.Module):
     """A ControlNet built from a `ControlNetConfig` (kept on `.config`; its UNet half on `.config.unet`)."""
 
+    # diffusers' ControlNet embeds timestep, class and additions exactly as its UNet: the same code, on the same
+    # attribute names (time_proj, time_embedding, class_embedding, add_embedding, time_embed_act).
+    _embed_conditions = UNet2DConditionModel._embed_conditions
+    _addition_embedding = UNet2DConditionModel._addition_embedding
+
     def __init__(self, config: ControlNetConfig) -> None:
         super().__init__()
         self.config = config
@@ -73,22 +81,22 @@ class ControlNetModel(nn.Module):
         time_embed_dim = c.time_embed_dim
 
         self.conv_in = nn.Conv2d(c.in_channels, channels[0], kernel_size=3, padding=1)
-        self.time_proj = Timesteps(channels[0], c.flip_sin_to_cos, c.freq_shift)
-        self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim, act_fn=c.act_fn)
+        # The conditioning is the UNet's (the same builders), less what a ControlNet config cannot have.
+        self.time_proj, time_input_dim = time_projection(c)
+        self.time_embedding = TimestepEmbedding(time_input_dim, time_embed_dim, act_fn=c.act_fn)
         # Built as diffusers builds it, and, as in diffusers, not applied to the text in forward.
-        self.encoder_hid_proj = (
-            nn.Linear(c.encoder_hid_dim, c.cross_attention_dims[0]) if c.encoder_hid_dim is not None else None
-        )
-        self.class_embedding = _class_embedding(c, time_embed_dim)
+        self.encoder_hid_proj = encoder_hid_projection(c)
+        self.class_embedding = class_embedding(c, time_input_dim)
         if c.addition_embed_type == "text_time":
             self.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-            self.add_embedding = TimestepEmbedding(c.projection_class_embeddings_input_dim, time_embed_dim)
+        if c.addition_embed_type is not None:
+            self.add_embedding = addition_embedding(c)
         self.time_embed_act = None  # read by the UNet's condition embedding, which the ControlNet shares
 
         self.controlnet_cond_embedding = ControlNetConditioningEmbedding(
             channels[0], config.conditioning_channels, config.conditioning_embedding_out_channels)
 
-        heads, n, layers = c.heads_per_block, c.num_blocks, c.layers_per_block
+        heads, head_dims, n, layers = c.heads_per_block, c.per_block(c.attention_head_dim), c.num_blocks, c.layers_per_block
 
         def spec(i: int, only_cross_attention: bool) -> BlockSpec:
             return BlockSpec(
@@ -96,7 +104,7 @@ class ControlNetModel(nn.Module):
                 resnet_groups=c.norm_num_groups, resnet_time_scale_shift=c.resnet_time_scale_shift,
                 dropout=c.dropout, num_attention_heads=heads[i], cross_attention_dim=c.cross_attention_dims[i],
                 use_linear_projection=c.use_linear_projection, only_cross_attention=only_cross_attention,
-                upcast_attention=c.upcast_attention,
+                upcast_attention=c.upcast_attention, attention_head_dim=head_dims[i],
             )
 
         self.down_blocks = nn.ModuleList(
@@ -105,7 +113,7 @@ class ControlNetModel(nn.Module):
                 out_channels=channels[i], num_layers=layers, add_downsample=i < n - 1,
                 downsample_padding=c.downsample_padding, transformer_layers=c.transformer_layers_list[i],
             )
-            for i, block_type in enumerate(c.down_block_types)
+            for i, block_type in enumerate(c.down_block_classes)
         )
         # One zero conv per skip tensor: conv_in's output, each resnet's, each downsampler's.
         skip_channels = [channels[0]] + [
@@ -150,13 +158,14 @@ class ControlNetModel(nn.Module):
         """
         if self.config.controlnet_conditioning_channel_order == "bgr":
             controlnet_cond = torch.flip(controlnet_cond, dims=[1])
-        emb = UNet2DConditionModel._embed_conditions(self, sample, timestep, class_labels, timestep_cond,
-                                                     added_cond_kwargs or {})
+        emb, _ = self._embed_conditions(sample, timestep, class_labels, timestep_cond, added_cond_kwargs or {},
+                                        encoder_hidden_states)
 
         sample = self.conv_in(sample) + self.controlnet_cond_embedding(controlnet_cond)
         skips: tuple[torch.Tensor, ...] = (sample,)
         for down_block in self.down_blocks:
-            sample, block_skips = down_block(sample, emb, encoder_hidden_states=encoder_hidden_states)
+            sample, block_skips = (down_block(sample, emb, encoder_hidden_states=encoder_hidden_states)
+                                   if down_block.has_cross_attention else down_block(sample, emb))
             skips += block_skips
         sample = self.mid_block(sample, emb, encoder_hidden_states=encoder_hidden_states)
 

@@ -74,25 +74,31 @@ def _infer_encoder(reader: ldm._ShapeReader):
     if len({level.layers for level in levels}) > 1:
         reader.fail("a ControlNet has the same number of resnets at every level")
     channels = [level.channels for level in levels]
-    mid_depth = ldm._mid_depth(reader)
+    if channels[0] != first_channels:
+        reader.fail(f"input_blocks.1 has {channels[0]} channels but input_blocks.0.0 makes {first_channels}")
+    mid_type, mid_depth = ldm._middle(reader)
+    if mid_type != "UNetMidBlock2DCrossAttn":
+        reader.fail("a ControlNet's middle_block is resnet, transformer, resnet")
     linear = ldm._uses_linear_projection(reader)
-    attended = [level.depth is not None for level in levels]
-    attended[-1] = True  # the mid block always attends
     down_depths = [level.depth for level in levels]
+    mirrored_up = [[depth] * (level.layers + 1) for depth, level in zip(reversed(down_depths), reversed(levels))]
+    attended = [d is not None for d in down_depths]
+    attended[-1] = True  # the mid block always attends
+    cross_attention = ldm._cross_attention_dim(reader)
+    embedding = ldm._label_embedding(reader, cross_attention.get("cross_attention_dim"))
+    preset = load_preset(ldm._family(embedding, linear))
     structure = dict(
         in_channels=in_channels, block_out_channels=channels, layers_per_block=levels[0].layers,
         down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in down_depths],
         up_block_types=["CrossAttnUpBlock2D" if d else "UpBlock2D" for d in reversed(down_depths)],
-        mid_block_type="UNetMidBlock2DCrossAttn",
-        transformer_layers_per_block=ldm._transformer_depths(reader, levels, list(reversed(down_depths)), mid_depth),
-        reverse_transformer_layers_per_block=None, use_linear_projection=linear,
-        attention_head_dim=ldm._heads(reader, channels, attended) if linear else ldm.SD1_HEADS,
-        num_attention_heads=None, **ldm._cross_attention_dim(reader), **ldm._addition_embedding(reader),
+        mid_block_type=mid_type,
+        **ldm._transformer_depths(reader, levels, mirrored_up, mid_depth),
+        use_linear_projection=linear,
+        attention_head_dim=(preset.attention_head_dim if isinstance(preset.attention_head_dim, int)
+                            else ldm._heads(reader, channels, attended)),
+        num_attention_heads=None, **cross_attention, **embedding,
     )
-    if channels[0] != first_channels:
-        reader.fail(f"input_blocks.1 has {channels[0]} channels but input_blocks.0.0 makes {first_channels}")
-    family = "sdxl" if reader.has("label_emb") else "sd21" if linear else "sd15"
-    return load_preset(family).replace(**structure)
+    return preset.replace(**structure)
 
 
 def diffusers_key_map(shapes: Mapping[str, tuple[int, ...]], config: ControlNetConfig) -> dict[str, str]:
