@@ -102,6 +102,19 @@ ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
 
 
+def say(message: str, label: str | None = None, style: str = "bold red") -> None:
+    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
+    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
+    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
+    console(stderr=True).print(line, soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
+    say(str(message), "warning", "yellow")
+
+
 def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
     """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
     from unetinspect.analysis.inputs import InputSpec
@@ -115,17 +128,6 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
                                      param_hint="--latent")
         size = (int(parts[0]), int(parts[-1]))
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
-def say(message: str, label: str | None = None, style: str = "bold red") -> None:
-    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
-    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
-    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
-    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
-    console(stderr=True).print(line, soft_wrap=True)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
-    say(str(message), "warning", "yellow")
 
 
 def run(fn, *args, **kwargs):

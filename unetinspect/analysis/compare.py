@@ -12,7 +12,6 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.session import Session, open_session

@@ -87,6 +87,7 @@ class WeightsView(View):
             "tensor_count": len(report.tensors), "dtypes": report.dtypes,
             "components": [dataclasses.asdict(p) for p in report.components],
             "config_origin": report.config_origin or None, "config_note": report.config_note,
+            "config_mismatch": report.config_mismatch,
             "nearest_preset": (None if report.nearest_preset is None else
                                {"name": report.nearest_preset.name, "exact": report.nearest_preset.exact,
                                 "differences": list(report.nearest_preset.differences)}),
@@ -95,7 +96,7 @@ class WeightsView(View):
             "config": report.config.to_dict() if report.config is not None else None,
         }
         if self.listing:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in report.matching(self.pattern)]
+            data["tensors"] = [dict(t._asdict(), shape=list(t.shape)) for t in report.matching(self.pattern)]
         return data
 
 
@@ -143,7 +144,8 @@ def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
     if with_bytes:
         table.add_column("bytes", justify="right")
     for part in parts:
-        row = [_plain(part.name), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
+        name = f"{part.name} (e.g. {', '.join(part.examples)})" if part.examples else part.name
+        row = [_plain(name, 120), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
                f"{100 * part.params / total:.1f}%" if total else "–"]
         table.add_row(*row, *([human_bytes(part.nbytes)] if with_bytes else []))
     return table
@@ -154,6 +156,9 @@ def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
     if report.config is None:
         return [("config", Text.assemble(("unknown: ", "yellow"), _plain(report.config_note or "")))]
     rows: list[tuple[str, Text | str]] = [("config", report.config_origin)]
+    if report.config_mismatch:
+        rows.append(("mismatch", Text.assemble(("the tensors do not fit this config: ", "yellow"),
+                                               _plain(report.config_mismatch, 300))))
     match = report.nearest_preset
     if match is not None and match.exact:
         rows.append(("preset", Text(f"exactly the {match.name} preset", style="green")))
