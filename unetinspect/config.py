@@ -139,21 +139,7 @@ class UNetConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> UNetConfig:
         """Read a diffusers config.json."""
-        path = Path(path)
-        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                "fix the file or pass a preset name",
-            ) from None
-        except RecursionError:
-            raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
-                from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json_config(path), origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as diffusers writes it (metadata and unknown fields included)."""
@@ -279,6 +265,24 @@ class UNetConfig:
         doubling_only = ("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D", "AttnUpBlock2D") + K_BLOCKS
         upsampling = self.up_block_classes[:-1]  # the last up block does not upsample
         return 2 ** self.num_downsamples if any(name in doubling_only for name in upsampling) else 1
+
+
+def read_json_config(path: str | Path) -> Any:
+    """The JSON of a config file, read capped (a regular file of at most 1 MiB); one clear error otherwise."""
+    path = Path(path)
+    raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            "fix the file or pass a preset name",
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
+            from None
 
 
 def _check(condition: bool, message: str, hint: str | None = None) -> None:

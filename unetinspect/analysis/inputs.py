@@ -163,7 +163,8 @@ def make_inputs(
     """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
 
     An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are
-    made on `device` itself (on meta: shapes only, no memory anywhere), after `check_sizes`.
+    made on `device` itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's
+    config (which reads as its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
     """
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
@@ -199,6 +200,9 @@ def make_inputs(
         inputs["added_cond_kwargs"] = {k: v.to(device=device, dtype=dtype) for k, v in added.items()}
     if config.attention_type in ("gated", "gated-text-image"):
         inputs["cross_attention_kwargs"] = {"gligen": _gligen_inputs(config, floats, b)}
+    if hasattr(config, "conditioning_channels"):  # a ControlNetConfig
+        scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
+        inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)
     return inputs
 
 

@@ -187,7 +187,8 @@ def flops_trace(session: Session) -> Trace:
     """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory."""
     meta = session if session.device.type == "meta" else None
     if meta is None:
-        meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype)
+        meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype,
+                            controlnets=session.controlnets)
     return trace_model(meta.model, meta.inputs)
 
 

@@ -17,14 +17,29 @@ if TYPE_CHECKING:
     from unetinspect.config import UNetConfig
     from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
 
+
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
-    parts: list[RenderableType] = [_facts(report), Text(), _parts_table("parts", report.components, with_bytes=True)]
+    parts: list[RenderableType] = [kind_line(report), _facts(report), Text(),
+                                   _parts_table("parts", report.components, with_bytes=True)]
     if report.blocks:
-        parts.append(_parts_table("UNet parameters per block", report.blocks, with_bytes=False))
+        model = "ControlNet" if report.kind.kind == "controlnet" else "UNet"
+        parts.append(_parts_table(f"{model} parameters per block", report.blocks, with_bytes=False))
     if report.metadata:
         parts.append(_metadata_table(report.metadata))
     return Group(*parts)
+
+
+def kind_line(report: WeightsReport) -> Text:
+    """What the file is, before anything else, and the command that reads it."""
+    line = Text.assemble(("kind ", "bold"), (report.kind.kind, "bold green"))
+    command = report.kind.command_for(report.source)
+    if command:
+        line.append("  — read it with ")
+        text = _plain(command)
+        text.stylize("cyan")
+        line.append_text(text)
+    return line
 
 
 def keys_table(report: WeightsReport, pattern: str | None) -> Table:
@@ -65,7 +80,8 @@ class WeightsView(View):
     def data(self, report: WeightsReport) -> dict[str, Any]:
         """The report for scripts; the tensor list only when it was asked for (--keys or a pattern)."""
         data: dict[str, Any] = {
-            "source": report.source, "layout": report.layout, "format": report.format,
+            "source": report.source, "kind": report.kind.kind, "read_with": report.kind.command_for(report.source),
+            "layout": report.layout, "format": report.format,
             "files": [{"path": path, "bytes": size} for path, size in report.files],
             "disk_bytes": report.disk_bytes, "memory_bytes": report.memory_bytes,
             "tensor_count": len(report.tensors), "dtypes": report.dtypes,

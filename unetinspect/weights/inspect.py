@@ -21,14 +21,19 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
+from unetinspect.weights.kinds import FileKind, file_kind
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
-               "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
+               "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out",
+               # a ControlNet's own parts, after its copy of the encoder
+               "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+# The kinds of file that are a model of their own (a config, blocks); the others add to one.
+MODEL_KINDS = ("unet", "controlnet")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 # The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
 OTHER = "other"
@@ -98,6 +103,7 @@ class WeightsReport:
     nearest_preset: PresetMatch | None
     metadata: dict[str, str]
     config_mismatch: str | None = None  # how the tensors disagree with the config (None: they fit it)
+    kind: FileKind = FileKind("unknown", None)  # what the file is (unet, controlnet, lora, ...), said first
 
     @property
     def disk_bytes(self) -> int:
@@ -140,9 +146,13 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     stored, metadata = _read_tensors(files)
     layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
     cfg = source.config if source else None
-    ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
+    kind = file_kind(t.name for t in stored)
+    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+        ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
+    else:
+        ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     tensors = tuple(
-        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else "UNet", t.dtype,
+        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
@@ -153,7 +163,7 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
         config_origin=_config_origin(source, config), config_note=note,
         nearest_preset=nearest_preset(cfg) if cfg is not None and mismatch is None else None, metadata=metadata,
-        config_mismatch=mismatch,
+        config_mismatch=mismatch, kind=kind,
     )
 
 
@@ -172,7 +182,7 @@ def _mismatch(source: Source) -> str | None:
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
     """The built-in preset with the fewest differing config fields (ties: the first listed)."""
-    mine = config.to_dict()
+    mine = getattr(config, "unet", config).to_dict()  # a ControlNet: the UNet it copies
     best: PresetMatch | None = None
     for name in PRESETS:
         theirs = load_preset(name).to_dict()
@@ -255,7 +265,8 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
         return {name: name for name in shapes}
     if config is None:
         return {}
-    return {theirs: ours for ours, theirs in ldm.diffusers_key_map(shapes, config).items()}
+    rename = controlnet_ldm.diffusers_key_map if layout == "ldm-controlnet" else ldm.diffusers_key_map
+    return {theirs: ours for ours, theirs in rename(shapes, config).items()}
 
 
 # ---- describing ---------------------------------------------------------------------------------------------------
@@ -264,7 +275,7 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
 def _format(path: Path, files: tuple[Path, ...], layout: str) -> str:
     kind = "pickle" if any(f.suffix in PICKLE_SUFFIXES for f in files) else "safetensors"
     if path.is_file():
-        return f"single {kind} file, {'original (LDM)' if layout == 'ldm' else 'diffusers'} layout"
+        return f"single {kind} file, {'original (LDM)' if layout.startswith('ldm') else 'diffusers'} layout"
     where = "diffusers pipeline folder (unet/)" if (path / "model_index.json").is_file() else "diffusers folder"
     parts = [where, f"sharded in {len(files)} {kind} files" if len(files) > 1 else f"one {kind} file"]
     variant = re.match(rf"{WEIGHTS_NAME}\.([^.-]+)[.-]", files[0].name)
@@ -278,7 +289,7 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
         return ""
     if config is not None:
         return f"--config {config}" if not isinstance(config, UNetConfig) else "given"
-    if source.layout == "ldm":
+    if source.layout.startswith("ldm"):
         return "inferred from tensor shapes"
     return "config.json"
 

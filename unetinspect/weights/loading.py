@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.weights.sources import Source, headers_of, resolve_source
@@ -76,13 +77,21 @@ def _skip_parameter_init() -> Iterator[None]:
                 cls.reset_parameters = method
 
 
-def build_model(config: UNetConfig, dtype: torch.dtype | None = None) -> UNet2DConditionModel:
-    """The model on the meta device: structure, shapes and parameter counts, no memory."""
+def build_model(config: UNetConfig | ControlNetConfig, dtype: torch.dtype | None = None) -> nn.Module:
+    """The model on the meta device (a ControlNetModel for a ControlNet's config): structure, no memory."""
     with torch.device("meta"), _skip_parameter_init():
-        model = UNet2DConditionModel(config)
+        model = _model_class(config)(config)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
+
+
+def _model_class(config: UNetConfig | ControlNetConfig) -> type[nn.Module]:
+    if isinstance(config, ControlNetConfig):
+        from unetinspect.models.controlnet import ControlNetModel
+
+        return ControlNetModel
+    return UNet2DConditionModel
 
 
 def load_unet(
@@ -96,6 +105,8 @@ def load_unet(
     seed: int = 0,
 ) -> UNet2DConditionModel:
     """Load a UNet from a preset, config.json, diffusers folder or checkpoint file; its config is `model.config`.
+
+    A ControlNet source (folder, config or file) gives our `ControlNetModel` the same way.
 
     `device=None` picks CUDA when available, else CPU (`"meta"` builds the structure only); `dtype=None` keeps
     float32, as diffusers does. A source without weights gets random weights made from `seed`.
@@ -187,6 +198,8 @@ def _key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, st
     """Our key → the file's key. Diffusers files map to themselves; LDM files are renamed (UNet keys only)."""
     if source.layout == "ldm":
         return ldm.diffusers_key_map(shapes, source.config)
+    if source.layout == "ldm-controlnet":
+        return controlnet_ldm.diffusers_key_map(shapes, source.config)
     return {name: name for name in shapes}
 
 
