@@ -160,6 +160,20 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 
 
 SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
+BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
+                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
+                                           "of the step, parameters; with profile, latency.")]
+
+
+def _emit_branches(source: str | None, spec: Any, fmt: str, output: Path | None,
+                   latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
+    """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
+    from unetinspect.analysis.branches import branch_costs
+    from unetinspect.render import branches_view
+
+    result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
+    render = getattr(branches_view, f"branches_{fmt if fmt != 'tree' else 'table'}")
+    emit(render(result), output, inputs=[source, options.get("config")])
 
 
 @app.command()
@@ -177,6 +191,7 @@ def summary(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    branches: BranchesOpt = False,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -196,6 +211,9 @@ def summary(
     from unetinspect.render import summary_view
 
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    if branches:
+        return _emit_branches(source, spec, fmt.value, output, config=config, variant=variant,
+                              allow_pickle=allow_pickle)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
                  allow_pickle=allow_pickle)
     if fmt in (SummaryFormat.table, SummaryFormat.tree):
@@ -244,6 +262,7 @@ def profile(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    branches: BranchesOpt = False,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -266,6 +285,10 @@ def profile(
     from unetinspect.render.export import check_output_path, write_output
 
     comparing = sweep is not None or attention == Attention.all
+    if branches and (comparing or compile_model):
+        raise typer.BadParameter("branch latencies come from one profile of the layers: leave out --sweep, "
+                                 "--attention all and --compile", param_hint="--branches")
+    depth = 2 if branches else depth  # a branch is a set of layers: time them
     if trace is not None and comparing:
         raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
                                  param_hint="--trace")
@@ -286,6 +309,9 @@ def profile(
                          chrome_trace=trace is not None, progress=progress, **options)
     if trace is not None:
         console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
+    if branches:
+        return _emit_branches(source, spec, fmt.value, output, {row.name: row.latency.median for row in result.blocks},
+                              result.totals.step.median, config=config, variant=variant, allow_pickle=allow_pickle)
     view = getattr(profile_view, f"{'sweep' if comparing else 'profile'}_{fmt.value}")
     emit(view(result), output, inputs=inputs)
 
