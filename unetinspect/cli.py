@@ -470,9 +470,54 @@ def compare(
     spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle)
+    if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
+        from unetinspect.analysis.report import comparison_reports
+        from unetinspect.render.report import comparison_html
+
+        emit(run(lambda: comparison_html(result, comparison_reports(result))), output, inputs=[source_a, source_b])
+        return
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
               CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
     emit(render(result), output, inputs=[source_a, source_b])
+
+
+@app.command()
+def report(
+    source: SourceArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    latency: Annotated[bool, typer.Option("--profile", help="Also time every layer (CUDA when available, else "
+                                          "the CPU; random weights for configs) and colour by latency.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. [default: cuda if "
+                                                  "available, else cpu]", show_default=False)] = None,
+    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    text_len: TextLenOpt = 77,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
+    and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
+
+    Examples:
+
+      [bold]unetinspect report sdxl -o sdxl.html[/]
+
+      [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
+    """
+    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.analysis.report import build_report
+    from unetinspect.render.export import check_output_path
+    from unetinspect.render.report import report_html
+
+    inputs = [i for i in (source, config) if i]
+    run(check_output_path, output, inputs)
+    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    result = run(build_report, source, spec, profile=latency, device=device, repeat=repeat, config=config,
+                 variant=variant, allow_pickle=allow_pickle)
+    emit(run(report_html, result), output, inputs=inputs)
 
 
 def main() -> None:
