@@ -70,7 +70,7 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 (see [measuring.md](measuring.md)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "weights"]
+COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "weights"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -95,10 +95,12 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
     (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
     return {
         "presets": [["presets"]],
-        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"]],
+        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"], ["summary", "sd15", "--branches"]],
         "profile": [["profile", "tiny", "--device", "cpu", "--repeat", "5"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
-        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"]],
+        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
+                    ["compare", "sd15", "sdxl", "-o", "diff.html"]],
+        "report": [["report", "sdxl", "-o", "sdxl.html"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
     }
 
