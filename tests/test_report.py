@@ -44,6 +44,7 @@ def test_report_data_has_every_call_and_the_blocks(tiny_report):
     assert len(data["rows"]) == len(trace.records) - 1
     assert [r["name"] for r in data["rows"] if r["depth"] == 1] == [r.name for r in trace.records if r.depth == 1]
     assert [m["key"] for m in data["metrics"]] == ["params", "flops", "activation"]  # latency only when timed
+    assert [len(runs) for runs in data["branches"]] == [len(b.runs) for b in tiny_report.branches]
     parents = {r["index"]: r for r in data["rows"]}
     assert all(r["parent"] is None or parents[r["parent"]]["depth"] == r["depth"] - 1 for r in data["rows"])
 

@@ -91,6 +91,20 @@ def test_tiny_report_in_the_browser(browser, tiny_report, tmp_path):
     assert page.errors == []
 
 
+def test_a_branch_shows_on_the_diagram(browser, tiny_report, tmp_path):
+    page = Page(browser, report_html(tiny_report), tmp_path / "branches.html")
+    shallowest = tiny_report.branches[0]  # conv_in → the last up block: every inner level is skipped
+    page.page.locator('#branches tr[data-branch="0"]').click()
+    skipped = set(page.page.eval_on_selector_all("#diagram .node.skipped", "ns => ns.map(n => n.id)"))
+    ran_blocks = {name.split(".")[0] if not name.startswith(("down_blocks", "up_blocks")) else
+                  ".".join(name.split(".")[:2]) for name in shallowest.runs}
+    blocks = {r.name for r in tiny_report.rows if r.depth == 1}
+    assert skipped == blocks - ran_blocks and "mid_block" in skipped
+    page.page.locator('#branches tr[data-branch="0"]').click()  # again: cleared
+    assert page.page.locator("#diagram .node.skipped").count() == 0
+    assert page.errors == []
+
+
 def test_report_without_dot_still_works_in_the_browser(browser, tiny_report, tmp_path, monkeypatch):
     import unetinspect.render.report as report_render
 

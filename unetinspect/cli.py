@@ -462,6 +462,8 @@ def compare(
       [bold]unetinspect compare sdxl --impl diffusers[/]      our model against diffusers', block by block
 
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
+
+      [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.analysis.inputs import InputSpec

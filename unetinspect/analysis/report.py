@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from unetinspect.analysis.branches import Branch, find_branches
 from unetinspect.analysis.compare import Comparison
 from unetinspect.analysis.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.analysis.inputs import InputSpec
@@ -57,6 +58,7 @@ class Report:
     layers: dict[str, Graph]  # block name → that block opened one level (its resnets, transformers, resamplers)
     step_ms: float | None = None
     notes: list[str] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)  # the shallow branches caching methods run
 
     @property
     def metrics(self) -> list[str]:
@@ -89,7 +91,8 @@ def build_report(
         notes.append(f"latency: median of {repeat} runs on {timed.device.name}, layers timed with hooks; a block's "
                      "latency is the sum of its layers'")
     return Report(summary=summary, rows=report_rows(trace, latencies), blocks=build_graph(trace, name=src.label),
-                  layers=layer_graphs(trace, src.label), step_ms=step_ms, notes=notes)
+                  layers=layer_graphs(trace, src.label), step_ms=step_ms, notes=notes,
+                  branches=find_branches(trace, latencies or None))
 
 
 def report_rows(trace: Trace, latencies: dict[str, float] | None = None) -> list[ReportRow]:

@@ -33,6 +33,7 @@ def report_html(report: Report) -> str:
     data = {
         "kind": "report",
         "metrics": metrics,
+        "branches": [list(b.runs) for b in report.branches],
         "rows": [{"index": r.index, "name": r.name, "type": r.type, "depth": r.depth, "parent": r.parent,
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
@@ -57,6 +58,7 @@ def report_html(report: Report) -> str:
     <div><h2>Layers of the block clicked</h2><div id="layers"><p class="note">Click a block.</p></div></div>
   </div>
 </section>
+{_branches_section(report)}
 <section>
   <h2>Modules</h2>
   <p class="note">Blocks → layers → sub-layers. ▸ opens a row; a column header sorts each level (again: reverse,
@@ -134,6 +136,36 @@ def _setup(report: Report) -> str:
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
     return (f"<h1>{escape(summary.source.label)}</h1><p class=\"heading\">{escape(heading(summary))}</p>"
             f"<dl>{items}</dl>")
+
+
+def _branches_section(report: Report) -> str:
+    """The partial-UNet costs (see analysis/branches.py); a click on a row shows the branch on the diagram."""
+    if not report.branches:
+        return ""
+    from unetinspect.analysis.branches import CONVENTIONS
+
+    flops = report.summary.trace.flops
+    timed = report.branches[0].latency_ms is not None
+    rows = "".join(
+        f'<tr data-branch="{b.index}"><td class="num">{b.index}</td><td>{escape(b.producer)}</td>'
+        f"<td>{escape(b.consumer)}</td><td class=\"num\">{human_flops(b.flops)}</td>"
+        f'<td class="num">{100 * b.flops / flops:.1f}%</td><td class="num">{human_flops(b.macs_without_attention)}</td>'
+        f'<td class="num">{human_count(b.params)}</td>'
+        + (f'<td class="num">{b.latency_ms:.3f}</td>' if timed else "") + "</tr>"
+        for b in report.branches
+    )
+    notes = "".join(f"<li>{escape(c)}</li>" for c in CONVENTIONS)
+    return f"""
+<section>
+  <h2>Partial UNet: the shallow branch of each skip</h2>
+  <p class="note">What a DeepCache-style step runs when everything deeper than skip k comes from the previous
+  step's cache. Click a branch to see it on the diagram: blocks it skips fade, blocks it runs in part are dashed.
+  Click again to clear.</p>
+  <table id="branches"><thead><tr><th class="num">branch</th><th>skip from</th><th>read by</th>
+  <th class="num">FLOPs</th><th class="num">% step</th><th class="num">MACs w/o attn</th><th class="num">params</th>
+  {'<th class="num">latency ms</th>' if timed else ""}</tr></thead><tbody>{rows}</tbody></table>
+  <ul class="note">{notes}</ul>
+</section>"""
 
 
 def _status(pair: Any) -> str:

@@ -181,6 +181,39 @@
       renderTree();
     }));
 
+    /* A branch on the diagram: blocks none of whose layers it runs fade, blocks it runs in part are dashed. */
+    function showBranch(index) {
+      const runs = new Set(index === null ? [] : data.branches[index]);
+      const blockOf = (row) => { while (row.parent !== null) row = rows[row.parent]; return row; };
+      const layersOf = new Map(); // block name → [ran, total] over the rows a branch is made of
+      rows.filter((r) => r.depth === 2 || (r.depth === 1 && !children.has(r.index))).forEach((r) => {
+        const counts = layersOf.get(blockOf(r).name) || [0, 0];
+        counts[0] += runs.has(r.name) ? 1 : 0;
+        counts[1] += 1;
+        layersOf.set(blockOf(r).name, counts);
+      });
+      diagram.querySelectorAll(".node").forEach((node) => {
+        const row = rowsById.get(node.id);
+        const [ran, total] = (row && layersOf.get(row.name)) || [0, 0];
+        node.classList.toggle("skipped", index !== null && row !== undefined && ran === 0);
+        node.classList.toggle("partial", index !== null && ran > 0 && ran < total);
+      });
+      document.querySelectorAll("#branches tbody tr").forEach((tr) =>
+        tr.classList.toggle("selected", index !== null && Number(tr.dataset.branch) === index));
+    }
+
+    const branchTable = document.querySelector("#branches tbody");
+    if (branchTable) {
+      let shown = null;
+      branchTable.addEventListener("click", (event) => {
+        const tr = event.target.closest("tr[data-branch]");
+        if (!tr) return;
+        const index = Number(tr.dataset.branch);
+        shown = shown === index ? null : index;
+        showBranch(shown);
+      });
+    }
+
     renderTree();
     recolour();
   }
