@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from unetinspect.analysis.branches import Branch, find_branches
+from unetinspect.analysis.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.analysis.compare import Comparison
 from unetinspect.analysis.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.analysis.inputs import InputSpec
@@ -22,12 +22,7 @@ from unetinspect.analysis.summary import Summary, summarize
 from unetinspect.analysis.trace import CallRecord, Trace
 from unetinspect.weights.sources import Source, resolve_source
 
-METRICS = {  # key → (label, unit) of what a reader can colour the diagram by
-    "params": ("parameters", ""),
-    "flops": ("FLOPs", "FLOPs"),
-    "activation": ("activation size", "B"),
-    "latency": ("latency", "ms"),
-}
+METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
 
 
 @dataclass(frozen=True)
@@ -59,6 +54,7 @@ class Report:
     step_ms: float | None = None
     notes: list[str] = field(default_factory=list)
     branches: list[Branch] = field(default_factory=list)  # the shallow branches caching methods run
+    conventions: tuple[str, ...] = CONVENTIONS  # how the branches' figures are counted
 
     @property
     def metrics(self) -> list[str]:

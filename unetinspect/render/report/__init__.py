@@ -21,15 +21,14 @@ if TYPE_CHECKING:
     from unetinspect.analysis.compare import Comparison
     from unetinspect.analysis.report import Report
 
+METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activation size", "latency": "latency"}
 NO_DOT = f"Graphviz's dot program was not installed when this report was made, so it has no diagrams: {INSTALL_HINT}."
 
 
 def report_html(report: Report) -> str:
     """The whole report page for one UNet."""
-    from unetinspect.analysis.report import METRICS
-
     summary = report.summary
-    metrics = [{"key": key, "label": METRICS[key][0]} for key in report.metrics]
+    metrics = [{"key": key, "label": METRIC_LABELS[key]} for key in report.metrics]
     data = {
         "kind": "report",
         "metrics": metrics,
@@ -142,8 +141,6 @@ def _branches_section(report: Report) -> str:
     """The partial-UNet costs (see analysis/branches.py); a click on a row shows the branch on the diagram."""
     if not report.branches:
         return ""
-    from unetinspect.analysis.branches import CONVENTIONS
-
     flops = report.summary.trace.flops
     timed = report.branches[0].latency_ms is not None
     rows = "".join(
@@ -154,7 +151,7 @@ def _branches_section(report: Report) -> str:
         + (f'<td class="num">{b.latency_ms:.3f}</td>' if timed else "") + "</tr>"
         for b in report.branches
     )
-    notes = "".join(f"<li>{escape(c)}</li>" for c in CONVENTIONS)
+    notes = "".join(f"<li>{escape(c)}</li>" for c in report.conventions)
     return f"""
 <section>
   <h2>Partial UNet: the shallow branch of each skip</h2>
