@@ -49,13 +49,13 @@ def test_report_data_has_every_call_and_the_blocks(tiny_report):
     assert all(r["parent"] is None or parents[r["parent"]]["depth"] == r["depth"] - 1 for r in data["rows"])
 
 
-def test_report_with_latency_sums_layers_into_blocks():
+def test_report_with_latency_times_blocks_and_layers():
     report = build_report("tiny", profile=True, device="cpu", repeat=1)
     assert "latency" in report.metrics
-    rows = {r.name: r for r in report.rows}
-    block = rows["down_blocks.0"]
-    layers = [r for r in report.rows if r.parent == block.index]
-    assert block.latency_summed and block.latency_ms == pytest.approx(sum(r.latency_ms for r in layers))
+    assert all((r.latency_ms is not None) == (r.depth <= 2) for r in report.rows)
+    data = data_of(report_html(report))
+    assert data["metrics"][-1]["key"] == "latency" and len(data["branches"]) == len(report.branches)
+    assert all(b.latency_ms > 0 for b in report.branches)
 
 
 def test_without_dot_the_report_says_so_and_keeps_the_blocks(tiny_report, monkeypatch):
@@ -94,8 +94,8 @@ def test_compare_to_html_marks_added_removed_and_changed_blocks(tmp_path, write_
 
 def test_identical_sources_compare_as_all_same():
     from unetinspect.analysis.compare import compare
-    from unetinspect.analysis.report import comparison_reports
+    from unetinspect.analysis.report import comparison_graphs
 
     result = compare("tiny", "tiny")
-    status = data_of(comparison_html(result, comparison_reports(result)))["status"]
+    status = data_of(comparison_html(result, comparison_graphs("tiny", "tiny")))["status"]
     assert set(status["a"].values()) == {"same"} == set(status["b"].values())

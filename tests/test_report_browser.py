@@ -119,11 +119,11 @@ def test_report_without_dot_still_works_in_the_browser(browser, tiny_report, tmp
 
 def test_comparison_page_in_the_browser(browser, tmp_path):
     from unetinspect.analysis.compare import compare
-    from unetinspect.analysis.report import comparison_reports
+    from unetinspect.analysis.report import comparison_graphs
     from unetinspect.render.report import comparison_html
 
     result = compare("tiny", "sd15")
-    page = Page(browser, comparison_html(result, comparison_reports(result)), tmp_path / "diff.html")
+    page = Page(browser, comparison_html(result, comparison_graphs("tiny", "sd15")), tmp_path / "diff.html")
     marked = page.page.eval_on_selector_all("#diagram-a .node[data-status]", "ns => ns.map(n => n.dataset.status)")
     assert len(marked) == sum(1 for r in result.a.trace.records if r.depth == 1) and "changed" in marked
     page.page.locator("#comparison tbody tr").nth(4).click()

@@ -84,14 +84,34 @@ VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="Weights va
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickle files "
                                               "(weights_only=True). Only for files you trust.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
-HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (latent x8). "
-                                                  "[default: the config's sample_size x 8]", show_default=False)]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels (latent x8). "
-                                                 "[default: the config's sample_size x 8]", show_default=False)]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (the latent is the "
+                                                  "family's factor smaller: 8 for SD/SDXL, 4 for the x4 upscaler, "
+                                                  "1 in pixel space). [default: the config's sample_size]",
+                                                  show_default=False)]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. [default: the config's "
+                                                 "sample_size]", show_default=False)]
+LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent size instead of --height/--width, "
+                                                  "as HxW or one number (any model, also where the pixel size is "
+                                                  "unknown).", show_default=False)]
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
-DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Module depth to show: 1 = blocks "
-                                       "(down_blocks.0, mid_block, ...), 2 = their layers, and so on.")]
+DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
+                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+
+
+def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
+    """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
+    from unetinspect.analysis.inputs import InputSpec
+
+
+    size = None
+    if latent is not None:
+        parts = latent.lower().split("x")
+        if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+            raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
+                                     param_hint="--latent")
+        size = (int(parts[0]), int(parts[-1]))
+    return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
 
 
 def run(fn, *args, **kwargs):
@@ -183,6 +203,7 @@ def summary(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     dtype: DtypeOpt = "fp32",
@@ -206,11 +227,10 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.analysis.summary import summarize
     from unetinspect.render import summary_view
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     if branches:
         return _emit_branches(source, spec, fmt.value, output, config=config, variant=variant,
                               allow_pickle=allow_pickle)
@@ -245,6 +265,7 @@ def profile(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
@@ -277,18 +298,12 @@ def profile(
 
       [bold]unetinspect profile sd15 --sweep batch=1,2,4 --attention all[/]
     """
-    from unetinspect.analysis.inputs import InputSpec
-    from unetinspect.analysis.profile import parse_sweep
-    from unetinspect.analysis.profile import sweep as sweep_step
-    from unetinspect.analysis.profile import profile as profile_step
-    from unetinspect.render import profile_view
-    from unetinspect.render.export import check_output_path, write_output
+    from unetinspect.render.export import check_output_path
 
     comparing = sweep is not None or attention == Attention.all
-    if branches and (comparing or compile_model):
+    if branches and (comparing or compile_model or trace is not None):
         raise typer.BadParameter("branch latencies come from one profile of the layers: leave out --sweep, "
-                                 "--attention all and --compile", param_hint="--branches")
-    depth = 2 if branches else depth  # a branch is a set of layers: time them
+                                 "--attention all, --compile and --trace", param_hint="--branches")
     if trace is not None and comparing:
         raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
                                  param_hint="--trace")
@@ -296,24 +311,57 @@ def profile(
     for path in (output, trace):  # a bad path fails now, not after minutes of timing
         if path is not None:
             run(check_output_path, path, inputs)
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
                    variant=variant, allow_pickle=allow_pickle)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    if comparing:
+        _profile_sweep(source, spec, sweep, attention.value, options, fmt.value, output, inputs, show_bar)
+    elif branches:
+        _profile_branches(source, spec, attention.value, options, fmt.value, output, show_bar)
+    else:
+        _profile_step(source, spec, depth, attention.value, options, fmt.value, output, trace, inputs, show_bar)
+
+
+def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: str,
+                  output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
+    """`profile` of one step, block by block (and its Chrome trace with --trace)."""
+    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.render import profile_view
+    from unetinspect.render.export import write_output
+
     with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
-        if comparing:
-            specs = run(parse_sweep, sweep, spec) if sweep is not None else [("as given", spec)]
-            result = run(sweep_step, source, specs, attention.value, progress=progress, **options)
-        else:
-            result = run(profile_step, source, spec, depth=depth, attention=attention.value,
-                         chrome_trace=trace is not None, progress=progress, **options)
+        result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
+                     progress=progress, **options)
     if trace is not None:
         console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
-    if branches:
-        return _emit_branches(source, spec, fmt.value, output, {row.name: row.latency.median for row in result.blocks},
-                              result.totals.step.median, config=config, variant=variant, allow_pickle=allow_pickle)
-    view = getattr(profile_view, f"{'sweep' if comparing else 'profile'}_{fmt.value}")
-    emit(view(result), output, inputs=inputs)
+    emit(getattr(profile_view, f"profile_{fmt}")(result), output, inputs=inputs)
+
+
+def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: str,
+                      output: Path | None, show_bar: bool) -> None:
+    """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
+    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.render import profile_view
+
+    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+        result = run(profile_source, source, spec, depth=2, attention=attention, progress=progress, **options)
+    latencies = {row.name: row.latency.median for row in result.blocks}
+    _emit_branches(source, spec, fmt, output, latencies, result.totals.step.median,
+                   **{key: options[key] for key in ("config", "variant", "allow_pickle")})
+
+
+def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
+                   fmt: str, output: Path | None, inputs: list[str], show_bar: bool) -> None:
+    """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
+    from unetinspect.analysis.profile import parse_sweep
+    from unetinspect.analysis.profile import sweep as sweep_source
+    from unetinspect.render import profile_view
+
+    specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
+    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+        result = run(sweep_source, source, specs, attention, progress=progress, **options)
+    emit(getattr(profile_view, f"sweep_{fmt}")(result), output, inputs=inputs)
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
@@ -347,6 +395,7 @@ def diagram(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
@@ -367,10 +416,9 @@ def diagram(
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
     from unetinspect.analysis.graph import diagram_graph
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.render.graph import Style, write_diagram
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
                 allow_pickle=allow_pickle)
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
@@ -439,6 +487,7 @@ def compare(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
@@ -466,17 +515,17 @@ def compare(
       [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
     from unetinspect.analysis.compare import compare as compare_sources
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.render import compare_view
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
-        from unetinspect.analysis.report import comparison_reports
+        from unetinspect.analysis.report import comparison_graphs
         from unetinspect.render.report import comparison_html
 
-        emit(run(lambda: comparison_html(result, comparison_reports(result))), output, inputs=[source_a, source_b])
+        graphs = run(comparison_graphs, source_a, source_b, spec, impl=impl.value, allow_pickle=allow_pickle)
+        emit(comparison_html(result, graphs), output, inputs=[source_a, source_b])
         return
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
               CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
@@ -495,6 +544,7 @@ def report(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
@@ -509,14 +559,13 @@ def report(
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
     """
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.analysis.report import build_report
     from unetinspect.render.export import check_output_path
     from unetinspect.render.report import report_html
 
     inputs = [i for i in (source, config) if i]
     run(check_output_path, output, inputs)
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     result = run(build_report, source, spec, profile=latency, device=device, repeat=repeat, config=config,
                  variant=variant, allow_pickle=allow_pickle)
     emit(run(report_html, result), output, inputs=inputs)

@@ -21,9 +21,10 @@ from typing import Any
 
 from unetinspect.analysis.graph import build_graph, trace_for_diagram
 from unetinspect.analysis.inputs import InputSpec
+from unetinspect.analysis.session import Session, Setup, open_session
 from unetinspect.analysis.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
-from unetinspect.weights.sources import Source, resolve_source
+from unetinspect.weights.sources import Source
 
 LAYER_DEPTH = 2  # the rows a branch is made of: resnets, transformers and resamplers inside the blocks
 
@@ -64,11 +65,7 @@ class Branch:
 class Branches:
     """Every shallow branch of one traced UNet, and the full step they are a share of."""
 
-    label: str
-    model_type: str
-    batch: int
-    pixels: tuple[int, int]
-    text_len: int
+    setup: Setup
     flops: int  # the full step
     attention_flops: int
     params: int
@@ -116,26 +113,23 @@ def attention_flops(trace: Trace, record: CallRecord) -> int:
 
 
 def branch_costs(
-    source: str | Path | Source | None = None,
+    source: str | Path | Source | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     latencies: dict[str, float] | None = None,
     step_ms: float | None = None,
     **source_options: Any,
 ) -> Branches:
-    """Trace a source on the meta device (ops recorded) and cost each of its shallow branches."""
-    src = resolve_source(source, **source_options)
-    trace = trace_for_diagram(src, spec)
+    """Open a source on the meta device, trace it with its ops, and cost each of its shallow branches."""
+    session = open_session(source, spec, device="meta", **source_options)
+    trace = trace_for_diagram(session)
     branches = find_branches(trace, latencies)
     if not branches:
-        raise UnetInspectError(f"{src.label} has no skip connections from its down path to its up path",
+        raise UnetInspectError(f"{session.setup.label} has no skip connections from its down path to its up path",
                                "branches are the partial UNets of caching methods; this model has none")
     units = trace.at_depth(LAYER_DEPTH)
-    return Branches(
-        label=src.label, model_type=trace.model_type, batch=spec.batch, pixels=spec.pixel_size(src.config),
-        text_len=spec.text_len, flops=trace.flops, attention_flops=sum(attention_flops(trace, u) for u in units),
-        params=trace.total_params, branches=branches, step_ms=step_ms,
-    )
+    return Branches(setup=session.setup, flops=trace.flops, params=trace.total_params, branches=branches,
+                    attention_flops=sum(attention_flops(trace, u) for u in units), step_ms=step_ms)
 
 
 # ---- finding the skips ---------------------------------------------------------------------------------------------

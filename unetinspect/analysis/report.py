@@ -15,12 +15,12 @@ from typing import Any
 import torch
 
 from unetinspect.analysis.branches import CONVENTIONS, Branch, find_branches
-from unetinspect.analysis.compare import Comparison
 from unetinspect.analysis.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.summary import Summary, summarize
+from unetinspect.analysis.session import Session, open_session
+from unetinspect.analysis.summary import Summary, summary_of
 from unetinspect.analysis.trace import CallRecord, Trace
-from unetinspect.weights.sources import Source, resolve_source
+from unetinspect.weights.sources import Source
 
 METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
 
@@ -39,8 +39,7 @@ class ReportRow:
     params: int
     flops: int
     activation: int  # bytes of the distinct tensors it returns
-    latency_ms: float | None = None
-    latency_summed: bool = False  # the sum of its timed layers, not timed itself
+    latency_ms: float | None = None  # median, for the calls a profile timed (blocks and their layers)
 
 
 @dataclass
@@ -63,7 +62,7 @@ class Report:
 
 
 def build_report(
-    source: str | Path | Source | None = None,
+    source: str | Path | Source | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     profile: bool = False,
@@ -71,37 +70,35 @@ def build_report(
     repeat: int = 5,
     **source_options: Any,
 ) -> Report:
-    """Trace a source on the meta device (and, with `profile`, time its layers on `device`) for the report."""
-    src = resolve_source(source, **source_options)
-    summary = summarize(src, spec)
-    trace = trace_for_diagram(src, spec)
+    """Open a source on the meta device (and, with `profile`, time its layers on `device`) for the report."""
+    session = open_session(source, spec, device="meta", **source_options)
+    summary = summary_of(session)
+    trace = trace_for_diagram(session)  # the same pass with its ops, for the diagrams' edges and the branches
     latencies: dict[str, float] = {}
     step_ms = None
     notes = []
     if profile:
-        from unetinspect.analysis.profile import profile as profile_step
+        from unetinspect.analysis.profile import profile as profile_source
 
-        timed = profile_step(src, spec, device=device, depth=2, repeat=repeat)
+        timed = profile_source(source, spec, device=device, depth=2, repeat=repeat, **source_options)
         latencies = {row.name: row.latency.median for row in timed.blocks}
         step_ms = timed.totals.step.median
-        notes.append(f"latency: median of {repeat} runs on {timed.device.name}, layers timed with hooks; a block's "
-                     "latency is the sum of its layers'")
-    return Report(summary=summary, rows=report_rows(trace, latencies), blocks=build_graph(trace, name=src.label),
-                  layers=layer_graphs(trace, src.label), step_ms=step_ms, notes=notes,
+        notes.append(f"latency: median of {repeat} runs on {timed.device.name}, blocks and layers timed with hooks")
+    label = session.setup.label
+    return Report(summary=summary, rows=report_rows(trace, latencies), blocks=build_graph(trace, name=label),
+                  layers=layer_graphs(trace, label), step_ms=step_ms, notes=notes,
                   branches=find_branches(trace, latencies or None))
 
 
 def report_rows(trace: Trace, latencies: dict[str, float] | None = None) -> list[ReportRow]:
-    """Every call below the model, parents first; latencies given for some calls are summed up to their parents."""
+    """Every call below the model, parents first, with the latency of the calls that were timed."""
     latencies = latencies or {}
-    summed = _summed_latencies(trace, latencies)
     position = {r.index: i for i, r in enumerate(trace.records[1:])}
     return [
         ReportRow(index=position[r.index], name=r.name, type=r.type, depth=r.depth,
                   parent=position.get(r.parent) if r.parent else None,
                   inputs=[t.shape for t in r.inputs], outputs=[t.shape for t in r.outputs], params=r.params,
-                  flops=r.flops, activation=_output_bytes(r), latency_ms=latencies.get(r.name, summed.get(r.index)),
-                  latency_summed=r.name not in latencies and r.index in summed)
+                  flops=r.flops, activation=_output_bytes(r), latency_ms=latencies.get(r.name))
         for r in trace.records[1:]
     ]
 
@@ -112,29 +109,14 @@ def layer_graphs(trace: Trace, name: str) -> dict[str, Graph]:
             for r in trace.at_depth(1) if r.children and r.call == 0}
 
 
-def comparison_reports(comparison: Comparison) -> tuple[Graph, Graph]:
-    """The block diagrams of both sides of a comparison, traced again with ops for their skip edges."""
-    graphs = []
-    for summary in (comparison.a, comparison.b):
-        trace = trace_for_diagram(summary.source, summary.spec)
-        graphs.append(build_graph(trace, name=summary.source.label))
+def comparison_graphs(a: str | Path | Source | Session | None, b: str | Path | Source | Session | None,
+                      spec: InputSpec = InputSpec(), *, impl: str = "ours", **source_options: Any) -> tuple[Graph, Graph]:
+    """The block diagrams of the two sides `compare` compared (B is diffusers' model of A with impl="diffusers")."""
+    first = open_session(a, spec, device="meta", **source_options)
+    second = open_session(first.source if impl == "diffusers" else b, spec, device="meta", impl=impl,
+                          **source_options)
+    graphs = [build_graph(trace_for_diagram(side), name=side.setup.label) for side in (first, second)]
     return graphs[0], graphs[1]
-
-
-def _summed_latencies(trace: Trace, latencies: dict[str, float]) -> dict[int, float]:
-    """Record index → the sum of the latencies of its timed descendants, for calls that were not timed.
-
-    Timed rows (one profile depth) never nest, so each adds to each untimed ancestor once.
-    """
-    sums: dict[int, float] = {}
-    for record in trace.records[1:]:
-        if record.name not in latencies:
-            continue
-        parent = record.parent
-        while parent and trace.records[parent].name not in latencies:
-            sums[parent] = sums.get(parent, 0.0) + latencies[record.name]
-            parent = trace.records[parent].parent
-    return sums
 
 
 def _output_bytes(record: CallRecord) -> int:

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unetinspect.render.export import csv_text, json_text, markdown_table
+from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -24,9 +25,7 @@ HEADER = ["branch", "skip from", "read by", "skip shape", "FLOPs", "MACs", "MACs
 
 
 def heading(result: Branches) -> str:
-    h, w = result.pixels
-    return (f"{result.label} · {result.model_type} · batch {result.batch} · {h}×{w} px · text {result.text_len} "
-            f"tokens · shallow branches (everything deeper than the skip reused from a cache)")
+    return f"{setup_line(result.setup)} · shallow branches (everything deeper than the skip reused from a cache)"
 
 
 def _share(part: float | None, whole: float | None) -> str:
@@ -70,10 +69,8 @@ def branches_table(result: Branches) -> Group:
 
 
 def branches_dict(result: Branches) -> dict[str, Any]:
-    h, w = result.pixels
     return {
-        "schema": JSON_SCHEMA_VERSION, "source": result.label, "model": result.model_type, "batch": result.batch,
-        "height": h, "width": w, "text_len": result.text_len, "conventions": list(result.conventions),
+        "schema": JSON_SCHEMA_VERSION, "setup": setup_dict(result.setup), "conventions": list(result.conventions),
         "full_step": {"flops": result.flops, "macs": result.macs, "attention_flops": result.attention_flops,
                       "params": result.params, "latency_ms": result.step_ms},
         "branches": [

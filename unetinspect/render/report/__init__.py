@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from unetinspect.analysis.graph import Graph
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
+from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def report_html(report: Report) -> str:
         "rows": [{"index": r.index, "name": r.name, "type": r.type, "depth": r.depth, "parent": r.parent,
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
-                  "latency": r.latency_ms, "latency_summed": r.latency_summed} for r in report.rows],
+                  "latency": r.latency_ms} for r in report.rows],
     }
     options = "".join(f'<option value="{m["key"]}">{escape(m["label"])}</option>' for m in metrics)
     options += '<option value="type">kind of block (the diagram\'s own colours)</option>'
@@ -69,13 +70,11 @@ def report_html(report: Report) -> str:
   </tr></thead><tbody></tbody></table></div>
 </section>
 {layer_templates}"""
-    return _page(f"{summary.source.label} · unetinspect report", _setup(report), body, data)
+    return _page(f"{summary.setup.label} · unetinspect report", _setup(report), body, data)
 
 
 def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
     """Both UNets' block diagrams side by side, blocks marked added / removed / changed, the table below."""
-    from unetinspect.render.summary_view import heading
-
     status: dict[str, dict[str, str]] = {"a": {}, "b": {}}
     rows = []
     for pair in comparison.pairs:
@@ -86,7 +85,7 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
             status["b"][pair.b.path] = "added" if pair.a is None else mark
         rows.append(_comparison_row(pair, mark))
     sides = "".join(
-        f'<div><h2>{escape(label)}</h2><p class="heading">{escape(heading(summary))}</p>'
+        f'<div><h2>{escape(label)}</h2><p class="heading">{escape(setup_line(summary.setup))}</p>'
         f'<div class="diagram" id="diagram-{side}">{_diagram(graph, [p for p in status[side]])}</div></div>'
         for side, label, summary, graph in (("a", comparison.a_label, comparison.a, graphs[0]),
                                             ("b", comparison.b_label, comparison.b, graphs[1]))
@@ -118,22 +117,15 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
 
 def _setup(report: Report) -> str:
     """The setup header: what was opened, at what sizes, and the totals."""
-    from unetinspect.render.summary_view import heading
+    from unetinspect.render.summary_view import totals_lines
 
-    summary, trace = report.summary, report.summary.trace
-    facts = [
-        ("parameters", f"{trace.total_params:,} ({human_count(trace.total_params)})"),
-        ("weights", f"{human_bytes(trace.param_bytes)} in {summary.dtype}"),
-        ("FLOPs", f"{trace.flops:,} ({human_count(trace.flops, 'FLOPs')}) per forward pass = "
-                  f"{human_count(trace.flops // 2, 'MACs')}; attention matmuls included"),
-        ("activations", f"largest tensor {human_bytes(summary.peak_activation_bytes)}, all layer outputs "
-                        f"{human_bytes(summary.activation_bytes)}"),
-    ]
+    summary = report.summary
+    facts = totals_lines(summary)
     if report.step_ms is not None:
         facts.append(("step", f"{report.step_ms:.2f} ms (median, no hooks)"))
     facts += [("note", note) for note in report.notes]
     items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
-    return (f"<h1>{escape(summary.source.label)}</h1><p class=\"heading\">{escape(heading(summary))}</p>"
+    return (f"<h1>{escape(summary.setup.label)}</h1><p class=\"heading\">{escape(setup_line(summary.setup))}</p>"
             f"<dl>{items}</dl>")
 
 

@@ -100,7 +100,7 @@
       const indent = (r.depth - 1) * 1.2;
       const own = r.depth === 1 ? r.name : r.name.split(".").slice(-2).join(".");
       const latency = data.metrics.some((m) => m.key === "latency")
-        ? `<td class="num" title="${r.latency_summed ? "sum of its layers" : ""}">${FORMATS.latency(r.latency)}</td>` : "";
+        ? `<td class="num">${FORMATS.latency(r.latency)}</td>` : "";
       return `<tr data-index="${r.index}" class="${state.selected === r.index ? "selected" : ""}">` +
         `<td class="name" style="padding-left:${indent + 0.3}em" title="${r.name}">${toggle}${own}</td>` +
         `<td class="type">${r.type}</td><td>${r.input}</td><td>${r.output}</td>` +
