@@ -40,10 +40,13 @@ def _cells(result: Branches, branch: Branch) -> list[str]:
             _share(branch.latency_ms, result.step_ms) if timed else "–"]
 
 
-def _columns(result: Branches) -> list[int]:
-    """Indices of HEADER to show: latency columns only with a profile."""
+def _columns(result: Branches, terminal: bool = False) -> list[int]:
+    """Indices of HEADER to show: latency columns only with a profile; on a terminal not the skip's shape and row
+    count (in the files), so that the layer names fit."""
     timed = any(b.latency_ms is not None for b in result.branches)
-    return [i for i in range(len(HEADER)) if timed or not HEADER[i].startswith(("latency", "% step time"))]
+    hidden = {"skip shape", "rows"} if terminal else set()
+    return [i for i, name in enumerate(HEADER)
+            if name not in hidden and (timed or not name.startswith(("latency", "% step time")))]
 
 
 def _footer(result: Branches) -> list[str]:
@@ -55,13 +58,14 @@ def _footer(result: Branches) -> list[str]:
 
 
 def branches_table(result: Branches) -> Group:
-    columns = _columns(result)
+    columns = _columns(result, terminal=True)
     table = Table(title=heading(result), title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
                   pad_edge=False, collapse_padding=True)
     for i in columns:
-        numeric = i >= 4 or i == 0
-        table.add_column(HEADER[i], justify="right" if numeric else "left", no_wrap=True,
-                         style="cyan" if i in (1, 2) else None)
+        if i in (1, 2):  # the layer names fold onto a second line before any number is cut
+            table.add_column(HEADER[i], style="cyan", overflow="fold")
+        else:
+            table.add_column(HEADER[i], justify="left" if i == 3 else "right", no_wrap=True, min_width=len(HEADER[i]))
     for branch in result.branches:
         cells = _cells(result, branch)
         table.add_row(*[cells[i] for i in columns])
