@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from unetinspect.analysis.graph import Graph
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.header import setup_line
-from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
+from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.analysis.compare import Comparison
