@@ -5,16 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import SMALL_CONFIGS
 from unetinspect.analysis.branches import LAYER_DEPTH, attention_flops, branch_costs, find_branches
 from unetinspect.analysis.graph import trace_for_diagram
 from unetinspect.analysis.inputs import InputSpec
-from unetinspect.cli import app
 from unetinspect.weights.sources import resolve_source
-
-runner = CliRunner()
 
 
 def trace_of(config: dict, write_config):
@@ -82,26 +78,25 @@ def test_sd15_totals_and_the_deepcache_branch():
     assert (deepcache.producer, deepcache.consumer) == ("down_blocks.0.attentions.0", "up_blocks.3.resnets.1")
 
 
-def test_summary_branches_command_json_and_table():
-    result = runner.invoke(app, ["summary", "tiny", "--branches", "-f", "json"], catch_exceptions=False)
+def test_summary_branches_command_json_and_table(invoke):
+    result = invoke("summary", "tiny", "--branches", "-f", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["full_step"]["flops"] > data["branches"][-1]["flops"] > data["branches"][0]["flops"]
     assert [b["index"] for b in data["branches"]] == list(range(len(data["branches"])))
     assert any("CFG" in c or "classifier-free" in c for c in data["conventions"])
-    table = runner.invoke(app, ["summary", "tiny", "--branches"], catch_exceptions=False)
+    table = invoke("summary", "tiny", "--branches")
     assert table.exit_code == 0 and "MACs w/o attn" in table.stdout and "conv_in" in table.stdout
 
 
-def test_profile_branches_adds_latency():
-    result = runner.invoke(app, ["profile", "tiny", "--branches", "--device", "cpu", "--warmup", "0", "--repeat", "1",
-                                 "-f", "json"], catch_exceptions=False)
+def test_profile_branches_adds_latency(invoke):
+    result = invoke("profile", "tiny", "--branches", "--device", "cpu", "--warmup", "0", "--repeat", "1", "-f", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["full_step"]["latency_ms"] > 0
     assert all(b["latency_ms"] > 0 for b in data["branches"])
 
 
-def test_profile_branches_refuses_a_sweep():
-    result = runner.invoke(app, ["profile", "tiny", "--branches", "--sweep", "64,128"])
+def test_profile_branches_refuses_a_sweep(invoke):
+    result = invoke("profile", "tiny", "--branches", "--sweep", "64,128")
     assert result.exit_code == 2

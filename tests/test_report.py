@@ -9,14 +9,11 @@ import json
 import re
 
 import pytest
-from typer.testing import CliRunner
 
 import unetinspect.render.report as report_render
+from conftest import SMALL_CONFIGS
 from unetinspect.analysis.report import build_report
-from unetinspect.cli import app
 from unetinspect.render.report import comparison_html, report_html
-
-runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
@@ -65,25 +62,23 @@ def test_without_dot_the_report_says_so_and_keeps_the_blocks(tiny_report, monkey
     assert page.count('<button type="button" class="node"') == sum(1 for r in tiny_report.rows if r.depth == 1)
 
 
-def test_report_command_writes_the_page(tmp_path):
+def test_report_command_writes_the_page(tmp_path, invoke):
     out = tmp_path / "r.html"
-    result = runner.invoke(app, ["report", "tiny", "-o", str(out)], catch_exceptions=False)
+    result = invoke("report", "tiny", "-o", out)
     assert result.exit_code == 0, result.output
     assert data_of(out.read_text())["kind"] == "report"
 
 
-def test_report_command_refuses_a_missing_folder_before_working(tmp_path):
-    result = runner.invoke(app, ["report", "tiny", "-o", str(tmp_path / "nope" / "r.html")])
+def test_report_command_refuses_a_missing_folder_before_working(tmp_path, invoke):
+    result = invoke("report", "tiny", "-o", tmp_path / "nope" / "r.html")
     assert result.exit_code == 1 and "does not exist" in result.output
     assert "Traceback" not in result.output
 
 
-def test_compare_to_html_marks_added_removed_and_changed_blocks(tmp_path, write_config):
-    from conftest import SMALL_CONFIGS
-
+def test_compare_to_html_marks_added_removed_and_changed_blocks(tmp_path, write_config, invoke):
     other = write_config(SMALL_CONFIGS["sdxl-like"])
     out = tmp_path / "diff.html"
-    result = runner.invoke(app, ["compare", "tiny", str(other), "-o", str(out)], catch_exceptions=False)
+    result = invoke("compare", "tiny", other, "-o", out)
     assert result.exit_code == 0, result.output
     page = out.read_text()
     status = data_of(page)["status"]
