@@ -1,107 +1,95 @@
-"""The shallow branches of a UNet (`summary --branches`, `profile --branches`): a table, JSON, CSV or Markdown.
+"""The shallow branches of a UNet (`summary --branches`, `profile --branches`), through the output layer.
 
-Every format carries the conventions the figures follow, so that a paper's number can be checked against them.
+Every format carries the conventions the figures follow (under the table, in the Markdown list, in the JSON),
+so that a paper's number can be checked against them. Imports nothing of torch.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rich import box
-from rich.console import Group
-from rich.table import Table
-from rich.text import Text
-
-from unetinspect.render.export import csv_text, json_text, markdown_table
-from unetinspect.render.header import setup_dict, setup_line
+from unetinspect.render.formats import MARKDOWN, TABLE, Column, View
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.analysis.branches import Branch, Branches
 
-JSON_SCHEMA_VERSION = 1
-HEADER = ["branch", "skip from", "read by", "skip shape", "FLOPs", "MACs", "MACs w/o attn", "% step", "params",
-          "rows", "latency ms", "% step time"]
 
+class Line(NamedTuple):
+    """A branch with the full step it is a share of."""
 
-def heading(result: Branches) -> str:
-    return f"{setup_line(result.setup)} · shallow branches (everything deeper than the skip reused from a cache)"
+    branch: Branch
+    result: Branches
 
 
 def _share(part: float | None, whole: float | None) -> str:
     return f"{100 * part / whole:.1f}%" if part is not None and whole else "–"
 
 
-def _cells(result: Branches, branch: Branch) -> list[str]:
-    timed = branch.latency_ms is not None
-    return [str(branch.index), branch.producer, branch.consumer, shape_str(branch.shape), human_flops(branch.flops),
-            human_flops(branch.macs), human_flops(branch.macs_without_attention), _share(branch.flops, result.flops),
-            human_count(branch.params), str(len(branch.runs)), f"{branch.latency_ms:.2f}" if timed else "–",
-            _share(branch.latency_ms, result.step_ms) if timed else "–"]
+def _timed(result: Branches) -> bool:
+    return any(b.latency_ms is not None for b in result.branches)
 
 
-def _columns(result: Branches, terminal: bool = False) -> list[int]:
-    """Indices of HEADER to show: latency columns only with a profile; on a terminal not the skip's shape and row
-    count (in the files), so that the layer names fit."""
-    timed = any(b.latency_ms is not None for b in result.branches)
-    hidden = {"skip shape", "rows"} if terminal else set()
-    return [i for i, name in enumerate(HEADER)
-            if name not in hidden and (timed or not name.startswith(("latency", "% step time")))]
+# On a narrow terminal the skip's shape and the row count go first (they stay in CSV and Markdown), then the
+# MACs (FLOPs / 2, as the conventions say); the names, the FLOPs and the share always stay.
+COLUMNS = (
+    Column("branch", "branch", lambda l: str(l.branch.index), value=lambda l: l.branch.index, justify="right"),
+    Column("skip_from", "skip from", lambda l: l.branch.producer, markdown=lambda l: f"`{l.branch.producer}`",
+           style="cyan", fold=True, min_width=16),
+    Column("read_by", "read by", lambda l: l.branch.consumer, markdown=lambda l: f"`{l.branch.consumer}`",
+           style="cyan", fold=True, min_width=16),
+    Column("skip_shape", "skip shape", lambda l: shape_str(l.branch.shape), priority=3),
+    Column("flops", "FLOPs", lambda l: human_flops(l.branch.flops), value=lambda l: l.branch.flops, justify="right"),
+    Column("macs", "MACs", lambda l: human_flops(l.branch.macs), value=lambda l: l.branch.macs, justify="right",
+           priority=2),
+    Column("macs_without_attention", "MACs w/o attn", lambda l: human_flops(l.branch.macs_without_attention),
+           value=lambda l: l.branch.macs_without_attention, justify="right", priority=1),
+    Column("share_of_step", "% step", lambda l: _share(l.branch.flops, l.result.flops),
+           value=lambda l: round(l.branch.flops / l.result.flops, 6), justify="right"),
+    Column("params", "params", lambda l: human_count(l.branch.params), value=lambda l: l.branch.params,
+           justify="right", priority=1),
+    Column("rows", "rows", lambda l: str(len(l.branch.runs)), value=lambda l: len(l.branch.runs), justify="right",
+           priority=3),
+    Column("latency_ms", "latency ms", lambda l: f"{l.branch.latency_ms:.2f}" if l.branch.latency_ms is not None
+           else "–", value=lambda l: l.branch.latency_ms, justify="right", when=_timed),
+    Column("share_of_step_time", "% step time", lambda l: _share(l.branch.latency_ms, l.result.step_ms),
+           justify="right", when=_timed, formats=frozenset({TABLE, MARKDOWN})),
+)
 
 
-def _footer(result: Branches) -> list[str]:
-    lines = [f"full step: {human_count(result.flops, 'FLOPs')} = {human_count(result.macs, 'MACs')} "
-             f"({human_count((result.flops - result.attention_flops) // 2, 'MACs')} without attention), "
-             f"{human_count(result.params)} parameters"
-             + (f", {result.step_ms:.2f} ms unhooked" if result.step_ms is not None else "")]
-    return lines + [f"· {c}" for c in result.conventions]
+class BranchesView(View):
+    """One row per skip connection, shallowest first: what the partial UNet of that skip costs."""
+
+    kind = "branches"
+    columns = COLUMNS
+
+    def rows(self, result: Branches) -> list[Line]:
+        return [Line(branch, result) for branch in result.branches]
+
+    def heading(self, result: Branches) -> list[str]:
+        return [*super().heading(result),
+                "shallow branches: everything deeper than the skip is reused from a cache (DeepCache and the like)"]
+
+    def totals(self, result: Branches) -> list[tuple[str, str]]:
+        step = (f"{human_count(result.flops, 'FLOPs')} = {human_count(result.macs, 'MACs')} "
+                f"({human_count((result.flops - result.attention_flops) // 2, 'MACs')} without attention), "
+                f"{human_count(result.params)} parameters")
+        if result.step_ms is not None:
+            step += f", {result.step_ms:.2f} ms without hooks"
+        return [("full step", step), *(("counted", convention) for convention in result.conventions)]
+
+    def data(self, result: Branches) -> dict[str, Any]:
+        return {
+            "conventions": list(result.conventions),
+            "full_step": {"flops": result.flops, "macs": result.macs, "attention_flops": result.attention_flops,
+                          "params": result.params, "latency_ms": result.step_ms},
+            "branches": [_branch_data(branch, result) for branch in result.branches],
+        }
 
 
-def branches_table(result: Branches) -> Group:
-    columns = _columns(result, terminal=True)
-    table = Table(title=heading(result), title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    for i in columns:
-        if i in (1, 2):  # the layer names fold onto a second line before any number is cut
-            table.add_column(HEADER[i], style="cyan", overflow="fold")
-        else:
-            table.add_column(HEADER[i], justify="left" if i == 3 else "right", no_wrap=True, min_width=len(HEADER[i]))
-    for branch in result.branches:
-        cells = _cells(result, branch)
-        table.add_row(*[cells[i] for i in columns])
-    return Group(table, Text("\n".join(_footer(result)) + "\n", style="dim"))
-
-
-def branches_dict(result: Branches) -> dict[str, Any]:
-    return {
-        "schema": JSON_SCHEMA_VERSION, "setup": setup_dict(result.setup), "conventions": list(result.conventions),
-        "full_step": {"flops": result.flops, "macs": result.macs, "attention_flops": result.attention_flops,
-                      "params": result.params, "latency_ms": result.step_ms},
-        "branches": [
-            {"index": b.index, "skip_from": b.producer, "read_by": b.consumer, "skip_shape": list(b.shape),
-             "flops": b.flops, "macs": b.macs, "attention_flops": b.attention_flops,
-             "macs_without_attention": b.macs_without_attention, "share_of_step": b.flops / result.flops,
-             "params": b.params, "latency_ms": b.latency_ms, "runs": list(b.runs)}
-            for b in result.branches
-        ],
-    }
-
-
-def branches_json(result: Branches) -> str:
-    return json_text(branches_dict(result))
-
-
-def branches_csv(result: Branches) -> str:
-    return csv_text(["branch", "skip_from", "read_by", "skip_shape", "flops", "macs", "macs_without_attention",
-                     "share_of_step", "params", "rows", "latency_ms"],
-                    [[b.index, b.producer, b.consumer, shape_str(b.shape), b.flops, b.macs, b.macs_without_attention,
-                      f"{b.flops / result.flops:.6f}", b.params, len(b.runs), b.latency_ms]
-                     for b in result.branches])
-
-
-def branches_markdown(result: Branches) -> str:
-    columns = _columns(result)
-    rows = [[f"`{c}`" if i in (1, 2) else c for i, c in enumerate(_cells(result, b))] for b in result.branches]
-    table = markdown_table([HEADER[i] for i in columns], [[r[i] for i in columns] for r in rows],
-                           right=[j for j, i in enumerate(columns) if i >= 4 or i == 0])
-    return f"**{heading(result)}**\n\n{table}\n" + "\n".join(f"- {line.lstrip('· ')}" for line in _footer(result)) + "\n"
+def _branch_data(branch: Branch, result: Branches) -> dict[str, Any]:
+    return {"index": branch.index, "skip_from": branch.producer, "read_by": branch.consumer,
+            "skip_shape": list(branch.shape), "flops": branch.flops, "macs": branch.macs,
+            "attention_flops": branch.attention_flops, "macs_without_attention": branch.macs_without_attention,
+            "share_of_step": branch.flops / result.flops, "params": branch.params, "latency_ms": branch.latency_ms,
+            "runs": list(branch.runs)}

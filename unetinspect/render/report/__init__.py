@@ -117,10 +117,10 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
 
 def _setup(report: Report) -> str:
     """The setup header: what was opened, at what sizes, and the totals."""
-    from unetinspect.render.summary_view import totals_lines
+    from unetinspect.render.summary_view import SummaryView
 
     summary = report.summary
-    facts = totals_lines(summary)
+    facts = SummaryView().totals(summary)
     if report.step_ms is not None:
         facts.append(("step", f"{report.step_ms:.2f} ms (median, no hooks)"))
     facts += [("note", note) for note in report.notes]
