@@ -100,3 +100,12 @@ def test_profile_branches_adds_latency(invoke):
 def test_profile_branches_refuses_a_sweep(invoke):
     result = invoke("profile", "tiny", "--branches", "--sweep", "64,128")
     assert result.exit_code == 2
+
+
+def test_k_diffusion_up_blocks_read_only_the_last_skip_they_are_handed():
+    result = branch_costs("sd-x2-latent-upscaler")  # KUpBlock2D: handed every skip of a level, reads the last
+    assert [(b.producer, b.consumer) for b in result.branches] == [
+        ("down_blocks.0.resnets.3", "up_blocks.3.resnets.0"),
+        ("down_blocks.1.attentions.3", "up_blocks.2.resnets.0"),
+        ("down_blocks.2.attentions.3", "up_blocks.1.resnets.0"),
+    ]

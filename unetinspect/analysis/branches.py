@@ -164,18 +164,20 @@ def _skips(trace: Trace, on_path: set[str]) -> list[tuple[CallRecord, CallRecord
                 continue
             if _block_of(trace, producer).name not in on_path or producer.index >= block.index:
                 continue
-            found.append((producer, _consumer(trace, block, tensor), position, tensor))
+            consumer = _consumer(trace, block, tensor)
+            if consumer is not None:
+                found.append((producer, consumer, position, tensor))
     return found
 
 
-def _consumer(trace: Trace, block: CallRecord, tensor: TensorMeta) -> CallRecord:
-    """The first layer of `block` whose input was computed from `tensor` (through the block's own ops)."""
+def _consumer(trace: Trace, block: CallRecord, tensor: TensorMeta) -> CallRecord | None:
+    """The first layer of `block` whose input was computed from `tensor` (through the block's own ops); None
+    when no layer reads it (k-diffusion's up blocks are handed every skip and read only the last)."""
     for index in block.children:
         child = trace.records[index]
         if any(tensor.key in _source_keys(trace, t, block.index) for t in child.inputs):
             return child
-    raise UnetInspectError(f"cannot tell which layer of {block.name} reads its skip {tensor.name}",
-                           "trace the model with record_ops=True")
+    return None
 
 
 def _source_keys(trace: Trace, tensor: TensorMeta, parent: int) -> set[int | None]:
