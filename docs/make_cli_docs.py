@@ -76,7 +76,7 @@ even where the table leaves one out for want of room or data. `summary`:
 (see [measuring.md](measuring.md)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -103,10 +103,12 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
     _write_lora(model, workdir / "tiny-lora.safetensors")
     return {
         "presets": [["presets"]],
-        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"]],
+        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"], ["summary", "sd15", "--branches"]],
         "profile": [["profile", "tiny", "--device", "cpu", "--repeat", "5"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
-        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"]],
+        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
+                    ["compare", "sd15", "sdxl", "-o", "diff.html"]],
+        "report": [["report", "sdxl", "-o", "sdxl.html"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
         "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
     }
