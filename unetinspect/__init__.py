@@ -8,6 +8,7 @@ The public API — everything else is internal and may change:
     diagram_graph(source) / write_diagram    the architecture as a graph, and drawn to svg/png/pdf/dot
     compare(a, b)                            two UNets block against block
     trace_model(model, inputs)               the trace of any nn.Module
+    watch(module)                            per-block latency of every call inside your own loop (with-block)
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -36,6 +37,7 @@ _API = {
     "profile": "unetinspect.analysis.profile",
     "summarize": "unetinspect.analysis.summary",
     "trace_model": "unetinspect.analysis.trace",
+    "watch": "unetinspect.analysis.watch",
     "write_diagram": "unetinspect.render.graph",
 }
 

@@ -25,7 +25,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from unetinspect.analysis.hardware import DeviceInfo, describe_device
 from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, clock_for,
-                                         measure, measure_memory, report_progress, summarize_samples)
+                                         WatchedCall, measure, measure_memory, report_progress,
+                                         summarize_samples)
 from unetinspect.analysis.trace import CallRecord, Trace, trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
@@ -122,6 +123,7 @@ class Profile:
     totals: StepTiming
     notes: list[str]
     chrome_trace: str | None = field(default=None, repr=False)  # JSON text, when asked for
+    calls: list[WatchedCall] = field(default_factory=list)  # a `watch`'s calls, one row each; empty otherwise
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
     from unetinspect.analysis.profile import Sweep, Profile, Variant
-    from unetinspect.analysis.timing import BlockTiming, Stats
+    from unetinspect.analysis.timing import BlockTiming, Stats, WatchedCall
 
 JSON_SCHEMA_VERSION = 1
 
@@ -58,6 +58,10 @@ def memory(nbytes: int | None) -> str:
 
 def heading(profile: Profile) -> str:
     latent = "×".join(map(str, profile.latent))
+    if profile.calls:
+        batches = "/".join(map(str, sorted({c.batch for c in profile.calls if c.batch is not None}))) or "?"
+        return (f"{profile.source} · {len(profile.calls)} calls in your loop · batch {batches} · latent {latent} · "
+                f"{profile.device.name} · {profile.dtype}")
     run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
     return (f"{profile.source} · batch {profile.batch} · {profile.height}×{profile.width} px (latent {latent}) · "
             f"text {profile.text_len} · {profile.device.name} · {profile.dtype} · {run} · "
@@ -101,14 +105,36 @@ def profile_table(profile: Profile) -> Group:
                       memory(row.memory.added if row.memory else None)]
         table.add_row(*cells)
     parts: list[Any] = [Text(heading(profile), style="bold")] + ([table] if profile.blocks else [Text()])
+    if profile.calls:
+        parts.append(calls_table(profile))
     return Group(*parts, totals_text(profile))
+
+
+CALLS_HEADER = ["call", "batch", "latent", "timestep", "ms"]
+
+
+def _call_cells(call: WatchedCall) -> list[str]:
+    return [str(call.index + 1), str(call.batch) if call.batch is not None else "–",
+            "×".join(map(str, call.latent)) if call.latent else "–",
+            f"{call.timestep:g}" if call.timestep is not None else "–", ms(call.ms)]
+
+
+def calls_table(profile: Profile) -> Table:
+    """A watch's calls one by one: the batch (2 under classifier-free guidance) and timestep of each."""
+    table = _table()
+    for name in CALLS_HEADER:
+        table.add_column(name, justify="right", no_wrap=True, style="cyan" if name == "call" else None)
+    for call in profile.calls:
+        table.add_row(*_call_cells(call))
+    return table
 
 
 def totals_lines(profile: Profile) -> list[tuple[str, str]]:
     """(label, sentence) pairs: the step, the hooks' cost, what the rows cover, FLOPs, memory, notes."""
     t = profile.totals
-    lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) "
-                      "with no hooks installed")]
+    hooks = (f"over the {len(profile.calls)} calls, each with the block hooks" if profile.calls
+             else "with no hooks installed")
+    lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) {hooks}")]
     if t.hooked_step is not None and t.overhead is not None:
         lines.append(("hooked step", f"{ms(t.hooked_step.median)} ms: hook overhead ×{t.overhead:.3f} "
                                      f"({100 * (t.overhead - 1):+.1f}%, median over rounds of hooked/unhooked)"))
@@ -116,11 +142,12 @@ def totals_lines(profile: Profile) -> list[tuple[str, str]]:
         lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows: {percent(t.coverage)} of the step; "
                                 f"{ms(t.unattributed.median)} ms of the hooked step ran in no row "
                                 "(code between the blocks, hook cost)"))
-    achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
-    if t.mfu is not None and profile.device.peak_flops:
-        achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
-                     f"(dense {profile.dtype} peak)")
-    lines.append(("FLOPs", achieved))
+    if t.flops:
+        achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
+        if t.mfu is not None and profile.device.peak_flops:
+            achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
+                         f"(dense {profile.dtype} peak)")
+        lines.append(("FLOPs", achieved))
     if t.peak_memory is not None:
         lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
     if profile.compile_s is not None:
@@ -195,6 +222,8 @@ def profile_dict(profile: Profile) -> dict[str, Any]:
             "peak_memory_bytes": t.peak_memory,
         },
         "notes": profile.notes,
+        "calls": [{"index": c.index, "batch": c.batch, "latent": list(c.latent) if c.latent else None,
+                   "timestep": c.timestep, "ms": round(c.ms, 4)} for c in profile.calls],
     }
 
 
@@ -232,6 +261,9 @@ def profile_markdown(profile: Profile) -> str:
         rows.append(cells)
     totals = "\n".join(f"- **{label}**: {value}" for label, value in totals_lines(profile))
     table = markdown_table(header, rows, right=range(2, len(header))) if rows else ""
+    if profile.calls:
+        table += "\n" + markdown_table(CALLS_HEADER, [_call_cells(c) for c in profile.calls],
+                                       right=range(len(CALLS_HEADER)))
     return f"**{heading(profile)}**\n\n{table}\n{totals}\n"
 
 

@@ -1,0 +1,138 @@
+"""`watch`: every call of a live module inside the user's own loop, as a `Profile` the profile views render."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import unetinspect as ui
+from conftest import diffusers_unet, tiny
+from unetinspect.analysis.profile import Profile
+from unetinspect.analysis.trace import trace_model
+from unetinspect.errors import RunError
+from unetinspect.render.profile_view import profile_json, profile_markdown, profile_table
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture(scope="module")
+def unet():
+    return ui.load_unet("tiny")
+
+
+def hook_count(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+def run_loop(model: nn.Module, timesteps=(999, 500, 1), batch: int = 2) -> None:
+    inputs = ui.make_inputs(model.config, ui.InputSpec(batch=batch))
+    with torch.no_grad():
+        for t in timesteps:
+            model(**{**inputs, "timestep": torch.tensor(t)})
+
+
+def test_watch_records_every_call_with_batch_and_timestep(unet):
+    with ui.watch(unet) as w:
+        run_loop(unet)
+    assert w.calls == 3
+    report = w.report()
+    assert isinstance(report, Profile)
+    assert [(c.index, c.batch, c.latent, c.timestep) for c in report.calls] == \
+        [(0, 2, (16, 16), 999.0), (1, 2, (16, 16), 500.0), (2, 2, (16, 16), 1.0)]
+    assert report.repeat == 3 and report.batch == 2 and report.text_len == 77
+    assert report.totals.step.n == 3
+    # The rows are nested in the call and never in each other: they cover at most all of it.
+    assert 0 < report.totals.coverage <= 1
+    assert all(c.ms > 0 for c in report.calls)
+    assert report.totals.overhead is None and report.totals.hooked_step is None
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_watch_rows_are_the_calls_a_trace_shows_at_that_depth(unet, depth):
+    inputs = ui.make_inputs(unet.config)
+    expected = [(r.name, r.type, r.depth, r.params) for r in trace_model(unet, inputs).at_depth(depth)]
+    with ui.watch(unet, depth=depth) as w:
+        run_loop(unet, timesteps=(10,), batch=1)
+    assert [(b.name, b.type, b.depth, b.params) for b in w.report().blocks] == expected
+
+
+def test_watch_sees_diffusers_unet_blocks_by_the_same_names(unet):
+    pytest.importorskip("diffusers")
+    model = diffusers_unet(tiny())
+    inputs = ui.make_inputs(unet.config)
+    with ui.watch(model) as w, torch.no_grad():
+        model(inputs["sample"], 5, inputs["encoder_hidden_states"])  # positional, as pipelines call it
+    report = w.report()
+    assert [b.name for b in report.blocks] == [r.name for r in trace_model(unet, inputs).at_depth(1)]
+    assert report.calls[0].timestep == 5.0 and report.calls[0].batch == 1
+
+
+def test_hooks_are_removed_on_exit_and_when_the_loop_raises(unet):
+    before = hook_count(unet)
+    with ui.watch(unet, depth=2):
+        assert hook_count(unet) > before
+        run_loop(unet, timesteps=(1,), batch=1)
+    assert hook_count(unet) == before
+    with pytest.raises(ValueError, match="scheduler blew up"):
+        with ui.watch(unet) as w:
+            run_loop(unet, timesteps=(1,), batch=1)
+            raise ValueError("scheduler blew up")
+    assert hook_count(unet) == before
+    assert w.calls == 1
+
+
+def test_a_call_that_raises_is_not_counted(unet):
+    inputs = ui.make_inputs(unet.config)
+    with ui.watch(unet) as w, torch.no_grad():
+        with pytest.raises(Exception):
+            unet(**{**inputs, "encoder_hidden_states": inputs["encoder_hidden_states"][..., :3]})
+        unet(**inputs)
+    assert w.calls == 1
+    assert len(w.report().blocks) == 13
+
+
+def test_blocks_run_on_their_own_are_not_counted(unet):
+    with ui.watch(unet) as w, torch.no_grad():
+        unet.conv_in(torch.zeros(1, 4, 8, 8))
+    assert w.calls == 0
+    with pytest.raises(RunError, match="no call of the watched UNet2DConditionModel"):
+        w.report()
+
+
+def test_report_is_read_after_the_block_and_bad_arguments_are_errors(unet):
+    with ui.watch(unet) as w:
+        with pytest.raises(RunError, match="after the with block"):
+            w.report()
+    with pytest.raises(RunError, match="nn.Module"):
+        ui.watch("sd15")
+    with pytest.raises(RunError, match="depth 0"):
+        ui.watch(unet, depth=0)
+
+
+def test_the_profile_views_render_a_watch(unet):
+    with ui.watch(unet) as w:
+        run_loop(unet, timesteps=(999, 1))
+    report = w.report()
+    data = json.loads(profile_json(report))
+    assert [c["batch"] for c in data["calls"]] == [2, 2] and data["calls"][1]["timestep"] == 1.0
+    assert "2 calls in your loop" in profile_markdown(report)
+    assert "| 2 | 2 | 16×16 | 1 |" in profile_markdown(report)
+    from rich.console import Console
+
+    console = Console(width=160, record=True)
+    console.print(profile_table(report))
+    text = console.export_text()
+    assert "timestep" in text and "each with the block hooks" in text
+
+
+@cuda
+def test_watch_on_cuda_reads_events_after_the_loop():
+    model = ui.load_unet("tiny", device="cuda", dtype=torch.float16)
+    with ui.watch(model) as w:
+        run_loop(model)
+    report = w.report()
+    assert w.calls == 3 and report.device.type == "cuda" and report.dtype == "float16"
+    assert 0 < report.totals.coverage <= 1.05
