@@ -136,3 +136,23 @@ def test_watch_on_cuda_reads_events_after_the_loop():
     report = w.report()
     assert w.calls == 3 and report.device.type == "cuda" and report.dtype == "float16"
     assert 0 < report.totals.coverage <= 1.05
+
+
+def test_watch_over_a_real_pipeline_with_guidance(tiny_pipeline, unet):
+    pipe = tiny_pipeline
+    with ui.watch(pipe.unet) as w:
+        image = pipe("a cat", num_inference_steps=3, guidance_scale=5.0, output_type="np").images
+    assert image.shape == (1, 32, 32, 3)
+    assert w.calls == 3
+    report = w.report()
+    # diffusers batches classifier-free guidance: the unconditional and conditional halves in one call.
+    assert [c.batch for c in report.calls] == [2, 2, 2]
+    assert [c.timestep for c in report.calls] == pipe.scheduler.timesteps.tolist()
+    assert report.latent == (16, 16) and report.text_len == 77
+    assert [b.name for b in report.blocks] == [r.name for r in trace_model(unet, ui.make_inputs(unet.config))
+                                               .at_depth(1)]
+    assert 0 < report.totals.coverage <= 1
+
+    with ui.watch(pipe.unet) as w:
+        pipe("a cat", num_inference_steps=2, guidance_scale=1.0, output_type="np")
+    assert [c.batch for c in w.report().calls] == [1, 1]  # no guidance: one half only
