@@ -5,6 +5,7 @@ Sizes are given in pixels, as users think of images; the latent is 8x smaller (t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,14 +61,21 @@ def sdxl_text_embeds_dim(config: UNetConfig) -> int:
 
 
 def make_inputs(
-    config: UNetConfig,
+    config: UNetConfig | Mapping[str, Any],
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible."""
+    """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
+
+    `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one."""
+    if not isinstance(config, UNetConfig):
+        if not isinstance(config, Mapping):
+            raise RunError(f"make_inputs takes a UNet config, not a {type(config).__name__}",
+                           "pass unet.config (ours or diffusers')")
+        config = UNetConfig.from_dict(dict(config), origin=f"{type(config).__name__} config")
     h, w = spec.latent_size(config)
     b = spec.batch
     generator = torch.Generator().manual_seed(seed)

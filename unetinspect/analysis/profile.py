@@ -23,7 +23,8 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unetinspect.analysis.hardware import DeviceInfo, describe_device
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.inputs import VAE_SCALE, InputSpec, make_inputs
+from unetinspect.analysis.live import IMPLS, LiveModel, as_diffusers_model, left_as_found, open_live
 from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, clock_for,
                                          WatchedCall, measure, measure_memory, report_progress,
                                          summarize_samples)
@@ -169,19 +170,27 @@ class Sweep:
 
 @dataclass
 class _Session:
-    """A loaded model on its device, what runs it (itself or its compiled form), and the clock to time it."""
+    """A model on its device (loaded from a source, or the user's own), what runs it (itself or its compiled
+    form), and the clock to time it."""
 
-    source: Source
+    opened: LiveModel
     device: torch.device
     dtype: torch.dtype
     info: DeviceInfo
-    model: nn.Module
     runner: nn.Module | Any
     compiled: str | None
     clock: Clock
 
+    @property
+    def model(self) -> nn.Module:
+        return self.opened.module
+
     def inputs(self, spec: InputSpec) -> dict[str, Any]:
-        return make_inputs(self.source.config, spec, device=self.device, dtype=self.dtype)
+        return self.opened.inputs(spec)
+
+    def pixel_size(self, spec: InputSpec) -> tuple[int, int]:
+        """Image size for headings; (0, 0) for a model without a UNet config."""
+        return spec.pixel_size(self.opened.config) if self.opened.config is not None else (0, 0)
 
     def first_call(self, inputs: dict[str, Any]) -> float:
         """One run outside the statistics: it compiles a compiled model and shows up an attention backend that
@@ -193,18 +202,41 @@ class _Session:
         return time.perf_counter() - start
 
 
-def _open(source: str | Path | Source | None, device: str | torch.device | None, dtype: str | torch.dtype | None,
-          compile: bool | str, source_options: dict[str, Any]) -> _Session:
-    src = resolve_source(source, **source_options)
-    torch_device = parse_device(device)
-    if torch_device.type == "meta":
-        raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")
-    torch_dtype = parse_dtype(dtype) or default_dtype(torch_device)
-    model = load_unet(src, device=torch_device, dtype=torch_dtype)
+def _open(source: object, device: str | torch.device | None, dtype: str | torch.dtype | None,
+          compile: bool | str, source_options: dict[str, Any], impl: str = "ours",
+          inputs: dict[str, Any] | None = None) -> _Session:
+    """A source loaded on `device` in `dtype`; or a live module where it is, as it is (never moved or converted).
+    With `impl="diffusers"`, diffusers' own class holding the same weights is what is timed."""
+    if impl not in IMPLS:
+        raise RunError(f"unknown --impl {impl!r}", f"use one of {', '.join(IMPLS)}")
+    opened = open_live(source, inputs=inputs)
+    if opened is None:
+        src = resolve_source(source, **source_options)
+        torch_device = parse_device(device)
+        if torch_device.type == "meta":
+            raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")
+        torch_dtype = parse_dtype(dtype) or default_dtype(torch_device)
+        model = load_unet(src, device=torch_device, dtype=torch_dtype)
+        opened = LiveModel(model, src.config, src.label, torch_device, torch_dtype)
+    else:
+        _refuse_moving(opened, device, dtype)
+    if impl == "diffusers":
+        opened = as_diffusers_model(opened)
     backend = (COMPILE_BACKEND if compile is True else compile) or None
-    runner = torch.compile(model, backend=backend) if backend else model
-    return _Session(src, torch_device, torch_dtype, describe_device(torch_device, torch_dtype), model, runner,
-                    backend, clock_for(torch_device))
+    runner = torch.compile(opened.module, backend=backend) if backend else opened.module
+    return _Session(opened, opened.device, opened.dtype, describe_device(opened.device, opened.dtype), runner,
+                    backend, clock_for(opened.device))
+
+
+def _refuse_moving(opened: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
+    """A live model is timed where it is: asking for another device or dtype is an error, not a silent move."""
+    wanted_device = parse_device(device) if device is not None else opened.device
+    wanted_dtype = parse_dtype(dtype) or opened.dtype
+    if (wanted_device.type, wanted_device.index or 0) != (opened.device.type, opened.device.index or 0) \
+            or wanted_dtype != opened.dtype:
+        raise RunError(f"your model is on {opened.device} in {_name(opened.dtype)}; it is timed where it is, "
+                       f"not on {wanted_device} in {_name(wanted_dtype)}",
+                       "move or convert it yourself (model.to(...)) before profiling, or leave device/dtype unset")
 
 
 def flops_trace(config: UNetConfig, spec: InputSpec, dtype: torch.dtype) -> Trace:
@@ -225,6 +257,8 @@ def profile(
     compile: bool | str = False,
     chrome_trace: bool = False,
     progress: Progress | None = None,
+    impl: str = "ours",
+    inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Profile:
     """Time the forward pass of `source` block by block (the calls at `depth`), and the whole step without hooks.
@@ -232,15 +266,18 @@ def profile(
     `compile` profiles a `torch.compile`d model (True: inductor; or a backend name): hooks cannot see inside
     its graph, so only the whole step is timed. `chrome_trace` also records one step with `torch.profiler`, each
     block a named range, and returns the trace's JSON text on `Profile.chrome_trace`.
+
+    `source` may be the user's own model (`pipe.unet`, a pipeline, any `nn.Module` with `inputs=`): it is timed
+    on its own device, in its own dtype, with its own weights, and left exactly as it was found. `impl="diffusers"`
+    times diffusers' own class holding the same weights.
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
     if attention == ALL:
         raise RunError("profile() takes one attention backend", "use sweep() to compare them all")
     (backend,) = attention_backends(attention)
-    session = _open(source, device, dtype, compile, source_options)
-    config = session.source.config
-    trace = flops_trace(config, spec, session.dtype)
+    session = _open(source, device, dtype, compile, source_options, impl, inputs)
+    trace, _ = session.opened.structure_trace(spec)
     blocks = [] if session.compiled else trace.at_depth(depth)
     notes = []
     if session.compiled:
@@ -248,7 +285,8 @@ def profile(
     elif not blocks:
         notes.append(f"no module calls at depth {depth}: only the whole step is timed")
 
-    with _out_of_memory_as_error(session, spec), _attention(backend, session):
+    with _out_of_memory_as_error(session, spec), _attention(backend, session), left_as_found(session.model):
+        session.model.eval()
         inputs = session.inputs(spec)
         first = "compiling" if session.compiled else "first call"
         report_progress(progress, first, 0, 1)
@@ -273,10 +311,11 @@ def profile(
         notes.append(f"the runs scattered widely (p90 is {totals.step.p90 / totals.step.p10:.1f}× p10): something "
                      "else is using the device; more --repeat, or on a CPU fewer threads (OMP_NUM_THREADS), "
                      "give steadier figures")
-    height, width = spec.pixel_size(config)
+    height, width = session.pixel_size(spec)
     return Profile(
-        source=session.source.label, model_type=trace.model_type, device=session.info, dtype=_name(session.dtype),
-        batch=spec.batch, height=height, width=width, latent=spec.latent_size(config), text_len=spec.text_len,
+        source=session.opened.label, model_type=trace.model_type, device=session.info, dtype=_name(session.dtype),
+        batch=spec.batch, height=height, width=width, latent=(height // VAE_SCALE, width // VAE_SCALE),
+        text_len=spec.text_len,
         depth=depth, warmup=warmup, repeat=repeat, attention=backend, compiled=session.compiled,
         compile_s=first_s if session.compiled else None, blocks=rows, totals=totals, notes=notes,
         chrome_trace=trace_json,
@@ -294,6 +333,7 @@ def sweep(
     repeat: int = DEFAULT_REPEAT,
     compile: bool | str = False,
     progress: Progress | None = None,
+    impl: str = "ours",
     **source_options: Any,
 ) -> Sweep:
     """The unhooked step at each labelled input size, under each backend `attention` names ("all": every one).
@@ -304,20 +344,19 @@ def sweep(
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
     backends = attention_backends(attention)
-    session = _open(source, device, dtype, compile, source_options)
-    config = session.source.config
+    session = _open(source, device, dtype, compile, source_options, impl)
     for _, spec in specs:  # a bad size fails now, not after the sizes before it were timed
-        spec.latent_size(config)
+        session.pixel_size(spec)
     variants = []
     for label, spec in specs:
-        flops = flops_trace(config, spec, session.dtype).flops
-        height, width = spec.pixel_size(config)
+        flops = session.opened.structure_trace(spec)[0].flops
+        height, width = session.pixel_size(spec)
         for backend in backends:
             base = Variant(label, backend, spec.batch, height, width, flops)
             variants.append(_time_variant(session, spec, backend, base, warmup, repeat,
                                           _prefixed(progress, f"{label} · {backend} · ")))
     return Sweep(
-        source=session.source.label, model_type=type(session.model).__name__, device=session.info,
+        source=session.opened.label, model_type=type(session.model).__name__, device=session.info,
         dtype=_name(session.dtype), text_len=specs[0][1].text_len if specs else 0, warmup=warmup, repeat=repeat,
         compiled=session.compiled, variants=variants,
     )
@@ -381,7 +420,7 @@ def _out_of_memory_as_error(session: _Session, spec: InputSpec) -> Iterator[None
 
 
 def _oom_message(session: _Session, spec: InputSpec, exc: BaseException) -> str:
-    height, width = spec.pixel_size(session.source.config)
+    height, width = session.pixel_size(spec)
     weights = sum(p.numel() * p.element_size() for p in session.model.parameters())
     capacity = f" of {session.info.total_memory / 2**30:.1f} GiB" if session.info.total_memory else ""
     return (f"out of memory on {session.info.name}{capacity} running batch {spec.batch} at {height}×{width} px "

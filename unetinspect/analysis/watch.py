@@ -25,6 +25,7 @@ from torch import nn
 
 from unetinspect.analysis.hardware import describe_device
 from unetinspect.analysis.inputs import VAE_SCALE
+from unetinspect.analysis.live import placement
 from unetinspect.analysis.profile import Profile
 from unetinspect.analysis.timing import BlockHooks, Samples, WatchedCall, clock_for, summarize_samples
 from unetinspect.analysis.trace import CallRecord, named_arguments, params_per_path
@@ -57,7 +58,7 @@ class Watch:
             raise RunError(f"watch depth {depth} is below 1", "depth 1 shows the blocks; deeper shows their parts")
         self.module, self.depth = module, depth
         self.label = label or f"{type(module).__name__} (watched)"
-        self.device, self.dtype = _placement(module)
+        self.device, self.dtype = placement(module)
         self.clock = clock_for(self.device)
         self.paths = _paths_at_depth(module, depth)
         self._blocks = BlockHooks(module, [], self._enter_block, self._leave_block, every_call_of=self.paths)
@@ -209,14 +210,6 @@ def _paths_at_depth(module: nn.Module, depth: int) -> list[str]:
         if depths[path] == depth or (depths[path] < depth and leaf):
             chosen.append(path)
     return chosen
-
-
-def _placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where the module's weights live and in what dtype (the first floating tensor's); CPU/fp32 without any."""
-    tensors = [*module.parameters(), *module.buffers()]
-    floating = next((t for t in tensors if t.is_floating_point()), None)
-    device = tensors[0].device if tensors else torch.device("cpu")
-    return device, floating.dtype if floating is not None else torch.float32
 
 
 def _timestep(value: Any) -> torch.Tensor | float | None:
