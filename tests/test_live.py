@@ -1,0 +1,126 @@
+"""The user's own object as a source: our UNet, diffusers' UNet, a pipeline's `.unet`, any module with `inputs=`;
+and `impl="diffusers"`: the same source run by diffusers' class."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import unetinspect as ui
+from conftest import diffusers_unet, tiny
+from unetinspect.analysis.live import as_diffusers, left_as_found, open_live
+from unetinspect.errors import RunError, SourceError
+
+FAST = dict(warmup=0, repeat=1)
+
+
+@pytest.fixture(scope="module")
+def preset_profile():
+    return ui.profile("tiny", **FAST)
+
+
+def state_of(model: nn.Module) -> tuple:
+    """Everything a view must leave as it found it."""
+    return ([m.training for m in model.modules()],
+            [(p.data_ptr(), p.dtype, p.device, p.requires_grad) for p in model.parameters()],
+            [(len(m._forward_hooks), len(m._forward_pre_hooks)) for m in model.modules()])
+
+
+def test_profile_times_a_diffusers_unet_object_and_leaves_it_as_found(preset_profile):
+    pytest.importorskip("diffusers")
+    model = diffusers_unet(tiny())
+    model.train()
+    model.conv_in.weight.requires_grad_(False)
+    model.register_forward_hook(lambda *args: None)
+    before = state_of(model)
+    result = ui.profile(model, **FAST)
+    assert state_of(model) == before
+    assert result.model_type == "UNet2DConditionModel" and "your object" in result.source
+    assert result.totals.flops == preset_profile.totals.flops
+    assert [(b.name, b.params, b.flops) for b in result.blocks] == \
+        [(b.name, b.params, b.flops) for b in preset_profile.blocks]
+    assert sum(b.params for b in result.blocks) == sum(p.numel() for p in model.parameters())
+
+
+def test_profile_of_our_own_unet_object_and_of_a_pipeline(tiny_pipeline, preset_profile):
+    ours = ui.load_unet("tiny")
+    assert ui.profile(ours, **FAST).totals.flops == preset_profile.totals.flops
+    result = ui.profile(tiny_pipeline, **FAST)
+    assert result.source == "UNet2DConditionModel of StableDiffusionPipeline (your object)"
+    assert result.totals.flops == preset_profile.totals.flops
+
+
+def test_a_live_model_is_timed_where_it_is():
+    model = ui.load_unet("tiny")
+    with pytest.raises(RunError, match="on cpu in float32; it is timed where it is, not on cpu in float16"):
+        ui.profile(model, dtype="fp16", **FAST)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_any_module_with_inputs_is_profiled_by_its_own_calls():
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    result = ui.profile(model, inputs={"input": torch.zeros(3, 8)}, **FAST)
+    assert [b.name for b in result.blocks] == ["0", "1", "2"]
+    assert result.totals.flops == 2 * 3 * (8 * 16 + 16 * 4)
+    with pytest.raises(RunError, match="has no UNet config to make inputs from"):
+        ui.profile(model, **FAST)
+
+
+def test_what_is_not_a_model_is_a_clear_error():
+    with pytest.raises(SourceError, match="cannot open a dict as a model"):
+        ui.profile({"unet": 1}, **FAST)
+    with pytest.raises(RunError, match="inputs= is for a live module"):
+        ui.profile("tiny", inputs={}, **FAST)
+
+
+def test_impl_diffusers_profiles_diffusers_class_on_the_same_weights(preset_profile):
+    pytest.importorskip("diffusers")
+    result = ui.profile("tiny", impl="diffusers", **FAST)
+    assert result.source == "tiny (diffusers)"
+    assert result.totals.flops == preset_profile.totals.flops
+    with pytest.raises(RunError, match="unknown --impl 'theirs'"):
+        ui.profile("tiny", impl="theirs", **FAST)
+    with pytest.raises(RunError, match="a Sequential is not one"):
+        ui.profile(nn.Sequential(nn.Linear(2, 2)), inputs={"input": torch.zeros(1, 2)}, impl="diffusers", **FAST)
+
+
+def test_as_diffusers_shares_our_weights_and_gives_our_output():
+    pytest.importorskip("diffusers")
+    ours = ui.load_unet("tiny")
+    theirs = as_diffusers(ours)
+    assert {n: p.data_ptr() for n, p in theirs.named_parameters()} == \
+        {n: p.data_ptr() for n, p in ours.named_parameters()}
+    inputs = ui.make_inputs(ours.config)
+    with torch.no_grad():
+        assert torch.allclose(ours(**inputs), theirs(**inputs).sample, atol=1e-5)
+
+
+def test_make_inputs_takes_diffusers_config():
+    pytest.importorskip("diffusers")
+    model = diffusers_unet(tiny())
+    inputs = ui.make_inputs(model.config, ui.InputSpec(batch=2))
+    assert inputs["sample"].shape == (2, 4, 16, 16) and inputs["encoder_hidden_states"].shape == (2, 77, 48)
+    with pytest.raises(RunError, match="not a str"):
+        ui.make_inputs("tiny")
+
+
+def test_a_module_changed_after_loading_is_traced_itself():
+    model = ui.load_unet("tiny")
+    model.conv_out = nn.Sequential(model.conv_out, nn.Identity())  # as an adapter injected after loading would
+    live = open_live(model)
+    assert live.meta_copy() is None
+    trace, note = live.structure_trace(ui.InputSpec())
+    assert "traced the object itself" in note
+    assert trace.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_left_as_found_restores_modes_hooks_and_grad_flags_after_an_error():
+    model = nn.Sequential(nn.Linear(2, 2))
+    before = state_of(model)
+    with pytest.raises(ValueError), left_as_found(model):
+        model.eval()
+        model[0].weight.requires_grad_(False)
+        model.register_forward_pre_hook(lambda *args: None)
+        raise ValueError
+    assert state_of(model) == before
