@@ -130,7 +130,7 @@ def render(models: list[ModelResult], watched: WatchResult, device_name: str, se
     rows = []
     for r in models:
         t, d = r.ours.totals, r.diffusers.totals
-        rows.append([r.preset, f"{r.pixels}²", r.ours.dtype, ms(t.step.median), ms(d.step.median),
+        rows.append([r.preset, f"{r.pixels}²", r.ours.setup.dtype, ms(t.step.median), ms(d.step.median),
                      f"{t.step.median / d.step.median:.3f}", f"{r.max_abs_diff:.2e}",
                      f"×{t.overhead:.3f}" if t.overhead else "–", percent(t.coverage),
                      human_bytes(t.peak_memory) if t.peak_memory is not None else "–", percent(t.mfu)])

@@ -1,15 +1,25 @@
-"""Shared fixtures: small configs that together cover every feature of the UNet, and diffusers references."""
+"""Shared fixtures: small configs that together cover every feature of the UNet, models and folders made from
+them with our own code, the CLI as a user runs it, and diffusers references for the parity tests only."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from click.testing import CliRunner, Result
+from safetensors.torch import save_file
+from typer.main import get_command
 
+from unetinspect.cli import app
+from unetinspect.config import UNetConfig
+from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
+from unetinspect.weights.loading import build_model, init_random_weights
+from unetinspect.weights.sources import WEIGHTS_NAME
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -51,13 +61,76 @@ SMALL_CONFIGS: dict[str, dict] = {
 
 
 def diffusers_unet(config: dict, seed: int = 0):
-    """diffusers' own model for a config, with seeded random weights."""
+    """diffusers' own model for a config, with seeded random weights: the reference of the parity tests, which
+    skip (through this call) where diffusers is not installed."""
+    pytest.importorskip("diffusers")
     from diffusers import UNet2DConditionModel
 
     torch.manual_seed(seed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return UNet2DConditionModel.from_config(config).eval()
+
+
+def our_unet(config: dict, seed: int = 0) -> UNet2DConditionModel:
+    """Our model for a config, on the CPU with seeded random weights: what every test that needs weights but
+    not diffusers' numbers starts from."""
+    model = build_model(UNetConfig.from_dict(config)).to_empty(device="cpu")
+    init_random_weights(model, seed)
+    return model
+
+
+def save_folder(model: torch.nn.Module, folder: Path, *, variant: str | None = None, shards: int = 1,
+                dtype: torch.dtype | None = None) -> Path:
+    """Write `model` as a diffusers UNet folder, with the file names diffusers' `save_pretrained` gives (checked
+    against it in test_loading.py): config.json, the weights in one file or in `shards` files with an index,
+    optionally as a `variant` (e.g. fp16) and in another `dtype`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {"_class_name": "UNet2DConditionModel", **model.config.to_dict()}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    state = {name: (tensor if dtype is None else tensor.to(dtype)).detach().contiguous()
+             for name, tensor in model.state_dict().items()}
+    stem = f"{WEIGHTS_NAME}.{variant}" if variant else WEIGHTS_NAME
+    if shards == 1:
+        save_file(state, str(folder / f"{stem}.safetensors"), metadata={"format": "pt"})
+        return folder
+    names = list(state)
+    weight_map = {}
+    for number in range(1, shards + 1):
+        shard = f"{stem}-{number:05d}-of-{shards:05d}.safetensors"
+        part = names[(number - 1) * len(names) // shards:number * len(names) // shards]
+        save_file({name: state[name] for name in part}, str(folder / shard), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(part, shard))
+    index = f"{WEIGHTS_NAME}.safetensors.index.{variant}.json" if variant else f"{WEIGHTS_NAME}.safetensors.index.json"
+    total_size = sum(t.numel() * t.element_size() for t in state.values())
+    (folder / index).write_text(json.dumps({"metadata": {"total_size": total_size}, "weight_map": weight_map},
+                                           indent=2))
+    return folder
+
+
+@pytest.fixture
+def tiny_folder(tmp_path: Path) -> Path:
+    """A diffusers folder of the tiny preset, with its weights in one safetensors file."""
+    return save_folder(our_unet(tiny()), tmp_path / "unet")
+
+
+# Built once: typer's own CliRunner rebuilds the whole command tree on every call, which dominates the
+# hypothesis runs of test_bad_input.py.
+_COMMAND = get_command(app)
+
+
+@pytest.fixture(scope="session")
+def invoke() -> Callable[..., Result]:
+    """Run the CLI in this process as a user types it: `invoke("summary", "tiny", "-f", "json")`.
+
+    Paths and numbers may be passed as they are; `env` sets environment variables for the run (e.g. COLUMNS).
+    An exception that escapes the CLI's own error handling fails the test with its traceback.
+    """
+
+    def run(*args: object, env: dict[str, str] | None = None) -> Result:
+        return CliRunner().invoke(_COMMAND, [str(arg) for arg in args], env=env, catch_exceptions=False)
+
+    return run
 
 
 @pytest.fixture
@@ -68,6 +141,15 @@ def write_config(tmp_path: Path):
         return path
 
     return write
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Tests marked `@pytest.mark.cuda` skip cleanly where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    for item in items:
+        if item.get_closest_marker("cuda"):
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
 @pytest.fixture
@@ -81,19 +163,20 @@ def one_thread():
 
 def exhausted_model(monkeypatch) -> None:
     """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
-    from unetinspect.analysis import profile as profile_module
+    from unetinspect.analysis import session as session_module
 
-    load = profile_module.load_unet
+    load = session_module.load_model
 
     def exhausted(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.")
 
-    def load_exhausted(*args, **kwargs):
-        model = load(*args, **kwargs)
-        model.forward = exhausted
+    def load_exhausted(source, device, dtype, **kwargs):
+        model = load(source, device, dtype, **kwargs)
+        if device.type != "meta":
+            model.forward = exhausted
         return model
 
-    monkeypatch.setattr(profile_module, "load_unet", load_exhausted)
+    monkeypatch.setattr(session_module, "load_model", load_exhausted)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Test helpers: original (LDM) single-file checkpoints made from diffusers models, and header-only big files.
+"""Test helpers: original (LDM) single-file checkpoints made from a UNet's state dict, and header-only big files.
 
 The diffusers → LDM conversion here is written independently of `unetinspect.weights.ldm` (key by key with
 regular expressions, in the opposite direction) and is itself checked against diffusers' own LDM → diffusers
@@ -80,15 +80,12 @@ def full_checkpoint(model, config: dict) -> dict[str, torch.Tensor]:
 
 
 def meta_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """diffusers' state-dict shapes for a config, built on the meta device (no memory, full size is fine)."""
-    import warnings
+    """The state-dict shapes for a config, built on the meta device (no memory, full size is fine). Our model's:
+    test_models.py checks that they are diffusers' for every preset."""
+    from unetinspect.config import UNetConfig
+    from unetinspect.weights.loading import build_model
 
-    from diffusers import UNet2DConditionModel
-
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = UNet2DConditionModel.from_config(config)
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return {k: tuple(v.shape) for k, v in build_model(UNetConfig.from_dict(config)).state_dict().items()}
 
 
 def write_header_only(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str = "F16",

@@ -6,17 +6,14 @@ import json
 import subprocess
 import sys
 
-from typer.testing import CliRunner
-
 import unetinspect as ui
-from unetinspect.cli import app
 
 
-def test_api_names_resolve_and_match_the_cli(tmp_path):
+def test_api_names_resolve_and_match_the_cli(tmp_path, invoke):
     for name in ui.__all__:
         assert getattr(ui, name) is not None
     summary = ui.summarize("sdxl")
-    data = json.loads(CliRunner().invoke(app, ["summary", "sdxl", "-f", "json"]).stdout)
+    data = json.loads(invoke("summary", "sdxl", "-f", "json").stdout)
     assert summary.trace.total_params == data["totals"]["params"]
     assert summary.trace.flops == data["totals"]["flops"]
     graph = ui.diagram_graph("tiny")

@@ -16,17 +16,12 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
-from click.testing import CliRunner, Result
-from typer.main import get_command
 
-from conftest import diffusers_unet, tiny
-from unetinspect.cli import app
+from conftest import our_unet, save_folder, tiny
 from unetinspect.errors import ConfigError, UnsupportedConfigError, WeightsError
 from unetinspect.weights.loading import load_unet
 from unetinspect.weights.safetensors import ITEM_SIZES
 from unetinspect.weights.sources import resolve_source
-
-pytest.importorskip("diffusers")
 
 OUTPUT = "out.json"
 # Every command that takes a SOURCE, with what it needs to run fast.
@@ -50,23 +45,6 @@ def assert_one_line_failure(result, output_dir: Path | None = None) -> str:
     return message
 
 
-# Built once: typer's own CliRunner rebuilds the whole command tree on every call, which dominates the
-# hypothesis runs below.
-COMMAND = get_command(app)
-
-
-def invoke(*args) -> Result:
-    return CliRunner().invoke(COMMAND, [str(a) for a in args])
-
-
-@pytest.fixture
-def tiny_folder(tmp_path) -> Path:
-    """A diffusers folder of the tiny preset, with its weights."""
-    folder = tmp_path / "unet"
-    diffusers_unet(tiny()).save_pretrained(folder)
-    return folder
-
-
 def _weights_file(folder: Path) -> Path:
     return folder / "diffusion_pytorch_model.safetensors"
 
@@ -75,7 +53,7 @@ def _weights_file(folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
-def test_missing_file(command, tmp_path):
+def test_missing_file(command, tmp_path, invoke):
     path = tmp_path / "nope.safetensors"
     message = assert_one_line_failure(invoke(*_source_args(command, path), "-o", tmp_path / OUTPUT), tmp_path)
     assert "nope.safetensors" in message
@@ -91,7 +69,7 @@ def test_missing_file(command, tmp_path):
     (json.dumps(tiny(block_out_channels=[32, 64, 60])), ConfigError, "not divisible"),
     (json.dumps(tiny(_class_name="UNet2DModel")), UnsupportedConfigError, "_class_name"),
 ])
-def test_bad_configs(text, error, words, tmp_path):
+def test_bad_configs(text, error, words, tmp_path, invoke):
     path = tmp_path / "config.json"
     path.write_text(text)
     with pytest.raises(error) as caught:
@@ -100,7 +78,7 @@ def test_bad_configs(text, error, words, tmp_path):
     assert words in assert_one_line_failure(invoke("summary", path, "-o", tmp_path / OUTPUT), tmp_path)
 
 
-def test_bad_config_beside_weights(tiny_folder, tmp_path):
+def test_bad_config_beside_weights(tiny_folder, tmp_path, invoke):
     (tiny_folder / "config.json").write_text("{oops")
     assert "not valid JSON" in assert_one_line_failure(invoke("weights", tiny_folder))
 
@@ -108,7 +86,7 @@ def test_bad_config_beside_weights(tiny_folder, tmp_path):
 # ---- weights that do not fit ----------------------------------------------------------------------------------------
 
 
-def test_wrong_shape_weights(tiny_folder, tmp_path):
+def test_wrong_shape_weights(tiny_folder, tmp_path, invoke):
     config = json.loads((tiny_folder / "config.json").read_text())
     (tiny_folder / "config.json").write_text(json.dumps({**config, "cross_attention_dim": 64}))
     with pytest.raises(WeightsError, match="has shape"):
@@ -117,7 +95,7 @@ def test_wrong_shape_weights(tiny_folder, tmp_path):
     assert "attn2.to_k.weight" in message
 
 
-def test_missing_keys(tiny_folder, tmp_path):
+def test_missing_keys(tiny_folder, tmp_path, invoke):
     tensors = load_file(_weights_file(tiny_folder))
     del tensors["conv_out.bias"]
     save_file(tensors, _weights_file(tiny_folder))
@@ -126,20 +104,20 @@ def test_missing_keys(tiny_folder, tmp_path):
     assert "conv_out.bias" in assert_one_line_failure(invoke("summary", tiny_folder))
 
 
-def test_unexpected_keys(tiny_folder):
+def test_unexpected_keys(tiny_folder, invoke):
     tensors = load_file(_weights_file(tiny_folder))
     tensors["extra_head.weight"] = torch.zeros(3)
     save_file(tensors, _weights_file(tiny_folder))
     assert "extra_head.weight" in assert_one_line_failure(invoke("summary", tiny_folder))
 
 
-def test_missing_variant(tiny_folder):
+def test_missing_variant(tiny_folder, invoke):
     assert "fp16" in assert_one_line_failure(invoke("weights", tiny_folder, "--variant", "fp16"))
 
 
-def test_missing_shard(tiny_folder):
-    diffusers_unet(tiny()).save_pretrained(tiny_folder, max_shard_size="100KB")
-    _weights_file(tiny_folder).unlink(missing_ok=True)
+def test_missing_shard(tiny_folder, invoke):
+    save_folder(our_unet(tiny()), tiny_folder, shards=3)
+    _weights_file(tiny_folder).unlink()
     shard = next(tiny_folder.glob("*-00002-of-*.safetensors"))
     shard.unlink()
     assert shard.name in assert_one_line_failure(invoke("weights", tiny_folder))
@@ -150,7 +128,7 @@ def test_missing_shard(tiny_folder):
 
 @pytest.mark.parametrize("command", ["weights", "summary"])
 @pytest.mark.parametrize("keep", [0, 5, 8, 100, -1])
-def test_truncated_safetensors(tiny_folder, tmp_path, command, keep):
+def test_truncated_safetensors(tiny_folder, tmp_path, command, keep, invoke):
     data = _weights_file(tiny_folder).read_bytes()
     path = tmp_path / "cut.safetensors"
     path.write_bytes(data[:keep] if keep >= 0 else data[:-1])
@@ -183,7 +161,7 @@ def _safetensors_bytes(header: object, data: bytes = b"", declared: int | None =
     (_safetensors_bytes({"a": {"dtype": "F16", "shape": [2**40, 2**40], "data_offsets": [0, 4]}}, b"\0" * 4),
      "needs"),
 ])
-def test_garbage_headers(content, words, tmp_path):
+def test_garbage_headers(content, words, tmp_path, invoke):
     path = tmp_path / "bad.safetensors"
     path.write_bytes(content)
     with pytest.raises(WeightsError):
@@ -206,7 +184,7 @@ _headers = st.dictionaries(
 )
 
 
-def _check_never_hurts(path: Path, out: Path) -> None:
+def _check_never_hurts(invoke, path: Path, out: Path) -> None:
     """Either a description of a file that safetensors itself accepts, or a one-line error; never a crash."""
     result = invoke("weights", path, "--keys", "-f", "json", "-o", out)
     if result.exit_code == 0:
@@ -221,10 +199,10 @@ def _check_never_hurts(path: Path, out: Path) -> None:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=_headers, data=st.binary(max_size=48), declared=st.one_of(st.none(), st.integers(0, 2**64 - 1)))
-def test_generated_broken_headers(header, data, declared, tmp_path):
+def test_generated_broken_headers(header, data, declared, tmp_path, invoke):
     path = tmp_path / "gen.safetensors"
     path.write_bytes(_safetensors_bytes(header, data, declared))
-    _check_never_hurts(path, tmp_path / OUTPUT)
+    _check_never_hurts(invoke, path, tmp_path / OUTPUT)
 
 
 @st.composite
@@ -258,27 +236,27 @@ def _near_valid_files(draw) -> tuple[bytes, bool]:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=_near_valid_files())
-def test_generated_near_valid_files(case, tmp_path):
+def test_generated_near_valid_files(case, tmp_path, invoke):
     """Valid files are read (as safetensors reads them); one wrong byte or offset is a one-line error."""
     content, broken = case
     path = tmp_path / "near.safetensors"
     path.write_bytes(content)
     if not broken:
         assert invoke("weights", path).exit_code == 0
-    _check_never_hurts(path, tmp_path / OUTPUT)
+    _check_never_hurts(invoke, path, tmp_path / OUTPUT)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=200))
-def test_generated_garbage_bytes(content, tmp_path):
+def test_generated_garbage_bytes(content, tmp_path, invoke):
     path = tmp_path / "junk.safetensors"
     path.write_bytes(content)
-    _check_never_hurts(path, tmp_path / OUTPUT)
+    _check_never_hurts(invoke, path, tmp_path / OUTPUT)
 
 
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin"])
 @pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
-def test_pickle_without_allow_pickle(suffix, command, tmp_path):
+def test_pickle_without_allow_pickle(suffix, command, tmp_path, invoke):
     """Every command that takes a source refuses a pickle before opening it (a hostile pickle's code never runs),
     and offers --allow-pickle, which then reads it with weights_only=True."""
     path = tmp_path / f"model{suffix}"
@@ -292,7 +270,7 @@ def test_pickle_without_allow_pickle(suffix, command, tmp_path):
         load_unet(path, device="meta")
 
 
-def test_hostile_pickle_with_allow_pickle_runs_no_code(tmp_path):
+def test_hostile_pickle_with_allow_pickle_runs_no_code(tmp_path, invoke):
     class Boom:
         def __reduce__(self):
             return (os.system, ("touch " + str(tmp_path / "pwned"),))
@@ -304,7 +282,7 @@ def test_hostile_pickle_with_allow_pickle_runs_no_code(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-def test_pickle_folder_weights_refused(tiny_folder):
+def test_pickle_folder_weights_refused(tiny_folder, invoke):
     state = load_file(_weights_file(tiny_folder))
     _weights_file(tiny_folder).unlink()
     torch.save(state, tiny_folder / "diffusion_pytorch_model.bin")
@@ -316,7 +294,7 @@ def test_pickle_folder_weights_refused(tiny_folder):
 
 
 @pytest.mark.parametrize("command", SOURCE_COMMANDS, ids=lambda c: c[0])
-def test_output_to_a_directory(command, tiny_folder, tmp_path):
+def test_output_to_a_directory(command, tiny_folder, tmp_path, invoke):
     (tmp_path / "out").mkdir()
     result = invoke(*_source_args(command, tiny_folder), "-o", tmp_path / "out")
     assert "is a directory" in assert_one_line_failure(result)
@@ -324,28 +302,28 @@ def test_output_to_a_directory(command, tiny_folder, tmp_path):
 
 
 @pytest.mark.parametrize("command", SOURCE_COMMANDS[1:], ids=lambda c: c[0])
-def test_output_over_the_input_config(command, tmp_path, write_config):
+def test_output_over_the_input_config(command, tmp_path, write_config, invoke):
     config = write_config(tiny(), "tiny.json")
     before = config.read_text()
     assert "overwrite an input" in assert_one_line_failure(invoke(*_source_args(command, config), "-o", config))
     assert config.read_text() == before
 
 
-def test_output_over_the_input_file(tiny_folder):
+def test_output_over_the_input_file(tiny_folder, invoke):
     source = _weights_file(tiny_folder)
     before = source.read_bytes()
     message = assert_one_line_failure(invoke("weights", source, "-o", source))
     assert "overwrite an input" in message and source.read_bytes() == before
 
 
-def test_output_over_the_config_given(tiny_folder, tmp_path):
+def test_output_over_the_config_given(tiny_folder, tmp_path, invoke):
     config = tiny_folder / "config.json"
     before = config.read_text()
     assert_one_line_failure(invoke("weights", _weights_file(tiny_folder), "--config", config, "-o", config))
     assert config.read_text() == before
 
 
-def test_output_into_a_missing_folder(tiny_folder, tmp_path):
+def test_output_into_a_missing_folder(tiny_folder, tmp_path, invoke):
     assert "does not exist" in assert_one_line_failure(invoke("weights", tiny_folder, "-o", tmp_path / "no/x.json"))
 
 

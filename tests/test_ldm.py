@@ -1,4 +1,4 @@
-"""Original single-file (LDM) checkpoints: config inferred from shapes, keys renamed, same outputs as diffusers."""
+"""Original single-file (LDM) checkpoints: config inferred from shapes, keys renamed, the weights that were saved."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import SMALL_CONFIGS, diffusers_unet
+from conftest import SMALL_CONFIGS, diffusers_unet, our_unet
 from ldm_files import OTHER_COMPONENTS, full_checkpoint, meta_shapes, to_ldm, write_header_only
 from unetinspect import UNetConfig, load_unet
 from unetinspect.analysis.inputs import InputSpec, make_inputs
@@ -16,8 +16,6 @@ from unetinspect.errors import WeightsError
 from unetinspect.presets import load_preset, load_preset_dict
 from unetinspect.weights import ldm
 from unetinspect.weights.sources import resolve_source
-
-pytest.importorskip("diffusers")
 
 # The tiny configs of conftest, moved onto the conventions of the released models that shapes cannot show
 # (see `ldm.infer_config`): 32 norm groups; 8 heads with conv projections; 64-channel heads with linear ones
@@ -48,8 +46,8 @@ def _same_weights(ours, reference) -> bool:
 
 
 def _save_ldm(path, config: dict, prefix: str = ldm.UNET_PREFIX):
-    """A random diffusers model for `config`, and the single file it becomes in the original layout."""
-    reference = diffusers_unet(config)
+    """A model for `config` with random weights, and the single file it becomes in the original layout."""
+    reference = our_unet(config)
     tensors = full_checkpoint(reference, config)
     if not prefix:  # a bare UNet state dict, as some trainers save
         tensors = {k.removeprefix(ldm.UNET_PREFIX): v for k, v in tensors.items() if k.startswith(ldm.UNET_PREFIX)}
@@ -60,6 +58,7 @@ def _save_ldm(path, config: dict, prefix: str = ldm.UNET_PREFIX):
 @pytest.mark.parametrize("name", ["sd15-like", "sd21-like", "sdxl-like"])
 def test_the_tests_conversion_is_the_inverse_of_diffusers_own(name):
     """Our test files are only as good as their conversion: diffusers' LDM → diffusers must undo it exactly."""
+    pytest.importorskip("diffusers")
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
     config = SMALL_CONFIGS[name]
@@ -70,7 +69,7 @@ def test_the_tests_conversion_is_the_inverse_of_diffusers_own(name):
 
 
 @pytest.mark.parametrize("name", list(LDM_CONFIGS))
-def test_round_trip_infers_config_and_gives_diffusers_outputs(name, tmp_path):
+def test_round_trip_infers_config_and_gives_the_same_outputs(name, tmp_path):
     config = LDM_CONFIGS[name]
     path = tmp_path / f"{name}.safetensors"
     reference = _save_ldm(path, config)
@@ -93,7 +92,7 @@ def test_bare_unet_state_dict_without_prefix(tmp_path):
 
 def test_fp16_file_loads_in_float32_by_default(tmp_path):
     config = LDM_CONFIGS["sd15-like"]
-    reference = diffusers_unet(config).half().float()  # the weights the fp16 file can hold
+    reference = our_unet(config).half().float()  # the weights the fp16 file can hold
     tensors = {k: v.half() if v.is_floating_point() else v for k, v in full_checkpoint(reference, config).items()}
     save_file(tensors, str(tmp_path / "half.safetensors"))
     ours = load_unet(tmp_path / "half.safetensors", device="cpu")
@@ -116,7 +115,7 @@ def test_heads_off_the_sd_conventions_need_config_override(tmp_path, write_confi
 
 def test_pickle_checkpoint_needs_allow_pickle(tmp_path):
     config = LDM_CONFIGS["sd15-like"]
-    reference = diffusers_unet(config)
+    reference = our_unet(config)
     path = tmp_path / "model.ckpt"
     torch.save({"state_dict": full_checkpoint(reference, config), "global_step": 1}, path)
     with pytest.raises(WeightsError, match="pickle"):

@@ -9,7 +9,7 @@ from torch import nn
 
 import unetinspect as ui
 from conftest import diffusers_unet, tiny
-from unetinspect.analysis.live import as_diffusers, left_as_found, open_live
+from unetinspect.analysis.live import REBUILT_NOTE, as_diffusers, left_as_found, open_live
 from unetinspect.errors import RunError, SourceError
 
 FAST = dict(warmup=0, repeat=1)
@@ -36,7 +36,8 @@ def test_profile_times_a_diffusers_unet_object_and_leaves_it_as_found(preset_pro
     before = state_of(model)
     result = ui.profile(model, **FAST)
     assert state_of(model) == before
-    assert result.model_type == "UNet2DConditionModel" and "your object" in result.source
+    assert result.setup.model_type == "UNet2DConditionModel" and "your object" in result.setup.label
+    assert (result.setup.kind, result.setup.impl, result.setup.weights) == ("module", "diffusers", "its own weights")
     assert result.totals.flops == preset_profile.totals.flops
     assert [(b.name, b.params, b.flops) for b in result.blocks] == \
         [(b.name, b.params, b.flops) for b in preset_profile.blocks]
@@ -47,13 +48,13 @@ def test_profile_of_our_own_unet_object_and_of_a_pipeline(tiny_pipeline, preset_
     ours = ui.load_unet("tiny")
     assert ui.profile(ours, **FAST).totals.flops == preset_profile.totals.flops
     result = ui.profile(tiny_pipeline, **FAST)
-    assert result.source == "UNet2DConditionModel of StableDiffusionPipeline (your object)"
+    assert result.setup.label == "UNet2DConditionModel of StableDiffusionPipeline (your object)"
     assert result.totals.flops == preset_profile.totals.flops
 
 
 def test_a_live_model_is_timed_where_it_is():
     model = ui.load_unet("tiny")
-    with pytest.raises(RunError, match="on cpu in float32; it is timed where it is, not on cpu in float16"):
+    with pytest.raises(RunError, match="on cpu in float32; it runs where it is, not on cpu in float16"):
         ui.profile(model, dtype="fp16", **FAST)
     assert next(model.parameters()).dtype == torch.float32
 
@@ -77,7 +78,7 @@ def test_what_is_not_a_model_is_a_clear_error():
 def test_impl_diffusers_profiles_diffusers_class_on_the_same_weights(preset_profile):
     pytest.importorskip("diffusers")
     result = ui.profile("tiny", impl="diffusers", **FAST)
-    assert result.source == "tiny (diffusers)"
+    assert (result.setup.label, result.setup.impl) == ("tiny", "diffusers")
     assert result.totals.flops == preset_profile.totals.flops
     with pytest.raises(RunError, match="unknown --impl 'theirs'"):
         ui.profile("tiny", impl="theirs", **FAST)
@@ -124,3 +125,48 @@ def test_left_as_found_restores_modes_hooks_and_grad_flags_after_an_error():
         model.register_forward_pre_hook(lambda *args: None)
         raise ValueError
     assert state_of(model) == before
+
+
+# ---- every view ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def preset_summary():
+    return ui.summarize("tiny")
+
+
+def test_summary_of_a_diffusers_unet_traces_a_meta_copy(preset_summary):
+    pytest.importorskip("diffusers")
+    model = diffusers_unet(tiny())
+    before = state_of(model)
+    summary = ui.summarize(model)
+    assert state_of(model) == before
+    assert summary.setup.device == "meta" and REBUILT_NOTE in summary.setup.notes
+    assert summary.trace.total_params == sum(p.numel() for p in model.parameters())
+    assert summary.trace.flops == preset_summary.trace.flops
+    assert [r.name for r in summary.trace.records] == [r.name for r in preset_summary.trace.records]
+
+
+def test_summary_of_a_module_without_config_traces_it_where_it_is():
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.SiLU())
+    summary = ui.summarize(model, inputs={"input": torch.zeros(2, 4, 16, 16)})
+    assert summary.setup.device == "cpu" and summary.setup.notes == ("traced the object itself on cpu",)
+    assert (summary.setup.sizes.batch, summary.setup.sizes.latent, summary.setup.sizes.pixels) == (2, (16, 16), None)
+    assert summary.trace.flops == 2 * 8 * 14 * 14 * 4 * 9 * 2
+    from unetinspect.render.summary_view import summary_json
+
+    assert '"kind": "module"' in summary_json(summary, 1)
+
+
+def test_a_pipeline_goes_through_every_view(tiny_pipeline, preset_summary):
+    summary = ui.summarize(tiny_pipeline)
+    assert summary.trace.flops == preset_summary.trace.flops
+    graph = ui.diagram_graph(tiny_pipeline)
+    assert graph.setup.kind == "module" and graph.node("down_blocks.0")
+    comparison = ui.compare(tiny_pipeline, "tiny")
+    assert comparison.identical
+    assert ui.compare(tiny_pipeline.unet, impl="diffusers").identical
+    from unetinspect.analysis.profile import sweep
+
+    result = sweep(tiny_pipeline, [("64", ui.InputSpec(height=64, width=64))], **FAST)
+    assert result.variants[0].sizes.latent == (8, 8) and result.variants[0].flops > 0

@@ -10,8 +10,6 @@ from unetinspect import UNetConfig, load_unet
 from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.weights.loading import build_model, count_parameters
 
-pytest.importorskip("diffusers")
-
 
 def _run(model, inputs):
     with torch.no_grad():
@@ -89,6 +87,7 @@ def test_preset_parameter_counts_are_exact(preset, expected):
 
 
 def test_preset_keys_match_diffusers():
+    pytest.importorskip("diffusers")
     from diffusers import UNet2DConditionModel
 
     from unetinspect.presets import load_preset_dict

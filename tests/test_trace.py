@@ -20,7 +20,6 @@ def _flat_shapes(metas):
 @pytest.mark.parametrize("name", ["sd15-like", "sdxl-like", "class-and-extras"])
 def test_trace_matches_diffusers_trace(name):
     """Same calls in the same order, same output shapes, same parameters and FLOPs per call."""
-    pytest.importorskip("diffusers")
     config = SMALL_CONFIGS[name]
     reference = diffusers_unet(config)
     ours = build_model(UNetConfig.from_dict(config))

@@ -42,7 +42,8 @@ def test_watch_records_every_call_with_batch_and_timestep(unet):
     assert isinstance(report, Profile)
     assert [(c.index, c.batch, c.latent, c.timestep) for c in report.calls] == \
         [(0, 2, (16, 16), 999.0), (1, 2, (16, 16), 500.0), (2, 2, (16, 16), 1.0)]
-    assert report.repeat == 3 and report.batch == 2 and report.text_len == 77
+    assert report.repeat == 3 and report.setup.sizes.batch == 2 and report.setup.sizes.text_len == 77
+    assert report.setup.sizes.pixels == (128, 128) and report.setup.kind == "module"
     assert report.totals.step.n == 3
     # The rows are nested in the call and never in each other: they cover at most all of it.
     assert 0 < report.totals.coverage <= 1
@@ -50,10 +51,15 @@ def test_watch_records_every_call_with_batch_and_timestep(unet):
     assert report.totals.overhead is None and report.totals.hooked_step is None
 
 
+def rows_down_to(model: nn.Module, depth: int) -> list:
+    """The calls `profile` shows down to `depth`, parents before children."""
+    trace = trace_model(model, ui.make_inputs(model.config))
+    return [r for r in trace.records[1:] if r.depth <= depth]
+
+
 @pytest.mark.parametrize("depth", [1, 2, 3])
-def test_watch_rows_are_the_calls_a_trace_shows_at_that_depth(unet, depth):
-    inputs = ui.make_inputs(unet.config)
-    expected = [(r.name, r.type, r.depth, r.params) for r in trace_model(unet, inputs).at_depth(depth)]
+def test_watch_rows_are_the_calls_profile_shows_down_to_that_depth(unet, depth):
+    expected = [(r.name, r.type, r.depth, r.params) for r in rows_down_to(unet, depth)]
     with ui.watch(unet, depth=depth) as w:
         run_loop(unet, timesteps=(10,), batch=1)
     assert [(b.name, b.type, b.depth, b.params) for b in w.report().blocks] == expected
@@ -66,8 +72,9 @@ def test_watch_sees_diffusers_unet_blocks_by_the_same_names(unet):
     with ui.watch(model) as w, torch.no_grad():
         model(inputs["sample"], 5, inputs["encoder_hidden_states"])  # positional, as pipelines call it
     report = w.report()
-    assert [b.name for b in report.blocks] == [r.name for r in trace_model(unet, inputs).at_depth(1)]
+    assert [b.name for b in report.blocks] == [r.name for r in rows_down_to(unet, 1)]
     assert report.calls[0].timestep == 5.0 and report.calls[0].batch == 1
+    assert report.setup.impl == "diffusers"
 
 
 def test_hooks_are_removed_on_exit_and_when_the_loop_raises(unet):
@@ -119,6 +126,7 @@ def test_the_profile_views_render_a_watch(unet):
     data = json.loads(profile_json(report))
     assert [c["batch"] for c in data["calls"]] == [2, 2] and data["calls"][1]["timestep"] == 1.0
     assert "2 calls in your loop" in profile_markdown(report)
+    assert data["setup"]["kind"] == "module" and data["setup"]["weights"] == "its own weights"
     assert "| 2 | 2 | 16×16 | 1 |" in profile_markdown(report)
     from rich.console import Console
 
@@ -134,7 +142,7 @@ def test_watch_on_cuda_reads_events_after_the_loop():
     with ui.watch(model) as w:
         run_loop(model)
     report = w.report()
-    assert w.calls == 3 and report.device.type == "cuda" and report.dtype == "float16"
+    assert w.calls == 3 and report.device.type == "cuda" and report.setup.dtype == "float16"
     assert 0 < report.totals.coverage <= 1.05
 
 
@@ -148,9 +156,8 @@ def test_watch_over_a_real_pipeline_with_guidance(tiny_pipeline, unet):
     # diffusers batches classifier-free guidance: the unconditional and conditional halves in one call.
     assert [c.batch for c in report.calls] == [2, 2, 2]
     assert [c.timestep for c in report.calls] == pipe.scheduler.timesteps.tolist()
-    assert report.latent == (16, 16) and report.text_len == 77
-    assert [b.name for b in report.blocks] == [r.name for r in trace_model(unet, ui.make_inputs(unet.config))
-                                               .at_depth(1)]
+    assert report.setup.sizes.latent == (16, 16) and report.setup.sizes.text_len == 77
+    assert [b.name for b in report.blocks] == [r.name for r in rows_down_to(unet, 1)]
     assert 0 < report.totals.coverage <= 1
 
     with ui.watch(pipe.unet) as w:

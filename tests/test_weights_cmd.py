@@ -9,21 +9,13 @@ import sys
 import pytest
 import torch
 from safetensors.torch import save_file
-from typer.testing import CliRunner
 
-from conftest import SMALL_CONFIGS, diffusers_unet
+from conftest import SMALL_CONFIGS, our_unet, save_folder
 from ldm_files import OTHER_COMPONENTS, full_checkpoint, meta_shapes, to_ldm, write_header_only
-from unetinspect.cli import app
 from unetinspect.presets import load_preset, load_preset_dict
 from unetinspect.weights.inspect import inspect_weights, nearest_preset
 
-pytest.importorskip("diffusers")
-
 SD15_PARAMETERS = 859_520_964
-
-
-def invoke(*args: str):
-    return CliRunner().invoke(app, ["weights", *map(str, args)])
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +27,8 @@ def sd15_file(tmp_path_factory):
     return write_header_only(path, shapes, dtype="F32", metadata={"modelspec.title": "SD 1.5", "format": "pt"})
 
 
-def test_full_checkpoint_overview(sd15_file):
-    result = invoke(sd15_file)
+def test_full_checkpoint_overview(sd15_file, invoke):
+    result = invoke("weights", sd15_file)
     assert result.exit_code == 0, result.stderr
     out = result.stdout
     for expected in ("original (LDM) layout", "exactly the sd15 preset", "inferred from tensor shapes",
@@ -46,8 +38,8 @@ def test_full_checkpoint_overview(sd15_file):
     assert out.index("conv_in") < out.index("down_blocks.0") < out.index("mid_block") < out.index("up_blocks.0")
 
 
-def test_full_checkpoint_json(sd15_file):
-    result = invoke(sd15_file, "--format", "json")
+def test_full_checkpoint_json(sd15_file, invoke):
+    result = invoke("weights", sd15_file, "--format", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["layout"] == "ldm" and data["nearest_preset"] == {"name": "sd15", "exact": True, "differences": []}
@@ -62,8 +54,8 @@ def test_full_checkpoint_json(sd15_file):
 
 
 @pytest.mark.parametrize("args", [("--keys", "down_blocks.1.*"), ("down_blocks.1.*", "--keys"), ("down_blocks.1.*",)])
-def test_keys_filtered_by_our_names(sd15_file, args):
-    result = invoke(sd15_file, *args, "-f", "json")
+def test_keys_filtered_by_our_names(sd15_file, args, invoke):
+    result = invoke("weights", sd15_file, *args, "-f", "json")
     assert result.exit_code == 0, result.stderr
     tensors = json.loads(result.stdout)["tensors"]
     shapes = meta_shapes(load_preset_dict("sd15"))
@@ -72,11 +64,11 @@ def test_keys_filtered_by_our_names(sd15_file, args):
     assert all(t["name"].startswith("model.diffusion_model.input_blocks.") for t in tensors)
 
 
-def test_keys_filtered_by_file_names_and_listed_as_a_table(sd15_file):
-    result = invoke(sd15_file, "--keys", "first_stage_model.*")
+def test_keys_filtered_by_file_names_and_listed_as_a_table(sd15_file, invoke):
+    result = invoke("weights", sd15_file, "--keys", "first_stage_model.*")
     assert result.exit_code == 0, result.stderr
     assert "2 of 692 tensors" in result.stdout and "128×3×3×3" in result.stdout
-    everything = invoke(sd15_file, "--keys")
+    everything = invoke("weights", sd15_file, "--keys")
     assert "692 of 692 tensors" in everything.stdout
     assert "input_blocks.4.1.transformer_blocks.0.attn2.to_k.weight" in everything.stdout
     assert "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight" in everything.stdout
@@ -98,101 +90,100 @@ def test_nearest_preset_names_the_differences():
 
 @pytest.fixture(scope="module")
 def tiny_model():
-    return diffusers_unet(load_preset_dict("tiny"))
+    return our_unet(load_preset_dict("tiny"))
 
 
 @pytest.mark.parametrize("save,expected", [
     ({}, "diffusers folder, one safetensors file"),
-    ({"max_shard_size": "100KB"}, "diffusers folder, sharded in"),
-    ({"variant": "fp16"}, "diffusers folder, one safetensors file, fp16 variant"),
+    ({"shards": 3}, "diffusers folder, sharded in"),
+    ({"variant": "fp16", "dtype": torch.float16}, "diffusers folder, one safetensors file, fp16 variant"),
 ])
-def test_diffusers_folders(tiny_model, tmp_path, save, expected):
-    model = tiny_model.half() if save.get("variant") == "fp16" else tiny_model.float()
-    model.save_pretrained(tmp_path, **save)
-    result = invoke(tmp_path, "-f", "json")
+def test_diffusers_folders(tiny_model, tmp_path, save, expected, invoke):
+    save_folder(tiny_model, tmp_path, **save)
+    result = invoke("weights", tmp_path, "-f", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["format"].startswith(expected)
     assert data["config_origin"] == "config.json"
     assert data["nearest_preset"]["name"] == "tiny" and data["nearest_preset"]["exact"]
-    assert sum(b["params"] for b in data["blocks"]) == sum(p.numel() for p in model.parameters())
+    assert sum(b["params"] for b in data["blocks"]) == sum(p.numel() for p in tiny_model.parameters())
     assert set(data["dtypes"]) == {"F16" if save.get("variant") else "F32"}
 
 
-def test_pipeline_folder_reads_its_unet(tiny_model, tmp_path):
-    tiny_model.float().save_pretrained(tmp_path / "unet")
+def test_pipeline_folder_reads_its_unet(tiny_model, tmp_path, invoke):
+    save_folder(tiny_model, tmp_path / "unet")
     (tmp_path / "model_index.json").write_text("{}")
-    result = invoke(tmp_path)
+    result = invoke("weights", tmp_path)
     assert result.exit_code == 0, result.stderr
     assert "pipeline folder" in result.stdout and "exactly the tiny preset" in result.stdout
 
 
-def test_unsupported_structure_is_still_described(tmp_path):
+def test_unsupported_structure_is_still_described(tmp_path, invoke):
     """A checkpoint whose config cannot be inferred is still worth looking inside: the reason is shown."""
     config = SMALL_CONFIGS["sd21-like"]  # 16-channel heads: not inferable
     path = tmp_path / "odd.safetensors"
-    save_file(full_checkpoint(diffusers_unet(config), config), str(path))
-    result = invoke(path)
+    save_file(full_checkpoint(our_unet(config), config), str(path))
+    result = invoke("weights", path)
     assert result.exit_code == 0, result.stderr
     assert "unknown" in result.stdout and "64-channel heads" in result.stdout
-    listing = invoke(path, "--keys", "input_blocks.1.*", "-f", "json")
+    listing = invoke("weights", path, "--keys", "input_blocks.1.*", "-f", "json")
     assert listing.exit_code == 0 and all(t["ours"] is None for t in json.loads(listing.stdout)["tensors"])
 
 
-def test_diffusers_file_without_config_is_described(tiny_model, tmp_path):
-    save_file(tiny_model.float().state_dict(), str(tmp_path / "unet.safetensors"))
-    result = invoke(tmp_path / "unet.safetensors", "-f", "json")
+def test_diffusers_file_without_config_is_described(tiny_model, tmp_path, invoke):
+    save_file(tiny_model.state_dict(), str(tmp_path / "unet.safetensors"))
+    result = invoke("weights", tmp_path / "unet.safetensors", "-f", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["config"] is None and "config.json" in data["config_note"]
     assert data["layout"] == "diffusers" and data["blocks"][0]["name"] == "conv_in"
 
 
-def test_config_override_is_named_as_the_origin(tmp_path):
+def test_config_override_is_named_as_the_origin(tmp_path, invoke):
     config = load_preset_dict("sd21")
     path = write_header_only(tmp_path / "sd21.safetensors", to_ldm(meta_shapes(config), config))
-    data = json.loads(invoke(path, "--config", "sd21", "-f", "json").stdout)
+    data = json.loads(invoke("weights", path, "--config", "sd21", "-f", "json").stdout)
     assert data["config_origin"] == "--config sd21"
 
 
-def test_config_override_that_does_not_fit_fails(tmp_path):
+def test_config_override_that_does_not_fit_fails(tmp_path, invoke):
     config = load_preset_dict("sd15")
     path = write_header_only(tmp_path / "sd15.safetensors", to_ldm(meta_shapes(config), config))
-    result = invoke(path, "--config", "sdxl")
+    result = invoke("weights", path, "--config", "sdxl")
     assert result.exit_code == 1 and "no place in this config" in result.stderr
 
 
-def test_pickle_is_refused_then_read_with_allow_pickle(tmp_path):
+def test_pickle_is_refused_then_read_with_allow_pickle(tmp_path, invoke):
     config = load_preset_dict("tiny") | {"norm_num_groups": 32, "attention_head_dim": 8}
     path = tmp_path / "model.ckpt"
-    torch.save({"state_dict": full_checkpoint(diffusers_unet(config), config)}, path)
-    refused = invoke(path)
+    torch.save({"state_dict": full_checkpoint(our_unet(config), config)}, path)
+    refused = invoke("weights", path)
     assert refused.exit_code == 1 and "pickle" in refused.stderr and "--allow-pickle" in refused.stderr
-    result = invoke(path, "--allow-pickle", "-f", "json")
+    result = invoke("weights", path, "--allow-pickle", "-f", "json")
     assert result.exit_code == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["format"] == "single pickle file, original (LDM) layout"
     assert data["config"]["block_out_channels"] == config["block_out_channels"]
 
 
-def test_output_file_is_written_whole(sd15_file, tmp_path):
+def test_output_file_is_written_whole(sd15_file, tmp_path, invoke):
     target = tmp_path / "weights.json"
-    result = invoke(sd15_file, "-f", "json", "-o", target)
+    result = invoke("weights", sd15_file, "-f", "json", "-o", target)
     assert result.exit_code == 0, result.stderr
     assert json.loads(target.read_text())["nearest_preset"]["name"] == "sd15"
     table = tmp_path / "weights.txt"
-    assert invoke(sd15_file, "-o", table).exit_code == 0
+    assert invoke("weights", sd15_file, "-o", table).exit_code == 0
     assert "exactly the sd15 preset" in table.read_text()
 
 
-def test_hostile_metadata_reaches_the_terminal_inert(tmp_path):
+def test_hostile_metadata_reaches_the_terminal_inert(tmp_path, invoke):
     """Names and metadata are strangers' text: no markup is interpreted, no escape sequence is printed."""
     path = write_header_only(tmp_path / "x.safetensors", {"input_blocks.[red]x": (2,)},
                              metadata={"title": "\x1b]0;pwned\x07[bold]big[/bold]", "[/]": "x"})
-    result = invoke(path)
+    result = invoke("weights", path)
     assert result.exit_code == 0, result.stderr
     assert "\x1b" not in result.stdout and "[bold]big[/bold]" in result.stdout and "\\x1b" in result.stdout
-    assert "input_blocks.[red]x" in invoke(path, "--keys").stdout
+    assert "input_blocks.[red]x" in invoke("weights", path, "--keys").stdout
 
 
 def test_reading_a_safetensors_checkpoint_never_imports_torch(sd15_file):

@@ -2,6 +2,7 @@
 
 The public API — everything else is internal and may change:
 
+    open_session(source, InputSpec(...))     the one way in: model, inputs and setup header, opened once
     load_unet(source, device=, dtype=)      our UNet2DConditionModel from a preset, config, folder or file
     summarize(source, InputSpec(...))        a traced forward pass: shapes, parameters, FLOPs per call
     profile(source, InputSpec(...))          per-block latency (and memory on CUDA) of one denoising step
@@ -24,6 +25,9 @@ _API = {
     "CallRecord": "unetinspect.analysis.trace",
     "Comparison": "unetinspect.analysis.compare",
     "InputSpec": "unetinspect.analysis.inputs",
+    "Session": "unetinspect.analysis.session",
+    "Setup": "unetinspect.analysis.session",
+    "Sizes": "unetinspect.analysis.inputs",
     "Summary": "unetinspect.analysis.summary",
     "Trace": "unetinspect.analysis.trace",
     "UNet2DConditionModel": "unetinspect.models.unet",
@@ -34,6 +38,7 @@ _API = {
     "diagram_graph": "unetinspect.analysis.graph",
     "load_unet": "unetinspect.weights.loading",
     "make_inputs": "unetinspect.analysis.inputs",
+    "open_session": "unetinspect.analysis.session",
     "profile": "unetinspect.analysis.profile",
     "summarize": "unetinspect.analysis.summary",
     "trace_model": "unetinspect.analysis.trace",

@@ -84,14 +84,34 @@ VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="Weights va
 AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickle files "
                                               "(weights_only=True). Only for files you trust.")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
-HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (latent x8). "
-                                                  "[default: the config's sample_size x 8]", show_default=False)]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels (latent x8). "
-                                                 "[default: the config's sample_size x 8]", show_default=False)]
+HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (the latent is the "
+                                                  "family's factor smaller: 8 for SD/SDXL, 4 for the x4 upscaler, "
+                                                  "1 in pixel space). [default: the config's sample_size]",
+                                                  show_default=False)]
+WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. [default: the config's "
+                                                 "sample_size]", show_default=False)]
+LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent size instead of --height/--width, "
+                                                  "as HxW or one number (any model, also where the pixel size is "
+                                                  "unknown).", show_default=False)]
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
-DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Module depth to show: 1 = blocks "
-                                       "(down_blocks.0, mid_block, ...), 2 = their layers, and so on.")]
+DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
+                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+
+
+def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
+    """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
+    from unetinspect.analysis.inputs import InputSpec
+
+
+    size = None
+    if latent is not None:
+        parts = latent.lower().split("x")
+        if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+            raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
+                                     param_hint="--latent")
+        size = (int(parts[0]), int(parts[-1]))
+    return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
 
 
 def run(fn, *args, **kwargs):
@@ -157,6 +177,9 @@ def presets() -> None:
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+Impl = choices("Impl", "ours", "diffusers")
+ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
+                                       "class with the same weights (needs diffusers installed).")]
 
 
 SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
@@ -169,6 +192,7 @@ def summary(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     dtype: DtypeOpt = "fp32",
@@ -177,6 +201,7 @@ def summary(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -191,13 +216,12 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.analysis.summary import summarize
     from unetinspect.render import summary_view
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
-                 allow_pickle=allow_pickle)
+                 allow_pickle=allow_pickle, impl=impl.value)
     if fmt in (SummaryFormat.table, SummaryFormat.tree):
         view = summary_view.summary_table if fmt == SummaryFormat.table else summary_view.summary_tree
         emit(view(result, depth), output, inputs=[source])
@@ -227,6 +251,7 @@ def profile(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
@@ -244,6 +269,7 @@ def profile(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -257,13 +283,10 @@ def profile(
       [bold]unetinspect profile sdxl --height 1024 --width 1024 --trace sdxl.json[/]
 
       [bold]unetinspect profile sd15 --sweep batch=1,2,4 --attention all[/]
+
+      [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
-    from unetinspect.analysis.inputs import InputSpec
-    from unetinspect.analysis.profile import parse_sweep
-    from unetinspect.analysis.profile import sweep as sweep_step
-    from unetinspect.analysis.profile import profile as profile_step
-    from unetinspect.render import profile_view
-    from unetinspect.render.export import check_output_path, write_output
+    from unetinspect.render.export import check_output_path
 
     comparing = sweep is not None or attention == Attention.all
     if trace is not None and comparing:
@@ -273,21 +296,42 @@ def profile(
     for path in (output, trace):  # a bad path fails now, not after minutes of timing
         if path is not None:
             run(check_output_path, path, inputs)
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle)
+                   variant=variant, allow_pickle=allow_pickle, impl=impl.value)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    if comparing:
+        _profile_sweep(source, spec, sweep, attention.value, options, fmt.value, output, inputs, show_bar)
+    else:
+        _profile_step(source, spec, depth, attention.value, options, fmt.value, output, trace, inputs, show_bar)
+
+
+def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: str,
+                  output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
+    """`profile` of one step, block by block (and its Chrome trace with --trace)."""
+    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.render import profile_view
+    from unetinspect.render.export import write_output
+
     with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
-        if comparing:
-            specs = run(parse_sweep, sweep, spec) if sweep is not None else [("as given", spec)]
-            result = run(sweep_step, source, specs, attention.value, progress=progress, **options)
-        else:
-            result = run(profile_step, source, spec, depth=depth, attention=attention.value,
-                         chrome_trace=trace is not None, progress=progress, **options)
+        result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
+                     progress=progress, **options)
     if trace is not None:
         console(stderr=True).print(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
-    view = getattr(profile_view, f"{'sweep' if comparing else 'profile'}_{fmt.value}")
-    emit(view(result), output, inputs=inputs)
+    emit(getattr(profile_view, f"profile_{fmt}")(result), output, inputs=inputs)
+
+
+def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
+                   fmt: str, output: Path | None, inputs: list[str], show_bar: bool) -> None:
+    """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
+    from unetinspect.analysis.profile import parse_sweep
+    from unetinspect.analysis.profile import sweep as sweep_source
+    from unetinspect.render import profile_view
+
+    specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
+    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+        result = run(sweep_source, source, specs, attention, progress=progress, **options)
+    emit(getattr(profile_view, f"sweep_{fmt}")(result), output, inputs=inputs)
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
@@ -321,10 +365,12 @@ def diagram(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE [default: unet.svg]
 
@@ -341,12 +387,11 @@ def diagram(
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
     from unetinspect.analysis.graph import diagram_graph
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.render.graph import Style, write_diagram
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
-                allow_pickle=allow_pickle)
+                allow_pickle=allow_pickle, impl=impl.value)
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
     path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
                inputs=tuple(i for i in (source, config) if i))
@@ -399,7 +444,6 @@ def weights(
 CompareFormat = choices("CompareFormat", "table", "json", "markdown")
 
 
-Impl = choices("Impl", "ours", "diffusers")
 
 
 @app.command()
@@ -413,6 +457,7 @@ def compare(
     batch: BatchOpt = 1,
     height: HeightOpt = None,
     width: WidthOpt = None,
+    latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
@@ -438,10 +483,9 @@ def compare(
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
     """
     from unetinspect.analysis.compare import compare as compare_sources
-    from unetinspect.analysis.inputs import InputSpec
     from unetinspect.render import compare_view
 
-    spec = InputSpec(batch=batch, height=height, width=width, text_len=text_len)
+    spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle)
     render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,

@@ -9,16 +9,14 @@ full resolution) and SD 1.5's `up_blocks.3` faces SDXL's `up_blocks.2` (both bac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.summary import Summary, summarize
-from unetinspect.analysis.trace import CallRecord, Trace, trace_model
+from unetinspect.analysis.inputs import InputSpec
+from unetinspect.analysis.session import Session, open_session
+from unetinspect.analysis.summary import Summary, summary_of
+from unetinspect.analysis.trace import CallRecord, Trace
 from unetinspect.errors import RunError
-from unetinspect.weights.loading import parse_device
-from unetinspect.weights.sources import Source
 
 
 @dataclass(frozen=True)
@@ -133,8 +131,8 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
 
 
 def compare(
-    a: str | Path | Source | None,
-    b: str | Path | Source | None = None,
+    a: object,
+    b: object = None,
     spec: InputSpec = InputSpec(),
     *,
     impl: str = "ours",
@@ -144,7 +142,7 @@ def compare(
     profile_device: str | None = None,
     repeat: int = 5,
 ) -> Comparison:
-    """Trace two sources at the same input size and pair their blocks.
+    """Trace two sources at the same input size and pair their blocks. A source may be the user's own model.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
@@ -153,47 +151,29 @@ def compare(
     if profile and impl == "diffusers":
         raise RunError("--profile times two sources; for ours against diffusers see "
                        "benchmarks/forward_vs_diffusers.py")
-    first = summarize(a, spec, device=device, allow_pickle=allow_pickle)
-    if impl == "diffusers":
-        if b is not None:
-            raise RunError("--impl diffusers compares one source with diffusers' model of it; give one source")
-        second = _summarize_with_diffusers(first, spec, device)
-        labels = (f"{first.source.label} (unetinspect)", f"{first.source.label} (diffusers)")
-    elif impl == "ours":
-        if b is None:
-            raise RunError("compare needs two sources (or one with --impl diffusers)")
-        second = summarize(b, spec, device=device, allow_pickle=allow_pickle)
-        labels = (first.source.label, second.source.label)
-    else:
+    if impl not in ("ours", "diffusers"):
         raise RunError(f"unknown --impl {impl!r}", "use ours or diffusers")
+    if impl == "diffusers" and b is not None:
+        raise RunError("--impl diffusers compares one source with diffusers' model of it; give one source")
+    if impl == "ours" and b is None:
+        raise RunError("compare needs two sources (or one with --impl diffusers)")
+    first = open_session(a, spec, device=device, allow_pickle=allow_pickle)
+    if impl == "diffusers":
+        second = open_session(first.origin, spec, device=device, dtype=first.dtype, impl="diffusers")
+        labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
+    else:
+        second = open_session(b, spec, device=device, allow_pickle=allow_pickle)
+        labels = (first.setup.label, second.setup.label)
+    a_summary, b_summary = summary_of(first), summary_of(second)
     if not profile:
-        aligned_by, pairs = align(first.trace, second.trace)
-        return Comparison(first, second, labels[0], labels[1], aligned_by, pairs)
+        aligned_by, pairs = align(a_summary.trace, b_summary.trace)
+        return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs)
 
-    from unetinspect.analysis.profile import profile as profile_step
+    from unetinspect.analysis.profile import profile as profile_session
 
-    timings = [profile_step(s.source, spec, device=profile_device, repeat=repeat) for s in (first, second)]
+    timings = [profile_session(s.origin, spec, device=profile_device, repeat=repeat) for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
-    aligned_by, pairs = align(first.trace, second.trace, *latencies)
-    return Comparison(first, second, labels[0], labels[1], aligned_by, pairs,
+    aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
+    return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs,
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
                       profile_device=timings[0].device.name)
-
-
-def _summarize_with_diffusers(ours: Summary, spec: InputSpec, device: str) -> Summary:
-    """diffusers' model for the same config, with our weights assigned when running on a real device."""
-    try:
-        from diffusers import UNet2DConditionModel
-    except ImportError:
-        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
-    torch_device = parse_device(device)
-    with torch.device("meta"):
-        model = UNet2DConditionModel.from_config(ours.config.to_dict()).eval()
-    if torch_device.type != "meta":
-        from unetinspect.weights.loading import load_unet
-
-        weights = load_unet(ours.source, device=torch_device, dtype=ours.dtype).state_dict()
-        model.load_state_dict(weights, assign=True)
-    inputs = make_inputs(ours.config, spec, device=torch_device, dtype=getattr(torch, ours.dtype))
-    return Summary(source=ours.source, spec=spec, device=ours.device, dtype=ours.dtype, inputs=ours.inputs,
-                   trace=trace_model(model, inputs), weights_dtypes=ours.weights_dtypes)

@@ -27,8 +27,8 @@ from unetinspect.errors import UnetInspectError
 
 if TYPE_CHECKING:
     from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.analysis.session import Setup
     from unetinspect.analysis.trace import CallRecord, OpRecord, TensorMeta, Trace
-    from unetinspect.weights.sources import Source
 
 Level = Literal["blocks", "layers"]
 LEVELS: tuple[Level, ...] = ("blocks", "layers")
@@ -110,6 +110,7 @@ class Graph:
     nodes: list[Node]
     edges: list[Edge]
     clusters: list[Cluster] = field(default_factory=list)
+    setup: Setup | None = None  # what was opened, when the graph came from a session
 
     @property
     def is_u(self) -> bool:
@@ -151,25 +152,32 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
 
 def diagram_graph(source: object = None, spec: InputSpec | None = None, level: Level = "blocks",
                   focus: str | None = None, **source_options: object) -> Graph:
-    """The graph of a source (preset, config, folder or checkpoint), named after it: what `diagram` draws."""
-    from unetinspect.weights.sources import resolve_source
+    """The graph of a source (preset, config, folder, checkpoint or session), named after it: what `diagram`
+    draws."""
+    from unetinspect.analysis.session import open_session
 
-    src = resolve_source(source, **source_options)
-    return build_graph(trace_for_diagram(src, spec), level, focus, name=src.label)
+    session = open_session(source, spec or _default_spec(), device="meta", **source_options)
+    return replace(build_graph(trace_for_diagram(session), level, focus, name=session.setup.label),
+                   setup=session.setup)
 
 
-def trace_for_diagram(source: Source, spec: InputSpec | None = None) -> Trace:
+def trace_for_diagram(source: object, spec: InputSpec | None = None) -> Trace:
     """A meta-device trace with its ops recorded: real shapes, no weights read, about a second for SDXL.
 
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
     on torch: only running the model does.
     """
-    from unetinspect.analysis.inputs import InputSpec, make_inputs
+    from unetinspect.analysis.session import open_session
     from unetinspect.analysis.trace import trace_model
-    from unetinspect.weights.loading import load_unet
 
-    model = load_unet(source, device="meta")
-    return trace_model(model, make_inputs(source.config, spec or InputSpec(), device="meta"), record_ops=True)
+    session = open_session(source, spec or _default_spec(), device="meta")
+    return trace_model(session.model, session.inputs, record_ops=True)
+
+
+def _default_spec() -> InputSpec:
+    from unetinspect.analysis.inputs import InputSpec
+
+    return InputSpec()
 
 
 def _find(trace: Trace, path: str) -> CallRecord:

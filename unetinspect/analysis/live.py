@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name
 from unetinspect.analysis.trace import Trace, trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError, SourceError
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights.loading import build_model
+from unetinspect.weights.loading import build_model, parse_device, parse_dtype
 from unetinspect.weights.sources import Source
 
 IMPLS = ("ours", "diffusers")
@@ -79,19 +80,23 @@ class LiveModel:
     dtype: torch.dtype
     user_inputs: dict[str, Any] | None = None
 
-    @property
-    def source(self) -> Source | None:
-        """A `Source` for the views that name one (label, config); None for a module without a config."""
-        return Source(self.label, "module", self.config) if self.config is not None else None
-
-    def inputs(self, spec: InputSpec, device: torch.device | None = None) -> dict[str, Any]:
-        """The user's own `inputs=`, else inputs made from the config, on the module's device and dtype."""
+    def inputs(self, spec: InputSpec | Sizes, device: torch.device | None = None) -> dict[str, Any]:
+        """The user's own `inputs=` (as they are; as meta tensors for the meta device), else inputs made from the
+        config, on the module's device (or `device`) and in its dtype."""
         if self.user_inputs is not None:
-            return self.user_inputs
+            return _on_meta(self.user_inputs) if device is not None and device.type == "meta" else self.user_inputs
         if self.config is None:
             raise RunError(f"a {type(self.module).__name__} has no UNet config to make inputs from",
                            "pass inputs={...}: the keyword arguments of one forward call")
         return make_inputs(self.config, spec, device=device or self.device, dtype=self.dtype)
+
+    def sizes(self, spec: InputSpec) -> Sizes:
+        """The sizes of one pass: resolved from the config, or read off the user's `inputs=` (no pixel size)."""
+        if self.user_inputs is None:
+            if self.config is None:
+                self.inputs(spec)  # the error that asks for inputs=
+            return spec.resolve(self.config, infer_pixel_factor(self.config))
+        return sizes_of_call(self.user_inputs)
 
     def meta_copy(self) -> nn.Module | None:
         """The same model rebuilt from its config on the meta device (no memory), when its class can be rebuilt
@@ -109,7 +114,7 @@ class LiveModel:
             return None
         return copy if _shapes(copy) == _shapes(self.module) else None
 
-    def structure_trace(self, spec: InputSpec, *, record_ops: bool = False) -> tuple[Trace, str]:
+    def structure_trace(self, spec: InputSpec | Sizes, *, record_ops: bool = False) -> tuple[Trace, str]:
         """The call tree, parameters and FLOPs of one pass, and a note on how they were found: traced on the
         meta copy when there is one (the object is not run), else on the object itself under `no_grad`, on its
         own device and in eval mode (restored afterwards)."""
@@ -135,6 +140,76 @@ def open_live(obj: object, *, inputs: dict[str, Any] | None = None, label: str |
     device, dtype = placement(module)
     name = type(module).__name__ + (f" of {type(obj).__name__}" if obj is not module else "")
     return LiveModel(module, config_of(module), label or f"{name} (your object)", device, dtype, inputs)
+
+
+def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device | None,
+                 dtype: str | torch.dtype | None, impl: str) -> Session:
+    """A session over the user's own object. On the meta device (a summary, a diagram) its meta copy, when it has
+    one — else the object itself, where it is; on any other device the object itself, which is never moved or
+    converted: a device or dtype other than its own is an error. `device`/`dtype` None or "auto" mean its own."""
+    want_meta = device is not None and device != "auto" and parse_device(device).type == "meta"
+    if not want_meta:
+        _refuse_moving(live, device, dtype)
+    elif dtype not in (None, AUTO_DTYPE) and parse_dtype(dtype) != live.dtype:
+        _refuse_moving(live, None, dtype)
+    if impl == "diffusers":
+        live = as_diffusers_model(live)
+    model, notes = live.module, ()
+    if want_meta:
+        copy = live.meta_copy()
+        if copy is not None:
+            model, notes = copy, (REBUILT_NOTE,)
+        else:
+            notes = (f"traced the object itself on {live.device}",)
+    run_device = torch.device("meta") if model is not live.module else live.device
+    sizes = live.sizes(spec)
+    setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=impl_of(live.module),
+                  device=str(run_device), dtype=dtype_name(live.dtype), sizes=sizes, weights="its own weights",
+                  notes=notes)
+    return Session(setup, model, live.inputs(sizes, run_device), live.config, None, run_device, live.dtype, spec,
+                   live=live)
+
+
+def impl_of(module: nn.Module) -> str:
+    """How a setup names the implementation a module is: ours, diffusers', or the user's own class."""
+    if is_diffusers_unet(module):
+        return "diffusers"
+    return "ours" if isinstance(module, UNet2DConditionModel) else "user"
+
+
+def _refuse_moving(live: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
+    """A live model runs where it is: asking for another device or dtype is an error, not a silent move."""
+    wanted_device = parse_device(device) if device not in (None, "auto") else live.device
+    wanted_dtype = parse_dtype(dtype) if dtype not in (None, AUTO_DTYPE) else live.dtype
+    same_device = (wanted_device.type, wanted_device.index or 0) == (live.device.type, live.device.index or 0)
+    if not same_device or wanted_dtype != live.dtype:
+        raise RunError(f"your model is on {live.device} in {dtype_name(live.dtype)}; it runs where it is, "
+                       f"not on {wanted_device} in {dtype_name(wanted_dtype)}",
+                       "move or convert it yourself (model.to(...)), or leave device and dtype unset")
+
+
+def sizes_of_call(arguments: dict[str, Any]) -> Sizes:
+    """The sizes a call was made at, read off its arguments by name: the batch and latent of `sample` (else of
+    the first tensor; latent (0, 0) unless it is 4-D), the length of `encoder_hidden_states` (else 0)."""
+    sample = arguments.get("sample")
+    if not isinstance(sample, torch.Tensor):
+        sample = next((v for v in arguments.values() if isinstance(v, torch.Tensor)), None)
+    text = arguments.get("encoder_hidden_states")
+    has_batch = sample is not None and sample.dim() > 0
+    return Sizes(batch=sample.shape[0] if has_batch else 0,
+                 latent=tuple(sample.shape[-2:]) if has_batch and sample.dim() == 4 else (0, 0), pixels=None,
+                 text_len=text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0)
+
+
+def _on_meta(value: Any) -> Any:
+    """The same nested arguments with every tensor an empty meta tensor of its shape and dtype."""
+    if isinstance(value, torch.Tensor):
+        return torch.empty_like(value, device="meta")
+    if isinstance(value, dict):
+        return {key: _on_meta(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_meta(item) for item in value)
+    return value
 
 
 def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:

@@ -23,22 +23,20 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unetinspect.analysis.hardware import DeviceInfo, describe_device
-from unetinspect.analysis.inputs import VAE_SCALE, InputSpec, make_inputs
-from unetinspect.analysis.live import IMPLS, LiveModel, as_diffusers_model, left_as_found, open_live
-from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, clock_for,
-                                         WatchedCall, measure, measure_memory, report_progress,
-                                         summarize_samples)
+from unetinspect.analysis.inputs import InputSpec, Sizes
+from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name, open_session
+from unetinspect.analysis.live import left_as_found
+from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
+                                         block_statistics, clock_for, measure, measure_memory, report_progress)
 from unetinspect.analysis.trace import CallRecord, Trace, trace_model
-from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
-from unetinspect.weights.loading import build_model, load_unet, parse_device, parse_dtype
-from unetinspect.weights.sources import Source, resolve_source
+from unetinspect.weights.sources import Source
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10
 COMPILE_BACKEND = "inductor"  # what `compile=True` means; tests use "eager", which compiles in milliseconds
-STEP_RANGE = "unet step"
-NOISY_SPREAD = 1.5  # p90 over p10 of the step beyond which the figures come with a warning  # the named range around the whole forward pass in a Chrome trace
+STEP_RANGE = "unet step"  # the named range around the whole forward pass in a Chrome trace
+NOISY_SPREAD = 1.5  # p90 over p10 of the step beyond which the figures come with a warning
 
 ATTENTION_BACKENDS = {
     "math": SDPBackend.MATH,
@@ -49,11 +47,6 @@ ATTENTION_BACKENDS = {
 AUTO = "auto"  # torch picks the backend per call, as it does without `sdpa_kernel`
 ALL = "all"
 ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS, ALL)
-
-
-def default_dtype(device: torch.device) -> torch.dtype:
-    """fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly unsupported)."""
-    return torch.float16 if device.type == "cuda" else torch.float32
 
 
 def attention_backends(choice: str) -> list[str]:
@@ -103,17 +96,14 @@ def _size(text: str) -> tuple[int, int]:
 
 @dataclass
 class Profile:
-    """One source profiled at one input size: per-block rows, the step's totals, and what to know about them."""
+    """One source profiled at one input size: per-block rows, the step's totals, and what to know about them.
 
-    source: str
-    model_type: str
+    `blocks` are every module call down to `depth` (1 = the blocks), parents before children, as `summary --depth`
+    shows them; the step's coverage is taken over the outermost ones only, so nested rows are not counted twice.
+    """
+
+    setup: Setup
     device: DeviceInfo
-    dtype: str
-    batch: int
-    height: int  # pixels
-    width: int
-    latent: tuple[int, int]
-    text_len: int
     depth: int
     warmup: int
     repeat: int
@@ -129,13 +119,11 @@ class Profile:
 
 @dataclass(frozen=True)
 class Variant:
-    """One point of a comparison: an input size under an attention backend, or why it could not run."""
+    """One point of a sweep: an input size under an attention backend, or why it could not run."""
 
     label: str
     attention: str
-    batch: int
-    height: int
-    width: int
+    sizes: Sizes
     flops: int
     step: Stats | None = None
     peak_memory: int | None = None  # CUDA only
@@ -143,7 +131,7 @@ class Variant:
 
     @property
     def images_per_s(self) -> float | None:
-        return self.batch / (self.step.median / 1e3) if self.step else None
+        return self.sizes.batch / (self.step.median / 1e3) if self.step else None
 
     @property
     def flops_per_s(self) -> float | None:
@@ -154,11 +142,8 @@ class Variant:
 class Sweep:
     """Whole-step latency and throughput over several sizes and/or attention backends."""
 
-    source: str
-    model_type: str
+    setup: Setup  # sized as the first point
     device: DeviceInfo
-    dtype: str
-    text_len: int
     warmup: int
     repeat: int
     compiled: str | None
@@ -169,28 +154,14 @@ class Sweep:
 
 
 @dataclass
-class _Session:
-    """A model on its device (loaded from a source, or the user's own), what runs it (itself or its compiled
-    form), and the clock to time it."""
+class _Timed:
+    """An opened session, what runs it (its model or the compiled form), and the clock to time it with."""
 
-    opened: LiveModel
-    device: torch.device
-    dtype: torch.dtype
+    session: Session
     info: DeviceInfo
     runner: nn.Module | Any
     compiled: str | None
     clock: Clock
-
-    @property
-    def model(self) -> nn.Module:
-        return self.opened.module
-
-    def inputs(self, spec: InputSpec) -> dict[str, Any]:
-        return self.opened.inputs(spec)
-
-    def pixel_size(self, spec: InputSpec) -> tuple[int, int]:
-        """Image size for headings; (0, 0) for a model without a UNet config."""
-        return spec.pixel_size(self.opened.config) if self.opened.config is not None else (0, 0)
 
     def first_call(self, inputs: dict[str, Any]) -> float:
         """One run outside the statistics: it compiles a compiled model and shows up an attention backend that
@@ -202,50 +173,31 @@ class _Session:
         return time.perf_counter() - start
 
 
-def _open(source: object, device: str | torch.device | None, dtype: str | torch.dtype | None,
-          compile: bool | str, source_options: dict[str, Any], impl: str = "ours",
-          inputs: dict[str, Any] | None = None) -> _Session:
-    """A source loaded on `device` in `dtype`; or a live module where it is, as it is (never moved or converted).
-    With `impl="diffusers"`, diffusers' own class holding the same weights is what is timed."""
-    if impl not in IMPLS:
-        raise RunError(f"unknown --impl {impl!r}", f"use one of {', '.join(IMPLS)}")
-    opened = open_live(source, inputs=inputs)
-    if opened is None:
-        src = resolve_source(source, **source_options)
-        torch_device = parse_device(device)
-        if torch_device.type == "meta":
-            raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")
-        torch_dtype = parse_dtype(dtype) or default_dtype(torch_device)
-        model = load_unet(src, device=torch_device, dtype=torch_dtype)
-        opened = LiveModel(model, src.config, src.label, torch_device, torch_dtype)
-    else:
-        _refuse_moving(opened, device, dtype)
-    if impl == "diffusers":
-        opened = as_diffusers_model(opened)
+def _open(source: object, spec: InputSpec, device: str | torch.device | None, dtype: str | torch.dtype | None,
+          compile: bool | str, source_options: dict[str, Any]) -> _Timed:
+    session = open_session(source, spec, device=device, dtype=AUTO_DTYPE if dtype is None else dtype,
+                           **source_options)
+    if session.device.type == "meta":
+        raise RunError("cannot time a forward pass on the meta device", "use --device cpu or cuda")
     backend = (COMPILE_BACKEND if compile is True else compile) or None
-    runner = torch.compile(opened.module, backend=backend) if backend else opened.module
-    return _Session(opened, opened.device, opened.dtype, describe_device(opened.device, opened.dtype), runner,
-                    backend, clock_for(opened.device))
+    runner = torch.compile(session.model, backend=backend) if backend else session.model
+    return _Timed(session, describe_device(session.device, session.dtype), runner, backend,
+                  clock_for(session.device))
 
 
-def _refuse_moving(opened: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
-    """A live model is timed where it is: asking for another device or dtype is an error, not a silent move."""
-    wanted_device = parse_device(device) if device is not None else opened.device
-    wanted_dtype = parse_dtype(dtype) or opened.dtype
-    if (wanted_device.type, wanted_device.index or 0) != (opened.device.type, opened.device.index or 0) \
-            or wanted_dtype != opened.dtype:
-        raise RunError(f"your model is on {opened.device} in {_name(opened.dtype)}; it is timed where it is, "
-                       f"not on {wanted_device} in {_name(wanted_dtype)}",
-                       "move or convert it yourself (model.to(...)) before profiling, or leave device/dtype unset")
-
-
-def flops_trace(config: UNetConfig, spec: InputSpec, dtype: torch.dtype) -> Trace:
-    """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory."""
-    return trace_model(build_model(config, dtype), make_inputs(config, spec, device="meta", dtype=dtype))
+def flops_trace(session: Session) -> Trace:
+    """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory.
+    (A live model that cannot be rebuilt from a config is traced itself, where it is.)"""
+    if session.live is not None:
+        return session.live.structure_trace(session.spec)[0]
+    meta = session if session.device.type == "meta" else None
+    if meta is None:
+        meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype)
+    return trace_model(meta.model, meta.inputs)
 
 
 def profile(
-    source: str | Path | Source | None = None,
+    source: str | Path | Source | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device | None = None,
@@ -261,69 +213,66 @@ def profile(
     inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Profile:
-    """Time the forward pass of `source` block by block (the calls at `depth`), and the whole step without hooks.
+    """Time the forward pass of `source` block by block (every call down to `depth`), and the whole step without
+    hooks. `dtype=None` is fp16 on CUDA and fp32 elsewhere.
 
     `compile` profiles a `torch.compile`d model (True: inductor; or a backend name): hooks cannot see inside
     its graph, so only the whole step is timed. `chrome_trace` also records one step with `torch.profiler`, each
     block a named range, and returns the trace's JSON text on `Profile.chrome_trace`.
 
     `source` may be the user's own model (`pipe.unet`, a pipeline, any `nn.Module` with `inputs=`): it is timed
-    on its own device, in its own dtype, with its own weights, and left exactly as it was found. `impl="diffusers"`
-    times diffusers' own class holding the same weights.
+    on its own device, in its own dtype, with its own weights, and left exactly as it was found (modes, hooks,
+    grad flags). `impl="diffusers"` times diffusers' own class holding the same weights.
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
     if attention == ALL:
         raise RunError("profile() takes one attention backend", "use sweep() to compare them all")
     (backend,) = attention_backends(attention)
-    session = _open(source, device, dtype, compile, source_options, impl, inputs)
-    trace, _ = session.opened.structure_trace(spec)
-    blocks = [] if session.compiled else trace.at_depth(depth)
+    timed = _open(source, spec, device, dtype, compile, dict(source_options, impl=impl, inputs=inputs))
+    session = timed.session
+    trace = flops_trace(session)
+    blocks = [] if timed.compiled else [r for r in trace.records[1:] if r.depth <= depth]
     notes = []
-    if session.compiled:
+    if timed.compiled:
         notes.append("block hooks cannot see inside a compiled graph: only the whole step is timed")
     elif not blocks:
-        notes.append(f"no module calls at depth {depth}: only the whole step is timed")
+        notes.append(f"no module calls down to depth {depth}: only the whole step is timed")
 
-    with _out_of_memory_as_error(session, spec), _attention(backend, session), left_as_found(session.model):
+    with _out_of_memory_as_error(timed), _attention(backend, timed), left_as_found(session.model):
         session.model.eval()
-        inputs = session.inputs(spec)
-        first = "compiling" if session.compiled else "first call"
+        inputs = session.inputs
+        first = "compiling" if timed.compiled else "first call"
         report_progress(progress, first, 0, 1)
-        first_s = session.first_call(inputs)
+        first_s = timed.first_call(inputs)
         report_progress(progress, first, 1, 1)
-        samples = measure(session.runner, inputs, blocks, warmup=warmup, repeat=repeat, clock=session.clock,
+        samples = measure(timed.runner, inputs, blocks, warmup=warmup, repeat=repeat, clock=timed.clock,
                           progress=progress)
         memory = None
         if session.device.type == "cuda":
             report_progress(progress, "memory", 0, 1)
-            memory = measure_memory(session.runner, inputs, blocks, session.device)
+            memory = measure_memory(timed.runner, inputs, blocks, session.device)
             report_progress(progress, "memory", 1, 1)
         trace_json = None
         if chrome_trace:
             report_progress(progress, "trace", 0, 1)
-            trace_json = _chrome_trace(session, inputs, blocks)
+            trace_json = _chrome_trace(timed, inputs, blocks)
             report_progress(progress, "trace", 1, 1)
 
-    rows, totals = summarize_samples(samples, blocks, trace.flops, peak_flops=session.info.peak_flops,
-                                     memory=memory)
+    rows, totals = block_statistics(samples, blocks, trace.flops, peak_flops=timed.info.peak_flops, memory=memory)
     if totals.step.p90 > NOISY_SPREAD * totals.step.p10:
         notes.append(f"the runs scattered widely (p90 is {totals.step.p90 / totals.step.p10:.1f}× p10): something "
                      "else is using the device; more --repeat, or on a CPU fewer threads (OMP_NUM_THREADS), "
                      "give steadier figures")
-    height, width = session.pixel_size(spec)
     return Profile(
-        source=session.opened.label, model_type=trace.model_type, device=session.info, dtype=_name(session.dtype),
-        batch=spec.batch, height=height, width=width, latent=(height // VAE_SCALE, width // VAE_SCALE),
-        text_len=spec.text_len,
-        depth=depth, warmup=warmup, repeat=repeat, attention=backend, compiled=session.compiled,
-        compile_s=first_s if session.compiled else None, blocks=rows, totals=totals, notes=notes,
-        chrome_trace=trace_json,
+        setup=session.setup, device=timed.info, depth=depth, warmup=warmup, repeat=repeat, attention=backend,
+        compiled=timed.compiled, compile_s=first_s if timed.compiled else None, blocks=rows, totals=totals,
+        notes=notes, chrome_trace=trace_json,
     )
 
 
 def sweep(
-    source: str | Path | Source | None = None,
+    source: str | Path | Source | Session | None = None,
     specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
     attention: str = AUTO,
     *,
@@ -343,37 +292,37 @@ def sweep(
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
+    if not specs:
+        raise RunError("a sweep needs at least one size")
     backends = attention_backends(attention)
-    session = _open(source, device, dtype, compile, source_options, impl)
+    timed = _open(source, specs[0][1], device, dtype, compile, dict(source_options, impl=impl))
     for _, spec in specs:  # a bad size fails now, not after the sizes before it were timed
-        session.pixel_size(spec)
+        timed.session.sizes_for(spec)
     variants = []
     for label, spec in specs:
-        flops = session.opened.structure_trace(spec)[0].flops
-        height, width = session.pixel_size(spec)
+        point = dataclasses.replace(timed, session=timed.session.resized(spec))
+        flops = flops_trace(point.session).flops
         for backend in backends:
-            base = Variant(label, backend, spec.batch, height, width, flops)
-            variants.append(_time_variant(session, spec, backend, base, warmup, repeat,
+            base = Variant(label, backend, point.session.setup.sizes, flops)
+            variants.append(_time_variant(point, backend, base, warmup, repeat,
                                           _prefixed(progress, f"{label} · {backend} · ")))
-    return Sweep(
-        source=session.opened.label, model_type=type(session.model).__name__, device=session.info,
-        dtype=_name(session.dtype), text_len=specs[0][1].text_len if specs else 0, warmup=warmup, repeat=repeat,
-        compiled=session.compiled, variants=variants,
-    )
+    return Sweep(setup=timed.session.setup, device=timed.info, warmup=warmup, repeat=repeat,
+                 compiled=timed.compiled, variants=variants)
 
 
-def _time_variant(session: _Session, spec: InputSpec, backend: str, base: Variant, warmup: int, repeat: int,
+def _time_variant(timed: _Timed, backend: str, base: Variant, warmup: int, repeat: int,
                   progress: Progress | None) -> Variant:
-    cuda = session.device.type == "cuda"
+    device = timed.session.device
+    cuda = device.type == "cuda"
     try:
-        with _attention(backend, session):
-            inputs = session.inputs(spec)
+        with _attention(backend, timed):
+            inputs = timed.session.inputs
             if cuda:
-                torch.cuda.reset_peak_memory_stats(session.device)
-            session.first_call(inputs)
-            samples = measure(session.runner, inputs, [], warmup=warmup, repeat=repeat, clock=session.clock,
+                torch.cuda.reset_peak_memory_stats(device)
+            timed.first_call(inputs)
+            samples = measure(timed.runner, inputs, [], warmup=warmup, repeat=repeat, clock=timed.clock,
                               progress=progress)
-            peak = torch.cuda.max_memory_allocated(session.device) if cuda else None
+            peak = torch.cuda.max_memory_allocated(device) if cuda else None
         return dataclasses.replace(base, step=Stats.of(samples.step), peak_memory=peak)
     except torch.OutOfMemoryError as exc:
         if cuda:
@@ -390,7 +339,7 @@ _NO_KERNEL = ("No viable backend for scaled_dot_product_attention", "No availabl
 
 
 @contextlib.contextmanager
-def _attention(backend: str, session: _Session) -> Iterator[None]:
+def _attention(backend: str, timed: _Timed) -> Iterator[None]:
     """Restrict SDPA to one backend (none for "auto"); a backend that cannot run becomes a `RunError`."""
     if backend == AUTO:
         yield
@@ -401,8 +350,8 @@ def _attention(backend: str, session: _Session) -> Iterator[None]:
     except RuntimeError as exc:
         if isinstance(exc, torch.OutOfMemoryError) or not any(s in str(exc) for s in _NO_KERNEL):
             raise
-        raise RunError(f"attention backend {backend!r} is not available on {session.device.type} for "
-                       f"{_name(session.dtype)} with these shapes",
+        raise RunError(f"attention backend {backend!r} is not available on {timed.session.device.type} for "
+                       f"{dtype_name(timed.session.dtype)} with these shapes",
                        "see which ones work with --attention all") from None
 
 
@@ -410,32 +359,34 @@ def _attention(backend: str, session: _Session) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _out_of_memory_as_error(session: _Session, spec: InputSpec) -> Iterator[None]:
+def _out_of_memory_as_error(timed: _Timed) -> Iterator[None]:
     try:
         yield
     except torch.OutOfMemoryError as exc:
-        if session.device.type == "cuda":
+        if timed.session.device.type == "cuda":
             torch.cuda.empty_cache()
-        raise RunError(_oom_message(session, spec, exc), _oom_hint(spec, session.dtype)) from None
+        raise RunError(_oom_message(timed, exc), _oom_hint(timed.session)) from None
 
 
-def _oom_message(session: _Session, spec: InputSpec, exc: BaseException) -> str:
-    height, width = session.pixel_size(spec)
+def _oom_message(timed: _Timed, exc: BaseException) -> str:
+    session = timed.session
+    sizes = session.setup.sizes
+    size = "×".join(map(str, sizes.pixels)) + " px" if sizes.pixels else "latent " + "×".join(map(str, sizes.latent))
     weights = sum(p.numel() * p.element_size() for p in session.model.parameters())
-    capacity = f" of {session.info.total_memory / 2**30:.1f} GiB" if session.info.total_memory else ""
-    return (f"out of memory on {session.info.name}{capacity} running batch {spec.batch} at {height}×{width} px "
-            f"in {_name(session.dtype)} (weights {weights / 2**30:.2f} GiB): {_first_line(exc)}")
+    capacity = f" of {timed.info.total_memory / 2**30:.1f} GiB" if timed.info.total_memory else ""
+    return (f"out of memory on {timed.info.name}{capacity} running batch {sizes.batch} at {size} "
+            f"in {dtype_name(session.dtype)} (weights {weights / 2**30:.2f} GiB): {_first_line(exc)}")
 
 
-def _oom_hint(spec: InputSpec, dtype: torch.dtype) -> str:
-    smaller = "a smaller --batch" if spec.batch > 1 else "smaller --height/--width"
-    return f"try {smaller}" + (", or --dtype fp16" if dtype == torch.float32 else "")
+def _oom_hint(session: Session) -> str:
+    smaller = "a smaller --batch" if session.setup.sizes.batch > 1 else "smaller --height/--width"
+    return f"try {smaller}" + (", or --dtype fp16" if session.dtype == torch.float32 else "")
 
 
 # ---- Chrome trace -------------------------------------------------------------------------------------------------
 
 
-def _chrome_trace(session: _Session, inputs: dict[str, Any], blocks: Sequence[CallRecord]) -> str:
+def _chrome_trace(timed: _Timed, inputs: dict[str, Any], blocks: Sequence[CallRecord]) -> str:
     """One step under `torch.profiler`, each block a `record_function` range, as Chrome/Perfetto trace JSON."""
     from torch.profiler import ProfilerActivity, record_function
     from torch.profiler import profile as torch_profile
@@ -449,11 +400,11 @@ def _chrome_trace(session: _Session, inputs: dict[str, Any], blocks: Sequence[Ca
     def leave(name: str) -> None:
         ranges.pop(name).__exit__(None, None, None)
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if session.device.type == "cuda" else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if timed.session.device.type == "cuda" else [])
     with torch.inference_mode(), torch_profile(activities=activities) as prof:
-        with record_function(STEP_RANGE), BlockHooks(session.model, blocks, enter, leave):
-            session.runner(**inputs)
-        session.clock.wait()
+        with record_function(STEP_RANGE), BlockHooks(timed.session.model, blocks, enter, leave):
+            timed.runner(**inputs)
+        timed.clock.wait()
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(path))
@@ -468,10 +419,6 @@ def _prefixed(progress: Progress | None, prefix: str) -> Progress | None:
     if progress is None:
         return None
     return lambda phase, done, total: progress(prefix + phase, done, total)
-
-
-def _name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def _first_line(exc: BaseException) -> str:

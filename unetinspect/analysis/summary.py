@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.analysis.inputs import InputSpec
+from unetinspect.analysis.session import Session, Setup, open_session
 from unetinspect.analysis.trace import Trace, trace_model
 from unetinspect.config import UNetConfig
-from unetinspect.weights.loading import load_unet, parse_device, parse_dtype
-from unetinspect.weights.sources import Source, headers_of, resolve_source
+from unetinspect.weights.sources import Source
 
 
 @dataclass(frozen=True)
@@ -38,17 +38,10 @@ class Row:
 class Summary:
     """A traced forward pass of one source, and the facts to print beside it."""
 
-    source: Source
-    spec: InputSpec
-    device: str
-    dtype: str
-    inputs: dict[str, tuple[int, ...]]
+    setup: Setup
+    config: UNetConfig | None
+    inputs: dict[str, tuple[int, ...]]  # the forward pass's inputs by name ("added_cond_kwargs.time_ids")
     trace: Trace
-    weights_dtypes: list[str]
-
-    @property
-    def config(self) -> UNetConfig:
-        return self.source.config
 
     def rows(self, depth: int = 1) -> list[Row]:
         """Every call down to `depth` (1 = blocks), parents before children, with the skips it consumes.
@@ -98,26 +91,23 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
 
 
 def summarize(
-    source: str | Path | Source | None = None,
+    source: str | Path | Source | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> Summary:
-    """Resolve, build (meta by default), make inputs and trace one forward pass."""
-    src = resolve_source(source, **source_options)
-    torch_device = parse_device(device)
-    torch_dtype = parse_dtype(dtype) or torch.float32
-    model = load_unet(src, device=torch_device, dtype=torch_dtype)
-    inputs = make_inputs(src.config, spec, device=torch_device, dtype=torch_dtype)
-    trace = trace_model(model, inputs)
-    return Summary(
-        source=src, spec=spec, device=str(torch_device), dtype=str(torch_dtype).removeprefix("torch."),
-        inputs={name: tuple(t.shape) for name, t in _flat_inputs(inputs)}, trace=trace,
-        weights_dtypes=sorted({info.dtype for h in headers_of(src) for info in h.tensors.values()}),
-    )
+    """Open the source (on the meta device by default) and trace one forward pass."""
+    session = open_session(source, spec, device=device, dtype=dtype, **source_options)
+    return summary_of(session)
 
+
+def summary_of(session: Session) -> Summary:
+    """The traced forward pass of an opened session."""
+    trace = trace_model(session.model, session.inputs)
+    inputs = {name: tuple(t.shape) for name, t in _flat_inputs(session.inputs)}
+    return Summary(setup=session.setup, config=session.config, inputs=inputs, trace=trace)
 
 
 def _flat_inputs(inputs: dict[str, Any]):

@@ -178,10 +178,12 @@ class Samples:
     step: list[float]  # no hooks installed
     hooked_step: list[float]  # the same step, with the block hooks
     blocks: dict[str, list[float]]  # block name → its time in each hooked run
+    outermost: frozenset[str] = frozenset()  # the blocks inside no other timed block (empty: all of them)
 
     def blocks_sum(self) -> list[float]:
-        """Per hooked run, the time spent inside any block."""
-        return [sum(times) for times in zip(*self.blocks.values())] if self.blocks else []
+        """Per hooked run, the time spent inside any block (nested blocks are inside their parent's time)."""
+        outer = [times for name, times in self.blocks.items() if not self.outermost or name in self.outermost]
+        return [sum(times) for times in zip(*outer)] if outer else []
 
     def unattributed(self) -> list[float]:
         """Per hooked run, the time inside no block: the model's own glue code, plus what the hooks cost."""
@@ -211,7 +213,9 @@ def measure(
     marks: dict[str, list[Any]] = {}
     hooks = BlockHooks(model, blocks, enter=lambda name: marks.__setitem__(name, [clock.mark()]),
                        leave=lambda name: marks[name].append(clock.mark()))
-    samples = Samples(step=[], hooked_step=[], blocks={r.name: [] for r in blocks})
+    top = min((r.depth for r in blocks), default=0)
+    samples = Samples(step=[], hooked_step=[], blocks={r.name: [] for r in blocks},
+                      outermost=frozenset(r.name for r in blocks if r.depth == top))
 
     def step() -> None:
         model(**inputs)
@@ -340,7 +344,7 @@ class WatchedCall:
     ms: float
 
 
-def summarize_samples(
+def block_statistics(
     samples: Samples,
     blocks: Sequence[CallRecord],
     total_flops: int,

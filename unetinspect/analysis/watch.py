@@ -10,8 +10,8 @@ leaving the block, also when the loop raised.
 
 The blocks are chosen without a trace, from the module tree: a module's call depth is its number of ancestors,
 not counting `ModuleList`/`ModuleDict` containers (they are never called), which is how a trace of a UNet counts
-(`down_blocks.0` at 1, `down_blocks.0.resnets.0` at 2). As in `profile`, depth `d` shows the modules at `d` and
-the leaves above it; a module called more than once per step has one row per call (`nonlinearity#2`).
+(`down_blocks.0` at 1, `down_blocks.0.resnets.0` at 2). As in `profile`, depth `d` shows every call down to `d`,
+parents before children; a module called more than once per step has one row per call (`nonlinearity#2`).
 """
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ import torch
 from torch import nn
 
 from unetinspect.analysis.hardware import describe_device
-from unetinspect.analysis.inputs import VAE_SCALE
-from unetinspect.analysis.live import placement
+from unetinspect.analysis.inputs import Sizes, infer_pixel_factor
+from unetinspect.analysis.live import config_of, impl_of, placement, sizes_of_call
 from unetinspect.analysis.profile import Profile
-from unetinspect.analysis.timing import BlockHooks, Samples, WatchedCall, clock_for, summarize_samples
+from unetinspect.analysis.session import Setup, dtype_name
+from unetinspect.analysis.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.analysis.trace import CallRecord, named_arguments, params_per_path
 from unetinspect.errors import RunError
 
@@ -38,9 +39,7 @@ _CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # hold modules but are never calle
 class _Call:
     """The raw marks of one call of the watched module, read into times only after the loop."""
 
-    batch: int | None
-    latent: tuple[int, int] | None
-    text_len: int | None
+    sizes: Sizes
     timestep: torch.Tensor | float | None
     start: Any
     end: Any = None
@@ -99,15 +98,9 @@ class Watch:
 
     def _start_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
         named = named_arguments(module, args, kwargs)
-        sample = named.get("sample")
-        if not isinstance(sample, torch.Tensor):
-            sample = next((v for v in named.values() if isinstance(v, torch.Tensor)), None)
-        text = named.get("encoder_hidden_states")
         self._blocks.restart()
         self._pending = _Call(
-            batch=sample.shape[0] if sample is not None and sample.dim() else None,
-            latent=tuple(sample.shape[-2:]) if sample is not None and sample.dim() == 4 else None,
-            text_len=text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else None,
+            sizes=sizes_of_call(named),
             timestep=_timestep(named.get("timestep")),
             start=self.clock.mark(),  # last: the bookkeeping above is not the call's time
         )
@@ -141,23 +134,31 @@ class Watch:
         names = list(dict.fromkeys(name for c in self._done for name in c.blocks))
         per_call = [{name: self.clock.elapsed_ms(*marks) for name, marks in c.blocks.items() if len(marks) == 2}
                     for c in self._done]
-        samples = Samples(step=step, hooked_step=step,
-                          blocks={name: [times.get(name, 0.0) for times in per_call] for name in names})
         blocks = self._records(names)
-        rows, totals = summarize_samples(samples, blocks, 0, peak_flops=None)
+        top = min((r.depth for r in blocks), default=0)
+        samples = Samples(step=step, hooked_step=step,
+                          blocks={name: [times.get(name, 0.0) for times in per_call] for name in names},
+                          outermost=frozenset(r.name for r in blocks if r.depth == top))
+        rows, totals = block_statistics(samples, blocks, 0)
         # Every call carried the hooks: there is no unhooked run to compare with (the cost is in measuring.md).
         totals = dataclasses.replace(totals, hooked_step=None, overhead=None)
-        first = self._done[0]
-        latent = first.latent or (0, 0)
-        calls = [WatchedCall(i, c.batch, c.latent, _timestep_value(c.timestep), ms)
-                 for i, (c, ms) in enumerate(zip(self._done, step))]
+        calls = [WatchedCall(i, c.sizes.batch, c.sizes.latent if c.sizes.latent != (0, 0) else None,
+                             _timestep_value(c.timestep), ms) for i, (c, ms) in enumerate(zip(self._done, step))]
         return Profile(
-            source=self.label, model_type=type(self.module).__name__,
-            device=describe_device(self.device, self.dtype), dtype=str(self.dtype).removeprefix("torch."),
-            batch=first.batch or 0, height=latent[0] * VAE_SCALE, width=latent[1] * VAE_SCALE, latent=latent,
-            text_len=first.text_len or 0, depth=self.depth, warmup=0, repeat=len(calls), attention="auto",
-            compiled=None, compile_s=None, blocks=rows, totals=totals, notes=[WATCH_NOTE], calls=calls,
+            setup=self._setup(self._done[0].sizes), device=describe_device(self.device, self.dtype),
+            depth=self.depth, warmup=0, repeat=len(calls), attention="auto", compiled=None, compile_s=None,
+            blocks=rows, totals=totals, notes=[WATCH_NOTE], calls=calls,
         )
+
+    def _setup(self, sizes: Sizes) -> Setup:
+        """The header of the report: the module where it is, at the sizes of its first call."""
+        config = config_of(self.module)
+        factor = infer_pixel_factor(config) if config is not None else None
+        if factor and sizes.latent != (0, 0):
+            sizes = dataclasses.replace(sizes, pixels=(sizes.latent[0] * factor, sizes.latent[1] * factor))
+        return Setup(label=self.label, kind="module", model_type=type(self.module).__name__,
+                     impl=impl_of(self.module), device=str(self.device), dtype=dtype_name(self.dtype), sizes=sizes,
+                     weights="its own weights")
 
     def _records(self, names: list[str]) -> list[CallRecord]:
         """The rows' facts a trace would give (path, class, depth, parameters), FLOPs aside: none are counted."""
@@ -200,16 +201,10 @@ def _call_depths(module: nn.Module) -> dict[str, int]:
 
 
 def _paths_at_depth(module: nn.Module, depth: int) -> list[str]:
-    """The modules whose calls are rows at `depth`: those at it, and the leaves above it (nothing is lost)."""
+    """The modules whose calls are rows: every one down to `depth` (containers aside), as `profile` shows them."""
     depths = _call_depths(module)
-    chosen = []
-    for path, sub in module.named_modules():
-        if not path or isinstance(sub, _CONTAINERS):
-            continue
-        leaf = next(sub.children(), None) is None
-        if depths[path] == depth or (depths[path] < depth and leaf):
-            chosen.append(path)
-    return chosen
+    return [path for path, sub in module.named_modules()
+            if path and not isinstance(sub, _CONTAINERS) and depths[path] <= depth]
 
 
 def _timestep(value: Any) -> torch.Tensor | float | None:

@@ -13,8 +13,11 @@ DEFAULT_PRESET = "sd15"
 
 @dataclass(frozen=True)
 class Preset:
+    """A built-in config; `pixel_factor` is how many image pixels one latent element stands for (None: unknown)."""
+
     name: str
     description: str
+    pixel_factor: int | None = 8  # the SD/SDXL VAE's
 
 
 PRESETS: dict[str, Preset] = {
@@ -38,6 +41,11 @@ def load_preset_dict(name: str) -> dict:
     """The full diffusers config.json of a preset, as a dict."""
     text = resources.files(__package__).joinpath(f"{name}.json").read_text(encoding="utf-8")
     return json.loads(text)
+
+
+def pixel_factor(name: str) -> int | None:
+    """Pixels per latent element of a preset's family (its autoencoder's factor; 1 in pixel space)."""
+    return PRESETS[name].pixel_factor
 
 
 def load_preset(name: str) -> UNetConfig:

@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.header import setup_dict, size_text
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -34,10 +35,10 @@ def _value(side: Side | None, attribute: str) -> int:
 
 def comparison_table(comparison: Comparison) -> Group:
     by_path = comparison.aligned_by == "path"
-    sizes = " vs ".join(f"{h}×{w}" for h, w in (comparison.a.spec.pixel_size(comparison.a.config),
-                                                 comparison.b.spec.pixel_size(comparison.b.config)))
-    title = (f"A = {comparison.a_label}, B = {comparison.b_label} · batch {comparison.a.spec.batch} · {sizes} px · "
-             f"{comparison.a.device} · blocks paired by {comparison.aligned_by}")
+    a, b = comparison.a.setup, comparison.b.setup
+    sizes = size_text(a.sizes) if a.sizes == b.sizes else f"{size_text(a.sizes)} vs {size_text(b.sizes)}"
+    title = (f"A = {comparison.a_label}, B = {comparison.b_label} · batch {a.sizes.batch} · {sizes} · "
+             f"{a.device} · blocks paired by {comparison.aligned_by}")
     table = Table(title=title, title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False,
                   collapse_padding=True)
     if not by_path:
@@ -131,8 +132,10 @@ def comparison_dict(comparison: Comparison) -> dict[str, Any]:
 
     return {
         "schema": JSON_SCHEMA_VERSION,
-        "a": {"label": comparison.a_label, "source": comparison.a.source.spec, "totals": totals(comparison.a.trace)},
-        "b": {"label": comparison.b_label, "source": comparison.b.source.spec, "totals": totals(comparison.b.trace)},
+        "a": {"label": comparison.a_label, "setup": setup_dict(comparison.a.setup),
+              "totals": totals(comparison.a.trace)},
+        "b": {"label": comparison.b_label, "setup": setup_dict(comparison.b.setup),
+              "totals": totals(comparison.b.trace)},
         "aligned_by": comparison.aligned_by,
         "step_ms": list(comparison.step_ms) if comparison.step_ms else None,
         "identical": comparison.identical,

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from unetinspect.render.export import csv_text, json_text, markdown_table
+from unetinspect.render.header import setup_dict, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -57,14 +58,10 @@ def memory(nbytes: int | None) -> str:
 
 
 def heading(profile: Profile) -> str:
-    latent = "×".join(map(str, profile.latent))
     if profile.calls:
-        batches = "/".join(map(str, sorted({c.batch for c in profile.calls if c.batch is not None}))) or "?"
-        return (f"{profile.source} · {len(profile.calls)} calls in your loop · batch {batches} · latent {latent} · "
-                f"{profile.device.name} · {profile.dtype}")
+        return f"{setup_line(profile.setup, device=profile.device.name)} · {len(profile.calls)} calls in your loop"
     run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
-    return (f"{profile.source} · batch {profile.batch} · {profile.height}×{profile.width} px (latent {latent}) · "
-            f"text {profile.text_len} · {profile.device.name} · {profile.dtype} · {run} · "
+    return (f"{setup_line(profile.setup, device=profile.device.name)} · {run} · "
             f"{profile.warmup} warmup + {profile.repeat} timed runs")
 
 
@@ -146,7 +143,7 @@ def totals_lines(profile: Profile) -> list[tuple[str, str]]:
         achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
         if t.mfu is not None and profile.device.peak_flops:
             achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
-                         f"(dense {profile.dtype} peak)")
+                         f"(dense {profile.setup.dtype} peak)")
         lines.append(("FLOPs", achieved))
     if t.peak_memory is not None:
         lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
@@ -193,15 +190,8 @@ def profile_dict(profile: Profile) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA_VERSION,
         "kind": "profile",
-        "source": profile.source,
-        "model": profile.model_type,
+        "setup": setup_dict(profile.setup),
         "device": _device_dict(profile),
-        "dtype": profile.dtype,
-        "batch": profile.batch,
-        "height": profile.height,
-        "width": profile.width,
-        "latent": list(profile.latent),
-        "text_len": profile.text_len,
         "depth": profile.depth,
         "warmup": profile.warmup,
         "repeat": profile.repeat,
@@ -272,16 +262,18 @@ def profile_markdown(profile: Profile) -> str:
 
 def sweep_heading(sweep: Sweep) -> str:
     run = f"compiled ({sweep.compiled})" if sweep.compiled else "eager"
-    return (f"{sweep.source} · text {sweep.text_len} · {sweep.device.name} · {sweep.dtype} · "
-            f"{run} · {sweep.warmup} warmup + {sweep.repeat} timed runs, whole step, no hooks")
+    setup = sweep.setup
+    return (f"{setup.label} · {setup.model_type} · text {setup.sizes.text_len} tokens · {sweep.device.name} · "
+            f"{setup.dtype} · {setup.weights} · {run} · {sweep.warmup} warmup + {sweep.repeat} timed runs, "
+            "whole step, no hooks")
 
 
-COMPARISON_HEADER = ["variant", "attention", "batch", "size px", "median ms", "p10–p90 ms", "images/s", "achieved",
+COMPARISON_HEADER = ["variant", "attention", "batch", "size", "median ms", "p10–p90 ms", "images/s", "achieved",
                      "peak mem", "status"]
 
 
 def _comparison_cells(v: Variant) -> list[str]:
-    return [v.label, v.attention, str(v.batch), f"{v.height}×{v.width}", ms(v.step.median if v.step else None),
+    return [v.label, v.attention, str(v.sizes.batch), size_text(v.sizes), ms(v.step.median if v.step else None),
             spread(v.step), f"{v.images_per_s:.2f}" if v.images_per_s else "–", rate(v.flops_per_s),
             memory(v.peak_memory), v.error or "ok"]
 
@@ -300,7 +292,8 @@ def sweep_table(sweep: Sweep) -> Group:
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
     return {
-        "label": v.label, "attention": v.attention, "batch": v.batch, "height": v.height, "width": v.width,
+        "label": v.label, "attention": v.attention, "batch": v.sizes.batch, "latent": list(v.sizes.latent),
+        "pixels": list(v.sizes.pixels) if v.sizes.pixels else None,
         **_stat_fields(v.step, "step_"), "images_per_s": v.images_per_s, "flops": v.flops,
         "flops_per_s": v.flops_per_s, "peak_memory_bytes": v.peak_memory, "error": v.error,
     }
@@ -310,11 +303,8 @@ def sweep_dict(sweep: Sweep) -> dict[str, Any]:
     return {
         "schema": JSON_SCHEMA_VERSION,
         "kind": "sweep",
-        "source": sweep.source,
-        "model": sweep.model_type,
+        "setup": setup_dict(sweep.setup),
         "device": _device_dict(sweep),
-        "dtype": sweep.dtype,
-        "text_len": sweep.text_len,
         "warmup": sweep.warmup,
         "repeat": sweep.repeat,
         "compiled": sweep.compiled,

@@ -16,7 +16,9 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
+from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
+from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
     from unetinspect.analysis.summary import Row, Summary
@@ -55,10 +57,7 @@ def _indented_name(row: Row) -> Text:
 
 
 def heading(summary: Summary) -> str:
-    h, w = summary.spec.pixel_size(summary.config)
-    weights = "weights " + "/".join(summary.weights_dtypes) if summary.weights_dtypes else "no weights needed"
-    return (f"{summary.source.label} · {summary.trace.model_type} · batch {summary.spec.batch} · {h}×{w} px "
-            f"· text {summary.spec.text_len} tokens · {summary.device} · {summary.dtype} · {weights}")
+    return setup_line(summary.setup)
 
 
 def summary_table(summary: Summary, depth: int) -> Group:
@@ -83,11 +82,23 @@ def summary_table(summary: Summary, depth: int) -> Group:
     return Group(table, totals_text(summary))
 
 
+def _weights_size(summary: Summary) -> str:
+    """The weights' size as stored where a checkpoint says (fp16 files are half the fp32 model), else as run."""
+    stored = summary.setup.weight_dtypes
+    if len(stored) == 1 and stored[0] in ITEM_SIZES:
+        size = summary.trace.total_params * ITEM_SIZES[stored[0]]
+        text = f"{human_bytes(size)} stored as {stored[0]}"
+        if summary.setup.device != "meta":
+            text += f", {human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype} as run"
+        return text
+    return f"{human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype}"
+
+
 def totals_text(summary: Summary) -> Text:
     trace = summary.trace
     lines = [
         ("parameters", f"{trace.total_params:,} ({human_count(trace.total_params)}), trainable {trace.trainable_params:,}"),
-        ("weights", f"{human_bytes(trace.param_bytes)} in {summary.dtype}"),
+        ("weights", _weights_size(summary)),
         ("FLOPs", f"{trace.flops:,} ({human_count(trace.flops, 'FLOPs')}) per forward pass "
                   f"= {human_count(trace.flops // 2, 'MACs')}; attention matmuls included"),
         ("activations", f"largest tensor {human_bytes(summary.peak_activation_bytes)}, "
@@ -123,18 +134,10 @@ def summary_tree(summary: Summary, depth: int) -> Group:
 def summary_dict(summary: Summary, depth: int) -> dict[str, Any]:
     """The documented JSON interface (docs/cli.md); `schema` changes only when a field changes meaning."""
     trace = summary.trace
-    h, w = summary.spec.pixel_size(summary.config)
     return {
         "schema": JSON_SCHEMA_VERSION,
-        "source": summary.source.spec,
-        "model": trace.model_type,
-        "device": summary.device,
-        "dtype": summary.dtype,
-        "batch": summary.spec.batch,
-        "height": h,
-        "width": w,
-        "text_len": summary.spec.text_len,
-        "config": summary.config.to_dict(),
+        "setup": setup_dict(summary.setup),
+        "config": summary.config.to_dict() if summary.config is not None else None,
         "inputs": {name: list(shape) for name, shape in summary.inputs.items()},
         "totals": {
             "params": trace.total_params,

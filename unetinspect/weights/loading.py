@@ -99,23 +99,29 @@ def load_unet(
     float32, as diffusers does. A source without weights gets random weights made from `seed`.
     """
     src = resolve_source(source, variant=variant, config=config, allow_pickle=allow_pickle)
-    torch_device = parse_device(device)
-    torch_dtype = parse_dtype(dtype) or torch.float32
-    model = build_model(src.config)
-    if torch_device.type == "meta":
-        if src.has_weights:
-            check_weights(src, model)
-        return model.to(torch_dtype)
+    return load_model(src, parse_device(device), parse_dtype(dtype) or torch.float32, seed=seed)
+
+
+def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed: int = 0) -> UNet2DConditionModel:
+    """Our model of a resolved source on `device` in `dtype`: weights assigned from its files, or random ones.
+
+    On the meta device nothing is read: the files' headers are only checked against the model.
+    """
+    model = build_model(source.config)
+    if device.type == "meta":
+        if source.has_weights:
+            check_weights(source, model)
+        return model.to(dtype)
     try:
-        if src.has_weights:
-            model.load_state_dict(read_state_dict(src, model), assign=True, strict=True)
-            model.to(device=torch_device, dtype=torch_dtype)
+        if source.has_weights:
+            model.load_state_dict(read_state_dict(source, model), assign=True, strict=True)
+            model.to(device=device, dtype=dtype)
         else:
-            model.to(torch_dtype).to_empty(device=torch_device)
+            model.to(dtype).to_empty(device=device)
             init_random_weights(model, seed)
     except torch.OutOfMemoryError:
-        raise RunError(f"out of memory placing {count_parameters(model):,} parameters on {torch_device} "
-                       f"in {torch_dtype}", "use --dtype fp16, or another device") from None
+        raise RunError(f"out of memory placing {count_parameters(model):,} parameters on {device} "
+                       f"in {dtype}", "use --dtype fp16, or another device") from None
     return model
 
 

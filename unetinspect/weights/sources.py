@@ -4,6 +4,7 @@ config and the weight files that go with it. Nothing here reads tensor data.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ class Source:
     """A resolved SOURCE: its config and where its weights are (none: random weights are made).
 
     `layout` is "diffusers" (keys as our model names them) or "ldm" (original single-file keys, renamed on load).
+    `headers` are the safetensors headers of the weight files, read once while resolving and carried from there
+    to checking and loading. `config_origin` names a config that replaced the source's own (`--config`).
     """
 
     spec: str
@@ -30,6 +33,8 @@ class Source:
     config: UNetConfig
     weight_files: tuple[Path, ...] = ()
     layout: str = "diffusers"
+    headers: tuple[SafetensorsHeader, ...] = ()
+    config_origin: str | None = None
 
     @property
     def has_weights(self) -> bool:
@@ -41,8 +46,22 @@ class Source:
 
     @property
     def label(self) -> str:
-        """A short name for headings: the preset name or the path's last part."""
-        return self.spec if self.kind == "preset" else Path(self.spec).name or self.spec
+        """What was opened, for headings: the preset name or the path's last part (with its folder when that
+        part is a generic `unet`), and the config that replaced the source's own, if one did."""
+        if self.kind in ("preset", "config-object"):
+            name = self.spec
+        else:
+            path = Path(self.spec)
+            name = f"{path.parent.name}/{path.name}" if path.name == "unet" and path.parent.name else path.name
+            name = name or self.spec
+        if self.config_origin is not None and self.config_origin != name:
+            return f"{name} with config {self.config_origin}"
+        return name
+
+    @property
+    def weight_dtypes(self) -> tuple[str, ...]:
+        """The dtypes the weight files store (from their headers), e.g. ("F16",)."""
+        return tuple(sorted({info.dtype for h in self.headers for info in h.tensors.values()}))
 
 
 def resolve_source(
@@ -60,8 +79,27 @@ def resolve_source(
     """
     if isinstance(spec, Source):
         return spec
-    spec = str(spec) if spec is not None else DEFAULT_PRESET
     override = _config_override(config)
+    origin = _config_origin(config)
+    if spec is None and override is not None:  # only a config: it is what was opened
+        kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, Path)) else "config-object"
+        return Source(origin, kind, override)
+    source = _resolve(str(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
+    if override is None:
+        return source
+    return dataclasses.replace(source, config_origin=origin)
+
+
+def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
+    """How a `--config` is named in headings: the preset name, the file's name, or "a UNetConfig"."""
+    if config is None:
+        return None
+    if isinstance(config, UNetConfig):
+        return "a UNetConfig"
+    return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
+
+
+def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_pickle: bool) -> Source:
     path = Path(spec).expanduser()
 
     if not path.exists():
@@ -103,7 +141,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
                           "or a pipeline folder with a unet/ subfolder")
     cfg = override or UNetConfig.from_json(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
-    return Source(spec, "diffusers", cfg, files)
+    return Source(spec, "diffusers", cfg, files, headers=_headers(files))
 
 
 def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = False) -> tuple[Path, ...]:
@@ -159,11 +197,11 @@ def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None
     header = read_header(path)
     if ldm.looks_like_ldm(header.tensors):
         cfg = override or ldm.infer_config({n: t.shape for n, t in header.tensors.items()}, origin=str(path))
-        return Source(spec, "single-file", cfg, (path,), layout="ldm")
+        return Source(spec, "single-file", cfg, (path,), layout="ldm", headers=(header,))
     if override is not None:
-        return Source(spec, "single-file", override, (path,))
+        return Source(spec, "single-file", override, (path,), headers=(header,))
     if beside.is_file():
-        return Source(spec, "diffusers", UNetConfig.from_json(beside), (path,))
+        return Source(spec, "diffusers", UNetConfig.from_json(beside), (path,), headers=(header,))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 
@@ -191,6 +229,10 @@ def refuse_pickle(path: Path, allow_pickle: bool) -> None:
         )
 
 
-def headers_of(source: Source) -> list[SafetensorsHeader]:
-    """Headers of a source's safetensors files (none for presets and configs)."""
-    return [read_header(f) for f in source.weight_files if f.suffix == ".safetensors"]
+def _headers(files: tuple[Path, ...]) -> tuple[SafetensorsHeader, ...]:
+    return tuple(read_header(f) for f in files if f.suffix == ".safetensors")
+
+
+def headers_of(source: Source) -> tuple[SafetensorsHeader, ...]:
+    """Headers of a source's safetensors files (none for presets and configs), as read when it was resolved."""
+    return source.headers

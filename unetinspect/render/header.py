@@ -1,0 +1,42 @@
+"""The setup header: what was opened and how, rendered one way for every view and format.
+
+Every result carries a `Setup` (analysis/session.py); the table title, the Markdown heading line and the JSON
+`setup` object all come from here, so that `summary`, `profile`, `compare` and `diagram` describe a run alike.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from unetinspect.analysis.inputs import Sizes
+    from unetinspect.analysis.session import Setup
+
+
+def size_text(sizes: Sizes) -> str:
+    """"512×512 px (latent 64×64)" where the pixel size is known, else "latent 64×64"."""
+    latent = "latent " + "×".join(map(str, sizes.latent))
+    if sizes.pixels is None:
+        return latent
+    return "×".join(map(str, sizes.pixels)) + f" px ({latent})"
+
+
+def setup_line(setup: Setup, *, device: str | None = None) -> str:
+    """One line: label · model · batch · size · text · device · dtype · weights (· notes).
+
+    `device` replaces the bare device name where a view knows more (the GPU's name, the CPU's threads)."""
+    model = setup.model_type + (" (diffusers)" if setup.impl == "diffusers" else "")
+    parts = [setup.label, model, f"batch {setup.sizes.batch}", size_text(setup.sizes),
+             f"text {setup.sizes.text_len} tokens", device or setup.device, setup.dtype, setup.weights, *setup.notes]
+    return " · ".join(parts)
+
+
+def setup_dict(setup: Setup) -> dict[str, Any]:
+    """The JSON `setup` object, the same in every command's output."""
+    sizes = setup.sizes
+    return {
+        "label": setup.label, "kind": setup.kind, "model": setup.model_type, "impl": setup.impl,
+        "device": setup.device, "dtype": setup.dtype, "batch": sizes.batch, "latent": list(sizes.latent),
+        "pixels": list(sizes.pixels) if sizes.pixels else None, "text_len": sizes.text_len,
+        "weights": setup.weights, "weight_dtypes": list(setup.weight_dtypes), "notes": list(setup.notes),
+    }
