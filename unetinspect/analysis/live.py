@@ -114,23 +114,20 @@ class LiveModel:
             return None
         return copy if _shapes(copy) == _shapes(self.module) else None
 
-    def structure_trace(self, spec: InputSpec | Sizes, *, record_ops: bool = False) -> tuple[Trace, str]:
-        """The call tree, parameters and FLOPs of one pass, and a note on how they were found: traced on the
-        meta copy when there is one (the object is not run), else on the object itself under `no_grad`, on its
-        own device and in eval mode (restored afterwards)."""
+    def structure_trace(self, spec: InputSpec | Sizes) -> Trace:
+        """The call tree, parameters and FLOPs of one pass: traced on the meta copy when there is one (the object
+        is not run), else on the object itself under `no_grad`, where it is, in eval mode (restored after)."""
         copy = self.meta_copy()
         if copy is not None:
-            trace = trace_model(copy, self.inputs(spec, torch.device("meta")), record_ops=record_ops)
+            trace = trace_model(copy, self.inputs(spec, torch.device("meta")))
             trace.model_type = type(self.module).__name__
-            return trace, REBUILT_NOTE
+            return trace
         with left_as_found(self.module):
             self.module.eval()
-            trace = trace_model(self.module, self.inputs(spec), record_ops=record_ops)
-        why = "its parameters differ from its config's rebuild" if self.config is not None else "no config"
-        return trace, f"traced the object itself on {self.device} ({why})"
+            return trace_model(self.module, self.inputs(spec))
 
 
-def open_live(obj: object, *, inputs: dict[str, Any] | None = None, label: str | None = None) -> LiveModel | None:
+def open_live(obj: object, *, inputs: dict[str, Any] | None = None) -> LiveModel | None:
     """A `LiveModel` for a live source; None for a source named by text or path."""
     module = live_module(obj)
     if module is None:
@@ -139,7 +136,7 @@ def open_live(obj: object, *, inputs: dict[str, Any] | None = None, label: str |
         return None
     device, dtype = placement(module)
     name = type(module).__name__ + (f" of {type(obj).__name__}" if obj is not module else "")
-    return LiveModel(module, config_of(module), label or f"{name} (your object)", device, dtype, inputs)
+    return LiveModel(module, config_of(module), f"{name} (your object)", device, dtype, inputs)
 
 
 def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device | None,
@@ -247,15 +244,6 @@ def left_as_found(module: nn.Module) -> Iterator[nn.Module]:
 # ---- diffusers' own class ----------------------------------------------------------------------------------------
 
 
-def diffusers_class() -> type:
-    """diffusers' `UNet2DConditionModel`, imported only when asked for."""
-    try:
-        from diffusers import UNet2DConditionModel as DiffusersUNet
-    except ImportError:
-        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
-    return DiffusersUNet
-
-
 def as_diffusers_model(opened: LiveModel) -> LiveModel:
     """The same model as diffusers' own class (itself when it already is), for `--impl diffusers`."""
     if is_diffusers_unet(opened.module):
@@ -269,8 +257,12 @@ def as_diffusers_model(opened: LiveModel) -> LiveModel:
 def as_diffusers(model: UNet2DConditionModel) -> nn.Module:
     """diffusers' own model of our `model`'s config, holding the very same weight tensors (no copy): the same
     source run by the other implementation. On the meta device it is the structure alone."""
+    try:
+        from diffusers import UNet2DConditionModel as DiffusersUNet
+    except ImportError:
+        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        twin = diffusers_class().from_config(model.config.to_dict()).eval()
+        twin = DiffusersUNet.from_config(model.config.to_dict()).eval()
     twin.load_state_dict(model.state_dict(), assign=True, strict=True)
     return twin

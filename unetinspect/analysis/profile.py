@@ -189,7 +189,7 @@ def flops_trace(session: Session) -> Trace:
     """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory.
     (A live model that cannot be rebuilt from a config is traced itself, where it is.)"""
     if session.live is not None:
-        return session.live.structure_trace(session.spec)[0]
+        return session.live.structure_trace(session.spec)
     meta = session if session.device.type == "meta" else None
     if meta is None:
         meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype)

@@ -49,14 +49,14 @@ class _Call:
 class Watch:
     """Records every call of `module` (and of its blocks at `depth`) while the `with` block is open."""
 
-    def __init__(self, module: nn.Module, depth: int = 1, *, label: str | None = None) -> None:
+    def __init__(self, module: nn.Module, depth: int = 1) -> None:
         if not isinstance(module, nn.Module):
             raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
                            "pass the UNet itself: watch(pipe.unet)")
         if depth < 1:
             raise RunError(f"watch depth {depth} is below 1", "depth 1 shows the blocks; deeper shows their parts")
         self.module, self.depth = module, depth
-        self.label = label or f"{type(module).__name__} (watched)"
+        self.label = f"{type(module).__name__} (watched)"
         self.device, self.dtype = placement(module)
         self.clock = clock_for(self.device)
         self.paths = _paths_at_depth(module, depth)
