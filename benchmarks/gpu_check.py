@@ -28,8 +28,9 @@ from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.analysis.live import as_diffusers
 from unetinspect.analysis.profile import Profile, profile
 from unetinspect.analysis.watch import watch
-from unetinspect.render.export import markdown_table, write_output
-from unetinspect.render.profile_view import ms, percent, profile_markdown
+from unetinspect.render.export import write_output
+from unetinspect.render.formats import render as render_view
+from unetinspect.render.profile_view import ProfileView, ms, percent
 from unetinspect.render.units import human_bytes
 from unetinspect.weights.loading import load_unet
 
@@ -134,7 +135,7 @@ def render(models: list[ModelResult], watched: WatchResult, device_name: str, se
                      f"{t.step.median / d.step.median:.3f}", f"{r.max_abs_diff:.2e}",
                      f"×{t.overhead:.3f}" if t.overhead else "–", percent(t.coverage),
                      human_bytes(t.peak_memory) if t.peak_memory is not None else "–", percent(t.mfu)])
-    lines += [markdown_table(header, rows, right=range(3, len(header))), ""]
+    lines += [markdown_table(header, rows), ""]
     w = watched.report
     batches = sorted({c.batch for c in w.calls})
     lines += [
@@ -147,9 +148,16 @@ def render(models: list[ModelResult], watched: WatchResult, device_name: str, se
         "",
         "## Per block: our model, first size",
         "",
-        profile_markdown(models[0].ours),
+        render_view(ProfileView(), "markdown", models[0].ours),
     ]
     return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub table, the first three columns (names) left-aligned and the figures right-aligned."""
+    align = ["---" if i < 3 else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |"
+                     for line in [header, align, *rows])
 
 
 def _diffusers_version() -> str:

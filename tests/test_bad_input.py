@@ -64,8 +64,9 @@ def test_missing_file(command, tmp_path, invoke):
     ("[1, 2]", ConfigError, "expected a JSON object"),
     (json.dumps(tiny(down_block_types=["FancyDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])), ConfigError,
      "unknown block type down_block_types[0]='FancyDownBlock2D'"),
-    (json.dumps(tiny(dual_cross_attention=True)), UnsupportedConfigError, "dual_cross_attention=True"),
-    (json.dumps(tiny(mid_block_type="UNetMidBlock2DSimpleCrossAttn")), UnsupportedConfigError, "mid_block_type"),
+    (json.dumps(tiny(down_block_types=["DownEncoderBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"])),
+     UnsupportedConfigError, "down_block_types[0]='DownEncoderBlock2D'"),
+    (json.dumps(tiny(mid_block_type="UNetMidBlock2DFancy")), ConfigError, "mid_block_type"),
     (json.dumps(tiny(block_out_channels=[32, 64, 60])), ConfigError, "not divisible"),
     (json.dumps(tiny(_class_name="UNet2DModel")), UnsupportedConfigError, "_class_name"),
 ])

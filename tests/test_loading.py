@@ -108,8 +108,9 @@ def test_bad_sources_are_one_line_errors(tmp_path, write_config):
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_unet(bad, device="meta")
-    with pytest.raises(UnsupportedConfigError, match="not supported yet: dual_cross_attention=True"):
-        load_unet(write_config({**SMALL_CONFIGS["sd15-like"], "dual_cross_attention": True}), device="meta")
+    with pytest.raises(UnsupportedConfigError, match="not supported yet: up_block_types.0.='SkipUpBlock2D'"):
+        load_unet(write_config({**SMALL_CONFIGS["sd15-like"], "up_block_types": ["SkipUpBlock2D", "CrossAttnUpBlock2D",
+                                                                                  "CrossAttnUpBlock2D"]}), device="meta")
 
 
 def test_config_validation_names_the_field(write_config):
@@ -119,8 +120,10 @@ def test_config_validation_names_the_field(write_config):
         "not divisible by norm_num_groups": {"norm_num_groups": 7},
         "not divisible by its 5 attention heads": {"attention_head_dim": 5},
         "unknown block type down_block_types": {"down_block_types": ["Foo", "CrossAttnDownBlock2D", "DownBlock2D"]},
-        "not supported yet: down_block_types": {"down_block_types": ["AttnDownBlock2D", "CrossAttnDownBlock2D",
+        "not supported yet: down_block_types": {"down_block_types": ["AttnSkipDownBlock2D", "CrossAttnDownBlock2D",
                                                                      "DownBlock2D"]},
+        "unknown addition_embed_type='texts'": {"addition_embed_type": "texts"},
+        "transformer_layers_per_block has 2 entries": {"transformer_layers_per_block": [1, 2]},
         "layers_per_block has 2 entries": {"layers_per_block": [1, 2]},
     }
     for message, change in cases.items():

@@ -52,7 +52,7 @@ def test_controlnet_residuals_are_added():
     inputs = make_inputs(ours.config, InputSpec(batch=1, height=160, width=224))  # 20 x 28 latent
     with torch.no_grad():
         sample = ours.conv_in(inputs["sample"])
-        emb = ours._embed_conditions(inputs["sample"], inputs["timestep"], None, None, {})
+        emb, _ = ours._embed_conditions(inputs["sample"], inputs["timestep"], None, None, {})
         skips = [sample]
         for block in ours.down_blocks:
             sample, block_skips = block(sample, emb, inputs["encoder_hidden_states"])

@@ -10,6 +10,7 @@ from conftest import SMALL_CONFIGS, diffusers_unet
 from unetinspect import UNetConfig, load_unet
 from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.analysis.trace import trace_model
+from unetinspect.errors import InputError
 from unetinspect.weights.loading import build_model
 
 
@@ -85,7 +86,7 @@ def test_hooks_are_removed_even_when_the_forward_raises():
     model = load_unet("tiny", device="meta")
     inputs = make_inputs(model.config, device="meta")
     inputs["encoder_hidden_states"] = torch.empty(1, 77, 3, device="meta")  # wrong width
-    with pytest.raises(RuntimeError):
+    with pytest.raises(InputError):
         trace_model(model, inputs)
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
 

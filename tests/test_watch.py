@@ -13,10 +13,8 @@ from conftest import diffusers_unet, tiny
 from unetinspect.analysis.profile import Profile
 from unetinspect.analysis.trace import trace_model
 from unetinspect.errors import RunError
-from unetinspect.render.profile_view import profile_json, profile_markdown, profile_table
-
-cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
+from unetinspect.render.formats import render
+from unetinspect.render.profile_view import ProfileView
 
 @pytest.fixture(scope="module")
 def unet():
@@ -123,20 +121,21 @@ def test_the_profile_views_render_a_watch(unet):
     with ui.watch(unet) as w:
         run_loop(unet, timesteps=(999, 1))
     report = w.report()
-    data = json.loads(profile_json(report))
+    data = json.loads(render(ProfileView(), "json", report))
     assert [c["batch"] for c in data["calls"]] == [2, 2] and data["calls"][1]["timestep"] == 1.0
-    assert "2 calls in your loop" in profile_markdown(report)
     assert data["setup"]["kind"] == "module" and data["setup"]["weights"] == "its own weights"
-    assert "| 2 | 2 | 16×16 | 1 |" in profile_markdown(report)
+    markdown = render(ProfileView(), "markdown", report)
+    assert "2 calls in your loop" in markdown
+    assert "2 calls of the watched model · batch 2 · timesteps 999 … 1" in markdown
     from rich.console import Console
 
     console = Console(width=160, record=True)
-    console.print(profile_table(report))
+    console.print(render(ProfileView(), "table", report))
     text = console.export_text()
-    assert "timestep" in text and "each with the block hooks" in text
+    assert "timestep" in text and "each with the block hooks" in text and "FLOPs per step" not in text
 
 
-@cuda
+@pytest.mark.cuda
 def test_watch_on_cuda_reads_events_after_the_loop():
     model = ui.load_unet("tiny", device="cuda", dtype=torch.float16)
     with ui.watch(model) as w:

@@ -14,21 +14,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.errors import ConfigError, UnsupportedConfigError
+from unetinspect.config_values import check_field_values
+from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
+from unetinspect.files import read_capped
 
-DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D")
-UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D")
-MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", None)
+DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D",
+                    "AttnDownBlock2D", "KDownBlock2D", "KCrossAttnDownBlock2D")
+UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D",
+                  "AttnUpBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D")
+MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D", None)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
+# diffusers reads "UNetResCrossAttnDownBlock2D" as "CrossAttnDownBlock2D" (an old naming, still accepted)
+BLOCK_PREFIX_ALIAS = "UNetRes"
+K_BLOCKS = ("KDownBlock2D", "KCrossAttnDownBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D")
+TRANSFORMER_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D")
+# blocks whose attention reads `attention_head_dim` as the width of a head (not a head count)
+HEAD_WIDTH_BLOCKS = ("SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D", "AttnDownBlock2D", "AttnUpBlock2D",
+                     "KCrossAttnDownBlock2D", "KCrossAttnUpBlock2D")
 
-# Block types diffusers knows but we do not build: refused as "not supported yet" rather than "unknown".
-KNOWN_DIFFUSERS_BLOCKS = {
-    "AttnDownBlock2D", "SimpleCrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SkipDownBlock2D",
-    "AttnSkipDownBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D", "KDownBlock2D", "KCrossAttnDownBlock2D",
-    "AttnUpBlock2D", "SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "SkipUpBlock2D", "AttnSkipUpBlock2D",
-    "UpDecoderBlock2D", "AttnUpDecoderBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D",
-    "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D",
+# Blocks diffusers' get_down_block/get_up_block can make but a UNet2DConditionModel cannot run (they belong to
+# the VAE or to the unconditional score-SDE UNet: no timestep input, or a third skip output).
+NOT_CONDITIONAL_BLOCKS = {
+    "SkipDownBlock2D", "AttnSkipDownBlock2D", "DownEncoderBlock2D", "AttnDownEncoderBlock2D",
+    "SkipUpBlock2D", "AttnSkipUpBlock2D", "UpDecoderBlock2D", "AttnUpDecoderBlock2D",
 }
+TIME_EMBEDDING_TYPES = ("positional", "fourier")
+CLASS_EMBED_TYPES = (None, "timestep", "identity", "projection", "simple_projection")
+ADDITION_EMBED_TYPES = (None, "text", "text_image", "text_time", "image", "image_hint")
+ENCODER_HID_DIM_TYPES = (None, "text_proj", "text_image_proj", "image_proj")
+ATTENTION_TYPES = ("default", "gated", "gated-text-image")
+CROSS_ATTENTION_NORMS = (None, "layer_norm", "group_norm")
+
+# A diffusers config.json is 1-3 KB; anything this big is not one (and may be /dev/zero).
+MAX_CONFIG_BYTES = 1 << 20
 
 # Metadata diffusers writes beside the architecture; kept, never warned about.
 METADATA_FIELDS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
@@ -111,7 +129,8 @@ class UNetConfig:
         if class_name not in (None, "UNet2DConditionModel"):
             raise UnsupportedConfigError("_class_name", class_name, "unetinspect builds UNet2DConditionModel only")
         if unknown:
-            warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", stacklevel=2)
+            warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", ConfigWarning,
+                          stacklevel=2)
         try:
             return cls(**kwargs, extra=extra)
         except TypeError as exc:  # a field of the wrong JSON type deep in a comparison
@@ -121,19 +140,19 @@ class UNetConfig:
     def from_json(cls, path: str | Path) -> UNetConfig:
         """Read a diffusers config.json."""
         path = Path(path)
+        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
         try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+            data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError:
             raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
-        try:
-            data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(
                 f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
                 "fix the file or pass a preset name",
             ) from None
+        except RecursionError:
+            raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
+                from None
         return cls.from_dict(data, origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +170,15 @@ class UNetConfig:
     @property
     def num_blocks(self) -> int:
         return len(self.down_block_types)
+
+    @property
+    def down_block_classes(self) -> list[str]:
+        """down_block_types as class names (diffusers' "UNetRes" prefix dropped)."""
+        return [_block_class(name) for name in self.down_block_types]
+
+    @property
+    def up_block_classes(self) -> list[str]:
+        return [_block_class(name) for name in self.up_block_types]
 
     def per_block(self, value: Any) -> list[Any]:
         """An int/bool-or-list field as one value per down block."""
@@ -184,15 +212,39 @@ class UNetConfig:
 
     @property
     def up_transformer_layers_list(self) -> list[int | list[int]]:
-        """Transformer depth per up block: reversed down depths unless the config gives them explicitly."""
+        """Transformer depth per up block: reversed down depths unless the config gives them explicitly.
+
+        As diffusers reads them: a list longer than the blocks is reversed whole (its extra entries come first),
+        and `reverse_transformer_layers_per_block` is read from its start.
+        """
         if self.reverse_transformer_layers_per_block is not None:
             return list(self.reverse_transformer_layers_per_block)
         return list(reversed(self.transformer_layers_list))
 
     @property
+    def mid_transformer_layers(self) -> int | list[int]:
+        """The mid block's depth: the *last* entry of transformer_layers_per_block, however long the list."""
+        return self.transformer_layers_list[-1]
+
+    @property
+    def mid_only_cross_attention(self) -> bool:
+        """`mid_block_only_cross_attention`, which defaults to a single-bool `only_cross_attention` (diffusers)."""
+        if self.mid_block_only_cross_attention is not None:
+            return self.mid_block_only_cross_attention
+        return self.only_cross_attention if isinstance(self.only_cross_attention, bool) else False
+
+    @property
+    def encoder_projection(self) -> str | None:
+        """encoder_hid_dim_type, which is text_proj when only encoder_hid_dim is set (diffusers sets it so)."""
+        if self.encoder_hid_dim_type is None and self.encoder_hid_dim is not None:
+            return "text_proj"
+        return self.encoder_hid_dim_type
+
+    @property
     def time_embed_dim(self) -> int:
-        """Width of the timestep embedding MLP (4x the first block's channels unless set)."""
-        return self.time_embedding_dim or self.block_out_channels[0] * 4
+        """Width of the timestep embedding MLP (4x the first block's channels unless set; 2x for fourier)."""
+        factor = 2 if self.time_embedding_type == "fourier" else 4
+        return self.time_embedding_dim or self.block_out_channels[0] * factor
 
     @property
     def blocks_time_embed_dim(self) -> int:
@@ -215,8 +267,10 @@ def _check(condition: bool, message: str, hint: str | None = None) -> None:
 
 
 def _validate(cfg: UNetConfig) -> None:
-    """Catch configs that would fail deep in torch, and refuse features we do not build, naming the field."""
+    """Catch configs that would fail deep in torch, and refuse blocks a conditional UNet cannot run, naming the field."""
+    check_field_values(cfg)  # types and bounds first: the checks below may then compare and divide
     _refuse_unsupported(cfg)
+    _check_choices(cfg)
     n = cfg.num_blocks
     _check(n >= 1, "down_block_types is empty")
     for name in ("down_block_types", "up_block_types", "block_out_channels"):
@@ -230,32 +284,24 @@ def _validate(cfg: UNetConfig) -> None:
         ("up_block_types", cfg.up_block_types, UP_BLOCK_TYPES),
     ):
         for i, name in enumerate(names):
-            if name not in allowed:
-                if name in KNOWN_DIFFUSERS_BLOCKS:
-                    raise UnsupportedConfigError(f"{kind}[{i}]", name, f"supported: {', '.join(allowed)}")
+            if _block_class(name) not in allowed:
                 raise ConfigError(f"unknown block type {kind}[{i}]={name!r}", f"expected one of {', '.join(allowed)}")
     if cfg.mid_block_type not in MID_BLOCK_TYPES:
-        if cfg.mid_block_type in KNOWN_DIFFUSERS_BLOCKS:
-            raise UnsupportedConfigError("mid_block_type", cfg.mid_block_type, "supported: UNetMidBlock2DCrossAttn, null")
         raise ConfigError(f"unknown block type mid_block_type={cfg.mid_block_type!r}",
-                          "expected UNetMidBlock2DCrossAttn or null")
+                          f"expected one of {', '.join(str(t) for t in MID_BLOCK_TYPES if t)} or null")
 
     for name in ("block_out_channels", "layers_per_block", "attention_head_dim", "num_attention_heads",
-                 "cross_attention_dim", "only_cross_attention", "transformer_layers_per_block"):
+                 "cross_attention_dim", "only_cross_attention"):
         value = getattr(cfg, name)
         if isinstance(value, (list, tuple)):
             _check(len(value) == n, f"{name} has {len(value)} entries but there are {n} down blocks",
                    "give one value per block or a single value")
-    if cfg.reverse_transformer_layers_per_block is not None:
-        _check(len(cfg.reverse_transformer_layers_per_block) == n,
-               f"reverse_transformer_layers_per_block has {len(cfg.reverse_transformer_layers_per_block)} "
-               f"entries but there are {n} up blocks")
-    elif any(isinstance(t, (list, tuple)) for t in cfg.transformer_layers_list):
-        raise ConfigError("transformer_layers_per_block gives per-layer depths (an asymmetric UNet)",
-                          "set reverse_transformer_layers_per_block too, as diffusers requires")
+    _check_transformer_depths(cfg)
 
     for name in ("in_channels", "out_channels", "norm_num_groups", "conv_in_kernel", "conv_out_kernel"):
         value = getattr(cfg, name)
+        if name == "norm_num_groups" and value is None:
+            continue
         _check(isinstance(value, int) and not isinstance(value, bool) and value > 0,
                f"{name} must be a positive integer, got {value!r}")
     for name in ("conv_in_kernel", "conv_out_kernel"):
@@ -267,36 +313,107 @@ def _validate(cfg: UNetConfig) -> None:
     _check(cfg.resnet_time_scale_shift in ("default", "scale_shift"),
            f"resnet_time_scale_shift={cfg.resnet_time_scale_shift!r} is unknown", "expected 'default' or 'scale_shift'")
 
-    groups = cfg.norm_num_groups
-    heads = cfg.heads_per_block
     for i, channels in enumerate(cfg.block_out_channels):
         _check(isinstance(channels, int) and channels > 0, f"block_out_channels[{i}] must be a positive integer")
-        _check(channels % groups == 0,
-               f"block_out_channels[{i}]={channels} is not divisible by norm_num_groups={groups}")
-        if cfg.down_block_types[i].startswith("CrossAttn") or cfg.up_block_types[n - 1 - i].startswith("CrossAttn"):
-            _check(channels % heads[i] == 0,
-                   f"block_out_channels[{i}]={channels} is not divisible by its {heads[i]} attention heads",
-                   "check attention_head_dim / num_attention_heads")
-    if cfg.mid_block_type is not None:
-        _check(cfg.block_out_channels[-1] % heads[-1] == 0,
-               f"mid block channels {cfg.block_out_channels[-1]} not divisible by its {heads[-1]} attention heads")
-
+    _check_groups_and_heads(cfg)
     _check_conditioning(cfg)
 
 
+def _block_class(name: object) -> object:
+    """A block type as its class name: diffusers drops a leading "UNetRes"."""
+    if isinstance(name, str) and name.startswith(BLOCK_PREFIX_ALIAS):
+        return name[len(BLOCK_PREFIX_ALIAS):]
+    return name
+
+
 def _refuse_unsupported(cfg: UNetConfig) -> None:
-    """Features diffusers has and we do not build yet: one clear error naming the field and value."""
-    refusals = {
-        "dual_cross_attention": (cfg.dual_cross_attention, (False,)),
-        "time_embedding_type": (cfg.time_embedding_type, ("positional",)),
-        "attention_type": (cfg.attention_type, ("default",)),
-        "addition_embed_type": (cfg.addition_embed_type, (None, "text_time")),
-        "encoder_hid_dim_type": (cfg.encoder_hid_dim_type, (None, "text_proj")),
-        "class_embed_type": (cfg.class_embed_type, (None, "timestep", "identity", "projection", "simple_projection")),
+    """Blocks diffusers' block factories know but a UNet2DConditionModel cannot run, named for what they are."""
+    for kind, names in (("down_block_types", cfg.down_block_types), ("up_block_types", cfg.up_block_types)):
+        for i, name in enumerate(names if isinstance(names, (list, tuple)) else ()):
+            if _block_class(name) in NOT_CONDITIONAL_BLOCKS:
+                raise UnsupportedConfigError(
+                    f"{kind}[{i}]", name,
+                    "a VAE / unconditional-UNet block: diffusers' UNet2DConditionModel builds it but cannot call it "
+                    "(no timestep input, or a third skip output)")
+
+
+def _check_choices(cfg: UNetConfig) -> None:
+    """Fields with a fixed set of values, refused as diffusers refuses them (or would fail later)."""
+    choices = {
+        "time_embedding_type": (cfg.time_embedding_type, TIME_EMBEDDING_TYPES),
+        "class_embed_type": (cfg.class_embed_type, CLASS_EMBED_TYPES),
+        "addition_embed_type": (cfg.addition_embed_type, ADDITION_EMBED_TYPES),
+        "encoder_hid_dim_type": (cfg.encoder_hid_dim_type, ENCODER_HID_DIM_TYPES),
+        "attention_type": (cfg.attention_type, ATTENTION_TYPES),
+        "cross_attention_norm": (cfg.cross_attention_norm, CROSS_ATTENTION_NORMS),
     }
-    for name, (value, allowed) in refusals.items():
+    for name, (value, allowed) in choices.items():
         if value not in allowed:
-            raise UnsupportedConfigError(name, value)
+            raise ConfigError(f"unknown {name}={value!r}",
+                              f"expected one of {', '.join('null' if a is None else a for a in allowed)}")
+
+
+def _check_transformer_depths(cfg: UNetConfig) -> None:
+    """transformer_layers_per_block and its reverse, read as diffusers reads them: by index, so a longer list is
+    fine (extra entries unread, or read by the mid block and the reversed up path) and a shorter one is not."""
+    n = cfg.num_blocks
+    depths = cfg.transformer_layers_per_block
+    if isinstance(depths, (list, tuple)):
+        _check(len(depths) >= n, f"transformer_layers_per_block has {len(depths)} entries but there are {n} blocks",
+               "give at least one depth per block, or a single depth")
+    reverse = cfg.reverse_transformer_layers_per_block
+    if reverse is not None:
+        _check(isinstance(reverse, (list, tuple)) and len(reverse) >= n,
+               f"reverse_transformer_layers_per_block needs at least {n} entries (one per up block)")
+    elif any(isinstance(t, (list, tuple)) for t in cfg.transformer_layers_list):
+        raise ConfigError("transformer_layers_per_block gives per-layer depths (an asymmetric UNet)",
+                          "set reverse_transformer_layers_per_block too, as diffusers requires")
+    layers = cfg.layers_per_block_list
+    uses = [(f"transformer_layers_per_block[{i}]", cfg.transformer_layers_list[i], layers[i])
+            for i, name in enumerate(cfg.down_block_classes) if name in TRANSFORMER_BLOCKS]
+    uses += [(f"up depths [{i}]", cfg.up_transformer_layers_list[i], layers[n - 1 - i] + 1)
+             for i, name in enumerate(cfg.up_block_classes) if name in TRANSFORMER_BLOCKS]
+    for where, depth, needed in uses:
+        if isinstance(depth, (list, tuple)):
+            _check(len(depth) >= needed, f"{where} lists {len(depth)} depths for a block of {needed} layers",
+                   "give one depth per resnet layer")
+
+
+def _check_groups_and_heads(cfg: UNetConfig) -> None:
+    """Norm groups and attention heads must divide the channels they split, per block kind."""
+    n = cfg.num_blocks
+    groups = cfg.norm_num_groups
+    heads, head_dims = cfg.heads_per_block, cfg.per_block(cfg.attention_head_dim)
+    kinds = [(cfg.down_block_classes[i], cfg.up_block_classes[n - 1 - i]) for i in range(n)]
+    uses_groups = any(kind not in K_BLOCKS for pair in kinds for kind in pair) or cfg.mid_block_type is not None
+    if groups is None:
+        _check(not uses_groups, "norm_num_groups is null, which only k-diffusion blocks (K*Block2D) can take",
+               "set norm_num_groups, or use only K blocks and no mid block")
+    for i, channels in enumerate(cfg.block_out_channels):
+        if uses_groups:
+            _check(channels % groups == 0,
+                   f"block_out_channels[{i}]={channels} is not divisible by norm_num_groups={groups}")
+        if any(kind in TRANSFORMER_BLOCKS for kind in kinds[i]):
+            _check(channels % heads[i] == 0,
+                   f"block_out_channels[{i}]={channels} is not divisible by its {heads[i]} attention heads",
+                   "check attention_head_dim / num_attention_heads")
+        down_kind, up_kind = kinds[i]
+        # diffusers reads an up block's head width at the up block's own index (n-1-i), not the level's
+        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
+        for width in widths:
+            _check(channels % width == 0,
+                   f"block_out_channels[{i}]={channels} is not divisible by attention_head_dim={width}",
+                   "SimpleCrossAttn / Attn / K blocks read attention_head_dim as the width of one head")
+        if any(kind in K_BLOCKS for kind in kinds[i]):
+            for width in (channels, 2 * channels):
+                _check(width >= 32 and width % (width // 32) == 0,
+                       f"block_out_channels[{i}]={channels} does not split into k-diffusion groups of ~32 channels",
+                       "use multiples of 32")
+    mid = cfg.block_out_channels[-1]
+    if cfg.mid_block_type == "UNetMidBlock2DCrossAttn":
+        _check(mid % heads[-1] == 0, f"mid block channels {mid} not divisible by its {heads[-1]} attention heads")
+    elif cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
+        _check(mid % head_dims[-1] == 0, f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
 
 
 def _check_conditioning(cfg: UNetConfig) -> None:
@@ -310,3 +427,39 @@ def _check_conditioning(cfg: UNetConfig) -> None:
     if cfg.encoder_hid_dim_type is not None:
         _check(cfg.encoder_hid_dim is not None,
                f"encoder_hid_dim_type={cfg.encoder_hid_dim_type!r} needs encoder_hid_dim")
+    single_cross_dim = not isinstance(cfg.cross_attention_dim, (list, tuple))
+    # diffusers builds these from cross_attention_dim before reading it per block, so it must be one number
+    for needs_single, what in (
+        (cfg.encoder_projection is not None, "encoder_hid_dim (encoder_hid_proj projects to it)"),
+        (cfg.addition_embed_type == "text_image", "addition_embed_type='text_image'"),
+        (cfg.addition_embed_type == "text" and cfg.encoder_hid_dim is None, "addition_embed_type='text'"),
+        (cfg.attention_type != "default", f"attention_type={cfg.attention_type!r} (GLIGEN's position_net)"),
+    ):
+        _check(not needs_single or single_cross_dim, f"{what} needs a single cross_attention_dim, not a list",
+               "diffusers cannot build it with one per block")
+    _check(not (cfg.class_embeddings_concat and cfg.addition_embed_type is not None),
+           f"class_embeddings_concat doubles the time embedding, which addition_embed_type={cfg.addition_embed_type!r} "
+           "cannot be added to (diffusers fails at the first step)", "drop one of them")
+    if cfg.addition_embed_type in ("image", "image_hint"):
+        _check(cfg.encoder_hid_dim is not None,
+               f"addition_embed_type={cfg.addition_embed_type!r} needs encoder_hid_dim (the image embedding's width)")
+    if cfg.addition_embed_type == "image_hint":
+        _check(cfg.in_channels > 4, "addition_embed_type='image_hint' concatenates a 4-channel encoded hint to the "
+               f"input, so in_channels (the sum) must be more than 4, got {cfg.in_channels}")
+    if cfg.addition_embed_type == "text" and single_cross_dim:
+        width, pool_heads = cfg.encoder_hid_dim or cfg.cross_attention_dim, cfg.addition_embed_type_num_heads
+        _check(width % pool_heads == 0,
+               f"addition_embed_type='text' pools {width} channels in addition_embed_type_num_heads={pool_heads} "
+               "heads, which must divide them")
+    if cfg.time_embedding_type == "fourier":
+        _check(cfg.time_embed_dim % 2 == 0, f"time_embedding_type='fourier' needs an even embedding width, "
+               f"got {cfg.time_embed_dim}")
+    if cfg.cross_attention_norm == "group_norm":
+        simple = [i for i, (down, up) in enumerate(zip(cfg.down_block_classes, reversed(cfg.up_block_classes)))
+                  if "SimpleCrossAttn" in down + up]
+        widths = {cfg.cross_attention_dims[i] for i in simple}
+        if cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
+            widths.add(cfg.cross_attention_dims[-1])
+        for width in sorted(widths):
+            _check(width % 32 == 0, f"cross_attention_norm='group_norm' normalises cross_attention_dim={width} in "
+                   "32 groups (fixed in diffusers), which must divide it")

@@ -47,5 +47,13 @@ class RunError(UnetInspectError):
     """Running the model failed (out of memory, device unavailable)."""
 
 
+class InputError(UnetInspectError, ValueError):
+    """An input of the model's forward does not fit its config (a ValueError too, as diffusers raises)."""
+
+
 class OutputError(UnetInspectError):
     """An output file cannot be written where it was asked for."""
+
+
+class ConfigWarning(UserWarning):
+    """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""

@@ -8,7 +8,8 @@ are shown, rather than a pixel size that would be a guess.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,11 +17,13 @@ import torch
 
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
+from unetinspect.models.attention import DualTransformer2DModel
 
 DEFAULT_TEXT_LEN = 77
 DEFAULT_LATENT = 64  # when a config has no sample_size, as diffusers' pipelines assume
 # The pooled text embedding SDXL adds to its size/crop conditioning (OpenCLIP bigG's projection width).
 SDXL_POOLED_DIM = 1280
+HINT_FACTOR = 8  # Kandinsky's hint encoder halves the hint image three times
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,52 @@ def infer_pixel_factor(config: UNetConfig) -> int | None:
     return None
 
 
+# No single device holds more (the largest accelerators have under 300 GB; hosts rarely over a few TB): a size
+# whose activations need more is a typo, refused before any tensor is made, even on the meta device.
+MAX_ACTIVATION_BYTES = 1 << 40
+
+
+def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: torch.dtype) -> None:
+    """Refuse a batch, text length or image size whose largest activation could not fit on `device`.
+
+    The largest activations are a block's feature map (batch × channels × latent height × width, widest at some
+    level) and a cross-attention's keys (batch × tokens × channels); anything bigger than the device's memory
+    would fail minutes later, or, on the meta device, give numbers for a model no machine can run.
+    """
+    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"--{name} {value!r} is not a positive integer")
+    h, w = sizes.latent
+    for name, value in (("latent height", h), ("latent width", w)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise RunError(f"{name} {value!r} is not a positive integer")
+    channels = config.block_out_channels
+    feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
+    keys = sizes.text_len * max(config.context_dim, *channels)
+    largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
+    limit, where = _memory_limit(device)
+    if largest > limit:
+        size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
+        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+                       f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
+                       "lower --batch, the size or --text-len")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
+def _memory_limit(device: torch.device) -> tuple[int, str]:
+    """The most one tensor could take on `device`, and what that limit is, in words."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"the memory of {device}"
+    if device.type == "cpu":
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        if pages > 0 and page_size > 0:
+            return min(pages * page_size, MAX_ACTIVATION_BYTES), "this machine's memory"
+    return MAX_ACTIVATION_BYTES, "any single device has"
+
+
 def sdxl_text_embeds_dim(config: UNetConfig) -> int:
     """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
 
@@ -114,7 +163,8 @@ def make_inputs(
     """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
 
     `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one. An `InputSpec`
-    is resolved with the pixel factor told from the config (`infer_pixel_factor`).
+    is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are made on `device`
+    itself (on meta: shapes only, no memory anywhere), after `check_sizes`.
     """
     if not isinstance(config, UNetConfig):
         if not isinstance(config, Mapping):
@@ -123,20 +173,23 @@ def make_inputs(
         config = UNetConfig.from_dict(dict(config), origin=f"{type(config).__name__} config")
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
+    device = torch.device(device)
+    check_sizes(config, sizes, device, dtype)
     h, w = sizes.latent
     b = sizes.batch
-    generator = torch.Generator().manual_seed(seed)
+    generator = None if device.type == "meta" else torch.Generator(device).manual_seed(seed)
 
     def floats(*shape: int) -> torch.Tensor:
-        return torch.randn(shape, generator=generator).to(device=device, dtype=dtype)
+        return torch.randn(shape, generator=generator, device=device).to(dtype)
 
     def longs(high: int) -> torch.Tensor:
-        return torch.randint(0, high, (b,), generator=generator).to(device)
+        return torch.randint(0, high, (b,), generator=generator, device=device)
 
     inputs: dict[str, Any] = {
-        "sample": floats(b, config.in_channels, h, w),
-        "timestep": torch.full((b,), 999, dtype=torch.long).to(device),
-        "encoder_hidden_states": floats(b, sizes.text_len, config.context_dim),
+        # an image_hint UNet's in_channels counts the 4 channels of the encoded hint it concatenates itself
+        "sample": floats(b, config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0), h, w),
+        "timestep": torch.full((b,), 999, dtype=torch.long, device=device),
+        "encoder_hidden_states": _context(config, floats, b, sizes.text_len),
     }
     if config.class_embed_type == "timestep":
         inputs["class_labels"] = longs(1000)
@@ -148,15 +201,75 @@ def make_inputs(
         inputs["class_labels"] = floats(b, config.time_embed_dim)
     if config.time_cond_proj_dim is not None:
         inputs["timestep_cond"] = floats(b, config.time_cond_proj_dim)
-    if config.addition_embed_type == "text_time":
-        text_dim = sdxl_text_embeds_dim(config)
-        n_ids = (config.projection_class_embeddings_input_dim - text_dim) // config.addition_time_embed_dim
-        # original size, crop top-left, then target size (base) or aesthetic score (refiner)
-        pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
-        ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
-        time_ids = torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(b, 1)
-        inputs["added_cond_kwargs"] = {
-            "text_embeds": floats(b, text_dim),
-            "time_ids": time_ids.to(device=device, dtype=dtype),
-        }
+    added = {**_projection_inputs(config, floats, b), **_addition_inputs(config, floats, sizes)}
+    if added:
+        inputs["added_cond_kwargs"] = {k: v.to(device=device, dtype=dtype) for k, v in added.items()}
+    if config.attention_type in ("gated", "gated-text-image"):
+        inputs["cross_attention_kwargs"] = {"gligen": _gligen_inputs(config, floats, b)}
     return inputs
+
+
+def _context(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int, text_len: int
+             ) -> torch.Tensor | None:
+    """The text tokens; None for image_proj UNets (Kandinsky 2.2), which read only the image embedding and whose
+    pipeline passes None. A dual cross-attention UNet reads two fixed-length slices of the context."""
+    if config.encoder_projection == "image_proj" and config.addition_embed_type != "text":
+        return None
+    if config.dual_cross_attention:  # Versatile Diffusion: 77 text tokens, then 257 image tokens
+        text_len = sum(DualTransformer2DModel.condition_lengths)
+    return floats(batch, text_len, config.context_dim)
+
+
+def _projection_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+    """What encoder_hid_proj reads beside the text: the CLIP image embedding (Kandinsky)."""
+    if config.encoder_projection == "image_proj":
+        return {"image_embeds": floats(batch, config.encoder_hid_dim)}
+    if config.encoder_projection == "text_image_proj":
+        return {"image_embeds": floats(batch, config.cross_attention_dim)}
+    return {}
+
+
+def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
+    """added_cond_kwargs for addition_embed_type (IF's 'text' pools the context and needs none)."""
+    kind, batch, (h, w) = config.addition_embed_type, sizes.batch, sizes.latent
+    if kind == "text_time":
+        return _sdxl_inputs(config, floats, sizes)
+    if kind == "text_image":  # Kandinsky 2.1: pooled text and image embeddings, both cross_attention_dim wide
+        return {"text_embeds": floats(batch, config.cross_attention_dim),
+                "image_embeds": floats(batch, config.cross_attention_dim)}
+    if kind == "image":
+        return {"image_embeds": floats(batch, config.encoder_hid_dim)}
+    if kind == "image_hint":  # an RGB image that the hint encoder's three stride-2 convs bring to the latent size
+        return {"image_embeds": floats(batch, config.encoder_hid_dim),
+                "hint": floats(batch, 3, h * HINT_FACTOR, w * HINT_FACTOR)}
+    return {}
+
+
+def _sdxl_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
+    text_dim = sdxl_text_embeds_dim(config)
+    n_ids = (config.projection_class_embeddings_input_dim - text_dim) // config.addition_time_embed_dim
+    # original size, crop top-left, then target size (base) or aesthetic score (refiner)
+    h, w = sizes.latent
+    pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
+    ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
+    return {"text_embeds": floats(sizes.batch, text_dim),
+            "time_ids": torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(sizes.batch, 1)}
+
+
+GLIGEN_MAX_OBJECTS = 30  # the GLIGEN pipelines always pass 30 box slots, the unused ones masked out
+GLIGEN_BOXES = 3
+
+
+def _gligen_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int) -> dict[str, torch.Tensor]:
+    """GLIGEN's grounding: boxes (x0, y0, x1, y1 in 0..1) with a phrase (and for gated-text-image an image)
+    embedding each, in 30 slots of which the first 3 are used."""
+    slots, width = GLIGEN_MAX_OBJECTS, config.cross_attention_dim
+    corners = floats(batch, slots, 4).sigmoid()
+    boxes = torch.cat([torch.minimum(corners[..., :2], corners[..., 2:]),
+                       torch.maximum(corners[..., :2], corners[..., 2:])], dim=-1)
+    masks = torch.zeros(batch, slots, dtype=boxes.dtype, device=boxes.device)
+    masks[:, :GLIGEN_BOXES] = 1
+    if config.attention_type == "gated":
+        return {"boxes": boxes, "masks": masks, "positive_embeddings": floats(batch, slots, width)}
+    return {"boxes": boxes, "masks": masks, "phrases_masks": masks.clone(), "image_masks": masks.clone(),
+            "phrases_embeddings": floats(batch, slots, width), "image_embeddings": floats(batch, slots, width)}

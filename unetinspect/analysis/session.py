@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.analysis.inputs import InputSpec, Sizes, check_sizes, infer_pixel_factor, make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import PRESETS, pixel_factor
@@ -112,6 +112,7 @@ def open_session(
     torch_device = parse_device(device)
     torch_dtype = _resolve_dtype(dtype, torch_device)
     sizes = spec.resolve(src.config, _pixel_factor(src))
+    check_sizes(src.config, sizes, torch_device, torch_dtype)  # before minutes of loading, not after
     model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
                                                                                                 torch_dtype)
     inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype)

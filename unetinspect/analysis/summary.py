@@ -110,10 +110,10 @@ def summary_of(session: Session) -> Summary:
     return Summary(setup=session.setup, config=session.config, inputs=inputs, trace=trace)
 
 
-def _flat_inputs(inputs: dict[str, Any]):
+def _flat_inputs(inputs: dict[str, Any], prefix: str = ""):
+    """Every tensor of the inputs with a dotted name (GLIGEN's nest two deep: cross_attention_kwargs.gligen.boxes)."""
     for name, value in inputs.items():
         if isinstance(value, dict):
-            for key, tensor in value.items():
-                yield f"{name}.{key}", tensor
+            yield from _flat_inputs(value, f"{prefix}{name}.")
         elif isinstance(value, torch.Tensor):
-            yield name, value
+            yield f"{prefix}{name}", value

@@ -2,6 +2,12 @@
 
 A down block returns its output *and* every intermediate tensor (one per resnet, plus the downsampled one): those
 are the skip connections that the mirrored up block concatenates back, last in first out.
+
+The block families differ in three choices, each one overridable method of DownBlock2D / UpBlock2D:
+what follows each resnet (`_attentions`: nothing, a Transformer2DModel, an added-KV or a plain self-attention),
+which resnet (`_resnet`: the IF-style ones take `resnet_skip_time_act` and `resnet_out_scale_factor`), and how the
+resolution changes (`_downsampler` / `_upsampler`: a strided conv, or a resnet that resamples itself).
+The k-diffusion blocks differ more and live in k_blocks.py.
 """
 
 from __future__ import annotations
@@ -11,18 +17,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from unetinspect.models.attention import Transformer2DModel
+from unetinspect.models.attention import Attention, DualTransformer2DModel, Transformer2DModel
+from unetinspect.models.k_blocks import (
+    GROUP_SIZE, KAttentionBlock, KCrossAttnDownBlock2D, KCrossAttnUpBlock2D, KDownBlock2D, KUpBlock2D,
+    ResnetBlockCondNorm2D,
+)
 from unetinspect.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 
 
 @dataclass(frozen=True)
 class BlockSpec:
-    """What every block needs to know, gathered once by the UNet from its config."""
+    """What every block needs to know, gathered once by the UNet from its config (one per block)."""
 
     temb_channels: int
     resnet_eps: float
     resnet_act_fn: str
-    resnet_groups: int
+    resnet_groups: int | None
     resnet_time_scale_shift: str
     dropout: float
     num_attention_heads: int = 1
@@ -30,27 +40,79 @@ class BlockSpec:
     use_linear_projection: bool = False
     only_cross_attention: bool = False
     upcast_attention: bool = False
+    # the config's own `attention_head_dim` for this block: a head *width* for the SimpleCrossAttn, Attn and K
+    # blocks (where the Transformer2DModel blocks read the same field as a head count, see heads_per_block)
+    attention_head_dim: int = 1
+    resnet_skip_time_act: bool = False
+    resnet_out_scale_factor: float = 1.0
+    cross_attention_norm: str | None = None
+    dual_cross_attention: bool = False
+    attention_type: str = "default"
 
-    def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0) -> ResnetBlock2D:
+    def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0, *,
+               skip_time_act: bool = False, down: bool = False, up: bool = False) -> ResnetBlock2D:
         return ResnetBlock2D(
             in_channels=in_channels, out_channels=out_channels, temb_channels=self.temb_channels,
             groups=self.resnet_groups, eps=self.resnet_eps, dropout=self.dropout,
             non_linearity=self.resnet_act_fn, time_embedding_norm=self.resnet_time_scale_shift,
-            output_scale_factor=output_scale_factor,
+            output_scale_factor=output_scale_factor, skip_time_act=skip_time_act, down=down, up=up,
         )
 
-    def transformer(self, channels: int, depth: int) -> Transformer2DModel:
+    def scaled_resnet(self, in_channels: int, out_channels: int, *, down: bool = False,
+                      up: bool = False) -> ResnetBlock2D:
+        """The resnet of the IF-style blocks: `resnet_out_scale_factor`, `resnet_skip_time_act`, may resample."""
+        return self.resnet(in_channels, out_channels, self.resnet_out_scale_factor,
+                           skip_time_act=self.resnet_skip_time_act, down=down, up=up)
+
+    def transformer(self, channels: int, depth: int) -> Transformer2DModel | DualTransformer2DModel:
+        heads = self.num_attention_heads
+        if self.dual_cross_attention:  # always one layer each, whatever transformer_layers_per_block says
+            return DualTransformer2DModel(heads, channels // heads, channels, self.cross_attention_dim,
+                                          self.resnet_groups, dropout=self.dropout)
         return Transformer2DModel(
-            self.num_attention_heads, channels // self.num_attention_heads, in_channels=channels, num_layers=depth,
+            heads, channels // heads, in_channels=channels, num_layers=depth,
             cross_attention_dim=self.cross_attention_dim, norm_num_groups=self.resnet_groups,
             use_linear_projection=self.use_linear_projection, only_cross_attention=self.only_cross_attention,
-            upcast_attention=self.upcast_attention, dropout=self.dropout,
+            upcast_attention=self.upcast_attention, dropout=self.dropout, attention_type=self.attention_type,
         )
+
+    def added_kv_attention(self, channels: int, only_cross_attention: bool | None = None) -> Attention:
+        """IF / unCLIP attention: image tokens query the text (own `add_k_proj`/`add_v_proj`) and themselves."""
+        return Attention(
+            channels, channels, heads=channels // self.attention_head_dim, dim_head=self.attention_head_dim,
+            bias=True, added_kv_proj_dim=self.cross_attention_dim, norm_num_groups=self.resnet_groups,
+            only_cross_attention=self.only_cross_attention if only_cross_attention is None else only_cross_attention,
+            cross_attention_norm=self.cross_attention_norm,
+        )
+
+    def self_attention(self, channels: int) -> Attention:
+        """The attention of AttnDownBlock2D / AttnUpBlock2D: group norm, self-attention, input added back."""
+        return Attention(
+            channels, heads=channels // self.attention_head_dim, dim_head=self.attention_head_dim, bias=True,
+            norm_num_groups=self.resnet_groups, eps=self.resnet_eps, residual_connection=True,
+        )
+
+    def k_resnet(self, in_channels: int, out_channels: int, conv_2d_out_channels: int | None = None,
+                 groups_out_channels: int | None = None) -> ResnetBlockCondNorm2D:
+        return ResnetBlockCondNorm2D(
+            in_channels=in_channels, out_channels=out_channels, temb_channels=self.temb_channels,
+            groups=in_channels // GROUP_SIZE, groups_out=(groups_out_channels or out_channels) // GROUP_SIZE,
+            eps=self.resnet_eps, dropout=self.dropout, non_linearity=self.resnet_act_fn,
+            conv_2d_out_channels=conv_2d_out_channels,
+        )
+
+    def k_attention(self, channels: int, add_self_attention: bool) -> KAttentionBlock:
+        return KAttentionBlock(channels, channels // self.attention_head_dim, self.attention_head_dim,
+                               self.cross_attention_dim, self.temb_channels, add_self_attention,
+                               upcast_attention=self.upcast_attention)
 
 
 def depths_per_layer(transformer_layers: int | list[int], num_layers: int) -> list[int]:
-    """Transformer depth for each resnet layer of a block (one int for all, or a list in asymmetric UNets)."""
-    return list(transformer_layers) if isinstance(transformer_layers, (list, tuple)) else [transformer_layers] * num_layers
+    """Transformer depth for each resnet layer of a block: one int for all, or a per-layer list (asymmetric
+    UNets) of which only the first `num_layers` entries are read, as diffusers reads them."""
+    if isinstance(transformer_layers, (list, tuple)):
+        return list(transformer_layers)[:num_layers]
+    return [transformer_layers] * num_layers
 
 
 # ---- down path --------------------------------------------------------------------------------------------------
@@ -64,29 +126,48 @@ class DownBlock2D(nn.Module):
     def __init__(self, spec: BlockSpec, in_channels: int, out_channels: int, num_layers: int,
                  add_downsample: bool, downsample_padding: int = 1, transformer_layers: int | list[int] = 1) -> None:
         super().__init__()
-        if self.has_cross_attention:
-            self.attentions = nn.ModuleList(
-                spec.transformer(out_channels, depth) for depth in depths_per_layer(transformer_layers, num_layers)
-            )
+        attentions = self._attentions(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
+        if attentions is not None:
+            self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(
-            spec.resnet(in_channels if i == 0 else out_channels, out_channels) for i in range(num_layers)
+            self._resnet(spec, in_channels if i == 0 else out_channels, out_channels) for i in range(num_layers)
         )
         self.downsamplers = (
-            nn.ModuleList([Downsample2D(out_channels, out_channels, padding=downsample_padding)])
-            if add_downsample else None
+            nn.ModuleList([self._downsampler(spec, out_channels, downsample_padding)]) if add_downsample else None
         )
 
+    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
+        return None
+
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+        return spec.resnet(in_channels, out_channels)
+
+    def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
+        return Downsample2D(channels, channels, padding=padding)
+
+    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
+                ) -> torch.Tensor:
+        """What follows resnet i (nothing here); `context` holds the text, the masks and GLIGEN's tokens."""
+        return hidden_states
+
+    def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.downsamplers[0](hidden_states)
+
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
-                encoder_hidden_states: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+                encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None, gligen_objs: torch.Tensor | None = None,
+                additional_residuals: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """`additional_residuals` (a T2I-Adapter's feature for this level) is added after the last attention."""
+        context = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
         skips: tuple[torch.Tensor, ...] = ()
         for i, resnet in enumerate(self.resnets):
-            hidden_states = resnet(hidden_states, temb)
-            if self.has_cross_attention:
-                hidden_states = self.attentions[i](hidden_states, encoder_hidden_states=encoder_hidden_states)
+            hidden_states = self._attend(i, resnet(hidden_states, temb), temb, **context)
+            if i == len(self.resnets) - 1 and additional_residuals is not None:
+                hidden_states = hidden_states + additional_residuals
             skips += (hidden_states,)
         if self.downsamplers is not None:
-            for downsampler in self.downsamplers:
-                hidden_states = downsampler(hidden_states)
+            hidden_states = self._downsample(hidden_states, temb)
             skips += (hidden_states,)
         return hidden_states, skips
 
@@ -95,6 +176,61 @@ class CrossAttnDownBlock2D(DownBlock2D):
     """DownBlock2D with a Transformer2DModel (self- and cross-attention) after every resnet."""
 
     has_cross_attention = True
+
+    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.transformer(channels, depth) for depth in depths]
+
+    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
+                ) -> torch.Tensor:
+        return self.attentions[i](hidden_states, **context)
+
+
+class ResnetDownsampleBlock2D(DownBlock2D):
+    """DownBlock2D whose downsampler is a resnet that average-pools inside (IF, unCLIP, the x4 upscaler)."""
+
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+        return spec.scaled_resnet(in_channels, out_channels)
+
+    def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
+        return spec.scaled_resnet(channels, channels, down=True)
+
+    def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.downsamplers[0](hidden_states, temb)
+
+
+def _added_kv_mask(attention_mask: torch.Tensor | None, encoder_hidden_states: torch.Tensor | None,
+                   encoder_attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The one mask an added-KV attention takes: `attention_mask` if given, else the text's mask."""
+    if attention_mask is not None:
+        return attention_mask
+    return None if encoder_hidden_states is None else encoder_attention_mask
+
+
+class SimpleCrossAttnDownBlock2D(ResnetDownsampleBlock2D):
+    """ResnetDownsampleBlock2D with an added-KV attention (image and text tokens in one attention) after each
+    resnet: the attention of DeepFloyd IF and unCLIP."""
+
+    has_cross_attention = True
+
+    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.added_kv_attention(channels) for _ in depths]
+
+    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, *,
+                encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
+        mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
+        return self.attentions[i](hidden_states, encoder_hidden_states, mask)
+
+
+class AttnDownBlock2D(DownBlock2D):
+    """DownBlock2D with a self-attention (no text) after each resnet; the text never reaches it."""
+
+    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.self_attention(channels) for _ in depths]
+
+    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
+                ) -> torch.Tensor:
+        return self.attentions[i](hidden_states)
 
 
 # ---- bottom of the U --------------------------------------------------------------------------------------------
@@ -108,20 +244,67 @@ class UNetMidBlock2DCrossAttn(nn.Module):
     def __init__(self, spec: BlockSpec, channels: int, num_layers: int = 1,
                  transformer_layers: int | list[int] = 1, output_scale_factor: float = 1.0) -> None:
         super().__init__()
-        self.attentions = nn.ModuleList(
-            spec.transformer(channels, depth) for depth in depths_per_layer(transformer_layers, num_layers)
-        )
+        self.attentions = nn.ModuleList(self._attentions(spec, channels, num_layers, transformer_layers))
         self.resnets = nn.ModuleList(
-            spec.resnet(channels, channels, output_scale_factor) for _ in range(num_layers + 1)
+            self._resnet(spec, channels, output_scale_factor) for _ in range(num_layers + 1)
         )
 
+    def _attentions(self, spec: BlockSpec, channels: int, num_layers: int,
+                    transformer_layers: int | list[int]) -> list[nn.Module]:
+        return [spec.transformer(channels, depth) for depth in depths_per_layer(transformer_layers, num_layers)]
+
+    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
+        return spec.resnet(channels, channels, output_scale_factor)
+
+    def _attend(self, attention: nn.Module, hidden_states: torch.Tensor, **context: torch.Tensor | None
+                ) -> torch.Tensor:
+        return attention(hidden_states, **context)
+
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
-                encoder_hidden_states: torch.Tensor | None = None) -> torch.Tensor:
+                encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None,
+                gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
         hidden_states = self.resnets[0](hidden_states, temb)
         for attention, resnet in zip(self.attentions, self.resnets[1:]):
-            hidden_states = attention(hidden_states, encoder_hidden_states=encoder_hidden_states)
+            hidden_states = self._attend(attention, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                         attention_mask=attention_mask, encoder_attention_mask=encoder_attention_mask,
+                                         gligen_objs=gligen_objs)
             hidden_states = resnet(hidden_states, temb)
         return hidden_states
+
+
+class UNetMidBlock2DSimpleCrossAttn(UNetMidBlock2DCrossAttn):
+    """The IF / unCLIP mid block: added-KV attention between IF-style resnets.
+
+    Its only_cross_attention is `mid_block_only_cross_attention` (already resolved by the UNet into the spec)."""
+
+    def _attentions(self, spec: BlockSpec, channels: int, num_layers: int,
+                    transformer_layers: int | list[int]) -> list[nn.Module]:
+        return [spec.added_kv_attention(channels) for _ in range(num_layers)]
+
+    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
+        return spec.resnet(channels, channels, output_scale_factor, skip_time_act=spec.resnet_skip_time_act)
+
+    def _attend(self, attention: nn.Module, hidden_states: torch.Tensor, *,
+                encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
+        mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
+        return attention(hidden_states, encoder_hidden_states, mask)
+
+
+class UNetMidBlock2D(nn.Module):
+    """One resnet and nothing else: what diffusers builds for `mid_block_type="UNetMidBlock2D"` in a
+    UNet2DConditionModel (it asks for zero attention layers there)."""
+
+    has_cross_attention = False
+
+    def __init__(self, spec: BlockSpec, channels: int, transformer_layers: int | list[int] = 1,
+                 output_scale_factor: float = 1.0) -> None:
+        super().__init__()
+        self.resnets = nn.ModuleList([spec.resnet(channels, channels, output_scale_factor)])
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return self.resnets[0](hidden_states, temb)
 
 
 # ---- up path ----------------------------------------------------------------------------------------------------
@@ -140,31 +323,49 @@ class UpBlock2D(nn.Module):
     def __init__(self, spec: BlockSpec, in_channels: int, prev_output_channel: int, out_channels: int,
                  num_layers: int, add_upsample: bool, transformer_layers: int | list[int] = 1) -> None:
         super().__init__()
-        if self.has_cross_attention:
-            self.attentions = nn.ModuleList(
-                spec.transformer(out_channels, depth) for depth in depths_per_layer(transformer_layers, num_layers)
-            )
+        attentions = self._attentions(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
+        if attentions is not None:
+            self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(
-            spec.resnet(
+            self._resnet(
+                spec,
                 (prev_output_channel if i == 0 else out_channels)
                 + (in_channels if i == num_layers - 1 else out_channels),
                 out_channels,
             )
             for i in range(num_layers)
         )
-        self.upsamplers = nn.ModuleList([Upsample2D(out_channels, out_channels)]) if add_upsample else None
+        self.upsamplers = nn.ModuleList([self._upsampler(spec, out_channels)]) if add_upsample else None
+
+    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
+        return None
+
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+        return spec.resnet(in_channels, out_channels)
+
+    def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
+        return Upsample2D(channels, channels)
+
+    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
+                ) -> torch.Tensor:
+        return hidden_states
+
+    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+                  upsample_size: torch.Size | None) -> torch.Tensor:
+        return self.upsamplers[0](hidden_states, upsample_size)
 
     def forward(self, hidden_states: torch.Tensor, res_hidden_states_tuple: tuple[torch.Tensor, ...],
                 temb: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                upsample_size: torch.Size | None = None) -> torch.Tensor:
+                upsample_size: torch.Size | None = None, attention_mask: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None,
+                gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
+        context = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
         for i, resnet in enumerate(self.resnets):
             hidden_states = torch.cat([hidden_states, res_hidden_states_tuple[-1 - i]], dim=1)
-            hidden_states = resnet(hidden_states, temb)
-            if self.has_cross_attention:
-                hidden_states = self.attentions[i](hidden_states, encoder_hidden_states=encoder_hidden_states)
+            hidden_states = self._attend(i, resnet(hidden_states, temb), temb, **context)
         if self.upsamplers is not None:
-            for upsampler in self.upsamplers:
-                hidden_states = upsampler(hidden_states, upsample_size)
+            hidden_states = self._upsample(hidden_states, temb, upsample_size)
         return hidden_states
 
 
@@ -172,7 +373,50 @@ class CrossAttnUpBlock2D(UpBlock2D):
     """UpBlock2D with a Transformer2DModel after every resnet."""
 
     has_cross_attention = True
+    _attentions = CrossAttnDownBlock2D._attentions
+    _attend = CrossAttnDownBlock2D._attend
 
 
-DOWN_BLOCKS: dict[str, type[DownBlock2D]] = {"DownBlock2D": DownBlock2D, "CrossAttnDownBlock2D": CrossAttnDownBlock2D}
-UP_BLOCKS: dict[str, type[UpBlock2D]] = {"UpBlock2D": UpBlock2D, "CrossAttnUpBlock2D": CrossAttnUpBlock2D}
+class ResnetUpsampleBlock2D(UpBlock2D):
+    """UpBlock2D whose upsampler is a resnet that upsamples (nearest) inside; it always doubles the size."""
+
+    _resnet = ResnetDownsampleBlock2D._resnet
+
+    def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
+        return spec.scaled_resnet(channels, channels, up=True)
+
+    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+                  upsample_size: torch.Size | None) -> torch.Tensor:
+        return self.upsamplers[0](hidden_states, temb)
+
+
+class SimpleCrossAttnUpBlock2D(ResnetUpsampleBlock2D):
+    """ResnetUpsampleBlock2D with an added-KV attention after each resnet (IF, unCLIP)."""
+
+    has_cross_attention = True
+    _attentions = SimpleCrossAttnDownBlock2D._attentions
+    _attend = SimpleCrossAttnDownBlock2D._attend
+
+
+class AttnUpBlock2D(UpBlock2D):
+    """UpBlock2D with a self-attention after each resnet; its conv upsampler always doubles the size."""
+
+    _attentions = AttnDownBlock2D._attentions
+    _attend = AttnDownBlock2D._attend
+
+    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+                  upsample_size: torch.Size | None) -> torch.Tensor:
+        return self.upsamplers[0](hidden_states)
+
+
+DOWN_BLOCKS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (DownBlock2D, CrossAttnDownBlock2D, ResnetDownsampleBlock2D,
+                                  SimpleCrossAttnDownBlock2D, AttnDownBlock2D, KDownBlock2D, KCrossAttnDownBlock2D)
+}
+UP_BLOCKS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (UpBlock2D, CrossAttnUpBlock2D, ResnetUpsampleBlock2D, SimpleCrossAttnUpBlock2D,
+                                  AttnUpBlock2D, KUpBlock2D, KCrossAttnUpBlock2D)
+}
+MID_BLOCKS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls for cls in (UNetMidBlock2DCrossAttn, UNetMidBlock2DSimpleCrossAttn, UNetMidBlock2D)
+}

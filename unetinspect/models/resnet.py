@@ -1,4 +1,8 @@
-"""The convolutional layers of the UNet: the time-conditioned residual block and the 2x resamplers."""
+"""The convolutional layers of the UNet: the time-conditioned residual block and the 2x resamplers.
+
+A ResnetBlock2D can resample itself (`down`/`up`): IF, unCLIP and the x4 upscaler lower and raise the resolution
+with such a block instead of a strided or transposed convolution (`ResnetDownsampleBlock2D` and friends).
+"""
 
 from __future__ import annotations
 
@@ -29,10 +33,14 @@ class ResnetBlock2D(nn.Module):
         non_linearity: str = "silu",
         time_embedding_norm: str = "default",
         output_scale_factor: float = 1.0,
+        skip_time_act: bool = False,
+        down: bool = False,
+        up: bool = False,
     ) -> None:
         super().__init__()
         self.time_embedding_norm = time_embedding_norm
         self.output_scale_factor = output_scale_factor
+        self.skip_time_act = skip_time_act
 
         self.norm1 = nn.GroupNorm(groups, in_channels, eps=eps, affine=True)
         self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, stride=1, padding=1)
@@ -45,6 +53,9 @@ class ResnetBlock2D(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, stride=1, padding=1)
         self.nonlinearity = get_activation(non_linearity)
+        # parameter-free resampling of both the residual path and the shortcut, before conv1
+        self.upsample = Upsample2D(in_channels, use_conv=False) if up else None
+        self.downsample = Downsample2D(in_channels, use_conv=False) if down and not up else None
         self.conv_shortcut = (
             nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=1, padding=0)
             if in_channels != out_channels
@@ -52,10 +63,14 @@ class ResnetBlock2D(nn.Module):
         )
 
     def forward(self, input_tensor: torch.Tensor, temb: torch.Tensor | None) -> torch.Tensor:
-        hidden_states = self.conv1(self.nonlinearity(self.norm1(input_tensor)))
+        hidden_states = self.nonlinearity(self.norm1(input_tensor))
+        for resample in (self.upsample, self.downsample):
+            if resample is not None:
+                input_tensor, hidden_states = resample(input_tensor), resample(hidden_states)
+        hidden_states = self.conv1(hidden_states)
 
         if self.time_emb_proj is not None and temb is not None:
-            temb = self.time_emb_proj(self.nonlinearity(temb))[:, :, None, None]
+            temb = self.time_emb_proj(temb if self.skip_time_act else self.nonlinearity(temb))[:, :, None, None]
         else:
             temb = None
 
@@ -75,33 +90,38 @@ class ResnetBlock2D(nn.Module):
 
 
 class Downsample2D(nn.Module):
-    """Halves the spatial size with a stride-2 3x3 convolution.
+    """Halves the spatial size with a stride-2 3x3 convolution (or a 2x2 average, `use_conv=False`).
 
     With `padding=0` (some original checkpoints) the input is padded on the right and bottom only, as the LDM
     code did, so odd sizes round the same way.
     """
 
-    def __init__(self, channels: int, out_channels: int | None = None, padding: int = 1) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None, padding: int = 1,
+                 use_conv: bool = True) -> None:
         super().__init__()
         self.padding = padding
-        self.conv = nn.Conv2d(channels, out_channels or channels, kernel_size=3, stride=2, padding=padding)
+        self.use_conv = use_conv
+        self.conv = (
+            nn.Conv2d(channels, out_channels or channels, kernel_size=3, stride=2, padding=padding)
+            if use_conv else nn.AvgPool2d(kernel_size=2, stride=2)
+        )
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        if self.padding == 0:
+        if self.use_conv and self.padding == 0:
             hidden_states = F.pad(hidden_states, (0, 1, 0, 1), mode="constant", value=0)
         return self.conv(hidden_states)
 
 
 class Upsample2D(nn.Module):
-    """Doubles the spatial size (nearest neighbour), then a 3x3 convolution.
+    """Doubles the spatial size (nearest neighbour), then a 3x3 convolution (none with `use_conv=False`).
 
     `output_size` lets the UNet land exactly on the skip connection's size when the latent is not a multiple
     of 2^(number of downsamples).
     """
 
-    def __init__(self, channels: int, out_channels: int | None = None) -> None:
+    def __init__(self, channels: int, out_channels: int | None = None, use_conv: bool = True) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, out_channels or channels, kernel_size=3, padding=1)
+        self.conv = nn.Conv2d(channels, out_channels or channels, kernel_size=3, padding=1) if use_conv else None
 
     def forward(self, hidden_states: torch.Tensor, output_size: torch.Size | None = None) -> torch.Tensor:
         dtype = hidden_states.dtype
@@ -115,4 +135,4 @@ class Upsample2D(nn.Module):
             hidden_states = F.interpolate(hidden_states, size=output_size, mode="nearest")
         if dtype == torch.bfloat16:
             hidden_states = hidden_states.to(dtype)
-        return self.conv(hidden_states)
+        return hidden_states if self.conv is None else self.conv(hidden_states)

@@ -1,9 +1,10 @@
-"""UNet2DConditionModel: the denoiser of Stable Diffusion 1.x, 2.x and SDXL.
+"""UNet2DConditionModel: the denoiser of Stable Diffusion 1.x, 2.x and SDXL — and of DeepFloyd IF, Kandinsky,
+unCLIP, the SD upscalers and GLIGEN, which are other configs of the same class.
 
     sample ─ conv_in ─ down_blocks[0..n-1] ─ mid_block ─ up_blocks[0..n-1] ─ conv_norm_out ─ conv_act ─ conv_out
                            │  skips  ──────────────────────►  │
-    timestep ─ time_proj ─ time_embedding (+ class / SDXL add_embedding) ─► emb, into every resnet
-    encoder_hidden_states (the text) ─► every cross-attention
+    timestep ─ time_proj ─ time_embedding (+ class_embedding, + add_embedding) ─► emb, into every resnet
+    encoder_hidden_states (the text) ─ (encoder_hid_proj) ─► every cross-attention
 
 Module names and state-dict keys are diffusers' exactly, so a diffusers checkpoint loads with no renaming.
 """
@@ -17,8 +18,16 @@ from torch import nn
 
 from unetinspect.config import UNetConfig
 from unetinspect.models.activations import get_activation
-from unetinspect.models.blocks import DOWN_BLOCKS, UP_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
+from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec
+from unetinspect.models.conditioning import (
+    addition_embedding, class_embedding, encoder_hid_projection, position_net, time_projection,
+)
 from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.models.input_checks import check_inputs
+
+# What the blocks receive beside their input and `emb`: the context tokens, the two attention masks as additive
+# biases, and GLIGEN's grounding tokens. Blocks without cross-attention get none of it.
+AttentionInputs = dict[str, Any]
 
 
 class UNet2DConditionModel(nn.Module):
@@ -34,26 +43,26 @@ class UNet2DConditionModel(nn.Module):
         self.conv_in = nn.Conv2d(c.in_channels, channels[0], kernel_size=c.conv_in_kernel,
                                  padding=(c.conv_in_kernel - 1) // 2)
 
-        # ---- conditioning: timestep, optional class / SDXL size embeddings, optional text projection
-        self.time_proj = Timesteps(channels[0], c.flip_sin_to_cos, c.freq_shift)
-        self.time_embedding = TimestepEmbedding(channels[0], time_embed_dim, act_fn=c.act_fn,
+        # ---- conditioning: timestep, optional class / addition embeddings, optional context projection
+        self.time_proj, time_input_dim = time_projection(c)
+        self.time_embedding = TimestepEmbedding(time_input_dim, time_embed_dim, act_fn=c.act_fn,
                                                 post_act_fn=c.timestep_post_act, cond_proj_dim=c.time_cond_proj_dim)
-        self.encoder_hid_proj = (
-            nn.Linear(c.encoder_hid_dim, c.cross_attention_dims[0]) if c.encoder_hid_dim is not None else None
-        )
-        self.class_embedding = _class_embedding(c, time_embed_dim)
+        self.encoder_hid_proj = encoder_hid_projection(c)
+        self.class_embedding = class_embedding(c, time_input_dim)
         if c.addition_embed_type == "text_time":
             self.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-            self.add_embedding = TimestepEmbedding(c.projection_class_embeddings_input_dim, time_embed_dim)
+        if c.addition_embed_type is not None:
+            self.add_embedding = addition_embedding(c)
         self.time_embed_act = get_activation(c.time_embedding_act_fn) if c.time_embedding_act_fn else None
 
         # ---- the U
         heads = c.heads_per_block
+        head_dims = c.per_block(c.attention_head_dim)
         cross_dims = c.cross_attention_dims
         only_cross = c.only_cross_attention_list
         layers = c.layers_per_block_list
 
-        def spec(i: int, only_cross_attention: bool | None = None) -> BlockSpec:
+        def spec(i: int, head_dim_index: int | None = None, only_cross_attention: bool | None = None) -> BlockSpec:
             return BlockSpec(
                 temb_channels=c.blocks_time_embed_dim, resnet_eps=c.norm_eps, resnet_act_fn=c.act_fn,
                 resnet_groups=c.norm_num_groups, resnet_time_scale_shift=c.resnet_time_scale_shift,
@@ -61,6 +70,10 @@ class UNet2DConditionModel(nn.Module):
                 use_linear_projection=c.use_linear_projection,
                 only_cross_attention=only_cross[i] if only_cross_attention is None else only_cross_attention,
                 upcast_attention=c.upcast_attention,
+                attention_head_dim=head_dims[i if head_dim_index is None else head_dim_index],
+                resnet_skip_time_act=c.resnet_skip_time_act, resnet_out_scale_factor=c.resnet_out_scale_factor,
+                cross_attention_norm=c.cross_attention_norm, dual_cross_attention=c.dual_cross_attention,
+                attention_type=c.attention_type,
             )
 
         n = c.num_blocks
@@ -70,20 +83,24 @@ class UNet2DConditionModel(nn.Module):
                 add_downsample=i < n - 1, downsample_padding=c.downsample_padding,
                 transformer_layers=c.transformer_layers_list[i],
             )
-            for i, block_type in enumerate(c.down_block_types)
+            for i, block_type in enumerate(c.down_block_classes)
         )
 
+        # UNetMidBlock2DCrossAttn never uses only_cross_attention; the SimpleCrossAttn one has its own flag
+        mid_only_cross = c.mid_only_cross_attention if c.mid_block_type == "UNetMidBlock2DSimpleCrossAttn" else False
         self.mid_block = (
-            # diffusers' mid block never uses only_cross_attention, whatever the config says
-            UNetMidBlock2DCrossAttn(spec(n - 1, only_cross_attention=False), channels[-1], transformer_layers=c.transformer_layers_list[-1],
-                                    output_scale_factor=c.mid_block_scale_factor)
+            MID_BLOCKS[c.mid_block_type](
+                spec(n - 1, only_cross_attention=mid_only_cross), channels[-1],
+                transformer_layers=c.mid_transformer_layers, output_scale_factor=c.mid_block_scale_factor,
+            )
             if c.mid_block_type is not None else None
         )
 
-        # Up block i mirrors down level n-1-i: it consumes that level's skips (layers+1 of them).
+        # Up block i mirrors down level n-1-i: it consumes that level's skips (layers+1 of them). diffusers reads
+        # its attention_head_dim at index i, not n-1-i (only the SimpleCrossAttn, Attn and K blocks use it).
         self.up_blocks = nn.ModuleList(
             UP_BLOCKS[block_type](
-                spec(n - 1 - i),
+                spec(n - 1 - i, head_dim_index=i),
                 in_channels=channels[max(n - 2 - i, 0)],
                 prev_output_channel=channels[min(n - i, n - 1)],
                 out_channels=channels[n - 1 - i],
@@ -91,14 +108,18 @@ class UNet2DConditionModel(nn.Module):
                 add_upsample=i < n - 1,
                 transformer_layers=c.up_transformer_layers_list[i],
             )
-            for i, block_type in enumerate(c.up_block_types)
+            for i, block_type in enumerate(c.up_block_classes)
         )
         self.num_upsamplers = n - 1
 
-        self.conv_norm_out = nn.GroupNorm(c.norm_num_groups, channels[0], eps=c.norm_eps)
-        self.conv_act = get_activation(c.act_fn)
+        if c.norm_num_groups is not None:
+            self.conv_norm_out = nn.GroupNorm(c.norm_num_groups, channels[0], eps=c.norm_eps)
+            self.conv_act = get_activation(c.act_fn)
+        else:  # the k-upscaler: no output norm
+            self.conv_norm_out = self.conv_act = None
         self.conv_out = nn.Conv2d(channels[0], c.out_channels, kernel_size=c.conv_out_kernel,
                                   padding=(c.conv_out_kernel - 1) // 2)
+        self.position_net = position_net(c)
 
     # ---- forward --------------------------------------------------------------------------------------------------
 
@@ -109,57 +130,122 @@ class UNet2DConditionModel(nn.Module):
         encoder_hidden_states: torch.Tensor,
         class_labels: torch.Tensor | None = None,
         timestep_cond: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
         mid_block_additional_residual: torch.Tensor | None = None,
+        down_intrablock_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+        encoder_attention_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise (or v) for `sample` at `timestep`, conditioned on the text and extras.
 
         `down_block_additional_residuals` / `mid_block_additional_residual` are a ControlNet's outputs, added to
-        the skips and to the mid block's output.
+        the skips and to the mid block's output; `down_intrablock_additional_residuals` are a T2I-Adapter's,
+        added inside the down blocks (down residuals without a mid residual are taken as those, as diffusers
+        does). Masks are 1 (keep) / 0 (drop) per token; `cross_attention_kwargs` may hold GLIGEN's
+        `{"gligen": {"boxes", "masks", "positive_embeddings" ...}}` (and a LoRA `scale`, which changes nothing
+        without LoRA layers).
         """
-        if (down_block_additional_residuals is None) != (mid_block_additional_residual is None):
-            raise ValueError("ControlNet residuals need both down_block_additional_residuals and "
-                             "mid_block_additional_residual")
+        self._check_inputs(sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                           down_block_additional_residuals, mid_block_additional_residual)
         # Upsamplers must land on the skip sizes when the latent is not a multiple of 2^downsamples.
         factor = 2 ** self.num_upsamplers
         forward_upsample_size = any(dim % factor != 0 for dim in sample.shape[-2:])
+        added_cond_kwargs = added_cond_kwargs or {}
+        adapter = self._adapter_residuals(down_intrablock_additional_residuals, down_block_additional_residuals,
+                                          mid_block_additional_residual)
+        if adapter is not None and down_intrablock_additional_residuals is None:
+            down_block_additional_residuals = None
 
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
 
-        emb = self._embed_conditions(sample, timestep, class_labels, timestep_cond, added_cond_kwargs or {})
-        if self.encoder_hid_proj is not None:
-            encoder_hidden_states = self.encoder_hid_proj(encoder_hidden_states)
+        emb, hint = self._embed_conditions(sample, timestep, class_labels, timestep_cond, added_cond_kwargs,
+                                           encoder_hidden_states)
+        if hint is not None:  # Kandinsky's image_hint: the encoded hint joins the input channels
+            sample = torch.cat([sample, hint], dim=1)
+        encoder_hidden_states = self._project_context(encoder_hidden_states, added_cond_kwargs)
+        attention = self._attention_inputs(encoder_hidden_states, attention_mask, encoder_attention_mask,
+                                           cross_attention_kwargs, sample.dtype)
 
         sample = self.conv_in(sample)
 
         skips: tuple[torch.Tensor, ...] = (sample,)
         for down_block in self.down_blocks:
-            sample, block_skips = down_block(sample, emb, encoder_hidden_states=encoder_hidden_states)
+            sample, block_skips = self._run_down_block(down_block, sample, emb, attention, adapter)
             skips += block_skips
         if down_block_additional_residuals is not None:
             skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals))
 
         if self.mid_block is not None:
-            sample = self.mid_block(sample, emb, encoder_hidden_states=encoder_hidden_states)
+            if self.mid_block.has_cross_attention:
+                sample = self.mid_block(sample, emb, **attention)
+            else:
+                sample = self.mid_block(sample, emb)
+            if adapter and sample.shape == adapter[0].shape:
+                sample = sample + adapter.pop(0)
         if mid_block_additional_residual is not None:
             sample = sample + mid_block_additional_residual
 
         for i, up_block in enumerate(self.up_blocks):
             count = len(up_block.resnets)
             block_skips, skips = skips[-count:], skips[:-count]
-            upsample_size = skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1 else None
-            sample = up_block(sample, block_skips, emb, encoder_hidden_states=encoder_hidden_states,
-                              upsample_size=upsample_size)
+            upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
+                             and skips[-1] is not None else None)
+            if up_block.has_cross_attention:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
+            else:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
 
-        sample = self.conv_act(self.conv_norm_out(sample))
+        if self.conv_norm_out is not None:
+            sample = self.conv_act(self.conv_norm_out(sample))
         return self.conv_out(sample)
+
+    def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                      down_residuals, mid_residual) -> None:
+        """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
+        matmul deep inside — or silently broadcasting into a wrong result."""
+        skips = 1 + sum(len(block.resnets) + (getattr(block, "downsamplers", None) is not None)
+                        for block in self.down_blocks)
+        check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
+                     added_cond_kwargs, skips, down_residuals, mid_residual)
+
+    # ---- forward, step by step ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _adapter_residuals(intrablock: tuple[torch.Tensor, ...] | None, down: tuple[torch.Tensor, ...] | None,
+                           mid: torch.Tensor | None) -> list[torch.Tensor] | None:
+        """The T2I-Adapter features, consumed one per down block (and one after the mid block if shapes fit)."""
+        if intrablock is not None:
+            return list(intrablock)
+        if down is not None and mid is None:  # diffusers' deprecated way of passing adapter features
+            return list(down)
+        return None
+
+    @staticmethod
+    def _run_down_block(block: nn.Module, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
+                        adapter: list[torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """One down block. An adapter feature goes inside a cross-attention block (after its last attention);
+        after a plain block it is added to the output — and to the skip that *is* that output, since diffusers
+        adds it in place."""
+        if block.has_cross_attention:
+            extra = {"additional_residuals": adapter.pop(0)} if adapter else {}
+            return block(sample, emb, **attention, **extra)
+        out, skips = block(sample, emb)
+        if adapter:
+            residual = adapter.pop(0)
+            if skips and skips[-1] is out:
+                skips = skips[:-1] + (out + residual,)
+            out = out + residual
+        return out, skips
 
     def _embed_conditions(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
                           class_labels: torch.Tensor | None, timestep_cond: torch.Tensor | None,
-                          added_cond_kwargs: dict[str, Any]) -> torch.Tensor:
-        """The per-sample embedding `emb` every resnet receives: timestep + class + SDXL size/crop + text pool."""
+                          added_cond_kwargs: dict[str, Any], encoder_hidden_states: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The per-sample embedding `emb` every resnet receives (timestep + class + addition), and the encoded
+        hint image of `image_hint` UNets (else None)."""
         batch = sample.shape[0]
         timesteps = _timesteps_tensor(timestep, sample.device).expand(batch)
         emb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype), timestep_cond)
@@ -172,18 +258,78 @@ class UNet2DConditionModel(nn.Module):
             class_emb = self.class_embedding(class_labels).to(sample.dtype)
             emb = torch.cat([emb, class_emb], dim=-1) if self.config.class_embeddings_concat else emb + class_emb
 
-        if self.config.addition_embed_type == "text_time":
-            missing = {"text_embeds", "time_ids"} - set(added_cond_kwargs)
-            if missing:
-                raise ValueError(f"SDXL-style UNet: added_cond_kwargs needs {', '.join(sorted(missing))}")
-            text_embeds = added_cond_kwargs["text_embeds"]
-            time_embeds = self.add_time_proj(added_cond_kwargs["time_ids"].flatten())
-            time_embeds = time_embeds.reshape(text_embeds.shape[0], -1)
-            emb = emb + self.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1).to(emb.dtype))
-
+        addition, hint = self._addition_embedding(emb, encoder_hidden_states, added_cond_kwargs)
+        if addition is not None:
+            emb = emb + addition
         if self.time_embed_act is not None:
             emb = self.time_embed_act(emb)
-        return emb
+        return emb, hint
+
+    def _addition_embedding(self, emb: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
+                            added: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """`addition_embed_type`'s term of `emb` (and image_hint's encoded hint)."""
+        kind = self.config.addition_embed_type
+        if kind is not None:
+            _require(added, kind, _ADDITION_NEEDS[kind])
+        if kind == "text":
+            return self.add_embedding(encoder_hidden_states), None
+        if kind == "text_image":
+            return self.add_embedding(added.get("text_embeds", encoder_hidden_states), added["image_embeds"]), None
+        if kind == "image":
+            return self.add_embedding(added["image_embeds"]), None
+        if kind == "image_hint":
+            return self.add_embedding(added["image_embeds"], added["hint"])
+        if kind == "text_time":
+            text_embeds = added["text_embeds"]
+            time_embeds = self.add_time_proj(added["time_ids"].flatten()).reshape(text_embeds.shape[0], -1)
+            return self.add_embedding(torch.cat([text_embeds, time_embeds], dim=-1).to(emb.dtype)), None
+        return None, None
+
+    def _project_context(self, encoder_hidden_states: torch.Tensor, added: dict[str, Any]) -> torch.Tensor:
+        """The tokens the cross-attentions read: the text, projected (IF), or made from the image embedding
+        (Kandinsky 2.2, which then ignores the text) or from both (Kandinsky 2.1)."""
+        kind = self.config.encoder_projection
+        if kind == "text_proj":
+            return self.encoder_hid_proj(encoder_hidden_states)
+        if kind in ("text_image_proj", "image_proj"):
+            _require(added, f"encoder_hid_dim_type={kind!r}", ("image_embeds",))
+            if kind == "image_proj":
+                return self.encoder_hid_proj(added["image_embeds"])
+            return self.encoder_hid_proj(encoder_hidden_states, added["image_embeds"])
+        return encoder_hidden_states
+
+    def _attention_inputs(self, encoder_hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+                          encoder_attention_mask: torch.Tensor | None, cross_attention_kwargs: dict[str, Any] | None,
+                          dtype: torch.dtype) -> AttentionInputs:
+        """What every cross-attention block receives: the context, 1/0 masks turned into (b, 1, tokens) biases
+        (-10000 where dropped), and GLIGEN's box tokens from `position_net`."""
+        gligen = (cross_attention_kwargs or {}).get("gligen")
+        if gligen is not None and self.position_net is None:
+            raise ValueError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated")
+        return {
+            "encoder_hidden_states": encoder_hidden_states,
+            "attention_mask": _mask_bias(attention_mask, dtype),
+            "encoder_attention_mask": _mask_bias(encoder_attention_mask, dtype),
+            "gligen_objs": self.position_net(**gligen) if gligen is not None else None,
+        }
+
+
+# added_cond_kwargs each addition_embed_type reads (text_image falls back to the context for text_embeds)
+_ADDITION_NEEDS = {
+    "text": (), "text_image": ("image_embeds",), "image": ("image_embeds",), "image_hint": ("image_embeds", "hint"),
+    "text_time": ("text_embeds", "time_ids"),
+}
+
+
+def _require(added: dict[str, Any], what: str, keys: tuple[str, ...]) -> None:
+    missing = [key for key in keys if key not in added]
+    if missing:
+        raise ValueError(f"{what} needs added_cond_kwargs {', '.join(missing)}")
+
+
+def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A (b, tokens) keep-mask as the additive (b, 1, tokens) bias every attention adds to its scores."""
+    return None if mask is None else ((1 - mask.to(dtype)) * -10000.0).unsqueeze(1)
 
 
 def _timesteps_tensor(timestep: torch.Tensor | float | int, device: torch.device) -> torch.Tensor:
@@ -196,18 +342,3 @@ def _timesteps_tensor(timestep: torch.Tensor | float | int, device: torch.device
     if timestep.ndim == 0:
         return timestep[None].to(device)
     return timestep
-
-
-def _class_embedding(c: UNetConfig, time_embed_dim: int) -> nn.Module | None:
-    """The class-label embedding a config asks for (None for SD; a lookup table, MLP or projection otherwise)."""
-    if c.class_embed_type is None and c.num_class_embeds is not None:
-        return nn.Embedding(c.num_class_embeds, time_embed_dim)
-    if c.class_embed_type == "timestep":
-        return TimestepEmbedding(c.block_out_channels[0], time_embed_dim, act_fn=c.act_fn)
-    if c.class_embed_type == "identity":
-        return nn.Identity()
-    if c.class_embed_type == "projection":
-        return TimestepEmbedding(c.projection_class_embeddings_input_dim, time_embed_dim)
-    if c.class_embed_type == "simple_projection":
-        return nn.Linear(c.projection_class_embeddings_input_dim, time_embed_dim)
-    return None

@@ -1,23 +1,21 @@
-"""What a checkpoint holds, as rich tables or JSON; from the plain data of a WeightsReport, nothing of torch."""
+"""What a checkpoint holds, as rich tables or JSON (through `formats`); from a WeightsReport's plain data, no torch."""
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.render.formats import View
 from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.config import UNetConfig
     from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
-
-JSON_SCHEMA_VERSION = 1
-
 
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
@@ -53,10 +51,36 @@ def keys_table(report: WeightsReport, pattern: str | None) -> Table:
     return table
 
 
-def weights_json(report: WeightsReport, pattern: str | None, with_keys: bool) -> str:
-    """The report for scripts; the tensor list only when --keys was asked."""
-    data = {"schema_version": JSON_SCHEMA_VERSION, **report.to_dict(keys=pattern, with_keys=with_keys)}
-    return json.dumps(data, indent=2) + "\n"
+class WeightsView(View):
+    """The overview of a checkpoint, or (with `listing`) its tensors matching `pattern`; JSON for scripts."""
+
+    kind = "weights"
+
+    def __init__(self, pattern: str | None = None, listing: bool = False) -> None:
+        self.pattern, self.listing = pattern, listing
+
+    def table(self, report: WeightsReport) -> RenderableType:
+        return keys_table(report, self.pattern) if self.listing else weights_view(report)
+
+    def data(self, report: WeightsReport) -> dict[str, Any]:
+        """The report for scripts; the tensor list only when it was asked for (--keys or a pattern)."""
+        data: dict[str, Any] = {
+            "source": report.source, "layout": report.layout, "format": report.format,
+            "files": [{"path": path, "bytes": size} for path, size in report.files],
+            "disk_bytes": report.disk_bytes, "memory_bytes": report.memory_bytes,
+            "tensor_count": len(report.tensors), "dtypes": report.dtypes,
+            "components": [dataclasses.asdict(p) for p in report.components],
+            "config_origin": report.config_origin or None, "config_note": report.config_note,
+            "nearest_preset": (None if report.nearest_preset is None else
+                               {"name": report.nearest_preset.name, "exact": report.nearest_preset.exact,
+                                "differences": list(report.nearest_preset.differences)}),
+            "blocks": [dataclasses.asdict(p) for p in report.blocks],
+            "metadata": report.metadata,
+            "config": report.config.to_dict() if report.config is not None else None,
+        }
+        if self.listing:
+            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in report.matching(self.pattern)]
+        return data
 
 
 def _plain(value: str, limit: int | None = None) -> Text:

@@ -8,7 +8,6 @@ with the reason in `config_note`: that is when a look inside helps most.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -23,7 +22,8 @@ from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.weights import ldm
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
-from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, refuse_pickle, resolve_source
+from unetinspect.weights.pickle import read_pickle, refuse_pickle
+from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
@@ -123,26 +123,6 @@ class WeightsReport:
         return [t for t in self.tensors
                 if any(fnmatchcase(name, pattern) for name in (t.name, t.short_name, t.ours) if name is not None)]
 
-    def to_dict(self, keys: str | None = None, with_keys: bool = False) -> dict[str, Any]:
-        """JSON-ready; the tensor list only `with_keys` (filtered by the glob `keys`)."""
-        data: dict[str, Any] = {
-            "source": self.source, "layout": self.layout, "format": self.format,
-            "files": [{"path": path, "bytes": size} for path, size in self.files],
-            "disk_bytes": self.disk_bytes, "memory_bytes": self.memory_bytes, "tensor_count": len(self.tensors),
-            "dtypes": self.dtypes,
-            "components": [dataclasses.asdict(p) for p in self.components],
-            "config_origin": self.config_origin or None, "config_note": self.config_note,
-            "nearest_preset": (None if self.nearest_preset is None else
-                               {"name": self.nearest_preset.name, "exact": self.nearest_preset.exact,
-                                "differences": list(self.nearest_preset.differences)}),
-            "blocks": [dataclasses.asdict(p) for p in self.blocks],
-            "metadata": self.metadata,
-            "config": self.config.to_dict() if self.config is not None else None,
-        }
-        if with_keys:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in self.matching(keys)]
-        return data
-
 
 def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None = None, variant: str | None = None,
                     allow_pickle: bool = False) -> WeightsReport:
@@ -234,8 +214,6 @@ def _read_tensors(files: tuple[Path, ...]) -> tuple[list[_Stored], dict[str, str
 
 def _pickle_tensors(path: Path) -> list[_Stored]:
     """The tensors of a pickle the user allowed (weights_only, memory-mapped: their data is not read)."""
-    from unetinspect.weights.loading import read_pickle
-
     return [_Stored(name, _dtype_name(t.dtype), tuple(t.shape), t.numel() * t.element_size(), path.name)
             for name, t in read_pickle(path).items()]
 

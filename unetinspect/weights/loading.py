@@ -20,6 +20,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights import ldm
+from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.weights.sources import Source, headers_of, resolve_source
 
@@ -192,23 +193,6 @@ def _check_shapes(source: Source, model: nn.Module, shapes: dict[str, tuple[int,
                                f"{list(shape)}", "the weights belong to another architecture: check the config")
 
 
-def read_pickle(path: Path) -> dict[str, torch.Tensor]:
-    """A pickle checkpoint the user allowed, read with `weights_only=True` (no code runs) and memory-mapped."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:  # torch raises many kinds for a bad or hostile pickle
-        raise WeightsError(f"cannot read {path} as a weights-only checkpoint: {str(exc).splitlines()[0]}") from None
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path} does not hold a state dict")
-    return {k: v for k, v in data.items() if isinstance(v, torch.Tensor)}
-
-
-def read_pickle_shapes(path: Path) -> dict[str, tuple[int, ...]]:
-    return {name: tuple(t.shape) for name, t in read_pickle(path).items()}
-
-
 # ---- random weights -----------------------------------------------------------------------------------------------
 
 
@@ -246,3 +230,6 @@ def init_random_weights(model: nn.Module, seed: int = 0) -> None:
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             module.weight.fill_(1.0)
             module.bias.fill_(0.0)
+        else:  # parameters of their own: Fourier frequencies, pooling positions, GLIGEN's null features and gates
+            for parameter in module.parameters(recurse=False):
+                fill(parameter, 1.0 / math.sqrt(parameter.shape[-1]) if parameter.ndim else 1.0)

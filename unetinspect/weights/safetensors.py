@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from unetinspect.errors import WeightsError
+from unetinspect.files import check_regular, open_regular
 
 if TYPE_CHECKING:
     import torch
@@ -67,17 +69,14 @@ def read_header(path: str | Path) -> SafetensorsHeader:
     version of the file (path, size and modification time).
     """
     path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as exc:
-        raise WeightsError(f"cannot read {path}: {exc.strerror or exc}") from None
-    return _read_header(path, stat.st_size, stat.st_mtime_ns)
+    status = check_regular(path, WeightsError)  # a FIFO would block the read below, a device never end
+    return _read_header(path, status.st_size, status.st_mtime_ns)
 
 
 @lru_cache(maxsize=64)
 def _read_header(path: Path, file_size: int, mtime_ns: int) -> SafetensorsHeader:
     try:
-        with path.open("rb") as f:
+        with os.fdopen(open_regular(path, WeightsError), "rb") as f:
             prefix = f.read(8)
             if len(prefix) < 8:
                 raise WeightsError(f"{path} is not a safetensors file: only {len(prefix)} bytes long")

@@ -12,11 +12,15 @@ from pathlib import Path
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
+from unetinspect.files import not_regular, read_capped
 from unetinspect.weights import ldm
+from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
 WEIGHTS_NAME = "diffusion_pytorch_model"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
+# SDXL's shard index is about 100 KB; an index this big is not one.
+MAX_INDEX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -101,8 +105,12 @@ def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
 
 def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_pickle: bool) -> Source:
     path = Path(spec).expanduser()
+    try:
+        exists = path.exists()
+    except OSError as exc:  # a name too long for the file system, a loop of symlinks
+        raise SourceError(f"cannot read {spec!r}: {exc.strerror or exc}") from None
 
-    if not path.exists():
+    if not exists:
         if spec in PRESETS:
             return Source(spec, "preset", override or load_preset(spec))
         raise SourceError(
@@ -111,6 +119,8 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
         )
     if path.is_dir():
         return _resolve_folder(spec, path, variant, override, allow_pickle)
+    if not path.is_file():  # a FIFO blocks its reader and a device never ends: refused before opening
+        raise not_regular(path, path.stat().st_mode, SourceError)
     if path.suffix == ".json":
         return Source(spec, "config", override or UNetConfig.from_json(path))
     if path.suffix == ".safetensors":
@@ -177,19 +187,44 @@ def _variants_present(folder: Path) -> list[str]:
 
 
 def _shards_of(index: Path) -> tuple[Path, ...]:
+    """The shard files of a sharded checkpoint, after checking the whole index against every shard's header.
+
+    A broken index must fail here, naming the file and tensor, rather than as a shape error when profiling.
+    """
     try:
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        names = list(dict.fromkeys(weight_map.values()))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError):
+        weight_map = json.loads(read_capped(index, MAX_INDEX_BYTES, WeightsError, "a shard index"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
         raise WeightsError(f"{index} is not a valid sharded-checkpoint index (needs a weight_map)") from None
+    if not isinstance(weight_map, dict):
+        raise WeightsError(f"{index}: weight_map is not an object of tensor name → shard file")
+    bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
+    if bad is not None:
+        raise WeightsError(f"{index}: weight_map[{bad[0]!r}] is {bad[1]!r}, not a shard file name")
     files = []
-    for name in names:
+    for name in dict.fromkeys(weight_map.values()):
         shard = index.parent / name
-        if Path(name).name != name or not shard.is_file():
+        if Path(name).name != name or name in ("", ".", "..") or not shard.exists():
             raise WeightsError(f"{index} names shard {name!r}, which is not in {index.parent}",
                                "the download is incomplete")
         files.append(shard)
+    _check_shards(index, weight_map, {shard.name: read_header(shard) for shard in files})
     return tuple(files)
+
+
+def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, SafetensorsHeader]) -> None:
+    """Every tensor the index names is in its shard, and no tensor is in two shards with different shapes."""
+    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for shard, header in headers.items():
+        for name, info in header.tensors.items():
+            first = seen.setdefault(name, (shard, info.shape))
+            if first[1] != info.shape:
+                raise WeightsError(f"{index.parent}: tensor {name!r} is in {first[0]} with shape {list(first[1])} "
+                                   f"and in {shard} with shape {list(info.shape)}", "the shards do not belong "
+                                   "together: download the checkpoint again")
+    for name, shard in weight_map.items():
+        if name not in headers[shard].tensors:
+            raise WeightsError(f"{index} puts tensor {name!r} in {shard}, which does not hold it",
+                               "the index and its shards do not match: download the checkpoint again")
 
 
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
@@ -207,8 +242,6 @@ def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None
 
 
 def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
-    from unetinspect.weights.loading import read_pickle_shapes
-
     shapes = read_pickle_shapes(path)
     if ldm.looks_like_ldm(shapes):
         return Source(spec, "single-file", override or ldm.infer_config(shapes, origin=str(path)), (path,), "ldm")
@@ -218,15 +251,6 @@ def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> 
         raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                           "put its config.json next to it, or pass --config FILE / --config PRESET")
     return Source(spec, "single-file", cfg, (path,))
-
-
-def refuse_pickle(path: Path, allow_pickle: bool) -> None:
-    """Stop before a pickle is opened unless the user allowed it: unpickling a stranger's file can run code."""
-    if not allow_pickle:
-        raise WeightsError(
-            f"{path} is a pickle file, which can run arbitrary code when opened; it was not read",
-            "convert it to .safetensors, or pass --allow-pickle if you trust it (read with weights_only=True)",
-        )
 
 
 def _headers(files: tuple[Path, ...]) -> tuple[SafetensorsHeader, ...]:

@@ -1,0 +1,77 @@
+"""The conditioning modules a config asks for, built the way diffusers' UNet2DConditionModel builds them.
+
+Each family feeds the UNet something else beside the timestep: class labels (the x4 upscaler's noise level,
+unCLIP's image embedding), SDXL's pooled text and size ids, IF's pooled text, Kandinsky's image embedding (and
+hint), GLIGEN's boxes. Each factory here returns the module for one config field, or None when it is unset.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from unetinspect.config import UNetConfig
+from unetinspect.models.embeddings import (
+    GaussianFourierProjection, GLIGENTextBoundingboxProjection, ImageHintTimeEmbedding, ImageProjection,
+    ImageTimeEmbedding, TextImageProjection, TextImageTimeEmbedding, TextTimeEmbedding, TimestepEmbedding, Timesteps,
+)
+
+
+def time_projection(c: UNetConfig) -> tuple[nn.Module, int]:
+    """`time_proj` and the width of what it gives: sinusoidal over block_out_channels[0], or Fourier features
+    over the whole embedding width (half sines, half cosines)."""
+    if c.time_embedding_type == "fourier":
+        return GaussianFourierProjection(c.time_embed_dim // 2, flip_sin_to_cos=c.flip_sin_to_cos), c.time_embed_dim
+    return Timesteps(c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift), c.block_out_channels[0]
+
+
+def class_embedding(c: UNetConfig, time_input_dim: int) -> nn.Module | None:
+    """The class-label embedding a config asks for (None for SD; a lookup table, MLP or projection otherwise)."""
+    if c.class_embed_type is None and c.num_class_embeds is not None:
+        return nn.Embedding(c.num_class_embeds, c.time_embed_dim)
+    if c.class_embed_type == "timestep":
+        return TimestepEmbedding(time_input_dim, c.time_embed_dim, act_fn=c.act_fn)
+    if c.class_embed_type == "identity":
+        return nn.Identity()
+    if c.class_embed_type == "projection":
+        return TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim)
+    if c.class_embed_type == "simple_projection":
+        return nn.Linear(c.projection_class_embeddings_input_dim, c.time_embed_dim)
+    return None
+
+
+def addition_embedding(c: UNetConfig) -> nn.Module | None:
+    """`add_embedding` for `addition_embed_type` (SDXL's text_time is built by the UNet with its add_time_proj)."""
+    kind, dim = c.addition_embed_type, c.time_embed_dim
+    if kind == "text":  # pools the text as the caller passes it, before encoder_hid_proj
+        return TextTimeEmbedding(c.encoder_hid_dim or c.cross_attention_dim, dim, c.addition_embed_type_num_heads)
+    if kind == "text_image":
+        return TextImageTimeEmbedding(c.cross_attention_dim, c.cross_attention_dim, dim)
+    if kind == "image":
+        return ImageTimeEmbedding(c.encoder_hid_dim, dim)
+    if kind == "image_hint":
+        return ImageHintTimeEmbedding(c.encoder_hid_dim, dim)
+    if kind == "text_time":
+        return TimestepEmbedding(c.projection_class_embeddings_input_dim, dim)
+    return None
+
+
+def encoder_hid_projection(c: UNetConfig) -> nn.Module | None:
+    """`encoder_hid_proj`: what turns the caller's context (text, image embedding, or both) into the tokens
+    every cross-attention reads."""
+    kind = c.encoder_projection
+    if kind == "text_proj":
+        return nn.Linear(c.encoder_hid_dim, c.cross_attention_dim)
+    if kind == "text_image_proj":
+        return TextImageProjection(c.encoder_hid_dim, c.cross_attention_dim, c.cross_attention_dim)
+    if kind == "image_proj":
+        return ImageProjection(c.encoder_hid_dim, c.cross_attention_dim)
+    return None
+
+
+def position_net(c: UNetConfig) -> nn.Module | None:
+    """GLIGEN's box encoder, for `attention_type` gated (phrases) or gated-text-image (phrases and images)."""
+    if c.attention_type not in ("gated", "gated-text-image"):
+        return None
+    width = c.cross_attention_dims[0]
+    feature_type = "text-only" if c.attention_type == "gated" else "text-image"
+    return GLIGENTextBoundingboxProjection(positive_len=width, out_dim=width, feature_type=feature_type)

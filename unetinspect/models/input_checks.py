@@ -1,0 +1,116 @@
+"""The inputs of `UNet2DConditionModel.forward`, checked against its config before any layer runs.
+
+Library users call forward directly. Without these checks a wrong text width surfaces as torch's
+`mat1 and mat2 shapes cannot be multiplied (77x768 and 48x32)`, and a text batch other than the sample's, or a
+2-D text tensor, is silently broadcast into a wrong result. Each check compares shapes only (no data is read,
+so it costs nothing, on the meta device too) and names the argument, its shape and the shape expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from unetinspect.errors import InputError
+
+if TYPE_CHECKING:
+    from unetinspect.config import UNetConfig
+
+
+def check_inputs(
+    config: UNetConfig,
+    sample: Any,
+    timestep: Any,
+    encoder_hidden_states: Any,
+    class_labels: Any = None,
+    timestep_cond: Any = None,
+    added_cond_kwargs: dict[str, Any] | None = None,
+    num_skips: int | None = None,
+    down_block_additional_residuals: Sequence[Any] | None = None,
+    mid_block_additional_residual: Any = None,
+) -> None:
+    """Raise `InputError` for the first input whose type or shape does not fit the UNet of `config`."""
+    # an image_hint UNet's in_channels count the 4 channels of the hint it encodes and concatenates itself
+    channels = config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0)
+    _expect("sample", sample, 4, {1: channels}, "(batch, {1}, height, width)")
+    batch = sample.shape[0]
+    _check_timestep(timestep, batch)
+    reads_text = not (config.encoder_projection == "image_proj" and config.addition_embed_type != "text")
+    if reads_text:  # an image_proj UNet (Kandinsky 2.2) reads only the image embedding; its pipeline passes None
+        _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch, 2: config.context_dim},
+                "(batch={0}, tokens, {2})")
+    _check_class_labels(config, class_labels, batch)
+    if timestep_cond is not None and config.time_cond_proj_dim is not None:
+        _expect("timestep_cond", timestep_cond, 2, {0: batch, 1: config.time_cond_proj_dim}, "(batch={0}, {1})")
+    if config.addition_embed_type == "text_time":
+        _check_text_time(config, added_cond_kwargs or {}, batch)
+    # down residuals alone are T2I-Adapter features (diffusers' older way to pass them), counted per down block
+    controlnet = down_block_additional_residuals is not None and mid_block_additional_residual is not None
+    if controlnet and num_skips is not None:
+        count = len(down_block_additional_residuals)
+        if count != num_skips:
+            raise InputError(f"down_block_additional_residuals has {count} tensors; this UNet has {num_skips} skips",
+                             "pass the residuals of a ControlNet made for this UNet")
+
+
+def _expect(name: str, value: Any, ndim: int, sizes: dict[int, int], pattern: str) -> None:
+    """`value` must be a tensor of `ndim` dimensions whose dimension i is `sizes[i]`; `pattern` shows the shape
+    expected, with {i} standing for sizes[i]."""
+    expected = pattern.format(*[sizes.get(i, "") for i in range(ndim)])
+    if not isinstance(value, torch.Tensor):
+        raise InputError(f"{name} is a {type(value).__name__}; this UNet expects a tensor {expected}")
+    if value.ndim != ndim or any(value.shape[i] != size for i, size in sizes.items()):
+        raise InputError(f"{name} has shape {_shape(value)}; this UNet expects {expected}")
+
+
+def _check_timestep(timestep: Any, batch: int) -> None:
+    if isinstance(timestep, (int, float)) and not isinstance(timestep, bool):
+        return
+    if not isinstance(timestep, torch.Tensor):
+        raise InputError(f"timestep is a {type(timestep).__name__}; this UNet expects a number or a tensor")
+    if timestep.ndim > 1 or (timestep.ndim == 1 and timestep.shape[0] not in (1, batch)):
+        raise InputError(f"timestep has shape {_shape(timestep)}; this UNet expects a number, shape (), (1,) "
+                         f"or (batch={batch},)")
+
+
+def _check_class_labels(config: UNetConfig, class_labels: Any, batch: int) -> None:
+    kind = config.class_embed_type
+    if kind is None and config.num_class_embeds is None:
+        return
+    if class_labels is None:
+        raise InputError("this UNet has a class embedding: pass class_labels")
+    if kind in (None, "timestep"):
+        _expect("class_labels", class_labels, 1, {0: batch}, "(batch={0},)")
+    elif kind in ("projection", "simple_projection"):
+        _expect("class_labels", class_labels, 2, {0: batch, 1: config.projection_class_embeddings_input_dim},
+                "(batch={0}, {1})")
+    elif kind == "identity":
+        _expect("class_labels", class_labels, 2, {0: batch, 1: config.time_embed_dim}, "(batch={0}, {1})")
+
+
+def _check_text_time(config: UNetConfig, added: dict[str, Any], batch: int) -> None:
+    """SDXL's size/crop conditioning: pooled text plus time ids, which together must fill the projection."""
+    if not isinstance(added, dict):
+        raise InputError(f"added_cond_kwargs is a {type(added).__name__}; this UNet expects a dict with "
+                         "text_embeds and time_ids")
+    missing = {"text_embeds", "time_ids"} - set(added)
+    if missing:
+        raise InputError(f"this SDXL-style UNet needs added_cond_kwargs {', '.join(sorted(missing))}")
+    text, ids = added["text_embeds"], added["time_ids"]
+    _expect("added_cond_kwargs['text_embeds']", text, 2, {0: batch}, "(batch={0}, features)")
+    if not isinstance(ids, torch.Tensor) or ids.ndim > 2 or ids.numel() % batch:
+        raise InputError(f"added_cond_kwargs['time_ids'] has shape {_shape(ids)}; this UNet expects "
+                         f"(batch={batch}, ids)")
+    per_sample = ids.numel() // batch
+    width = text.shape[1] + per_sample * config.addition_time_embed_dim
+    if width != config.projection_class_embeddings_input_dim:
+        raise InputError(
+            f"added_cond_kwargs text_embeds {_shape(text)} and time_ids {_shape(ids)} give {text.shape[1]} + "
+            f"{per_sample}×{config.addition_time_embed_dim} = {width} features; this UNet expects "
+            f"{config.projection_class_embeddings_input_dim} (projection_class_embeddings_input_dim)")
+
+
+def _shape(value: Any) -> str:
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"(a {type(value).__name__})"
