@@ -47,7 +47,7 @@ class _Call:
 
 
 class Watch:
-    """Records every call of `module` (and of its blocks at `depth`) while the `with` block is open."""
+    """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open."""
 
     def __init__(self, module: nn.Module, depth: int = 1) -> None:
         if not isinstance(module, nn.Module):
@@ -179,7 +179,7 @@ WATCH_NOTE = ("timed inside your own loop with the block hooks installed in ever
 
 
 def watch(module: nn.Module, depth: int = 1) -> Watch:
-    """Hook `module`'s blocks at `depth` and time every call made to it inside the `with` block:
+    """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
 
         with watch(pipe.unet) as w:
             pipe("a photo of a cat", num_inference_steps=20)
