@@ -152,9 +152,10 @@ def test_summary_of_a_module_without_config_traces_it_where_it_is():
     assert summary.setup.device == "cpu" and summary.setup.notes == ("traced the object itself on cpu",)
     assert (summary.setup.sizes.batch, summary.setup.sizes.latent, summary.setup.sizes.pixels) == (2, (16, 16), None)
     assert summary.trace.flops == 2 * 8 * 14 * 14 * 4 * 9 * 2
-    from unetinspect.render.summary_view import summary_json
+    from unetinspect.render.formats import render
+    from unetinspect.render.summary_view import SummaryView
 
-    assert '"kind": "module"' in summary_json(summary, 1)
+    assert '"kind": "module"' in render(SummaryView(1), "json", summary)
 
 
 def test_a_pipeline_goes_through_every_view(tiny_pipeline, preset_summary):
