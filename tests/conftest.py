@@ -184,3 +184,38 @@ def exhausted_model(monkeypatch) -> None:
         return model
 
     monkeypatch.setattr(session_module, "load_model", load_exhausted)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tmp_path_factory):
+    """A real diffusers `StableDiffusionPipeline`, built offline in seconds: a tiny CLIP text model and a tokenizer
+    whose vocabulary is the 256 byte symbols (written to a temporary folder, no download), a two-level VAE
+    (latent = image / 2), diffusers' UNet for the tiny preset, and DDIM."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("transformers")
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from tokenizers.pre_tokenizers import ByteLevel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    symbols = sorted(ByteLevel.alphabet())
+    tokens = [*symbols, *(s + "</w>" for s in symbols), "<|startoftext|>", "<|endoftext|>"]
+    (folder / "vocab.json").write_text(json.dumps({token: i for i, token in enumerate(tokens)}))
+    (folder / "merges.txt").write_text("#version: 0.2\n")  # no merges: a word is its byte symbols
+    tokenizer = CLIPTokenizer.from_pretrained(folder, model_max_length=77, local_files_only=True)
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        text_encoder = CLIPTextModel(CLIPTextConfig(
+            vocab_size=len(tokens), hidden_size=tiny()["cross_attention_dim"], intermediate_size=64,
+            num_attention_heads=4, num_hidden_layers=2, max_position_embeddings=77,
+            bos_token_id=len(tokens) - 2, eos_token_id=len(tokens) - 1, pad_token_id=len(tokens) - 1,
+        )).eval()
+        vae = AutoencoderKL(block_out_channels=[8, 8], down_block_types=["DownEncoderBlock2D"] * 2,
+                            up_block_types=["UpDecoderBlock2D"] * 2, latent_channels=4, norm_num_groups=8,
+                            layers_per_block=1).eval()
+        pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                                       unet=diffusers_unet(tiny()), scheduler=DDIMScheduler(), safety_checker=None,
+                                       feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

@@ -11,6 +11,7 @@ The public API — everything else is internal and may change:
     branch_costs(source)                     each shallow branch a caching method runs: FLOPs, MACs, params
     build_report(source) / report_html       the self-contained HTML report of one UNet
     trace_model(model, inputs)               the trace of any nn.Module
+    watch(module)                            per-block latency of every call inside your own loop (with-block)
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -50,6 +51,7 @@ _API = {
     "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.analysis.summary",
     "trace_model": "unetinspect.analysis.trace",
+    "watch": "unetinspect.analysis.watch",
     "write_diagram": "unetinspect.render.graph",
 }
 

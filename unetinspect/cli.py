@@ -193,6 +193,9 @@ def presets(
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+Impl = choices("Impl", "ours", "diffusers")
+ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
+                                       "class with the same weights (needs diffusers installed).")]
 
 
 SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
@@ -233,6 +236,7 @@ def summary(
         "tokens in every cross-attention (table or json).", show_default=False)] = None,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -258,7 +262,7 @@ def summary(
         return _emit_branches(source, spec, fmt, output, config=config, variant=variant, allow_pickle=allow_pickle)
     depth = _step_depth(depth, controlnet)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
-                 allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()))
+                 allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
     view = SummaryView(depth)
     if ip_adapter is not None:
         from unetinspect.analysis.ip_adapter import ip_adapter_cost
@@ -308,6 +312,7 @@ def profile(
     allow_pickle: AllowPickleOpt = False,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -321,6 +326,8 @@ def profile(
       [bold]unetinspect profile sdxl --height 1024 --width 1024 --trace sdxl.json[/]
 
       [bold]unetinspect profile sd15 --sweep batch=1,2,4 --attention all[/]
+
+      [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
     from unetinspect.render.export import check_output_path
 
@@ -337,7 +344,7 @@ def profile(
             run(check_output_path, path, inputs)
     spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()))
+                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
     depth = _step_depth(depth, controlnet)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
@@ -430,6 +437,7 @@ def diagram(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    impl: ImplOpt = Impl.ours,
 ) -> None:
     """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE [default: unet.svg]
 
@@ -450,7 +458,7 @@ def diagram(
 
     spec = input_spec(batch, height, width, text_len, latent)
     graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
-                allow_pickle=allow_pickle)
+                allow_pickle=allow_pickle, impl=impl.value)
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
     path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
                inputs=tuple(i for i in (source, config) if i))
@@ -527,9 +535,6 @@ def lora(
 
 
 CompareFormat = choices("CompareFormat", "table", "json", "csv", "markdown")
-
-
-Impl = choices("Impl", "ours", "diffusers")
 
 
 @app.command()

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 
 
 from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.session import Session, open_session
+from unetinspect.analysis.session import open_session
 from unetinspect.analysis.summary import Summary, summary_of
 from unetinspect.analysis.trace import CallRecord, Trace
 from unetinspect.analysis.weight_change import BlockChange, weight_changes
 from unetinspect.errors import RunError
-from unetinspect.weights.sources import Source
 
 
 @dataclass(frozen=True)
@@ -142,8 +140,8 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
 
 
 def compare(
-    a: str | Path | Source | Session | None,
-    b: str | Path | Source | Session | None = None,
+    a: object,
+    b: object = None,
     spec: InputSpec = InputSpec(),
     *,
     impl: str = "ours",
@@ -154,7 +152,7 @@ def compare(
     repeat: int = 5,
     weights: bool = False,
 ) -> Comparison:
-    """Trace two sources at the same input size and pair their blocks.
+    """Trace two sources at the same input size and pair their blocks. A source may be the user's own model.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
@@ -174,7 +172,7 @@ def compare(
         raise RunError("--weights compares two checkpoints; give two sources")
     first = open_session(a, spec, device=device, allow_pickle=allow_pickle)
     if impl == "diffusers":
-        second = open_session(first.source, spec, device=device, dtype=first.dtype, impl="diffusers")
+        second = open_session(first.origin, spec, device=device, dtype=first.dtype, impl="diffusers")
         labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
     else:
         second = open_session(b, spec, device=device, allow_pickle=allow_pickle)
@@ -189,7 +187,7 @@ def compare(
 
     from unetinspect.analysis.profile import profile as profile_session
 
-    timings = [profile_session(s.source, spec, device=profile_device, repeat=repeat) for s in (first, second)]
+    timings = [profile_session(s.origin, spec, device=profile_device, repeat=repeat) for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
     return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),

@@ -9,13 +9,14 @@ are shown, rather than a pixel size that would be a guess.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError
 from unetinspect.models.attention import DualTransformer2DModel
 
@@ -153,7 +154,7 @@ def sdxl_text_embeds_dim(config: UNetConfig) -> int:
 
 
 def make_inputs(
-    config: UNetConfig,
+    config: UNetConfig | Mapping[str, Any],
     sizes: Sizes | InputSpec = InputSpec(),
     *,
     device: str | torch.device = "cpu",
@@ -162,10 +163,16 @@ def make_inputs(
 ) -> dict[str, Any]:
     """Keyword arguments for `UNet2DConditionModel.forward` (ours or diffusers'), random but reproducible.
 
-    An `InputSpec` is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are
-    made on `device` itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's
+    `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one. An `InputSpec`
+    is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are made on `device`
+    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's
     config (which reads as its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
     """
+    if not isinstance(config, (UNetConfig, ControlNetConfig)):
+        if not isinstance(config, Mapping):
+            raise RunError(f"make_inputs takes a UNet config, not a {type(config).__name__}",
+                           "pass unet.config (ours or diffusers')")
+        config = UNetConfig.from_dict(dict(config), origin=f"{type(config).__name__} config")
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
     device = torch.device(device)
@@ -200,7 +207,7 @@ def make_inputs(
         inputs["added_cond_kwargs"] = {k: v.to(device=device, dtype=dtype) for k, v in added.items()}
     if config.attention_type in ("gated", "gated-text-image"):
         inputs["cross_attention_kwargs"] = {"gligen": _gligen_inputs(config, floats, b)}
-    if hasattr(config, "conditioning_channels"):  # a ControlNetConfig
+    if isinstance(config, ControlNetConfig):
         scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
         inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)
     return inputs

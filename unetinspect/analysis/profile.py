@@ -25,8 +25,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from unetinspect.analysis.hardware import DeviceInfo, describe_device
 from unetinspect.analysis.inputs import InputSpec, Sizes
 from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name, open_session
-from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, block_statistics,
-                                         clock_for, measure, measure_memory, report_progress)
+from unetinspect.analysis.live import left_as_found
+from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
+                                         block_statistics, clock_for, measure, measure_memory, report_progress)
 from unetinspect.analysis.trace import CallRecord, Trace, trace_model
 from unetinspect.errors import RunError
 from unetinspect.weights.sources import Source
@@ -113,6 +114,7 @@ class Profile:
     totals: StepTiming
     notes: list[str]
     chrome_trace: str | None = field(default=None, repr=False)  # JSON text, when asked for
+    calls: list[WatchedCall] = field(default_factory=list)  # a `watch`'s calls, one row each; empty otherwise
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,8 @@ class _Timed:
         return time.perf_counter() - start
 
 
-def _open(source: str | Path | Source | Session | None, spec: InputSpec, device: str | torch.device | None,
-          dtype: str | torch.dtype | None, compile: bool | str, source_options: dict[str, Any]) -> _Timed:
+def _open(source: object, spec: InputSpec, device: str | torch.device | None, dtype: str | torch.dtype | None,
+          compile: bool | str, source_options: dict[str, Any]) -> _Timed:
     session = open_session(source, spec, device=device, dtype=AUTO_DTYPE if dtype is None else dtype,
                            **source_options)
     if session.device.type == "meta":
@@ -184,7 +186,10 @@ def _open(source: str | Path | Source | Session | None, spec: InputSpec, device:
 
 
 def flops_trace(session: Session) -> Trace:
-    """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory."""
+    """The call tree and FLOPs of one pass, traced on the meta device: exact counts, no compute, no memory.
+    (A live model that cannot be rebuilt from a config is traced itself, where it is.)"""
+    if session.live is not None:
+        return session.live.structure_trace(session.spec)
     meta = session if session.device.type == "meta" else None
     if meta is None:
         meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype,
@@ -205,6 +210,8 @@ def profile(
     compile: bool | str = False,
     chrome_trace: bool = False,
     progress: Progress | None = None,
+    impl: str = "ours",
+    inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Profile:
     """Time the forward pass of `source` block by block (every call down to `depth`), and the whole step without
@@ -213,13 +220,17 @@ def profile(
     `compile` profiles a `torch.compile`d model (True: inductor; or a backend name): hooks cannot see inside
     its graph, so only the whole step is timed. `chrome_trace` also records one step with `torch.profiler`, each
     block a named range, and returns the trace's JSON text on `Profile.chrome_trace`.
+
+    `source` may be the user's own model (`pipe.unet`, a pipeline, any `nn.Module` with `inputs=`): it is timed
+    on its own device, in its own dtype, with its own weights, and left exactly as it was found (modes, hooks,
+    grad flags). `impl="diffusers"` times diffusers' own class holding the same weights.
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
     if attention == ALL:
         raise RunError("profile() takes one attention backend", "use sweep() to compare them all")
     (backend,) = attention_backends(attention)
-    timed = _open(source, spec, device, dtype, compile, source_options)
+    timed = _open(source, spec, device, dtype, compile, dict(source_options, impl=impl, inputs=inputs))
     session = timed.session
     trace = flops_trace(session)
     blocks = [] if timed.compiled else [r for r in trace.records[1:] if r.depth <= depth]
@@ -229,7 +240,8 @@ def profile(
     elif not blocks:
         notes.append(f"no module calls down to depth {depth}: only the whole step is timed")
 
-    with _out_of_memory_as_error(timed), _attention(backend, timed):
+    with _out_of_memory_as_error(timed), _attention(backend, timed), left_as_found(session.model):
+        session.model.eval()
         inputs = session.inputs
         first = "compiling" if timed.compiled else "first call"
         report_progress(progress, first, 0, 1)
@@ -271,6 +283,7 @@ def sweep(
     repeat: int = DEFAULT_REPEAT,
     compile: bool | str = False,
     progress: Progress | None = None,
+    impl: str = "ours",
     **source_options: Any,
 ) -> Sweep:
     """The unhooked step at each labelled input size, under each backend `attention` names ("all": every one).
@@ -283,7 +296,7 @@ def sweep(
     if not specs:
         raise RunError("a sweep needs at least one size")
     backends = attention_backends(attention)
-    timed = _open(source, specs[0][1], device, dtype, compile, source_options)
+    timed = _open(source, specs[0][1], device, dtype, compile, dict(source_options, impl=impl))
     for _, spec in specs:  # a bad size fails now, not after the sizes before it were timed
         timed.session.sizes_for(spec)
     variants = []

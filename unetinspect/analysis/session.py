@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,6 +22,9 @@ from unetinspect.errors import RunError
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.weights.loading import load_model, parse_device, parse_dtype
 from unetinspect.weights.sources import Source, resolve_source
+
+if TYPE_CHECKING:
+    from unetinspect.analysis.live import LiveModel
 
 IMPLS = ("ours", "diffusers")
 AUTO_DTYPE = "auto"  # fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly missing)
@@ -56,10 +59,17 @@ class Session:
     dtype: torch.dtype
     spec: InputSpec
     controlnets: tuple[Source, ...] = ()  # the step is these ControlNets, then the UNet with their residuals
+    live: LiveModel | None = None  # the user's own object, when that is what was opened (`model` may be its copy)
+
+    @property
+    def origin(self) -> object:
+        """What to open again on another device or as another implementation: the source, or the user's object."""
+        return self.live.module if self.live is not None else self.source
 
     def sizes_for(self, spec: InputSpec) -> Sizes:
         """What `spec` resolves to for this model (an error for a size it cannot take)."""
-        return spec.resolve(self.config, _pixel_factor(self.source))
+        factor = _pixel_factor(self.source) if self.source is not None else infer_pixel_factor(self.config)
+        return spec.resolve(self.config, factor)
 
     def resized(self, spec: InputSpec) -> Session:
         """The same model at other sizes (a sweep's points): new inputs and sizes, nothing loaded again."""
@@ -80,6 +90,7 @@ def open_session(
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
     controlnets: tuple[str | Path | Source, ...] = (),
+    inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Session:
     """Open `source` once: resolve it, parse `device` and `dtype`, fix the sizes, build or load the model, make
@@ -91,11 +102,19 @@ def open_session(
     `controlnets` (ControlNet sources) make the step "ControlNets, then the UNet with their summed residuals"
     (`ControlledUNet`), each fed a conditioning image at pixel size. A `Session` is returned as it is, so every
     entry point can take one.
+
+    `source` may also be the user's own model: our UNet, diffusers' UNet, a pipeline (its `.unet`), or any other
+    `nn.Module` with `inputs=` (the keyword arguments of one call) — see `analysis.live`.
     """
     if isinstance(source, Session):
         return source
     if impl not in IMPLS:
         raise RunError(f"unknown --impl {impl!r}", f"use {' or '.join(IMPLS)}")
+    from unetinspect.analysis.live import live_session, open_live  # live.py builds on this module's types
+
+    live = open_live(source, inputs=inputs)
+    if live is not None:
+        return live_session(live, spec, device=device, dtype=dtype, impl=impl)
     src = resolve_source(source, **source_options)
     torch_device = parse_device(device)
     torch_dtype = _resolve_dtype(dtype, torch_device)
@@ -153,12 +172,6 @@ def _weights_text(source: Source, device: torch.device) -> str:
 
 def _diffusers_model(source: Source, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """diffusers' own model of a source's config, with the source's weights (ours, loaded then handed over)."""
-    try:
-        from diffusers import UNet2DConditionModel
-    except ImportError:
-        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
-    with torch.device("meta"):
-        model = UNet2DConditionModel.from_config(source.config.to_dict()).eval()
-    if device.type != "meta":
-        model.load_state_dict(load_model(source, device, dtype).state_dict(), assign=True)
-    return model.to(dtype)
+    from unetinspect.analysis.live import as_diffusers
+
+    return as_diffusers(load_model(source, device, dtype))

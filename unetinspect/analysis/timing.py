@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from unetinspect.analysis.trace import CallRecord
+from unetinspect.analysis.trace import CallRecord, call_name
 
 # (phase, runs done, runs in the phase): how a caller hears of progress, to draw a bar or not.
 Progress = Callable[[str, int, int], None]
@@ -115,21 +115,24 @@ class BlockHooks:
     Calls are chosen as trace records: the n-th call of the module at `path` in a pass is the record with that
     path and `call == n`, named as the trace names it (`nonlinearity#2`). Hooks go on those modules only; other
     calls of a hooked module are counted and passed over. Counting restarts each time the hooks are installed,
-    so install them once per forward pass.
+    so install them once per forward pass — or, hooks kept over many passes (`watch`), `restart()` at each.
+    `every_call_of` chooses every call of the modules at those paths as well, for a model that has no trace.
     """
 
     def __init__(self, model: nn.Module, blocks: Sequence[CallRecord], enter: Callable[[str], None],
-                 leave: Callable[[str], None]) -> None:
+                 leave: Callable[[str], None], *, every_call_of: Sequence[str] = ()) -> None:
         self.names = {(r.path, r.call): r.name for r in blocks}
+        self.every_call_of = set(every_call_of)
         modules = dict(model.named_modules())
-        self.modules = {path: modules[path] for path, _ in self.names}
+        paths = dict.fromkeys([*(path for path, _ in self.names), *every_call_of])
+        self.modules = {path: modules[path] for path in paths}
         self.enter, self.leave = enter, leave
         self.calls: dict[str, int] = {}
         self.open: dict[str, str | None] = {}
         self.handles: list[Any] = []
 
     def __enter__(self) -> BlockHooks:
-        self.calls.clear()
+        self.restart()
         for path, module in self.modules.items():
             self.handles.append(module.register_forward_pre_hook(self._pre_hook(path)))
             self.handles.append(module.register_forward_hook(self._post_hook(path), always_call=True))
@@ -140,11 +143,17 @@ class BlockHooks:
             handle.remove()
         self.handles.clear()
 
+    def restart(self) -> None:
+        """Count calls from 0 again: a new forward pass begins."""
+        self.calls.clear()
+        self.open.clear()
+
     def _pre_hook(self, path: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple) -> None:
             call = self.calls.get(path, 0)
             self.calls[path] = call + 1
-            name = self.open[path] = self.names.get((path, call))
+            chosen = path in self.every_call_of
+            name = self.open[path] = call_name(path, call) if chosen else self.names.get((path, call))
             if name is not None:
                 self.enter(name)
 
@@ -319,6 +328,20 @@ class StepTiming:
     flops_per_s: float
     mfu: float | None
     peak_memory: int | None  # CUDA only
+
+
+@dataclass(frozen=True)
+class WatchedCall:
+    """One call of a watched model inside the user's own loop (`watch`): what it was given, and how long it took.
+
+    A pipeline with classifier-free guidance calls the UNet with the conditional and unconditional halves in one
+    batch: `batch` 2 for one image."""
+
+    index: int
+    batch: int | None  # of `sample` (or the first tensor argument)
+    latent: tuple[int, int] | None  # (height, width) of a 4-D `sample`
+    timestep: float | None  # the first value of `timestep`, when one was passed
+    ms: float
 
 
 def block_statistics(

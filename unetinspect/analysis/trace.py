@@ -63,8 +63,13 @@ class CallRecord:
     @property
     def name(self) -> str:
         """The path, with the call number for modules called more than once (`nonlinearity#2`)."""
-        label = self.path or "(model)"
-        return f"{label}#{self.call + 1}" if self.call else label
+        return call_name(self.path, self.call)
+
+
+def call_name(path: str, call: int) -> str:
+    """How a view names the `call`-th call (from 0) of the module at `path`: `conv_in`, `nonlinearity#2`."""
+    label = path or "(model)"
+    return f"{label}#{call + 1}" if call else label
 
 
 @dataclass
@@ -183,7 +188,7 @@ class _Recorder:
         self.ops: list[OpRecord] = []
         self.leaf_calls: set[int] = set()
         self.counter: FlopCounter | _NoFlops = _NoFlops()
-        self.param_counts = _params_per_path(model)
+        self.param_counts = params_per_path(model)
 
     def pre_hook(self, path: str):
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
@@ -285,7 +290,7 @@ class _OpRecorder(TorchFunctionMode):
         return output
 
 
-def _params_per_path(model: nn.Module) -> dict[str, int]:
+def params_per_path(model: nn.Module) -> dict[str, int]:
     """Parameters under each module path (children included), in one pass over the parameters."""
     counts: dict[str, int] = {}
     for name, param in model.named_parameters():
@@ -299,8 +304,9 @@ def _params_per_path(model: nn.Module) -> dict[str, int]:
 _SIGNATURES: dict[type, inspect.Signature | None] = {}
 
 
-def _named_tensors(module: nn.Module, args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
-    """Tensor arguments with the names the forward gives them (`hidden_states`, `temb`, ...)."""
+def named_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """A call's arguments by the names its forward gives them (`sample`, `timestep`, ...); by position ("0",
+    "1", ...) when the signature cannot be read or does not fit."""
     cls = type(module)
     if cls not in _SIGNATURES:
         try:
@@ -308,15 +314,19 @@ def _named_tensors(module: nn.Module, args: tuple, kwargs: dict) -> list[tuple[s
         except (TypeError, ValueError):
             _SIGNATURES[cls] = None
     signature = _SIGNATURES[cls]
-    named: dict[str, Any] = {}
     if signature is not None:
         try:
             named = dict(signature.bind_partial(*args, **kwargs).arguments)
         except TypeError:
             named = {}
-    if not named:
-        named = {**{str(i): a for i, a in enumerate(args)}, **kwargs}
-    return [item for name, value in named.items() for item in _flatten(name, value)]
+        if named:
+            return named
+    return {**{str(i): a for i, a in enumerate(args)}, **kwargs}
+
+
+def _named_tensors(module: nn.Module, args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
+    """Tensor arguments with the names the forward gives them (`hidden_states`, `temb`, ...)."""
+    return [item for name, value in named_arguments(module, args, kwargs).items() for item in _flatten(name, value)]
 
 
 def _flatten(name: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:

@@ -8,21 +8,21 @@ much of the step the block rows account for.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
+from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, FittedTable, View
 from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
     from unetinspect.analysis.profile import Profile, Sweep, Variant
-    from unetinspect.analysis.timing import BlockTiming, Stats
+    from unetinspect.analysis.timing import BlockTiming, Stats, WatchedCall
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------------
@@ -147,6 +147,9 @@ class ProfileView(View):
 
     def heading(self, profile: Profile) -> list[str]:
         """The setup on the device as its hardware is named, and how the step was run and timed."""
+        if profile.calls:  # a watch: the user's loop ran the model, as often as it did
+            return [SEPARATOR.join([setup_line(profile.setup, device=profile.device.name),
+                                    f"{len(profile.calls)} calls in your loop"])]
         run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
         return [SEPARATOR.join([setup_line(profile.setup, device=profile.device.name), run,
                                 f"{profile.warmup} warmup + {profile.repeat} timed runs"])]
@@ -154,8 +157,11 @@ class ProfileView(View):
     def totals(self, profile: Profile) -> list[tuple[str, str]]:
         """The step, the hooks' cost, what the rows cover, FLOPs, memory, notes."""
         t = profile.totals
-        lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) "
-                          "with no hooks installed")]
+        hooks = (f"over the {len(profile.calls)} calls, each with the block hooks" if profile.calls
+                 else "with no hooks installed")
+        lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) {hooks}")]
+        if profile.calls:
+            lines.append(("calls", calls_sentence(profile.calls)))
         if t.hooked_step is not None and t.overhead is not None:
             lines.append(("hooked step", f"{ms(t.hooked_step.median)} ms: hook overhead ×{t.overhead:.3f} "
                                          f"({100 * (t.overhead - 1):+.1f}%, median over rounds of hooked/unhooked)"))
@@ -163,11 +169,12 @@ class ProfileView(View):
             lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows: {percent(t.coverage)} of the step; "
                                     f"{ms(t.unattributed.median)} ms of the hooked step ran in no row "
                                     "(code between the blocks, hook cost)"))
-        achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
-        if t.mfu is not None and profile.device.peak_flops:
-            achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
-                         f"(dense {profile.setup.dtype} peak)")
-        lines.append(("FLOPs", achieved))
+        if t.flops:  # a watch counts none
+            achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
+            if t.mfu is not None and profile.device.peak_flops:
+                achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
+                             f"(dense {profile.setup.dtype} peak)")
+            lines.append(("FLOPs", achieved))
         if t.peak_memory is not None:
             lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
         if profile.compile_s is not None:
@@ -200,7 +207,43 @@ class ProfileView(View):
                 "peak_memory_bytes": t.peak_memory,
             },
             "notes": profile.notes,
+            "calls": [{"index": c.index, "batch": c.batch, "latent": list(c.latent) if c.latent else None,
+                       "timestep": c.timestep, "ms": _round(c.ms, 4)} for c in profile.calls],
         }
+
+    def table(self, profile: Profile) -> RenderableType:
+        """The block table, then a watch's calls one by one."""
+        table = super().table(profile)
+        return Group(table, FittedTable(WatchedCallsView(), profile)) if profile.calls else table
+
+
+def calls_sentence(calls: Sequence[WatchedCall]) -> str:
+    """A watch's calls in one line: how many, at which batch sizes (2 under guidance), which timesteps."""
+    batches = "/".join(str(b) for b in sorted({c.batch for c in calls if c.batch is not None})) or "–"
+    steps = [c.timestep for c in calls if c.timestep is not None]
+    timesteps = f"timesteps {steps[0]:g} … {steps[-1]:g}" if steps else "no timestep passed"
+    return f"{len(calls)} calls of the watched model · batch {batches} · {timesteps}"
+
+
+WATCHED_CALL_COLUMNS = (
+    Column("index", "call", lambda c: str(c.index + 1), value=lambda c: c.index, justify="right", style="cyan"),
+    Column("batch", "batch", lambda c: str(c.batch) if c.batch is not None else "–", value=lambda c: c.batch,
+           justify="right"),
+    Column("latent", "latent", lambda c: "×".join(map(str, c.latent)) if c.latent else "–", justify="right"),
+    Column("timestep", "timestep", lambda c: f"{c.timestep:g}" if c.timestep is not None else "–",
+           value=lambda c: c.timestep, justify="right"),
+    Column("ms", "ms", lambda c: ms(c.ms), value=lambda c: _round(c.ms, 4), justify="right", style="bold"),
+)
+
+
+class WatchedCallsView(View):
+    """A watch's calls one by one: the batch, latent and timestep each was given, and its time."""
+
+    kind = "watched calls"
+    columns = WATCHED_CALL_COLUMNS
+
+    def rows(self, profile: Profile) -> Sequence[WatchedCall]:
+        return profile.calls
 
 
 def _stat_fields(stats: Stats | None, prefix: str = "") -> dict[str, float | None]:

@@ -1,0 +1,268 @@
+"""The model the user already holds — `pipe.unet`, a fine-tune in a training script, any `nn.Module` — as a source,
+and diffusers' own class as a second implementation of any source (`--impl diffusers`).
+
+A live object is never changed by looking at it: it is not moved, converted or re-initialised, and what a view
+must change to time it (eval mode, hooks) is put back as it was found (`left_as_found`). A summary does not run it
+at all when its class can be rebuilt from its config (ours, diffusers'): a copy is built on the meta device and
+traced instead, so `summarize(pipe.unet)` costs no GPU time and no memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetinspect.analysis.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name
+from unetinspect.analysis.trace import Trace, trace_model
+from unetinspect.config import UNetConfig
+from unetinspect.errors import RunError, SourceError
+from unetinspect.models.unet import UNet2DConditionModel
+from unetinspect.weights.loading import build_model, parse_device, parse_dtype
+from unetinspect.weights.sources import Source
+
+IMPLS = ("ours", "diffusers")
+REBUILT_NOTE = "traced on a meta-device copy rebuilt from its config: your model was not run"
+
+
+def live_module(obj: object) -> nn.Module | None:
+    """The model a live source stands for: an `nn.Module` itself, or a pipeline's `.unet`; None for a source
+    named by text or path (a preset, a file, a `Source`)."""
+    if obj is None or isinstance(obj, (str, os.PathLike, Source)):
+        return None
+    if isinstance(obj, nn.Module):
+        return obj
+    unet = getattr(obj, "unet", None)
+    if isinstance(unet, nn.Module):
+        return unet
+    raise SourceError(f"cannot open a {type(obj).__name__} as a model",
+                      "give a preset, a path, an nn.Module (e.g. pipe.unet) or a pipeline that has .unet")
+
+
+def is_diffusers_unet(module: nn.Module) -> bool:
+    cls = type(module)
+    return cls.__name__ == "UNet2DConditionModel" and cls.__module__.startswith("diffusers.")
+
+
+def config_of(module: nn.Module) -> UNetConfig | None:
+    """The `UNetConfig` of our UNet or of diffusers' (its `.config` read as a config.json is); None otherwise."""
+    if isinstance(module, UNet2DConditionModel):
+        return module.config
+    if is_diffusers_unet(module):
+        return UNetConfig.from_dict(dict(module.config), origin=f"{type(module).__name__}.config")
+    return None
+
+
+def placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the module's weights live and in what dtype (the first floating tensor's); CPU/fp32 without any."""
+    tensors = [*module.parameters(), *module.buffers()]
+    floating = next((t for t in tensors if t.is_floating_point()), None)
+    device = tensors[0].device if tensors else torch.device("cpu")
+    return device, floating.dtype if floating is not None else torch.float32
+
+
+@dataclass
+class LiveModel:
+    """A live module opened as a source: the object itself, its config where it has one, and where it lives."""
+
+    module: nn.Module
+    config: UNetConfig | None
+    label: str
+    device: torch.device
+    dtype: torch.dtype
+    user_inputs: dict[str, Any] | None = None
+
+    def inputs(self, spec: InputSpec | Sizes, device: torch.device | None = None) -> dict[str, Any]:
+        """The user's own `inputs=` (as they are; as meta tensors for the meta device), else inputs made from the
+        config, on the module's device (or `device`) and in its dtype."""
+        if self.user_inputs is not None:
+            return _on_meta(self.user_inputs) if device is not None and device.type == "meta" else self.user_inputs
+        if self.config is None:
+            raise RunError(f"a {type(self.module).__name__} has no UNet config to make inputs from",
+                           "pass inputs={...}: the keyword arguments of one forward call")
+        return make_inputs(self.config, spec, device=device or self.device, dtype=self.dtype)
+
+    def sizes(self, spec: InputSpec) -> Sizes:
+        """The sizes of one pass: resolved from the config, or read off the user's `inputs=` (no pixel size)."""
+        if self.user_inputs is None:
+            if self.config is None:
+                self.inputs(spec)  # the error that asks for inputs=
+            return spec.resolve(self.config, infer_pixel_factor(self.config))
+        return sizes_of_call(self.user_inputs)
+
+    def meta_copy(self) -> nn.Module | None:
+        """The same model rebuilt from its config on the meta device (no memory), when its class can be rebuilt
+        and the copy has the very parameters of the object (an adapter injected after loading would not be)."""
+        if self.config is None:
+            return None
+        if isinstance(self.module, UNet2DConditionModel):
+            copy = build_model(self.config, self.dtype)
+        elif is_diffusers_unet(self.module):
+            with torch.device("meta"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                copy = type(self.module).from_config(self.module.config).eval()
+            nn.Module.to(copy, self.dtype)  # not diffusers' own .to, which logs about fp32 modules
+        else:
+            return None
+        return copy if _shapes(copy) == _shapes(self.module) else None
+
+    def structure_trace(self, spec: InputSpec | Sizes) -> Trace:
+        """The call tree, parameters and FLOPs of one pass: traced on the meta copy when there is one (the object
+        is not run), else on the object itself under `no_grad`, where it is, in eval mode (restored after)."""
+        copy = self.meta_copy()
+        if copy is not None:
+            trace = trace_model(copy, self.inputs(spec, torch.device("meta")))
+            trace.model_type = type(self.module).__name__
+            return trace
+        with left_as_found(self.module):
+            self.module.eval()
+            return trace_model(self.module, self.inputs(spec))
+
+
+def open_live(obj: object, *, inputs: dict[str, Any] | None = None) -> LiveModel | None:
+    """A `LiveModel` for a live source; None for a source named by text or path."""
+    module = live_module(obj)
+    if module is None:
+        if inputs is not None:
+            raise RunError("inputs= is for a live module", "a preset or a file makes its inputs from its config")
+        return None
+    device, dtype = placement(module)
+    name = type(module).__name__ + (f" of {type(obj).__name__}" if obj is not module else "")
+    return LiveModel(module, config_of(module), f"{name} (your object)", device, dtype, inputs)
+
+
+def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device | None,
+                 dtype: str | torch.dtype | None, impl: str) -> Session:
+    """A session over the user's own object. On the meta device (a summary, a diagram) its meta copy, when it has
+    one — else the object itself, where it is; on any other device the object itself, which is never moved or
+    converted: a device or dtype other than its own is an error. `device`/`dtype` None or "auto" mean its own."""
+    want_meta = device is not None and device != "auto" and parse_device(device).type == "meta"
+    if not want_meta:
+        _refuse_moving(live, device, dtype)
+    elif dtype not in (None, AUTO_DTYPE) and parse_dtype(dtype) != live.dtype:
+        _refuse_moving(live, None, dtype)
+    if impl == "diffusers":
+        live = as_diffusers_model(live)
+    model, notes = live.module, ()
+    if want_meta:
+        copy = live.meta_copy()
+        if copy is not None:
+            model, notes = copy, (REBUILT_NOTE,)
+        else:
+            notes = (f"traced the object itself on {live.device}",)
+    run_device = torch.device("meta") if model is not live.module else live.device
+    sizes = live.sizes(spec)
+    setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=impl_of(live.module),
+                  device=str(run_device), dtype=dtype_name(live.dtype), sizes=sizes, weights="its own weights",
+                  notes=notes)
+    return Session(setup, model, live.inputs(sizes, run_device), live.config, None, run_device, live.dtype, spec,
+                   live=live)
+
+
+def impl_of(module: nn.Module) -> str:
+    """How a setup names the implementation a module is: ours, diffusers', or the user's own class."""
+    if is_diffusers_unet(module):
+        return "diffusers"
+    return "ours" if isinstance(module, UNet2DConditionModel) else "user"
+
+
+def _refuse_moving(live: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
+    """A live model runs where it is: asking for another device or dtype is an error, not a silent move."""
+    wanted_device = parse_device(device) if device not in (None, "auto") else live.device
+    wanted_dtype = parse_dtype(dtype) if dtype not in (None, AUTO_DTYPE) else live.dtype
+    same_device = (wanted_device.type, wanted_device.index or 0) == (live.device.type, live.device.index or 0)
+    if not same_device or wanted_dtype != live.dtype:
+        raise RunError(f"your model is on {live.device} in {dtype_name(live.dtype)}; it runs where it is, "
+                       f"not on {wanted_device} in {dtype_name(wanted_dtype)}",
+                       "move or convert it yourself (model.to(...)), or leave device and dtype unset")
+
+
+def sizes_of_call(arguments: dict[str, Any]) -> Sizes:
+    """The sizes a call was made at, read off its arguments by name: the batch and latent of `sample` (else of
+    the first tensor; latent (0, 0) unless it is 4-D), the length of `encoder_hidden_states` (else 0)."""
+    sample = arguments.get("sample")
+    if not isinstance(sample, torch.Tensor):
+        sample = next((v for v in arguments.values() if isinstance(v, torch.Tensor)), None)
+    text = arguments.get("encoder_hidden_states")
+    has_batch = sample is not None and sample.dim() > 0
+    return Sizes(batch=sample.shape[0] if has_batch else 0,
+                 latent=tuple(sample.shape[-2:]) if has_batch and sample.dim() == 4 else (0, 0), pixels=None,
+                 text_len=text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0)
+
+
+def _on_meta(value: Any) -> Any:
+    """The same nested arguments with every tensor an empty meta tensor of its shape and dtype."""
+    if isinstance(value, torch.Tensor):
+        return torch.empty_like(value, device="meta")
+    if isinstance(value, dict):
+        return {key: _on_meta(item) for key, item in value.items()}
+    if isinstance(value, (tuple, list)):
+        return type(value)(_on_meta(item) for item in value)
+    return value
+
+
+def _shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {name: tuple(p.shape) for name, p in module.state_dict(keep_vars=True).items()}
+
+
+# ---- leaving the object as it was found ---------------------------------------------------------------------------
+
+_HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_load_state_dict_pre_hooks")
+
+
+@contextlib.contextmanager
+def left_as_found(module: nn.Module) -> Iterator[nn.Module]:
+    """Whatever a view does to `module` inside (eval mode, hooks), its training flags, hooks and the grad flags
+    of its parameters are as they were afterwards — also when the view raised."""
+    modules = list(module.modules())
+    training = [m.training for m in modules]
+    grads = [(p, p.requires_grad) for p in module.parameters()]
+    hooks = [(m, name, set(getattr(m, name))) for m in modules for name in _HOOK_DICTS if hasattr(m, name)]
+    try:
+        yield module
+    finally:
+        for m, mode in zip(modules, training):
+            m.training = mode
+        for p, flag in grads:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)
+        for m, name, before in hooks:
+            table = getattr(m, name)
+            for key in [k for k in table if k not in before]:
+                del table[key]
+
+
+# ---- diffusers' own class ----------------------------------------------------------------------------------------
+
+
+def as_diffusers_model(opened: LiveModel) -> LiveModel:
+    """The same model as diffusers' own class (itself when it already is), for `--impl diffusers`."""
+    if is_diffusers_unet(opened.module):
+        return opened
+    if not isinstance(opened.module, UNet2DConditionModel):
+        raise RunError(f"--impl diffusers rebuilds a UNet2DConditionModel; a {type(opened.module).__name__} is not one",
+                       "leave --impl at ours for this model")
+    return dataclasses.replace(opened, module=as_diffusers(opened.module), label=f"{opened.label} (diffusers)")
+
+
+def as_diffusers(model: UNet2DConditionModel) -> nn.Module:
+    """diffusers' own model of our `model`'s config, holding the very same weight tensors (no copy): the same
+    source run by the other implementation. On the meta device it is the structure alone."""
+    try:
+        from diffusers import UNet2DConditionModel as DiffusersUNet
+    except ImportError:
+        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        twin = DiffusersUNet.from_config(model.config.to_dict()).eval()
+    twin.load_state_dict(model.state_dict(), assign=True, strict=True)
+    return twin

@@ -1,0 +1,218 @@
+"""Per-block latency inside the user's own loop: `with watch(pipe.unet) as w: pipe(prompt)`, then `w.report()`.
+
+`profile` times one synthetic step many times; a real denoising loop is different — classifier-free guidance
+doubles the batch, schedulers pick the timesteps, other models run between the UNet calls. `watch` hooks the
+live module while the `with` block is open and records every call made to it, with the machinery of `profile`
+(`timing.BlockHooks`, CUDA events on CUDA and `perf_counter` on the CPU) and its result type (`Profile`), so the
+same views render it. On CUDA the marks are events read only in `report()`, after the loop: nothing inside the
+loop waits for the GPU. The module is never moved, converted or run by the watch itself; every hook is removed on
+leaving the block, also when the loop raised.
+
+The blocks are chosen without a trace, from the module tree: a module's call depth is its number of ancestors,
+not counting `ModuleList`/`ModuleDict` containers (they are never called), which is how a trace of a UNet counts
+(`down_blocks.0` at 1, `down_blocks.0.resnets.0` at 2). As in `profile`, depth `d` shows every call down to `d`,
+parents before children; a module called more than once per step has one row per call (`nonlinearity#2`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetinspect.analysis.hardware import describe_device
+from unetinspect.analysis.inputs import Sizes, infer_pixel_factor
+from unetinspect.analysis.live import config_of, impl_of, placement, sizes_of_call
+from unetinspect.analysis.profile import Profile
+from unetinspect.analysis.session import Setup, dtype_name
+from unetinspect.analysis.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
+from unetinspect.analysis.trace import CallRecord, named_arguments, params_per_path
+from unetinspect.errors import RunError
+
+_CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # hold modules but are never called: no level of their own
+
+
+@dataclass
+class _Call:
+    """The raw marks of one call of the watched module, read into times only after the loop."""
+
+    sizes: Sizes
+    timestep: torch.Tensor | float | None
+    start: Any
+    end: Any = None
+    blocks: dict[str, list[Any]] = field(default_factory=dict)  # block name → [start mark, end mark]
+
+
+class Watch:
+    """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open."""
+
+    def __init__(self, module: nn.Module, depth: int = 1) -> None:
+        if not isinstance(module, nn.Module):
+            raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
+                           "pass the UNet itself: watch(pipe.unet)")
+        if depth < 1:
+            raise RunError(f"watch depth {depth} is below 1", "depth 1 shows the blocks; deeper shows their parts")
+        self.module, self.depth = module, depth
+        self.label = f"{type(module).__name__} (watched)"
+        self.device, self.dtype = placement(module)
+        self.clock = clock_for(self.device)
+        self.paths = _paths_at_depth(module, depth)
+        self._blocks = BlockHooks(module, [], self._enter_block, self._leave_block, every_call_of=self.paths)
+        self._handles: list[Any] = []
+        self._pending: _Call | None = None
+        self._done: list[_Call] = []
+        self._open = False
+
+    @property
+    def calls(self) -> int:
+        """How many calls of the watched module ran to the end while the block was open."""
+        return len(self._done)
+
+    def __enter__(self) -> Watch:
+        if self._open:
+            raise RunError("this watch is already open", "use a new watch() for each with block")
+        self._blocks.__enter__()
+        try:
+            self._handles = [
+                self.module.register_forward_pre_hook(self._start_call, with_kwargs=True),
+                self.module.register_forward_hook(self._end_call),  # not on a raising call: it is not counted
+            ]
+        except BaseException:
+            self._blocks.__exit__(None, None, None)
+            raise
+        self._open = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._blocks.__exit__(*exc)
+        self._pending = None  # a call the loop broke out of
+        self._open = False
+
+    # ---- hooks ----------------------------------------------------------------------------------------------------
+
+    def _start_call(self, module: nn.Module, args: tuple, kwargs: dict) -> None:
+        named = named_arguments(module, args, kwargs)
+        self._blocks.restart()
+        self._pending = _Call(
+            sizes=sizes_of_call(named),
+            timestep=_timestep(named.get("timestep")),
+            start=self.clock.mark(),  # last: the bookkeeping above is not the call's time
+        )
+
+    def _end_call(self, module: nn.Module, args: tuple, output: Any) -> None:
+        call = self._pending
+        if call is not None:
+            call.end = self.clock.mark()
+            self._done.append(call)
+            self._pending = None
+
+    def _enter_block(self, name: str) -> None:
+        if self._pending is not None:  # a block called on its own, outside a call of the module, is not counted
+            self._pending.blocks[name] = [self.clock.mark()]
+
+    def _leave_block(self, name: str) -> None:
+        if self._pending is not None and name in self._pending.blocks:
+            self._pending.blocks[name].append(self.clock.mark())
+
+    # ---- the result -----------------------------------------------------------------------------------------------
+
+    def report(self) -> Profile:
+        """Per-block statistics over the recorded calls (one step = one call), and the calls one by one."""
+        if self._open:
+            raise RunError("watch().report() is read after the with block", "call it once the loop has finished")
+        if not self._done:
+            raise RunError(f"no call of the watched {type(self.module).__name__} was recorded",
+                           "run the model (or the pipeline that calls it) inside the with block")
+        self.clock.wait()  # the only synchronisation: after the loop
+        step = [self.clock.elapsed_ms(c.start, c.end) for c in self._done]
+        names = list(dict.fromkeys(name for c in self._done for name in c.blocks))
+        per_call = [{name: self.clock.elapsed_ms(*marks) for name, marks in c.blocks.items() if len(marks) == 2}
+                    for c in self._done]
+        blocks = self._records(names)
+        top = min((r.depth for r in blocks), default=0)
+        samples = Samples(step=step, hooked_step=step,
+                          blocks={name: [times.get(name, 0.0) for times in per_call] for name in names},
+                          outermost=frozenset(r.name for r in blocks if r.depth == top))
+        rows, totals = block_statistics(samples, blocks, 0)
+        # Every call carried the hooks: there is no unhooked run to compare with (the cost is in measuring.md).
+        totals = dataclasses.replace(totals, hooked_step=None, overhead=None)
+        calls = [WatchedCall(i, c.sizes.batch, c.sizes.latent if c.sizes.latent != (0, 0) else None,
+                             _timestep_value(c.timestep), ms) for i, (c, ms) in enumerate(zip(self._done, step))]
+        return Profile(
+            setup=self._setup(self._done[0].sizes), device=describe_device(self.device, self.dtype),
+            depth=self.depth, warmup=0, repeat=len(calls), attention="auto", compiled=None, compile_s=None,
+            blocks=rows, totals=totals, notes=[WATCH_NOTE], calls=calls,
+        )
+
+    def _setup(self, sizes: Sizes) -> Setup:
+        """The header of the report: the module where it is, at the sizes of its first call."""
+        config = config_of(self.module)
+        factor = infer_pixel_factor(config) if config is not None else None
+        if factor and sizes.latent != (0, 0):
+            sizes = dataclasses.replace(sizes, pixels=(sizes.latent[0] * factor, sizes.latent[1] * factor))
+        return Setup(label=self.label, kind="module", model_type=type(self.module).__name__,
+                     impl=impl_of(self.module), device=str(self.device), dtype=dtype_name(self.dtype), sizes=sizes,
+                     weights="its own weights")
+
+    def _records(self, names: list[str]) -> list[CallRecord]:
+        """The rows' facts a trace would give (path, class, depth, parameters), FLOPs aside: none are counted."""
+        modules = dict(self.module.named_modules())
+        depths = _call_depths(self.module)
+        params = params_per_path(self.module)
+        records = []
+        for index, name in enumerate(names):
+            path, _, number = name.partition("#")
+            records.append(CallRecord(index=index, path=path, type=type(modules[path]).__name__,
+                                      depth=depths[path], parent=None, call=int(number or 1) - 1,
+                                      params=params.get(path, 0)))
+        return records
+
+
+WATCH_NOTE = ("timed inside your own loop with the block hooks installed in every call (no unhooked run to "
+              "compare with; see docs/measuring.md for what the hooks cost); FLOPs are not counted by a watch")
+
+
+def watch(module: nn.Module, depth: int = 1) -> Watch:
+    """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
+
+        with watch(pipe.unet) as w:
+            pipe("a photo of a cat", num_inference_steps=20)
+        print(w.calls)           # 40 without batching CFG, 20 with (diffusers batches it: batch 2)
+        profile = w.report()     # the `Profile` that `profile()` returns, plus `profile.calls`
+    """
+    return Watch(module, depth)
+
+
+def _call_depths(module: nn.Module) -> dict[str, int]:
+    """Each submodule's depth in the call tree: its ancestors, containers not counted."""
+    modules = dict(module.named_modules())
+    depths = {"": 0}
+    for path in modules:
+        if path:
+            parent = path.rpartition(".")[0]
+            depths[path] = depths[parent] + (0 if isinstance(modules[parent], _CONTAINERS) else 1)
+    return depths
+
+
+def _paths_at_depth(module: nn.Module, depth: int) -> list[str]:
+    """The modules whose calls are rows: every one down to `depth` (containers aside), as `profile` shows them."""
+    depths = _call_depths(module)
+    return [path for path, sub in module.named_modules()
+            if path and not isinstance(sub, _CONTAINERS) and depths[path] <= depth]
+
+
+def _timestep(value: Any) -> torch.Tensor | float | None:
+    """The call's timestep, kept without reading it: on CUDA `.item()` would wait for the GPU inside the loop."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().reshape(-1)[:1].clone() if value.numel() else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def _timestep_value(value: torch.Tensor | float | None) -> float | None:
+    return float(value.item()) if isinstance(value, torch.Tensor) else value
