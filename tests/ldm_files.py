@@ -20,7 +20,9 @@ RESNET_LAYERS = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj"
                  "norm2": "out_layers.0", "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}
 TOP_LEVEL = {"conv_in": "input_blocks.0.0", "time_embedding.linear_1": "time_embed.0",
              "time_embedding.linear_2": "time_embed.2", "add_embedding.linear_1": "label_emb.0.0",
-             "add_embedding.linear_2": "label_emb.0.2", "conv_norm_out": "out.0", "conv_out": "out.2"}
+             "add_embedding.linear_2": "label_emb.0.2", "class_embedding.linear_1": "label_emb.0.0",
+             "class_embedding.linear_2": "label_emb.0.2", "class_embedding": "label_emb",  # the x4's class table
+             "conv_norm_out": "out.0", "conv_out": "out.2"}
 
 # A few tensors of the other parts of a full checkpoint, which the UNet loader must leave alone.
 OTHER_COMPONENTS = {

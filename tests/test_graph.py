@@ -202,6 +202,32 @@ def test_kind_of_tells_blocks_apart():
     assert kind_of("Something") == "other"
 
 
+@pytest.mark.parametrize("names,kind", [
+    (("SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D"), "simple_attn_block"),
+    (("AttnDownBlock2D", "AttnUpBlock2D"), "self_attn_block"),
+    (("ResnetDownsampleBlock2D", "ResnetUpsampleBlock2D"), "resample_block"),
+    (("KDownBlock2D", "KUpBlock2D"), "k_block"),
+    (("KCrossAttnDownBlock2D", "KCrossAttnUpBlock2D"), "k_attn_block"),
+    (("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn"), "mid_block"),
+    (("UNetMidBlock2D",), "mid_plain_block"),
+    (("DualTransformer2DModel",), "dual_attention"),
+    (("ResnetBlockCondNorm2D", "ResnetBlock2D"), "resnet"),
+    (("KAttentionBlock", "GatedSelfAttentionDense", "Attention"), "attention"),
+    (("KDownsample2D", "KUpsample2D", "Downsample2D"), "resample"),
+    (("GaussianFourierProjection", "TextImageProjection", "ImageHintTimeEmbedding", "TextTimeEmbedding"), "embedding"),
+    (("AdaGroupNorm",), "norm"),
+])
+def test_kind_of_knows_every_family_s_blocks(names, kind):
+    assert {kind_of(name) for name in names} == {kind}
+
+
+def test_legend_names_the_kinds_of_block_drawn(tiny_trace):
+    blocks = to_dot(build_graph(tiny_trace, "blocks"))
+    assert "resnets + transformers (self- and cross-attention)" in blocks and "middle: resnets" in blocks
+    assert "simple cross-attention" not in blocks  # only what is drawn
+    assert "down- / upsampler" in to_dot(build_graph(tiny_trace, "layers"))
+
+
 def test_dot_options_drop_shapes_and_params(tiny_trace):
     graph = build_graph(tiny_trace, "blocks")
     full = to_dot(graph)

@@ -15,6 +15,7 @@ from unetinspect.analysis.inputs import InputSpec, make_inputs
 from unetinspect.errors import WeightsError
 from unetinspect.presets import load_preset, load_preset_dict
 from unetinspect.weights import ldm
+from unetinspect.weights.inspect import PresetMatch, inspect_weights
 from unetinspect.weights.sources import resolve_source
 
 # The tiny configs of conftest, moved onto the conventions of the released models that shapes cannot show
@@ -29,7 +30,21 @@ LDM_CONFIGS = {
                   "addition_time_embed_dim": 256, "projection_class_embeddings_input_dim": 32 + 6 * 256,
                   "upcast_attention": None},
 }
-FULL_SIZE = ["sd15", "sd15-inpaint", "sd21", "sdxl", "sdxl-refiner"]
+# The other families' conventions: the x4 upscaler's 8 heads with linear projections and text-only attention
+# (level 1 here), stable unCLIP's image-embedding MLP (told from SDXL's by its 1024-wide text), SSD-1B's
+# single-resnet mid block and up path deeper than its down path.
+LDM_CONFIGS |= {
+    "x4-like": {**SMALL_CONFIGS["sd15-like"], "norm_num_groups": 32, "in_channels": 7, "num_class_embeds": 10,
+                "only_cross_attention": [False, True, False], "use_linear_projection": True, "attention_head_dim": 8},
+    "unclip-like": {**LDM_CONFIGS["sd21-like"], "cross_attention_dim": 1024, "class_embed_type": "projection",
+                    "projection_class_embeddings_input_dim": 16},
+    "ssd-1b-like": {**LDM_CONFIGS["sdxl-like"], "mid_block_type": "UNetMidBlock2D",
+                    "transformer_layers_per_block": [1, 1, 2],
+                    "reverse_transformer_layers_per_block": [[2, 1, 1], [1, 1, 2], 1]},
+}
+FULL_SIZE = ["sd15", "sd15-inpaint", "sd21", "sdxl", "sdxl-refiner", "sd-x4-upscaler", "sd21-unclip", "ssd-1b",
+             "vega"]
+
 
 
 def _run(model, config: UNetConfig) -> torch.Tensor:
@@ -55,13 +70,13 @@ def _save_ldm(path, config: dict, prefix: str = ldm.UNET_PREFIX):
     return reference
 
 
-@pytest.mark.parametrize("name", ["sd15-like", "sd21-like", "sdxl-like"])
+@pytest.mark.parametrize("name", ["sd15-like", "sd21-like", "sdxl-like", "x4-like", "unclip-like"])
 def test_the_tests_conversion_is_the_inverse_of_diffusers_own(name):
     """Our test files are only as good as their conversion: diffusers' LDM → diffusers must undo it exactly."""
     pytest.importorskip("diffusers")
     from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint
 
-    config = SMALL_CONFIGS[name]
+    config = SMALL_CONFIGS.get(name) or LDM_CONFIGS[name]
     state = diffusers_unet(config).state_dict()
     back = convert_ldm_unet_checkpoint(to_ldm(state, config), config)
     assert set(back) == set(state)
@@ -161,12 +176,12 @@ def _without(shapes: dict, prefix: str) -> dict:
     (lambda s: _without(s, "output_blocks.11."), "11 output_blocks"),
     (lambda s: _without(s, "input_blocks.4.1."), "differ in channels or attention"),
     (lambda s: _without(s, "output_blocks.2.1."), "upsampler"),
-    (lambda s: {**s, ldm.UNET_PREFIX + "label_emb.weight": (10, 1280)}, "label_emb.0.0 missing"),
+    (lambda s: {**s, ldm.UNET_PREFIX + "label_emb.1.weight": (10, 1280)}, "neither a class table"),
     (lambda s: {**s, ldm.UNET_PREFIX + "middle_block.1.proj_in.weight": (1280, 1280)}, "linear layers and some"),
     (lambda s: {**s, ldm.UNET_PREFIX + "input_blocks.1.1.transformer_blocks.0.attn2.to_k.weight": (320, 1024)},
      "different widths"),
     (lambda s: {k: v for k, v in s.items() if not k.startswith(ldm.UNET_PREFIX + "middle_block.1.")},
-     "not resnet, transformer, resnet"),
+     "neither resnet, transformer, resnet"),
     (lambda s: {k: v for k, v in s.items() if "first_stage_model" in k}, "no UNet tensors"),
 ])
 def test_checkpoints_off_every_supported_structure_say_what_did_not_fit(change, message):
@@ -199,3 +214,21 @@ def test_component_of_names_the_parts_of_a_full_checkpoint():
         "cond_stage_model.transformer.x", "conditioner.embedders.1.model.x", "model_ema.decay", "alphas_cumprod",
         "input_blocks.0.0.weight",
     )] == ["UNet", "VAE", "text encoder", "text encoder 2", "EMA weights", "other", "UNet"]
+
+
+@pytest.mark.parametrize("preset,in_channels", [("sd15", 8), ("sd21", 5), ("sdxl", 9)])
+def test_pix2pix_depth_and_sdxl_inpainting_files_are_their_family_with_more_input_channels(preset, in_channels,
+                                                                                            tmp_path):
+    """instruct-pix2pix (8: latent + image latent), SD 2 depth (5: + depth), SDXL inpainting (9: + mask + masked)."""
+    config = load_preset_dict(preset) | {"in_channels": in_channels}
+    path = write_header_only(tmp_path / "model.safetensors", to_ldm(meta_shapes(config), config))
+    report = inspect_weights(path)
+    assert report.config == load_preset(preset).replace(in_channels=in_channels)
+    assert report.nearest_preset.differences == ("in_channels",)
+    assert load_unet(path, device="meta").conv_in.weight.shape[1] == in_channels
+
+
+def test_sd15_inpainting_file_is_the_inpainting_preset(tmp_path):
+    config = load_preset_dict("sd15-inpaint")
+    path = write_header_only(tmp_path / "inpaint.safetensors", to_ldm(meta_shapes(config), config))
+    assert inspect_weights(path).nearest_preset == PresetMatch("sd15-inpaint", ())

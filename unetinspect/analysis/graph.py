@@ -39,15 +39,42 @@ VIEW_OPS = frozenset({
     "expand", "chunk", "split", "to", "float", "half", "bfloat16", "type", "clone", "detach",
 })
 
-# Colour families by class name, first match wins; a renderer maps each kind to a colour.
+# Colour families by class name, first match wins (so the longer names come first: SimpleCrossAttnDownBlock2D
+# before CrossAttnDownBlock, which comes before AttnDownBlock); a renderer maps each kind to a colour.
 _KINDS: tuple[tuple[str, str], ...] = (
-    ("MidBlock", "mid_block"), ("CrossAttnDownBlock", "attn_block"), ("CrossAttnUpBlock", "attn_block"),
-    ("DownBlock", "res_block"), ("UpBlock", "res_block"), ("Resnet", "resnet"), ("Transformer", "attention"),
-    ("Attention", "attention"), ("Downsample", "resample"), ("Upsample", "resample"), ("Conv", "conv"),
-    ("Norm", "norm"), ("Timestep", "embedding"), ("Embedding", "embedding"), ("GEGLU", "feedforward"),
-    ("FeedForward", "feedforward"), ("Linear", "linear"), ("SiLU", "act"), ("Mish", "act"), ("GELU", "act"),
-    ("ReLU", "act"), ("Sigmoid", "act"), ("Tanh", "act"),
+    ("MidBlock2DCrossAttn", "mid_block"), ("MidBlock2DSimpleCrossAttn", "mid_block"), ("MidBlock", "mid_plain_block"),
+    ("KCrossAttnDownBlock", "k_attn_block"), ("KCrossAttnUpBlock", "k_attn_block"), ("KDownBlock", "k_block"),
+    ("KUpBlock", "k_block"), ("SimpleCrossAttnDownBlock", "simple_attn_block"),
+    ("SimpleCrossAttnUpBlock", "simple_attn_block"), ("CrossAttnDownBlock", "attn_block"),
+    ("CrossAttnUpBlock", "attn_block"), ("AttnDownBlock", "self_attn_block"), ("AttnUpBlock", "self_attn_block"),
+    ("ResnetDownsampleBlock", "resample_block"), ("ResnetUpsampleBlock", "resample_block"),
+    ("DownBlock", "res_block"), ("UpBlock", "res_block"), ("Resnet", "resnet"), ("DualTransformer", "dual_attention"),
+    ("Transformer", "attention"), ("Attention", "attention"), ("Downsample", "resample"), ("Upsample", "resample"),
+    ("Conv", "conv"), ("Norm", "norm"), ("Timestep", "embedding"), ("Embedding", "embedding"),
+    ("Fourier", "embedding"), ("Projection", "embedding"), ("GEGLU", "feedforward"), ("FeedForward", "feedforward"),
+    ("Linear", "linear"), ("SiLU", "act"), ("Mish", "act"), ("GELU", "act"), ("ReLU", "act"), ("Sigmoid", "act"),
+    ("Tanh", "act"),
 )
+
+# The kinds that are whole blocks of the U (drawn with a heavier frame).
+BLOCK_KINDS = frozenset(kind for _, kind in _KINDS if kind.endswith("_block"))
+
+# What the kinds of blocks and of their layers are, for a diagram's legend (in this order).
+KIND_LABELS: dict[str, str] = {
+    "res_block": "resnets",
+    "attn_block": "resnets + transformers (self- and cross-attention)",
+    "simple_attn_block": "resnets + simple cross-attention (text keys beside the pixels')",
+    "self_attn_block": "resnets + self-attention",
+    "resample_block": "resnets, resampling with a resnet",
+    "k_block": "k-diffusion resnets (norms read the time embedding)",
+    "k_attn_block": "k-diffusion resnets + attention",
+    "mid_block": "middle: resnets + cross-attention",
+    "mid_plain_block": "middle: resnets (+ self-attention)",
+    "resnet": "resnet",
+    "attention": "transformer / attention",
+    "dual_attention": "two transformers, one per text",
+    "resample": "down- / upsampler",
+}
 
 
 def kind_of(type_name: str) -> str:

@@ -22,9 +22,10 @@ from typing import Literal
 
 import graphviz
 
-from unetinspect.analysis.graph import Edge, Graph, Node
+from unetinspect.analysis.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
 from unetinspect.render.export import check_output_path, write_output
+from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
 
 Format = Literal["svg", "png", "pdf", "dot"]
@@ -59,7 +60,8 @@ class Palette:
 
 
 # Gray levels of the light theme's fills (0-255): io/op/act 255, embedding 238, conv/linear 232, norm 232,
-# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136.
+# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136. The block
+# kinds of the other families (IF, Kandinsky, unCLIP, k-diffusion) get hues of their own, named in the legend.
 LIGHT = Palette(
     background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", frame="#9a9a9a",
     fills={
@@ -67,6 +69,8 @@ LIGHT = Palette(
         "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
         "resample": "#cfe8c9", "res_block": "#b9d7f0", "resnet": "#b9d7f0", "feedforward": "#f6c89a",
         "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
+        "simple_attn_block": "#e58a8a", "self_attn_block": "#f2c46b", "dual_attention": "#d9a05a",
+        "resample_block": "#9fd0c0", "k_block": "#c2c8ee", "k_attn_block": "#e7a0c8", "mid_plain_block": "#cdb8d8",
     },
     tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
 )
@@ -77,6 +81,8 @@ DARK = Palette(
         "norm": "#33363d", "conv": "#243b50", "linear": "#243b50", "embedding": "#4d4418",
         "resample": "#2c4a2a", "res_block": "#2f5f8a", "resnet": "#2f5f8a", "feedforward": "#7a5230",
         "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
+        "simple_attn_block": "#8e3e3e", "self_attn_block": "#8a6a20", "dual_attention": "#7e5a22",
+        "resample_block": "#2a6658", "k_block": "#3e4680", "k_attn_block": "#86406a", "mid_plain_block": "#57485f",
     },
     tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
 )
@@ -86,6 +92,8 @@ THEMES = {"light": LIGHT, "dark": DARK}
 _OP_LABELS = {"add": "+", "mul": "×", "div": "÷", "sub": "−", "cat": "concat",
               "scaled_dot_product_attention": "softmax(QKᵀ/√d)·V"}
 _TAG_LABELS = {"encoder_hidden_states": "text"}
+# What the blocks attend to when `encoder_hid_proj` makes it: Kandinsky's context is image tokens, not text.
+_CONTEXT_LABELS = {"ImageProjection": "image", "TextImageProjection": "text+image"}
 _TAG_TEXT = "#1a1a1a"  # tags are light in both themes
 
 
@@ -178,6 +186,8 @@ class _Drawing:
         if self.style.params:
             parts.append(f"{human_count(g.params)} parameters")
         rows = [f'<TR><TD ALIGN="LEFT">{" · ".join(parts)}</TD></TR>']
+        if g.setup is not None:  # the setup header, as every view gives it
+            rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{escape(setup_line(g.setup))}</FONT></TD></TR>')
         if g.is_u:
             rows.append(f'<TR><TD ALIGN="LEFT">{self._legend()}</TD></TR>')
         return f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">{"".join(rows)}</TABLE>>'
@@ -191,7 +201,19 @@ class _Drawing:
         if tags:
             cells += (f'<TD><TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>{tags}</TR></TABLE></TD>'
                       f'<TD><FONT COLOR="{c.muted}">conditioning a block reads; "→ n" where it is made</FONT></TD>')
-        return f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></FONT>'
+        # Swatches as coloured glyphs in one text cell: a nested table would be stretched to the row above.
+        kinds = "&nbsp;&nbsp;&nbsp;".join(f'<FONT COLOR="{c.fills[kind]}">██</FONT>&nbsp;{escape(label)}'
+                                          for kind, label in self._kinds_shown().items())
+        rows = [f'<TR><TD><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></TD></TR>']
+        if kinds:
+            rows.append(f'<TR><TD ALIGN="LEFT"><FONT COLOR="{c.muted}">{kinds}</FONT></TD></TR>')
+        return (f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">{"".join(rows)}</TABLE>'
+                '</FONT>')
+
+    def _kinds_shown(self) -> dict[str, str]:
+        """The kinds of block (and, opened up, of layer) this diagram colours, with what each is."""
+        present = {n.kind for n in self.graph.nodes} | {cl.kind for cl in self.graph.clusters}
+        return {kind: label for kind, label in KIND_LABELS.items() if kind in present}
 
     # ---- nodes and clusters -------------------------------------------------------------------------------------
 
@@ -255,7 +277,7 @@ class _Drawing:
             if self.style.params and node.params:
                 lines.append(f'<FONT POINT-SIZE="8" COLOR="{c.muted}">{human_count(node.params)} params</FONT>')
             attrs["label"] = self._label(node, lines)
-            if node.kind in ("attn_block", "mid_block", "res_block"):
+            if node.kind in BLOCK_KINDS:
                 attrs["penwidth"] = "1.6"
         return f"\t{_q(node.id)} [{_attrs(attrs)}]"
 
@@ -289,7 +311,7 @@ class _Drawing:
 
     def _tag_names(self) -> dict[str, str]:
         """Tag text → colour, as the consuming blocks name the tensor (`temb`, `text`)."""
-        return {_TAG_LABELS.get(e.name, e.name): self.tags[e.source] for e in self.graph.edges_of("condition")
+        return {self._tag_label(e): self.tags[e.source] for e in self.graph.edges_of("condition")
                 if e.source in self.tags}
 
     def _tags_of(self, node: Node) -> str:
@@ -297,16 +319,23 @@ class _Drawing:
         if not self.tags:
             return ""
         fed = self.graph.edges_of("condition")
-        cells = [self._tag_cell(self.tags[e.source], _TAG_LABELS.get(e.name, e.name)) for e in fed
+        cells = [self._tag_cell(self.tags[e.source], self._tag_label(e)) for e in fed
                  if e.target == node.id]
         if node.id in self.tags:
             out = [e for e in fed if e.source == node.id]
-            names = " / ".join(dict.fromkeys(_TAG_LABELS.get(e.name, e.name) for e in out))
+            names = " / ".join(dict.fromkeys(self._tag_label(e) for e in out))
             targets = {e.target for e in out}
             types = {self.nodes[t].type for t in targets}
             what = types.pop() if len(types) == 1 else "blocks"
             cells.append(self._tag_cell(self.tags[node.id], f"{names} → {len(targets)} {what}"))
         return "".join(cells)
+
+    def _tag_label(self, edge: Edge) -> str:
+        """A conditioning tensor as a reader knows it: `temb`, `text`, or `image` where a projection of image
+        embeddings stands in for the text."""
+        if edge.name == "encoder_hidden_states" and self.nodes[edge.source].type in _CONTEXT_LABELS:
+            return _CONTEXT_LABELS[self.nodes[edge.source].type]
+        return _TAG_LABELS.get(edge.name, edge.name)
 
     @staticmethod
     def _tag_cell(color: str, text: str) -> str:

@@ -43,11 +43,13 @@ COMPONENT_PREFIXES = (
     ("model_ema.", "EMA weights"),
 )
 
-# SD 1.x transformers (conv projections) have 8 heads at every level; SD 2.x and SDXL (linear) 64-channel heads.
-SD1_HEADS = 8
+# SD 2.x and SDXL (linear projections) have 64-channel heads; SD 1.x and the x4 upscaler 8 heads at every level.
 SD2_HEAD_CHANNELS = 64
 # SDXL embeds each of its size/crop (or aesthetic-score) numbers sinusoidally in 256 channels.
 SDXL_TIME_ID_CHANNELS = 256
+# Stable unCLIP's `label_emb` is an MLP like SDXL's; its text is SD 2.x's (OpenCLIP-H, 1024 wide), SDXL's is
+# 2048 (base) or 1280 (refiner).
+UNCLIP_TEXT_WIDTH = 1024
 
 # Resnet layers by position in LDM → by name in diffusers.
 RESNET_NAMES = {
@@ -95,21 +97,25 @@ class _Level:
 def infer_config(shapes: Mapping[str, tuple[int, ...]], origin: str = "checkpoint") -> UNetConfig:
     """The UNet config of an LDM checkpoint, from the shapes of its tensors alone.
 
-    Read from the shapes: in/out channels and kernels, channels per level, resnets per level, which levels have
-    attention (down and up separately), transformer depth per level and in the middle, the text width
-    (`cross_attention_dim`), linear vs 1x1-conv projections, the timestep MLP width, and SDXL's `label_emb`
-    (its input width is `projection_class_embeddings_input_dim`).
+    Read from the shapes: in/out channels and kernels (inpainting 9, instruct-pix2pix 8, depth 5, x4 upscaler 7),
+    channels per level, resnets per level, which levels have attention (down and up separately), transformer
+    depth per level, per up layer (SSD-1B's up path differs from its down path) and in the middle (none: one
+    resnet, UNetMidBlock2D, as in SSD-1B and Vega), the text width (`cross_attention_dim`), transformers that
+    attend only to the text (the x4 upscaler's), linear vs 1x1-conv projections, the timestep MLP width, and
+    what `label_emb` is: SDXL's size/crop MLP, stable unCLIP's image-embedding MLP (told apart by the text
+    width: 1024 is SD 2.x's, which unCLIP keeps) or the x4 upscaler's noise-level class table.
 
-    Not in the shapes, so taken from the released models:
-    - heads: SD 1.x (conv projections) has 8 heads per transformer (`attention_head_dim=8`, diffusers' historical
-      name for the head count); SD 2.x and SDXL (linear projections) have 64-channel heads, written as heads per
-      level (`attention_head_dim=[5, 10, 20, 20]` for SD 2.x), as their configs write them;
-    - `norm_num_groups` 32 and every other non-structural field: those of the preset of the same family
-      (sd15 for conv projections, sd21 for linear, sdxl when `label_emb` is present);
+    Not in the shapes, so taken from the released models of the family (the preset sd15 for conv projections,
+    sd21 for linear, sdxl, sd21-unclip or sd-x4-upscaler by `label_emb`):
+    - heads: a fixed head count where the family has one (SD 1.x and the x4 upscaler: 8 per transformer,
+      `attention_head_dim=8`, diffusers' historical name for the head count); else 64-channel heads, written as
+      heads per level (`attention_head_dim=[5, 10, 20, 20]` for SD 2.x), as SD 2.x's and SDXL's configs write them;
+    - `norm_num_groups` 32 and every other non-structural field, and `only_cross_attention` where the shapes
+      cannot tell (no attention at a level, or text as wide as the level);
     - SDXL's `addition_time_embed_dim` is 256;
     - `sample_size` and `upcast_attention` (SD 2.x 768-v vs 512-base, v vs epsilon prediction cannot be told
       apart): those of the matching preset. A checkpoint whose structure is exactly a preset's gets exactly that
-      preset's config.
+      preset's config (SSD-1B's, Vega's, the x4 upscaler's, ...).
 
     Raises `WeightsError` naming the keys that fit no supported structure.
     """
@@ -133,30 +139,34 @@ def _infer(reader: _ShapeReader) -> UNetConfig:
     if channels[0] != first_channels:
         reader.fail(f"input_blocks.1 has {channels[0]} channels but input_blocks.0.0 makes {first_channels}")
     up_depths = _up_depths(reader, levels)
-    mid_depth = _mid_depth(reader) if reader.has("middle_block") else None
+    mid_type, mid_depth = _middle(reader) if reader.has("middle_block") else (None, None)
     linear = _uses_linear_projection(reader)
-    attended = [level.depth is not None or up is not None for level, up in zip(levels, reversed(up_depths))]
+    attended = [level.depth is not None or any(up) for level, up in zip(levels, reversed(up_depths))]
     attended[-1] = attended[-1] or mid_depth is not None
-    has_label_emb = reader.has("label_emb")
+    cross_attention = _cross_attention_dim(reader)
+    text_width = cross_attention.get("cross_attention_dim")
+    embedding = _label_embedding(reader, text_width)
+    family = _family(embedding, linear)
+    preset = load_preset(family)
 
     structure = dict(
         in_channels=in_channels, out_channels=out_channels, conv_in_kernel=conv_in_kernel,
         conv_out_kernel=conv_out_kernel, block_out_channels=channels,
         layers_per_block=_one_or_list([level.layers for level in levels]),
         down_block_types=["CrossAttnDownBlock2D" if lv.depth else "DownBlock2D" for lv in levels],
-        up_block_types=["CrossAttnUpBlock2D" if d else "UpBlock2D" for d in up_depths],
-        mid_block_type="UNetMidBlock2DCrossAttn" if mid_depth else None,
-        transformer_layers_per_block=_transformer_depths(reader, levels, up_depths, mid_depth),
-        reverse_transformer_layers_per_block=None,
+        up_block_types=["CrossAttnUpBlock2D" if any(d) else "UpBlock2D" for d in up_depths],
+        mid_block_type=mid_type,
+        **_transformer_depths(reader, levels, up_depths, mid_depth),
         time_embedding_dim=None if time_embed_dim == 4 * first_channels else time_embed_dim,
         use_linear_projection=linear,
-        attention_head_dim=_heads(reader, channels, attended) if linear else SD1_HEADS,
+        attention_head_dim=(preset.attention_head_dim if isinstance(preset.attention_head_dim, int)
+                            else _heads(reader, channels, attended)),
         num_attention_heads=None,
-        **_cross_attention_dim(reader),
-        **_addition_embedding(reader),
+        only_cross_attention=_only_cross_attention(reader, levels, text_width, preset.only_cross_attention),
+        **cross_attention,
+        **embedding,
     )
-    family = "sdxl" if has_label_emb else "sd21" if linear else "sd15"
-    config = load_preset(family).replace(**structure)
+    config = preset.replace(**structure)
     return next((preset for preset in map(load_preset, PRESETS) if preset == config), config)
 
 
@@ -241,42 +251,48 @@ def _down_levels(reader: _ShapeReader) -> list[_Level]:
     return levels
 
 
-def _up_depths(reader: _ShapeReader, levels: list[_Level]) -> list[int | None]:
-    """Transformer depth of each up block (None: no attention), checking the output blocks mirror the levels."""
+def _up_depths(reader: _ShapeReader, levels: list[_Level]) -> list[list[int | None]]:
+    """Transformer depth of each layer of each up block (None: no attention), checking the output blocks mirror
+    the levels. Depths may differ from layer to layer (SSD-1B), attention may not."""
     n = len(levels)
     expected = sum(level.layers + 1 for level in levels)
     found = len(reader.indices("output_blocks"))
     if found != expected:
         reader.fail(f"{found} output_blocks, but {n} levels of {[lv.layers for lv in levels]} resnets need {expected}")
-    depths: list[int | None] = []
+    depths: list[list[int | None]] = []
     index = 0
     for i, level in enumerate(reversed(levels)):
-        block = set()
+        block: list[int | None] = []
         for layer in range(level.layers + 1):
             prefix = f"output_blocks.{index}"
             if reader.resnet_channels(f"{prefix}.0") != level.channels:
                 reader.fail(f"{prefix}.0 has {reader.resnet_channels(prefix + '.0')} channels, "
                             f"its level has {level.channels}")
             has_transformer = reader.has(f"{prefix}.1") and not reader.has(f"{prefix}.1.conv")
-            block.add(reader.depth(f"{prefix}.1") if has_transformer else None)
+            block.append(reader.depth(f"{prefix}.1") if has_transformer else None)
             last_upsamples = layer == level.layers and i < n - 1
             upsampler = f"{prefix}.{2 if has_transformer else 1}.conv.weight"
             if last_upsamples != (upsampler in reader.shapes):
                 reader.fail(f"{prefix}: expected {'an' if last_upsamples else 'no'} upsampler ({upsampler})")
             index += 1
-        if len(block) > 1:
+        if len({depth is None for depth in block}) > 1:
             reader.fail(f"the output blocks of up block {i} differ in attention")
-        depths.append(block.pop())
+        depths.append(block)
     return depths
 
 
-def _mid_depth(reader: _ShapeReader) -> int:
-    for key in ("middle_block.0.in_layers.0.weight", "middle_block.2.in_layers.0.weight"):
-        reader.shape(key)
+def _middle(reader: _ShapeReader) -> tuple[str, int | None]:
+    """The mid block's type and transformer depth: resnet, transformer, resnet (UNetMidBlock2DCrossAttn), or one
+    resnet alone (UNetMidBlock2D, as SSD-1B and Vega have it)."""
+    reader.shape("middle_block.0.in_layers.0.weight")
+    if not reader.has("middle_block.1") and not reader.has("middle_block.2"):
+        return "UNetMidBlock2D", None
+    reader.shape("middle_block.2.in_layers.0.weight")
     depth = reader.depth("middle_block.1")
     if depth is None or reader.has("middle_block.3"):
-        reader.fail("middle_block is not resnet, transformer, resnet (UNetMidBlock2DCrossAttn)")
-    return depth
+        reader.fail("middle_block is neither resnet, transformer, resnet (UNetMidBlock2DCrossAttn) nor one resnet "
+                    "(UNetMidBlock2D)")
+    return "UNetMidBlock2DCrossAttn", depth
 
 
 def _transformers(reader: _ShapeReader) -> list[str]:
@@ -307,39 +323,102 @@ def _heads(reader: _ShapeReader, channels: list[int], attended: list[bool]) -> l
     return [max(width // SD2_HEAD_CHANNELS, 1) for width in channels]
 
 
-def _transformer_depths(reader: _ShapeReader, levels: list[_Level], up_depths: list[int | None],
-                        mid_depth: int | None) -> int | list[int]:
+def _transformer_depths(reader: _ShapeReader, levels: list[_Level], up_depths: list[list[int | None]],
+                        mid_depth: int | None) -> dict[str, object]:
     """`transformer_layers_per_block` as the released configs write it: one int when all depths agree
     (SD 1.x/2.x: 1, SDXL refiner: 4), else one per level, 1 where a level has no attention (SDXL: [1, 2, 10]).
 
-    diffusers gives the mid block the last level's depth and the up blocks the reversed down depths, so those
-    must agree with the file.
+    diffusers gives the up blocks the reversed down depths unless `reverse_transformer_layers_per_block` lists
+    them layer by layer: that list is written only when the file's up path differs, with 1 for an up block
+    without attention, as SSD-1B's config has it ([[4, 4, 10], [2, 1, 1], 1]).
+    The mid block has the last level's depth, so those must agree.
     """
     down = [level.depth for level in levels]
-    for i, (level_depth, up_depth) in enumerate(zip(down, reversed(up_depths))):
-        if level_depth is not None and up_depth is not None and level_depth != up_depth:
-            reader.fail(f"level {i} has {level_depth} transformer blocks going down but {up_depth} going up")
+    mirrored = list(reversed(up_depths))
+    depths = [d if d is not None else next((u for u in up if u is not None), None) for d, up in zip(down, mirrored)]
     if mid_depth is not None and down[-1] is not None and down[-1] != mid_depth:
         reader.fail(f"the middle block has {mid_depth} transformer blocks but the last level {down[-1]}")
-    depths = [d if d is not None else u for d, u in zip(down, reversed(up_depths))]
     if mid_depth is not None and depths[-1] is None:
         depths[-1] = mid_depth
+    symmetric = all(u is None or u == d for d, up in zip(depths, mirrored) for u in up)
+    if not symmetric:
+        return {"transformer_layers_per_block": [d if d is not None else 1 for d in depths],
+                "reverse_transformer_layers_per_block": [[u for u in up] if any(up) else 1 for up in up_depths]}
     values = {d for d in depths if d is not None}
     if len(values) <= 1:
-        return values.pop() if values else 1
-    return [d if d is not None else 1 for d in depths]
+        return {"transformer_layers_per_block": values.pop() if values else 1,
+                "reverse_transformer_layers_per_block": None}
+    return {"transformer_layers_per_block": [d if d is not None else 1 for d in depths],
+            "reverse_transformer_layers_per_block": None}
 
 
-def _addition_embedding(reader: _ShapeReader) -> dict[str, object]:
-    """SDXL's `label_emb` (pooled text + size/crop ids → an MLP added to the timestep embedding)."""
+def _only_cross_attention(reader: _ShapeReader, levels: list[_Level], text_width: int | None,
+                          convention: bool | list[bool]) -> bool | list[bool]:
+    """Which levels' transformers attend only to the text (the x4 upscaler's): their first attention reads keys
+    of the text's width instead of the pixels'. Where the shapes cannot tell (no attention, or text as wide as
+    the level) the family's convention holds."""
+    n = len(levels)
+    known = dict(enumerate(convention)) if isinstance(convention, list) and len(convention) == n else {}
+    found: dict[int, set[bool]] = {}
+    for prefix, level in _transformer_levels(levels).items():
+        key = f"{prefix}.transformer_blocks.0.attn1.to_k.weight"
+        if key in reader.shapes and text_width is not None:
+            width = reader.shapes[key][1]
+            if width != levels[level].channels or width != text_width:
+                found.setdefault(level, set()).add(width != levels[level].channels)
+    for level, kinds in found.items():
+        if len(kinds) > 1:
+            reader.fail(f"the transformers of level {level} differ in attending to the pixels")
+    only = [found[i].pop() if i in found else known.get(i, False) for i in range(n)]
+    return only if any(only) else False
+
+
+def _transformer_levels(levels: list[_Level]) -> dict[str, int]:
+    """The LDM module path of every place a transformer can sit → the level (down index) it belongs to."""
+    where: dict[str, int] = {}
+    index = 1
+    for i, level in enumerate(levels):
+        for _ in range(level.layers):
+            where[f"input_blocks.{index}.1"] = i
+            index += 1
+        index += 1  # the downsampler (a place past the last level is never looked up)
+    index = 0
+    for i in reversed(range(len(levels))):
+        for _ in range(levels[i].layers + 1):
+            where[f"output_blocks.{index}.1"] = i
+            index += 1
+    return where
+
+
+def _label_embedding(reader: _ShapeReader, text_width: int | None) -> dict[str, object]:
+    """What `label_emb` is: SDXL's size/crop embedding (an MLP on pooled text + time ids, added to the time
+    embedding), stable unCLIP's image-embedding projection (the same MLP, where the text is SD 2.x's), or the
+    x4 upscaler's noise-level class table."""
+    none = {"addition_embed_type": None, "addition_time_embed_dim": None, "projection_class_embeddings_input_dim": None,
+            "class_embed_type": None, "num_class_embeds": None}
     if not reader.has("label_emb"):
-        return {"addition_embed_type": None, "addition_time_embed_dim": None,
-                "projection_class_embeddings_input_dim": None}
+        return none
+    if "label_emb.weight" in reader.shapes:
+        return none | {"num_class_embeds": reader.shape("label_emb.weight", ndim=2)[0]}
     if "label_emb.0.0.weight" not in reader.shapes:
-        reader.fail(f"label_emb is not SDXL's size/crop embedding (label_emb.0.0 missing; has "
-                    f"{next(k for k in reader.shapes if k.startswith('label_emb.'))!r})")
-    return {"addition_embed_type": "text_time", "addition_time_embed_dim": SDXL_TIME_ID_CHANNELS,
-            "projection_class_embeddings_input_dim": reader.shape("label_emb.0.0.weight", ndim=2)[1]}
+        reader.fail(f"label_emb is neither a class table (label_emb.weight) nor an MLP (label_emb.0.0); it has "
+                    f"{next(k for k in reader.shapes if k.startswith('label_emb.'))!r}")
+    width = reader.shape("label_emb.0.0.weight", ndim=2)[1]
+    if text_width == UNCLIP_TEXT_WIDTH:
+        return none | {"class_embed_type": "projection", "projection_class_embeddings_input_dim": width}
+    return none | {"addition_embed_type": "text_time", "addition_time_embed_dim": SDXL_TIME_ID_CHANNELS,
+                   "projection_class_embeddings_input_dim": width}
+
+
+def _family(embedding: dict[str, object], linear: bool) -> str:
+    """The preset whose conventions fill in what the shapes do not show."""
+    if embedding["addition_embed_type"] == "text_time":
+        return "sdxl"
+    if embedding["num_class_embeds"] is not None:
+        return "sd-x4-upscaler"
+    if embedding["class_embed_type"] == "projection":
+        return "sd21-unclip"
+    return "sd21" if linear else "sd15"
 
 
 def _one_or_list(values: list[int]) -> int | list[int]:
@@ -402,6 +481,11 @@ def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
     if config.addition_embed_type == "text_time":
         table["label_emb.0.0"] = ("add_embedding.linear_1", same)
         table["label_emb.0.2"] = ("add_embedding.linear_2", same)
+    if config.class_embed_type == "projection":
+        table["label_emb.0.0"] = ("class_embedding.linear_1", same)
+        table["label_emb.0.2"] = ("class_embedding.linear_2", same)
+    if config.num_class_embeds is not None:
+        table["label_emb"] = ("class_embedding", same)
 
     n = config.num_blocks
     layers = config.layers_per_block_list
@@ -418,6 +502,7 @@ def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
 
     if config.mid_block_type is not None:
         table["middle_block.0"] = ("mid_block.resnets.0", RESNET_NAMES)
+    if config.mid_block_type == "UNetMidBlock2DCrossAttn":
         table["middle_block.1"] = ("mid_block.attentions.0", same)
         table["middle_block.2"] = ("mid_block.resnets.1", RESNET_NAMES)
 

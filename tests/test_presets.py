@@ -1,0 +1,38 @@
+"""Every preset builds what diffusers builds from the same config.json, and says what its samples are made of."""
+
+from __future__ import annotations
+
+import pytest
+
+from ldm_files import meta_shapes
+from unetinspect.analysis.inputs import infer_pixel_factor
+from unetinspect.presets import PRESETS, load_preset, load_preset_dict, pixel_factor, preset_names
+from unetinspect.weights.loading import build_model
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_same_tensors_as_diffusers_on_the_meta_device(name):
+    """Same state-dict names and shapes as diffusers' `UNet2DConditionModel.from_config`, hence the same count."""
+    pytest.importorskip("diffusers")
+    ours = {k: tuple(v.shape) for k, v in build_model(load_preset(name)).state_dict().items()}
+    theirs = meta_shapes(load_preset_dict(name))
+    assert sorted(set(ours) ^ set(theirs)) == []
+    assert ours == theirs
+
+
+def test_aliases_are_their_architecture_with_the_named_changes():
+    assert load_preset("playground-v2.5") == load_preset("sdxl")
+    assert load_preset("sdxl-turbo") == load_preset("sdxl").replace(sample_size=64)
+
+
+@pytest.mark.parametrize("name,factor", [("sd15", 8), ("sdxl-turbo", 8), ("sd-x4-upscaler", 4), ("if-i-xl", 1),
+                                         ("if-ii-l", 1), ("karlo", 1), ("kandinsky-2.2", 8)])
+def test_pixel_factor_of_a_preset(name, factor):
+    assert pixel_factor(name) == factor
+
+
+def test_every_preset_has_a_pixel_factor_its_channels_agree_with():
+    """Where the channels tell (`infer_pixel_factor`), they tell the preset's own factor."""
+    for preset in PRESETS.values():
+        inferred = infer_pixel_factor(load_preset(preset.name))
+        assert preset.pixel_factor in (1, 4, 8) and inferred in (None, preset.pixel_factor), preset.name
