@@ -61,10 +61,15 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 
 ## JSON output
 
-`summary -f json`, `profile -f json`, `compare -f json` and `weights -f json` print one JSON document with a
-`"schema"` number that changes only when a field changes meaning. `summary`:
-`{"schema": 1, "source", "model", "device", "dtype", "batch", "height", "width", "text_len", "config": {...},
-"inputs": {name: shape}, "totals": {"params", "trainable_params", "param_bytes", "flops", "macs",
+Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
+that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `compare`, `weights`,
+`presets`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
+"impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
+(`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
+`"b"`). A number that is not finite (a ratio of nothing) is null: the JSON never holds NaN or Infinity. `-f csv`
+and `-f markdown` have the same rows as the table; CSV cells are raw numbers and full paths, with every column
+even where the table leaves one out for want of room or data. `summary`:
+`{"schema": 1, "kind": "summary", "setup": {...}, "config": {...}, "inputs": {name: shape}, "totals": {"params", "trainable_params", "param_bytes", "flops", "macs",
 "activation_bytes", "peak_activation_bytes"}, "depth", "modules": [{"path", "type", "depth", "inputs": [shape],
 "outputs": [shape], "params", "flops", "skips": [{"from", "shape"}]}]}` — FLOPs count 2 per multiply-add
 (see [measuring.md](measuring.md)).

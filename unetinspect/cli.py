@@ -1,4 +1,4 @@
-"""The `unetinspect` command: options in, one library call, render out. No logic a library user would need.
+"""The `unetinspect` command: options in, one library call, `emit(view, fmt, result)` out. No logic of its own.
 
 Every command shares the same option names (see `docs/cli.md`); errors from deep down arrive as
 `UnetInspectError` and leave here as one line on stderr with exit code 1 (2 for usage errors, as Typer does).
@@ -6,7 +6,6 @@ Every command shares the same option names (see `docs/cli.md`); errors from deep
 
 from __future__ import annotations
 
-import io
 import os
 import sys
 import warnings
@@ -38,14 +37,13 @@ class State:
     no_color = False
 
 
-# Tables piped to a file or another program are not squeezed to the 80 columns rich assumes off a terminal.
-PIPED_WIDTH = 160
-
-
 def console(stderr: bool = False) -> Console:
-    """A console honouring --no-color and NO_COLOR (rich reads NO_COLOR itself)."""
+    """A console honouring --no-color and NO_COLOR (rich reads NO_COLOR itself); piped, as wide as a file's tables
+    rather than the 80 columns rich assumes off a terminal."""
+    from unetinspect.render.formats import FILE_WIDTH
+
     stream = sys.stderr if stderr else sys.stdout
-    width = None if stream.isatty() or "COLUMNS" in os.environ else PIPED_WIDTH
+    width = None if stream.isatty() or "COLUMNS" in os.environ else FILE_WIDTH
     return Console(stderr=stderr, no_color=State.no_color or None, highlight=False, width=width)
 
 
@@ -100,6 +98,19 @@ DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every 
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
 
 
+def say(message: str, label: str | None = None, style: str = "bold red") -> None:
+    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
+    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
+    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
+    console(stderr=True).print(line, soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
+    say(str(message), "warning", "yellow")
+
+
 def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
     """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
     from unetinspect.analysis.inputs import InputSpec
@@ -113,17 +124,6 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
                                      param_hint="--latent")
         size = (int(parts[0]), int(parts[-1]))
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
-def say(message: str, label: str | None = None, style: str = "bold red") -> None:
-    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
-    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
-    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
-    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
-    console(stderr=True).print(line, soft_wrap=True)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
-    say(str(message), "warning", "yellow")
 
 
 def run(fn, *args, **kwargs):
@@ -150,42 +150,41 @@ def run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
-def emit(content: Any, output: Path | None, inputs: list[str | None] = ()) -> None:
-    """Print a rich renderable or text to stdout, or write it to `output` (atomically, never over an input)."""
-    from unetinspect.render.export import write_output
+def emit(view: Any, fmt: Enum, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
+    """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
+    one of the command's `inputs`). Every command answers through here."""
+    from unetinspect.render import formats
 
-    if output is None:
-        if isinstance(content, str):
-            sys.stdout.write(content)
-        else:
-            console().print(content)
-        return
-    if not isinstance(content, str):
-        capture = Console(record=True, width=PIPED_WIDTH, file=io.StringIO(), no_color=True)
-        capture.print(content)
-        content = capture.export_text()
-    path = run(write_output, output, content, [i for i in inputs if i])
-    say(f"wrote {path}")
+    path = run(formats.emit, view, fmt.value, result, output=output, inputs=inputs, console=console())
+    if path is not None:
+        say(f"wrote {path}")
 
 
 # ---- commands -----------------------------------------------------------------------------------------------------
 
 
+PresetsFormat = choices("PresetsFormat", "table", "json", "csv", "markdown")
+
+
 @app.command()
-def presets() -> None:
+def presets(
+    fmt: Annotated[PresetsFormat, typer.Option("--format", "-f", help="Output format.")] = PresetsFormat.table,
+    output: OutputOpt = None,
+) -> None:
     """List the built-in configs with their parameter counts.
 
     Example: [bold]unetinspect presets[/]
     """
-    from unetinspect.render.console import presets_table
+    from unetinspect.render.presets_view import PresetRow, PresetsView
 
     def build():
         from unetinspect.presets import PRESETS
         from unetinspect.weights.loading import count_parameters, load_unet
 
-        return [(p.name, count_parameters(load_unet(p.name, device="meta")), p.description) for p in PRESETS.values()]
+        return [PresetRow(p.name, count_parameters(load_unet(p.name, device="meta")), p.description)
+                for p in PRESETS.values()]
 
-    console().print(presets_table(run(build)))
+    emit(PresetsView(), fmt, run(build), output)
 
 
 DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
@@ -226,18 +225,12 @@ def summary(
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
     from unetinspect.analysis.summary import summarize
-    from unetinspect.render import summary_view
+    from unetinspect.render.summary_view import SummaryView
 
     spec = input_spec(batch, height, width, text_len, latent)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
                  allow_pickle=allow_pickle)
-    if fmt in (SummaryFormat.table, SummaryFormat.tree):
-        view = summary_view.summary_table if fmt == SummaryFormat.table else summary_view.summary_tree
-        emit(view(result, depth), output, inputs=[source])
-    else:
-        render = {SummaryFormat.json: summary_view.summary_json, SummaryFormat.csv: summary_view.summary_csv,
-                  SummaryFormat.markdown: summary_view.summary_markdown}[fmt]
-        emit(render(result, depth), output, inputs=[source])
+    emit(SummaryView(depth), fmt, result, output, inputs=[source, config])
 
 
 ProfileFormat = choices("ProfileFormat", "table", "json", "csv", "markdown")
@@ -307,37 +300,37 @@ def profile(
                    variant=variant, allow_pickle=allow_pickle)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
-        _profile_sweep(source, spec, sweep, attention.value, options, fmt.value, output, inputs, show_bar)
+        _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
     else:
-        _profile_step(source, spec, depth, attention.value, options, fmt.value, output, trace, inputs, show_bar)
+        _profile_step(source, spec, depth, attention.value, options, fmt, output, trace, inputs, show_bar)
 
 
-def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: str,
+def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
                   output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile` of one step, block by block (and its Chrome trace with --trace)."""
     from unetinspect.analysis.profile import profile as profile_source
-    from unetinspect.render import profile_view
     from unetinspect.render.export import write_output
+    from unetinspect.render.profile_view import ProfileView, progress_bar
 
-    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+    with progress_bar(console(stderr=True), show_bar) as progress:
         result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
                      progress=progress, **options)
     if trace is not None:
         say(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
-    emit(getattr(profile_view, f"profile_{fmt}")(result), output, inputs=inputs)
+    emit(ProfileView(), fmt, result, output, inputs)
 
 
 def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
-                   fmt: str, output: Path | None, inputs: list[str], show_bar: bool) -> None:
+                   fmt: Enum, output: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
     from unetinspect.analysis.profile import parse_sweep
     from unetinspect.analysis.profile import sweep as sweep_source
-    from unetinspect.render import profile_view
+    from unetinspect.render.profile_view import SweepView, progress_bar
 
     specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
-    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+    with progress_bar(console(stderr=True), show_bar) as progress:
         result = run(sweep_source, source, specs, attention, progress=progress, **options)
-    emit(getattr(profile_view, f"sweep_{fmt}")(result), output, inputs=inputs)
+    emit(SweepView(), fmt, result, output, inputs)
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
@@ -434,19 +427,14 @@ def weights(
 
       [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
     """
-    from unetinspect.render import weights_view
+    from unetinspect.render.weights_view import WeightsView
     from unetinspect.weights.inspect import inspect_weights
 
     report = run(inspect_weights, checkpoint, config=config, variant=variant, allow_pickle=allow_pickle)
-    listing = keys or pattern is not None
-    if fmt == WeightsFormat.json:
-        content = weights_view.weights_json(report, pattern, with_keys=listing)
-    else:
-        content = weights_view.keys_table(report, pattern) if listing else weights_view.weights_view(report)
-    emit(content, output, inputs=[checkpoint, config])
+    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output, [checkpoint, config])
 
 
-CompareFormat = choices("CompareFormat", "table", "json", "markdown")
+CompareFormat = choices("CompareFormat", "table", "json", "csv", "markdown")
 
 
 Impl = choices("Impl", "ours", "diffusers")
@@ -489,14 +477,12 @@ def compare(
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
     """
     from unetinspect.analysis.compare import compare as compare_sources
-    from unetinspect.render import compare_view
+    from unetinspect.render.compare_view import CompareView
 
     spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle)
-    render = {CompareFormat.table: compare_view.comparison_table, CompareFormat.json: compare_view.comparison_json,
-              CompareFormat.markdown: compare_view.comparison_markdown}[fmt]
-    emit(render(result), output, inputs=[source_a, source_b])
+    emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
 
 
 def main() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.session import Session, open_session

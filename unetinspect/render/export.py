@@ -8,7 +8,6 @@ FIFO the user names (/dev/stdout, /dev/null) is written through, never replaced 
 from __future__ import annotations
 
 import errno
-import math
 import os
 import stat
 import tempfile
@@ -119,42 +118,3 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
-
-def json_text(data: object) -> str:
-    """A JSON document as scripts read it: indented, UTF-8 kept (×, µ), one newline at the end."""
-    import json
-
-    return json.dumps(finite(data), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def finite(data: object) -> object:
-    """`data` with every NaN or infinite float replaced by None: JSON has no such numbers, and strict readers
-    (JavaScript's JSON.parse, jq) refuse the `NaN` Python would write. Config values from strangers' files and
-    timings of zero-length steps can be non-finite."""
-    if isinstance(data, float):
-        return data if math.isfinite(data) else None
-    if isinstance(data, dict):
-        return {key: finite(value) for key, value in data.items()}
-    if isinstance(data, (list, tuple)):
-        return [finite(value) for value in data]
-    return data
-
-
-def csv_text(header: list[str], rows: Iterable[list[object]]) -> str:
-    """CSV with a header row; None becomes an empty cell, so a spreadsheet sees "no value", not "None"."""
-    import csv
-    import io
-
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows([["" if cell is None else cell for cell in row] for row in rows])
-    return out.getvalue()
-
-
-def markdown_table(header: list[str], rows: Iterable[list[str]], right: Iterable[int] = ()) -> str:
-    """A GitHub Markdown table; columns whose index is in `right` are right-aligned (numbers)."""
-    right = set(right)
-    align = ["---:" if i in right else "---" for i in range(len(header))]
-    lines = [header, align, *rows]
-    return "\n".join("| " + " | ".join(str(cell).replace("|", "\\|") for cell in line) + " |" for line in lines) + "\n"

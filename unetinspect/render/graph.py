@@ -25,6 +25,7 @@ import graphviz
 from unetinspect.analysis.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
 from unetinspect.render.export import check_output_path, write_output
+from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
 
 Format = Literal["svg", "png", "pdf", "dot"]
@@ -185,6 +186,8 @@ class _Drawing:
         if self.style.params:
             parts.append(f"{human_count(g.params)} parameters")
         rows = [f'<TR><TD ALIGN="LEFT">{" · ".join(parts)}</TD></TR>']
+        if g.setup is not None:  # the setup header, as every view gives it
+            rows.append(f'<TR><TD ALIGN="LEFT"><FONT POINT-SIZE="9">{escape(setup_line(g.setup))}</FONT></TD></TR>')
         if g.is_u:
             rows.append(f'<TR><TD ALIGN="LEFT">{self._legend()}</TD></TR>')
         return f'<<TABLE BORDER="0" CELLSPACING="0" CELLPADDING="2">{"".join(rows)}</TABLE>>'

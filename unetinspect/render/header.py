@@ -12,6 +12,8 @@ if TYPE_CHECKING:
     from unetinspect.analysis.inputs import Sizes
     from unetinspect.analysis.session import Setup
 
+SEPARATOR = " · "  # between the parts of a heading; a narrow terminal wraps the heading there
+
 
 def size_text(sizes: Sizes) -> str:
     """"512×512 px (latent 64×64)" where the pixel size is known, else "latent 64×64"."""
@@ -21,14 +23,16 @@ def size_text(sizes: Sizes) -> str:
     return "×".join(map(str, sizes.pixels)) + f" px ({latent})"
 
 
-def setup_line(setup: Setup, *, device: str | None = None) -> str:
+def setup_line(setup: Setup, *, device: str | None = None, sizes: bool = True) -> str:
     """One line: label · model · batch · size · text · device · dtype · weights (· notes).
 
-    `device` replaces the bare device name where a view knows more (the GPU's name, the CPU's threads)."""
+    `device` replaces the bare device name where a view knows more (the GPU's name, the CPU's threads);
+    `sizes=False` leaves out the batch and size where the rows are the sizes (a sweep)."""
     model = setup.model_type + (" (diffusers)" if setup.impl == "diffusers" else "")
-    parts = [setup.label, model, f"batch {setup.sizes.batch}", size_text(setup.sizes),
-             f"text {setup.sizes.text_len} tokens", device or setup.device, setup.dtype, setup.weights, *setup.notes]
-    return " · ".join(parts)
+    size = [f"batch {setup.sizes.batch}", size_text(setup.sizes)] if sizes else []
+    parts = [setup.label, model, *size, f"text {setup.sizes.text_len} tokens", device or setup.device, setup.dtype,
+             setup.weights, *setup.notes]
+    return SEPARATOR.join(parts)
 
 
 def setup_dict(setup: Setup) -> dict[str, Any]:

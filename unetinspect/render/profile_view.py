@@ -1,4 +1,4 @@
-"""The profile and the size/backend sweep as rich tables, JSON, CSV and Markdown, and the progress bar.
+"""The profile and the size/backend sweep as views (columns declared once, see `formats`), and the progress bar.
 
 Works from the plain dataclasses of `analysis.profile` and `analysis.timing`; imports nothing of torch. Every
 table prints the totals that let a reader trust it: the step timed without hooks, what the hooks cost, and how
@@ -9,23 +9,20 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from rich.text import Text
 
-from unetinspect.render.export import csv_text, json_text, markdown_table
-from unetinspect.render.header import setup_dict, setup_line, size_text
+from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
+from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.profile import Sweep, Profile, Variant
+    from unetinspect.analysis.profile import Profile, Sweep, Variant
     from unetinspect.analysis.timing import BlockTiming, Stats
-
-JSON_SCHEMA_VERSION = 1
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------------
@@ -57,15 +54,30 @@ def memory(nbytes: int | None) -> str:
 # ---- the profile --------------------------------------------------------------------------------------------------
 
 
-def heading(profile: Profile) -> str:
-    run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
-    return (f"{setup_line(profile.setup, device=profile.device.name)} · {run} · "
-            f"{profile.warmup} warmup + {profile.repeat} timed runs")
+@dataclass(frozen=True)
+class Line:
+    """A row of the profile: a block, or a total under them ("(unattributed)", "(step)")."""
+
+    name: str
+    path: str
+    type: str
+    latency: Stats | None
+    share: float | None
+    flops: int | None
+    flops_per_s: float | None
+    mfu: float | None
+    peak_memory: int | None
+    added_memory: int | None
+
+    @classmethod
+    def of(cls, row: BlockTiming) -> Line:
+        return cls(row.name, row.path, row.type, row.latency, row.share, row.flops, row.flops_per_s, row.mfu,
+                   row.memory.peak if row.memory else None, row.memory.added if row.memory else None)
 
 
-def _table() -> Table:
-    """A table without a title: the heading is a line of its own, as wide as the terminal, not the table."""
-    return Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+def _stat(stats: Stats | None, field: str) -> float | None:
+    value = getattr(stats, field) if stats is not None else None
+    return round(value, 4) if value is not None else None
 
 
 def _has_mfu(profile: Profile) -> bool:
@@ -76,72 +88,126 @@ def _has_memory(profile: Profile) -> bool:
     return profile.totals.peak_memory is not None
 
 
-def profile_table(profile: Profile) -> Group:
-    table = _table()
-    table.add_column("block", style="cyan", overflow="fold", min_width=14)
-    table.add_column("type", style="magenta", no_wrap=True, max_width=26)
-    table.add_column("median ms", justify="right", style="bold", no_wrap=True)
-    table.add_column("p10–p90", justify="right", style="dim", no_wrap=True)
-    table.add_column("% step", justify="right", no_wrap=True)
-    table.add_column("FLOPs", justify="right", no_wrap=True)
-    table.add_column("achieved", justify="right", no_wrap=True)
-    if _has_mfu(profile):
-        table.add_column("MFU", justify="right", no_wrap=True)
-    if _has_memory(profile):
-        table.add_column("peak mem", justify="right", no_wrap=True)
-        table.add_column("+mem", justify="right", style="dim", no_wrap=True)
-    for row in profile.blocks:
-        cells = [row.name, row.type, ms(row.latency.median), spread(row.latency), percent(row.share),
-                 human_count(row.flops) if row.flops else "–", rate(row.flops_per_s)]
-        if _has_mfu(profile):
-            cells.append(percent(row.mfu))
-        if _has_memory(profile):
-            cells += [memory(row.memory.peak if row.memory else None),
-                      memory(row.memory.added if row.memory else None)]
-        table.add_row(*cells)
-    parts: list[Any] = [Text(heading(profile), style="bold")] + ([table] if profile.blocks else [Text()])
-    return Group(*parts, totals_text(profile))
+def _latency_columns(prefix: str, attribute: str) -> tuple[Column, ...]:
+    """median, p10–p90 in the table; median, p10, p90, min, max in the CSV — of a block's or a variant's Stats."""
+    key = (lambda name: f"{prefix}{name}_ms") if prefix else (lambda name: f"{name}_ms")
+    return (
+        Column(f"{prefix}ms" if prefix else "median_ms", "median ms",
+               lambda r: ms(getattr(r, attribute).median if getattr(r, attribute) else None),
+               value=lambda r: _stat(getattr(r, attribute), "median"), justify="right", style="bold"),
+        Column("spread", "p10–p90 ms", lambda r: spread(getattr(r, attribute)), justify="right", style="dim",
+               priority=4, formats=frozenset({TABLE, MARKDOWN})),
+        *(Column(key(name), key(name), lambda r, name=name: _stat(getattr(r, attribute), name),
+                 formats=frozenset({CSV})) for name in ("p10", "p90", "min", "max")),
+    )
 
 
-def totals_lines(profile: Profile) -> list[tuple[str, str]]:
-    """(label, sentence) pairs: the step, the hooks' cost, what the rows cover, FLOPs, memory, notes."""
-    t = profile.totals
-    lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) "
-                      "with no hooks installed")]
-    if t.hooked_step is not None and t.overhead is not None:
-        lines.append(("hooked step", f"{ms(t.hooked_step.median)} ms: hook overhead ×{t.overhead:.3f} "
-                                     f"({100 * (t.overhead - 1):+.1f}%, median over rounds of hooked/unhooked)"))
-    if t.blocks_sum is not None and t.unattributed is not None:
-        lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows: {percent(t.coverage)} of the step; "
-                                f"{ms(t.unattributed.median)} ms of the hooked step ran in no row "
-                                "(code between the blocks, hook cost)"))
-    achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
-    if t.mfu is not None and profile.device.peak_flops:
-        achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
-                     f"(dense {profile.setup.dtype} peak)")
-    lines.append(("FLOPs", achieved))
-    if t.peak_memory is not None:
-        lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
-    if profile.compile_s is not None:
-        lines.append(("compile", f"the first call took {profile.compile_s:.1f} s (compilation)"))
-    lines += [("note", note) for note in profile.notes]
-    return lines
+# Priority: a narrow terminal loses the spread and +mem first, then the type, then FLOPs, rates and memory; the
+# block, its median and its share of the step always stay.
+PROFILE_COLUMNS = (
+    Column("path", "block", lambda r: r.name, value=lambda r: r.path, markdown=lambda r: f"`{r.name}`",
+           style="cyan", fold=True, min_width=14),
+    Column("type", "type", lambda r: r.type, style="magenta", priority=3),
+    *_latency_columns("", "latency"),
+    Column("share", "% step", lambda r: percent(r.share), value=lambda r: _round(r.share, 5), justify="right"),
+    Column("flops", "FLOPs", lambda r: human_count(r.flops) if r.flops else "–", value=lambda r: r.flops,
+           justify="right", priority=2),
+    Column("flops_per_s", "achieved", lambda r: rate(r.flops_per_s), value=lambda r: r.flops_per_s,
+           justify="right", priority=2),
+    Column("mfu", "MFU", lambda r: percent(r.mfu), value=lambda r: r.mfu, justify="right", priority=2,
+           when=_has_mfu),
+    Column("peak_memory_bytes", "peak mem", lambda r: memory(r.peak_memory), value=lambda r: r.peak_memory,
+           justify="right", priority=2, when=_has_memory),
+    Column("added_memory_bytes", "+mem", lambda r: memory(r.added_memory), value=lambda r: r.added_memory,
+           justify="right", style="dim", priority=4, when=_has_memory),
+)
 
 
-def totals_text(profile: Profile) -> Text:
-    text = Text()
-    for label, value in totals_lines(profile):
-        text.append(f"{label:>12}  ", style="bold yellow" if label == "note" else "bold")
-        text.append(value + "\n")
-    return text
+def _round(value: float | None, digits: int) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+class ProfileView(View):
+    """One profile: a row per block, then "(unattributed)" (hooked step minus the blocks) and "(step)" (no hooks)."""
+
+    kind = "profile"
+    columns = PROFILE_COLUMNS
+
+    def rows(self, profile: Profile) -> list[Line]:
+        return [Line.of(row) for row in profile.blocks]
+
+    def footer(self, profile: Profile) -> list[Line]:
+        t = profile.totals
+        lines = []
+        if t.unattributed is not None:
+            lines.append(Line("(unattributed)", "(unattributed)", "", t.unattributed,
+                              t.unattributed.median / t.step.median, None, None, None, None, None))
+        lines.append(Line("(step)", "(step)", "", t.step, 1.0, t.flops, t.flops_per_s, t.mfu, t.peak_memory, None))
+        return lines
+
+    def heading(self, profile: Profile) -> list[str]:
+        """The setup on the device as its hardware is named, and how the step was run and timed."""
+        run = f"compiled ({profile.compiled})" if profile.compiled else f"attention {profile.attention}"
+        return [SEPARATOR.join([setup_line(profile.setup, device=profile.device.name), run,
+                                f"{profile.warmup} warmup + {profile.repeat} timed runs"])]
+
+    def totals(self, profile: Profile) -> list[tuple[str, str]]:
+        """The step, the hooks' cost, what the rows cover, FLOPs, memory, notes."""
+        t = profile.totals
+        lines = [("step", f"{ms(t.step.median)} ms median (p10–p90 {spread(t.step)}, min {ms(t.step.min)}) "
+                          "with no hooks installed")]
+        if t.hooked_step is not None and t.overhead is not None:
+            lines.append(("hooked step", f"{ms(t.hooked_step.median)} ms: hook overhead ×{t.overhead:.3f} "
+                                         f"({100 * (t.overhead - 1):+.1f}%, median over rounds of hooked/unhooked)"))
+        if t.blocks_sum is not None and t.unattributed is not None:
+            lines.append(("blocks", f"{ms(t.blocks_sum.median)} ms in the rows: {percent(t.coverage)} of the step; "
+                                    f"{ms(t.unattributed.median)} ms of the hooked step ran in no row "
+                                    "(code between the blocks, hook cost)"))
+        achieved = f"{human_count(t.flops, 'FLOPs')} per step · {rate(t.flops_per_s)} achieved"
+        if t.mfu is not None and profile.device.peak_flops:
+            achieved += (f" · MFU {percent(t.mfu)} of {rate(profile.device.peak_flops)} "
+                         f"(dense {profile.setup.dtype} peak)")
+        lines.append(("FLOPs", achieved))
+        if t.peak_memory is not None:
+            lines.append(("memory", f"peak {human_bytes(t.peak_memory)} allocated by torch during the step"))
+        if profile.compile_s is not None:
+            lines.append(("compile", f"the first call took {profile.compile_s:.1f} s (compilation)"))
+        lines += [("note", note) for note in profile.notes]
+        return lines
+
+    def data(self, profile: Profile) -> dict[str, Any]:
+        """The documented JSON interface."""
+        t = profile.totals
+        return {
+            "device": _device_dict(profile),
+            "depth": profile.depth,
+            "warmup": profile.warmup,
+            "repeat": profile.repeat,
+            "attention": profile.attention,
+            "compiled": profile.compiled,
+            "compile_s": profile.compile_s,
+            "blocks": [_block_dict(row) for row in profile.blocks],
+            "totals": {
+                **_stat_fields(t.step, "step_"),
+                **_stat_fields(t.hooked_step, "hooked_step_"),
+                "blocks_ms": _stat(t.blocks_sum, "median"),
+                "unattributed_ms": _stat(t.unattributed, "median"),
+                "overhead": t.overhead,
+                "coverage": t.coverage,
+                "flops": t.flops,
+                "flops_per_s": t.flops_per_s,
+                "mfu": t.mfu,
+                "peak_memory_bytes": t.peak_memory,
+            },
+            "notes": profile.notes,
+        }
 
 
 def _stat_fields(stats: Stats | None, prefix: str = "") -> dict[str, float | None]:
     """{"median_ms", "p10_ms", ...} for a block, {"step_ms", "step_p10_ms", ...} with prefix "step_"."""
-    values = (stats.median, stats.p10, stats.p90, stats.min, stats.max) if stats else (None,) * 5
     keys = (f"{prefix}ms" if prefix else "median_ms", f"{prefix}p10_ms", f"{prefix}p90_ms", f"{prefix}min_ms",
             f"{prefix}max_ms")
-    return {key: (round(value, 4) if value is not None else None) for key, value in zip(keys, values)}
+    return {key: _stat(stats, name) for key, name in zip(keys, ("median", "p10", "p90", "min", "max"))}
 
 
 def _block_dict(row: BlockTiming) -> dict[str, Any]:
@@ -159,105 +225,58 @@ def _device_dict(profile: Profile | Sweep) -> dict[str, Any]:
     return {"type": d.type, "name": d.name, "total_memory_bytes": d.total_memory, "peak_flops": d.peak_flops}
 
 
-def profile_dict(profile: Profile) -> dict[str, Any]:
-    """The documented JSON interface; `schema` changes only when a field changes meaning."""
-    t = profile.totals
-    return {
-        "schema": JSON_SCHEMA_VERSION,
-        "kind": "profile",
-        "setup": setup_dict(profile.setup),
-        "device": _device_dict(profile),
-        "depth": profile.depth,
-        "warmup": profile.warmup,
-        "repeat": profile.repeat,
-        "attention": profile.attention,
-        "compiled": profile.compiled,
-        "compile_s": profile.compile_s,
-        "blocks": [_block_dict(row) for row in profile.blocks],
-        "totals": {
-            **_stat_fields(t.step, "step_"),
-            **_stat_fields(t.hooked_step, "hooked_step_"),
-            "blocks_ms": round(t.blocks_sum.median, 4) if t.blocks_sum else None,
-            "unattributed_ms": round(t.unattributed.median, 4) if t.unattributed else None,
-            "overhead": t.overhead,
-            "coverage": t.coverage,
-            "flops": t.flops,
-            "flops_per_s": t.flops_per_s,
-            "mfu": t.mfu,
-            "peak_memory_bytes": t.peak_memory,
-        },
-        "notes": profile.notes,
-    }
-
-
-def profile_json(profile: Profile) -> str:
-    return json_text(profile_dict(profile))
-
-
-CSV_FIELDS = ["path", "type", "median_ms", "p10_ms", "p90_ms", "min_ms", "max_ms", "share", "flops",
-              "flops_per_s", "mfu", "peak_memory_bytes", "added_memory_bytes"]
-
-
-def profile_csv(profile: Profile) -> str:
-    """One row per block, then "(unattributed)" (hooked step minus the blocks) and "(step)" (no hooks)."""
-    rows = [[block[field] for field in CSV_FIELDS] for block in map(_block_dict, profile.blocks)]
-    t = profile.totals
-    extras = [("(unattributed)", t.unattributed, None), ("(step)", t.step, t.peak_memory)]
-    for name, stats, peak in extras:
-        if stats is not None:
-            fields = _stat_fields(stats)
-            flops = t.flops if name == "(step)" else None
-            rows.append([name, "", *(fields[f] for f in CSV_FIELDS[2:7]), round(stats.median / t.step.median, 5),
-                         flops, t.flops_per_s if flops else None, t.mfu if flops else None, peak, None])
-    return csv_text(CSV_FIELDS, rows)
-
-
-def profile_markdown(profile: Profile) -> str:
-    header = ["block", "type", "median ms", "p10–p90 ms", "% step", "FLOPs", "achieved"]
-    header += ["MFU"] * _has_mfu(profile) + ["peak mem"] * _has_memory(profile)
-    rows = []
-    for row in profile.blocks:
-        cells = [f"`{row.name}`", row.type, ms(row.latency.median), spread(row.latency), percent(row.share),
-                 human_count(row.flops) if row.flops else "–", rate(row.flops_per_s)]
-        cells += [percent(row.mfu)] * _has_mfu(profile)
-        cells += [memory(row.memory.peak if row.memory else None)] * _has_memory(profile)
-        rows.append(cells)
-    totals = "\n".join(f"- **{label}**: {value}" for label, value in totals_lines(profile))
-    table = markdown_table(header, rows, right=range(2, len(header))) if rows else ""
-    return f"**{heading(profile)}**\n\n{table}\n{totals}\n"
-
-
 # ---- the sweep -----------------------------------------------------------------------------------------------
 
 
-def sweep_heading(sweep: Sweep) -> str:
-    run = f"compiled ({sweep.compiled})" if sweep.compiled else "eager"
-    setup = sweep.setup
-    return (f"{setup.label} · {setup.model_type} · text {setup.sizes.text_len} tokens · {sweep.device.name} · "
-            f"{setup.dtype} · {setup.weights} · {run} · {sweep.warmup} warmup + {sweep.repeat} timed runs, "
-            "whole step, no hooks")
+def _status(v: Variant) -> Text:
+    return Text(v.error or "ok", style="red" if v.error else "green")
 
 
-COMPARISON_HEADER = ["variant", "attention", "batch", "size", "median ms", "p10–p90 ms", "images/s", "achieved",
-                     "peak mem", "status"]
+SWEEP_COLUMNS = (
+    Column("label", "variant", lambda v: v.label, style="cyan"),
+    Column("attention", "attention", lambda v: v.attention, priority=2),
+    Column("batch", "batch", lambda v: str(v.sizes.batch), value=lambda v: v.sizes.batch, justify="right",
+           priority=3),
+    Column("size", "size", lambda v: size_text(v.sizes), justify="right", priority=1,
+           formats=frozenset({TABLE, MARKDOWN})),
+    Column("latent", "latent", lambda v: "×".join(map(str, v.sizes.latent)), formats=frozenset({CSV})),
+    Column("pixels", "pixels", lambda v: "×".join(map(str, v.sizes.pixels)) if v.sizes.pixels else None,
+           formats=frozenset({CSV})),
+    *_latency_columns("step_", "step"),
+    Column("images_per_s", "images/s", lambda v: f"{v.images_per_s:.2f}" if v.images_per_s else "–",
+           value=lambda v: v.images_per_s, justify="right", priority=1),
+    Column("flops", "FLOPs", lambda v: v.flops, formats=frozenset({CSV})),
+    Column("flops_per_s", "achieved", lambda v: rate(v.flops_per_s), value=lambda v: v.flops_per_s,
+           justify="right", priority=2),
+    Column("peak_memory_bytes", "peak mem", lambda v: memory(v.peak_memory), value=lambda v: v.peak_memory,
+           justify="right", priority=2),
+    Column("error", "status", _status, value=lambda v: v.error, fold=True, min_width=24),
+)
 
 
-def _comparison_cells(v: Variant) -> list[str]:
-    return [v.label, v.attention, str(v.sizes.batch), size_text(v.sizes), ms(v.step.median if v.step else None),
-            spread(v.step), f"{v.images_per_s:.2f}" if v.images_per_s else "–", rate(v.flops_per_s),
-            memory(v.peak_memory), v.error or "ok"]
+class SweepView(View):
+    """Whole-step latency and throughput over sizes and/or attention backends: a row per variant."""
 
+    kind = "sweep"
+    columns = SWEEP_COLUMNS
 
-def sweep_table(sweep: Sweep) -> Group:
-    table = _table()
-    for name in COMPARISON_HEADER:
-        numeric = name not in ("variant", "attention", "status")
-        table.add_column(name, justify="right" if numeric else "left", no_wrap=name != "status",
-                         style="cyan" if name == "variant" else None, overflow="fold")
-    for variant in sweep.variants:
-        cells = _comparison_cells(variant)
-        table.add_row(*cells[:-1], Text(cells[-1], style="red" if variant.error else "green"))
-    return Group(Text(sweep_heading(sweep), style="bold"), table)
+    def rows(self, sweep: Sweep) -> list[Variant]:
+        return sweep.variants
+
+    def heading(self, sweep: Sweep) -> list[str]:
+        """The setup without its sizes (the rows are the sizes), and how the step was timed."""
+        run = f"compiled ({sweep.compiled})" if sweep.compiled else "eager"
+        return [SEPARATOR.join([setup_line(sweep.setup, device=sweep.device.name, sizes=False), run,
+                                f"{sweep.warmup} warmup + {sweep.repeat} timed runs, whole step, no hooks"])]
+
+    def data(self, sweep: Sweep) -> dict[str, Any]:
+        return {
+            "device": _device_dict(sweep),
+            "warmup": sweep.warmup,
+            "repeat": sweep.repeat,
+            "compiled": sweep.compiled,
+            "variants": [_variant_dict(v) for v in sweep.variants],
+        }
 
 
 def _variant_dict(v: Variant) -> dict[str, Any]:
@@ -267,35 +286,6 @@ def _variant_dict(v: Variant) -> dict[str, Any]:
         **_stat_fields(v.step, "step_"), "images_per_s": v.images_per_s, "flops": v.flops,
         "flops_per_s": v.flops_per_s, "peak_memory_bytes": v.peak_memory, "error": v.error,
     }
-
-
-def sweep_dict(sweep: Sweep) -> dict[str, Any]:
-    return {
-        "schema": JSON_SCHEMA_VERSION,
-        "kind": "sweep",
-        "setup": setup_dict(sweep.setup),
-        "device": _device_dict(sweep),
-        "warmup": sweep.warmup,
-        "repeat": sweep.repeat,
-        "compiled": sweep.compiled,
-        "variants": [_variant_dict(v) for v in sweep.variants],
-    }
-
-
-def sweep_json(sweep: Sweep) -> str:
-    return json_text(sweep_dict(sweep))
-
-
-def sweep_csv(sweep: Sweep) -> str:
-    rows = [list(_variant_dict(v).values()) for v in sweep.variants]
-    header = list(_variant_dict(sweep.variants[0])) if sweep.variants else []
-    return csv_text(header, rows)
-
-
-def sweep_markdown(sweep: Sweep) -> str:
-    rows = [_comparison_cells(v) for v in sweep.variants]
-    table = markdown_table(COMPARISON_HEADER, rows, right=range(2, len(COMPARISON_HEADER) - 1))
-    return f"**{sweep_heading(sweep)}**\n\n{table}"
 
 
 # ---- progress -----------------------------------------------------------------------------------------------------

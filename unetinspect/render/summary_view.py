@@ -1,30 +1,31 @@
-"""The summary as a rich table or tree, and as JSON / CSV / Markdown for scripts and docs.
+"""The summary: one row per module call with shapes, parameters, FLOPs and skips; as a table, tree or for scripts.
 
-Works from the plain data of a Summary (rows of shapes and numbers); imports nothing of torch.
+Works from the plain data of a Summary (rows of shapes and numbers); imports nothing of torch. The columns are
+declared once below; `formats` makes the table, CSV and Markdown from them.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from rich import box
-from rich.console import Group
-from rich.table import Table
+from rich.console import Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
 
-from unetinspect.render.export import finite
-from unetinspect.render.header import setup_dict, setup_line
+from unetinspect.render.formats import CSV, TABLE, Column, View, heading_text, shapes_text, totals_grid
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
 from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
     from unetinspect.analysis.summary import Row, Summary
+    from unetinspect.analysis.trace import Trace
 
-JSON_SCHEMA_VERSION = 1
+
+class Line(NamedTuple):
+    """A summary row with the trace it is a share of."""
+
+    row: Row
+    trace: Trace
 
 
 def _percent(part: int, whole: int) -> str:
@@ -44,7 +45,7 @@ def _skips_text(row: Row) -> str:
 
 
 def _io_text(shapes: list[tuple[int, ...]]) -> str:
-    """The main tensor (the feature map in, the feature map out); the rest are in the JSON."""
+    """The main tensor (the feature map in, the feature map out); the rest are in the JSON and CSV."""
     return shape_str(shapes[0]) if shapes else ""
 
 
@@ -57,30 +58,93 @@ def _indented_name(row: Row) -> Text:
     return Text("  " * (row.depth - 1) + own)
 
 
-def heading(summary: Summary) -> str:
-    return setup_line(summary.setup)
+# Priority: what a narrow terminal loses first (highest first): the shares, the input (the row above's output),
+# the skips, the type, the output. The module, its parameters and its FLOPs always stay.
+COLUMNS = (
+    Column("path", "module", lambda l: _indented_name(l.row), value=lambda l: l.row.path,
+           markdown=lambda l: f"`{l.row.path}`", style="cyan", fold=True, min_width=24),
+    Column("type", "type", lambda l: l.row.type, style="magenta", priority=2),
+    Column("depth", "depth", lambda l: l.row.depth, formats=frozenset({CSV})),
+    Column("inputs", "input", lambda l: _io_text(l.row.inputs), value=lambda l: shapes_text(l.row.inputs),
+           priority=4),
+    Column("outputs", "output", lambda l: _io_text(l.row.outputs), value=lambda l: shapes_text(l.row.outputs),
+           priority=1),
+    Column("params", "params", lambda l: human_count(l.row.params) if l.row.params else "–",
+           value=lambda l: l.row.params, markdown=lambda l: f"{l.row.params:,}", justify="right"),
+    Column("params_share", "%", lambda l: _percent(l.row.params, l.trace.total_params), justify="right",
+           style="dim", priority=5, formats=frozenset({TABLE})),
+    Column("flops", "FLOPs", lambda l: human_flops(l.row.flops), value=lambda l: l.row.flops, justify="right"),
+    Column("flops_share", "%", lambda l: _percent(l.row.flops, l.trace.flops), justify="right", style="dim",
+           priority=5, formats=frozenset({TABLE})),
+    Column("skips", "skips in ←", lambda l: _skips_text(l.row), style="green", priority=3, fold=True),
+)
 
 
-def summary_table(summary: Summary, depth: int) -> Group:
-    trace = summary.trace
-    table = Table(title=heading(summary), title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
-                  pad_edge=False, collapse_padding=True)
-    table.add_column("module", style="cyan", overflow="fold", min_width=14)
-    table.add_column("type", style="magenta", no_wrap=True, max_width=24)
-    table.add_column("input", no_wrap=True)
-    table.add_column("output", no_wrap=True)
-    table.add_column("params", justify="right", no_wrap=True)
-    table.add_column("%", justify="right", style="dim", no_wrap=True)
-    table.add_column("FLOPs", justify="right", no_wrap=True)
-    table.add_column("%", justify="right", style="dim", no_wrap=True)
-    table.add_column("skips in ←", style="green", overflow="fold")
-    for row in summary.rows(depth):
-        table.add_row(
-            _indented_name(row), row.type, _io_text(row.inputs), _io_text(row.outputs),
-            human_count(row.params) if row.params else "–", _percent(row.params, trace.total_params),
-            human_flops(row.flops), _percent(row.flops, trace.flops), _skips_text(row),
-        )
-    return Group(table, totals_text(summary))
+class SummaryView(View):
+    """Every module call down to `depth` (1 = blocks)."""
+
+    kind = "summary"
+    columns = COLUMNS
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
+
+    def rows(self, summary: Summary) -> list[Line]:
+        return [Line(row, summary.trace) for row in summary.rows(self.depth)]
+
+    def totals(self, summary: Summary) -> list[tuple[str, str]]:
+        trace = summary.trace
+        return [
+            ("parameters", f"{trace.total_params:,} ({human_count(trace.total_params)}), "
+                           f"trainable {trace.trainable_params:,}"),
+            ("weights", _weights_size(summary)),
+            ("FLOPs", f"{trace.flops:,} ({human_count(trace.flops, 'FLOPs')}) per forward pass "
+                      f"= {human_count(trace.flops // 2, 'MACs')}; attention matmuls included"),
+            ("activations", f"largest tensor {human_bytes(summary.peak_activation_bytes)}, all layer outputs "
+                            f"{human_bytes(summary.activation_bytes)} (kept for backward in training)"),
+        ]
+
+    def tree(self, summary: Summary) -> RenderableType:
+        tree = Tree(heading_text(self.heading(summary)))
+        nodes = {0: tree}
+        for record in summary.trace.records[1:]:
+            if record.depth > self.depth:
+                continue
+            label = Text.assemble(
+                (record.name, "cyan"), " ", (record.type, "magenta"), "  ",
+                (_io_text([t.shape for t in record.inputs]) + " → " + _io_text([t.shape for t in record.outputs]), ""),
+                ("  " + human_count(record.params) + " params" if record.params else "", "dim"),
+                ("  " + human_count(record.flops, "FLOPs") if record.flops else "", "dim"),
+            )
+            nodes[record.index] = nodes[record.parent].add(label)
+        return Group(tree, totals_grid(self.totals(summary)))
+
+    def data(self, summary: Summary) -> dict[str, Any]:
+        """The documented JSON interface (docs/cli.md): the config and inputs, the totals, the modules."""
+        trace = summary.trace
+        return {
+            "config": summary.config.to_dict() if summary.config is not None else None,
+            "inputs": {name: list(shape) for name, shape in summary.inputs.items()},
+            "totals": {
+                "params": trace.total_params,
+                "trainable_params": trace.trainable_params,
+                "param_bytes": trace.param_bytes,
+                "flops": trace.flops,
+                "macs": trace.flops // 2,
+                "activation_bytes": summary.activation_bytes,
+                "peak_activation_bytes": summary.peak_activation_bytes,
+            },
+            "depth": self.depth,
+            "modules": [
+                {
+                    "path": row.path, "type": row.type, "depth": row.depth,
+                    "inputs": [list(s) for s in row.inputs], "outputs": [list(s) for s in row.outputs],
+                    "params": row.params, "flops": row.flops,
+                    "skips": [{"from": name, "shape": list(shape)} for name, shape in row.skips],
+                }
+                for row in summary.rows(self.depth)
+            ],
+        }
 
 
 def _weights_size(summary: Summary) -> str:
@@ -93,101 +157,3 @@ def _weights_size(summary: Summary) -> str:
             text += f", {human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype} as run"
         return text
     return f"{human_bytes(summary.trace.param_bytes)} in {summary.setup.dtype}"
-
-
-def totals_text(summary: Summary) -> Text:
-    trace = summary.trace
-    lines = [
-        ("parameters", f"{trace.total_params:,} ({human_count(trace.total_params)}), trainable {trace.trainable_params:,}"),
-        ("weights", _weights_size(summary)),
-        ("FLOPs", f"{trace.flops:,} ({human_count(trace.flops, 'FLOPs')}) per forward pass "
-                  f"= {human_count(trace.flops // 2, 'MACs')}; attention matmuls included"),
-        ("activations", f"largest tensor {human_bytes(summary.peak_activation_bytes)}, "
-                        f"all layer outputs {human_bytes(summary.activation_bytes)} (kept for backward in training)"),
-    ]
-    text = Text()
-    for label, value in lines:
-        text.append(f"{label:>12}  ", style="bold")
-        text.append(value + "\n")
-    return text
-
-
-def summary_tree(summary: Summary, depth: int) -> Group:
-    trace = summary.trace
-    tree = Tree(Text(heading(summary), style="bold"))
-    nodes = {0: tree}
-    for record in trace.records[1:]:
-        if record.depth > depth:
-            continue
-        label = Text.assemble(
-            (record.name, "cyan"), " ", (record.type, "magenta"), "  ",
-            (_io_text([t.shape for t in record.inputs]) + " → " + _io_text([t.shape for t in record.outputs]), ""),
-            ("  " + human_count(record.params) + " params" if record.params else "", "dim"),
-            ("  " + human_count(record.flops, "FLOPs") if record.flops else "", "dim"),
-        )
-        nodes[record.index] = nodes[record.parent].add(label)
-    return Group(tree, totals_text(summary))
-
-
-# ---- machine-readable ---------------------------------------------------------------------------------------------
-
-
-def summary_dict(summary: Summary, depth: int) -> dict[str, Any]:
-    """The documented JSON interface (docs/cli.md); `schema` changes only when a field changes meaning."""
-    trace = summary.trace
-    return {
-        "schema": JSON_SCHEMA_VERSION,
-        "setup": setup_dict(summary.setup),
-        "config": summary.config.to_dict() if summary.config is not None else None,
-        "inputs": {name: list(shape) for name, shape in summary.inputs.items()},
-        "totals": {
-            "params": trace.total_params,
-            "trainable_params": trace.trainable_params,
-            "param_bytes": trace.param_bytes,
-            "flops": trace.flops,
-            "macs": trace.flops // 2,
-            "activation_bytes": summary.activation_bytes,
-            "peak_activation_bytes": summary.peak_activation_bytes,
-        },
-        "depth": depth,
-        "modules": [
-            {
-                "path": row.path, "type": row.type, "depth": row.depth,
-                "inputs": [list(s) for s in row.inputs], "outputs": [list(s) for s in row.outputs],
-                "params": row.params, "flops": row.flops,
-                "skips": [{"from": name, "shape": list(shape)} for name, shape in row.skips],
-            }
-            for row in summary.rows(depth)
-        ],
-    }
-
-
-def summary_json(summary: Summary, depth: int) -> str:
-    return json.dumps(finite(summary_dict(summary, depth)), indent=2, allow_nan=False) + "\n"
-
-
-CSV_FIELDS = ["path", "type", "depth", "inputs", "outputs", "params", "flops", "skips"]
-
-
-def summary_csv(summary: Summary, depth: int) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_FIELDS)
-    for row in summary.rows(depth):
-        writer.writerow([
-            row.path, row.type, row.depth, " ".join(shape_str(s) for s in row.inputs),
-            " ".join(shape_str(s) for s in row.outputs), row.params, row.flops, _skips_text(row),
-        ])
-    return out.getvalue()
-
-
-def summary_markdown(summary: Summary, depth: int) -> str:
-    trace = summary.trace
-    lines = [f"**{heading(summary)}**", "", "| module | type | input | output | params | FLOPs | skips in |",
-             "| --- | --- | --- | --- | ---: | ---: | --- |"]
-    for row in summary.rows(depth):
-        lines.append(f"| `{row.path}` | {row.type} | {_io_text(row.inputs)} | {_io_text(row.outputs)} | "
-                     f"{row.params:,} | {human_count(row.flops, 'FLOPs') if row.flops else '–'} | {_skips_text(row)} |")
-    lines += ["", f"Total: {trace.total_params:,} parameters, {trace.flops:,} FLOPs "
-                  f"({human_count(trace.flops, 'FLOPs')}) per forward pass.", ""]
-    return "\n".join(lines)

@@ -1,24 +1,21 @@
-"""What a checkpoint holds, as rich tables or JSON; from the plain data of a WeightsReport, nothing of torch."""
+"""What a checkpoint holds, as rich tables or JSON (through `formats`); from a WeightsReport's plain data, no torch."""
 
 from __future__ import annotations
 
-import json
-from typing import TYPE_CHECKING
+import dataclasses
+from typing import TYPE_CHECKING, Any
 
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from unetinspect.render.export import finite
+from unetinspect.render.formats import View
 from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.config import UNetConfig
     from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
-
-JSON_SCHEMA_VERSION = 1
-
 
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
@@ -54,10 +51,37 @@ def keys_table(report: WeightsReport, pattern: str | None) -> Table:
     return table
 
 
-def weights_json(report: WeightsReport, pattern: str | None, with_keys: bool) -> str:
-    """The report for scripts; the tensor list only when --keys was asked."""
-    data = {"schema_version": JSON_SCHEMA_VERSION, **report.to_dict(keys=pattern, with_keys=with_keys)}
-    return json.dumps(finite(data), indent=2, allow_nan=False) + "\n"
+class WeightsView(View):
+    """The overview of a checkpoint, or (with `listing`) its tensors matching `pattern`; JSON for scripts."""
+
+    kind = "weights"
+
+    def __init__(self, pattern: str | None = None, listing: bool = False) -> None:
+        self.pattern, self.listing = pattern, listing
+
+    def table(self, report: WeightsReport) -> RenderableType:
+        return keys_table(report, self.pattern) if self.listing else weights_view(report)
+
+    def data(self, report: WeightsReport) -> dict[str, Any]:
+        """The report for scripts; the tensor list only when it was asked for (--keys or a pattern)."""
+        data: dict[str, Any] = {
+            "source": report.source, "layout": report.layout, "format": report.format,
+            "files": [{"path": path, "bytes": size} for path, size in report.files],
+            "disk_bytes": report.disk_bytes, "memory_bytes": report.memory_bytes,
+            "tensor_count": len(report.tensors), "dtypes": report.dtypes,
+            "components": [dataclasses.asdict(p) for p in report.components],
+            "config_origin": report.config_origin or None, "config_note": report.config_note,
+            "config_mismatch": report.config_mismatch,
+            "nearest_preset": (None if report.nearest_preset is None else
+                               {"name": report.nearest_preset.name, "exact": report.nearest_preset.exact,
+                                "differences": list(report.nearest_preset.differences)}),
+            "blocks": [dataclasses.asdict(p) for p in report.blocks],
+            "metadata": report.metadata,
+            "config": report.config.to_dict() if report.config is not None else None,
+        }
+        if self.listing:
+            data["tensors"] = [dict(t._asdict(), shape=list(t.shape)) for t in report.matching(self.pattern)]
+        return data
 
 
 def _plain(value: str, limit: int | None = None) -> Text:
@@ -104,7 +128,8 @@ def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
     if with_bytes:
         table.add_column("bytes", justify="right")
     for part in parts:
-        row = [_plain(part.name), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
+        name = f"{part.name} (e.g. {', '.join(part.examples)})" if part.examples else part.name
+        row = [_plain(name, 120), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
                f"{100 * part.params / total:.1f}%" if total else "–"]
         table.add_row(*row, *([human_bytes(part.nbytes)] if with_bytes else []))
     return table
@@ -115,6 +140,9 @@ def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
     if report.config is None:
         return [("config", Text.assemble(("unknown: ", "yellow"), _plain(report.config_note or "")))]
     rows: list[tuple[str, Text | str]] = [("config", report.config_origin)]
+    if report.config_mismatch:
+        rows.append(("mismatch", Text.assemble(("the tensors do not fit this config: ", "yellow"),
+                                               _plain(report.config_mismatch, 300))))
     match = report.nearest_preset
     if match is not None and match.exact:
         rows.append(("preset", Text(f"exactly the {match.name} preset", style="green")))

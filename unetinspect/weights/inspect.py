@@ -8,7 +8,6 @@ with the reason in `config_note`: that is when a look inside helps most.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Any, NamedTuple
 
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
+from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.weights import ldm
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
@@ -30,12 +30,17 @@ from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, r
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
-COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
+# The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
+OTHER = "other"
+OTHER_EXAMPLES = 3
+COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), OTHER)
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet."""
+class TensorEntry(NamedTuple):
+    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet.
+
+    A tuple, not a dataclass: a hostile header names up to 100,000 of them, and a tuple is made 3x faster.
+    """
 
     name: str
     ours: str | None
@@ -63,6 +68,7 @@ class Part:
     tensors: int
     params: int
     nbytes: int
+    examples: tuple[str, ...] = ()  # for "other": a few of its tensors, as it stands for any number of them
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,7 @@ class WeightsReport:
     config_note: str | None  # why there is no config
     nearest_preset: PresetMatch | None
     metadata: dict[str, str]
+    config_mismatch: str | None = None  # how the tensors disagree with the config (None: they fit it)
 
     @property
     def disk_bytes(self) -> int:
@@ -124,26 +131,6 @@ class WeightsReport:
         return [t for t in self.tensors
                 if any(fnmatchcase(name, pattern) for name in (t.name, t.short_name, t.ours) if name is not None)]
 
-    def to_dict(self, keys: str | None = None, with_keys: bool = False) -> dict[str, Any]:
-        """JSON-ready; the tensor list only `with_keys` (filtered by the glob `keys`)."""
-        data: dict[str, Any] = {
-            "source": self.source, "layout": self.layout, "format": self.format,
-            "files": [{"path": path, "bytes": size} for path, size in self.files],
-            "disk_bytes": self.disk_bytes, "memory_bytes": self.memory_bytes, "tensor_count": len(self.tensors),
-            "dtypes": self.dtypes,
-            "components": [dataclasses.asdict(p) for p in self.components],
-            "config_origin": self.config_origin or None, "config_note": self.config_note,
-            "nearest_preset": (None if self.nearest_preset is None else
-                               {"name": self.nearest_preset.name, "exact": self.nearest_preset.exact,
-                                "differences": list(self.nearest_preset.differences)}),
-            "blocks": [dataclasses.asdict(p) for p in self.blocks],
-            "metadata": self.metadata,
-            "config": self.config.to_dict() if self.config is not None else None,
-        }
-        if with_keys:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in self.matching(keys)]
-        return data
-
 
 def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None = None, variant: str | None = None,
                     allow_pickle: bool = False) -> WeightsReport:
@@ -159,12 +146,28 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
+    inferred = source is not None and source.layout == "ldm" and config is None  # agrees with its tensors
+    mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
         config_origin=_config_origin(source, config), config_note=note,
-        nearest_preset=nearest_preset(cfg) if cfg is not None else None, metadata=metadata,
+        nearest_preset=nearest_preset(cfg) if cfg is not None and mismatch is None else None, metadata=metadata,
+        config_mismatch=mismatch,
     )
+
+
+def _mismatch(source: Source) -> str | None:
+    """How the tensors disagree with the config that came with them (a config.json beside the file, --config),
+    from their shapes alone; None when they fit. Without this check, the report would name the config's preset
+    for tensors of another model."""
+    from unetinspect.weights.loading import build_model, check_weights
+
+    try:
+        check_weights(source, build_model(source.config))
+    except WeightsError as exc:
+        return exc.message
+    return None
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
@@ -201,6 +204,8 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         hint = (f"{spec!r} is a preset, which has no weights: try `unetinspect summary {spec}`" if spec in PRESETS
                 else "give a .safetensors file, a pickle checkpoint with --allow-pickle, or a diffusers folder")
         raise SourceError(f"no such file or folder: {spec!r}", hint)
+    if not path.is_dir() and not path.is_file():
+        raise not_regular(path, path.stat().st_mode, SourceError)
     if path.is_dir():
         source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
         if not source.has_weights:
@@ -279,20 +284,31 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
 
 
 def _block_of(name: str) -> str:
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
+    """The top-level UNet block a tensor belongs to (`down_blocks.1`, `mid_block`, ...), or OTHER.
+
+    Everything that is not a block of the UNet is one group: a hostile file of a million oddly named tensors is
+    then one row, not a million.
+    """
+    head, _, rest = name.partition(".")
+    if head in ("down_blocks", "up_blocks"):
+        index = rest.partition(".")[0]
+        return f"{head}.{index}" if index.isdigit() and len(index) <= 2 else OTHER
+    return head if head in BLOCK_ORDER else OTHER
 
 
 def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], order: tuple[str, ...]) -> list[Part]:
-    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance."""
+    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance;
+    OTHER comes last, with a few example names."""
     groups: dict[str, list[TensorEntry]] = {}
     for tensor in tensors:
         groups.setdefault(key(tensor), []).append(tensor)
 
-    def rank(name: str) -> tuple[int, int, int]:
+    def rank(name: str) -> tuple[int, int, int, int]:
         head, _, index = name.partition(".")
         forward = BLOCK_ORDER.index(head) if head in BLOCK_ORDER else len(BLOCK_ORDER)
-        return (order.index(name) if name in order else len(order), forward, int(index) if index.isdigit() else 0)
+        return (name == OTHER, order.index(name) if name in order else len(order), forward,
+                int(index) if index.isdigit() and len(index) <= 2 else 0)
 
-    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group))
+    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group),
+                 tuple(t.name for t in group[:OTHER_EXAMPLES]) if name == OTHER else ())
             for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]

@@ -9,6 +9,7 @@ the ten that per-module kaiming init takes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -113,6 +114,10 @@ def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed
         if source.has_weights:
             check_weights(source, model)
         return model.to(dtype)
+    out_of_memory = RunError(f"out of memory placing {count_parameters(model):,} parameters on {device} in {dtype}",
+                             "use --dtype fp16, or another device")
+    if device.type == "cpu" and count_parameters(model) * dtype.itemsize > _physical_memory():
+        raise out_of_memory  # Linux would promise the memory, then kill the process when it is touched
     try:
         if source.has_weights:
             model.load_state_dict(read_state_dict(source, model), assign=True, strict=True)
@@ -120,10 +125,19 @@ def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed
         else:
             model.to(dtype).to_empty(device=device)
             init_random_weights(model, seed)
-    except torch.OutOfMemoryError:
-        raise RunError(f"out of memory placing {count_parameters(model):,} parameters on {device} "
-                       f"in {dtype}", "use --dtype fp16, or another device") from None
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):  # the CPU's words
+            raise out_of_memory from None
+        raise
     return model
+
+
+def _physical_memory() -> float:
+    """Bytes of RAM on this machine (infinite where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
 
 
 def count_parameters(model: nn.Module) -> int:
