@@ -31,7 +31,7 @@ from the real `--help` texts and real runs (on a CPU machine, so `profile` shows
 | a preset name: `sd15` (default) or another of `unetinspect presets` | the built-in config (`unetinspect presets`) |
 | a `config.json` | a diffusers UNet config; random weights where weights are needed |
 | a diffusers folder | `config.json` + `diffusion_pytorch_model[.VARIANT].safetensors`, sharded (`*.index.json`) or not; a pipeline folder (with `model_index.json`) means its `unet/` |
-| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file SD / SDXL checkpoint (config inferred from its shapes; `--config` overrides) |
+| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file checkpoint of SD 1.x/2.x (inpainting, pix2pix, depth too), SDXL, SSD-1B, Vega, stable unCLIP or the x4 upscaler (config inferred from its shapes; `--config` overrides) |
 | a `.ckpt` / `.bin` / `.pt` file | refused unless `--allow-pickle` (then read with `torch.load(weights_only=True)`) |
 | a ControlNet | a diffusers ControlNet folder or `config.json` (`_class_name: ControlNetModel`), or an original single-file ControlNet (`control_model.*`, SD 1.5 or SDXL): our `ControlNetModel` (see [addons.md](addons.md)) |
 
@@ -76,7 +76,7 @@ even where the table leaves one out for want of room or data. `summary`:
 (see [measuring.md](measuring.md)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -103,10 +103,12 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
     _write_lora(model, workdir / "tiny-lora.safetensors")
     return {
         "presets": [["presets"]],
-        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"]],
+        "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"], ["summary", "sd15", "--branches"]],
         "profile": [["profile", "tiny", "--device", "cpu", "--repeat", "5"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
-        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"]],
+        "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
+                    ["compare", "sd15", "sdxl", "-o", "diff.html"]],
+        "report": [["report", "sdxl", "-o", "sdxl.html"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
         "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
     }

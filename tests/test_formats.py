@@ -11,22 +11,20 @@ import math
 
 import pytest
 from rich.console import Console
-from typer.testing import CliRunner
 
+from conftest import our_unet, save_folder, tiny
 from unetinspect.analysis.compare import compare
 from unetinspect.analysis.hardware import DeviceInfo
 from unetinspect.analysis.profile import Profile, Sweep, Variant
 from unetinspect.analysis.session import Setup
 from unetinspect.analysis.summary import summarize
 from unetinspect.analysis.timing import BlockMemory, BlockTiming, Stats, StepTiming
-from unetinspect.cli import app
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.formats import (CSV, MARKDOWN, SCHEMA, TABLE, View, cells, json_text, plain, render,
                                         shown_columns)
 from unetinspect.render.profile_view import ProfileView, SweepView
 from unetinspect.render.summary_view import SummaryView
 
-runner = CliRunner()
 WIDTHS = (80, 100, 200)
 
 
@@ -122,23 +120,19 @@ def test_csv_keeps_every_column_where_the_table_leaves_some_out(gpu_profile):
     assert [c.key for c in shown_columns(view, on_cpu, CSV)] == [c.key for c in shown_columns(view, gpu_profile, CSV)]
 
 
-def test_every_json_document_has_the_schema_key_and_kind(sdxl, gpu_profile, sweep_result, sd15_vs_sdxl):
+def test_every_json_document_has_the_schema_key_and_kind(sdxl, gpu_profile, sweep_result, sd15_vs_sdxl,
+                                                           invoke):
     for view, result in views(sdxl, gpu_profile, sweep_result, sd15_vs_sdxl):
         data = json.loads(render(view, "json", result))
         assert data["schema"] == SCHEMA and data["kind"] == view.kind and "schema_version" not in data
     for args in (["summary", "tiny"], ["compare", "tiny", "tiny"], ["presets"]):
-        data = json.loads(runner.invoke(app, [*args, "-f", "json"]).stdout)
+        data = json.loads(invoke(*args, "-f", "json").stdout)
         assert data["schema"] == SCHEMA and data["kind"] == args[0]
 
 
-def test_weights_json_says_schema_not_schema_version(tmp_path):
-    from safetensors.torch import save_file
-
-    from unetinspect.weights.loading import load_unet
-
-    save_file(load_unet("tiny").state_dict(), str(tmp_path / "diffusion_pytorch_model.safetensors"))
-    (tmp_path / "config.json").write_text(json.dumps(load_unet("tiny").config.to_dict()))
-    result = runner.invoke(app, ["weights", str(tmp_path), "-f", "json"])
+def test_weights_json_says_schema_not_schema_version(tmp_path, invoke):
+    save_folder(our_unet(tiny()), tmp_path)
+    result = invoke("weights", tmp_path, "-f", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert data["schema"] == SCHEMA and data["kind"] == "weights" and "schema_version" not in data

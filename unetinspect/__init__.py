@@ -8,6 +8,8 @@ The public API — everything else is internal and may change:
     profile(source, InputSpec(...))          per-block latency (and memory on CUDA) of one denoising step
     diagram_graph(source) / write_diagram    the architecture as a graph, and drawn to svg/png/pdf/dot
     compare(a, b)                            two UNets block against block
+    branch_costs(source)                     each shallow branch a caching method runs: FLOPs, MACs, params
+    build_report(source) / report_html       the self-contained HTML report of one UNet
     trace_model(model, inputs)               the trace of any nn.Module
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
@@ -36,13 +38,16 @@ _API = {
     "UNetConfig": "unetinspect.config",
     "UnetInspectError": "unetinspect.errors",
     "analyze_lora": "unetinspect.analysis.lora",
+    "branch_costs": "unetinspect.analysis.branches",
     "build_model": "unetinspect.weights.loading",
+    "build_report": "unetinspect.analysis.report",
     "compare": "unetinspect.analysis.compare",
     "diagram_graph": "unetinspect.analysis.graph",
     "load_unet": "unetinspect.weights.loading",
     "make_inputs": "unetinspect.analysis.inputs",
     "open_session": "unetinspect.analysis.session",
     "profile": "unetinspect.analysis.profile",
+    "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.analysis.summary",
     "trace_model": "unetinspect.analysis.trace",
     "write_diagram": "unetinspect.render.graph",

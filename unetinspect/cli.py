@@ -196,6 +196,20 @@ DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 
 
 SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
+BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
+                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
+                                           "of the step, parameters; with profile, latency.")]
+
+
+def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
+                   latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
+    """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
+    from unetinspect.analysis.branches import branch_costs
+    from unetinspect.render.branches_view import BranchesView
+
+    result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
+    table = fmt.value == "tree"  # a list of branches has no tree: the table stands in for it
+    emit(BranchesView(), type(fmt)("table") if table else fmt, result, output, inputs=[source, options.get("config")])
 
 
 @app.command()
@@ -218,6 +232,7 @@ def summary(
         "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
         "tokens in every cross-attention (table or json).", show_default=False)] = None,
     controlnet: ControlNetOpt = None,
+    branches: BranchesOpt = False,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -236,6 +251,11 @@ def summary(
     from unetinspect.render.summary_view import SummaryView
 
     spec = input_spec(batch, height, width, text_len, latent)
+    if branches and (controlnet or ip_adapter):
+        raise typer.BadParameter("branches are costed on the UNet alone: leave out --controlnet and --ip-adapter",
+                                 param_hint="--branches")
+    if branches:
+        return _emit_branches(source, spec, fmt, output, config=config, variant=variant, allow_pickle=allow_pickle)
     depth = _step_depth(depth, controlnet)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
                  allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()))
@@ -287,6 +307,7 @@ def profile(
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
     controlnet: ControlNetOpt = None,
+    branches: BranchesOpt = False,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -304,6 +325,9 @@ def profile(
     from unetinspect.render.export import check_output_path
 
     comparing = sweep is not None or attention == Attention.all
+    if branches and (comparing or compile_model or trace is not None or controlnet):
+        raise typer.BadParameter("branch latencies come from one profile of the UNet's layers: leave out --sweep, "
+                                 "--attention all, --compile, --trace and --controlnet", param_hint="--branches")
     if trace is not None and comparing:
         raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
                                  param_hint="--trace")
@@ -318,6 +342,8 @@ def profile(
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
         _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
+    elif branches:
+        _profile_branches(source, spec, attention.value, options, fmt, output, show_bar)
     else:
         _profile_step(source, spec, depth, attention.value, options, fmt, output, trace, inputs, show_bar)
 
@@ -340,6 +366,19 @@ def _profile_step(source: str | None, spec: Any, depth: int, attention: str, opt
     if trace is not None:
         say(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
     emit(ProfileView(), fmt, result, output, inputs)
+
+
+def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
+                      output: Path | None, show_bar: bool) -> None:
+    """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
+    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.render import profile_view
+
+    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
+        result = run(profile_source, source, spec, depth=2, attention=attention, progress=progress, **options)
+    latencies = {row.name: row.latency.median for row in result.blocks}
+    _emit_branches(source, spec, fmt, output, latencies, result.totals.step.median,
+                   **{key: options[key] for key in ("config", "variant", "allow_pickle")})
 
 
 def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
@@ -533,6 +572,7 @@ def compare(
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
 
       [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
+      [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.render.compare_view import CompareView
@@ -540,7 +580,54 @@ def compare(
     spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
+    if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
+        from unetinspect.analysis.report import comparison_graphs
+        from unetinspect.render.export import write_output
+        from unetinspect.render.report import comparison_html
+
+        graphs = run(comparison_graphs, source_a, source_b, spec, impl=impl.value, allow_pickle=allow_pickle)
+        say(f"wrote {run(write_output, output, comparison_html(result, graphs), [source_a, source_b])}")
+        return
     emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
+
+
+@app.command()
+def report(
+    source: SourceArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
+    latency: Annotated[bool, typer.Option("--profile", help="Also time every layer (CUDA when available, else "
+                                          "the CPU; random weights for configs) and colour by latency.")] = False,
+    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. [default: cuda if "
+                                                  "available, else cpu]", show_default=False)] = None,
+    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    batch: BatchOpt = 1,
+    height: HeightOpt = None,
+    width: WidthOpt = None,
+    latent: LatentOpt = None,
+    text_len: TextLenOpt = 77,
+    config: ConfigOpt = None,
+    variant: VariantOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
+    and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
+
+    Examples:
+
+      [bold]unetinspect report sdxl -o sdxl.html[/]
+
+      [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
+    """
+    from unetinspect.analysis.report import build_report
+    from unetinspect.render.export import check_output_path, write_output
+    from unetinspect.render.report import report_html
+
+    inputs = [i for i in (source, config) if i]
+    run(check_output_path, output, inputs)  # a bad path fails now, not after the tracing and drawing
+    spec = input_spec(batch, height, width, text_len, latent)
+    result = run(build_report, source, spec, profile=latency, device=device, repeat=repeat, config=config,
+                 variant=variant, allow_pickle=allow_pickle)
+    say(f"wrote {run(write_output, output, run(report_html, result), inputs)}")
 
 
 def main() -> None:

@@ -151,15 +151,20 @@ class Graph:
         return [e for e in self.edges if e.kind == kind]
 
 
-def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None, name: str = "") -> Graph:
+def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None, name: str = "",
+                open_depth: int | None = None) -> Graph:
     """The graph of a trace at a level, or of one module (`focus`, a module path) opened to its leaves.
+
+    `open_depth` opens a focused module only that many levels (1: its direct layers as nodes), for a view of
+    one block that stays readable when its transformers hold ten layers each (SDXL).
 
     The trace must have been made with `record_ops=True` (see `trace_for_diagram`) for edges through the code
     between calls: an up block's skip concatenation, a resnet's residual add, SDXL's summed embeddings.
     """
     if focus is not None:
         scope = _find(trace, focus)
-        expanded = {scope.index} | {r.index for r in trace.descendants(scope) if r.children}
+        expanded = {scope.index} | {r.index for r in trace.descendants(scope) if r.children
+                                    and (open_depth is None or r.depth < scope.depth + open_depth)}
         nodes, edges, clusters = _Builder(trace, scope, expanded).build()
         return _with_path(Graph(name, scope.path, scope.type, scope.params, "focus", nodes, edges, clusters))
     if level not in LEVELS:

@@ -181,8 +181,7 @@ def make_inputs(
         return torch.randint(0, high, (b,), generator=generator, device=device)
 
     inputs: dict[str, Any] = {
-        # an image_hint UNet's in_channels counts the 4 channels of the encoded hint it concatenates itself
-        "sample": floats(b, config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0), h, w),
+        "sample": floats(b, config.sample_channels, h, w),
         "timestep": torch.full((b,), 999, dtype=torch.long, device=device),
         "encoder_hidden_states": _context(config, floats, b, sizes.text_len),
     }
@@ -211,7 +210,7 @@ def _context(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int
              ) -> torch.Tensor | None:
     """The text tokens; None for image_proj UNets (Kandinsky 2.2), which read only the image embedding and whose
     pipeline passes None. A dual cross-attention UNet reads two fixed-length slices of the context."""
-    if config.encoder_projection == "image_proj" and config.addition_embed_type != "text":
+    if not config.reads_encoder_hidden_states:
         return None
     if config.dual_cross_attention:  # Versatile Diffusion: 77 text tokens, then 257 image tokens
         text_len = sum(DualTransformer2DModel.condition_lengths)

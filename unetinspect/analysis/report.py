@@ -1,0 +1,125 @@
+"""What the HTML report shows: every call of one traced pass, the diagrams to draw, and optional latencies.
+
+The report is one file a reader opens from disk: the block diagram coloured by a metric they pick, a module
+tree (blocks → layers → sub-layers) to sort and open, and each block's own layer diagram. This module gathers
+the plain data for it; `render/report` turns it into HTML and never sees torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from unetinspect.analysis.branches import CONVENTIONS, Branch, find_branches
+from unetinspect.analysis.graph import Graph, build_graph, trace_for_diagram
+from unetinspect.analysis.inputs import InputSpec
+from unetinspect.analysis.session import Session, open_session
+from unetinspect.analysis.summary import Summary, summary_of
+from unetinspect.analysis.trace import CallRecord, Trace
+from unetinspect.weights.sources import Source
+
+METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """One module call, as the tree shows it; `parent` is the index of the enclosing row (None for blocks)."""
+
+    index: int
+    name: str
+    type: str
+    depth: int
+    parent: int | None
+    inputs: list[tuple[int, ...]]
+    outputs: list[tuple[int, ...]]
+    params: int
+    flops: int
+    activation: int  # bytes of the distinct tensors it returns
+    latency_ms: float | None = None  # median, for the calls a profile timed (blocks and their layers)
+
+
+@dataclass
+class Report:
+    """One UNet as the report shows it."""
+
+    summary: Summary
+    rows: list[ReportRow]
+    blocks: Graph  # the U at block level
+    layers: dict[str, Graph]  # block name → that block opened one level (its resnets, transformers, resamplers)
+    step_ms: float | None = None
+    notes: list[str] = field(default_factory=list)
+    branches: list[Branch] = field(default_factory=list)  # the shallow branches caching methods run
+    conventions: tuple[str, ...] = CONVENTIONS  # how the branches' figures are counted
+
+    @property
+    def metrics(self) -> list[str]:
+        timed = any(r.latency_ms is not None for r in self.rows)
+        return [m for m in METRICS if m != "latency" or timed]
+
+
+def build_report(
+    source: str | Path | Source | Session | None = None,
+    spec: InputSpec = InputSpec(),
+    *,
+    profile: bool = False,
+    device: str | None = None,
+    repeat: int = 5,
+    **source_options: Any,
+) -> Report:
+    """Open a source on the meta device (and, with `profile`, time its layers on `device`) for the report."""
+    session = open_session(source, spec, device="meta", **source_options)
+    summary = summary_of(session)
+    trace = trace_for_diagram(session)  # the same pass with its ops, for the diagrams' edges and the branches
+    latencies: dict[str, float] = {}
+    step_ms = None
+    notes = []
+    if profile:
+        from unetinspect.analysis.profile import profile as profile_source
+
+        timed = profile_source(source, spec, device=device, depth=2, repeat=repeat, **source_options)
+        latencies = {row.name: row.latency.median for row in timed.blocks}
+        step_ms = timed.totals.step.median
+        notes.append(f"latency: median of {repeat} runs on {timed.device.name}, blocks and layers timed with hooks")
+    label = session.setup.label
+    return Report(summary=summary, rows=report_rows(trace, latencies), blocks=build_graph(trace, name=label),
+                  layers=layer_graphs(trace, label), step_ms=step_ms, notes=notes,
+                  branches=find_branches(trace, latencies or None))
+
+
+def report_rows(trace: Trace, latencies: dict[str, float] | None = None) -> list[ReportRow]:
+    """Every call below the model, parents first, with the latency of the calls that were timed."""
+    latencies = latencies or {}
+    position = {r.index: i for i, r in enumerate(trace.records[1:])}
+    return [
+        ReportRow(index=position[r.index], name=r.name, type=r.type, depth=r.depth,
+                  parent=position.get(r.parent) if r.parent else None,
+                  inputs=[t.shape for t in r.inputs], outputs=[t.shape for t in r.outputs], params=r.params,
+                  flops=r.flops, activation=_output_bytes(r), latency_ms=latencies.get(r.name))
+        for r in trace.records[1:]
+    ]
+
+
+def layer_graphs(trace: Trace, name: str) -> dict[str, Graph]:
+    """Each top-level call that has layers, opened one level: what clicking a block shows."""
+    return {r.name: build_graph(trace, focus=r.path, name=name, open_depth=1)
+            for r in trace.at_depth(1) if r.children and r.call == 0}
+
+
+def comparison_graphs(a: str | Path | Source | Session | None, b: str | Path | Source | Session | None,
+                      spec: InputSpec = InputSpec(), *, impl: str = "ours", **source_options: Any) -> tuple[Graph, Graph]:
+    """The block diagrams of the two sides `compare` compared (B is diffusers' model of A with impl="diffusers")."""
+    first = open_session(a, spec, device="meta", **source_options)
+    second = open_session(first.source if impl == "diffusers" else b, spec, device="meta", impl=impl,
+                          **source_options)
+    graphs = [build_graph(trace_for_diagram(side), name=side.setup.label) for side in (first, second)]
+    return graphs[0], graphs[1]
+
+
+def _output_bytes(record: CallRecord) -> int:
+    """Bytes of the distinct tensors a call returns (a down block returns its output again as a skip)."""
+    distinct = {t.key: t for t in record.outputs}.values()
+    return sum(math.prod(t.shape) * getattr(torch, t.dtype).itemsize for t in distinct)
