@@ -31,8 +31,9 @@ from the real `--help` texts and real runs (on a CPU machine, so `profile` shows
 | a preset name: `sd15` (default) or another of `unetinspect presets` | the built-in config (`unetinspect presets`) |
 | a `config.json` | a diffusers UNet config; random weights where weights are needed |
 | a diffusers folder | `config.json` + `diffusion_pytorch_model[.VARIANT].safetensors`, sharded (`*.index.json`) or not; a pipeline folder (with `model_index.json`) means its `unet/` |
-| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file SD / SDXL checkpoint (config inferred from its shapes; `--config` overrides) |
+| a `.safetensors` file | diffusers keys (with `config.json` beside it), or an original single-file checkpoint of SD 1.x/2.x (inpainting, pix2pix, depth too), SDXL, SSD-1B, Vega, stable unCLIP or the x4 upscaler (config inferred from its shapes; `--config` overrides) |
 | a `.ckpt` / `.bin` / `.pt` file | refused unless `--allow-pickle` (then read with `torch.load(weights_only=True)`) |
+| a ControlNet | a diffusers ControlNet folder or `config.json` (`_class_name: ControlNetModel`), or an original single-file ControlNet (`control_model.*`, SD 1.5 or SDXL): our `ControlNetModel` (see [addons.md](addons.md)) |
 
 Nothing is ever downloaded.
 
@@ -75,11 +76,12 @@ even where the table leaves one out for want of room or data. `summary`:
 (see [measuring.md](measuring.md)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "weights"]
+COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
-    env = {**os.environ, "COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb"}
+    # This checkout's package, not whichever one is installed: the runs happen in a temporary folder.
+    env = {**os.environ, "COLUMNS": WIDTH, "NO_COLOR": "1", "TERM": "dumb", "PYTHONPATH": str(DOCS.parent)}
     result = subprocess.run([sys.executable, "-m", "unetinspect", *args], capture_output=True, text=True,
                             env=env, cwd=cwd)
     text = (result.stdout + result.stderr).rstrip()
@@ -98,6 +100,7 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
               folder / "diffusion_pytorch_model.fp16.safetensors", metadata={"format": "pt"})
     (folder / "config.json").write_text(json.dumps(model.config.to_dict()))
+    _write_lora(model, workdir / "tiny-lora.safetensors")
     return {
         "presets": [["presets"]],
         "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"]],
@@ -105,7 +108,24 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
+        "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
     }
+
+
+def _write_lora(model, path: Path) -> None:
+    """A kohya LoRA of rank 4 on the attention projections of a model (diffusers names, underscored)."""
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    tensors = {}
+    for name, module in model.named_modules():
+        if name.endswith(("attn1.to_q", "attn1.to_v", "attn2.to_k", "attn2.to_v")):
+            stem = "lora_unet_" + name.replace(".", "_")
+            tensors[f"{stem}.lora_down.weight"] = torch.randn(4, module.in_features, generator=generator) * 0.1
+            tensors[f"{stem}.lora_up.weight"] = torch.randn(module.out_features, 4, generator=generator) * 0.1
+            tensors[f"{stem}.alpha"] = torch.tensor(4.0)
+    save_file(tensors, path)
 
 
 def main() -> None:

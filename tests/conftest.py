@@ -1,5 +1,12 @@
 """Shared fixtures: small configs that together cover every feature of the UNet, models and folders made from
-them with our own code, the CLI as a user runs it, and diffusers references for the parity tests only."""
+them with our own code, the CLI as a user runs it, and diffusers references for the parity tests only.
+
+The tests are organised by module: `test_<module>.py` tests one module of unetinspect through its Python API
+(test_profile.py: analysis/profile.py; test_graph.py: analysis/graph.py and render/graph.py; test_models.py: the
+models/ package), and `test_<command>_cmd.py` one command as a user types it. Promises that every module keeps
+have a file of their own: test_bad_input.py (no traceback, no partial file), test_api.py, test_cli_docs.py.
+Only tests that compare against diffusers need it installed; they skip, one by one, without it.
+"""
 
 from __future__ import annotations
 

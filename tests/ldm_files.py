@@ -113,3 +113,21 @@ def write_header_only(path: Path, shapes: dict[str, tuple[int, ...]], dtype: str
         f.write(raw)
         f.truncate(8 + len(raw) + offset)
     return path
+
+
+def ldm_controlnet_key(key: str, config: dict) -> str:
+    """The original (lllyasviel) name of one diffusers ControlNet key, hint convs numbered 0, 2, 4, ..."""
+    if m := re.fullmatch(r"controlnet_cond_embedding\.(conv_in|blocks\.(\d+)|conv_out)\.(weight|bias)", key):
+        count = len(config["conditioning_embedding_out_channels"])
+        position = 0 if m[1] == "conv_in" else 2 * count - 1 if m[1] == "conv_out" else int(m[2]) + 1
+        return f"input_hint_block.{2 * position}.{m[3]}"
+    if m := re.fullmatch(r"controlnet_down_blocks\.(\d+)\.(weight|bias)", key):
+        return f"zero_convs.{m[1]}.0.{m[2]}"
+    if m := re.fullmatch(r"controlnet_mid_block\.(weight|bias)", key):
+        return f"middle_block_out.0.{m[1]}"
+    return ldm_key(key, config)
+
+
+def to_ldm_controlnet(state_dict: dict, config: dict, prefix: str = "control_model.") -> dict:
+    """A diffusers ControlNet state dict under the names of the original single-file ControlNets."""
+    return {prefix + ldm_controlnet_key(key, config): value for key, value in state_dict.items()}

@@ -42,7 +42,7 @@ def test_sdxl_png(tmp_path, invoke):
 @needs_dot
 def test_format_option_beats_the_suffix_and_focus_draws_one_module(tmp_path, invoke):
     out = tmp_path / "resnet.img"
-    result = invoke("diagram", "tiny", "-o", str(out), "--format", "pdf", "--focus", "up_blocks.1.resnets.0", "--no-params")
+    result = invoke("diagram", "tiny", "-o", out, "--format", "pdf", "--focus", "up_blocks.1.resnets.0", "--no-params")
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:5] == b"%PDF-"
 

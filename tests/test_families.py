@@ -241,3 +241,35 @@ def test_configs_diffusers_rejects_are_rejected_with_its_reason(changes, words):
     """Each of these fails in diffusers too, when built or at the first forward, with a less direct message."""
     with pytest.raises(ConfigError, match=words.replace("[", r"\[").replace("(", r"\(")):
         UNetConfig.from_dict(tiny(**changes))
+
+
+def test_doubling_upsamplers_need_latent_multiples():
+    """IF's resnet upsamplers always double: like diffusers, the UNet runs on latents that are multiples of
+    2^downsamples, any size of those matching; `latent_multiple` says so beforehand."""
+    pytest.importorskip("diffusers")
+    config = FAMILIES["if-i"]
+    reference = _reference(config)
+    ours = _ours_like(reference, config)
+    assert ours.config.latent_multiple == 4 and UNetConfig.from_dict(tiny()).latent_multiple == 1
+    inputs = make_inputs(ours.config, InputSpec(batch=1, latent=(20, 12)))
+    assert (_run(ours, inputs) - _run(reference, inputs)).abs().max() <= 1e-4
+    odd = make_inputs(ours.config, InputSpec(batch=1, latent=(18, 12)))
+    for model in (reference, ours):
+        with pytest.raises(RuntimeError):
+            _run(model, odd)
+
+
+def test_missing_family_inputs_are_named():
+    """A family's extra input left out is one InputError naming it, not a KeyError deep in forward."""
+    from unetinspect.errors import InputError
+
+    model = build_model(UNetConfig.from_dict(FAMILIES["kandinsky-2.2"]))
+    inputs = make_inputs(model.config, device="meta")
+    assert inputs["encoder_hidden_states"] is None  # Kandinsky 2.2 reads the image embedding only
+    del inputs["added_cond_kwargs"]["image_embeds"]
+    with pytest.raises(InputError, match="image_embeds"):
+        model(**inputs)
+    sd = build_model(UNetConfig.from_dict(tiny()))
+    grounded = make_inputs(UNetConfig.from_dict(FAMILIES["gligen"]), device="meta")
+    with pytest.raises(InputError, match="gligen"):
+        sd(**grounded)

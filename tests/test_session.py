@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
-from safetensors.torch import save_file
 
 import unetinspect as ui
+from conftest import our_unet, save_folder
 from unetinspect.analysis.inputs import InputSpec, infer_pixel_factor
 from unetinspect.analysis.session import open_session
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset_dict
-from unetinspect.weights.loading import build_model
 
 
 def test_session_opens_once_with_concrete_sizes():
@@ -54,14 +51,10 @@ def test_labels_say_what_was_opened(write_config):
 
 
 def test_fp16_checkpoint_reports_its_stored_size(tmp_path, invoke):
-    config = load_preset_dict("tiny")
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    model = build_model(UNetConfig.from_dict(config))
-    weights = {k: torch.zeros(v.shape, dtype=torch.float16) for k, v in model.state_dict().items()}
-    save_file(weights, tmp_path / "diffusion_pytorch_model.safetensors")
+    save_folder(our_unet(load_preset_dict("tiny")), tmp_path, dtype=torch.float16)
     summary = ui.summarize(str(tmp_path))
     assert summary.setup.weight_dtypes == ("F16",) and summary.setup.weights.startswith("weights F16")
-    result = invoke("summary", str(tmp_path))
+    result = invoke("summary", tmp_path)
     assert result.exit_code == 0, result.output
     assert "stored as F16" in result.stdout and "in float32" not in result.stdout
 

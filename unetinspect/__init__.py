@@ -23,6 +23,9 @@ __version__ = "0.1.0"
 
 _API = {
     "CallRecord": "unetinspect.analysis.trace",
+    "ControlNetConfig": "unetinspect.controlnet_config",
+    "ControlNetModel": "unetinspect.models.controlnet",
+    "ControlledUNet": "unetinspect.models.controlled",
     "Comparison": "unetinspect.analysis.compare",
     "InputSpec": "unetinspect.analysis.inputs",
     "Session": "unetinspect.analysis.session",
@@ -33,6 +36,7 @@ _API = {
     "UNet2DConditionModel": "unetinspect.models.unet",
     "UNetConfig": "unetinspect.config",
     "UnetInspectError": "unetinspect.errors",
+    "analyze_lora": "unetinspect.analysis.lora",
     "build_model": "unetinspect.weights.loading",
     "compare": "unetinspect.analysis.compare",
     "diagram_graph": "unetinspect.analysis.graph",

@@ -95,7 +95,24 @@ LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent s
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
 DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
                                        "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
+ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
+    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
+    show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+
+
+def say(message: str, label: str | None = None, style: str = "bold red") -> None:
+    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
+    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
+    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
+    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
+    console(stderr=True).print(line, soft_wrap=True)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
+    say(str(message), "warning", "yellow")
 
 
 def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
@@ -111,17 +128,6 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
                                      param_hint="--latent")
         size = (int(parts[0]), int(parts[-1]))
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
-def say(message: str, label: str | None = None, style: str = "bold red") -> None:
-    """One line on stderr, `label:` styled and the message as inert text: messages quote paths, tensor names and
-    config values from strangers, which must neither be read as rich markup nor reach the terminal as escapes."""
-    inert = "".join(c if c.isprintable() else repr(c)[1:-1] for c in " ".join(message.split()))
-    line = Text.assemble((f"{label}:", style), " ", inert) if label else Text(inert)
-    console(stderr=True).print(line, soft_wrap=True)
-
-
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
-    """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
-    say(str(message), "warning", "yellow")
 
 
 def run(fn, *args, **kwargs):
@@ -211,6 +217,10 @@ def summary(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    ip_adapter: Annotated[Optional[str], typer.Option(
+        "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
+        "tokens in every cross-attention (table or json).", show_default=False)] = None,
+    controlnet: ControlNetOpt = None,
     impl: ImplOpt = Impl.ours,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
@@ -230,9 +240,16 @@ def summary(
     from unetinspect.render.summary_view import SummaryView
 
     spec = input_spec(batch, height, width, text_len, latent)
+    depth = _step_depth(depth, controlnet)
     result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
-                 allow_pickle=allow_pickle, impl=impl.value)
-    emit(SummaryView(depth), fmt, result, output, inputs=[source, config])
+                 allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
+    view = SummaryView(depth)
+    if ip_adapter is not None:
+        from unetinspect.analysis.ip_adapter import ip_adapter_cost
+        from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
+
+        view = IPAdapterSummaryView(depth, run(ip_adapter_cost, ip_adapter, result))
+    emit(view, fmt, result, output, inputs=[source, config, ip_adapter])
 
 
 ProfileFormat = choices("ProfileFormat", "table", "json", "csv", "markdown")
@@ -273,6 +290,7 @@ def profile(
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    controlnet: ControlNetOpt = None,
     impl: ImplOpt = Impl.ours,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
@@ -302,12 +320,19 @@ def profile(
             run(check_output_path, path, inputs)
     spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle, impl=impl.value)
+                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
+                   impl=impl.value)
+    depth = _step_depth(depth, controlnet)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
         _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
     else:
         _profile_step(source, spec, depth, attention.value, options, fmt, output, trace, inputs, show_bar)
+
+
+def _step_depth(depth: int, controlnets: list[str] | None) -> int:
+    """With ControlNets the step's top-level calls are the models themselves: show their blocks by default."""
+    return 2 if controlnets and depth == 1 else depth
 
 
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
@@ -440,6 +465,37 @@ def weights(
     emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output, [checkpoint, config])
 
 
+LoraFormat = choices("LoraFormat", "table", "json")
+
+
+@app.command()
+def lora(
+    file: Annotated[str, typer.Argument(help="A LoRA .safetensors file (kohya, diffusers/PEFT, LyCORIS LoHa/LoKr).",
+                                        metavar="FILE", show_default=False)],
+    base: Annotated[Optional[str], typer.Option(
+        "--base", help="The UNet to check it against (preset, folder, file). [default: the preset it fits best]",
+        show_default=False)] = None,
+    fmt: Annotated[LoraFormat, typer.Option("--format", "-f", help="Output format.")] = LoraFormat.table,
+    output: OutputOpt = None,
+    allow_pickle: AllowPickleOpt = False,
+) -> None:
+    """Which blocks a LoRA touches, at what rank, alpha and strength (‖scale·up@down‖), and whether it fits a base.
+
+    Every module is mapped onto our UNet's module paths; the LoRA Block Weight names (IN01…OUT11, MID) are shown
+    beside the blocks. With --base, modules that do not fit are listed with the reason (no such module, shape).
+
+    Examples:
+
+      [bold]unetinspect lora my_style.safetensors[/]
+
+      [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
+    """
+    from unetinspect.analysis.lora import analyze_lora
+    from unetinspect.render.lora_view import LoraView
+
+    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
+
+
 CompareFormat = choices("CompareFormat", "table", "json", "csv", "markdown")
 
 
@@ -460,6 +516,9 @@ def compare(
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
                                           "available, else the CPU; random weights for configs).")] = False,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    weights: Annotated[bool, typer.Option("--weights", help="Also compare the weights of two checkpoints of the "
+                                          "same structure, block by block: ‖B−A‖/‖A‖, cosine, tensors changed.")]
+    = False,
     fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -478,13 +537,15 @@ def compare(
       [bold]unetinspect compare sdxl --impl diffusers[/]      our model against diffusers', block by block
 
       [bold]unetinspect compare sd15 sd21 --height 512 --width 512 --profile[/]   and their latency
+
+      [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
     """
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.render.compare_view import CompareView
 
     spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
-                 repeat=repeat, allow_pickle=allow_pickle)
+                 repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
 
 

@@ -139,21 +139,7 @@ class UNetConfig:
     @classmethod
     def from_json(cls, path: str | Path) -> UNetConfig:
         """Read a diffusers config.json."""
-        path = Path(path)
-        raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
-                "fix the file or pass a preset name",
-            ) from None
-        except RecursionError:
-            raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
-                from None
-        return cls.from_dict(data, origin=str(path))
+        return cls.from_dict(read_json_config(path), origin=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as diffusers writes it (metadata and unknown fields included)."""
@@ -252,6 +238,17 @@ class UNetConfig:
         return self.time_embed_dim * 2 if self.class_embeddings_concat else self.time_embed_dim
 
     @property
+    def sample_channels(self) -> int:
+        """Channels of `sample` as the caller passes it: an image_hint UNet's in_channels also count the 4 of
+        the encoded hint it concatenates itself."""
+        return self.in_channels - 4 if self.addition_embed_type == "image_hint" else self.in_channels
+
+    @property
+    def reads_encoder_hidden_states(self) -> bool:
+        """False for image_proj UNets (Kandinsky 2.2): their context is made from the image embedding alone."""
+        return self.encoder_projection != "image_proj" or self.addition_embed_type == "text"
+
+    @property
     def context_dim(self) -> int:
         """Last dimension of `encoder_hidden_states` as the caller passes it (before `encoder_hid_proj`)."""
         return self.encoder_hid_dim or self.cross_attention_dims[0]
@@ -260,6 +257,33 @@ class UNetConfig:
     def num_downsamples(self) -> int:
         return self.num_blocks - 1
 
+    @property
+    def latent_multiple(self) -> int:
+        """What the latent's height and width must be a multiple of. SD's conv upsamplers can land on any skip
+        size; the resnet, attention-only and k-diffusion up blocks always double (in diffusers too), so a UNet
+        that upsamples with one of them runs only on multiples of 2^downsamples."""
+        doubling_only = ("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D", "AttnUpBlock2D") + K_BLOCKS
+        upsampling = self.up_block_classes[:-1]  # the last up block does not upsample
+        return 2 ** self.num_downsamples if any(name in doubling_only for name in upsampling) else 1
+
+
+def read_json_config(path: str | Path) -> Any:
+    """The JSON of a config file, read capped (a regular file of at most 1 MiB); one clear error otherwise."""
+    path = Path(path)
+    raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file", "give a diffusers config.json") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})",
+            "fix the file or pass a preset name",
+        ) from None
+    except RecursionError:
+        raise ConfigError(f"{path} nests its JSON too deeply to be a config", "give a diffusers config.json") \
+            from None
+
 
 def _check(condition: bool, message: str, hint: str | None = None) -> None:
     if not condition:
@@ -267,7 +291,7 @@ def _check(condition: bool, message: str, hint: str | None = None) -> None:
 
 
 def _validate(cfg: UNetConfig) -> None:
-    """Catch configs that would fail deep in torch, and refuse blocks a conditional UNet cannot run, naming the field."""
+    """Catch configs that would fail deep in torch (or that diffusers refuses), naming the field."""
     check_field_values(cfg)  # types and bounds first: the checks below may then compare and divide
     _refuse_unsupported(cfg)
     _check_choices(cfg)
@@ -399,7 +423,8 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
                    "check attention_head_dim / num_attention_heads")
         down_kind, up_kind = kinds[i]
         # diffusers reads an up block's head width at the up block's own index (n-1-i), not the level's
-        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
+        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) \
+            + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
         for width in widths:
             _check(channels % width == 0,
                    f"block_out_channels[{i}]={channels} is not divisible by attention_head_dim={width}",
@@ -413,7 +438,8 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
     if cfg.mid_block_type == "UNetMidBlock2DCrossAttn":
         _check(mid % heads[-1] == 0, f"mid block channels {mid} not divisible by its {heads[-1]} attention heads")
     elif cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
-        _check(mid % head_dims[-1] == 0, f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
+        _check(mid % head_dims[-1] == 0,
+               f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
 
 
 def _check_conditioning(cfg: UNetConfig) -> None:

@@ -76,7 +76,7 @@ RULES: dict[str, Rule] = {
     "mid_block_scale_factor": _FACTOR,
     "dropout": Rule(float, 0, 1, meaning="a probability"),
     "act_fn": _NAME,
-    "norm_num_groups": _OPTIONAL_WIDTH,  # null in the k-diffusion upscaler, whose blocks norm by groups of their own
+    "norm_num_groups": _OPTIONAL_WIDTH,  # null in the k-diffusion upscaler
     "norm_eps": Rule(float, 0, 1, meaning="a small epsilon"),
     "cross_attention_dim": _count(MAX_CHANNELS, "channels", nesting=1),
     "transformer_layers_per_block": _count(MAX_TRANSFORMER_DEPTH, "transformer blocks per layer", low=0, nesting=2),

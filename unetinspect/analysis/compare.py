@@ -8,14 +8,15 @@ full resolution) and SD 1.5's `up_blocks.3` faces SDXL's `up_blocks.2` (both bac
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
-import torch
 
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.session import Session, open_session
 from unetinspect.analysis.summary import Summary, summary_of
 from unetinspect.analysis.trace import CallRecord, Trace
+from unetinspect.analysis.weight_change import BlockChange, weight_changes
 from unetinspect.errors import RunError
 
 
@@ -36,6 +37,7 @@ class Pair:
     stage: str
     a: Side | None
     b: Side | None
+    weight_change: BlockChange | None = None  # with --weights: how the block's weights changed from A to B
 
     @property
     def differs(self) -> bool:
@@ -55,10 +57,17 @@ class Comparison:
     pairs: list[Pair]
     step_ms: tuple[float, float] | None = None  # unhooked step latency of A and B, with --profile
     profile_device: str | None = None
+    weight_change: dict[str, BlockChange] | None = None  # block → how its weights changed, with --weights
 
     @property
     def identical(self) -> bool:
-        return not any(p.differs for p in self.pairs)
+        """Same structure block by block (and, when compared, the same weights)."""
+        return not any(p.differs for p in self.pairs) and not self.weights_differ
+
+    @property
+    def weights_differ(self) -> list[str]:
+        """The blocks whose weights differ (empty without --weights)."""
+        return [block for block, change in (self.weight_change or {}).items() if change.differs]
 
     def where_params_went(self, top: int = 3) -> list[tuple[str, int, float]]:
         """The stages that account for most of the parameter difference: (stage, delta, share of the delta)."""
@@ -141,12 +150,14 @@ def compare(
     profile: bool = False,
     profile_device: str | None = None,
     repeat: int = 5,
+    weights: bool = False,
 ) -> Comparison:
     """Trace two sources at the same input size and pair their blocks. A source may be the user's own model.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
     sources are also timed block by block on `profile_device` (default: CUDA when available, else the CPU).
+    With `weights`, two checkpoints of the same structure are also compared weight by weight, per block.
     """
     if profile and impl == "diffusers":
         raise RunError("--profile times two sources; for ours against diffusers see "
@@ -157,6 +168,8 @@ def compare(
         raise RunError("--impl diffusers compares one source with diffusers' model of it; give one source")
     if impl == "ours" and b is None:
         raise RunError("compare needs two sources (or one with --impl diffusers)")
+    if weights and impl == "diffusers":
+        raise RunError("--weights compares two checkpoints; give two sources")
     first = open_session(a, spec, device=device, allow_pickle=allow_pickle)
     if impl == "diffusers":
         second = open_session(first.origin, spec, device=device, dtype=first.dtype, impl="diffusers")
@@ -164,16 +177,26 @@ def compare(
     else:
         second = open_session(b, spec, device=device, allow_pickle=allow_pickle)
         labels = (first.setup.label, second.setup.label)
+    changes = ({change.block: change for change in weight_changes(first.source, second.source)} if weights
+               else None)
     a_summary, b_summary = summary_of(first), summary_of(second)
     if not profile:
         aligned_by, pairs = align(a_summary.trace, b_summary.trace)
-        return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs)
+        return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
+                          weight_change=changes)
 
     from unetinspect.analysis.profile import profile as profile_session
 
     timings = [profile_session(s.origin, spec, device=profile_device, repeat=repeat) for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
-    return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, pairs,
+    return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
-                      profile_device=timings[0].device.name)
+                      profile_device=timings[0].device.name, weight_change=changes)
+
+
+def _with_changes(pairs: list[Pair], changes: dict[str, BlockChange] | None) -> list[Pair]:
+    """The pairs with their block's weight change attached (unchanged without --weights)."""
+    if changes is None:
+        return pairs
+    return [dataclasses.replace(pair, weight_change=changes.get(pair.stage)) for pair in pairs]

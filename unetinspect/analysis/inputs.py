@@ -164,7 +164,8 @@ def make_inputs(
 
     `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one. An `InputSpec`
     is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are made on `device`
-    itself (on meta: shapes only, no memory anywhere), after `check_sizes`.
+    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's config (which reads as
+    its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
     """
     if not isinstance(config, UNetConfig):
         if not isinstance(config, Mapping):
@@ -186,8 +187,7 @@ def make_inputs(
         return torch.randint(0, high, (b,), generator=generator, device=device)
 
     inputs: dict[str, Any] = {
-        # an image_hint UNet's in_channels counts the 4 channels of the encoded hint it concatenates itself
-        "sample": floats(b, config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0), h, w),
+        "sample": floats(b, config.sample_channels, h, w),
         "timestep": torch.full((b,), 999, dtype=torch.long, device=device),
         "encoder_hidden_states": _context(config, floats, b, sizes.text_len),
     }
@@ -206,6 +206,9 @@ def make_inputs(
         inputs["added_cond_kwargs"] = {k: v.to(device=device, dtype=dtype) for k, v in added.items()}
     if config.attention_type in ("gated", "gated-text-image"):
         inputs["cross_attention_kwargs"] = {"gligen": _gligen_inputs(config, floats, b)}
+    if hasattr(config, "conditioning_channels"):  # a ControlNetConfig
+        scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
+        inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)
     return inputs
 
 
@@ -213,7 +216,7 @@ def _context(config: UNetConfig, floats: Callable[..., torch.Tensor], batch: int
              ) -> torch.Tensor | None:
     """The text tokens; None for image_proj UNets (Kandinsky 2.2), which read only the image embedding and whose
     pipeline passes None. A dual cross-attention UNet reads two fixed-length slices of the context."""
-    if config.encoder_projection == "image_proj" and config.addition_embed_type != "text":
+    if not config.reads_encoder_hidden_states:
         return None
     if config.dual_cross_attention:  # Versatile Diffusion: 77 text tokens, then 257 image tokens
         text_len = sum(DualTransformer2DModel.condition_lengths)

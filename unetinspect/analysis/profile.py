@@ -192,7 +192,8 @@ def flops_trace(session: Session) -> Trace:
         return session.live.structure_trace(session.spec)
     meta = session if session.device.type == "meta" else None
     if meta is None:
-        meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype)
+        meta = open_session(session.source, session.spec, device="meta", dtype=session.dtype,
+                            controlnets=session.controlnets)
     return trace_model(meta.model, meta.inputs)
 
 

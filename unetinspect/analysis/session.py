@@ -58,6 +58,7 @@ class Session:
     device: torch.device
     dtype: torch.dtype
     spec: InputSpec
+    controlnets: tuple[Source, ...] = ()  # the step is these ControlNets, then the UNet with their residuals
     live: LiveModel | None = None  # the user's own object, when that is what was opened (`model` may be its copy)
 
     @property
@@ -74,6 +75,9 @@ class Session:
         """The same model at other sizes (a sweep's points): new inputs and sizes, nothing loaded again."""
         sizes = self.sizes_for(spec)
         inputs = make_inputs(self.config, sizes, device=self.device, dtype=self.dtype)
+        if self.controlnets:  # one conditioning image per ControlNet, at the new pixel size
+            inputs["controlnet_cond"] = [make_inputs(c.config, sizes, device=self.device, dtype=self.dtype)
+                                         ["controlnet_cond"] for c in self.controlnets]
         return dataclasses.replace(self, setup=dataclasses.replace(self.setup, sizes=sizes), inputs=inputs,
                                    spec=spec)
 
@@ -85,6 +89,7 @@ def open_session(
     device: str | torch.device | None = "meta",
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
+    controlnets: tuple[str | Path | Source, ...] = (),
     inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Session:
@@ -94,7 +99,9 @@ def open_session(
     `device=None` picks CUDA when available, else the CPU; `dtype=None` is float32 and `"auto"` fp16 on CUDA,
     float32 elsewhere. `impl="diffusers"` runs diffusers' own `UNet2DConditionModel` with the same weights
     (diffusers must be installed). `source_options` are `resolve_source`'s: variant, config, allow_pickle.
-    A `Session` is returned as it is, so every entry point can take one.
+    `controlnets` (ControlNet sources) make the step "ControlNets, then the UNet with their summed residuals"
+    (`ControlledUNet`), each fed a conditioning image at pixel size. A `Session` is returned as it is, so every
+    entry point can take one.
 
     `source` may also be the user's own model: our UNet, diffusers' UNet, a pipeline (its `.unet`), or any other
     `nn.Module` with `inputs=` (the keyword arguments of one call) — see `analysis.live`.
@@ -116,12 +123,24 @@ def open_session(
     model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
                                                                                                 torch_dtype)
     inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype)
+    label, notes = src.label, ()
+    controls: tuple[Source, ...] = ()
+    if controlnets:
+        if impl != "ours":
+            raise RunError("--controlnet runs our models; leave out --impl diffusers")
+        from unetinspect.analysis.controlnet_step import with_controlnets
+
+        controls = tuple(resolve_source(c, allow_pickle=source_options.get("allow_pickle", False))
+                         for c in controlnets)
+        model, inputs = with_controlnets(model, inputs, src.config, controls, sizes, torch_device, torch_dtype)
+        label = " + ".join([label, *(f"controlnet {c.label}" for c in controls)])
+        notes = ("one step: the ControlNets, then the UNet with their residuals",)
     setup = Setup(
-        label=src.label, kind=src.kind, model_type=type(model).__name__, impl=impl, device=str(torch_device),
+        label=label, kind=src.kind, model_type=type(model).__name__, impl=impl, device=str(torch_device),
         dtype=dtype_name(torch_dtype), sizes=sizes, weights=_weights_text(src, torch_device),
-        weight_dtypes=src.weight_dtypes,
+        weight_dtypes=src.weight_dtypes, notes=notes,
     )
-    return Session(setup, model, inputs, src.config, src, torch_device, torch_dtype, spec)
+    return Session(setup, model, inputs, src.config, src, torch_device, torch_dtype, spec, controls)
 
 
 def dtype_name(dtype: torch.dtype) -> str:

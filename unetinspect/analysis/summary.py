@@ -117,3 +117,6 @@ def _flat_inputs(inputs: dict[str, Any], prefix: str = ""):
             yield from _flat_inputs(value, f"{prefix}{name}.")
         elif isinstance(value, torch.Tensor):
             yield f"{prefix}{name}", value
+        elif isinstance(value, (list, tuple)):  # one conditioning image per ControlNet
+            for index, tensor in enumerate(value):
+                yield f"{prefix}{name}.{index}", tensor

@@ -136,6 +136,11 @@ class DownBlock2D(nn.Module):
             nn.ModuleList([self._downsampler(spec, out_channels, downsample_padding)]) if add_downsample else None
         )
 
+    @property
+    def skip_count(self) -> int:
+        """Skips this block adds: one per resnet, plus the downsampled output."""
+        return len(self.resnets) + (self.downsamplers is not None)
+
     def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
         return None
 

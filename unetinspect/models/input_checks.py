@@ -32,13 +32,10 @@ def check_inputs(
     mid_block_additional_residual: Any = None,
 ) -> None:
     """Raise `InputError` for the first input whose type or shape does not fit the UNet of `config`."""
-    # an image_hint UNet's in_channels count the 4 channels of the hint it encodes and concatenates itself
-    channels = config.in_channels - (4 if config.addition_embed_type == "image_hint" else 0)
-    _expect("sample", sample, 4, {1: channels}, "(batch, {1}, height, width)")
+    _expect("sample", sample, 4, {1: config.sample_channels}, "(batch, {1}, height, width)")
     batch = sample.shape[0]
     _check_timestep(timestep, batch)
-    reads_text = not (config.encoder_projection == "image_proj" and config.addition_embed_type != "text")
-    if reads_text:  # an image_proj UNet (Kandinsky 2.2) reads only the image embedding; its pipeline passes None
+    if config.reads_encoder_hidden_states:
         _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch, 2: config.context_dim},
                 "(batch={0}, tokens, {2})")
     _check_class_labels(config, class_labels, batch)
@@ -46,9 +43,11 @@ def check_inputs(
         _expect("timestep_cond", timestep_cond, 2, {0: batch, 1: config.time_cond_proj_dim}, "(batch={0}, {1})")
     if config.addition_embed_type == "text_time":
         _check_text_time(config, added_cond_kwargs or {}, batch)
-    # down residuals alone are T2I-Adapter features (diffusers' older way to pass them), counted per down block
-    controlnet = down_block_additional_residuals is not None and mid_block_additional_residual is not None
-    if controlnet and num_skips is not None:
+    # down residuals alone are T2I-Adapter features (diffusers' deprecated way of passing them)
+    if mid_block_additional_residual is not None and down_block_additional_residuals is None:
+        raise InputError("ControlNet residuals need both down_block_additional_residuals and "
+                         "mid_block_additional_residual")
+    if mid_block_additional_residual is not None and num_skips is not None:
         count = len(down_block_additional_residuals)
         if count != num_skips:
             raise InputError(f"down_block_additional_residuals has {count} tensors; this UNet has {num_skips} skips",

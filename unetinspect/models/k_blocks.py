@@ -139,6 +139,11 @@ class KDownBlock2D(nn.Module):
         )
         self.downsamplers = nn.ModuleList([KDownsample2D()]) if add_downsample else None
 
+    @property
+    def skip_count(self) -> int:
+        """One skip per resnet; the downsampled output is not one."""
+        return len(self.resnets)
+
     def forward(self, hidden_states: torch.Tensor,
                 temb: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
         skips: tuple[torch.Tensor | None, ...] = ()
@@ -166,8 +171,11 @@ class KCrossAttnDownBlock2D(nn.Module):
         )
         self.downsamplers = nn.ModuleList([KDownsample2D()]) if add_downsample else None
 
-    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
-                attention_mask: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
+    skip_count = KDownBlock2D.skip_count
+
+    def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+                encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                encoder_attention_mask: torch.Tensor | None = None,
                 gligen_objs: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
         skips: tuple[torch.Tensor | None, ...] = ()
         for resnet, attention in zip(self.resnets, self.attentions):

@@ -23,6 +23,7 @@ from unetinspect.models.conditioning import (
     addition_embedding, class_embedding, encoder_hid_projection, position_net, time_projection,
 )
 from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.errors import InputError
 from unetinspect.models.input_checks import check_inputs
 
 # What the blocks receive beside their input and `emb`: the context tokens, the two attention masks as additive
@@ -149,15 +150,9 @@ class UNet2DConditionModel(nn.Module):
         """
         self._check_inputs(sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
                            down_block_additional_residuals, mid_block_additional_residual)
-        # Upsamplers must land on the skip sizes when the latent is not a multiple of 2^downsamples.
-        factor = 2 ** self.num_upsamplers
-        forward_upsample_size = any(dim % factor != 0 for dim in sample.shape[-2:])
         added_cond_kwargs = added_cond_kwargs or {}
-        adapter = self._adapter_residuals(down_intrablock_additional_residuals, down_block_additional_residuals,
-                                          mid_block_additional_residual)
-        if adapter is not None and down_intrablock_additional_residuals is None:
-            down_block_additional_residuals = None
-
+        adapter, controlnet, controlnet_mid = self._split_residuals(
+            down_intrablock_additional_residuals, down_block_additional_residuals, mid_block_additional_residual)
         if self.config.center_input_sample:
             sample = 2 * sample - 1.0
 
@@ -169,59 +164,36 @@ class UNet2DConditionModel(nn.Module):
         attention = self._attention_inputs(encoder_hidden_states, attention_mask, encoder_attention_mask,
                                            cross_attention_kwargs, sample.dtype)
 
+        latent_size = sample.shape[-2:]
         sample = self.conv_in(sample)
-
         skips: tuple[torch.Tensor, ...] = (sample,)
         for down_block in self.down_blocks:
             sample, block_skips = self._run_down_block(down_block, sample, emb, attention, adapter)
             skips += block_skips
-        if down_block_additional_residuals is not None:
-            skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals))
+        if controlnet is not None:
+            skips = tuple(skip + extra for skip, extra in zip(skips, controlnet))
 
-        if self.mid_block is not None:
-            if self.mid_block.has_cross_attention:
-                sample = self.mid_block(sample, emb, **attention)
-            else:
-                sample = self.mid_block(sample, emb)
-            if adapter and sample.shape == adapter[0].shape:
-                sample = sample + adapter.pop(0)
-        if mid_block_additional_residual is not None:
-            sample = sample + mid_block_additional_residual
-
-        for i, up_block in enumerate(self.up_blocks):
-            count = len(up_block.resnets)
-            block_skips, skips = skips[-count:], skips[:-count]
-            upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
-                             and skips[-1] is not None else None)
-            if up_block.has_cross_attention:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
-            else:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
-
+        sample = self._run_mid_block(sample, emb, attention, adapter, controlnet_mid)
+        sample = self._run_up_blocks(sample, skips, emb, attention, latent_size)
         if self.conv_norm_out is not None:
             sample = self.conv_act(self.conv_norm_out(sample))
         return self.conv_out(sample)
 
-    def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
-                      down_residuals, mid_residual) -> None:
-        """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
-        matmul deep inside — or silently broadcasting into a wrong result."""
-        skips = 1 + sum(len(block.resnets) + (getattr(block, "downsamplers", None) is not None)
-                        for block in self.down_blocks)
-        check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
-                     added_cond_kwargs, skips, down_residuals, mid_residual)
-
     # ---- forward, step by step ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _adapter_residuals(intrablock: tuple[torch.Tensor, ...] | None, down: tuple[torch.Tensor, ...] | None,
-                           mid: torch.Tensor | None) -> list[torch.Tensor] | None:
-        """The T2I-Adapter features, consumed one per down block (and one after the mid block if shapes fit)."""
-        if intrablock is not None:
-            return list(intrablock)
-        if down is not None and mid is None:  # diffusers' deprecated way of passing adapter features
-            return list(down)
-        return None
+    def _split_residuals(intrablock: tuple[torch.Tensor, ...] | None, down: tuple[torch.Tensor, ...] | None,
+                         mid: torch.Tensor | None) -> tuple[list[torch.Tensor] | None, Any, torch.Tensor | None]:
+        """(T2I-Adapter features, ControlNet skip residuals, ControlNet mid residual), as diffusers tells them:
+        a ControlNet gives both down and mid residuals; down residuals alone are adapter features passed the
+        deprecated way; a mid residual alone is ignored. Adapter features are consumed one per down block (and
+        one after the mid block if shapes fit)."""
+        adapter = list(intrablock) if intrablock is not None else None
+        if down is not None and mid is None:
+            return (adapter if adapter is not None else list(down)), None, None
+        if down is None:
+            return adapter, None, None
+        return adapter, down, mid
 
     @staticmethod
     def _run_down_block(block: nn.Module, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
@@ -239,6 +211,42 @@ class UNet2DConditionModel(nn.Module):
                 skips = skips[:-1] + (out + residual,)
             out = out + residual
         return out, skips
+
+    def _run_mid_block(self, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
+                       adapter: list[torch.Tensor] | None, controlnet: torch.Tensor | None) -> torch.Tensor:
+        if self.mid_block is not None:
+            if self.mid_block.has_cross_attention:
+                sample = self.mid_block(sample, emb, **attention)
+            else:
+                sample = self.mid_block(sample, emb)
+            if adapter and sample.shape == adapter[0].shape:
+                sample = sample + adapter.pop(0)
+        return sample if controlnet is None else sample + controlnet
+
+    def _run_up_blocks(self, sample: torch.Tensor, skips: tuple[torch.Tensor | None, ...], emb: torch.Tensor,
+                       attention: AttentionInputs, latent_size: torch.Size) -> torch.Tensor:
+        """Each up block eats as many skips as it has resnets, deepest first. When the latent is not a multiple
+        of 2^upsamplers, each upsampler is told the size of the skip it must land on."""
+        factor = 2 ** self.num_upsamplers
+        forward_upsample_size = any(dim % factor != 0 for dim in latent_size)
+        for i, up_block in enumerate(self.up_blocks):
+            count = len(up_block.resnets)
+            block_skips, skips = skips[-count:], skips[:-count]
+            upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
+                             and skips[-1] is not None else None)
+            if up_block.has_cross_attention:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
+            else:
+                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
+        return sample
+
+    def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
+                      down_residuals, mid_residual) -> None:
+        """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
+        matmul deep inside — or silently broadcasting into a wrong result."""
+        skips = 1 + sum(block.skip_count for block in self.down_blocks)
+        check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
+                     added_cond_kwargs, skips, down_residuals, mid_residual)
 
     def _embed_conditions(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
                           class_labels: torch.Tensor | None, timestep_cond: torch.Tensor | None,
@@ -270,7 +278,7 @@ class UNet2DConditionModel(nn.Module):
         """`addition_embed_type`'s term of `emb` (and image_hint's encoded hint)."""
         kind = self.config.addition_embed_type
         if kind is not None:
-            _require(added, kind, _ADDITION_NEEDS[kind])
+            _require(added, f"addition_embed_type={kind!r}", _ADDITION_NEEDS[kind])
         if kind == "text":
             return self.add_embedding(encoder_hidden_states), None
         if kind == "text_image":
@@ -305,7 +313,8 @@ class UNet2DConditionModel(nn.Module):
         (-10000 where dropped), and GLIGEN's box tokens from `position_net`."""
         gligen = (cross_attention_kwargs or {}).get("gligen")
         if gligen is not None and self.position_net is None:
-            raise ValueError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated")
+            raise InputError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated",
+                             "GLIGEN boxes need a UNet with attention_type 'gated' or 'gated-text-image'")
         return {
             "encoder_hidden_states": encoder_hidden_states,
             "attention_mask": _mask_bias(attention_mask, dtype),
@@ -324,7 +333,7 @@ _ADDITION_NEEDS = {
 def _require(added: dict[str, Any], what: str, keys: tuple[str, ...]) -> None:
     missing = [key for key in keys if key not in added]
     if missing:
-        raise ValueError(f"{what} needs added_cond_kwargs {', '.join(missing)}")
+        raise InputError(f"this UNet's {what} needs added_cond_kwargs {', '.join(missing)}")
 
 
 def _mask_bias(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

@@ -14,6 +14,7 @@ from unetinspect.render.units import human_count, human_flops, shape_str
 if TYPE_CHECKING:
     from unetinspect.analysis.compare import Comparison, Pair, Side
     from unetinspect.analysis.summary import Summary
+    from unetinspect.analysis.weight_change import BlockChange
 
 HUMAN = frozenset({TABLE, MARKDOWN})
 
@@ -58,6 +59,18 @@ def _latency_ratio(pair: Pair) -> str:
     if pair.a is None or pair.b is None or not pair.a.latency_ms or pair.b.latency_ms is None:
         return "–"
     return f"{pair.b.latency_ms / pair.a.latency_ms:.2f}×"
+
+
+def _weighed(comparison: Comparison) -> bool:
+    return comparison.weight_change is not None
+
+
+def _change_text(pair: Pair, text: Callable[[BlockChange], str]) -> Text:
+    """One figure of a block's weight change, yellow where its weights differ; "–" for blocks without weights."""
+    change = pair.weight_change
+    if change is None:
+        return Text("–")
+    return Text(text(change), style="yellow" if change.differs else "")
 
 
 def _by_stage(comparison: Comparison) -> bool:
@@ -109,6 +122,12 @@ COLUMNS = (
     Column("flops_ratio", "\nB/A", lambda p: _change(p, "flops"), justify="right", priority=1, formats=HUMAN),
     A["ms"], B["ms"],
     Column("ms_ratio", "\nB/A", _latency_ratio, justify="right", priority=1, formats=HUMAN, when=_timed),
+    Column("weight_change", "weights\n‖B−A‖/‖A‖", lambda p: _change_text(p, lambda c: f"{c.relative:.3g}"),
+           value=lambda p: p.weight_change.relative if p.weight_change else None, justify="right", when=_weighed),
+    Column("cosine", "\ncosine", lambda p: _change_text(p, lambda c: "–" if c.cosine is None else f"{c.cosine:.6f}"),
+           value=lambda p: p.weight_change.cosine if p.weight_change else None, justify="right", when=_weighed),
+    Column("tensors_changed", "tensors\nchanged", lambda p: _change_text(p, lambda c: f"{c.changed}/{c.tensors}"),
+           value=lambda p: p.weight_change.changed if p.weight_change else None, justify="right", when=_weighed),
     Column("outputs", "output\nA → B", _outputs, priority=3, formats=HUMAN),
     A["output"], B["output"],
     Column("differs", "differs", lambda p: p.differs, formats=frozenset({CSV})),
@@ -148,7 +167,12 @@ class CompareView(View):
                 parts += f", {rest:+.0%} elsewhere"
             lines.append(("difference", f"B has {human_count(abs(delta))} {'more' if delta > 0 else 'fewer'} "
                                         f"parameters: {parts}"))
-        if comparison.identical:
+        if comparison.weight_change is not None and not any(p.differs for p in comparison.pairs):
+            differ = comparison.weights_differ
+            lines.append(("verdict", f"same structure, {len(differ)} block{'s' if len(differ) != 1 else ''}' weights "
+                                     f"differ ({', '.join(differ)})" if differ
+                          else "same structure, same weights: every tensor is equal"))
+        elif comparison.identical:
             lines.append(("verdict", "identical block by block: same types, parameters, FLOPs and output shapes"))
         return lines
 
@@ -169,7 +193,11 @@ class CompareView(View):
             "aligned_by": comparison.aligned_by,
             "step_ms": list(comparison.step_ms) if comparison.step_ms else None,
             "identical": comparison.identical,
-            "pairs": [{"stage": p.stage, "a": side(p.a), "b": side(p.b), "differs": p.differs}
+            "weights_compared": comparison.weight_change is not None,
+            "weights_differ": comparison.weights_differ,
+            "pairs": [{"stage": p.stage, "a": side(p.a), "b": side(p.b), "differs": p.differs,
+                       **({"weight_change": p.weight_change.to_dict() if p.weight_change else None}
+                          if comparison.weight_change is not None else {})}
                       for p in comparison.pairs],
         }
 

@@ -201,12 +201,15 @@ class _Drawing:
         if tags:
             cells += (f'<TD><TABLE BORDER="0" CELLSPACING="2" CELLPADDING="0"><TR>{tags}</TR></TABLE></TD>'
                       f'<TD><FONT COLOR="{c.muted}">conditioning a block reads; "→ n" where it is made</FONT></TD>')
-        # Swatches as coloured glyphs in one text cell: a nested table would be stretched to the row above.
-        kinds = "&nbsp;&nbsp;&nbsp;".join(f'<FONT COLOR="{c.fills[kind]}">██</FONT>&nbsp;{escape(label)}'
-                                          for kind, label in self._kinds_shown().items())
+        # Swatches as coloured glyphs in one text cell, three a line: a row wider than the one above would
+        # stretch that row's table (Graphviz spreads a cell's spare width over a nested table's columns).
+        swatches = [f'<FONT COLOR="{c.fills[kind]}">██</FONT>&nbsp;{escape(label)}'
+                    for kind, label in self._kinds_shown().items()]
+        kinds = '<BR ALIGN="LEFT"/>'.join("&nbsp;&nbsp;&nbsp;".join(swatches[i:i + 3])
+                                          for i in range(0, len(swatches), 3))
         rows = [f'<TR><TD><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0"><TR>{cells}</TR></TABLE></TD></TR>']
         if kinds:
-            rows.append(f'<TR><TD ALIGN="LEFT"><FONT COLOR="{c.muted}">{kinds}</FONT></TD></TR>')
+            rows.append(f'<TR><TD ALIGN="LEFT" BALIGN="LEFT"><FONT COLOR="{c.muted}">{kinds}</FONT></TD></TR>')
         return (f'<FONT POINT-SIZE="9"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">{"".join(rows)}</TABLE>'
                 '</FONT>')
 

@@ -17,14 +17,29 @@ if TYPE_CHECKING:
     from unetinspect.config import UNetConfig
     from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
 
+
 def weights_view(report: WeightsReport) -> Group:
     """The overview: what the file is, its parts, its config and nearest preset, parameters per block, metadata."""
-    parts: list[RenderableType] = [_facts(report), Text(), _parts_table("parts", report.components, with_bytes=True)]
+    parts: list[RenderableType] = [kind_line(report), _facts(report), Text(),
+                                   _parts_table("parts", report.components, with_bytes=True)]
     if report.blocks:
-        parts.append(_parts_table("UNet parameters per block", report.blocks, with_bytes=False))
+        model = "ControlNet" if report.kind.kind == "controlnet" else "UNet"
+        parts.append(_parts_table(f"{model} parameters per block", report.blocks, with_bytes=False))
     if report.metadata:
         parts.append(_metadata_table(report.metadata))
     return Group(*parts)
+
+
+def kind_line(report: WeightsReport) -> Text:
+    """What the file is, before anything else, and the command that reads it."""
+    line = Text.assemble(("kind ", "bold"), (report.kind.kind, "bold green"))
+    command = report.kind.command_for(report.source)
+    if command:
+        line.append("  — read it with ")
+        text = _plain(command)
+        text.stylize("cyan")
+        line.append_text(text)
+    return line
 
 
 def keys_table(report: WeightsReport, pattern: str | None) -> Table:
@@ -65,12 +80,14 @@ class WeightsView(View):
     def data(self, report: WeightsReport) -> dict[str, Any]:
         """The report for scripts; the tensor list only when it was asked for (--keys or a pattern)."""
         data: dict[str, Any] = {
-            "source": report.source, "layout": report.layout, "format": report.format,
+            "source": report.source, "kind": report.kind.kind, "read_with": report.kind.command_for(report.source),
+            "layout": report.layout, "format": report.format,
             "files": [{"path": path, "bytes": size} for path, size in report.files],
             "disk_bytes": report.disk_bytes, "memory_bytes": report.memory_bytes,
             "tensor_count": len(report.tensors), "dtypes": report.dtypes,
             "components": [dataclasses.asdict(p) for p in report.components],
             "config_origin": report.config_origin or None, "config_note": report.config_note,
+            "config_mismatch": report.config_mismatch,
             "nearest_preset": (None if report.nearest_preset is None else
                                {"name": report.nearest_preset.name, "exact": report.nearest_preset.exact,
                                 "differences": list(report.nearest_preset.differences)}),
@@ -79,7 +96,7 @@ class WeightsView(View):
             "config": report.config.to_dict() if report.config is not None else None,
         }
         if self.listing:
-            data["tensors"] = [dict(dataclasses.asdict(t), shape=list(t.shape)) for t in report.matching(self.pattern)]
+            data["tensors"] = [dict(t._asdict(), shape=list(t.shape)) for t in report.matching(self.pattern)]
         return data
 
 
@@ -127,7 +144,8 @@ def _parts_table(title: str, parts: list[Part], with_bytes: bool) -> Table:
     if with_bytes:
         table.add_column("bytes", justify="right")
     for part in parts:
-        row = [_plain(part.name), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
+        name = f"{part.name} (e.g. {', '.join(part.examples)})" if part.examples else part.name
+        row = [_plain(name, 120), f"{part.tensors:,}", f"{part.params:,}", human_count(part.params),
                f"{100 * part.params / total:.1f}%" if total else "–"]
         table.add_row(*row, *([human_bytes(part.nbytes)] if with_bytes else []))
     return table
@@ -138,6 +156,9 @@ def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
     if report.config is None:
         return [("config", Text.assemble(("unknown: ", "yellow"), _plain(report.config_note or "")))]
     rows: list[tuple[str, Text | str]] = [("config", report.config_origin)]
+    if report.config_mismatch:
+        rows.append(("mismatch", Text.assemble(("the tensors do not fit this config: ", "yellow"),
+                                               _plain(report.config_mismatch, 300))))
     match = report.nearest_preset
     if match is not None and match.exact:
         rows.append(("preset", Text(f"exactly the {match.name} preset", style="green")))

@@ -19,22 +19,33 @@ from typing import Any, NamedTuple
 
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
+from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
+from unetinspect.weights.kinds import FileKind, file_kind
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
-               "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out")
+               "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out",
+               # a ControlNet's own parts, after its copy of the encoder
+               "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+# The kinds of file that are a model of their own (a config, blocks); the others add to one.
+MODEL_KINDS = ("unet", "controlnet")
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
-COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), "other")
+# The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
+OTHER = "other"
+OTHER_EXAMPLES = 3
+COMPONENT_ORDER = ("UNet", *dict.fromkeys(label for _, label in ldm.COMPONENT_PREFIXES), OTHER)
 
 
-@dataclass(frozen=True)
-class TensorEntry:
-    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet."""
+class TensorEntry(NamedTuple):
+    """One tensor of the checkpoint; `ours` is its name in our (diffusers') UNet, None outside the UNet.
+
+    A tuple, not a dataclass: a hostile header names up to 100,000 of them, and a tuple is made 3x faster.
+    """
 
     name: str
     ours: str | None
@@ -62,6 +73,7 @@ class Part:
     tensors: int
     params: int
     nbytes: int
+    examples: tuple[str, ...] = ()  # for "other": a few of its tensors, as it stands for any number of them
 
 
 @dataclass(frozen=True)
@@ -90,6 +102,8 @@ class WeightsReport:
     config_note: str | None  # why there is no config
     nearest_preset: PresetMatch | None
     metadata: dict[str, str]
+    config_mismatch: str | None = None  # how the tensors disagree with the config (None: they fit it)
+    kind: FileKind = FileKind("unknown", None)  # what the file is (unet, controlnet, lora, ...), said first
 
     @property
     def disk_bytes(self) -> int:
@@ -132,23 +146,43 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     stored, metadata = _read_tensors(files)
     layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
     cfg = source.config if source else None
-    ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
+    kind = file_kind(t.name for t in stored)
+    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+        ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
+    else:
+        ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     tensors = tuple(
-        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else "UNet", t.dtype,
+        TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
+    inferred = source is not None and source.layout == "ldm" and config is None  # agrees with its tensors
+    mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
         files=tuple((str(f), f.stat().st_size) for f in files), tensors=tensors, config=cfg,
         config_origin=_config_origin(source, config), config_note=note,
-        nearest_preset=nearest_preset(cfg) if cfg is not None else None, metadata=metadata,
+        nearest_preset=nearest_preset(cfg) if cfg is not None and mismatch is None else None, metadata=metadata,
+        config_mismatch=mismatch, kind=kind,
     )
+
+
+def _mismatch(source: Source) -> str | None:
+    """How the tensors disagree with the config that came with them (a config.json beside the file, --config),
+    from their shapes alone; None when they fit. Without this check, the report would name the config's preset
+    for tensors of another model."""
+    from unetinspect.weights.loading import build_model, check_weights
+
+    try:
+        check_weights(source, build_model(source.config))
+    except WeightsError as exc:
+        return exc.message
+    return None
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
     """The built-in preset with the fewest differing config fields (ties: the first listed)."""
-    mine = config.to_dict()
+    mine = getattr(config, "unet", config).to_dict()  # a ControlNet: the UNet it copies
     best: PresetMatch | None = None
     for name in PRESETS:
         theirs = load_preset(name).to_dict()
@@ -180,6 +214,8 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         hint = (f"{spec!r} is a preset, which has no weights: try `unetinspect summary {spec}`" if spec in PRESETS
                 else "give a .safetensors file, a pickle checkpoint with --allow-pickle, or a diffusers folder")
         raise SourceError(f"no such file or folder: {spec!r}", hint)
+    if not path.is_dir() and not path.is_file():
+        raise not_regular(path, path.stat().st_mode, SourceError)
     if path.is_dir():
         source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
         if not source.has_weights:
@@ -229,7 +265,8 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
         return {name: name for name in shapes}
     if config is None:
         return {}
-    return {theirs: ours for ours, theirs in ldm.diffusers_key_map(shapes, config).items()}
+    rename = controlnet_ldm.diffusers_key_map if layout == "ldm-controlnet" else ldm.diffusers_key_map
+    return {theirs: ours for ours, theirs in rename(shapes, config).items()}
 
 
 # ---- describing ---------------------------------------------------------------------------------------------------
@@ -238,7 +275,7 @@ def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConf
 def _format(path: Path, files: tuple[Path, ...], layout: str) -> str:
     kind = "pickle" if any(f.suffix in PICKLE_SUFFIXES for f in files) else "safetensors"
     if path.is_file():
-        return f"single {kind} file, {'original (LDM)' if layout == 'ldm' else 'diffusers'} layout"
+        return f"single {kind} file, {'original (LDM)' if layout.startswith('ldm') else 'diffusers'} layout"
     where = "diffusers pipeline folder (unet/)" if (path / "model_index.json").is_file() else "diffusers folder"
     parts = [where, f"sharded in {len(files)} {kind} files" if len(files) > 1 else f"one {kind} file"]
     variant = re.match(rf"{WEIGHTS_NAME}\.([^.-]+)[.-]", files[0].name)
@@ -252,26 +289,37 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
         return ""
     if config is not None:
         return f"--config {config}" if not isinstance(config, UNetConfig) else "given"
-    if source.layout == "ldm":
+    if source.layout.startswith("ldm"):
         return "inferred from tensor shapes"
     return "config.json"
 
 
 def _block_of(name: str) -> str:
-    parts = name.split(".")
-    return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
+    """The top-level UNet block a tensor belongs to (`down_blocks.1`, `mid_block`, ...), or OTHER.
+
+    Everything that is not a block of the UNet is one group: a hostile file of a million oddly named tensors is
+    then one row, not a million.
+    """
+    head, _, rest = name.partition(".")
+    if head in ("down_blocks", "up_blocks"):
+        index = rest.partition(".")[0]
+        return f"{head}.{index}" if index.isdigit() and len(index) <= 2 else OTHER
+    return head if head in BLOCK_ORDER else OTHER
 
 
 def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], order: tuple[str, ...]) -> list[Part]:
-    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance."""
+    """Tensors grouped by `key`, counted, and listed in `order`, then in forward order, then by first appearance;
+    OTHER comes last, with a few example names."""
     groups: dict[str, list[TensorEntry]] = {}
     for tensor in tensors:
         groups.setdefault(key(tensor), []).append(tensor)
 
-    def rank(name: str) -> tuple[int, int, int]:
+    def rank(name: str) -> tuple[int, int, int, int]:
         head, _, index = name.partition(".")
         forward = BLOCK_ORDER.index(head) if head in BLOCK_ORDER else len(BLOCK_ORDER)
-        return (order.index(name) if name in order else len(order), forward, int(index) if index.isdigit() else 0)
+        return (name == OTHER, order.index(name) if name in order else len(order), forward,
+                int(index) if index.isdigit() and len(index) <= 2 else 0)
 
-    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group))
+    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group),
+                 tuple(t.name for t in group[:OTHER_EXAMPLES]) if name == OTHER else ())
             for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]

@@ -9,6 +9,7 @@ the ten that per-module kaiming init takes.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,9 +18,10 @@ import torch
 from torch import nn
 
 from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.weights.sources import Source, headers_of, resolve_source
@@ -75,13 +77,21 @@ def _skip_parameter_init() -> Iterator[None]:
                 cls.reset_parameters = method
 
 
-def build_model(config: UNetConfig, dtype: torch.dtype | None = None) -> UNet2DConditionModel:
-    """The model on the meta device: structure, shapes and parameter counts, no memory."""
+def build_model(config: UNetConfig | ControlNetConfig, dtype: torch.dtype | None = None) -> nn.Module:
+    """The model on the meta device (a ControlNetModel for a ControlNet's config): structure, no memory."""
     with torch.device("meta"), _skip_parameter_init():
-        model = UNet2DConditionModel(config)
+        model = _model_class(config)(config)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
+
+
+def _model_class(config: UNetConfig | ControlNetConfig) -> type[nn.Module]:
+    if isinstance(config, ControlNetConfig):
+        from unetinspect.models.controlnet import ControlNetModel
+
+        return ControlNetModel
+    return UNet2DConditionModel
 
 
 def load_unet(
@@ -95,6 +105,8 @@ def load_unet(
     seed: int = 0,
 ) -> UNet2DConditionModel:
     """Load a UNet from a preset, config.json, diffusers folder or checkpoint file; its config is `model.config`.
+
+    A ControlNet source (folder, config or file) gives our `ControlNetModel` the same way.
 
     `device=None` picks CUDA when available, else CPU (`"meta"` builds the structure only); `dtype=None` keeps
     float32, as diffusers does. A source without weights gets random weights made from `seed`.
@@ -113,6 +125,10 @@ def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed
         if source.has_weights:
             check_weights(source, model)
         return model.to(dtype)
+    out_of_memory = RunError(f"out of memory placing {count_parameters(model):,} parameters on {device} in {dtype}",
+                             "use --dtype fp16, or another device")
+    if device.type == "cpu" and count_parameters(model) * dtype.itemsize > _physical_memory():
+        raise out_of_memory  # Linux would promise the memory, then kill the process when it is touched
     try:
         if source.has_weights:
             model.load_state_dict(read_state_dict(source, model), assign=True, strict=True)
@@ -120,10 +136,19 @@ def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed
         else:
             model.to(dtype).to_empty(device=device)
             init_random_weights(model, seed)
-    except torch.OutOfMemoryError:
-        raise RunError(f"out of memory placing {count_parameters(model):,} parameters on {device} "
-                       f"in {dtype}", "use --dtype fp16, or another device") from None
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):  # the CPU's words
+            raise out_of_memory from None
+        raise
     return model
+
+
+def _physical_memory() -> float:
+    """Bytes of RAM on this machine (infinite where the system does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return math.inf
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -173,6 +198,8 @@ def _key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, st
     """Our key → the file's key. Diffusers files map to themselves; LDM files are renamed (UNet keys only)."""
     if source.layout == "ldm":
         return ldm.diffusers_key_map(shapes, source.config)
+    if source.layout == "ldm-controlnet":
+        return controlnet_ldm.diffusers_key_map(shapes, source.config)
     return {name: name for name in shapes}
 
 

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unetinspect.config import UNetConfig
-from unetinspect.errors import SourceError, WeightsError
+from unetinspect.controlnet_config import CONTROLNET_CLASS, ControlNetConfig
+from unetinspect.errors import SourceError, UnsupportedConfigError, WeightsError
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.files import not_regular, read_capped
-from unetinspect.weights import ldm
+from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
@@ -27,14 +28,15 @@ MAX_INDEX_BYTES = 64 << 20
 class Source:
     """A resolved SOURCE: its config and where its weights are (none: random weights are made).
 
-    `layout` is "diffusers" (keys as our model names them) or "ldm" (original single-file keys, renamed on load).
+    `layout` is "diffusers" (keys as our model names them), "ldm" (original single-file keys, renamed on load) or
+    "ldm-controlnet" (an original ControlNet file). A ControlNet's `config` is a `ControlNetConfig`.
     `headers` are the safetensors headers of the weight files, read once while resolving and carried from there
     to checking and loading. `config_origin` names a config that replaced the source's own (`--config`).
     """
 
     spec: str
     kind: str  # "preset" | "config" | "diffusers" | "single-file"
-    config: UNetConfig
+    config: UNetConfig | ControlNetConfig
     weight_files: tuple[Path, ...] = ()
     layout: str = "diffusers"
     headers: tuple[SafetensorsHeader, ...] = ()
@@ -47,6 +49,10 @@ class Source:
     @property
     def is_pickle(self) -> bool:
         return any(f.suffix in PICKLE_SUFFIXES for f in self.weight_files)
+
+    @property
+    def is_controlnet(self) -> bool:
+        return isinstance(self.config, ControlNetConfig)
 
     @property
     def label(self) -> str:
@@ -98,8 +104,8 @@ def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
     """How a `--config` is named in headings: the preset name, the file's name, or "a UNetConfig"."""
     if config is None:
         return None
-    if isinstance(config, UNetConfig):
-        return "a UNetConfig"
+    if isinstance(config, (UNetConfig, ControlNetConfig)):
+        return f"a {type(config).__name__}"
     return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
 
 
@@ -122,7 +128,7 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
     if not path.is_file():  # a FIFO blocks its reader and a device never ends: refused before opening
         raise not_regular(path, path.stat().st_mode, SourceError)
     if path.suffix == ".json":
-        return Source(spec, "config", override or UNetConfig.from_json(path))
+        return Source(spec, "config", override or read_config(path))
     if path.suffix == ".safetensors":
         return _resolve_safetensors_file(spec, path, override)
     if path.suffix in PICKLE_SUFFIXES:
@@ -132,12 +138,22 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: str | Path | UNetConfig | None) -> UNetConfig | None:
-    if config is None or isinstance(config, UNetConfig):
+def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) -> UNetConfig | ControlNetConfig | None:
+    if config is None or isinstance(config, (UNetConfig, ControlNetConfig)):
         return config
     if str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
-    return UNetConfig.from_json(config)
+    return read_config(config)
+
+
+def read_config(path: str | Path) -> UNetConfig | ControlNetConfig:
+    """A diffusers config.json: a ControlNet's when its `_class_name` says ControlNetModel, else a UNet's."""
+    try:
+        return UNetConfig.from_json(path)
+    except UnsupportedConfigError as exc:
+        if exc.field != "_class_name" or CONTROLNET_CLASS not in exc.message:
+            raise
+    return ControlNetConfig.from_json(path)
 
 
 def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
@@ -149,7 +165,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
         raise SourceError(f"{folder} has no config.json",
                           "give a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors) "
                           "or a pipeline folder with a unet/ subfolder")
-    cfg = override or UNetConfig.from_json(config_path)
+    cfg = override or read_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
     return Source(spec, "diffusers", cfg, files, headers=_headers(files))
 
@@ -230,23 +246,30 @@ def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, Sa
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
     beside = path.parent / "config.json"
     header = read_header(path)
+    if controlnet_ldm.looks_like_ldm_controlnet(header.tensors):
+        shapes = {n: t.shape for n, t in header.tensors.items()}
+        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), layout="ldm-controlnet", headers=(header,))
     if ldm.looks_like_ldm(header.tensors):
         cfg = override or ldm.infer_config({n: t.shape for n, t in header.tensors.items()}, origin=str(path))
         return Source(spec, "single-file", cfg, (path,), layout="ldm", headers=(header,))
     if override is not None:
         return Source(spec, "single-file", override, (path,), headers=(header,))
     if beside.is_file():
-        return Source(spec, "diffusers", UNetConfig.from_json(beside), (path,), headers=(header,))
+        return Source(spec, "diffusers", read_config(beside), (path,), headers=(header,))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 
 
 def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
     shapes = read_pickle_shapes(path)
+    if controlnet_ldm.looks_like_ldm_controlnet(shapes):
+        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), "ldm-controlnet")
     if ldm.looks_like_ldm(shapes):
         return Source(spec, "single-file", override or ldm.infer_config(shapes, origin=str(path)), (path,), "ldm")
     beside = path.parent / "config.json"
-    cfg = override or (UNetConfig.from_json(beside) if beside.is_file() else None)
+    cfg = override or (read_config(beside) if beside.is_file() else None)
     if cfg is None:
         raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                           "put its config.json next to it, or pass --config FILE / --config PRESET")

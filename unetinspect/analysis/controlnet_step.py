@@ -1,0 +1,39 @@
+"""A UNet session turned into the step of a ControlNet pipeline: the ControlNets loaded as the UNet was, checked to
+fit it, and wrapped with it in one `ControlledUNet`, with one conditioning image per ControlNet at pixel size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetinspect.analysis.inputs import Sizes, make_inputs
+from unetinspect.config import UNetConfig
+from unetinspect.errors import RunError
+from unetinspect.models.controlled import ControlledUNet
+from unetinspect.weights.loading import load_model
+from unetinspect.weights.sources import Source
+
+# What a ControlNet's residuals must agree on with the UNet they are added to.
+MUST_MATCH = ("block_out_channels", "layers_per_block", "cross_attention_dim", "in_channels")
+
+
+def with_controlnets(unet: nn.Module, inputs: dict[str, Any], config: UNetConfig, controlnets: tuple[Source, ...],
+                     sizes: Sizes, device: torch.device, dtype: torch.dtype) -> tuple[ControlledUNet, dict[str, Any]]:
+    """The step model and its inputs (the UNet's, plus `controlnet_cond`: one image per ControlNet)."""
+    if not isinstance(config, UNetConfig):
+        raise RunError("--controlnet goes with a UNet source, not with a ControlNet")
+    models, images = [], []
+    for source in controlnets:
+        if not source.is_controlnet:
+            raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a UNet's)",
+                           "give a ControlNet folder, config.json or single file")
+        for field in MUST_MATCH:
+            theirs, ours = getattr(source.config.unet, field), getattr(config, field)
+            if theirs != ours:
+                raise RunError(f"--controlnet {source.spec}: {field} is {theirs!r}, the UNet's is {ours!r}",
+                               "the ControlNet was made for another base model")
+        models.append(load_model(source, device, dtype))
+        images.append(make_inputs(source.config, sizes, device=device, dtype=dtype)["controlnet_cond"])
+    return ControlledUNet(unet, models).eval(), {**inputs, "controlnet_cond": images}

@@ -1,0 +1,55 @@
+"""What a weight file is, from its tensor names alone: a UNet, a ControlNet, a LoRA, an IP-Adapter, a text encoder,
+a VAE — or unknown. A LoRA read as a UNet looks like a broken UNet; saying what it is comes first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from unetinspect.weights import controlnet_ldm, ldm
+
+# Name fragments that only adapters of each kind use (LoRA: kohya, PEFT, diffusers; LyCORIS LoHa / LoKr).
+LORA_PATTERN = re.compile(r"(^lora_(unet|te\d?)_)|(\.|_)lora(_down|_up|_A|_B|\.down|\.up)\.|hada_w\d_[ab]|lokr_w\d")
+IP_ADAPTER_PATTERN = re.compile(r"^(image_proj\.|ip_adapter\.\d+\.to_[kv]_ip\.)")
+CONTROLNET_DIFFUSERS_ROOTS = ("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+UNET_DIFFUSERS_ROOTS = ("down_blocks", "up_blocks", "mid_block", "conv_in", "time_embedding")
+VAE_ROOTS = {"encoder", "decoder", "quant_conv", "post_quant_conv", "first_stage_model"}
+TEXT_ENCODER_PATTERN = re.compile(r"(^|\.)(text_model|resblocks)\.|^(cond_stage_model|conditioner)\.")
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a file is, and the command that reads it (`{path}` is filled with the file's path)."""
+
+    kind: str  # "unet" | "controlnet" | "lora" | "ip-adapter" | "text encoder" | "VAE" | "unknown"
+    command: str | None
+
+    @property
+    def label(self) -> str:
+        """The kind as a part name: UNet, ControlNet, LoRA, IP-Adapter, text encoder, VAE, unknown."""
+        return {"unet": "UNet", "controlnet": "ControlNet", "lora": "LoRA", "ip-adapter": "IP-Adapter"}.get(
+            self.kind, self.kind)
+
+    def command_for(self, path: str) -> str | None:
+        return self.command.format(path=path) if self.command else None
+
+
+def file_kind(names: Iterable[str]) -> FileKind:
+    """The kind of a weight file, decided from its tensor names (adapters first: they name UNet modules too)."""
+    names = list(names)
+    if any(IP_ADAPTER_PATTERN.match(n) for n in names):  # before LoRA: FaceID adapters carry a LoRA too
+        return FileKind("ip-adapter", "unetinspect summary SOURCE --ip-adapter {path}")
+    if any(LORA_PATTERN.search(n) for n in names):
+        return FileKind("lora", "unetinspect lora {path}")
+    roots = {n.split(".", 1)[0] for n in names}
+    if controlnet_ldm.looks_like_ldm_controlnet(names) or roots & set(CONTROLNET_DIFFUSERS_ROOTS):
+        return FileKind("controlnet", "unetinspect summary {path}")
+    if ldm.looks_like_ldm(names) or len(roots & set(UNET_DIFFUSERS_ROOTS)) >= 3:
+        return FileKind("unet", "unetinspect summary {path}")
+    if roots and roots <= VAE_ROOTS and roots & {"encoder", "first_stage_model"}:
+        return FileKind("VAE", None)
+    if any(TEXT_ENCODER_PATTERN.search(n) for n in names):
+        return FileKind("text encoder", None)
+    return FileKind("unknown", None)
