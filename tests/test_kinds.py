@@ -56,4 +56,4 @@ def test_weights_says_the_kind_first_and_does_not_read_a_lora_as_a_unet(tmp_path
     assert first.startswith("kind lora") and f"unetinspect lora {path}" in first
     assert "parameters per block" not in result.stdout and "not a model: a LoRA file" in result.stdout
     data = json.loads(CliRunner().invoke(app, ["weights", str(path), "-f", "json"]).stdout)
-    assert data["kind"] == "lora" and data["read_with"] == f"unetinspect lora {path}" and data["blocks"] == []
+    assert data["file_kind"] == "lora" and data["read_with"] == f"unetinspect lora {path}" and data["blocks"] == []

@@ -344,7 +344,8 @@ def profile(
             run(check_output_path, path, inputs)
     spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
+                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
+                   impl=impl.value)
     depth = _step_depth(depth, controlnet)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:

@@ -165,8 +165,8 @@ def make_inputs(
 
     `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one. An `InputSpec`
     is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are made on `device`
-    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's
-    config (which reads as its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
+    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's config (which reads as
+    its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
     """
     if not isinstance(config, (UNetConfig, ControlNetConfig)):
         if not isinstance(config, Mapping):

@@ -80,7 +80,7 @@ class WeightsView(View):
     def data(self, report: WeightsReport) -> dict[str, Any]:
         """The report for scripts; the tensor list only when it was asked for (--keys or a pattern)."""
         data: dict[str, Any] = {
-            "source": report.source, "kind": report.kind.kind, "read_with": report.kind.command_for(report.source),
+            "source": report.source, "file_kind": report.kind.kind, "read_with": report.kind.command_for(report.source),
             "layout": report.layout, "format": report.format,
             "files": [{"path": path, "bytes": size} for path, size in report.files],
             "disk_bytes": report.disk_bytes, "memory_bytes": report.memory_bytes,
