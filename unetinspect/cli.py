@@ -439,6 +439,7 @@ def diagram(
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
     impl: ImplOpt = Impl.ours,
+    controlnet: ControlNetOpt = None,
 ) -> None:
     """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE [default: unet.svg]
 
@@ -459,7 +460,7 @@ def diagram(
 
     spec = input_spec(batch, height, width, text_len, latent)
     graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
-                allow_pickle=allow_pickle, impl=impl.value)
+                allow_pickle=allow_pickle, impl=impl.value, controlnets=tuple(controlnet or ()))
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
     path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
                inputs=tuple(i for i in (source, config) if i))

@@ -42,6 +42,7 @@ VIEW_OPS = frozenset({
 # Colour families by class name, first match wins (so the longer names come first: SimpleCrossAttnDownBlock2D
 # before CrossAttnDownBlock, which comes before AttnDownBlock); a renderer maps each kind to a colour.
 _KINDS: tuple[tuple[str, str], ...] = (
+    ("ControlNet", "controlnet"),
     ("MidBlock2DCrossAttn", "mid_block"), ("MidBlock2DSimpleCrossAttn", "mid_block"), ("MidBlock", "mid_plain_block"),
     ("KCrossAttnDownBlock", "k_attn_block"), ("KCrossAttnUpBlock", "k_attn_block"), ("KDownBlock", "k_block"),
     ("KUpBlock", "k_block"), ("SimpleCrossAttnDownBlock", "simple_attn_block"),
@@ -70,6 +71,7 @@ KIND_LABELS: dict[str, str] = {
     "k_attn_block": "k-diffusion resnets + attention",
     "mid_block": "middle: resnets + cross-attention",
     "mid_plain_block": "middle: resnets (+ self-attention)",
+    "controlnet": "ControlNet: its residuals are added to the skips and the mid block",
     "resnet": "resnet",
     "attention": "transformer / attention",
     "dual_attention": "two transformers, one per text",
@@ -106,7 +108,7 @@ class Edge:
     target: str
     name: str
     shape: tuple[int, ...]
-    kind: Literal["data", "skip", "condition"] = "data"
+    kind: Literal["data", "skip", "condition", "control"] = "data"
 
     @property
     def id(self) -> str:
@@ -152,7 +154,7 @@ class Graph:
 
 
 def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None, name: str = "",
-                open_depth: int | None = None) -> Graph:
+                open_depth: int | None = None, root: str = "") -> Graph:
     """The graph of a trace at a level, or of one module (`focus`, a module path) opened to its leaves.
 
     `open_depth` opens a focused module only that many levels (1: its direct layers as nodes), for a view of
@@ -160,6 +162,9 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
 
     The trace must have been made with `record_ops=True` (see `trace_for_diagram`) for edges through the code
     between calls: an up block's skip concatenation, a resnet's residual add, SDXL's summed embeddings.
+
+    `root` draws one module of the trace as the U (`unet` in a ControlNet step); inputs it is handed by modules
+    outside it (a ControlNet's residuals) become edges from those modules instead of input nodes.
     """
     if focus is not None:
         scope = _find(trace, focus)
@@ -169,17 +174,17 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
         return _with_path(Graph(name, scope.path, scope.type, scope.params, "focus", nodes, edges, clusters))
     if level not in LEVELS:
         raise UnetInspectError(f"unknown level {level!r}", f"use one of: {', '.join(LEVELS)}")
-    root = trace.root
-    nodes, edges, _ = _Builder(trace, root, {root.index}).build()
-    blocks = _with_path(Graph(name, "", root.type, root.params, "blocks", nodes, edges))
+    root_call = _find(trace, root) if root else trace.root
+    nodes, edges, _ = _Builder(trace, root_call, {root_call.index}).build()
+    blocks = _with_path(Graph(name, root, root_call.type, root_call.params, "blocks", nodes, edges))
     if level == "layers":
         on_path = {n.id for n in blocks.nodes if n.on_path}
-        opened = {root.index} | {r.index for r in trace.records
-                                 if r.parent == root.index and r.children and r.name in on_path}
-        nodes, edges, clusters = _Builder(trace, root, opened).build()
+        opened = {root_call.index} | {r.index for r in trace.records
+                                      if r.parent == root_call.index and r.children and r.name in on_path}
+        nodes, edges, clusters = _Builder(trace, root_call, opened).build()
         graph = _with_path(replace(blocks, level="layers", nodes=nodes, edges=edges, clusters=clusters))
-        return _shape_u(graph, block_of=lambda n: n.cluster or n.id)
-    return _shape_u(blocks, block_of=lambda n: n.id)
+        return _shape_u(_from_outside(graph, trace, root_call), block_of=lambda n: n.cluster or n.id)
+    return _shape_u(_from_outside(blocks, trace, root_call), block_of=lambda n: n.id)
 
 
 def diagram_graph(source: object = None, spec: InputSpec | None = None, level: Level = "blocks",
@@ -189,7 +194,10 @@ def diagram_graph(source: object = None, spec: InputSpec | None = None, level: L
     from unetinspect.analysis.session import open_session
 
     session = open_session(source, spec or _default_spec(), device="meta", **source_options)
-    return replace(build_graph(trace_for_diagram(session), level, focus, name=session.setup.label),
+    root = "unet" if session.controlnets else ""  # a ControlledUNet: the U is its UNet, the ControlNets beside it
+    if root and focus is not None and not focus.startswith(("unet", "controlnets")):
+        focus = f"{root}.{focus}"
+    return replace(build_graph(trace_for_diagram(session), level, focus, name=session.setup.label, root=root),
                    setup=session.setup)
 
 
@@ -341,6 +349,46 @@ def _with_path(graph: Graph) -> Graph:
     edges = [replace(e, kind="condition") if e.target in reached and e.source not in reached else e
              for e in graph.edges]
     return replace(graph, nodes=nodes, edges=edges)
+
+
+def _from_outside(graph: Graph, trace: Trace, root: CallRecord) -> Graph:
+    """Input nodes of a module that is not the whole model replaced by the sibling calls that made them.
+
+    In a ControlNet step the UNet is handed each ControlNet's residuals (summed over the ControlNets by ops in
+    the step's own code) and adds them to its skips and to the mid block's output. Those adds are found in the
+    trace, not in the config, and folded away: one node per ControlNet, with a `control` edge into the block
+    whose output each residual is added to, and the U drawn as without ControlNets.
+    """
+    if root.index == trace.root.index:
+        return graph
+    makers = {f"input:{t.name}": _makers(trace, t, root) for t in root.inputs}
+    replaced = {node_id for node_id, made in makers.items() if made}
+    if not replaced:
+        return graph
+    adds = {e.target for e in graph.edges if e.source in replaced}
+    into = {e.target: e.source for e in graph.edges if e.target in adds and e.source not in replaced}
+    edges: list[Edge] = []
+    for e in graph.edges:  # in their order: dot lays the U out by it
+        if e.source in replaced:
+            edges += [Edge(trace.records[m].name, into[e.target], e.source.removeprefix("input:"), e.shape,
+                           "control") for m in sorted(makers[e.source])]
+        elif e.source in adds:
+            edges.append(replace(e, source=into[e.source]))  # the U as without ControlNets
+        elif e.target not in adds:
+            edges.append(e)
+    senders = [Node(trace.records[m].name, trace.records[m].name, trace.records[m].type,
+                    kind_of(trace.records[m].type), trace.records[m].params)
+               for m in sorted(set().union(*makers.values()))]
+    nodes = [n for n in graph.nodes if n.id not in replaced | adds]
+    return replace(graph, nodes=nodes + senders, edges=edges)
+
+
+def _makers(trace: Trace, tensor: TensorMeta, root: CallRecord) -> set[int]:
+    """The direct children of the model, other than `root`, whose outputs went into `tensor` (through ops)."""
+    calls = {i for i in tensor.producers if trace.records[i].depth == 1 and i != root.index}
+    if calls or tensor.op is None:
+        return calls
+    return set().union(*(_makers(trace, t, root) for t in trace.ops[tensor.op].inputs))
 
 
 def _shape_u(graph: Graph, block_of) -> Graph:

@@ -54,6 +54,7 @@ class Palette:
     muted: str
     edge: str
     skip: str
+    control: str  # a ControlNet's residual edges
     frame: str
     fills: dict[str, str]
     tags: tuple[str, ...]  # one per conditioning tensor (time embedding, text, ...)
@@ -63,7 +64,7 @@ class Palette:
 # resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136. The block
 # kinds of the other families (IF, Kandinsky, unCLIP, k-diffusion) get hues of their own, named in the legend.
 LIGHT = Palette(
-    background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", frame="#9a9a9a",
+    background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", control="#b0307e", frame="#9a9a9a",
     fills={
         "input": "#ffffff", "output": "#ffffff", "op": "#ffffff", "act": "#ffffff", "other": "#f0f0f0",
         "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
@@ -71,11 +72,12 @@ LIGHT = Palette(
         "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
         "simple_attn_block": "#e58a8a", "self_attn_block": "#f2c46b", "dual_attention": "#d9a05a",
         "resample_block": "#9fd0c0", "k_block": "#c2c8ee", "k_attn_block": "#e7a0c8", "mid_plain_block": "#cdb8d8",
+        "controlnet": "#f4d7e9",
     },
     tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
 )
 DARK = Palette(
-    background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff", frame="#6a6a6a",
+    background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff", control="#f08cc8", frame="#6a6a6a",
     fills={
         "input": "#16181d", "output": "#16181d", "op": "#16181d", "act": "#24272e", "other": "#2e3138",
         "norm": "#33363d", "conv": "#243b50", "linear": "#243b50", "embedding": "#4d4418",
@@ -83,6 +85,7 @@ DARK = Palette(
         "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
         "simple_attn_block": "#8e3e3e", "self_attn_block": "#8a6a20", "dual_attention": "#7e5a22",
         "resample_block": "#2a6658", "k_block": "#3e4680", "k_attn_block": "#86406a", "mid_plain_block": "#57485f",
+        "controlnet": "#6a2f55",
     },
     tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
 )
@@ -196,6 +199,8 @@ class _Drawing:
         c = self.colors
         items = [f'<FONT COLOR="{c.muted}">solid: feature maps</FONT>',
                  f'<FONT COLOR="{c.skip}">dashed: skip connections, concatenated on the up path</FONT>']
+        if self.graph.edges_of("control"):
+            items.append(f'<FONT COLOR="{c.control}">dotted: ControlNet residuals, added to that output</FONT>')
         tags = "".join(self._tag_cell(color, name) for name, color in self._tag_names().items())
         cells = "".join(f'<TD>{item}</TD><TD WIDTH="12"></TD>' for item in items)
         if tags:
@@ -225,8 +230,8 @@ class _Drawing:
         members: dict[str | None, list[str]] = {}
         for node in self.graph.nodes:
             home = node.cluster
-            if home is None and self.graph.is_u and not node.on_path:
-                home = "conditioning"
+            if home is None and self.graph.is_u and not node.on_path and node.kind != "controlnet":
+                home = "conditioning"  # a ControlNet stands beside the down path, which it feeds
             members.setdefault(home, []).append(self._node(node))
         children: dict[str | None, list[str]] = {}
         for cluster in self.graph.clusters:
@@ -361,6 +366,8 @@ class _Drawing:
                 attrs["xlabel"] = attrs.pop("label")
         elif edge.kind == "condition":
             attrs.update(style="dashed", color=c.muted, penwidth="1.0")
+        elif edge.kind == "control":
+            attrs.update(style="dotted", color=c.control, fontcolor=c.control, penwidth="1.2", constraint="false")
         if source.kind == "input" and not source.on_path and not self.graph.is_u:
             attrs["weight"] = "0"  # a module's temb/text branch hangs beside where it is used, not at the top
         same_row = self.row_of.get(edge.source, -1) == self.row_of.get(edge.target, -2)
