@@ -76,3 +76,16 @@ def test_cli_draws_the_controlnets(controlnets, invoke, tmp_path):
     assert '"controlnets.1" [' in text and "ControlNet residuals" in text
     wrong = invoke("diagram", "tiny", "--controlnet", "sd15", "-o", str(tmp_path / "x.dot"))
     assert wrong.exit_code == 1 and "not a ControlNet" in wrong.output and not (tmp_path / "x.dot").exists()
+
+
+def test_summary_sees_the_skips_through_the_residual_adds(controlnets):
+    from unetinspect.analysis.summary import summarize
+
+    def up_skips(summary, prefix: str = ""):
+        return {r.path.removeprefix(prefix): [(name.removeprefix(prefix), shape) for name, shape in r.skips]
+                for r in summary.rows(2) if r.path.removeprefix(prefix).startswith("up_blocks.") and r.path.count(".")
+                == prefix.count(".") + 1}
+
+    plain = up_skips(summarize("tiny"))
+    assert up_skips(summarize("tiny", controlnets=controlnets), "unet.") == plain
+    assert all(len(skips) == 3 for skips in plain.values())  # tiny: 3 skips into each up block

@@ -15,7 +15,7 @@ import torch
 
 from unetinspect.analysis.inputs import InputSpec
 from unetinspect.analysis.session import Session, Setup, open_session
-from unetinspect.analysis.trace import Trace, trace_model
+from unetinspect.analysis.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.weights.sources import Source
 
@@ -47,7 +47,9 @@ class Summary:
         """Every call down to `depth` (1 = blocks), parents before children, with the skips it consumes.
 
         A skip is a feature map (4-D input) produced by an earlier sibling call other than the one just before:
-        for an up block, the residuals of the down blocks. It is found from the trace, not from the config.
+        for an up block, the residuals of the down blocks. It is found from the trace, not from the config; with
+        a ControlNet's residuals added to it (a new tensor, made by an `add` the trace recorded), from the add's
+        input that is the skip.
         """
         rows = []
         last_child: dict[int | None, int] = {}
@@ -58,7 +60,7 @@ class Summary:
             last_child[record.parent] = record.index
             skips = []
             for tensor in record.inputs:
-                producer = self.trace.producer_at(tensor, record.depth)
+                producer = self._producer_through_adds(tensor, record)
                 if (len(tensor.shape) == 4 and producer is not None and producer.parent == record.parent
                         and producer.index not in (previous, record.index)):
                     skips.append((producer.name, tensor.shape))
@@ -68,6 +70,15 @@ class Summary:
                 params=record.params, flops=record.flops, skips=skips,
             ))
         return rows
+
+    def _producer_through_adds(self, tensor: TensorMeta, record: CallRecord) -> CallRecord | None:
+        """The call at `record`'s depth that made `tensor`, or, for the sum of a skip and a ControlNet residual,
+        the sibling of `record` that made the skip."""
+        producer = self.trace.producer_at(tensor, record.depth)
+        if producer is not None or tensor.op is None or self.trace.ops[tensor.op].name != "add":
+            return producer
+        makers = (self.trace.producer_at(t, record.depth) for t in self.trace.ops[tensor.op].inputs)
+        return next((m for m in makers if m is not None and m.parent == record.parent), None)
 
     @property
     def activation_bytes(self) -> int:
@@ -105,7 +116,8 @@ def summarize(
 
 def summary_of(session: Session) -> Summary:
     """The traced forward pass of an opened session."""
-    trace = trace_model(session.model, session.inputs)
+    # with ControlNets, the ops too: their residuals are added to the skips, and the sums are new tensors
+    trace = trace_model(session.model, session.inputs, record_ops=bool(session.controlnets))
     inputs = {name: tuple(t.shape) for name, t in _flat_inputs(session.inputs)}
     return Summary(setup=session.setup, config=session.config, inputs=inputs, trace=trace)
 
