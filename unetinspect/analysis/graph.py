@@ -365,13 +365,14 @@ def _from_outside(graph: Graph, trace: Trace, root: CallRecord) -> Graph:
     replaced = {node_id for node_id, made in makers.items() if made}
     if not replaced:
         return graph
-    adds = {e.target for e in graph.edges if e.source in replaced}
-    into = {e.target: e.source for e in graph.edges if e.target in adds and e.source not in replaced}
+    kinds = {n.id: n.kind for n in graph.nodes}
+    into = {e.target: e.source for e in graph.edges if kinds[e.target] == "op" and e.source not in replaced}
+    adds = {e.target for e in graph.edges if e.source in replaced and e.target in into}  # the rest: taken as is
     edges: list[Edge] = []
     for e in graph.edges:  # in their order: dot lays the U out by it
         if e.source in replaced:
-            edges += [Edge(trace.records[m].name, into[e.target], e.source.removeprefix("input:"), e.shape,
-                           "control") for m in sorted(makers[e.source])]
+            edges += [Edge(trace.records[m].name, into.get(e.target, e.target), e.source.removeprefix("input:"),
+                           e.shape, "control") for m in sorted(makers[e.source])]
         elif e.source in adds:
             edges.append(replace(e, source=into[e.source]))  # the U as without ControlNets
         elif e.target not in adds:
