@@ -130,6 +130,14 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
     return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
 
 
+def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
+    """A bad -o fails now, before the work: not after seconds of tracing or minutes of timing."""
+    if output is not None:
+        from unetinspect.render.export import check_output_path
+
+        run(check_output_path, output, [i for i in inputs if i])
+
+
 def run(fn, *args, **kwargs):
     """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
     try:
@@ -251,6 +259,7 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
+    refuse_output_early(output, source, config, ip_adapter)
     from unetinspect.analysis.summary import summarize
     from unetinspect.render.summary_view import SummaryView
 
@@ -329,8 +338,6 @@ def profile(
 
       [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
-    from unetinspect.render.export import check_output_path
-
     comparing = sweep is not None or attention == Attention.all
     if branches and (comparing or compile_model or trace is not None or controlnet):
         raise typer.BadParameter("branch latencies come from one profile of the UNet's layers: leave out --sweep, "
@@ -339,9 +346,8 @@ def profile(
         raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
                                  param_hint="--trace")
     inputs = [i for i in (source, config) if i]
-    for path in (output, trace):  # a bad path fails now, not after minutes of timing
-        if path is not None:
-            run(check_output_path, path, inputs)
+    for path in (output, trace):
+        refuse_output_early(path, *inputs)
     spec = input_spec(batch, height, width, text_len, latent)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
                    variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
@@ -455,6 +461,7 @@ def diagram(
 
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
+    refuse_output_early(output or Path("unet.svg"), source, config)
     from unetinspect.analysis.graph import diagram_graph
     from unetinspect.render.graph import Style, write_diagram
 
@@ -498,6 +505,7 @@ def weights(
 
       [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
     """
+    refuse_output_early(output, checkpoint, config)
     from unetinspect.render.weights_view import WeightsView
     from unetinspect.weights.inspect import inspect_weights
 
@@ -530,6 +538,7 @@ def lora(
 
       [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
     """
+    refuse_output_early(output, file, base)
     from unetinspect.analysis.lora import analyze_lora
     from unetinspect.render.lora_view import LoraView
 
@@ -581,6 +590,7 @@ def compare(
       [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
       [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
+    refuse_output_early(output, source_a, source_b)
     from unetinspect.analysis.compare import compare as compare_sources
     from unetinspect.render.compare_view import CompareView
 
