@@ -66,3 +66,9 @@ def test_every_result_carries_the_same_setup():
     comparison = ui.compare("tiny", "sd15", spec)
     assert summary.setup == graph.setup == comparison.a.setup
     assert comparison.b.setup.label == "sd15"
+
+
+def test_controlnets_are_refused_on_a_live_model_not_ignored():
+    model = ui.load_unet("tiny", device="meta")
+    with pytest.raises(RunError, match="live model"):
+        open_session(model, controlnets=("some-controlnet",))

@@ -113,6 +113,9 @@ def open_session(
     from unetinspect.analysis.live import live_session, open_live  # live.py builds on this module's types
 
     live = open_live(source, inputs=inputs)
+    if live is not None and controlnets:
+        raise RunError("--controlnet builds the step from sources; a live model brings no ControlNet of ours",
+                       "give the UNet's source (a folder or file) with the ControlNets")
     if live is not None:
         return live_session(live, spec, device=device, dtype=dtype, impl=impl)
     src = resolve_source(source, **source_options)
