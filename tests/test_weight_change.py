@@ -86,3 +86,15 @@ def test_cli_verdict_and_json(base_and_finetune):
 def test_weights_need_two_checkpoints(base_and_finetune):
     result = CliRunner().invoke(app, ["compare", "tiny", str(base_and_finetune[0]), "--weights"])
     assert result.exit_code == 1 and "has no weights" in result.output
+
+
+def test_html_comparison_marks_the_blocks_whose_weights_changed(base_and_finetune, tmp_path):
+    base_folder, tuned_folder, _, _, _ = base_and_finetune
+    out = tmp_path / "diff.html"
+    result = CliRunner().invoke(app, ["compare", str(base_folder), str(tuned_folder), "--weights", "--height", "64",
+                                      "--width", "64", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    data = json.loads(page.split('id="report-data">', 1)[1].split("</script>", 1)[0])
+    changed = sorted(block for block, status in data["status"]["b"].items() if status == "changed")
+    assert changed == sorted(CHANGED)

@@ -93,8 +93,8 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
     legend = " ".join(f'<span class="badge {s}">{s}</span>' for s in ("added", "removed", "changed", "same"))
     body = f"""
 <section>
-  <p>Blocks paired by {escape(comparison.aligned_by)}. {legend} — changed: another type, parameter count, FLOPs or
-  output shape. Click a row of the table to find its blocks.</p>
+  <p>Blocks paired by {escape(comparison.aligned_by)}. {legend} — changed: another type, parameter count, FLOPs,
+  output shape or (with --weights) weights. Click a row of the table to find its blocks.</p>
   <div class="sides">{sides}</div>
 </section>
 <section>
@@ -158,7 +158,9 @@ def _branches_section(report: Report) -> str:
 
 
 def _status(pair: Any) -> str:
-    return "changed" if pair.differs else "same"
+    """changed: another structure, count or shape; or, with --weights, other weights in the same structure."""
+    weights_moved = pair.weight_change is not None and pair.weight_change.differs
+    return "changed" if pair.differs or weights_moved else "same"
 
 
 def _comparison_row(pair: Any, mark: str) -> str:
