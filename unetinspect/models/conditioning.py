@@ -16,6 +16,24 @@ from unetinspect.models.embeddings import (
 )
 
 
+def attach_condition_embeddings(module: nn.Module, c: UNetConfig, *, time_extras: bool = True) -> None:
+    """Register on `module`, under diffusers' names, the conditioning a UNet and its ControlNet share: the time
+    projection and embedding, the context projection, the class and the addition embeddings.
+
+    `time_extras=False` leaves out the time embedding's post-activation and condition projection, which
+    diffusers' ControlNet does not build.
+    """
+    module.time_proj, time_input_dim = time_projection(c)
+    extras = dict(post_act_fn=c.timestep_post_act, cond_proj_dim=c.time_cond_proj_dim) if time_extras else {}
+    module.time_embedding = TimestepEmbedding(time_input_dim, c.time_embed_dim, act_fn=c.act_fn, **extras)
+    module.encoder_hid_proj = encoder_hid_projection(c)
+    module.class_embedding = class_embedding(c, time_input_dim)
+    if c.addition_embed_type == "text_time":
+        module.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
+    if c.addition_embed_type is not None:
+        module.add_embedding = addition_embedding(c)
+
+
 def time_projection(c: UNetConfig) -> tuple[nn.Module, int]:
     """`time_proj` and the width of what it gives: sinusoidal over block_out_channels[0], or Fourier features
     over the whole embedding width (half sines, half cosines)."""

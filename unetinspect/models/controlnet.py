@@ -20,10 +20,7 @@ from torch import nn
 
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.models.blocks import DOWN_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
-from unetinspect.models.conditioning import (
-    addition_embedding, class_embedding, encoder_hid_projection, time_projection,
-)
-from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.models.conditioning import attach_condition_embeddings
 from unetinspect.models.unet import UNet2DConditionModel
 
 
@@ -82,15 +79,8 @@ class ControlNetModel(nn.Module):
 
         self.conv_in = nn.Conv2d(c.in_channels, channels[0], kernel_size=3, padding=1)
         # The conditioning is the UNet's (the same builders), less what a ControlNet config cannot have.
-        self.time_proj, time_input_dim = time_projection(c)
-        self.time_embedding = TimestepEmbedding(time_input_dim, time_embed_dim, act_fn=c.act_fn)
-        # Built as diffusers builds it, and, as in diffusers, not applied to the text in forward.
-        self.encoder_hid_proj = encoder_hid_projection(c)
-        self.class_embedding = class_embedding(c, time_input_dim)
-        if c.addition_embed_type == "text_time":
-            self.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-        if c.addition_embed_type is not None:
-            self.add_embedding = addition_embedding(c)
+        # (its encoder_hid_proj is built as diffusers builds it and, as in diffusers, not applied in forward)
+        attach_condition_embeddings(self, c, time_extras=False)
         self.time_embed_act = None  # read by the UNet's condition embedding, which the ControlNet shares
 
         self.controlnet_cond_embedding = ControlNetConditioningEmbedding(

@@ -19,10 +19,7 @@ from torch import nn
 from unetinspect.config import UNetConfig
 from unetinspect.models.activations import get_activation
 from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec
-from unetinspect.models.conditioning import (
-    addition_embedding, class_embedding, encoder_hid_projection, position_net, time_projection,
-)
-from unetinspect.models.embeddings import TimestepEmbedding, Timesteps
+from unetinspect.models.conditioning import attach_condition_embeddings, position_net
 from unetinspect.errors import InputError
 from unetinspect.models.input_checks import check_inputs
 
@@ -39,21 +36,12 @@ class UNet2DConditionModel(nn.Module):
         self.config = config
         c = config
         channels = c.block_out_channels
-        time_embed_dim = c.time_embed_dim
 
         self.conv_in = nn.Conv2d(c.in_channels, channels[0], kernel_size=c.conv_in_kernel,
                                  padding=(c.conv_in_kernel - 1) // 2)
 
         # ---- conditioning: timestep, optional class / addition embeddings, optional context projection
-        self.time_proj, time_input_dim = time_projection(c)
-        self.time_embedding = TimestepEmbedding(time_input_dim, time_embed_dim, act_fn=c.act_fn,
-                                                post_act_fn=c.timestep_post_act, cond_proj_dim=c.time_cond_proj_dim)
-        self.encoder_hid_proj = encoder_hid_projection(c)
-        self.class_embedding = class_embedding(c, time_input_dim)
-        if c.addition_embed_type == "text_time":
-            self.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-        if c.addition_embed_type is not None:
-            self.add_embedding = addition_embedding(c)
+        attach_condition_embeddings(self, c)
         self.time_embed_act = get_activation(c.time_embedding_act_fn) if c.time_embedding_act_fn else None
 
         # ---- the U
