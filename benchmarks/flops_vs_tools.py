@@ -24,7 +24,7 @@ def inputs() -> dict[str, torch.Tensor]:
 def main() -> None:
     from diffusers import UNet2DConditionModel
 
-    from unetinspect.analysis.summary import summarize
+    from unetinspect.views.summary import summarize
     from unetinspect.presets import load_preset_dict
 
     start = time.perf_counter()

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 
 from unetinspect import load_unet
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.timing import Stats, clock_for, timed_call
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.engine.timing import Stats, clock_for, timed_call
 from unetinspect.presets import load_preset_dict
 
 

@@ -24,15 +24,15 @@ from typing import Any
 
 import torch
 
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.live import as_diffusers
-from unetinspect.analysis.profile import Profile, profile
-from unetinspect.analysis.watch import watch
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.sources.live import as_diffusers
+from unetinspect.views.profile import Profile, profile
+from unetinspect.views.watch import watch
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import render as render_view
 from unetinspect.render.profile_view import ProfileView, ms, percent
 from unetinspect.render.units import human_bytes
-from unetinspect.weights.loading import load_unet
+from unetinspect.sources.loading import load_unet
 
 sys.path.insert(0, str(Path(__file__).parent))
 from watch_overhead import loop_overhead  # noqa: E402  (a sibling script, not a package)

@@ -12,8 +12,8 @@ import argparse
 
 import torch
 
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.profile import profile
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.views.profile import profile
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.timing import clock_for, timed_call
-from unetinspect.analysis.watch import watch
-from unetinspect.weights.loading import load_unet
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.engine.timing import clock_for, timed_call
+from unetinspect.views.watch import watch
+from unetinspect.sources.loading import load_unet
 
 
 def loop_overhead(model: nn.Module, inputs: dict[str, Any], *, steps: int, depth: int, rounds: int) -> float:

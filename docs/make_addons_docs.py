@@ -119,7 +119,7 @@ def make_files(workdir: Path) -> None:
     from unetinspect.models.controlnet import ControlNetModel
     from unetinspect.models.unet import UNet2DConditionModel
     from unetinspect.presets import load_preset_dict
-    from unetinspect.weights.loading import init_random_weights
+    from unetinspect.sources.loading import init_random_weights
 
     generator = torch.Generator().manual_seed(0)
     controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])))

@@ -92,7 +92,7 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
     """Real runs shown under each command; the checkpoint for `weights` is made here with our own model."""
     from safetensors.torch import save_file
 
-    from unetinspect.weights.loading import load_unet
+    from unetinspect.sources.loading import load_unet
 
     folder = workdir / "tiny-unet"
     folder.mkdir()

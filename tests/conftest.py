@@ -2,7 +2,7 @@
 them with our own code, the CLI as a user runs it, and diffusers references for the parity tests only.
 
 The tests are organised by module: `test_<module>.py` tests one module of unetinspect through its Python API
-(test_profile.py: analysis/profile.py; test_graph.py: analysis/graph.py and render/graph.py; test_models.py: the
+(test_profile.py: views/profile.py; test_graph.py: views/graph.py and render/graph.py; test_models.py: the
 models/ package), and `test_<command>_cmd.py` one command as a user types it. Promises that every module keeps
 have a file of their own: test_bad_input.py (no traceback, no partial file), test_api.py, test_cli_docs.py.
 Only tests that compare against diffusers need it installed; they skip, one by one, without it.
@@ -25,8 +25,8 @@ from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
-from unetinspect.weights.loading import build_model, init_random_weights
-from unetinspect.weights.sources import WEIGHTS_NAME
+from unetinspect.sources.loading import build_model, init_random_weights
+from unetinspect.sources.resolve import WEIGHTS_NAME
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
@@ -170,7 +170,7 @@ def one_thread():
 
 def exhausted_model(monkeypatch) -> None:
     """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
-    from unetinspect.analysis import session as session_module
+    from unetinspect.sources import session as session_module
 
     load = session_module.load_model
 

@@ -85,7 +85,7 @@ def meta_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes for a config, built on the meta device (no memory, full size is fine). Our model's:
     test_models.py checks that they are diffusers' for every preset."""
     from unetinspect.config import UNetConfig
-    from unetinspect.weights.loading import build_model
+    from unetinspect.sources.loading import build_model
 
     return {k: tuple(v.shape) for k, v in build_model(UNetConfig.from_dict(config)).state_dict().items()}
 

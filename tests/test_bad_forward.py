@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from conftest import SMALL_CONFIGS
-from unetinspect.analysis.inputs import make_inputs
+from unetinspect.sources.inputs import make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.errors import InputError, UnetInspectError
-from unetinspect.weights.loading import build_model
+from unetinspect.sources.loading import build_model
 
 
 def _model_and_inputs(name: str):

@@ -20,9 +20,9 @@ from safetensors.torch import load_file, save_file
 from bad_input import OUTPUT, assert_one_line_failure
 from conftest import our_unet, save_folder, tiny
 from unetinspect.errors import ConfigError, UnsupportedConfigError, WeightsError
-from unetinspect.weights.loading import load_unet
+from unetinspect.sources.loading import load_unet
 from unetinspect.weights.safetensors import ITEM_SIZES
-from unetinspect.weights.sources import resolve_source
+from unetinspect.sources.resolve import resolve_source
 
 # Every command that takes a SOURCE, with what it needs to run fast.
 SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from bad_input import refused
 from conftest import tiny
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset
 

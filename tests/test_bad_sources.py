@@ -16,7 +16,7 @@ from unetinspect.config import MAX_CONFIG_BYTES, UNetConfig
 from unetinspect.errors import ConfigError, SourceError, UnetInspectError, WeightsError
 from unetinspect.weights.pickle import read_pickle
 from unetinspect.weights.safetensors import read_header
-from unetinspect.weights.sources import resolve_source
+from unetinspect.sources.resolve import resolve_source
 
 COMMANDS = [["summary"], ["weights"], ["compare", "sd15"]]
 

@@ -12,9 +12,9 @@ from safetensors.torch import load_file, save_file
 from bad_input import refused, untouched
 from conftest import our_unet, save_folder, tiny
 from unetinspect.errors import WeightsError
-from unetinspect.weights.inspect import OTHER, inspect_weights
+from unetinspect.views.weights import OTHER, inspect_weights
 from unetinspect.weights.safetensors import MAX_TENSORS
-from unetinspect.weights.sources import resolve_source
+from unetinspect.sources.resolve import resolve_source
 
 INDEX = "diffusion_pytorch_model.safetensors.index.json"
 

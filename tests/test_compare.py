@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetinspect.analysis.compare import compare
+from unetinspect.views.compare import compare
 
 
 def test_sd15_vs_sdxl_pairs_blocks_by_stage():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import ConfigError, UnsupportedConfigError
@@ -153,8 +153,8 @@ def controlnet_and_state():
 def test_diffusers_controlnet_folder_loads_as_a_controlnet(tmp_path, controlnet_and_state):
     from safetensors.torch import save_file
 
-    from unetinspect.weights.loading import load_unet
-    from unetinspect.weights.sources import resolve_source
+    from unetinspect.sources.loading import load_unet
+    from unetinspect.sources.resolve import resolve_source
 
     controlnet, state = controlnet_and_state
     folder = tmp_path / "controlnet"
@@ -176,8 +176,8 @@ def test_original_single_file_controlnet_loads_with_the_same_weights(tmp_path, p
     from safetensors.torch import save_file
 
     from ldm_files import to_ldm_controlnet
-    from unetinspect.weights.loading import load_unet
-    from unetinspect.weights.sources import resolve_source
+    from unetinspect.sources.loading import load_unet
+    from unetinspect.sources.resolve import resolve_source
 
     unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS[name]))
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16, 24))
@@ -203,7 +203,7 @@ def test_original_controlnet_file_with_a_gap_is_refused_naming_the_key(tmp_path)
 
     from ldm_files import to_ldm_controlnet
     from unetinspect.errors import WeightsError
-    from unetinspect.weights.sources import resolve_source
+    from unetinspect.sources.resolve import resolve_source
 
     controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])),
                                            conditioning_embedding_out_channels=EMBEDDING)
@@ -262,7 +262,7 @@ def controlnet_file(tmp_path):
 
 
 def test_summary_with_two_controlnets_shows_both_models_and_the_step_totals(controlnet_file):
-    from unetinspect.analysis.summary import summarize
+    from unetinspect.views.summary import summarize
 
     first, second = controlnet_file(file="a.safetensors"), controlnet_file(file="b.safetensors")
     summary = summarize("tiny", controlnets=(first, second))
@@ -291,7 +291,7 @@ def test_cli_controlnet_errors_name_the_source(controlnet_file, invoke):
 
 
 def test_profile_times_both_models(controlnet_file, one_thread):
-    from unetinspect.analysis.profile import profile
+    from unetinspect.views.profile import profile
 
     result = profile("tiny", device="cpu", depth=2, warmup=0, repeat=1, controlnets=(controlnet_file(),))
     names = [row.name for row in result.blocks]

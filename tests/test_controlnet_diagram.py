@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from conftest import SMALL_CONFIGS
-from unetinspect.analysis.graph import diagram_graph
+from unetinspect.views.graph import diagram_graph
 from unetinspect.config import UNetConfig
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
@@ -79,7 +79,7 @@ def test_cli_draws_the_controlnets(controlnets, invoke, tmp_path):
 
 
 def test_summary_sees_the_skips_through_the_residual_adds(controlnets):
-    from unetinspect.analysis.summary import summarize
+    from unetinspect.views.summary import summarize
 
     def up_skips(summary, prefix: str = ""):
         return {r.path.removeprefix(prefix): [(name.removeprefix(prefix), shape) for name, shape in r.skips]

@@ -13,9 +13,9 @@ import torch
 
 from conftest import diffusers_unet, tiny
 from unetinspect import UNetConfig
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import ConfigError, UnsupportedConfigError
-from unetinspect.weights.loading import build_model, count_parameters
+from unetinspect.sources.loading import build_model, count_parameters
 
 # DeepFloyd IF stage I: resnet resampling, added-KV attention with group-normalised text, T5 text projected by
 # encoder_hid_proj and pooled into the time embedding, scaled resnets that skip the time activation.

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from conftest import tiny
-from unetinspect.analysis.graph import build_graph, trace_for_diagram
+from unetinspect.views.graph import build_graph, trace_for_diagram
 from unetinspect.config import UNetConfig
 from unetinspect.render.graph import to_dot
-from unetinspect.weights.sources import Source
+from unetinspect.sources.resolve import Source
 
 # Shrunk configs of each family, as diffusers' own tests shrink them.
 FAMILY_CONFIGS: dict[str, dict] = {

@@ -13,12 +13,12 @@ import pytest
 from rich.console import Console
 
 from conftest import our_unet, save_folder, tiny
-from unetinspect.analysis.compare import compare
-from unetinspect.analysis.hardware import DeviceInfo
-from unetinspect.analysis.profile import Profile, Sweep, Variant
-from unetinspect.analysis.session import Setup
-from unetinspect.analysis.summary import summarize
-from unetinspect.analysis.timing import BlockMemory, BlockTiming, Stats, StepTiming
+from unetinspect.views.compare import compare
+from unetinspect.engine.hardware import DeviceInfo
+from unetinspect.views.profile import Profile, Sweep, Variant
+from unetinspect.sources.session import Setup
+from unetinspect.views.summary import summarize
+from unetinspect.engine.timing import BlockMemory, BlockTiming, Stats, StepTiming
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.formats import (CSV, MARKDOWN, SCHEMA, TABLE, View, cells, json_text, plain, render,
                                         shown_columns)

@@ -8,13 +8,13 @@ from collections import Counter
 import pytest
 
 from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.analysis.graph import build_graph, diagram_graph, kind_of, trace_for_diagram
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.trace import trace_model
+from unetinspect.views.graph import build_graph, diagram_graph, kind_of, trace_for_diagram
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.engine.trace import trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.graph import Style, to_dot
-from unetinspect.weights.sources import resolve_source
+from unetinspect.sources.resolve import resolve_source
 
 SD15_BLOCKS = ["conv_in", *(f"down_blocks.{i}" for i in range(4)), "mid_block", *(f"up_blocks.{i}" for i in range(4)),
                "conv_norm_out", "conv_act", "conv_out"]
@@ -183,7 +183,7 @@ def test_diffusers_model_gives_the_same_graph():
 
 def test_ops_are_recorded_only_on_request(tiny_trace):
     src = resolve_source("tiny")
-    from unetinspect.weights.loading import load_unet
+    from unetinspect.sources.loading import load_unet
 
     model = load_unet(src, device="meta")
     plain = trace_model(model, make_inputs(src.config, InputSpec(), device="meta"))
@@ -239,6 +239,6 @@ def test_dot_options_drop_shapes_and_params(tiny_trace):
 
 def config_source(config: UNetConfig):
     """A Source for an in-memory config, as a config.json would give."""
-    from unetinspect.weights.sources import Source
+    from unetinspect.sources.resolve import Source
 
     return Source("config.json", "config", config)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetinspect.analysis.hardware import describe_device, peak_flops
+from unetinspect.engine.hardware import describe_device, peak_flops
 
 
 @pytest.mark.parametrize("name, dtype, tflops", [

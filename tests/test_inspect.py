@@ -1,4 +1,4 @@
-"""What a checkpoint holds, from its headers (`weights/inspect.py`): the preset it is, or the nearest one and how
+"""What a checkpoint holds, from its headers (`views/weights.py`): the preset it is, or the nearest one and how
 it differs; the `weights` command is tested in test_weights_cmd.py."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from ldm_files import meta_shapes, to_ldm, write_header_only
 from unetinspect.presets import load_preset, load_preset_dict
-from unetinspect.weights.inspect import PresetMatch, inspect_weights, nearest_preset
+from unetinspect.views.weights import PresetMatch, inspect_weights, nearest_preset
 
 
 @pytest.mark.parametrize("preset", ["sd21", "sdxl", "sdxl-refiner", "sd15-inpaint", "sd-x4-upscaler", "ssd-1b",

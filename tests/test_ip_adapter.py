@@ -10,9 +10,9 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.ip_adapter import ip_adapter_cost
-from unetinspect.analysis.summary import summarize
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.views.ip_adapter import ip_adapter_cost
+from unetinspect.views.summary import summarize
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.errors import WeightsError

@@ -9,7 +9,7 @@ from torch import nn
 
 import unetinspect as ui
 from conftest import diffusers_unet, tiny
-from unetinspect.analysis.live import REBUILT_NOTE, as_diffusers, left_as_found, open_live
+from unetinspect.sources.live import REBUILT_NOTE, as_diffusers, left_as_found, open_live
 from unetinspect.errors import RunError, SourceError
 
 FAST = dict(warmup=0, repeat=1)
@@ -166,7 +166,7 @@ def test_a_pipeline_goes_through_every_view(tiny_pipeline, preset_summary):
     comparison = ui.compare(tiny_pipeline, "tiny")
     assert comparison.identical
     assert ui.compare(tiny_pipeline.unet, impl="diffusers").identical
-    from unetinspect.analysis.profile import sweep
+    from unetinspect.views.profile import sweep
 
     result = sweep(tiny_pipeline, [("64", ui.InputSpec(height=64, width=64))], **FAST)
     assert result.variants[0].sizes.latent == (8, 8) and result.variants[0].flops > 0

@@ -11,10 +11,10 @@ import torch
 
 from conftest import SMALL_CONFIGS, diffusers_unet, our_unet, save_folder
 from unetinspect import load_unet
-from unetinspect.analysis.inputs import InputSpec, make_inputs
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
-from unetinspect.weights.loading import count_parameters
-from unetinspect.weights.sources import resolve_source
+from unetinspect.sources.loading import count_parameters
+from unetinspect.sources.resolve import resolve_source
 
 
 def _max_error(ours, reference) -> float:
@@ -89,7 +89,7 @@ def test_safetensors_file_with_config_beside_it(tmp_path):
 def test_weights_are_memory_mapped_not_copied(tmp_path):
     """Loading assigns tensors that live in the mapped file: no second copy of the weights in memory."""
     save_folder(our_unet(SMALL_CONFIGS["sd15-like"]), tmp_path)
-    from unetinspect.weights.loading import build_model, read_state_dict
+    from unetinspect.sources.loading import build_model, read_state_dict
 
     source = resolve_source(str(tmp_path))
     state = read_state_dict(source, build_model(source.config))

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from conftest import SMALL_CONFIGS
 from ldm_files import meta_shapes, write_header_only
 from lora_files import adapted_layers, kohya_lora, loha, lokr, peft_lora
-from unetinspect.analysis.lora import analyze_lora, factored_norm
+from unetinspect.views.lora import analyze_lora, factored_norm
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.models.unet import UNet2DConditionModel

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from unetinspect.analysis.flops import FlopCounter
+from unetinspect.engine.flops import FlopCounter
 
 
 def _both(fn, *tensors):

@@ -8,8 +8,8 @@ import torch
 
 from conftest import SMALL_CONFIGS, diffusers_unet, tiny
 from unetinspect import UNetConfig, load_unet
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.weights.loading import build_model, count_parameters
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.sources.loading import build_model, count_parameters
 
 
 def _run(model, inputs):

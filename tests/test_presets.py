@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetinspect.analysis.inputs import infer_pixel_factor
+from unetinspect.sources.inputs import infer_pixel_factor
 from unetinspect.presets import PRESETS, load_preset, load_preset_dict, pixel_factor, preset_names
-from unetinspect.weights.loading import build_model
+from unetinspect.sources.loading import build_model
 
 
 def diffusers_shapes(config: dict) -> dict[str, tuple[int, ...]]:

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from conftest import exhausted_model
-from unetinspect.analysis import profile as profile_module
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.profile import parse_sweep, profile, sweep
-from unetinspect.analysis.timing import WallClock
+from unetinspect.views import profile as profile_module
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.views.profile import parse_sweep, profile, sweep
+from unetinspect.engine.timing import WallClock
 from unetinspect.errors import RunError
 
 

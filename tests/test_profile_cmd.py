@@ -9,7 +9,7 @@ import json
 import pytest
 
 from conftest import exhausted_model
-from unetinspect.analysis import profile as profile_module
+from unetinspect.views import profile as profile_module
 
 FAST = ["tiny", "--device", "cpu", "--warmup", "0", "--repeat", "2"]
 

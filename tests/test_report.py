@@ -12,7 +12,7 @@ import pytest
 
 import unetinspect.render.report as report_render
 from conftest import SMALL_CONFIGS
-from unetinspect.analysis.report import build_report
+from unetinspect.views.report import build_report
 from unetinspect.render.report import comparison_html, report_html
 
 
@@ -88,8 +88,8 @@ def test_compare_to_html_marks_added_removed_and_changed_blocks(tmp_path, write_
 
 
 def test_identical_sources_compare_as_all_same():
-    from unetinspect.analysis.compare import compare
-    from unetinspect.analysis.report import comparison_graphs
+    from unetinspect.views.compare import compare
+    from unetinspect.views.report import comparison_graphs
 
     result = compare("tiny", "tiny")
     status = data_of(comparison_html(result, comparison_graphs("tiny", "tiny")))["status"]

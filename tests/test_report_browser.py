@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unetinspect.analysis.report import build_report
+from unetinspect.views.report import build_report
 from unetinspect.render.report import report_html
 
 CHROMIUM = "/usr/bin/chromium"
@@ -118,8 +118,8 @@ def test_report_without_dot_still_works_in_the_browser(browser, tiny_report, tmp
 
 
 def test_comparison_page_in_the_browser(browser, tmp_path):
-    from unetinspect.analysis.compare import compare
-    from unetinspect.analysis.report import comparison_graphs
+    from unetinspect.views.compare import compare
+    from unetinspect.views.report import comparison_graphs
     from unetinspect.render.report import comparison_html
 
     result = compare("tiny", "sd15")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import SMALL_CONFIGS, our_unet, save_folder
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.summary import summarize
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.views.summary import summarize
 from unetinspect.errors import WeightsError
 
 

@@ -1,5 +1,5 @@
 """Timing: statistics, hook plumbing and totals arithmetic on a fake clock; CUDA clocks and memory where a GPU is
-present. The profile built from them (`analysis/profile.py`) is tested in test_profile.py."""
+present. The profile built from them (`views/profile.py`) is tested in test_profile.py."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.timing import (BlockHooks, CudaClock, Samples, Stats, measure, measure_memory,
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.engine.timing import (BlockHooks, CudaClock, Samples, Stats, measure, measure_memory,
                                          block_statistics)
-from unetinspect.analysis.trace import trace_model
+from unetinspect.engine.trace import trace_model
 
 
 # ---- statistics ---------------------------------------------------------------------------------------------------
@@ -155,8 +155,8 @@ def test_cuda_clock_times_the_device_not_the_host():
 @pytest.mark.cuda
 def test_measure_memory_reads_each_block():
     from unetinspect import load_unet
-    from unetinspect.analysis.inputs import make_inputs
-    from unetinspect.analysis.profile import flops_trace
+    from unetinspect.sources.inputs import make_inputs
+    from unetinspect.views.profile import flops_trace
 
     model = load_unet("tiny", device="cuda", dtype=torch.float16)
     inputs = make_inputs(model.config, InputSpec(), device="cuda", dtype=torch.float16)

@@ -8,10 +8,10 @@ from torch import nn
 
 from conftest import SMALL_CONFIGS, diffusers_unet
 from unetinspect import UNetConfig, load_unet
-from unetinspect.analysis.inputs import InputSpec, make_inputs
-from unetinspect.analysis.trace import trace_model
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.engine.trace import trace_model
 from unetinspect.errors import InputError
-from unetinspect.weights.loading import build_model
+from unetinspect.sources.loading import build_model
 
 
 def _flat_shapes(metas):

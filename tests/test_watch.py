@@ -10,8 +10,8 @@ from torch import nn
 
 import unetinspect as ui
 from conftest import diffusers_unet, tiny
-from unetinspect.analysis.profile import Profile
-from unetinspect.analysis.trace import trace_model
+from unetinspect.views.profile import Profile
+from unetinspect.engine.trace import trace_model
 from unetinspect.errors import RunError
 from unetinspect.render.formats import render
 from unetinspect.render.profile_view import ProfileView

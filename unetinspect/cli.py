@@ -118,7 +118,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
     """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
-    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.sources.inputs import InputSpec
 
 
     size = None
@@ -195,7 +195,7 @@ def presets(
 
     def build():
         from unetinspect.presets import PRESETS
-        from unetinspect.weights.loading import count_parameters, load_unet
+        from unetinspect.sources.loading import count_parameters, load_unet
 
         return [PresetRow(p.name, count_parameters(load_unet(p.name, device="meta")), p.description)
                 for p in PRESETS.values()]
@@ -219,7 +219,7 @@ BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shal
 def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
                    latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
     """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
-    from unetinspect.analysis.branches import branch_costs
+    from unetinspect.views.branches import branch_costs
     from unetinspect.render.branches_view import BranchesView
 
     result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
@@ -264,7 +264,7 @@ def summary(
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
     refuse_output_early(output, source, config, ip_adapter)
-    from unetinspect.analysis.summary import summarize
+    from unetinspect.views.summary import summarize
     from unetinspect.render.summary_view import SummaryView
 
     spec = input_spec(batch, height, width, text_len, latent)
@@ -278,7 +278,7 @@ def summary(
                  allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
     view = SummaryView(depth)
     if ip_adapter is not None:
-        from unetinspect.analysis.ip_adapter import ip_adapter_cost
+        from unetinspect.views.ip_adapter import ip_adapter_cost
         from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
 
         view = IPAdapterSummaryView(depth, run(ip_adapter_cost, ip_adapter, result))
@@ -374,7 +374,7 @@ def _step_depth(depth: int, controlnets: list[str] | None) -> int:
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
                   output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile` of one step, block by block (and its Chrome trace with --trace)."""
-    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.views.profile import profile as profile_source
     from unetinspect.render.export import write_output
     from unetinspect.render.profile_view import ProfileView, progress_bar
 
@@ -389,7 +389,7 @@ def _profile_step(source: str | None, spec: Any, depth: int, attention: str, opt
 def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
                       output: Path | None, show_bar: bool) -> None:
     """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
-    from unetinspect.analysis.profile import profile as profile_source
+    from unetinspect.views.profile import profile as profile_source
     from unetinspect.render import profile_view
 
     with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
@@ -402,8 +402,8 @@ def _profile_branches(source: str | None, spec: Any, attention: str, options: di
 def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
                    fmt: Enum, output: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
-    from unetinspect.analysis.profile import parse_sweep
-    from unetinspect.analysis.profile import sweep as sweep_source
+    from unetinspect.views.profile import parse_sweep
+    from unetinspect.views.profile import sweep as sweep_source
     from unetinspect.render.profile_view import SweepView, progress_bar
 
     specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
@@ -466,7 +466,7 @@ def diagram(
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
     refuse_output_early(output or Path("unet.svg"), source, config)
-    from unetinspect.analysis.graph import diagram_graph
+    from unetinspect.views.graph import diagram_graph
     from unetinspect.render.graph import Style, write_diagram
 
     spec = input_spec(batch, height, width, text_len, latent)
@@ -511,7 +511,7 @@ def weights(
     """
     refuse_output_early(output, checkpoint, config)
     from unetinspect.render.weights_view import WeightsView
-    from unetinspect.weights.inspect import inspect_weights
+    from unetinspect.views.weights import inspect_weights
 
     report = run(inspect_weights, checkpoint, config=config, variant=variant, allow_pickle=allow_pickle)
     emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output, [checkpoint, config])
@@ -543,7 +543,7 @@ def lora(
       [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
     """
     refuse_output_early(output, file, base)
-    from unetinspect.analysis.lora import analyze_lora
+    from unetinspect.views.lora import analyze_lora
     from unetinspect.render.lora_view import LoraView
 
     emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
@@ -595,14 +595,14 @@ def compare(
       [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
     refuse_output_early(output, source_a, source_b)
-    from unetinspect.analysis.compare import compare as compare_sources
+    from unetinspect.views.compare import compare as compare_sources
     from unetinspect.render.compare_view import CompareView
 
     spec = input_spec(batch, height, width, text_len, latent)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
-        from unetinspect.analysis.report import comparison_graphs
+        from unetinspect.views.report import comparison_graphs
         from unetinspect.render.export import write_output
         from unetinspect.render.report import comparison_html
 
@@ -639,7 +639,7 @@ def report(
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
     """
-    from unetinspect.analysis.report import build_report
+    from unetinspect.views.report import build_report
     from unetinspect.render.export import check_output_path, write_output
     from unetinspect.render.report import report_html
 

@@ -84,7 +84,7 @@ def load_preset_dict(name: str) -> dict:
 
 def pixel_factor(name: str) -> int:
     """Pixels per latent element of a preset's family (its autoencoder's factor; 1 in pixel space). Plain
-    configs have theirs told from their channels: `analysis.inputs.infer_pixel_factor`."""
+    configs have theirs told from their channels: `sources.inputs.infer_pixel_factor`."""
     return PRESETS[name].pixel_factor
 
 

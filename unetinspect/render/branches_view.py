@@ -12,7 +12,7 @@ from unetinspect.render.formats import MARKDOWN, TABLE, Column, View
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.branches import Branch, Branches
+    from unetinspect.views.branches import Branch, Branches
 
 
 class Line(NamedTuple):

@@ -12,9 +12,9 @@ from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.compare import Comparison, Pair, Side
-    from unetinspect.analysis.summary import Summary
-    from unetinspect.analysis.weight_change import BlockChange
+    from unetinspect.views.compare import Comparison, Pair, Side
+    from unetinspect.views.summary import Summary
+    from unetinspect.views.weight_change import BlockChange
 
 HUMAN = frozenset({TABLE, MARKDOWN})
 

@@ -34,7 +34,7 @@ from unetinspect.render.header import SEPARATOR, setup_dict, setup_line
 from unetinspect.render.units import shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.session import Setup
+    from unetinspect.sources.session import Setup
 
 SCHEMA = 1  # the version of every JSON document: it changes only when a field changes meaning
 

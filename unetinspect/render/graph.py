@@ -22,7 +22,7 @@ from typing import Literal
 
 import graphviz
 
-from unetinspect.analysis.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
+from unetinspect.views.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
 from unetinspect.render.export import check_output_path, write_output
 from unetinspect.render.header import setup_line
@@ -47,7 +47,7 @@ class Style:
 
 @dataclass(frozen=True)
 class Palette:
-    """Colours of one theme; `fills` by node kind (see `analysis.graph.kind_of`)."""
+    """Colours of one theme; `fills` by node kind (see `views.graph.kind_of`)."""
 
     background: str
     text: str

@@ -1,6 +1,6 @@
 """The setup header: what was opened and how, rendered one way for every view and format.
 
-Every result carries a `Setup` (analysis/session.py); the table title, the Markdown heading line and the JSON
+Every result carries a `Setup` (sources/session.py); the table title, the Markdown heading line and the JSON
 `setup` object all come from here, so that `summary`, `profile`, `compare` and `diagram` describe a run alike.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.inputs import Sizes
-    from unetinspect.analysis.session import Setup
+    from unetinspect.sources.inputs import Sizes
+    from unetinspect.sources.session import Setup
 
 SEPARATOR = " · "  # between the parts of a heading; a narrow terminal wraps the heading there
 

@@ -15,8 +15,8 @@ from unetinspect.render.units import human_count, human_flops
 from unetinspect.render.weights_view import _plain
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.ip_adapter import IPAdapterCost
-    from unetinspect.analysis.summary import Summary
+    from unetinspect.views.ip_adapter import IPAdapterCost
+    from unetinspect.views.summary import Summary
 
 
 class IPAdapterSummaryView(SummaryView):

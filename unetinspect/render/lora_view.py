@@ -14,7 +14,7 @@ from unetinspect.render.units import human_count
 from unetinspect.render.weights_view import _plain
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.lora import LoraReport
+    from unetinspect.views.lora import LoraReport
 
 UNMATCHED_SHOWN = 8
 BLOCKS_NOTE = ("block weight: the LoRA Block Weight name (INnn / OUTnn = input_blocks / output_blocks nn of the "

@@ -1,6 +1,6 @@
 """The profile and the size/backend sweep as views (columns declared once, see `formats`), and the progress bar.
 
-Works from the plain dataclasses of `analysis.profile` and `analysis.timing`; imports nothing of torch. Every
+Works from the plain dataclasses of `views.profile` and `engine.timing`; imports nothing of torch. Every
 table prints the totals that let a reader trust it: the step timed without hooks, what the hooks cost, and how
 much of the step the block rows account for.
 """
@@ -21,8 +21,8 @@ from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.profile import Profile, Sweep, Variant
-    from unetinspect.analysis.timing import BlockTiming, Stats, WatchedCall
+    from unetinspect.views.profile import Profile, Sweep, Variant
+    from unetinspect.engine.timing import BlockTiming, Stats, WatchedCall
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------------

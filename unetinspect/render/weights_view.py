@@ -15,7 +15,7 @@ from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
     from unetinspect.config import UNetConfig
-    from unetinspect.weights.inspect import Part, TensorEntry, WeightsReport
+    from unetinspect.views.weights import Part, TensorEntry, WeightsReport
 
 
 def weights_view(report: WeightsReport) -> Group:

@@ -202,7 +202,7 @@ def base_modules(config: UNetConfig) -> BaseModules:
 def _base_modules(config_json: str) -> BaseModules:
     from torch import nn
 
-    from unetinspect.weights.loading import build_model
+    from unetinspect.sources.loading import build_model
 
     config = UNetConfig.from_dict(json.loads(config_json))
     model = build_model(config)

@@ -13,14 +13,14 @@ from html import escape
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any
 
-from unetinspect.analysis.graph import Graph
+from unetinspect.views.graph import Graph
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.compare import Comparison
-    from unetinspect.analysis.report import Report
+    from unetinspect.views.compare import Comparison
+    from unetinspect.views.report import Report
 
 METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activation size", "latency": "latency"}
 NO_DOT = f"Graphviz's dot program was not installed when this report was made, so it has no diagrams: {INSTALL_HINT}."
@@ -130,7 +130,7 @@ def _setup(report: Report) -> str:
 
 
 def _branches_section(report: Report) -> str:
-    """The partial-UNet costs (see analysis/branches.py); a click on a row shows the branch on the diagram."""
+    """The partial-UNet costs (see views/branches.py); a click on a row shows the branch on the diagram."""
     if not report.branches:
         return ""
     flops = report.summary.trace.flops

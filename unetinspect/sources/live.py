@@ -20,14 +20,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
-from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name
-from unetinspect.analysis.trace import Trace, trace_model
+from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
+from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError, SourceError
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights.loading import build_model, parse_device, parse_dtype
-from unetinspect.weights.sources import Source
+from unetinspect.sources.loading import build_model, parse_device, parse_dtype
+from unetinspect.sources.resolve import Source
 
 IMPLS = ("ours", "diffusers")
 REBUILT_NOTE = "traced on a meta-device copy rebuilt from its config: your model was not run"

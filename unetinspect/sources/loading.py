@@ -24,7 +24,7 @@ from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
-from unetinspect.weights.sources import Source, headers_of, resolve_source
+from unetinspect.sources.resolve import Source, headers_of, resolve_source
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}

@@ -16,15 +16,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import InputSpec, Sizes, check_sizes, infer_pixel_factor, make_inputs
+from unetinspect.sources.inputs import InputSpec, Sizes, check_sizes, infer_pixel_factor, make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import PRESETS, pixel_factor
-from unetinspect.weights.loading import load_model, parse_device, parse_dtype
-from unetinspect.weights.sources import Source, resolve_source
+from unetinspect.sources.loading import load_model, parse_device, parse_dtype
+from unetinspect.sources.resolve import Source, resolve_source
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.live import LiveModel
+    from unetinspect.sources.live import LiveModel
 
 IMPLS = ("ours", "diffusers")
 AUTO_DTYPE = "auto"  # fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly missing)
@@ -104,13 +104,13 @@ def open_session(
     entry point can take one.
 
     `source` may also be the user's own model: our UNet, diffusers' UNet, a pipeline (its `.unet`), or any other
-    `nn.Module` with `inputs=` (the keyword arguments of one call) — see `analysis.live`.
+    `nn.Module` with `inputs=` (the keyword arguments of one call) — see `sources.live`.
     """
     if isinstance(source, Session):
         return source
     if impl not in IMPLS:
         raise RunError(f"unknown --impl {impl!r}", f"use {' or '.join(IMPLS)}")
-    from unetinspect.analysis.live import live_session, open_live  # live.py builds on this module's types
+    from unetinspect.sources.live import live_session, open_live  # live.py builds on this module's types
 
     live = open_live(source, inputs=inputs)
     if live is not None and controlnets:
@@ -131,7 +131,7 @@ def open_session(
     if controlnets:
         if impl != "ours":
             raise RunError("--controlnet runs our models; leave out --impl diffusers")
-        from unetinspect.analysis.controlnet_step import with_controlnets
+        from unetinspect.sources.controlnet_step import with_controlnets
 
         controls = tuple(resolve_source(c, allow_pickle=source_options.get("allow_pickle", False))
                          for c in controlnets)
@@ -175,6 +175,6 @@ def _weights_text(source: Source, device: torch.device) -> str:
 
 def _diffusers_model(source: Source, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """diffusers' own model of a source's config, with the source's weights (ours, loaded then handed over)."""
-    from unetinspect.analysis.live import as_diffusers
+    from unetinspect.sources.live import as_diffusers
 
     return as_diffusers(load_model(source, device, dtype))

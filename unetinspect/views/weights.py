@@ -25,7 +25,7 @@ from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.kinds import FileKind, file_kind
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
-from unetinspect.weights.sources import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
+from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",
@@ -171,7 +171,7 @@ def _mismatch(source: Source) -> str | None:
     """How the tensors disagree with the config that came with them (a config.json beside the file, --config),
     from their shapes alone; None when they fit. Without this check, the report would name the config's preset
     for tensors of another model."""
-    from unetinspect.weights.loading import build_model, check_weights
+    from unetinspect.sources.loading import build_model, check_weights
 
     try:
         check_weights(source, build_model(source.config))

@@ -8,12 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.analysis.inputs import Sizes, make_inputs
+from unetinspect.sources.inputs import Sizes, make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.models.controlled import ControlledUNet
-from unetinspect.weights.loading import load_model
-from unetinspect.weights.sources import Source
+from unetinspect.sources.loading import load_model
+from unetinspect.sources.resolve import Source
 
 # What a ControlNet's residuals must agree on with the UNet they are added to.
 MUST_MATCH = ("block_out_channels", "layers_per_block", "cross_attention_dim", "in_channels")

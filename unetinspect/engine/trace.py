@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from unetinspect.analysis.flops import FlopCounter
+from unetinspect.engine.flops import FlopCounter
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from unetinspect.weights.lora import (
 )
 from unetinspect.weights.safetensors import load_tensors, read_header
 from unetinspect.weights.pickle import refuse_pickle
-from unetinspect.weights.sources import PICKLE_SUFFIXES, resolve_source
+from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source
 
 NO_SUCH_MODULE = "no such module"
 

@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.analysis.graph import build_graph, trace_for_diagram
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.session import Session, Setup, open_session
-from unetinspect.analysis.trace import CallRecord, TensorMeta, Trace
+from unetinspect.views.graph import build_graph, trace_for_diagram
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.session import Session, Setup, open_session
+from unetinspect.engine.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
-from unetinspect.weights.sources import Source
+from unetinspect.sources.resolve import Source
 
 LAYER_DEPTH = 2  # the rows a branch is made of: resnets, transformers and resamplers inside the blocks
 

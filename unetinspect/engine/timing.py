@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from unetinspect.analysis.trace import CallRecord, call_name
+from unetinspect.engine.trace import CallRecord, call_name
 
 # (phase, runs done, runs in the phase): how a caller hears of progress, to draw a bar or not.
 Progress = Callable[[str, int, int], None]

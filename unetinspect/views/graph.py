@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Literal
 from unetinspect.errors import UnetInspectError
 
 if TYPE_CHECKING:
-    from unetinspect.analysis.inputs import InputSpec
-    from unetinspect.analysis.session import Setup
-    from unetinspect.analysis.trace import CallRecord, OpRecord, TensorMeta, Trace
+    from unetinspect.sources.inputs import InputSpec
+    from unetinspect.sources.session import Setup
+    from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
 
 Level = Literal["blocks", "layers"]
 LEVELS: tuple[Level, ...] = ("blocks", "layers")
@@ -191,7 +191,7 @@ def diagram_graph(source: object = None, spec: InputSpec | None = None, level: L
                   focus: str | None = None, **source_options: object) -> Graph:
     """The graph of a source (preset, config, folder, checkpoint or session), named after it: what `diagram`
     draws."""
-    from unetinspect.analysis.session import open_session
+    from unetinspect.sources.session import open_session
 
     session = open_session(source, spec or _default_spec(), device="meta", **source_options)
     root = "unet" if session.controlnets else ""  # a ControlledUNet: the U is its UNet, the ControlNets beside it
@@ -207,15 +207,15 @@ def trace_for_diagram(source: object, spec: InputSpec | None = None) -> Trace:
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
     on torch: only running the model does.
     """
-    from unetinspect.analysis.session import open_session
-    from unetinspect.analysis.trace import trace_model
+    from unetinspect.sources.session import open_session
+    from unetinspect.engine.trace import trace_model
 
     session = open_session(source, spec or _default_spec(), device="meta")
     return trace_model(session.model, session.inputs, record_ops=True)
 
 
 def _default_spec() -> InputSpec:
-    from unetinspect.analysis.inputs import InputSpec
+    from unetinspect.sources.inputs import InputSpec
 
     return InputSpec()
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from unetinspect.analysis.branches import CONVENTIONS, Branch, find_branches
-from unetinspect.analysis.graph import Graph, build_graph, trace_for_diagram
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.session import Session, open_session
-from unetinspect.analysis.summary import Summary, summary_of
-from unetinspect.analysis.trace import CallRecord, Trace
-from unetinspect.weights.sources import Source
+from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
+from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.session import Session, open_session
+from unetinspect.views.summary import Summary, summary_of
+from unetinspect.engine.trace import CallRecord, Trace
+from unetinspect.sources.resolve import Source
 
 METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
 
@@ -78,7 +78,7 @@ def build_report(
     step_ms = None
     notes = []
     if profile:
-        from unetinspect.analysis.profile import profile as profile_source
+        from unetinspect.views.profile import profile as profile_source
 
         timed = profile_source(source, spec, device=device, depth=2, repeat=repeat, **source_options)
         latencies = {row.name: row.latency.median for row in timed.blocks}

@@ -12,11 +12,11 @@ import dataclasses
 from dataclasses import dataclass
 
 
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.session import open_session
-from unetinspect.analysis.summary import Summary, summary_of
-from unetinspect.analysis.trace import CallRecord, Trace
-from unetinspect.analysis.weight_change import BlockChange, weight_changes
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.session import open_session
+from unetinspect.views.summary import Summary, summary_of
+from unetinspect.engine.trace import CallRecord, Trace
+from unetinspect.views.weight_change import BlockChange, weight_changes
 from unetinspect.errors import RunError
 
 
@@ -185,7 +185,7 @@ def compare(
         return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
                           weight_change=changes)
 
-    from unetinspect.analysis.profile import profile as profile_session
+    from unetinspect.views.profile import profile as profile_session
 
     timings = [profile_session(s.origin, spec, device=profile_device, repeat=repeat) for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]

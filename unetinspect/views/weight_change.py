@@ -16,7 +16,7 @@ import torch
 
 from unetinspect.errors import RunError
 from unetinspect.weights.lora import block_of
-from unetinspect.weights.sources import Source
+from unetinspect.sources.resolve import Source
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class BlockChange:
 
 def weight_changes(a: Source, b: Source) -> list[BlockChange]:
     """Per top-level block (in A's forward order), how B's weights differ from A's."""
-    from unetinspect.weights.loading import build_model, read_state_dict
+    from unetinspect.sources.loading import build_model, read_state_dict
 
     for side, source in (("A", a), ("B", b)):
         if not source.has_weights:

@@ -13,11 +13,11 @@ from typing import Any
 
 import torch
 
-from unetinspect.analysis.inputs import InputSpec
-from unetinspect.analysis.session import Session, Setup, open_session
-from unetinspect.analysis.trace import CallRecord, TensorMeta, Trace, trace_model
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.session import Session, Setup, open_session
+from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
-from unetinspect.weights.sources import Source
+from unetinspect.sources.resolve import Source
 
 
 @dataclass(frozen=True)

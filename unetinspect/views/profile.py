@@ -22,15 +22,15 @@ import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from unetinspect.analysis.hardware import DeviceInfo, describe_device
-from unetinspect.analysis.inputs import InputSpec, Sizes
-from unetinspect.analysis.session import AUTO_DTYPE, Session, Setup, dtype_name, open_session
-from unetinspect.analysis.live import left_as_found
-from unetinspect.analysis.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
+from unetinspect.engine.hardware import DeviceInfo, describe_device
+from unetinspect.sources.inputs import InputSpec, Sizes
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, open_session
+from unetinspect.sources.live import left_as_found
+from unetinspect.engine.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
                                          block_statistics, clock_for, measure, measure_memory, report_progress)
-from unetinspect.analysis.trace import CallRecord, Trace, trace_model
+from unetinspect.engine.trace import CallRecord, Trace, trace_model
 from unetinspect.errors import RunError
-from unetinspect.weights.sources import Source
+from unetinspect.sources.resolve import Source
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10

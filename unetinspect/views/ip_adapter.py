@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unetinspect.analysis.summary import Summary
+from unetinspect.views.summary import Summary
 from unetinspect.errors import WeightsError
 from unetinspect.weights.ip_adapter import IPAdapterFile, assign_entries, parse_ip_adapter
 from unetinspect.weights.lora import block_of

@@ -19,7 +19,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_flop_count
 
-from unetinspect.analysis import meta
+from unetinspect.engine import meta
 
 aten = torch.ops.aten
 

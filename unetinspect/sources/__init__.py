@@ -1,0 +1,1 @@
+"""A SOURCE (preset, file, folder, live module) opened once into a Session: config, weights, device, sizes, inputs."""
