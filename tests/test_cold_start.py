@@ -40,3 +40,13 @@ def test_meta_summary_json_does_not_import_the_compiler_stack(tmp_path: Path):
 
 def test_meta_diagram_data_does_not_import_the_compiler_stack(tmp_path: Path):
     assert _heavy_modules("diagram", "tiny", "--format", "dot", cwd=tmp_path) == []
+
+
+def test_no_numpy_warning_where_numpy_is_missing(tmp_path: Path):
+    """torch, imported where numpy is not installed, warns "Failed to initialize NumPy": not our user's problem."""
+    code = ("import sys; sys.modules['numpy'] = None\n"
+            "from typer.testing import CliRunner\nfrom unetinspect.cli import app\n"
+            "r = CliRunner().invoke(app, ['summary', 'tiny']); assert r.exit_code == 0, r.output")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "NumPy" not in out.stderr

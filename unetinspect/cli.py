@@ -21,6 +21,10 @@ from rich.text import Text
 from unetinspect import __version__
 from unetinspect.errors import UnetInspectError
 
+# torch warns at import when numpy is not installed (a fresh venv: torch does not depend on it); nothing here uses
+# numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
+warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
+
 app = typer.Typer(
     name="unetinspect",
     help="See inside the Stable Diffusion UNet: shapes, parameters, FLOPs, latency and diagrams, block by block.",
