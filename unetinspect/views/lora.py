@@ -8,9 +8,11 @@ without forming ΔW: ‖U D‖²_F = trace((UᵀU)(DDᵀ)), two rank × rank mat
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +151,7 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
         config, base_label = source.config, source.label
     else:
         config, base_label = load_preset(likely), likely
-    modules = base_modules(config)
+    modules = adaptable_layers(config)
     tensors = reader()
     reports = [_module_report(m, modules, tensors) for m in lora.modules]
     return LoraReport(str(path), lora.format, base_label, base is not None, likely, likely_matches, reports,
@@ -179,12 +181,30 @@ def _open(path: Path, allow_pickle: bool):
 # ---- mapping ------------------------------------------------------------------------------------------------------
 
 
+def adaptable_layers(config: UNetConfig) -> BaseModules:
+    """The layers a LoRA can adapt in a UNet of this config (built on the meta device: no memory; cached, as finding
+    a file's base builds every preset once)."""
+    return _adaptable_layers(json.dumps(config.to_dict(), sort_keys=True, default=str))
+
+
+@lru_cache(maxsize=16)
+def _adaptable_layers(config_json: str) -> BaseModules:
+    from torch import nn  # only here: reading a LoRA's names and shapes needs no torch
+
+    from unetinspect.sources.loading import build_model
+
+    config = UNetConfig.from_dict(json.loads(config_json))
+    weights = {path: tuple(m.weight.shape) for path, m in build_model(config).named_modules()
+               if isinstance(m, (nn.Linear, nn.Conv2d))}
+    return base_modules(config, weights)
+
+
 def _base_scores(lora: LoraFile, configs: dict[str, UNetConfig]) -> dict[str, int]:
     """How many UNet modules of the file each base has, with the right shape."""
     unet = [m for m in lora.modules if m.target == "unet"]
     scores = {}
     for name, config in configs.items():
-        modules = base_modules(config)
+        modules = adaptable_layers(config)
         scores[name] = sum(1 for m in unet if (p := modules.find(m.name)) and not mismatch(m, modules.weights[p]))
     return scores
 

@@ -17,12 +17,10 @@ way — both in diffusers' naming and in the original (LDM) naming, which `ldm`'
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 from unetinspect.config import UNetConfig
 from unetinspect.weights import ldm
@@ -192,22 +190,9 @@ def _normalise_dotted(name: str) -> str:
     return re.sub(r"\.to_out$", ".to_out.0", name) if ".attn" in name else name
 
 
-def base_modules(config: UNetConfig) -> BaseModules:
-    """The adaptable layers of a UNet of this config (built on the meta device: no memory; cached, as finding a
-    file's base builds every preset once)."""
-    return _base_modules(json.dumps(config.to_dict(), sort_keys=True, default=str))
-
-
-@lru_cache(maxsize=16)
-def _base_modules(config_json: str) -> BaseModules:
-    from torch import nn
-
-    from unetinspect.sources.loading import build_model
-
-    config = UNetConfig.from_dict(json.loads(config_json))
-    model = build_model(config)
-    weights = {path: tuple(m.weight.shape) for path, m in model.named_modules()
-               if isinstance(m, (nn.Linear, nn.Conv2d))}
+def base_modules(config: UNetConfig, weights: dict[str, tuple[int, ...]]) -> BaseModules:
+    """The adaptable layers of a UNet of this config, found under every name a LoRA format gives them, from
+    `weights`: each Linear or Conv2d path of the model → its weight's shape."""
     ldm_paths = _ldm_paths(config, weights)
     flat = {path.replace(".", "_"): path for path in weights}
     flat.update({ldm_path.replace(".", "_"): path for path, ldm_path in ldm_paths.items()})
