@@ -17,7 +17,7 @@ from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.errors import WeightsError
 from unetinspect.weights.ip_adapter import assign_entries, parse_ip_adapter
-from unetinspect.weights.kinds import file_kind
+from unetinspect.sources.kinds import file_kind
 
 
 def cross_attention_widths(config: dict) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from unetinspect.weights.kinds import file_kind
+from unetinspect.sources.kinds import file_kind
 
 NAMES = {
     "lora": ["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight", "lora_te_text_model_x.alpha"],

@@ -16,8 +16,8 @@ from typing import Any
 import torch
 
 from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError
+from unetinspect.families import config_from_dict, family_of, is_model_config
 from unetinspect.models.attention import DualTransformer2DModel
 
 DEFAULT_TEXT_LEN = 77
@@ -165,14 +165,14 @@ def make_inputs(
 
     `config` is a `UNetConfig` or a diffusers-style mapping: diffusers' own `unet.config` is one. An `InputSpec`
     is resolved with the pixel factor told from the config (`infer_pixel_factor`). Tensors are made on `device`
-    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. A ControlNet's config (which reads as
-    its UNet's) adds `controlnet_cond`, the conditioning image at pixel size.
+    itself (on meta: shapes only, no memory anywhere), after `check_sizes`. The config's family adds what its
+    forward reads beyond a UNet's (a ControlNet: `controlnet_cond`, the conditioning image at pixel size).
     """
-    if not isinstance(config, (UNetConfig, ControlNetConfig)):
+    if not is_model_config(config):
         if not isinstance(config, Mapping):
             raise RunError(f"make_inputs takes a UNet config, not a {type(config).__name__}",
                            "pass unet.config (ours or diffusers')")
-        config = UNetConfig.from_dict(dict(config), origin=f"{type(config).__name__} config")
+        config = config_from_dict(dict(config), origin=f"{type(config).__name__} config")
     if isinstance(sizes, InputSpec):
         sizes = sizes.resolve(config, infer_pixel_factor(config))
     device = torch.device(device)
@@ -211,9 +211,7 @@ def make_inputs(
         inputs["added_cond_kwargs"] = {k: v.to(device=device, dtype=dtype) for k, v in added.items()}
     if config.attention_type in ("gated", "gated-text-image"):
         inputs["cross_attention_kwargs"] = {"gligen": _gligen_inputs(config, floats, b)}
-    if isinstance(config, ControlNetConfig):
-        scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # its encoder's downsampling (8 for SD)
-        inputs["controlnet_cond"] = floats(b, config.conditioning_channels, h * scale, w * scale)
+    inputs.update(family_of(config).extra_inputs(config, floats, b, (h, w)))  # a ControlNet's image
     return inputs
 
 

@@ -20,8 +20,8 @@ from torch import nn
 from unetinspect.config import UNetConfig
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
+from unetinspect.families import family_of, family_with_layout
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
 from unetinspect.sources.resolve import Source, headers_of, resolve_source
@@ -78,20 +78,13 @@ def _skip_parameter_init() -> Iterator[None]:
 
 
 def build_model(config: UNetConfig | ControlNetConfig, dtype: torch.dtype | None = None) -> nn.Module:
-    """The model on the meta device (a ControlNetModel for a ControlNet's config): structure, no memory."""
+    """The model of its config's family on the meta device (a ControlNetModel for a ControlNet's config):
+    structure, no memory."""
     with torch.device("meta"), _skip_parameter_init():
-        model = _model_class(config)(config)
+        model = family_of(config).model_class(config)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
-
-
-def _model_class(config: UNetConfig | ControlNetConfig) -> type[nn.Module]:
-    if isinstance(config, ControlNetConfig):
-        from unetinspect.models.controlnet import ControlNetModel
-
-        return ControlNetModel
-    return UNet2DConditionModel
 
 
 def load_unet(
@@ -195,11 +188,11 @@ def _shape_of(per_file: dict[Path, dict[str, tuple[int, ...]]], name: str) -> tu
 
 
 def _key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
-    """Our key → the file's key. Diffusers files map to themselves; LDM files are renamed (UNet keys only)."""
-    if source.layout == "ldm":
-        return ldm.diffusers_key_map(shapes, source.config)
-    if source.layout == "ldm-controlnet":
-        return controlnet_ldm.diffusers_key_map(shapes, source.config)
+    """Our key → the file's key. Diffusers files map to themselves; a family's original layout is renamed (its
+    model's keys only: a whole-pipeline file also holds the VAE and text encoders)."""
+    family = family_with_layout(source.layout)
+    if family is not None:
+        return family.original_key_map(shapes, source.config)
     return {name: name for name in shapes}
 
 

@@ -9,12 +9,12 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import CONTROLNET_CLASS, ControlNetConfig
-from unetinspect.errors import SourceError, UnsupportedConfigError, WeightsError
+from unetinspect.config import UNetConfig, read_json_config
+from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.errors import SourceError, WeightsError
+from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.files import not_regular, read_capped
-from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
@@ -28,8 +28,9 @@ MAX_INDEX_BYTES = 64 << 20
 class Source:
     """A resolved SOURCE: its config and where its weights are (none: random weights are made).
 
-    `layout` is "diffusers" (keys as our model names them), "ldm" (original single-file keys, renamed on load) or
-    "ldm-controlnet" (an original ControlNet file). A ControlNet's `config` is a `ControlNetConfig`.
+    `layout` is "diffusers" (keys as our model names them) or the original single-file layout of its family
+    ("ldm", "ldm-controlnet": keys renamed on load). `config` is its family's config class (a `ControlNetConfig`
+    for a ControlNet).
     `headers` are the safetensors headers of the weight files, read once while resolving and carried from there
     to checking and loading. `config_origin` names a config that replaced the source's own (`--config`).
     """
@@ -51,8 +52,12 @@ class Source:
         return any(f.suffix in PICKLE_SUFFIXES for f in self.weight_files)
 
     @property
+    def family(self) -> Family:
+        return family_of(self.config)
+
+    @property
     def is_controlnet(self) -> bool:
-        return isinstance(self.config, ControlNetConfig)
+        return self.family.kind == "controlnet"
 
     @property
     def label(self) -> str:
@@ -104,7 +109,7 @@ def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
     """How a `--config` is named in headings: the preset name, the file's name, or "a UNetConfig"."""
     if config is None:
         return None
-    if isinstance(config, (UNetConfig, ControlNetConfig)):
+    if is_model_config(config):
         return f"a {type(config).__name__}"
     return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
 
@@ -139,7 +144,7 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
 
 
 def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) -> UNetConfig | ControlNetConfig | None:
-    if config is None or isinstance(config, (UNetConfig, ControlNetConfig)):
+    if config is None or is_model_config(config):
         return config
     if str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
@@ -147,13 +152,8 @@ def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) 
 
 
 def read_config(path: str | Path) -> UNetConfig | ControlNetConfig:
-    """A diffusers config.json: a ControlNet's when its `_class_name` says ControlNetModel, else a UNet's."""
-    try:
-        return UNetConfig.from_json(path)
-    except UnsupportedConfigError as exc:
-        if exc.field != "_class_name" or CONTROLNET_CLASS not in exc.message:
-            raise
-    return ControlNetConfig.from_json(path)
+    """A diffusers config.json, as the config of the family its `_class_name` names (a UNet's without one)."""
+    return config_from_dict(read_json_config(path), origin=str(path))
 
 
 def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
@@ -244,36 +244,29 @@ def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, Sa
 
 
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
-    beside = path.parent / "config.json"
     header = read_header(path)
-    if controlnet_ldm.looks_like_ldm_controlnet(header.tensors):
-        shapes = {n: t.shape for n, t in header.tensors.items()}
-        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
-        return Source(spec, "single-file", cfg, (path,), layout="ldm-controlnet", headers=(header,))
-    if ldm.looks_like_ldm(header.tensors):
-        cfg = override or ldm.infer_config({n: t.shape for n, t in header.tensors.items()}, origin=str(path))
-        return Source(spec, "single-file", cfg, (path,), layout="ldm", headers=(header,))
-    if override is not None:
-        return Source(spec, "single-file", override, (path,), headers=(header,))
-    if beside.is_file():
-        return Source(spec, "diffusers", read_config(beside), (path,), headers=(header,))
-    raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
-                      "put its config.json next to it, or pass --config FILE / --config PRESET")
+    return _resolve_single_file(spec, path, {n: t.shape for n, t in header.tensors.items()}, override, (header,))
 
 
 def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
-    shapes = read_pickle_shapes(path)
-    if controlnet_ldm.looks_like_ldm_controlnet(shapes):
-        cfg = override or controlnet_ldm.infer_controlnet_config(shapes, origin=str(path))
-        return Source(spec, "single-file", cfg, (path,), "ldm-controlnet")
-    if ldm.looks_like_ldm(shapes):
-        return Source(spec, "single-file", override or ldm.infer_config(shapes, origin=str(path)), (path,), "ldm")
+    return _resolve_single_file(spec, path, read_pickle_shapes(path), override, ())
+
+
+def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...]], override: UNetConfig | None,
+                         headers: tuple[SafetensorsHeader, ...]) -> Source:
+    """One weight file: in a family's original layout (its config inferred from the shapes unless `--config`
+    gives one), else diffusers' keys with their config.json beside the file or given."""
+    family = original_family(shapes)
+    if family is not None:
+        cfg = override or family.infer_original_config(shapes, origin=str(path))
+        return Source(spec, "single-file", cfg, (path,), layout=family.layout, headers=headers)
     beside = path.parent / "config.json"
-    cfg = override or (read_config(beside) if beside.is_file() else None)
-    if cfg is None:
-        raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
-                          "put its config.json next to it, or pass --config FILE / --config PRESET")
-    return Source(spec, "single-file", cfg, (path,))
+    if override is not None:
+        return Source(spec, "single-file", override, (path,), headers=headers)
+    if beside.is_file():
+        return Source(spec, "diffusers", read_config(beside), (path,), headers=headers)
+    raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
+                      "put its config.json next to it, or pass --config FILE / --config PRESET")
 
 
 def _headers(files: tuple[Path, ...]) -> tuple[SafetensorsHeader, ...]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from unetinspect.errors import UnetInspectError
+from unetinspect.families import FAMILIES
 
 if TYPE_CHECKING:
     from unetinspect.sources.inputs import InputSpec
@@ -41,8 +42,9 @@ VIEW_OPS = frozenset({
 
 # Colour families by class name, first match wins (so the longer names come first: SimpleCrossAttnDownBlock2D
 # before CrossAttnDownBlock, which comes before AttnDownBlock); a renderer maps each kind to a colour.
+# Each family's own kinds come first (a ControlNet's class names hold "Block" too).
 _KINDS: tuple[tuple[str, str], ...] = (
-    ("ControlNet", "controlnet"),
+    *((fragment, kind) for family in FAMILIES for fragment, kind, _ in family.diagram_kinds),
     ("MidBlock2DCrossAttn", "mid_block"), ("MidBlock2DSimpleCrossAttn", "mid_block"), ("MidBlock", "mid_plain_block"),
     ("KCrossAttnDownBlock", "k_attn_block"), ("KCrossAttnUpBlock", "k_attn_block"), ("KDownBlock", "k_block"),
     ("KUpBlock", "k_block"), ("SimpleCrossAttnDownBlock", "simple_attn_block"),
@@ -71,7 +73,7 @@ KIND_LABELS: dict[str, str] = {
     "k_attn_block": "k-diffusion resnets + attention",
     "mid_block": "middle: resnets + cross-attention",
     "mid_plain_block": "middle: resnets (+ self-attention)",
-    "controlnet": "ControlNet: its residuals are added to the skips and the mid block",
+    **{kind: label for family in FAMILIES for _, kind, label in family.diagram_kinds},
     "resnet": "resnet",
     "attention": "transformer / attention",
     "dual_attention": "two transformers, one per text",
@@ -191,7 +193,7 @@ def diagram_graph(source: object = None, spec: InputSpec | None = None, level: L
                   focus: str | None = None, **source_options: object) -> Graph:
     """The graph of a source (preset, config, folder, checkpoint or session), named after it: what `diagram`
     draws."""
-    from unetinspect.sources.session import open_session
+    from unetinspect.sources.open import open_session
 
     session = open_session(source, spec or _default_spec(), device="meta", **source_options)
     root = "unet" if session.controlnets else ""  # a ControlledUNet: the U is its UNet, the ControlNets beside it
@@ -207,7 +209,7 @@ def trace_for_diagram(source: object, spec: InputSpec | None = None) -> Trace:
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
     on torch: only running the model does.
     """
-    from unetinspect.sources.session import open_session
+    from unetinspect.sources.open import open_session
     from unetinspect.engine.trace import trace_model
 
     session = open_session(source, spec or _default_spec(), device="meta")

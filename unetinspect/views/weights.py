@@ -21,8 +21,9 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.weights import controlnet_ldm, ldm
-from unetinspect.weights.kinds import FileKind, file_kind
+from unetinspect.families import FAMILIES, family_with_layout, original_family
+from unetinspect.weights import ldm
+from unetinspect.sources.kinds import FileKind, file_kind
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
@@ -33,7 +34,7 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
                # a ControlNet's own parts, after its copy of the encoder
                "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
 # The kinds of file that are a model of their own (a config, blocks); the others add to one.
-MODEL_KINDS = ("unet", "controlnet")
+MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 # The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
 OTHER = "other"
@@ -144,7 +145,8 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     path = Path(spec).expanduser()
     files, source, note = _open(path, str(spec), config, variant, allow_pickle)
     stored, metadata = _read_tensors(files)
-    layout = source.layout if source else ("ldm" if ldm.looks_like_ldm(t.name for t in stored) else "diffusers")
+    original = original_family(t.name for t in stored)
+    layout = source.layout if source else (original.layout if original else "diffusers")
     cfg = source.config if source else None
     kind = file_kind(t.name for t in stored)
     if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
@@ -156,7 +158,8 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
                     t.shape, t.nbytes, t.file)
         for t in stored
     )
-    inferred = source is not None and source.layout == "ldm" and config is None  # agrees with its tensors
+    # a config inferred from the tensors agrees with them
+    inferred = source is not None and family_with_layout(source.layout) is not None and config is None
     mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
@@ -260,13 +263,16 @@ def _dtype_name(dtype: Any) -> str:
 
 
 def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConfig | None) -> dict[str, str]:
-    """File name → our name of UNet tensors (identity for diffusers files; nothing for an LDM file without config)."""
+    """File name → our name of the model's tensors (identity for diffusers files; nothing for a file in an original
+    layout without a config)."""
     if layout == "diffusers":
         return {name: name for name in shapes}
     if config is None:
         return {}
-    rename = controlnet_ldm.diffusers_key_map if layout == "ldm-controlnet" else ldm.diffusers_key_map
-    return {theirs: ours for ours, theirs in rename(shapes, config).items()}
+    family = family_with_layout(layout)
+    if family is None:
+        return {}
+    return {theirs: ours for ours, theirs in family.original_key_map(shapes, config).items()}
 
 
 # ---- describing ---------------------------------------------------------------------------------------------------

@@ -8,13 +8,11 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from unetinspect.weights import controlnet_ldm, ldm
+from unetinspect.families import FAMILIES, diffusers_family, original_family
 
 # Name fragments that only adapters of each kind use (LoRA: kohya, PEFT, diffusers; LyCORIS LoHa / LoKr).
 LORA_PATTERN = re.compile(r"(^lora_(unet|te\d?)_)|(\.|_)lora(_down|_up|_A|_B|\.down|\.up)\.|hada_w\d_[ab]|lokr_w\d")
 IP_ADAPTER_PATTERN = re.compile(r"^(image_proj\.|ip_adapter\.\d+\.to_[kv]_ip\.)")
-CONTROLNET_DIFFUSERS_ROOTS = ("controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
-UNET_DIFFUSERS_ROOTS = ("down_blocks", "up_blocks", "mid_block", "conv_in", "time_embedding")
 VAE_ROOTS = {"encoder", "decoder", "quant_conv", "post_quant_conv", "first_stage_model"}
 TEXT_ENCODER_PATTERN = re.compile(r"(^|\.)(text_model|resblocks)\.|^(cond_stage_model|conditioner)\.")
 
@@ -23,14 +21,14 @@ TEXT_ENCODER_PATTERN = re.compile(r"(^|\.)(text_model|resblocks)\.|^(cond_stage_
 class FileKind:
     """What a file is, and the command that reads it (`{path}` is filled with the file's path)."""
 
-    kind: str  # "unet" | "controlnet" | "lora" | "ip-adapter" | "text encoder" | "VAE" | "unknown"
+    kind: str  # a family's kind ("unet", "controlnet") | "lora" | "ip-adapter" | "text encoder" | "VAE" | "unknown"
     command: str | None
 
     @property
     def label(self) -> str:
         """The kind as a part name: UNet, ControlNet, LoRA, IP-Adapter, text encoder, VAE, unknown."""
-        return {"unet": "UNet", "controlnet": "ControlNet", "lora": "LoRA", "ip-adapter": "IP-Adapter"}.get(
-            self.kind, self.kind)
+        labels = {family.kind: family.label for family in FAMILIES} | {"lora": "LoRA", "ip-adapter": "IP-Adapter"}
+        return labels.get(self.kind, self.kind)
 
     def command_for(self, path: str) -> str | None:
         return self.command.format(path=path) if self.command else None
@@ -43,11 +41,10 @@ def file_kind(names: Iterable[str]) -> FileKind:
         return FileKind("ip-adapter", "unetinspect summary SOURCE --ip-adapter {path}")
     if any(LORA_PATTERN.search(n) for n in names):
         return FileKind("lora", "unetinspect lora {path}")
+    family = original_family(names) or diffusers_family(names)
+    if family is not None:
+        return FileKind(family.kind, "unetinspect summary {path}")
     roots = {n.split(".", 1)[0] for n in names}
-    if controlnet_ldm.looks_like_ldm_controlnet(names) or roots & set(CONTROLNET_DIFFUSERS_ROOTS):
-        return FileKind("controlnet", "unetinspect summary {path}")
-    if ldm.looks_like_ldm(names) or len(roots & set(UNET_DIFFUSERS_ROOTS)) >= 3:
-        return FileKind("unet", "unetinspect summary {path}")
     if roots and roots <= VAE_ROOTS and roots & {"encoder", "first_stage_model"}:
         return FileKind("VAE", None)
     if any(TEXT_ENCODER_PATTERN.search(n) for n in names):

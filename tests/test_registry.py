@@ -1,0 +1,120 @@
+"""The family registry: each kind of model is one record that sources, loading, live objects, file kinds and the
+diagram read — so a live ControlNetModel works in every view as its folder does, and a new family needs no edit
+anywhere else."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import unetinspect as ui
+import unetinspect.families as families
+from conftest import tiny
+from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.families import FAMILIES, config_from_dict, family_named, family_of, family_of_object
+from unetinspect.models.controlnet import ControlNetModel
+from unetinspect.models.unet import UNet2DConditionModel
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.sources.kinds import file_kind
+from unetinspect.sources.loading import build_model, init_random_weights
+from unetinspect.sources.twin import as_diffusers
+
+SMALL = InputSpec(height=64, width=64)
+
+
+def tiny_controlnet() -> ControlNetModel:
+    model = build_model(ControlNetConfig.from_unet(UNetConfig.from_dict(tiny()))).to_empty(device="cpu")
+    init_random_weights(model)
+    return model
+
+
+def test_every_family_is_found_by_its_class_name_config_and_model():
+    for family in FAMILIES:
+        assert family_named(family.class_name) is family
+        assert family.config_class.__name__.endswith("Config")
+    unet = UNetConfig.from_dict(tiny())
+    assert family_of(unet).model_class is UNet2DConditionModel
+    assert family_of(ControlNetConfig.from_unet(unet)).model_class is ControlNetModel
+    assert family_of_object(build_model(unet)).name == "unet2d"
+    assert family_of_object(torch.nn.Linear(1, 1)) is None
+
+
+def test_a_config_dict_is_read_as_the_family_its_class_name_names():
+    control = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict()
+    assert isinstance(config_from_dict(control), ControlNetConfig)
+    assert isinstance(config_from_dict(tiny()), UNetConfig)
+    assert isinstance(config_from_dict({k: v for k, v in tiny().items() if k != "_class_name"}), UNetConfig)
+
+
+def test_file_kinds_come_from_the_registry():
+    unet_keys = build_model(UNetConfig.from_dict(tiny())).state_dict()
+    assert file_kind(unet_keys).kind == "unet"
+    assert file_kind(tiny_controlnet().state_dict()).kind == "controlnet"
+    assert file_kind(tiny_controlnet().state_dict()).label == "ControlNet"
+
+
+def test_a_live_controlnet_of_ours_opens_with_its_config_and_meta_copy():
+    model = tiny_controlnet()
+    summary = ui.summarize(model, SMALL)
+    assert summary.setup.model_type == "ControlNetModel" and summary.setup.impl == "ours"
+    assert summary.setup.device == "meta"  # rebuilt from its config: the object itself was not run
+    assert summary.trace.total_params == sum(p.numel() for p in model.parameters())
+    assert ui.profile(model, SMALL, warmup=0, repeat=1).setup.model_type == "ControlNetModel"
+    with ui.watch(model) as watched:
+        model(**make_inputs(model.config, SMALL))
+    assert watched.report().blocks
+
+
+def test_a_live_diffusers_controlnet_works_in_every_view_and_as_our_twin():
+    pytest.importorskip("diffusers")
+    ours = tiny_controlnet()
+    theirs = as_diffusers(ours)
+    assert type(theirs).__module__.startswith("diffusers.") and family_of_object(theirs).name == "controlnet"
+    inputs = make_inputs(ours.config, SMALL)
+    with torch.no_grad():
+        a, b = ours(**inputs), theirs(**inputs)
+    assert (a[1] - b[1]).abs().max() < 1e-4  # the mid-block residual
+    summary = ui.summarize(theirs, SMALL)
+    assert summary.setup.impl == "diffusers" and summary.trace.total_params == ui.summarize(ours, SMALL).trace.total_params
+    assert ui.diagram_graph(theirs).nodes
+    assert ui.build_report(theirs).summary.setup.model_type == "ControlNetModel"
+    assert ui.compare(ours, theirs, SMALL).identical
+
+
+def test_a_new_family_is_one_record(monkeypatch, tmp_path):
+    """A family added to the registry — a config class and a model class, nothing edited elsewhere — is opened
+    from its config.json, built, given its own inputs and recognised as a live object."""
+
+    @dataclasses.dataclass(frozen=True)
+    class WiderConfig:
+        unet: UNetConfig
+
+        @classmethod
+        def from_dict(cls, data, *, origin="config"):
+            return cls(UNetConfig.from_dict({k: v for k, v in data.items() if k != "_class_name"}, origin=origin))
+
+        def __getattr__(self, name):
+            if name.startswith("__") or name == "unet":
+                raise AttributeError(name)
+            return getattr(self.unet, name)
+
+    class WiderUNet(UNet2DConditionModel):
+        def __init__(self, config):
+            super().__init__(config.unet)
+            self.config = config
+
+    extra = lambda config, floats, batch, latent: {}  # noqa: E731
+    wider = dataclasses.replace(families.DEFAULT, name="wider", kind="wider", label="Wider", class_name="WiderUNet",
+                                config_class=WiderConfig, model_path=f"{__name__}:WiderUNet", layout="wider-original",
+                                looks_like_original=lambda names: False, extra_inputs=extra)
+    globals()["WiderUNet"] = WiderUNet
+    monkeypatch.setattr(families, "FAMILIES", (wider, *FAMILIES))
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**tiny(), "_class_name": "WiderUNet"}))
+    summary = ui.summarize(str(path), SMALL)
+    assert summary.setup.model_type == "WiderUNet"
+    assert family_of_object(build_model(WiderConfig.from_dict(tiny()))) is wider
