@@ -170,7 +170,7 @@ def one_thread():
 
 def exhausted_model(monkeypatch) -> None:
     """Make the loaded model run out of memory as CUDA would (the meta trace for FLOPs still runs)."""
-    from unetinspect.sources import session as session_module
+    from unetinspect.sources import open as session_module
 
     load = session_module.load_model
 

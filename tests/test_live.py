@@ -9,7 +9,8 @@ from torch import nn
 
 import unetinspect as ui
 from conftest import diffusers_unet, tiny
-from unetinspect.sources.live import REBUILT_NOTE, as_diffusers, left_as_found, open_live
+from unetinspect.sources.live import REBUILT_NOTE, left_as_found, open_live
+from unetinspect.sources.twin import as_diffusers
 from unetinspect.errors import RunError, SourceError
 
 FAST = dict(warmup=0, repeat=1)

@@ -8,7 +8,7 @@ import torch
 import unetinspect as ui
 from conftest import our_unet, save_folder
 from unetinspect.sources.inputs import InputSpec, infer_pixel_factor
-from unetinspect.sources.session import open_session
+from unetinspect.sources.open import open_session
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset_dict

@@ -46,7 +46,7 @@ _API = {
     "diagram_graph": "unetinspect.views.graph",
     "load_unet": "unetinspect.sources.loading",
     "make_inputs": "unetinspect.sources.inputs",
-    "open_session": "unetinspect.sources.session",
+    "open_session": "unetinspect.sources.open",
     "profile": "unetinspect.views.profile",
     "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.views.summary",

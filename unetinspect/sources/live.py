@@ -20,14 +20,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
-from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
-from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.config import UNetConfig
+from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.errors import RunError, SourceError
-from unetinspect.models.unet import UNet2DConditionModel
+from unetinspect.families import family_of_object
+from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
 from unetinspect.sources.loading import build_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import Source
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
+from unetinspect.sources.twin import as_diffusers, is_diffusers_model
 
 IMPLS = ("ours", "diffusers")
 REBUILT_NOTE = "traced on a meta-device copy rebuilt from its config: your model was not run"
@@ -47,18 +49,15 @@ def live_module(obj: object) -> nn.Module | None:
                       "give a preset, a path, an nn.Module (e.g. pipe.unet) or a pipeline that has .unet")
 
 
-def is_diffusers_unet(module: nn.Module) -> bool:
-    cls = type(module)
-    return cls.__name__ == "UNet2DConditionModel" and cls.__module__.startswith("diffusers.")
-
-
-def config_of(module: nn.Module) -> UNetConfig | None:
-    """The `UNetConfig` of our UNet or of diffusers' (its `.config` read as a config.json is); None otherwise."""
-    if isinstance(module, UNet2DConditionModel):
-        return module.config
-    if is_diffusers_unet(module):
-        return UNetConfig.from_dict(dict(module.config), origin=f"{type(module).__name__}.config")
-    return None
+def config_of(module: nn.Module) -> UNetConfig | ControlNetConfig | None:
+    """The config of our model or of diffusers' own, as its family's config class (diffusers' `.config` read as
+    its config.json is); None for any other module."""
+    family = family_of_object(module)
+    if family is None:
+        return None
+    if family.is_diffusers_object(module):
+        return family.config_class.from_dict(dict(module.config), origin=f"{type(module).__name__}.config")
+    return module.config
 
 
 def placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -74,7 +73,7 @@ class LiveModel:
     """A live module opened as a source: the object itself, its config where it has one, and where it lives."""
 
     module: nn.Module
-    config: UNetConfig | None
+    config: UNetConfig | ControlNetConfig | None  # its family's config
     label: str
     device: torch.device
     dtype: torch.dtype
@@ -103,15 +102,13 @@ class LiveModel:
         and the copy has the very parameters of the object (an adapter injected after loading would not be)."""
         if self.config is None:
             return None
-        if isinstance(self.module, UNet2DConditionModel):
+        if not is_diffusers_model(self.module):
             copy = build_model(self.config, self.dtype)
-        elif is_diffusers_unet(self.module):
+        else:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 copy = type(self.module).from_config(self.module.config).eval()
             nn.Module.to(copy, self.dtype)  # not diffusers' own .to, which logs about fp32 modules
-        else:
-            return None
         return copy if _shapes(copy) == _shapes(self.module) else None
 
     def structure_trace(self, spec: InputSpec | Sizes) -> Trace:
@@ -169,9 +166,9 @@ def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device
 
 def impl_of(module: nn.Module) -> str:
     """How a setup names the implementation a module is: ours, diffusers', or the user's own class."""
-    if is_diffusers_unet(module):
-        return "diffusers"
-    return "ours" if isinstance(module, UNet2DConditionModel) else "user"
+    if family_of_object(module) is None:
+        return "user"
+    return "diffusers" if is_diffusers_model(module) else "ours"
 
 
 def _refuse_moving(live: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
@@ -246,23 +243,6 @@ def left_as_found(module: nn.Module) -> Iterator[nn.Module]:
 
 def as_diffusers_model(opened: LiveModel) -> LiveModel:
     """The same model as diffusers' own class (itself when it already is), for `--impl diffusers`."""
-    if is_diffusers_unet(opened.module):
+    if is_diffusers_model(opened.module):
         return opened
-    if not isinstance(opened.module, UNet2DConditionModel):
-        raise RunError(f"--impl diffusers rebuilds a UNet2DConditionModel; a {type(opened.module).__name__} is not one",
-                       "leave --impl at ours for this model")
     return dataclasses.replace(opened, module=as_diffusers(opened.module), label=f"{opened.label} (diffusers)")
-
-
-def as_diffusers(model: UNet2DConditionModel) -> nn.Module:
-    """diffusers' own model of our `model`'s config, holding the very same weight tensors (no copy): the same
-    source run by the other implementation. On the meta device it is the structure alone."""
-    try:
-        from diffusers import UNet2DConditionModel as DiffusersUNet
-    except ImportError:
-        raise RunError("--impl diffusers needs diffusers installed", "pip install diffusers") from None
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        twin = DiffusersUNet.from_config(model.config.to_dict()).eval()
-    twin.load_state_dict(model.state_dict(), assign=True, strict=True)
-    return twin

@@ -21,7 +21,8 @@ from typing import Any
 
 from unetinspect.views.graph import build_graph, trace_for_diagram
 from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import Session, Setup, open_session
+from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
 from unetinspect.sources.resolve import Source

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 
 from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import open_session
+from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.views.weight_change import BlockChange, weight_changes

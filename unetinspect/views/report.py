@@ -17,7 +17,8 @@ import torch
 from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import Session, open_session
+from unetinspect.sources.session import Session
+from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.sources.resolve import Source

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import Session, Setup, open_session
+from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
 from unetinspect.sources.resolve import Source

@@ -1,0 +1,105 @@
+"""The one way a model is opened: SOURCE → config (+ weight files) → model on a device, in a dtype → inputs at
+concrete sizes, with the setup header that every result carries.
+
+`summarize`, `profile`, `sweep`, `diagram_graph` and `compare` all start from a `Session`, so a source is
+resolved once, the device and dtype are parsed once and the sizes are fixed once. Each kind of source opens
+itself: a path or preset here, the user's own object in `sources.live`, diffusers' twin in `sources.twin`; a new
+kind is added beside them, and every view has it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from unetinspect.errors import RunError
+from unetinspect.sources.controlnet_step import with_controlnets
+from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs
+from unetinspect.sources.live import live_session, open_live
+from unetinspect.sources.loading import load_model, parse_device, parse_dtype
+from unetinspect.sources.resolve import Source, resolve_source
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, source_pixel_factor
+from unetinspect.sources.twin import IMPLS, as_diffusers
+
+DEFAULT_SPEC = InputSpec()
+
+
+def open_session(
+    source: str | Path | Source | Session | None = None,
+    spec: InputSpec = DEFAULT_SPEC,
+    *,
+    device: str | torch.device | None = "meta",
+    dtype: str | torch.dtype | None = None,
+    impl: str = "ours",
+    controlnets: tuple[str | Path | Source, ...] = (),
+    inputs: dict[str, Any] | None = None,
+    **source_options: Any,
+) -> Session:
+    """Open `source` once: resolve it, parse `device` and `dtype`, fix the sizes, build or load the model, make
+    its inputs.
+
+    `device=None` picks CUDA when available, else the CPU; `dtype=None` is float32 and `"auto"` fp16 on CUDA,
+    float32 elsewhere. `impl="diffusers"` runs diffusers' own `UNet2DConditionModel` with the same weights
+    (diffusers must be installed). `source_options` are `resolve_source`'s: variant, config, allow_pickle.
+    `controlnets` (ControlNet sources) make the step "ControlNets, then the UNet with their summed residuals"
+    (`ControlledUNet`), each fed a conditioning image at pixel size. A `Session` is returned as it is, so every
+    entry point can take one.
+
+    `source` may also be the user's own model: our UNet, diffusers' UNet, a pipeline (its `.unet`), or any other
+    `nn.Module` with `inputs=` (the keyword arguments of one call) — see `sources.live`.
+    """
+    if isinstance(source, Session):
+        return source
+    if impl not in IMPLS:
+        raise RunError(f"unknown --impl {impl!r}", f"use {' or '.join(IMPLS)}")
+    live = open_live(source, inputs=inputs)
+    if live is not None and controlnets:
+        raise RunError("--controlnet builds the step from sources; a live model brings no ControlNet of ours",
+                       "give the UNet's source (a folder or file) with the ControlNets")
+    if live is not None:
+        return live_session(live, spec, device=device, dtype=dtype, impl=impl)
+    src = resolve_source(source, **source_options)
+    torch_device = parse_device(device)
+    torch_dtype = _resolve_dtype(dtype, torch_device)
+    sizes = spec.resolve(src.config, source_pixel_factor(src))
+    check_sizes(src.config, sizes, torch_device, torch_dtype)  # before minutes of loading, not after
+    model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
+                                                                                                torch_dtype)
+    inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype)
+    label, notes = src.label, ()
+    controls: tuple[Source, ...] = ()
+    if controlnets:
+        if impl != "ours":
+            raise RunError("--controlnet runs our models; leave out --impl diffusers")
+        controls = tuple(resolve_source(c, allow_pickle=source_options.get("allow_pickle", False))
+                         for c in controlnets)
+        model, inputs = with_controlnets(model, inputs, src.config, controls, sizes, torch_device, torch_dtype)
+        label = " + ".join([label, *(f"controlnet {c.label}" for c in controls)])
+        notes = ("one step: the ControlNets, then the UNet with their residuals",)
+    setup = Setup(
+        label=label, kind=src.kind, model_type=type(model).__name__, impl=impl, device=str(torch_device),
+        dtype=dtype_name(torch_dtype), sizes=sizes, weights=_weights_text(src, torch_device),
+        weight_dtypes=src.weight_dtypes, notes=notes,
+    )
+    return Session(setup, model, inputs, src.config, src, torch_device, torch_dtype, spec, controls)
+
+
+def _resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    if dtype == AUTO_DTYPE:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return parse_dtype(dtype) or torch.float32
+
+
+def _weights_text(source: Source, device: torch.device) -> str:
+    if not source.has_weights:
+        return "no weights needed" if device.type == "meta" else "random weights"
+    stored = "/".join(source.weight_dtypes) or "pickled"
+    return f"weights {stored} (headers checked, not read)" if device.type == "meta" else f"weights {stored}"
+
+
+def _diffusers_model(source: Source, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """diffusers' own model of a source's config, with the source's weights (ours, loaded then handed over)."""
+    return as_diffusers(load_model(source, device, dtype))
