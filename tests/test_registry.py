@@ -118,3 +118,16 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
     summary = ui.summarize(str(path), SMALL)
     assert summary.setup.model_type == "WiderUNet"
     assert family_of_object(build_model(WiderConfig.from_dict(tiny()))) is wider
+
+
+def test_the_block_catalogue_and_the_model_classes_agree():
+    """Every block type the catalogue lets a config name has a model class, whose cross-attention flag is the
+    catalogue's — the config check, the diagram and the single-file mapping read the same facts the model has."""
+    from unetinspect.block_types import BLOCK_TYPES
+    from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS
+
+    classes = {**DOWN_BLOCKS, **MID_BLOCKS, **UP_BLOCKS}
+    assert set(classes) == set(BLOCK_TYPES)
+    for name, block in BLOCK_TYPES.items():
+        assert classes[name].has_cross_attention == block.cross_attention, name
+        assert name in {"down": DOWN_BLOCKS, "mid": MID_BLOCKS, "up": UP_BLOCKS}[block.path]

@@ -14,23 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from unetinspect.block_types import BLOCK_TYPES, names_on
 from unetinspect.config_values import check_field_values
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 from unetinspect.files import read_capped
 
-DOWN_BLOCK_TYPES = ("DownBlock2D", "CrossAttnDownBlock2D", "ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D",
-                    "AttnDownBlock2D", "KDownBlock2D", "KCrossAttnDownBlock2D")
-UP_BLOCK_TYPES = ("UpBlock2D", "CrossAttnUpBlock2D", "ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D",
-                  "AttnUpBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D")
-MID_BLOCK_TYPES = ("UNetMidBlock2DCrossAttn", "UNetMidBlock2DSimpleCrossAttn", "UNetMidBlock2D", None)
+DOWN_BLOCK_TYPES = names_on("down")
+UP_BLOCK_TYPES = names_on("up")
+MID_BLOCK_TYPES = (*names_on("mid"), None)
 ACTIVATIONS = ("silu", "swish", "mish", "gelu", "relu")
 # diffusers reads "UNetResCrossAttnDownBlock2D" as "CrossAttnDownBlock2D" (an old naming, still accepted)
 BLOCK_PREFIX_ALIAS = "UNetRes"
-K_BLOCKS = ("KDownBlock2D", "KCrossAttnDownBlock2D", "KUpBlock2D", "KCrossAttnUpBlock2D")
-TRANSFORMER_BLOCKS = ("CrossAttnDownBlock2D", "CrossAttnUpBlock2D")
-# blocks whose attention reads `attention_head_dim` as the width of a head (not a head count)
-HEAD_WIDTH_BLOCKS = ("SimpleCrossAttnDownBlock2D", "SimpleCrossAttnUpBlock2D", "AttnDownBlock2D", "AttnUpBlock2D",
-                     "KCrossAttnDownBlock2D", "KCrossAttnUpBlock2D")
 
 # Blocks diffusers' get_down_block/get_up_block can make but a UNet2DConditionModel cannot run (they belong to
 # the VAE or to the unconditional score-SDE UNet: no timestep input, or a third skip output).
@@ -262,9 +256,8 @@ class UNetConfig:
         """What the latent's height and width must be a multiple of. SD's conv upsamplers can land on any skip
         size; the resnet, attention-only and k-diffusion up blocks always double (in diffusers too), so a UNet
         that upsamples with one of them runs only on multiples of 2^downsamples."""
-        doubling_only = ("ResnetUpsampleBlock2D", "SimpleCrossAttnUpBlock2D", "AttnUpBlock2D") + K_BLOCKS
         upsampling = self.up_block_classes[:-1]  # the last up block does not upsample
-        return 2 ** self.num_downsamples if any(name in doubling_only for name in upsampling) else 1
+        return 2 ** self.num_downsamples if any(BLOCK_TYPES[name].doubles_only for name in upsampling) else 1
 
 
 def read_json_config(path: str | Path) -> Any:
@@ -394,9 +387,9 @@ def _check_transformer_depths(cfg: UNetConfig) -> None:
                           "set reverse_transformer_layers_per_block too, as diffusers requires")
     layers = cfg.layers_per_block_list
     uses = [(f"transformer_layers_per_block[{i}]", cfg.transformer_layers_list[i], layers[i])
-            for i, name in enumerate(cfg.down_block_classes) if name in TRANSFORMER_BLOCKS]
+            for i, name in enumerate(cfg.down_block_classes) if BLOCK_TYPES[name].heads_from_head_dim]
     uses += [(f"up depths [{i}]", cfg.up_transformer_layers_list[i], layers[n - 1 - i] + 1)
-             for i, name in enumerate(cfg.up_block_classes) if name in TRANSFORMER_BLOCKS]
+             for i, name in enumerate(cfg.up_block_classes) if BLOCK_TYPES[name].heads_from_head_dim]
     for where, depth, needed in uses:
         if isinstance(depth, (list, tuple)):
             _check(len(depth) >= needed, f"{where} lists {len(depth)} depths for a block of {needed} layers",
@@ -409,7 +402,8 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
     groups = cfg.norm_num_groups
     heads, head_dims = cfg.heads_per_block, cfg.per_block(cfg.attention_head_dim)
     kinds = [(cfg.down_block_classes[i], cfg.up_block_classes[n - 1 - i]) for i in range(n)]
-    uses_groups = any(kind not in K_BLOCKS for pair in kinds for kind in pair) or cfg.mid_block_type is not None
+    uses_groups = (any(not BLOCK_TYPES[kind].k_diffusion for pair in kinds for kind in pair)
+                   or cfg.mid_block_type is not None)
     if groups is None:
         _check(not uses_groups, "norm_num_groups is null, which only k-diffusion blocks (K*Block2D) can take",
                "set norm_num_groups, or use only K blocks and no mid block")
@@ -417,27 +411,28 @@ def _check_groups_and_heads(cfg: UNetConfig) -> None:
         if uses_groups:
             _check(channels % groups == 0,
                    f"block_out_channels[{i}]={channels} is not divisible by norm_num_groups={groups}")
-        if any(kind in TRANSFORMER_BLOCKS for kind in kinds[i]):
+        if any(BLOCK_TYPES[kind].heads_from_head_dim for kind in kinds[i]):
             _check(channels % heads[i] == 0,
                    f"block_out_channels[{i}]={channels} is not divisible by its {heads[i]} attention heads",
                    "check attention_head_dim / num_attention_heads")
         down_kind, up_kind = kinds[i]
         # diffusers reads an up block's head width at the up block's own index (n-1-i), not the level's
-        widths = [head_dims[i]] * (down_kind in HEAD_WIDTH_BLOCKS) \
-            + [head_dims[n - 1 - i]] * (up_kind in HEAD_WIDTH_BLOCKS)
+        widths = [head_dims[i]] * BLOCK_TYPES[down_kind].head_width_from_head_dim \
+            + [head_dims[n - 1 - i]] * BLOCK_TYPES[up_kind].head_width_from_head_dim
         for width in widths:
             _check(channels % width == 0,
                    f"block_out_channels[{i}]={channels} is not divisible by attention_head_dim={width}",
                    "SimpleCrossAttn / Attn / K blocks read attention_head_dim as the width of one head")
-        if any(kind in K_BLOCKS for kind in kinds[i]):
+        if any(BLOCK_TYPES[kind].k_diffusion for kind in kinds[i]):
             for width in (channels, 2 * channels):
                 _check(width >= 32 and width % (width // 32) == 0,
                        f"block_out_channels[{i}]={channels} does not split into k-diffusion groups of ~32 channels",
                        "use multiples of 32")
     mid = cfg.block_out_channels[-1]
-    if cfg.mid_block_type == "UNetMidBlock2DCrossAttn":
+    mid_attention = BLOCK_TYPES[cfg.mid_block_type].attention if cfg.mid_block_type else "none"
+    if mid_attention == "transformer":
         _check(mid % heads[-1] == 0, f"mid block channels {mid} not divisible by its {heads[-1]} attention heads")
-    elif cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
+    elif mid_attention == "added_kv":
         _check(mid % head_dims[-1] == 0,
                f"mid block channels {mid} not divisible by attention_head_dim={head_dims[-1]}")
 
@@ -482,9 +477,9 @@ def _check_conditioning(cfg: UNetConfig) -> None:
                f"got {cfg.time_embed_dim}")
     if cfg.cross_attention_norm == "group_norm":
         simple = [i for i, (down, up) in enumerate(zip(cfg.down_block_classes, reversed(cfg.up_block_classes)))
-                  if "SimpleCrossAttn" in down + up]
+                  if "added_kv" in (BLOCK_TYPES[down].attention, BLOCK_TYPES[up].attention)]
         widths = {cfg.cross_attention_dims[i] for i in simple}
-        if cfg.mid_block_type == "UNetMidBlock2DSimpleCrossAttn":
+        if cfg.mid_block_type and BLOCK_TYPES[cfg.mid_block_type].attention == "added_kv":
             widths.add(cfg.cross_attention_dims[-1])
         for width in sorted(widths):
             _check(width % 32 == 0, f"cross_attention_norm='group_norm' normalises cross_attention_dim={width} in "

@@ -3,10 +3,11 @@
 A down block returns its output *and* every intermediate tensor (one per resnet, plus the downsampled one): those
 are the skip connections that the mirrored up block concatenates back, last in first out.
 
-The block families differ in three choices, each one overridable method of DownBlock2D / UpBlock2D:
-what follows each resnet (`_attentions`: nothing, a Transformer2DModel, an added-KV or a plain self-attention),
-which resnet (`_resnet`: the IF-style ones take `resnet_skip_time_act` and `resnet_out_scale_factor`), and how the
-resolution changes (`_downsampler` / `_upsampler`: a strided conv, or a resnet that resamples itself).
+The block families differ in three choices: what follows each resnet (the class's `layer_attention`: nothing, a
+Transformer2DModel, an added-KV or a plain self-attention — one object shared by the down and the up block of a
+family, as the catalogue in block_types.py names them), which resnet (`_resnet`: the IF-style ones take
+`resnet_skip_time_act` and `resnet_out_scale_factor`), and how the resolution changes (`_downsampler` /
+`_upsampler`: a strided conv, or a resnet that resamples itself).
 The k-diffusion blocks differ more and live in k_blocks.py.
 """
 
@@ -115,18 +116,89 @@ def depths_per_layer(transformer_layers: int | list[int], num_layers: int) -> li
     return [transformer_layers] * num_layers
 
 
+class LayerAttention:
+    """What follows each resnet of a block: built from the spec (the block keeps the layers as `attentions`, the
+    state-dict name), then called with the block, the layer's index and the context. This one is nothing at all
+    (the plain resnet blocks)."""
+
+    cross_attention = False  # whether the text reaches it
+
+    def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
+        return None
+
+    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
+                 **context: torch.Tensor | None) -> torch.Tensor:
+        return hidden_states
+
+
+class TransformerAttention(LayerAttention):
+    """A Transformer2DModel (self- and cross-attention, `depth` layers deep) after every resnet."""
+
+    cross_attention = True
+
+    def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.transformer(channels, depth) for depth in depths]
+
+    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
+                 **context: torch.Tensor | None) -> torch.Tensor:
+        return block.attentions[i](hidden_states, **context)
+
+
+class AddedKVAttention(LayerAttention):
+    """An added-KV attention (image and text tokens in one softmax) after every resnet: IF and unCLIP."""
+
+    cross_attention = True
+
+    def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.added_kv_attention(channels) for _ in depths]
+
+    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor, *,
+                 encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                 encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
+        mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
+        return block.attentions[i](hidden_states, encoder_hidden_states, mask)
+
+
+class SelfAttention(LayerAttention):
+    """A self-attention (group norm, attention, input added back) after every resnet; the text never reaches it."""
+
+    def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
+        return [spec.self_attention(channels) for _ in depths]
+
+    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
+                 **context: torch.Tensor | None) -> torch.Tensor:
+        return block.attentions[i](hidden_states)
+
+
+def _added_kv_mask(attention_mask: torch.Tensor | None, encoder_hidden_states: torch.Tensor | None,
+                   encoder_attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The one mask an added-KV attention takes: `attention_mask` if given, else the text's mask."""
+    if attention_mask is not None:
+        return attention_mask
+    return None if encoder_hidden_states is None else encoder_attention_mask
+
+
+NO_ATTENTION, TRANSFORMER, ADDED_KV, SELF_ATTENTION = LayerAttention(), TransformerAttention(), AddedKVAttention(), \
+    SelfAttention()
+
+
 # ---- down path --------------------------------------------------------------------------------------------------
 
 
 class DownBlock2D(nn.Module):
     """`num_layers` resnets, then an optional stride-2 downsampler; no attention (the outer levels of SDXL)."""
 
-    has_cross_attention = False
+    layer_attention: LayerAttention = NO_ATTENTION
+    has_cross_attention = False  # set from layer_attention for every subclass
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.has_cross_attention = cls.layer_attention.cross_attention
 
     def __init__(self, spec: BlockSpec, in_channels: int, out_channels: int, num_layers: int,
                  add_downsample: bool, downsample_padding: int = 1, transformer_layers: int | list[int] = 1) -> None:
         super().__init__()
-        attentions = self._attentions(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
+        attentions = self.layer_attention.build(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
         if attentions is not None:
             self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(
@@ -141,19 +213,11 @@ class DownBlock2D(nn.Module):
         """Skips this block adds: one per resnet, plus the downsampled output."""
         return len(self.resnets) + (self.downsamplers is not None)
 
-    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
-        return None
-
     def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
         return spec.resnet(in_channels, out_channels)
 
     def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
         return Downsample2D(channels, channels, padding=padding)
-
-    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
-                ) -> torch.Tensor:
-        """What follows resnet i (nothing here); `context` holds the text, the masks and GLIGEN's tokens."""
-        return hidden_states
 
     def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         return self.downsamplers[0](hidden_states)
@@ -167,7 +231,8 @@ class DownBlock2D(nn.Module):
                        encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
         skips: tuple[torch.Tensor, ...] = ()
         for i, resnet in enumerate(self.resnets):
-            hidden_states = self._attend(i, resnet(hidden_states, temb), temb, **context)
+            # what follows resnet i; `context` holds the text, the masks and GLIGEN's tokens
+            hidden_states = self.layer_attention(self, i, resnet(hidden_states, temb), **context)
             if i == len(self.resnets) - 1 and additional_residuals is not None:
                 hidden_states = hidden_states + additional_residuals
             skips += (hidden_states,)
@@ -180,14 +245,7 @@ class DownBlock2D(nn.Module):
 class CrossAttnDownBlock2D(DownBlock2D):
     """DownBlock2D with a Transformer2DModel (self- and cross-attention) after every resnet."""
 
-    has_cross_attention = True
-
-    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
-        return [spec.transformer(channels, depth) for depth in depths]
-
-    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
-                ) -> torch.Tensor:
-        return self.attentions[i](hidden_states, **context)
+    layer_attention = TRANSFORMER
 
 
 class ResnetDownsampleBlock2D(DownBlock2D):
@@ -203,39 +261,17 @@ class ResnetDownsampleBlock2D(DownBlock2D):
         return self.downsamplers[0](hidden_states, temb)
 
 
-def _added_kv_mask(attention_mask: torch.Tensor | None, encoder_hidden_states: torch.Tensor | None,
-                   encoder_attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The one mask an added-KV attention takes: `attention_mask` if given, else the text's mask."""
-    if attention_mask is not None:
-        return attention_mask
-    return None if encoder_hidden_states is None else encoder_attention_mask
-
-
 class SimpleCrossAttnDownBlock2D(ResnetDownsampleBlock2D):
     """ResnetDownsampleBlock2D with an added-KV attention (image and text tokens in one attention) after each
     resnet: the attention of DeepFloyd IF and unCLIP."""
 
-    has_cross_attention = True
-
-    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
-        return [spec.added_kv_attention(channels) for _ in depths]
-
-    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, *,
-                encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
-        mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
-        return self.attentions[i](hidden_states, encoder_hidden_states, mask)
+    layer_attention = ADDED_KV
 
 
 class AttnDownBlock2D(DownBlock2D):
     """DownBlock2D with a self-attention (no text) after each resnet; the text never reaches it."""
 
-    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
-        return [spec.self_attention(channels) for _ in depths]
-
-    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
-                ) -> torch.Tensor:
-        return self.attentions[i](hidden_states)
+    layer_attention = SELF_ATTENTION
 
 
 # ---- bottom of the U --------------------------------------------------------------------------------------------
@@ -244,36 +280,30 @@ class AttnDownBlock2D(DownBlock2D):
 class UNetMidBlock2DCrossAttn(nn.Module):
     """resnet → (transformer → resnet) × num_layers at the lowest resolution; channels stay the same."""
 
+    layer_attention: LayerAttention = TRANSFORMER
     has_cross_attention = True
 
     def __init__(self, spec: BlockSpec, channels: int, num_layers: int = 1,
                  transformer_layers: int | list[int] = 1, output_scale_factor: float = 1.0) -> None:
         super().__init__()
-        self.attentions = nn.ModuleList(self._attentions(spec, channels, num_layers, transformer_layers))
+        depths = depths_per_layer(transformer_layers, num_layers)
+        self.attentions = nn.ModuleList(self.layer_attention.build(spec, channels, depths))
         self.resnets = nn.ModuleList(
             self._resnet(spec, channels, output_scale_factor) for _ in range(num_layers + 1)
         )
 
-    def _attentions(self, spec: BlockSpec, channels: int, num_layers: int,
-                    transformer_layers: int | list[int]) -> list[nn.Module]:
-        return [spec.transformer(channels, depth) for depth in depths_per_layer(transformer_layers, num_layers)]
-
     def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
         return spec.resnet(channels, channels, output_scale_factor)
-
-    def _attend(self, attention: nn.Module, hidden_states: torch.Tensor, **context: torch.Tensor | None
-                ) -> torch.Tensor:
-        return attention(hidden_states, **context)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None,
                 gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
         hidden_states = self.resnets[0](hidden_states, temb)
-        for attention, resnet in zip(self.attentions, self.resnets[1:]):
-            hidden_states = self._attend(attention, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                                         attention_mask=attention_mask, encoder_attention_mask=encoder_attention_mask,
-                                         gligen_objs=gligen_objs)
+        for i, resnet in enumerate(self.resnets[1:]):
+            hidden_states = self.layer_attention(self, i, hidden_states, encoder_hidden_states=encoder_hidden_states,
+                                                 attention_mask=attention_mask,
+                                                 encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
             hidden_states = resnet(hidden_states, temb)
         return hidden_states
 
@@ -283,18 +313,10 @@ class UNetMidBlock2DSimpleCrossAttn(UNetMidBlock2DCrossAttn):
 
     Its only_cross_attention is `mid_block_only_cross_attention` (already resolved by the UNet into the spec)."""
 
-    def _attentions(self, spec: BlockSpec, channels: int, num_layers: int,
-                    transformer_layers: int | list[int]) -> list[nn.Module]:
-        return [spec.added_kv_attention(channels) for _ in range(num_layers)]
+    layer_attention = ADDED_KV
 
     def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
         return spec.resnet(channels, channels, output_scale_factor, skip_time_act=spec.resnet_skip_time_act)
-
-    def _attend(self, attention: nn.Module, hidden_states: torch.Tensor, *,
-                encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
-        mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
-        return attention(hidden_states, encoder_hidden_states, mask)
 
 
 class UNetMidBlock2D(nn.Module):
@@ -323,12 +345,17 @@ class UpBlock2D(nn.Module):
     taken from the end of the tuple: the deepest one comes first.
     """
 
-    has_cross_attention = False
+    layer_attention: LayerAttention = NO_ATTENTION
+    has_cross_attention = False  # set from layer_attention for every subclass
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.has_cross_attention = cls.layer_attention.cross_attention
 
     def __init__(self, spec: BlockSpec, in_channels: int, prev_output_channel: int, out_channels: int,
                  num_layers: int, add_upsample: bool, transformer_layers: int | list[int] = 1) -> None:
         super().__init__()
-        attentions = self._attentions(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
+        attentions = self.layer_attention.build(spec, out_channels, depths_per_layer(transformer_layers, num_layers))
         if attentions is not None:
             self.attentions = nn.ModuleList(attentions)
         self.resnets = nn.ModuleList(
@@ -342,18 +369,11 @@ class UpBlock2D(nn.Module):
         )
         self.upsamplers = nn.ModuleList([self._upsampler(spec, out_channels)]) if add_upsample else None
 
-    def _attentions(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
-        return None
-
     def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
         return spec.resnet(in_channels, out_channels)
 
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
         return Upsample2D(channels, channels)
-
-    def _attend(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: torch.Tensor | None
-                ) -> torch.Tensor:
-        return hidden_states
 
     def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:
@@ -368,7 +388,7 @@ class UpBlock2D(nn.Module):
                        encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
         for i, resnet in enumerate(self.resnets):
             hidden_states = torch.cat([hidden_states, res_hidden_states_tuple[-1 - i]], dim=1)
-            hidden_states = self._attend(i, resnet(hidden_states, temb), temb, **context)
+            hidden_states = self.layer_attention(self, i, resnet(hidden_states, temb), **context)
         if self.upsamplers is not None:
             hidden_states = self._upsample(hidden_states, temb, upsample_size)
         return hidden_states
@@ -377,15 +397,14 @@ class UpBlock2D(nn.Module):
 class CrossAttnUpBlock2D(UpBlock2D):
     """UpBlock2D with a Transformer2DModel after every resnet."""
 
-    has_cross_attention = True
-    _attentions = CrossAttnDownBlock2D._attentions
-    _attend = CrossAttnDownBlock2D._attend
+    layer_attention = TRANSFORMER
 
 
 class ResnetUpsampleBlock2D(UpBlock2D):
     """UpBlock2D whose upsampler is a resnet that upsamples (nearest) inside; it always doubles the size."""
 
-    _resnet = ResnetDownsampleBlock2D._resnet
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+        return spec.scaled_resnet(in_channels, out_channels)
 
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
         return spec.scaled_resnet(channels, channels, up=True)
@@ -398,16 +417,13 @@ class ResnetUpsampleBlock2D(UpBlock2D):
 class SimpleCrossAttnUpBlock2D(ResnetUpsampleBlock2D):
     """ResnetUpsampleBlock2D with an added-KV attention after each resnet (IF, unCLIP)."""
 
-    has_cross_attention = True
-    _attentions = SimpleCrossAttnDownBlock2D._attentions
-    _attend = SimpleCrossAttnDownBlock2D._attend
+    layer_attention = ADDED_KV
 
 
 class AttnUpBlock2D(UpBlock2D):
     """UpBlock2D with a self-attention after each resnet; its conv upsampler always doubles the size."""
 
-    _attentions = AttnDownBlock2D._attentions
-    _attend = AttnDownBlock2D._attend
+    layer_attention = SELF_ATTENTION
 
     def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 from unetinspect.errors import UnetInspectError
+from unetinspect.block_types import BLOCK_TYPES
 from unetinspect.families import FAMILIES
 
 if TYPE_CHECKING:
@@ -40,18 +41,12 @@ VIEW_OPS = frozenset({
     "expand", "chunk", "split", "to", "float", "half", "bfloat16", "type", "clone", "detach",
 })
 
-# Colour families by class name, first match wins (so the longer names come first: SimpleCrossAttnDownBlock2D
-# before CrossAttnDownBlock, which comes before AttnDownBlock); a renderer maps each kind to a colour.
-# Each family's own kinds come first (a ControlNet's class names hold "Block" too).
-_KINDS: tuple[tuple[str, str], ...] = (
-    *((fragment, kind) for family in FAMILIES for fragment, kind, _ in family.diagram_kinds),
-    ("MidBlock2DCrossAttn", "mid_block"), ("MidBlock2DSimpleCrossAttn", "mid_block"), ("MidBlock", "mid_plain_block"),
-    ("KCrossAttnDownBlock", "k_attn_block"), ("KCrossAttnUpBlock", "k_attn_block"), ("KDownBlock", "k_block"),
-    ("KUpBlock", "k_block"), ("SimpleCrossAttnDownBlock", "simple_attn_block"),
-    ("SimpleCrossAttnUpBlock", "simple_attn_block"), ("CrossAttnDownBlock", "attn_block"),
-    ("CrossAttnUpBlock", "attn_block"), ("AttnDownBlock", "self_attn_block"), ("AttnUpBlock", "self_attn_block"),
-    ("ResnetDownsampleBlock", "resample_block"), ("ResnetUpsampleBlock", "resample_block"),
-    ("DownBlock", "res_block"), ("UpBlock", "res_block"), ("Resnet", "resnet"), ("DualTransformer", "dual_attention"),
+# Colour families: a block type by the catalogue's kind (block_types.py); any other module by the first fragment of
+# its class name that matches (each family's own kinds first: a ControlNet's class names hold "Block" too).
+_FAMILY_KINDS: tuple[tuple[str, str], ...] = tuple(
+    (fragment, kind) for family in FAMILIES for fragment, kind, _ in family.diagram_kinds)
+_LAYER_KINDS: tuple[tuple[str, str], ...] = (
+    ("Resnet", "resnet"), ("DualTransformer", "dual_attention"),
     ("Transformer", "attention"), ("Attention", "attention"), ("Downsample", "resample"), ("Upsample", "resample"),
     ("Conv", "conv"), ("Norm", "norm"), ("Timestep", "embedding"), ("Embedding", "embedding"),
     ("Fourier", "embedding"), ("Projection", "embedding"), ("GEGLU", "feedforward"), ("FeedForward", "feedforward"),
@@ -60,7 +55,7 @@ _KINDS: tuple[tuple[str, str], ...] = (
 )
 
 # The kinds that are whole blocks of the U (drawn with a heavier frame).
-BLOCK_KINDS = frozenset(kind for _, kind in _KINDS if kind.endswith("_block"))
+BLOCK_KINDS = frozenset(block.diagram_kind for block in BLOCK_TYPES.values())
 
 # What the kinds of blocks and of their layers are, for a diagram's legend (in this order).
 KIND_LABELS: dict[str, str] = {
@@ -83,7 +78,12 @@ KIND_LABELS: dict[str, str] = {
 
 def kind_of(type_name: str) -> str:
     """The colour family of a module class: diffusers' class names say what a block is."""
-    return next((kind for part, kind in _KINDS if part in type_name), "other")
+    family_kind = next((kind for part, kind in _FAMILY_KINDS if part in type_name), None)
+    if family_kind is not None:
+        return family_kind
+    if type_name in BLOCK_TYPES:
+        return BLOCK_TYPES[type_name].diagram_kind
+    return next((kind for part, kind in _LAYER_KINDS if part in type_name), "other")
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
+from unetinspect.block_types import BLOCK_TYPES
 from unetinspect.config import UNetConfig
 from unetinspect.errors import ConfigError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
@@ -490,10 +491,10 @@ def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
     n = config.num_blocks
     layers = config.layers_per_block_list
     index = 1
-    for b, block_type in enumerate(config.down_block_types):
+    for b, block_type in enumerate(config.down_block_classes):
         for layer in range(layers[b]):
             table[f"input_blocks.{index}.0"] = (f"down_blocks.{b}.resnets.{layer}", RESNET_NAMES)
-            if block_type == "CrossAttnDownBlock2D":
+            if BLOCK_TYPES[block_type].attention == "transformer":  # the only attention LDM files hold
                 table[f"input_blocks.{index}.1"] = (f"down_blocks.{b}.attentions.{layer}", same)
             index += 1
         if b < n - 1:
@@ -502,13 +503,13 @@ def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
 
     if config.mid_block_type is not None:
         table["middle_block.0"] = ("mid_block.resnets.0", RESNET_NAMES)
-    if config.mid_block_type == "UNetMidBlock2DCrossAttn":
+    if config.mid_block_type is not None and BLOCK_TYPES[config.mid_block_type].attention == "transformer":
         table["middle_block.1"] = ("mid_block.attentions.0", same)
         table["middle_block.2"] = ("mid_block.resnets.1", RESNET_NAMES)
 
     index = 0
-    for i, block_type in enumerate(config.up_block_types):
-        attention = block_type == "CrossAttnUpBlock2D"
+    for i, block_type in enumerate(config.up_block_classes):
+        attention = BLOCK_TYPES[block_type].attention == "transformer"
         count = layers[n - 1 - i] + 1
         for layer in range(count):
             table[f"output_blocks.{index}.0"] = (f"up_blocks.{i}.resnets.{layer}", RESNET_NAMES)
