@@ -11,7 +11,7 @@ import pytest
 
 from bad_input import refused, untouched
 from unetinspect.errors import OutputError
-from unetinspect.render import graph as graph_module
+from unetinspect.render import diagram_view as graph_module
 from unetinspect.render.export import write_output
 
 COMMANDS = [["summary", "tiny"], ["diagram", "tiny"], ["profile", "tiny", "--device", "cpu", "--repeat", "1"]]

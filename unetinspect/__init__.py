@@ -52,7 +52,7 @@ _API = {
     "summarize": "unetinspect.views.summary",
     "trace_model": "unetinspect.engine.trace",
     "watch": "unetinspect.views.watch",
-    "write_diagram": "unetinspect.render.graph",
+    "write_diagram": "unetinspect.render.diagram_view",
 }
 
 __all__ = [*_API, "__version__"]

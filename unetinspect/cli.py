@@ -19,7 +19,16 @@ from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
+from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
+from unetinspect.render.branches_view import BranchesView
+from unetinspect.render.compare_view import CompareView
+from unetinspect.render.diagram_view import DiagramView
+from unetinspect.render.lora_view import LoraView
+from unetinspect.render.presets_view import PresetsView
+from unetinspect.render.profile_view import ProfileView
+from unetinspect.render.summary_view import SummaryView
+from unetinspect.render.weights_view import WeightsView
 
 # torch warns at import when numpy is not installed (a fresh venv: torch does not depend on it); nothing here uses
 # numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
@@ -75,29 +84,14 @@ def choices(name: str, *values: str) -> type[Enum]:
     return Enum(name, {value: value for value in values}, type=str)
 
 
-# ---- options shared by the commands -------------------------------------------------------------------------------
+# ---- options several commands take (the source and size options are cli_options' groups) -------------------------
 
 SourceArg = Annotated[
     Optional[str],
-    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. [default: sd15]",
+    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. \\[default: sd15]",
                    show_default=False),
 ]
-ConfigOpt = Annotated[Optional[str], typer.Option("--config", "-c", help="Config to use instead of the source's own "
-                                                  "(a config.json or a preset name).")]
-VariantOpt = Annotated[Optional[str], typer.Option("--variant", help="Weights variant of a diffusers folder, e.g. fp16.")]
-AllowPickleOpt = Annotated[bool, typer.Option("--allow-pickle", help="Read .ckpt/.bin/.pt pickle files "
-                                              "(weights_only=True). Only for files you trust.")]
-BatchOpt = Annotated[int, typer.Option("--batch", "-b", min=1, help="Batch size.")]
-HeightOpt = Annotated[Optional[int], typer.Option("--height", help="Image height in pixels (the latent is the "
-                                                  "family's factor smaller: 8 for SD/SDXL, 4 for the x4 upscaler, "
-                                                  "1 in pixel space). [default: the config's sample_size]",
-                                                  show_default=False)]
-WidthOpt = Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. [default: the config's "
-                                                 "sample_size]", show_default=False)]
-LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent size instead of --height/--width, "
-                                                  "as HxW or one number (any model, also where the pixel size is "
-                                                  "unknown).", show_default=False)]
-TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
+AllowPickleOpt = SOURCE.options[-1].annotation
 DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
                                        "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
 ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
@@ -105,6 +99,14 @@ ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
     "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
     show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
+DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
+Impl = choices("Impl", "ours", "diffusers")
+ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
+                                       "class with the same weights (needs diffusers installed).")]
+BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
+                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
+                                           "of the step, parameters; with profile, latency.")]
 
 
 def say(message: str, label: str | None = None, style: str = "bold red") -> None:
@@ -118,21 +120,6 @@ def say(message: str, label: str | None = None, style: str = "bold red") -> None
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
     """Warnings in the tool's own voice: one `warning:` line, not Python's two with a source line."""
     say(str(message), "warning", "yellow")
-
-
-def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
-    """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
-    from unetinspect.sources.inputs import InputSpec
-
-
-    size = None
-    if latent is not None:
-        parts = latent.lower().split("x")
-        if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-            raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
-                                     param_hint="--latent")
-        size = (int(parts[0]), int(parts[-1]))
-    return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
 
 
 def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
@@ -170,32 +157,35 @@ def run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
-def emit(view: Any, fmt: Enum, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
+def emit(view: Any, fmt: Enum | str, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
     """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
-    one of the command's `inputs`). Every command answers through here."""
+    one of the command's `inputs`); a picture or a page is a format of its view too. Every command answers here."""
     from unetinspect.render import formats
 
-    path = run(formats.emit, view, fmt.value, result, output=output, inputs=inputs, console=console())
+    fmt = fmt.value if isinstance(fmt, Enum) else fmt
+    path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
     if path is not None:
         say(f"wrote {path}")
 
 
 # ---- commands -----------------------------------------------------------------------------------------------------
 
-
-PresetsFormat = choices("PresetsFormat", "table", "json", "csv", "markdown")
+# Each command's --format choices are the formats its view declares.
+PresetsFormat, SummaryFormat, ProfileFormat, WeightsFormat, LoraFormat, CompareFormat, DiagramFormat = (
+    format_choices(view) for view in (PresetsView, SummaryView, ProfileView, WeightsView, LoraView, CompareView,
+                                      DiagramView))
 
 
 @app.command()
 def presets(
-    fmt: Annotated[PresetsFormat, typer.Option("--format", "-f", help="Output format.")] = PresetsFormat.table,
+    fmt: format_option(PresetsFormat) = PresetsFormat.table,
     output: OutputOpt = None,
 ) -> None:
     """List the built-in configs with their parameter counts.
 
     Example: [bold]unetinspect presets[/]
     """
-    from unetinspect.render.presets_view import PresetRow, PresetsView
+    from unetinspect.render.presets_view import PresetRow
 
     def build():
         from unetinspect.presets import PRESETS
@@ -207,52 +197,33 @@ def presets(
     emit(PresetsView(), fmt, run(build), output)
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
-Impl = choices("Impl", "ours", "diffusers")
-ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
-                                       "class with the same weights (needs diffusers installed).")]
-
-
-SummaryFormat = choices("SummaryFormat", "table", "tree", "json", "csv", "markdown")
-BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
-                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
-                                           "of the step, parameters; with profile, latency.")]
-
-
 def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
                    latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
     """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
     from unetinspect.views.branches import branch_costs
-    from unetinspect.render.branches_view import BranchesView
 
     result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
-    table = fmt.value == "tree"  # a list of branches has no tree: the table stands in for it
-    emit(BranchesView(), type(fmt)("table") if table else fmt, result, output, inputs=[source, options.get("config")])
+    table = fmt.value not in BranchesView.formats()  # a list of branches has no tree: the table stands in for it
+    emit(BranchesView(), "table" if table else fmt, result, output, inputs=[source, options.get("config")])
 
 
 @app.command()
+@with_options(SOURCE, SIZES)
 def summary(
     source: SourceArg = None,
     depth: DepthOpt = 1,
-    batch: BatchOpt = 1,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    latent: LatentOpt = None,
-    text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     dtype: DtypeOpt = "fp32",
-    fmt: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
+    fmt: format_option(SummaryFormat) = SummaryFormat.table,
     output: OutputOpt = None,
-    config: ConfigOpt = None,
-    variant: VariantOpt = None,
-    allow_pickle: AllowPickleOpt = False,
     ip_adapter: Annotated[Optional[str], typer.Option(
         "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
         "tokens in every cross-attention (table or json).", show_default=False)] = None,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
     impl: ImplOpt = Impl.ours,
+    *,
+    opts: Options,
 ) -> None:
     """Every block's input and output shapes, parameters and FLOPs (attention included), and the skip connections.
 
@@ -267,50 +238,39 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
-    refuse_output_early(output, source, config, ip_adapter)
-    from unetinspect.views.summary import summarize
-    from unetinspect.render.summary_view import SummaryView
+    refuse_output_early(output, source, opts.loading["config"], ip_adapter)
+    from unetinspect.views.summary import refuse_branches_with_addons, step_depth, summarize
 
-    spec = input_spec(batch, height, width, text_len, latent)
-    if branches and (controlnet or ip_adapter):
-        raise typer.BadParameter("branches are costed on the UNet alone: leave out --controlnet and --ip-adapter",
-                                 param_hint="--branches")
+    spec = opts.spec()
+    run(refuse_branches_with_addons, branches, controlnet, ip_adapter)
     if branches:
-        return _emit_branches(source, spec, fmt, output, config=config, variant=variant, allow_pickle=allow_pickle)
-    depth = _step_depth(depth, controlnet)
-    result = run(summarize, source, spec, device=device, dtype=dtype, config=config, variant=variant,
-                 allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()), impl=impl.value)
-    view = SummaryView(depth)
+        return _emit_branches(source, spec, fmt, output, **opts.loading)
+    result = run(summarize, source, spec, device=device, dtype=dtype, controlnets=tuple(controlnet or ()),
+                 impl=impl.value, **opts.loading)
+    view = SummaryView(step_depth(depth, controlnet))
     if ip_adapter is not None:
-        from unetinspect.views.ip_adapter import ip_adapter_cost
         from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
+        from unetinspect.views.ip_adapter import ip_adapter_cost
 
-        view = IPAdapterSummaryView(depth, run(ip_adapter_cost, ip_adapter, result))
-    emit(view, fmt, result, output, inputs=[source, config, ip_adapter])
-
-
-ProfileFormat = choices("ProfileFormat", "table", "json", "csv", "markdown")
+        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result))
+    emit(view, fmt, result, output, inputs=[source, opts.loading["config"], ip_adapter])
 
 
 Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", "all")
 
 
 @app.command()
+@with_options(SOURCE, SIZES)
 def profile(
     source: SourceArg = None,
     device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. [default: cuda if available, else cpu]", show_default=False)] = None,
+        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
     dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="fp32, fp16 or bf16. [default: fp16 on CUDA, fp32 on CPU]", show_default=False)] = None,
+        "--dtype", help="fp32, fp16 or bf16. \\[default: fp16 on CUDA, fp32 on CPU]", show_default=False)] = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
                                         "one with).")] = 10,
     depth: DepthOpt = 1,
-    batch: BatchOpt = 1,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    latent: LatentOpt = None,
-    text_len: TextLenOpt = 77,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
         "and print a latency/throughput table.", show_default=False)] = None,
@@ -322,14 +282,13 @@ def profile(
     trace: Annotated[Optional[Path], typer.Option(
         "--trace", help="Also write a Chrome/Perfetto trace of one step (blocks as named ranges) to this .json.",
         show_default=False)] = None,
-    fmt: Annotated[ProfileFormat, typer.Option("--format", "-f", help="Output format.")] = ProfileFormat.table,
+    fmt: format_option(ProfileFormat) = ProfileFormat.table,
     output: OutputOpt = None,
-    config: ConfigOpt = None,
-    variant: VariantOpt = None,
-    allow_pickle: AllowPickleOpt = False,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
     impl: ImplOpt = Impl.ours,
+    *,
+    opts: Options,
 ) -> None:
     """Where the time (and, on CUDA, the memory) of one denoising step goes, block by block.
 
@@ -346,55 +305,47 @@ def profile(
 
       [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
-    comparing = sweep is not None or attention == Attention.all
-    if branches and (comparing or compile_model or trace is not None or controlnet):
-        raise typer.BadParameter("branch latencies come from one profile of the UNet's layers: leave out --sweep, "
-                                 "--attention all, --compile, --trace and --controlnet", param_hint="--branches")
-    if trace is not None and comparing:
-        raise typer.BadParameter("a trace records one profile: leave out --sweep and --attention all",
-                                 param_hint="--trace")
-    inputs = [i for i in (source, config) if i]
+    from unetinspect.views.profile import profile_mode
+
+    mode = run(profile_mode, sweep=sweep is not None, attention=attention.value, compile=compile_model,
+               chrome_trace=trace is not None, branches=branches, controlnets=tuple(controlnet or ()))
+    inputs = [i for i in (source, opts.loading["config"]) if i]
     for path in (output, trace):
         refuse_output_early(path, *inputs)
-    spec = input_spec(batch, height, width, text_len, latent)
-    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
-                   impl=impl.value)
-    depth = _step_depth(depth, controlnet)
-    show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
-    if comparing:
+    spec = opts.spec()
+    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model,
+                   controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
+    show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    if mode == "sweep":
         _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
-    elif branches:
+    elif mode == "branches":
         _profile_branches(source, spec, attention.value, options, fmt, output, show_bar)
     else:
-        _profile_step(source, spec, depth, attention.value, options, fmt, output, trace, inputs, show_bar)
+        from unetinspect.views.summary import step_depth
 
-
-def _step_depth(depth: int, controlnets: list[str] | None) -> int:
-    """With ControlNets the step's top-level calls are the models themselves: show their blocks by default."""
-    return 2 if controlnets and depth == 1 else depth
+        _profile_step(source, spec, step_depth(depth, controlnet), attention.value, options, fmt, output, trace,
+                      inputs, show_bar)
 
 
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
                   output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile` of one step, block by block (and its Chrome trace with --trace)."""
+    from unetinspect.render.profile_view import ChromeTraceView, progress_bar
     from unetinspect.views.profile import profile as profile_source
-    from unetinspect.render.export import write_output
-    from unetinspect.render.profile_view import ProfileView, progress_bar
 
     with progress_bar(console(stderr=True), show_bar) as progress:
         result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
                      progress=progress, **options)
     if trace is not None:
-        say(f"wrote {run(write_output, trace, result.chrome_trace, inputs)}")
+        emit(ChromeTraceView(), "trace", result, trace, inputs)
     emit(ProfileView(), fmt, result, output, inputs)
 
 
 def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
                       output: Path | None, show_bar: bool) -> None:
     """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
-    from unetinspect.views.profile import profile as profile_source
     from unetinspect.render import profile_view
+    from unetinspect.views.profile import profile as profile_source
 
     with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
         result = run(profile_source, source, spec, depth=2, attention=attention, progress=progress, **options)
@@ -406,9 +357,9 @@ def _profile_branches(source: str | None, spec: Any, attention: str, options: di
 def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
                    fmt: Enum, output: Path | None, inputs: list[str], show_bar: bool) -> None:
     """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
+    from unetinspect.render.profile_view import SweepView, progress_bar
     from unetinspect.views.profile import parse_sweep
     from unetinspect.views.profile import sweep as sweep_source
-    from unetinspect.render.profile_view import SweepView, progress_bar
 
     specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
     with progress_bar(console(stderr=True), show_bar) as progress:
@@ -417,23 +368,17 @@ def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: 
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
-
-
-DiagramFormat = choices("DiagramFormat", "svg", "png", "pdf", "dot")
-
-
 Direction = choices("Direction", "TB", "LR")
-
-
 Theme = choices("Theme", "light", "dark")
 
 
 @app.command()
+@with_options(SIZES, SOURCE)
 def diagram(
     source: SourceArg = None,
     output: OutputOpt = None,
-    fmt: Annotated[Optional[DiagramFormat], typer.Option(
-        "--format", "-f", help="svg, png, pdf or dot. [default: from the output's suffix]", show_default=False)] = None,
+    fmt: format_option(Optional[DiagramFormat], "svg, png, pdf or dot. \\[default: from the output's suffix]")
+    = None,
     level: Annotated[DiagramLevel, typer.Option("--level", "-l", help="blocks: the U of blocks; layers: each "
                                                 "block opened into its resnets, transformers and resamplers.")]
     = DiagramLevel.blocks,
@@ -444,18 +389,12 @@ def diagram(
     no_shapes: Annotated[bool, typer.Option("--no-shapes", help="No tensor shapes on the edges.")] = False,
     no_params: Annotated[bool, typer.Option("--no-params", help="No parameter counts.")] = False,
     theme: Annotated[Theme, typer.Option("--theme", help="light or dark background.")] = Theme.light,
-    batch: BatchOpt = 1,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    latent: LatentOpt = None,
-    text_len: TextLenOpt = 77,
-    config: ConfigOpt = None,
-    variant: VariantOpt = None,
-    allow_pickle: AllowPickleOpt = False,
     impl: ImplOpt = Impl.ours,
     controlnet: ControlNetOpt = None,
+    *,
+    opts: Options,
 ) -> None:
-    """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE [default: unet.svg]
+    """Draw the UNet as the U it is: blocks, skip connections, time and text conditioning. -o FILE \\[default: unet.svg]
 
     Shapes come from a forward pass on the meta device (no weights read). svg, png and pdf need Graphviz's
     [bold]dot[/]; without it the .dot source is written beside the file asked for. Node ids are module paths,
@@ -469,23 +408,22 @@ def diagram(
 
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
-    refuse_output_early(output or Path("unet.svg"), source, config)
+    output = output or Path("unet.svg")
+    inputs = [source, opts.loading["config"]]
+    refuse_output_early(output, *inputs)
+    from unetinspect.render.diagram_view import format_of
+    from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
-    from unetinspect.render.graph import Style, write_diagram
 
-    spec = input_spec(batch, height, width, text_len, latent)
-    graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
-                allow_pickle=allow_pickle, impl=impl.value, controlnets=tuple(controlnet or ()))
+    graph = run(diagram_graph, source, opts.spec(), level.value, focus, impl=impl.value,
+                controlnets=tuple(controlnet or ()), **opts.loading)
+    kind = run(format_of, output, fmt.value if fmt else None)  # after the source: its errors come first
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
-    path = run(write_diagram, graph, output or Path("unet.svg"), fmt.value if fmt else None, style,
-               inputs=tuple(i for i in (source, config) if i))
-    say(f"wrote {path}")
-
-
-WeightsFormat = choices("WeightsFormat", "table", "json")
+    emit(DiagramView(style), kind, graph, output, inputs)
 
 
 @app.command()
+@with_options(SOURCE)
 def weights(
     checkpoint: Annotated[str, typer.Argument(
         help="A .safetensors file (original single-file or diffusers), a .ckpt/.pt/.pth/.bin with --allow-pickle, "
@@ -494,11 +432,10 @@ def weights(
         help="List only the tensors whose name (the file's or ours) matches this glob, e.g. 'down_blocks.1.*'.",
         metavar="PATTERN", show_default=False)] = None,
     keys: Annotated[bool, typer.Option("--keys", "-k", help="List the tensors with shapes and dtypes.")] = False,
-    fmt: Annotated[WeightsFormat, typer.Option("--format", "-f", help="Output format.")] = WeightsFormat.table,
+    fmt: format_option(WeightsFormat) = WeightsFormat.table,
     output: OutputOpt = None,
-    config: ConfigOpt = None,
-    variant: VariantOpt = None,
-    allow_pickle: AllowPickleOpt = False,
+    *,
+    opts: Options,
 ) -> None:
     """What a checkpoint holds, from its headers alone: layout, parts (UNet, VAE, text encoders), dtypes, sizes,
     the config (inferred for original single files) and its nearest preset, UNet parameters per block, metadata.
@@ -513,15 +450,12 @@ def weights(
 
       [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
     """
-    refuse_output_early(output, checkpoint, config)
-    from unetinspect.render.weights_view import WeightsView
+    refuse_output_early(output, checkpoint, opts.loading["config"])
     from unetinspect.views.weights import inspect_weights
 
-    report = run(inspect_weights, checkpoint, config=config, variant=variant, allow_pickle=allow_pickle)
-    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output, [checkpoint, config])
-
-
-LoraFormat = choices("LoraFormat", "table", "json")
+    report = run(inspect_weights, checkpoint, **opts.loading)
+    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output,
+         [checkpoint, opts.loading["config"]])
 
 
 @app.command()
@@ -529,9 +463,9 @@ def lora(
     file: Annotated[str, typer.Argument(help="A LoRA .safetensors file (kohya, diffusers/PEFT, LyCORIS LoHa/LoKr).",
                                         metavar="FILE", show_default=False)],
     base: Annotated[Optional[str], typer.Option(
-        "--base", help="The UNet to check it against (preset, folder, file). [default: the preset it fits best]",
+        "--base", help="The UNet to check it against (preset, folder, file). \\[default: the preset it fits best]",
         show_default=False)] = None,
-    fmt: Annotated[LoraFormat, typer.Option("--format", "-f", help="Output format.")] = LoraFormat.table,
+    fmt: format_option(LoraFormat) = LoraFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
@@ -548,15 +482,12 @@ def lora(
     """
     refuse_output_early(output, file, base)
     from unetinspect.views.lora import analyze_lora
-    from unetinspect.render.lora_view import LoraView
 
     emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
 
 
-CompareFormat = choices("CompareFormat", "table", "json", "csv", "markdown")
-
-
 @app.command()
+@with_options(SIZES)
 def compare(
     source_a: Annotated[str, typer.Argument(help="First UNet: preset, config.json, diffusers folder or checkpoint.",
                                             metavar="A")],
@@ -564,11 +495,6 @@ def compare(
                                                       metavar="[B]", show_default=False)] = None,
     impl: Annotated[Impl, typer.Option("--impl", help="ours: compare A with B. diffusers: compare our model of A "
                                        "with diffusers' own (needs diffusers installed).")] = Impl.ours,
-    batch: BatchOpt = 1,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    latent: LatentOpt = None,
-    text_len: TextLenOpt = 77,
     device: DeviceOpt = "meta",
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
                                           "available, else the CPU; random weights for configs).")] = False,
@@ -576,9 +502,12 @@ def compare(
     weights: Annotated[bool, typer.Option("--weights", help="Also compare the weights of two checkpoints of the "
                                           "same structure, block by block: ‖B−A‖/‖A‖, cosine, tensors changed.")]
     = False,
-    fmt: Annotated[CompareFormat, typer.Option("--format", "-f", help="Output format.")] = CompareFormat.table,
+    fmt: format_option(CompareFormat, "Output format (-o FILE.html: the side-by-side page).")
+    = CompareFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
+    *,
+    opts: Options,
 ) -> None:
     """Two UNets side by side, block against block: parameters, FLOPs and output shapes, with the differences.
 
@@ -600,39 +529,31 @@ def compare(
     """
     refuse_output_early(output, source_a, source_b)
     from unetinspect.views.compare import compare as compare_sources
-    from unetinspect.render.compare_view import CompareView
 
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = opts.spec()
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
+        from unetinspect.render.report import ComparisonPage, ComparisonPageView
         from unetinspect.views.report import comparison_graphs
-        from unetinspect.render.export import write_output
-        from unetinspect.render.report import comparison_html
 
         graphs = run(comparison_graphs, source_a, source_b, spec, impl=impl.value, allow_pickle=allow_pickle)
-        say(f"wrote {run(write_output, output, comparison_html(result, graphs), [source_a, source_b])}")
-        return
+        return emit(ComparisonPageView(), "html", ComparisonPage(result, graphs), output, [source_a, source_b])
     emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
 
 
 @app.command()
+@with_options(SIZES, SOURCE)
 def report(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
     latency: Annotated[bool, typer.Option("--profile", help="Also time every layer (CUDA when available, else "
                                           "the CPU; random weights for configs) and colour by latency.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. [default: cuda if "
+    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. \\[default: cuda if "
                                                   "available, else cpu]", show_default=False)] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
-    batch: BatchOpt = 1,
-    height: HeightOpt = None,
-    width: WidthOpt = None,
-    latent: LatentOpt = None,
-    text_len: TextLenOpt = 77,
-    config: ConfigOpt = None,
-    variant: VariantOpt = None,
-    allow_pickle: AllowPickleOpt = False,
+    *,
+    opts: Options,
 ) -> None:
     """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
     and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
@@ -643,16 +564,13 @@ def report(
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
     """
+    inputs = [source, opts.loading["config"]]
+    refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
+    from unetinspect.render.report import ReportView
     from unetinspect.views.report import build_report
-    from unetinspect.render.export import check_output_path, write_output
-    from unetinspect.render.report import report_html
 
-    inputs = [i for i in (source, config) if i]
-    run(check_output_path, output, inputs)  # a bad path fails now, not after the tracing and drawing
-    spec = input_spec(batch, height, width, text_len, latent)
-    result = run(build_report, source, spec, profile=latency, device=device, repeat=repeat, config=config,
-                 variant=variant, allow_pickle=allow_pickle)
-    say(f"wrote {run(write_output, output, run(report_html, result), inputs)}")
+    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
+    emit(ReportView(), "html", result, output, inputs)
 
 
 def main() -> None:

@@ -55,5 +55,11 @@ class OutputError(UnetInspectError):
     """An output file cannot be written where it was asked for."""
 
 
+class OptionsError(UnetInspectError):
+    """Options that cannot go together, or a value no option takes: a usage error, exit code 2 as Typer's own."""
+
+    exit_code = 2
+
+
 class ConfigWarning(UserWarning):
     """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""

@@ -29,6 +29,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.errors import OutputError
 from unetinspect.render.export import write_output
 from unetinspect.render.header import SEPARATOR, setup_dict, setup_line
 from unetinspect.render.units import shape_str
@@ -76,11 +77,21 @@ class View:
 
     kind: str = ""  # the JSON document's "kind"
     columns: tuple[Column, ...] = ()
+    # Formats that are files of their own (a picture, a page) rather than text: `write` makes them, and only
+    # with -o. A view of only such formats (the diagram, the report) sets `formats` to return just them.
+    file_formats: tuple[str, ...] = ()
 
-    def formats(self) -> tuple[str, ...]:
-        """The formats this view can be written in; a tree only where the view draws one."""
-        tree = (TREE,) if type(self).tree is not View.tree else ()
-        return (TABLE, *tree, JSON, CSV, MARKDOWN) if self.columns else (TABLE, *tree, JSON)
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        """The formats this view can be written in (its class says: the CLI offers them before any result exists);
+        a tree only where the view draws one, CSV and Markdown only where it declares columns."""
+        tree = (TREE,) if cls.tree is not View.tree else ()
+        text = (TABLE, *tree, JSON, CSV, MARKDOWN) if cls.columns else (TABLE, *tree, JSON)
+        return (*text, *cls.file_formats)
+
+    def write(self, result: Any, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        """Write one of `file_formats` to `path` (never over one of `inputs`); returns the path written."""
+        raise NotImplementedError(f"the {self.kind} view writes no {fmt} file")
 
     def rows(self, result: Any) -> Sequence[Any]:
         """The one row function: the objects the columns format, in order."""
@@ -318,7 +329,8 @@ def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
 def render(view: View, fmt: str, result: Any) -> str | RenderableType:
     """The result in one format: text for json/csv/markdown, a rich renderable for table/tree."""
     if fmt not in view.formats():
-        raise ValueError(f"the {view.kind} view has no {fmt} format")  # the CLI's choices keep this from users
+        raise OutputError(f"the {view.kind or 'result'} cannot be written as {fmt!r}",
+                          f"use one of {', '.join(view.formats())}")
     if fmt == TABLE:
         return view.table(result)
     if fmt == TREE:
@@ -335,6 +347,10 @@ def emit(view: View, fmt: str, result: Any, *, output: Path | None = None, input
     A file is never written over one of the command's `inputs`; a table in a file is plain text, FILE_WIDTH wide.
     Returns the path written, if any.
     """
+    if fmt in view.file_formats:
+        if output is None:
+            raise OutputError(f"{fmt} is written to a file", f"add -o FILE.{fmt}")
+        return view.write(result, fmt, output, [i for i in inputs if i])
     content = render(view, fmt, result)
     if output is None:
         if isinstance(content, str):

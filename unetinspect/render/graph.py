@@ -17,19 +17,18 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from html import escape
-from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import graphviz
 
 from unetinspect.views.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
-from unetinspect.render.export import check_output_path, write_output
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
 
-Format = Literal["svg", "png", "pdf", "dot"]
-FORMATS: tuple[Format, ...] = ("svg", "png", "pdf", "dot")
+if TYPE_CHECKING:
+    from unetinspect.render.diagram_view import Format
+
 INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) and run again"
 FONT = "Helvetica"
 PNG_DPI = 150  # sharp enough to print at column width; SVG and PDF are vector anyway
@@ -100,15 +99,6 @@ _CONTEXT_LABELS = {"ImageProjection": "image", "TextImageProjection": "text+imag
 _TAG_TEXT = "#1a1a1a"  # tags are light in both themes
 
 
-def format_of(path: Path, fmt: str | None = None) -> Format:
-    """The output format: `fmt` if given, else the file's suffix."""
-    name = (fmt or path.suffix.lstrip(".") or "svg").lower()
-    if name not in FORMATS:
-        raise OutputError(f"unknown diagram format {name!r}",
-                          f"use one of {', '.join(FORMATS)}, by --format or the file's suffix")
-    return name  # type: ignore[return-value]
-
-
 def to_dot(graph: Graph, style: Style = Style(), dpi: int | None = None) -> str:
     """The Graphviz source of a graph: the same graph and style always give the same text."""
     return _Drawing(graph, style, dpi).source()
@@ -128,26 +118,6 @@ def render(graph: Graph, fmt: Format, style: Style = Style()) -> bytes:
     except graphviz.CalledProcessError as exc:
         detail = (exc.stderr or b"").decode(errors="replace").strip().splitlines()
         raise OutputError(f"dot failed to render {fmt}: {detail[-1] if detail else exc}") from None
-
-
-def write_diagram(graph: Graph, path: Path, fmt: str | None = None, style: Style = Style(),
-                  inputs: tuple[str | Path, ...] = ()) -> Path:
-    """Render to `path`, whole or not at all.
-
-    Without `dot` the DOT source is written beside it (`x.svg` → `x.dot`), so the reader still has the diagram,
-    and an `OutputError` says so and how to install Graphviz; an existing `x.dot`, which the user did not name,
-    is left as it is.
-    """
-    path = check_output_path(Path(path), inputs)
-    kind = format_of(path, fmt)
-    if kind != "dot" and shutil.which("dot") is None:
-        fallback = path.with_suffix(".dot")
-        try:
-            done = f"wrote {write_output(fallback, to_dot(graph, style), inputs, replace=False)} instead"
-        except OutputError as exc:
-            done = f"the DOT source was not written either ({exc.message})"
-        raise OutputError(f"cannot render {kind}: Graphviz's dot program is not installed; {done}", INSTALL_HINT)
-    return write_output(path, render(graph, kind, style), inputs)
 
 
 class _Drawing:

@@ -26,7 +26,8 @@ class IPAdapterSummaryView(SummaryView):
         super().__init__(depth)
         self.cost = cost
 
-    def formats(self) -> tuple[str, ...]:
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
         return (TABLE, JSON)
 
     def table(self, summary: Summary) -> RenderableType:

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ from unetinspect.sources.live import left_as_found
 from unetinspect.engine.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
                                          block_statistics, clock_for, measure, measure_memory, report_progress)
 from unetinspect.engine.trace import CallRecord, Trace, trace_model
-from unetinspect.errors import RunError
+from unetinspect.errors import OptionsError, RunError
 from unetinspect.sources.resolve import Source
 
 DEFAULT_WARMUP = 2
@@ -48,6 +48,22 @@ ATTENTION_BACKENDS = {
 AUTO = "auto"  # torch picks the backend per call, as it does without `sdpa_kernel`
 ALL = "all"
 ATTENTION_CHOICES = (AUTO, *ATTENTION_BACKENDS, ALL)
+
+
+ProfileMode = Literal["step", "sweep", "branches"]
+
+
+def profile_mode(*, sweep: bool = False, attention: str = "auto", compile: bool = False, chrome_trace: bool = False,
+                 branches: bool = False, controlnets: tuple[object, ...] = ()) -> ProfileMode:
+    """Which profile a set of options asks for — one step block by block, a sweep of whole steps over sizes or
+    backends, or the shallow branches' latency — refusing the options that cannot go together."""
+    comparing = sweep or attention == "all"
+    if branches and (comparing or compile or chrome_trace or controlnets):
+        raise OptionsError("branch latencies come from one profile of the UNet's layers: leave out --sweep, "
+                           "--attention all, --compile, --trace and --controlnet")
+    if chrome_trace and comparing:
+        raise OptionsError("a trace records one profile: leave out --sweep and --attention all")
+    return "sweep" if comparing else "branches" if branches else "step"
 
 
 def attention_backends(choice: str) -> list[str]:

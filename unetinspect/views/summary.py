@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from unetinspect.sources.inputs import InputSpec
+from unetinspect.errors import OptionsError
 from unetinspect.sources.session import Session, Setup
 from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
@@ -100,6 +101,18 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
     for d in shape:
         count *= d
     return count * getattr(torch, dtype).itemsize
+
+
+def step_depth(depth: int, controlnets: tuple[object, ...] | list[object] | None) -> int:
+    """The depth to show: with ControlNets the step's top-level calls are the models themselves, so depth 1 (the
+    default) shows their blocks, at 2."""
+    return 2 if controlnets and depth == 1 else depth
+
+
+def refuse_branches_with_addons(branches: bool, controlnets: object, ip_adapter: object) -> None:
+    """Branches are costed on the UNet alone: an add-on with them is a usage error, not silently dropped."""
+    if branches and (controlnets or ip_adapter):
+        raise OptionsError("branches are costed on the UNet alone: leave out --controlnet and --ip-adapter")
 
 
 def summarize(

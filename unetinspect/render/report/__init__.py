@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 import shutil
 from html import escape
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unetinspect.views.graph import Graph
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
+from unetinspect.render.export import write_output
+from unetinspect.render.formats import View
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
 
@@ -215,3 +220,39 @@ def _page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
     for name, value in slots.items():
         page = page.replace(f"<!--slot:{name}-->", value)
     return page
+
+
+class ReportView(View):
+    """The report as a view of the one output layer: one self-contained HTML file."""
+
+    kind = "report"
+    file_formats = ("html",)
+
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        return cls.file_formats
+
+    def write(self, report: Report, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        return write_output(path, report_html(report), inputs)
+
+
+@dataclass(frozen=True)
+class ComparisonPage:
+    """Two UNets compared, with the block diagrams the page draws side by side."""
+
+    comparison: Comparison
+    graphs: tuple[Graph, Graph]
+
+
+class ComparisonPageView(View):
+    """`compare -o diff.html`: both diagrams side by side, as one HTML file."""
+
+    kind = "comparison page"
+    file_formats = ("html",)
+
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        return cls.file_formats
+
+    def write(self, page: ComparisonPage, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        return write_output(path, comparison_html(page.comparison, page.graphs), inputs)

@@ -1,0 +1,139 @@
+"""The command line's shared options, declared once as data, and the `--format` option made from a view.
+
+Every command that opens a source takes the same `--config/--variant/--allow-pickle`, and every command that runs
+a forward pass the same size options. They are declared here once (`SOURCE`, `SIZES`) and added to a command by
+`@with_options(SOURCE, SIZES)`, which hands them to it as one `Options` value: a new size option (`--frames`)
+is one line here and every command has it. `--format` is built from the formats the view itself declares
+(`View.formats`), so a command never lists formats by hand, and a view that learns a format offers it at once.
+
+Torch-free: `unetinspect --help` imports this.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class SharedOption:
+    """One option several commands take: its parameter name, its Typer annotation and its default."""
+
+    name: str
+    annotation: Any
+    default: Any
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    name: str
+    options: tuple[SharedOption, ...]
+
+
+# Typer shows each group in a panel of its own, under the command's own options.
+SOURCE_PANEL, SIZES_PANEL = "Source options", "Size options"
+
+
+def _source(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=SOURCE_PANEL, **options)
+
+
+def _size(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=SIZES_PANEL, **options)
+
+
+SOURCE = OptionGroup("source", (
+    SharedOption("config", Annotated[Optional[str], _source(
+        "--config", "-c", help="Config to use instead of the source's own (a config.json or a preset name).")], None),
+    SharedOption("variant", Annotated[Optional[str], _source(
+        "--variant", help="Weights variant of a diffusers folder, e.g. fp16.")], None),
+    SharedOption("allow_pickle", Annotated[bool, _source(
+        "--allow-pickle", help="Read .ckpt/.bin/.pt pickle files (weights_only=True). Only for files you trust.")],
+        False),
+))
+
+# "\[" keeps rich from reading "[default: …]" as markup (and dropping it)
+SIZES = OptionGroup("sizes", (
+    SharedOption("batch", Annotated[int, _size("--batch", "-b", min=1, help="Batch size.")], 1),
+    SharedOption("height", Annotated[Optional[int], _size(
+        "--height", help="Image height in pixels (the latent is the family's factor smaller: 8 for SD/SDXL, 4 for "
+        "the x4 upscaler, 1 in pixel space). \\[default: the config's sample_size]", show_default=False)], None),
+    SharedOption("width", Annotated[Optional[int], _size(
+        "--width", help="Image width in pixels. \\[default: the config's sample_size]", show_default=False)], None),
+    SharedOption("latent", Annotated[Optional[str], _size(
+        "--latent", help="The latent size instead of --height/--width, as HxW or one number (any model, also where "
+        "the pixel size is unknown).", show_default=False)], None),
+    SharedOption("text_len", Annotated[int, _size(
+        "--text-len", min=1, help="Text tokens (encoder_hidden_states length).")], 77),
+))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a command's shared options said, by parameter name."""
+
+    values: dict[str, Any]
+
+    @property
+    def loading(self) -> dict[str, Any]:
+        """The source options, as the library's keyword arguments (config, variant, allow_pickle)."""
+        return {option.name: self.values[option.name] for option in SOURCE.options if option.name in self.values}
+
+    def spec(self) -> Any:
+        """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`)."""
+        from unetinspect.sources.inputs import InputSpec
+
+        latent = self.values["latent"]
+        size = None
+        if latent is not None:
+            parts = latent.lower().split("x")
+            if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+                raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
+                                         param_hint="--latent")
+            size = (int(parts[0]), int(parts[-1]))
+        return InputSpec(batch=self.values["batch"], height=self.values["height"], width=self.values["width"],
+                         text_len=self.values["text_len"], latent=size)
+
+
+def with_options(*groups: OptionGroup) -> Callable[[F], F]:
+    """Add the groups' options to a command (after its own, in the help too) and hand them to it as `opts`.
+
+    Typer reads a command's parameters from its signature, so the wrapper shows Typer the command's own
+    parameters (less `opts`) followed by the shared ones, and gathers the shared ones back into one `Options`.
+    """
+    shared = [option for group in groups for option in group.options]
+
+    def decorate(command: F) -> F:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "opts"]
+        added = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default,
+                                   annotation=o.annotation) for o in shared]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {o.name: kwargs.pop(o.name) for o in shared}
+            return command(**kwargs, opts=Options(values))
+
+        wrapper.__signature__ = inspect.Signature([*own, *added])  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in [*own, *added]}
+        del wrapper.__wrapped__  # Typer must read the signature above, not the command's own
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def format_choices(view: type, *, name: str | None = None) -> type[Enum]:
+    """The formats a view declares, as the str Enum that Typer turns into a checked `--format` choice."""
+    values = view.formats()
+    return Enum(name or f"{view.__name__}Format", {value: value for value in values}, type=str)  # type: ignore[return-value]
+
+
+def format_option(choices: type[Enum], help: str = "Output format.") -> Any:
+    return Annotated[choices, typer.Option("--format", "-f", help=help)]
