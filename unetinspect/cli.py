@@ -98,6 +98,9 @@ LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent s
                                                   "as HxW or one number (any model, also where the pixel size is "
                                                   "unknown).", show_default=False)]
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
+FramesOpt = Annotated[Optional[int], typer.Option(
+    "--frames", help="Frames of a video UNet (a size like the others). [default: the family's own: 14 svd, 25 "
+    "svd-xt, 16 AnimateDiff]", show_default=False)]
 DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
                                        "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
 ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
@@ -120,7 +123,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     say(str(message), "warning", "yellow")
 
 
-def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None):
+def input_spec(batch: int, height: int | None, width: int | None, text_len: int, latent: str | None,
+               frames: int | None = None):
     """The size options as the library's InputSpec (`--latent 64x96` or `--latent 64`)."""
     from unetinspect.sources.inputs import InputSpec
 
@@ -132,7 +136,7 @@ def input_spec(batch: int, height: int | None, width: int | None, text_len: int,
             raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
                                      param_hint="--latent")
         size = (int(parts[0]), int(parts[-1]))
-    return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size)
+    return InputSpec(batch=batch, height=height, width=width, text_len=text_len, latent=size, frames=frames)
 
 
 def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
@@ -240,6 +244,7 @@ def summary(
     width: WidthOpt = None,
     latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
+    frames: FramesOpt = None,
     device: DeviceOpt = "meta",
     dtype: DtypeOpt = "fp32",
     fmt: Annotated[SummaryFormat, typer.Option("--format", "-f", help="Output format.")] = SummaryFormat.table,
@@ -271,7 +276,7 @@ def summary(
     from unetinspect.views.summary import summarize
     from unetinspect.render.summary_view import SummaryView
 
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = input_spec(batch, height, width, text_len, latent, frames)
     if branches and (controlnet or ip_adapter):
         raise typer.BadParameter("branches are costed on the UNet alone: leave out --controlnet and --ip-adapter",
                                  param_hint="--branches")
@@ -311,6 +316,7 @@ def profile(
     width: WidthOpt = None,
     latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
+    frames: FramesOpt = None,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
         "and print a latency/throughput table.", show_default=False)] = None,
@@ -356,7 +362,7 @@ def profile(
     inputs = [i for i in (source, config) if i]
     for path in (output, trace):
         refuse_output_early(path, *inputs)
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = input_spec(batch, height, width, text_len, latent, frames)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
                    variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
                    impl=impl.value)
@@ -449,6 +455,7 @@ def diagram(
     width: WidthOpt = None,
     latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
+    frames: FramesOpt = None,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -473,7 +480,7 @@ def diagram(
     from unetinspect.views.graph import diagram_graph
     from unetinspect.render.graph import Style, write_diagram
 
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = input_spec(batch, height, width, text_len, latent, frames)
     graph = run(diagram_graph, source, spec, level.value, focus, config=config, variant=variant,
                 allow_pickle=allow_pickle, impl=impl.value, controlnets=tuple(controlnet or ()))
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
@@ -569,6 +576,7 @@ def compare(
     width: WidthOpt = None,
     latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
+    frames: FramesOpt = None,
     device: DeviceOpt = "meta",
     latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
                                           "available, else the CPU; random weights for configs).")] = False,
@@ -602,7 +610,7 @@ def compare(
     from unetinspect.views.compare import compare as compare_sources
     from unetinspect.render.compare_view import CompareView
 
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = input_spec(batch, height, width, text_len, latent, frames)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
@@ -630,6 +638,7 @@ def report(
     width: WidthOpt = None,
     latent: LatentOpt = None,
     text_len: TextLenOpt = 77,
+    frames: FramesOpt = None,
     config: ConfigOpt = None,
     variant: VariantOpt = None,
     allow_pickle: AllowPickleOpt = False,
@@ -649,7 +658,7 @@ def report(
 
     inputs = [i for i in (source, config) if i]
     run(check_output_path, output, inputs)  # a bad path fails now, not after the tracing and drawing
-    spec = input_spec(batch, height, width, text_len, latent)
+    spec = input_spec(batch, height, width, text_len, latent, frames)
     result = run(build_report, source, spec, profile=latency, device=device, repeat=repeat, config=config,
                  variant=variant, allow_pickle=allow_pickle)
     say(f"wrote {run(write_output, output, run(report_html, result), inputs)}")

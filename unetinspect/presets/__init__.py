@@ -63,6 +63,14 @@ PRESETS: dict[str, Preset] = {
                "embedding", 1),
         Preset("kandinsky-2.1", "Kandinsky 2.1 decoder: MoVQ latents, text + CLIP image embeddings (text_image)", 8),
         Preset("kandinsky-2.2", "Kandinsky 2.2 decoder: MoVQ latents, CLIP image embedding only (image)", 8),
+        Preset("svd", "Stable Video Diffusion (img2vid): SD-2-shaped U with spatio-temporal resnets and "
+               "transformers, CLIP image embedding (1024), fps/motion/noise ids; 14 frames", 8),
+        Preset("svd-xt", "Stable Video Diffusion XT: svd's architecture, trained for 25 frames", 8),
+        Preset("animatediff", "AnimateDiff: sd15 + the v1.5-v2 motion adapter (motion modules in every block and "
+               "the mid block, 32 frames max); 16 frames", 8),
+        Preset("animatediff-v3", "AnimateDiff v3: sd15 + the v1.5-v3 motion adapter (no mid-block motion module)", 8),
+        Preset("animatediff-sdxl", "AnimateDiff SDXL (beta): sdxl + the SDXL motion adapter (3 levels, no mid-block "
+               "motion module)", 8),
         Preset("tiny", "A tiny SD-shaped UNet (3 levels, 32-64 channels) for demos and tests: runs in milliseconds",
                8),
     )
@@ -88,6 +96,9 @@ def pixel_factor(name: str) -> int:
     return PRESETS[name].pixel_factor
 
 
-def load_preset(name: str) -> UNetConfig:
-    return UNetConfig.from_dict(load_preset_dict(name), origin=f"preset {name}")
+def load_preset(name: str) -> Any:
+    """A preset's config, as the config class of the family its `_class_name` names (a video UNet's, a UNet's)."""
+    from unetinspect.families import config_from_dict
+
+    return config_from_dict(load_preset_dict(name), origin=f"preset {name}")
 

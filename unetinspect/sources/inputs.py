@@ -35,6 +35,7 @@ class Sizes:
     latent: tuple[int, int]  # (height, width) of `sample`
     pixels: tuple[int, int] | None  # the image's size where the family's pixel factor is known, else None
     text_len: int
+    frames: int | None = None  # a video UNet's frame count (a size like the others); None for image UNets
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class InputSpec:
     width: int | None = None
     text_len: int = DEFAULT_TEXT_LEN
     latent: tuple[int, int] | None = None
+    frames: int | None = None  # None: the video family's own default (SVD 14, SVD-XT 25, AnimateDiff 16)
 
     def resolve(self, config: UNetConfig, pixel_factor: int | None) -> Sizes:
         """The latent size (and pixel size, where `pixel_factor` is known) of this spec for `config`."""
@@ -67,7 +69,12 @@ class InputSpec:
             if self.width is not None:
                 latent_w = _to_latent(self.width, "width", pixel_factor)
         pixels = (latent_h * pixel_factor, latent_w * pixel_factor) if pixel_factor else None
-        return Sizes(self.batch, (latent_h, latent_w), pixels, self.text_len)
+        default_frames = getattr(config, "default_frames", None)  # only the video configs have one
+        if self.frames is not None and default_frames is None:
+            raise RunError(f"--frames {self.frames}: this UNet makes images, it has no frame axis",
+                           "leave out --frames, or give a video UNet (svd, animatediff, ...)")
+        frames = self.frames if self.frames is not None else default_frames
+        return Sizes(self.batch, (latent_h, latent_w), pixels, self.text_len, frames)
 
 
 def _to_latent(pixels: int, name: str, factor: int) -> int:
@@ -107,9 +114,14 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
     level) and a cross-attention's keys (batch × tokens × channels); anything bigger than the device's memory
     would fail minutes later, or, on the meta device, give numbers for a model no machine can run.
     """
-    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len)):
+    frames = 1 if sizes.frames is None else sizes.frames
+    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len), ("frames", frames)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RunError(f"--{name} {value!r} is not a positive integer")
+    covered = getattr(config, "motion_max_seq_length", None)
+    if covered is not None and frames > covered:
+        raise RunError(f"--frames {frames}: this UNet's motion modules cover at most {covered} frames "
+                       "(motion_max_seq_length)", f"use --frames {covered} or fewer")
     h, w = sizes.latent
     for name, value in (("latent height", h), ("latent width", w)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -117,13 +129,15 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
     channels = config.block_out_channels
     feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
     keys = sizes.text_len * max(config.context_dim, *channels)
-    largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
+    # a video UNet runs every frame as an image: its activations are batch × frames images'
+    largest = sizes.batch * frames * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
     limit, where = _memory_limit(device)
     if largest > limit:
         size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
-        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+        video = f" × {frames} frames" if sizes.frames is not None else ""
+        raise RunError(f"batch {sizes.batch}{video} at {size} with {sizes.text_len} text tokens needs "
                        f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
-                       "lower --batch, the size or --text-len")
+                       "lower --batch, --frames, the size or --text-len")
 
 
 def _gib(nbytes: int) -> str:
@@ -186,6 +200,10 @@ def make_inputs(
             return torch.empty(shape, dtype=dtype, device=device)
         return torch.randn(shape, generator=generator, device=device).to(dtype)
 
+    family = family_of(config)
+    if family.make_inputs is not None:  # a forward unlike a UNet's (the video UNets)
+        return family.make_inputs(config, floats, sizes)
+
     def longs(high: int) -> torch.Tensor:
         if device.type == "meta":
             return torch.empty((b,), dtype=torch.long, device=device)
@@ -239,7 +257,7 @@ def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], si
     """added_cond_kwargs for addition_embed_type (IF's 'text' pools the context and needs none)."""
     kind, batch, (h, w) = config.addition_embed_type, sizes.batch, sizes.latent
     if kind == "text_time":
-        return _sdxl_inputs(config, floats, sizes)
+        return sdxl_inputs(config, floats, sizes)
     if kind == "text_image":  # Kandinsky 2.1: pooled text and image embeddings, both cross_attention_dim wide
         return {"text_embeds": floats(batch, config.cross_attention_dim),
                 "image_embeds": floats(batch, config.cross_attention_dim)}
@@ -251,7 +269,7 @@ def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], si
     return {}
 
 
-def _sdxl_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
+def sdxl_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
     text_dim = sdxl_text_embeds_dim(config)
     n_ids = (config.projection_class_embeddings_input_dim - text_dim) // config.addition_time_embed_dim
     # original size, crop top-left, then target size (base) or aesthetic score (refiner)
