@@ -153,6 +153,11 @@ class SVDConfig(_ImageHalf):
         return self.num_frames
 
     @property
+    def context_tokens(self) -> int:
+        """The context is the CLIP image embedding of the conditioning frame: one token, whatever --text-len."""
+        return 1
+
+    @property
     def mid_transformer_layers(self) -> int | list[int]:
         return self.unet.mid_transformer_layers
 

@@ -28,7 +28,7 @@ def svd_inputs(config: SVDConfig, floats: Callable[..., Any], sizes: Any) -> dic
     return {
         "sample": sample,
         "timestep": torch.full((batch,), 999, dtype=torch.long, device=sample.device),
-        "encoder_hidden_states": floats(batch, 1, config.context_dim),
+        "encoder_hidden_states": floats(batch, sizes.text_len, config.context_dim),  # 1 token
         "added_time_ids": torch.tensor([SVD_TIME_IDS], device=sample.device).repeat(batch, 1).to(sample.dtype),
     }
 

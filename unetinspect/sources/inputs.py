@@ -69,12 +69,11 @@ class InputSpec:
             if self.width is not None:
                 latent_w = _to_latent(self.width, "width", pixel_factor)
         pixels = (latent_h * pixel_factor, latent_w * pixel_factor) if pixel_factor else None
-        default_frames = getattr(config, "default_frames", None)  # only the video configs have one
-        if self.frames is not None and default_frames is None:
-            raise RunError(f"--frames {self.frames}: this UNet makes images, it has no frame axis",
-                           "leave out --frames, or give a video UNet (svd, animatediff, ...)")
-        frames = self.frames if self.frames is not None else default_frames
-        return Sizes(self.batch, (latent_h, latent_w), pixels, self.text_len, frames)
+        # only the video configs have a frame axis; an image UNet beside one (`compare sd15 animatediff`) has none
+        default_frames = getattr(config, "default_frames", None)
+        frames = None if default_frames is None else self.frames if self.frames is not None else default_frames
+        text_len = getattr(config, "context_tokens", None) or self.text_len  # SVD: one image-embedding token
+        return Sizes(self.batch, (latent_h, latent_w), pixels, text_len, frames)
 
 
 def _to_latent(pixels: int, name: str, factor: int) -> int:
