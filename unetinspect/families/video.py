@@ -12,6 +12,7 @@ from typing import Any
 
 from unetinspect.errors import UnsupportedConfigError
 from unetinspect.families.family import Family
+from unetinspect.families.unet2d import sdxl_inputs
 from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 
 # What the SVD pipeline passes by default: fps 7 (given as fps - 1), motion bucket 127, noise augmentation 0.02.
@@ -37,8 +38,6 @@ def motion_inputs(config: MotionConfig, floats: Callable[..., Any], sizes: Any) 
     """sample (b, 4, frames, h, w); the text once per frame (b·frames, tokens, dim), as AnimateDiff's pipelines
     repeat it; SDXL's size conditioning once per video."""
     import torch
-
-    from unetinspect.sources.inputs import sdxl_inputs
 
     batch, (h, w), frames = sizes.batch, sizes.latent, sizes.frames
     sample = floats(batch, config.in_channels, frames, h, w)

@@ -18,8 +18,10 @@ from importlib import resources
 from typing import Any
 
 from unetinspect.config import UNetConfig
+from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 
 DEFAULT_PRESET = "sd15"
+_CONFIG_CLASSES: dict[str, type] = {SVD_CLASS: SVDConfig, MOTION_CLASS: MotionConfig}  # others: UNetConfig
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,10 @@ def pixel_factor(name: str) -> int:
     return PRESETS[name].pixel_factor
 
 
-def load_preset(name: str) -> Any:
-    """A preset's config, as the config class of the family its `_class_name` names (a video UNet's, a UNet's)."""
-    from unetinspect.families import config_from_dict
-
-    return config_from_dict(load_preset_dict(name), origin=f"preset {name}")
+def load_preset(name: str) -> UNetConfig | SVDConfig | MotionConfig:
+    """A preset's config, as the config class its `_class_name` names (presets sit below the family registry,
+    so they name the config classes themselves)."""
+    data = load_preset_dict(name)
+    config_class = _CONFIG_CLASSES.get(data.get("_class_name"), UNetConfig)
+    return config_class.from_dict(data, origin=f"preset {name}")
 

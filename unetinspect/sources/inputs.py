@@ -18,12 +18,11 @@ import torch
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.families import config_from_dict, family_of, is_model_config
+from unetinspect.families.unet2d import sdxl_inputs
 from unetinspect.models.attention import DualTransformer2DModel
 
 DEFAULT_TEXT_LEN = 77
 DEFAULT_LATENT = 64  # when a config has no sample_size, as diffusers' pipelines assume
-# The pooled text embedding SDXL adds to its size/crop conditioning (OpenCLIP bigG's projection width).
-SDXL_POOLED_DIM = 1280
 HINT_FACTOR = 8  # Kandinsky's hint encoder halves the hint image three times
 
 
@@ -154,18 +153,6 @@ def _memory_limit(device: torch.device) -> tuple[int, str]:
     return MAX_ACTIVATION_BYTES, "any single device has"
 
 
-def sdxl_text_embeds_dim(config: UNetConfig) -> int:
-    """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
-
-    The config only gives the sum (pooled + n_ids × addition_time_embed_dim); SDXL base (6 ids) and refiner
-    (5 ids) both pool to 1280, so that is assumed when it fits, else 6 time ids.
-    """
-    total, per_id = config.projection_class_embeddings_input_dim, config.addition_time_embed_dim
-    if total > SDXL_POOLED_DIM and (total - SDXL_POOLED_DIM) % per_id == 0:
-        return SDXL_POOLED_DIM
-    return total - 6 * per_id
-
-
 def make_inputs(
     config: UNetConfig | Mapping[str, Any],
     sizes: Sizes | InputSpec = InputSpec(),
@@ -266,17 +253,6 @@ def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], si
         return {"image_embeds": floats(batch, config.encoder_hid_dim),
                 "hint": floats(batch, 3, h * HINT_FACTOR, w * HINT_FACTOR)}
     return {}
-
-
-def sdxl_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
-    text_dim = sdxl_text_embeds_dim(config)
-    n_ids = (config.projection_class_embeddings_input_dim - text_dim) // config.addition_time_embed_dim
-    # original size, crop top-left, then target size (base) or aesthetic score (refiner)
-    h, w = sizes.latent
-    pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
-    ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
-    return {"text_embeds": floats(sizes.batch, text_dim),
-            "time_ids": torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(sizes.batch, 1)}
 
 
 GLIGEN_MAX_OBJECTS = 30  # the GLIGEN pipelines always pass 30 box slots, the unused ones masked out
