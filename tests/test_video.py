@@ -238,3 +238,30 @@ def test_frames_zero_on_the_cli_is_one_line(invoke):
     result = invoke("summary", "svd", "--frames", "0")
     assert result.exit_code == 1
     assert "--frames 0" in result.output
+
+
+@pytest.mark.parametrize("kind", ["svd", "motion"])
+def test_a_live_diffusers_video_unet_opens_in_summary(kind):
+    """diffusers' own object (pipe.unet) is read through its family: its config, its frame axis, a meta copy."""
+    diffusers = pytest.importorskip("diffusers")
+    from unetinspect import summarize
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind == "svd":
+            module = diffusers.UNetSpatioTemporalConditionModel(**SMALL_SVD).eval()
+        else:
+            module = diffusers.UNetMotionModel.from_unet2d(diffusers.UNet2DConditionModel(**SMALL_UNET),
+                                                           diffusers.MotionAdapter(**SMALL_ADAPTER)).eval()
+    result = summarize(module, InputSpec(frames=3))
+    assert result.setup.sizes.frames == 3 and result.setup.model_type == type(module).__name__
+    assert result.trace.total_params == count_parameters(module)
+
+
+def test_impl_diffusers_runs_the_twin_of_a_video_config(invoke, tmp_path):
+    pytest.importorskip("diffusers")
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(SVDConfig.from_dict(SMALL_SVD).to_dict()))
+    result = invoke("summary", path, "--impl", "diffusers", "--device", "cpu", "--frames", "2")
+    assert result.exit_code == 0, result.output
+    assert "(diffusers)" in result.output
