@@ -99,8 +99,8 @@ LatentOpt = Annotated[Optional[str], typer.Option("--latent", help="The latent s
                                                   "unknown).", show_default=False)]
 TextLenOpt = Annotated[int, typer.Option("--text-len", min=1, help="Text tokens (encoder_hidden_states length).")]
 FramesOpt = Annotated[Optional[int], typer.Option(
-    "--frames", help="Frames of a video UNet (a size like the others). [default: the family's own: 14 svd, 25 "
-    "svd-xt, 16 AnimateDiff]", show_default=False)]
+    "--frames", help="Frames of a video UNet, a size like the others (default: the family's own: 14 svd, 25 "
+    "svd-xt, 16 AnimateDiff; an image UNet has none).", show_default=False)]
 DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
                                        "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
 ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
