@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from unetinspect.config import UNetConfig
-from unetinspect.errors import ConfigError, InputError, RunError, UnetInspectError
+from unetinspect.errors import ConfigError, InputError, RunError
 from unetinspect.models.motion import MotionAdapter, UNetMotionModel
 from unetinspect.models.svd import UNetSpatioTemporalConditionModel
 from unetinspect.models.unet import UNet2DConditionModel

@@ -29,7 +29,7 @@ ADAPTER_CLASS = "MotionAdapter"
 
 _FRAMES = Rule(int, 1, MAX_FRAMES, meaning="frames")
 _DEPTH = Rule(int, 1, MAX_TRANSFORMER_DEPTH, nesting=2, meaning="transformer blocks per layer")
-_OPTIONAL_DEPTH = Rule(int, 1, MAX_TRANSFORMER_DEPTH, nesting=2, nullable=True, list_only=False,
+_OPTIONAL_DEPTH = Rule(int, 1, MAX_TRANSFORMER_DEPTH, nesting=2, nullable=True,
                        meaning="transformer blocks per layer")
 _HEADS = Rule(int, 1, MAX_HEADS, nesting=1, meaning="heads")
 
@@ -123,7 +123,8 @@ class SVDConfig(_ImageHalf):
             down_block_types=_renamed(self.down_block_types, SVD_DOWN_NAMES, "down_block_types"),
             up_block_types=_renamed(self.up_block_types, SVD_UP_NAMES, "up_block_types"),
             block_out_channels=self.block_out_channels, layers_per_block=self.layers_per_block,
-            cross_attention_dim=self.cross_attention_dim, transformer_layers_per_block=self.transformer_layers_per_block,
+            cross_attention_dim=self.cross_attention_dim,
+            transformer_layers_per_block=self.transformer_layers_per_block,
             attention_head_dim=self.num_attention_heads, addition_embed_type="text_time",
             addition_time_embed_dim=self.addition_time_embed_dim,
             projection_class_embeddings_input_dim=self.projection_class_embeddings_input_dim,
