@@ -265,3 +265,21 @@ def test_impl_diffusers_runs_the_twin_of_a_video_config(invoke, tmp_path):
     result = invoke("summary", path, "--impl", "diffusers", "--device", "cpu", "--frames", "2")
     assert result.exit_code == 0, result.output
     assert "(diffusers)" in result.output
+
+
+def test_a_diffusers_video_folder_loads_its_weights(tmp_path):
+    """config.json + diffusion_pytorch_model.safetensors of a video UNet: read by its family, weights assigned."""
+    from safetensors.torch import save_file
+
+    from unetinspect import load_unet
+
+    config = SVDConfig.from_dict(SMALL_SVD)
+    model = _perturbed(UNetSpatioTemporalConditionModel(config))
+    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, tmp_path / "diffusion_pytorch_model.safetensors")
+    loaded = load_unet(tmp_path, device="cpu")
+    assert isinstance(loaded, UNetSpatioTemporalConditionModel)
+    inputs = make_inputs(config, InputSpec(frames=2))
+    with torch.no_grad():
+        assert _max_error(loaded(**inputs), model(**inputs)) <= 1e-4  # the parity bound used throughout
