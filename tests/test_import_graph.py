@@ -15,7 +15,8 @@ import unetinspect
 ROOT = Path(unetinspect.__file__).parent
 # Rooms by layer: a module imports (when it runs) only from its own layer or below.
 LAYERS = {
-    "errors": 0, "files": 0, "block_types": 0, "config_values": 0, "config": 0, "controlnet_config": 0, "presets": 0,
+    "errors": 0, "files": 0, "block_types": 0, "config_values": 0, "config": 0, "controlnet_config": 0,
+    "video_config": 0, "presets": 0,
     "weights": 1, "families": 1, "models": 1, "engine": 1,
     "sources": 2,
     "views": 3,

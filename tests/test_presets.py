@@ -11,14 +11,15 @@ from unetinspect.sources.loading import build_model
 
 
 def diffusers_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """diffusers' own state-dict shapes for a config, built on the meta device (no memory, full size is fine)."""
+    """diffusers' own state-dict shapes for a config (of the class its `_class_name` names), built on the meta
+    device (no memory, full size is fine)."""
     import warnings
 
-    from diffusers import UNet2DConditionModel
+    import diffusers
 
     with warnings.catch_warnings(), torch.device("meta"):
         warnings.simplefilter("ignore")
-        model = UNet2DConditionModel.from_config(config)
+        model = getattr(diffusers, config.get("_class_name", "UNet2DConditionModel")).from_config(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

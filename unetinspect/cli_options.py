@@ -73,6 +73,9 @@ SIZES = OptionGroup("sizes", (
         "the pixel size is unknown).", show_default=False)], None),
     SharedOption("text_len", Annotated[int, _size(
         "--text-len", min=1, help="Text tokens (encoder_hidden_states length).")], 77),
+    SharedOption("frames", Annotated[Optional[int], _size(
+        "--frames", help="Frames of a video UNet, a size like the others (default: the family's own: 14 svd, 25 "
+        "svd-xt, 16 AnimateDiff; an image UNet has none).", show_default=False)], None),
 ))
 
 
@@ -100,7 +103,7 @@ class Options:
                                          param_hint="--latent")
             size = (int(parts[0]), int(parts[-1]))
         return InputSpec(batch=self.values["batch"], height=self.values["height"], width=self.values["width"],
-                         text_len=self.values["text_len"], latent=size)
+                         text_len=self.values["text_len"], latent=size, frames=self.values["frames"])
 
 
 def with_options(*groups: OptionGroup) -> Callable[[F], F]:

@@ -26,6 +26,7 @@ MAX_KERNEL = 15  # conv_in / conv_out kernel size (real UNets: 1-3)
 MAX_CLASS_EMBEDS = 100_000  # rows of the class-label table
 MAX_SAMPLE_SIZE = 8192  # latent pixels per side (a 64k-px image)
 MAX_SHIFT = 1000  # freq_shift
+MAX_FRAMES = 100_000  # frames a video config may name (SVD: 14 or 25; AnimateDiff's position code: 32)
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,14 @@ _KIND_WORDS = {int: "an integer", float: "a number", bool: "true or false", str:
 
 def check_field_values(config: Any) -> None:
     """Every field of `config` against its rule; the first value outside it is a `ConfigError`."""
-    for name, rule in RULES.items():
-        _check_value(name, getattr(config, name), rule, rule.nesting, top=True)
+    check_rules(config, RULES)
     _check_sizes(config)
+
+
+def check_rules(config: Any, rules: dict[str, Rule]) -> None:
+    """The fields `rules` names, each against its rule (other model families' configs use this too)."""
+    for name, rule in rules.items():
+        _check_value(name, getattr(config, name), rule, rule.nesting, top=True)
 
 
 def _check_value(name: str, value: Any, rule: Rule, nesting: int, top: bool = False) -> None:

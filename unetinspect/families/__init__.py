@@ -18,9 +18,11 @@ from unetinspect.errors import RunError
 from unetinspect.families.controlnet import CONTROLNET
 from unetinspect.families.family import Family
 from unetinspect.families.unet2d import UNET2D
+from unetinspect.families.video import MOTION, SVD
 
-# The most specific first: a ControlNet's keys hold a UNet's encoder, so it must be asked before the UNet.
-FAMILIES: tuple[Family, ...] = (CONTROLNET, UNET2D)
+# The most specific first: a ControlNet's keys hold a UNet's encoder, so it must be asked before the UNet; the
+# video UNets' model classes are UNet2DConditionModel's subclasses, so they too come first.
+FAMILIES: tuple[Family, ...] = (CONTROLNET, SVD, MOTION, UNET2D)
 DEFAULT = FAMILIES[-1]  # a config.json without `_class_name` is a UNet2DConditionModel's, as diffusers reads it
 
 

@@ -42,6 +42,8 @@ class Family:
     diffusers_roots: frozenset[str]  # first parts of its diffusers keys …
     min_roots: int  # … of which a file must hold this many to be one of this family
     extra_inputs: Callable[[Any, Callable[..., Any], int, tuple[int, int]], dict[str, Any]] = _no_inputs
+    # (config, floats, sizes) → all the forward's inputs, for families whose forward is unlike a UNet's (video)
+    make_inputs: Callable[[Any, Callable[..., Any], Any], dict[str, Any]] | None = None
     diagram_kinds: tuple[DiagramKind, ...] = field(default=())
 
     @property

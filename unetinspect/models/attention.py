@@ -6,6 +6,8 @@ the "attentions" of a block; each BasicTransformerBlock is self-attention, cross
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -158,12 +160,14 @@ class GEGLU(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """The transformer MLP: GEGLU to 4x width, dropout, linear back (`net.0`, `net.1`, `net.2` as in diffusers)."""
+    """The transformer MLP: GEGLU to 4x width, dropout, linear out (`net.0`, `net.1`, `net.2` as in diffusers).
 
-    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0) -> None:
+    `dim_out` differs from `dim` only in SVD's temporal blocks (`ff_in`), which may change the width."""
+
+    def __init__(self, dim: int, mult: int = 4, dropout: float = 0.0, dim_out: int | None = None) -> None:
         super().__init__()
         inner_dim = dim * mult
-        self.net = nn.ModuleList([GEGLU(dim, inner_dim), nn.Dropout(dropout), nn.Linear(inner_dim, dim)])
+        self.net = nn.ModuleList([GEGLU(dim, inner_dim), nn.Dropout(dropout), nn.Linear(inner_dim, dim_out or dim)])
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         for layer in self.net:
@@ -197,7 +201,9 @@ class BasicTransformerBlock(nn.Module):
 
     With `only_cross_attention` the first attention also reads the text instead of the image tokens. GLIGEN
     (`attention_type` gated / gated-text-image) adds a `fuser` between the two attentions, run only when the
-    call brings grounding tokens (`gligen_objs`).
+    call brings grounding tokens (`gligen_objs`). AnimateDiff's motion modules make the second attention a
+    self-attention too (`double_self_attention`) and add a fixed sinusoidal code of the token's position (its
+    frame) before each attention (`max_positions`: the longest sequence the code covers).
     """
 
     def __init__(
@@ -211,16 +217,19 @@ class BasicTransformerBlock(nn.Module):
         upcast_attention: bool = False,
         norm_eps: float = 1e-5,
         attention_type: str = "default",
+        double_self_attention: bool = False,
+        max_positions: int | None = None,
     ) -> None:
         super().__init__()
         self.only_cross_attention = only_cross_attention
+        self.pos_embed = SinusoidalPositionalEmbedding(dim, max_positions) if max_positions is not None else None
         heads = dict(heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout,
                      upcast_attention=upcast_attention)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
         self.attn1 = Attention(dim, cross_attention_dim if only_cross_attention else None, **heads)
-        if cross_attention_dim is not None:
+        if cross_attention_dim is not None or double_self_attention:
             self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-            self.attn2 = Attention(dim, cross_attention_dim, **heads)
+            self.attn2 = Attention(dim, None if double_self_attention else cross_attention_dim, **heads)
         else:
             self.norm2 = self.attn2 = None
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
@@ -232,13 +241,45 @@ class BasicTransformerBlock(nn.Module):
                 attention_mask: torch.Tensor | None = None, encoder_attention_mask: torch.Tensor | None = None,
                 gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
         context = encoder_hidden_states if self.only_cross_attention else None
-        hidden_states = self.attn1(self.norm1(hidden_states), context, attention_mask) + hidden_states
+        hidden_states = self.attn1(self._positioned(self.norm1(hidden_states)), context, attention_mask) \
+            + hidden_states
         if gligen_objs is not None:
             hidden_states = self.fuser(hidden_states, gligen_objs)
         if self.attn2 is not None:
-            hidden_states = self.attn2(self.norm2(hidden_states), encoder_hidden_states, encoder_attention_mask) \
-                + hidden_states
+            hidden_states = self.attn2(self._positioned(self.norm2(hidden_states)), encoder_hidden_states,
+                                       encoder_attention_mask) + hidden_states
         return self.ff(self.norm3(hidden_states)) + hidden_states
+
+    def _positioned(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens if self.pos_embed is None else self.pos_embed(tokens)
+
+
+class SinusoidalPositionalEmbedding(nn.Module):
+    """Adds the transformer's fixed sin/cos code of each token's position (AnimateDiff: of each frame).
+
+    The table `pe` (1, max_positions, dim) is a saved buffer, as in diffusers, so checkpoints carry it; it is
+    computed, never learned, and `reset_buffers` rebuilds it where a model was made on the meta device.
+    """
+
+    def __init__(self, dim: int, max_positions: int) -> None:
+        super().__init__()
+        self.register_buffer("pe", self._table(dim, max_positions))
+
+    @staticmethod
+    def _table(dim: int, max_positions: int) -> torch.Tensor:
+        position = torch.arange(max_positions, dtype=torch.float32, device=torch.get_default_device()).unsqueeze(1)
+        frequencies = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=position.device)
+                                * (-math.log(10000.0) / dim))
+        table = torch.zeros(1, max_positions, dim, device=position.device)
+        table[0, :, 0::2] = torch.sin(position * frequencies)  # even channels: sin, odd: cos
+        table[0, :, 1::2] = torch.cos(position * frequencies)
+        return table
+
+    def reset_buffers(self) -> None:
+        self.pe.copy_(self._table(self.pe.shape[-1], self.pe.shape[1]).to(self.pe))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.pe[:, :tokens.shape[1]]  # (b, n, dim) + (1, n, dim)
 
 
 class Transformer2DModel(nn.Module):

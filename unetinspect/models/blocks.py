@@ -14,6 +14,7 @@ The k-diffusion blocks differ more and live in k_blocks.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -219,20 +220,28 @@ class DownBlock2D(nn.Module):
     def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
         return Downsample2D(channels, channels, padding=padding)
 
+    def _run_resnet(self, i: int, hidden_states: torch.Tensor, temb: torch.Tensor, **context: Any) -> torch.Tensor:
+        """Resnet i on its input (a spatio-temporal resnet also reads the frames from `context`)."""
+        return self.resnets[i](hidden_states, temb)
+
     def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         return self.downsamplers[0](hidden_states)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None, gligen_objs: torch.Tensor | None = None,
-                additional_residuals: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
-        """`additional_residuals` (a T2I-Adapter's feature for this level) is added after the last attention."""
+                additional_residuals: torch.Tensor | None = None,
+                **frame_inputs: Any) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """`additional_residuals` (a T2I-Adapter's feature for this level) is added after the last attention.
+        `frame_inputs` are what a video block's layers read beside the text (`num_frames`, SVD's
+        `image_only_indicator`); they join the context its `_run_resnet` and `layer_attention` receive."""
         context = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
-                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
+                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs, **frame_inputs)
         skips: tuple[torch.Tensor, ...] = ()
-        for i, resnet in enumerate(self.resnets):
+        for i in range(len(self.resnets)):
             # what follows resnet i; `context` holds the text, the masks and GLIGEN's tokens
-            hidden_states = self.layer_attention(self, i, resnet(hidden_states, temb), **context)
+            hidden_states = self.layer_attention(self, i, self._run_resnet(i, hidden_states, temb, **context),
+                                                 **context)
             if i == len(self.resnets) - 1 and additional_residuals is not None:
                 hidden_states = hidden_states + additional_residuals
             skips += (hidden_states,)
@@ -298,14 +307,17 @@ class UNetMidBlock2DCrossAttn(nn.Module):
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None,
-                gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
-        hidden_states = self.resnets[0](hidden_states, temb)
-        for i, resnet in enumerate(self.resnets[1:]):
-            hidden_states = self.layer_attention(self, i, hidden_states, encoder_hidden_states=encoder_hidden_states,
-                                                 attention_mask=attention_mask,
-                                                 encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
-            hidden_states = resnet(hidden_states, temb)
+                gligen_objs: torch.Tensor | None = None, **frame_inputs: Any) -> torch.Tensor:
+        """`frame_inputs`: as in DownBlock2D.forward."""
+        context = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
+                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs, **frame_inputs)
+        hidden_states = self._run_resnet(0, hidden_states, temb, **context)
+        for i in range(len(self.attentions)):
+            hidden_states = self.layer_attention(self, i, hidden_states, **context)
+            hidden_states = self._run_resnet(i + 1, hidden_states, temb, **context)
         return hidden_states
+
+    _run_resnet = DownBlock2D._run_resnet
 
 
 class UNetMidBlock2DSimpleCrossAttn(UNetMidBlock2DCrossAttn):
@@ -375,6 +387,8 @@ class UpBlock2D(nn.Module):
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
         return Upsample2D(channels, channels)
 
+    _run_resnet = DownBlock2D._run_resnet
+
     def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:
         return self.upsamplers[0](hidden_states, upsample_size)
@@ -383,12 +397,14 @@ class UpBlock2D(nn.Module):
                 temb: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                 upsample_size: torch.Size | None = None, attention_mask: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None,
-                gligen_objs: torch.Tensor | None = None) -> torch.Tensor:
+                gligen_objs: torch.Tensor | None = None, **frame_inputs: Any) -> torch.Tensor:
+        """`frame_inputs`: as in DownBlock2D.forward."""
         context = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask,
-                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs)
-        for i, resnet in enumerate(self.resnets):
+                       encoder_attention_mask=encoder_attention_mask, gligen_objs=gligen_objs, **frame_inputs)
+        for i in range(len(self.resnets)):
             hidden_states = torch.cat([hidden_states, res_hidden_states_tuple[-1 - i]], dim=1)
-            hidden_states = self.layer_attention(self, i, resnet(hidden_states, temb), **context)
+            hidden_states = self.layer_attention(self, i, self._run_resnet(i, hidden_states, temb, **context),
+                                                 **context)
         if self.upsamplers is not None:
             hidden_states = self._upsample(hidden_states, temb, upsample_size)
         return hidden_states

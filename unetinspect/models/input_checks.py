@@ -113,3 +113,46 @@ def _check_text_time(config: UNetConfig, added: dict[str, Any], batch: int) -> N
 
 def _shape(value: Any) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else f"(a {type(value).__name__})"
+
+
+def _check_frames(sample: Any, frames_axis: int, channels: int, pattern: str, max_frames: int | None) -> int:
+    """A video sample: 5-D, its channels right, at least one frame (and no more than the model's position code
+    covers). Returns the batch."""
+    if isinstance(sample, torch.Tensor) and sample.ndim == 4:
+        raise InputError(f"sample has shape {_shape(sample)}, one image; this video UNet expects {pattern}",
+                         "add the frame axis")
+    sizes = {2 if frames_axis == 1 else 1: channels}
+    _expect("sample", sample, 5, sizes, pattern)
+    frames = sample.shape[frames_axis]
+    if frames < 1:
+        raise InputError(f"sample has {frames} frames; a video needs at least one")
+    if max_frames is not None and frames > max_frames:
+        raise InputError(f"sample has {frames} frames; this UNet's motion modules cover at most {max_frames} "
+                         "(motion_max_seq_length)", "lower the frame count")
+    return sample.shape[0]
+
+
+def check_svd_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_states: Any,
+                     added_time_ids: Any) -> None:
+    """Stable Video Diffusion: sample (batch, frames, channels, h, w), the image embedding (batch, tokens, dim)
+    and one row of added time ids per video."""
+    batch = _check_frames(sample, 1, config.in_channels, f"(batch, frames, {config.in_channels}, height, width)",
+                          None)
+    _check_timestep(timestep, batch)
+    _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch, 2: config.context_dim},
+            "(batch={0}, tokens, {2})")
+    ids = config.projection_class_embeddings_input_dim // config.addition_time_embed_dim
+    _expect("added_time_ids", added_time_ids, 2, {0: batch, 1: ids}, "(batch={0}, {1}): fps, motion bucket, noise")
+
+
+def check_motion_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_states: Any,
+                        added_cond_kwargs: dict[str, Any] | None) -> None:
+    """AnimateDiff: sample (batch, channels, frames, h, w), the text one row per frame (batch·frames, ...)."""
+    batch = _check_frames(sample, 2, config.in_channels, f"(batch, {config.in_channels}, frames, height, width)",
+                          config.motion_max_seq_length)
+    frames = sample.shape[2]
+    _check_timestep(timestep, batch)
+    _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch * frames, 2: config.context_dim},
+            "(batch·frames={0}, tokens, {2})")
+    if config.addition_embed_type == "text_time":
+        _check_text_time(config, added_cond_kwargs or {}, batch)

@@ -67,9 +67,9 @@ class UNet2DConditionModel(nn.Module):
 
         n = c.num_blocks
         self.down_blocks = nn.ModuleList(
-            DOWN_BLOCKS[block_type](
-                spec(i), in_channels=channels[max(i - 1, 0)], out_channels=channels[i], num_layers=layers[i],
-                add_downsample=i < n - 1, downsample_padding=c.downsample_padding,
+            self._down_block(
+                i, block_type, spec(i), in_channels=channels[max(i - 1, 0)], out_channels=channels[i],
+                num_layers=layers[i], add_downsample=i < n - 1, downsample_padding=c.downsample_padding,
                 transformer_layers=c.transformer_layers_list[i],
             )
             for i, block_type in enumerate(c.down_block_classes)
@@ -78,18 +78,15 @@ class UNet2DConditionModel(nn.Module):
         # UNetMidBlock2DCrossAttn never uses only_cross_attention; the SimpleCrossAttn one has its own flag
         mid_only_cross = c.mid_only_cross_attention if c.mid_block_type == "UNetMidBlock2DSimpleCrossAttn" else False
         self.mid_block = (
-            MID_BLOCKS[c.mid_block_type](
-                spec(n - 1, only_cross_attention=mid_only_cross), channels[-1],
-                transformer_layers=c.mid_transformer_layers, output_scale_factor=c.mid_block_scale_factor,
-            )
+            self._mid_block(spec(n - 1, only_cross_attention=mid_only_cross), channels[-1])
             if c.mid_block_type is not None else None
         )
 
         # Up block i mirrors down level n-1-i: it consumes that level's skips (layers+1 of them). diffusers reads
         # its attention_head_dim at index i, not n-1-i (only the SimpleCrossAttn, Attn and K blocks use it).
         self.up_blocks = nn.ModuleList(
-            UP_BLOCKS[block_type](
-                spec(n - 1 - i, head_dim_index=i),
+            self._up_block(
+                i, block_type, spec(n - 1 - i, head_dim_index=i),
                 in_channels=channels[max(n - 2 - i, 0)],
                 prev_output_channel=channels[min(n - i, n - 1)],
                 out_channels=channels[n - 1 - i],
@@ -109,6 +106,24 @@ class UNet2DConditionModel(nn.Module):
         self.conv_out = nn.Conv2d(channels[0], c.out_channels, kernel_size=c.conv_out_kernel,
                                   padding=(c.conv_out_kernel - 1) // 2)
         self.position_net = position_net(c)
+
+    # ---- the blocks, one hook each: the video UNets build theirs with temporal layers -------------------------
+
+    def _down_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
+        return DOWN_BLOCKS[block_type](spec, **shape)
+
+    def _mid_block(self, spec: BlockSpec, channels: int) -> nn.Module:
+        c = self.config
+        return MID_BLOCKS[c.mid_block_type](spec, channels, transformer_layers=c.mid_transformer_layers,
+                                            output_scale_factor=c.mid_block_scale_factor)
+
+    def _up_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
+        return UP_BLOCKS[block_type](spec, **shape)
+
+    @staticmethod
+    def _block_inputs(block: nn.Module, attention: AttentionInputs) -> AttentionInputs:
+        """What a block is called with beside its input and `emb`: the attention inputs, if it attends."""
+        return attention if block.has_cross_attention else {}
 
     # ---- forward --------------------------------------------------------------------------------------------------
 
@@ -183,16 +198,16 @@ class UNet2DConditionModel(nn.Module):
             return adapter, None, None
         return adapter, down, mid
 
-    @staticmethod
-    def _run_down_block(block: nn.Module, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
+    def _run_down_block(self, block: nn.Module, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
                         adapter: list[torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
         """One down block. An adapter feature goes inside a cross-attention block (after its last attention);
         after a plain block it is added to the output — and to the skip that *is* that output, since diffusers
         adds it in place."""
+        inputs = self._block_inputs(block, attention)
         if block.has_cross_attention:
             extra = {"additional_residuals": adapter.pop(0)} if adapter else {}
-            return block(sample, emb, **attention, **extra)
-        out, skips = block(sample, emb)
+            return block(sample, emb, **inputs, **extra)
+        out, skips = block(sample, emb, **inputs)
         if adapter:
             residual = adapter.pop(0)
             if skips and skips[-1] is out:
@@ -203,10 +218,7 @@ class UNet2DConditionModel(nn.Module):
     def _run_mid_block(self, sample: torch.Tensor, emb: torch.Tensor, attention: AttentionInputs,
                        adapter: list[torch.Tensor] | None, controlnet: torch.Tensor | None) -> torch.Tensor:
         if self.mid_block is not None:
-            if self.mid_block.has_cross_attention:
-                sample = self.mid_block(sample, emb, **attention)
-            else:
-                sample = self.mid_block(sample, emb)
+            sample = self.mid_block(sample, emb, **self._block_inputs(self.mid_block, attention))
             if adapter and sample.shape == adapter[0].shape:
                 sample = sample + adapter.pop(0)
         return sample if controlnet is None else sample + controlnet
@@ -222,10 +234,8 @@ class UNet2DConditionModel(nn.Module):
             block_skips, skips = skips[-count:], skips[:-count]
             upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
                              and skips[-1] is not None else None)
-            if up_block.has_cross_attention:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size, **attention)
-            else:
-                sample = up_block(sample, block_skips, emb, upsample_size=upsample_size)
+            sample = up_block(sample, block_skips, emb, upsample_size=upsample_size,
+                              **self._block_inputs(up_block, attention))
         return sample
 
     def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,

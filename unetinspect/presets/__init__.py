@@ -18,8 +18,10 @@ from importlib import resources
 from typing import Any
 
 from unetinspect.config import UNetConfig
+from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 
 DEFAULT_PRESET = "sd15"
+_CONFIG_CLASSES: dict[str, type] = {SVD_CLASS: SVDConfig, MOTION_CLASS: MotionConfig}  # others: UNetConfig
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ PRESETS: dict[str, Preset] = {
                "embedding", 1),
         Preset("kandinsky-2.1", "Kandinsky 2.1 decoder: MoVQ latents, text + CLIP image embeddings (text_image)", 8),
         Preset("kandinsky-2.2", "Kandinsky 2.2 decoder: MoVQ latents, CLIP image embedding only (image)", 8),
+        Preset("svd", "Stable Video Diffusion (img2vid): SD-2-shaped U with spatio-temporal resnets and "
+               "transformers, CLIP image embedding (1024), fps/motion/noise ids; 14 frames", 8),
+        Preset("svd-xt", "Stable Video Diffusion XT: svd's architecture, trained for 25 frames", 8),
+        Preset("animatediff", "AnimateDiff: sd15 + the v1.5-v2 motion adapter (motion modules in every block and "
+               "the mid block, 32 frames max); 16 frames", 8),
+        Preset("animatediff-v3", "AnimateDiff v3: sd15 + the v1.5-v3 motion adapter (no mid-block motion module)", 8),
+        Preset("animatediff-sdxl", "AnimateDiff SDXL (beta): sdxl + the SDXL motion adapter (3 levels, no mid-block "
+               "motion module)", 8),
         Preset("tiny", "A tiny SD-shaped UNet (3 levels, 32-64 channels) for demos and tests: runs in milliseconds",
                8),
     )
@@ -88,6 +98,10 @@ def pixel_factor(name: str) -> int:
     return PRESETS[name].pixel_factor
 
 
-def load_preset(name: str) -> UNetConfig:
-    return UNetConfig.from_dict(load_preset_dict(name), origin=f"preset {name}")
+def load_preset(name: str) -> UNetConfig | SVDConfig | MotionConfig:
+    """A preset's config, as the config class its `_class_name` names (presets sit below the family registry,
+    so they name the config classes themselves)."""
+    data = load_preset_dict(name)
+    config_class = _CONFIG_CLASSES.get(data.get("_class_name"), UNetConfig)
+    return config_class.from_dict(data, origin=f"preset {name}")
 

@@ -71,7 +71,7 @@ LIGHT = Palette(
         "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
         "simple_attn_block": "#e58a8a", "self_attn_block": "#f2c46b", "dual_attention": "#d9a05a",
         "resample_block": "#9fd0c0", "k_block": "#c2c8ee", "k_attn_block": "#e7a0c8", "mid_plain_block": "#cdb8d8",
-        "controlnet": "#f4d7e9",
+        "controlnet": "#f4d7e9", "temporal": "#9ed3d6", "motion": "#f0a8a0",
     },
     tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
 )
@@ -84,7 +84,7 @@ DARK = Palette(
         "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
         "simple_attn_block": "#8e3e3e", "self_attn_block": "#8a6a20", "dual_attention": "#7e5a22",
         "resample_block": "#2a6658", "k_block": "#3e4680", "k_attn_block": "#86406a", "mid_plain_block": "#57485f",
-        "controlnet": "#6a2f55",
+        "controlnet": "#6a2f55", "temporal": "#2a6a6e", "motion": "#8a3c34",
     },
     tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
 )

@@ -30,6 +30,8 @@ def setup_line(setup: Setup, *, device: str | None = None, sizes: bool = True) -
     `sizes=False` leaves out the batch and size where the rows are the sizes (a sweep)."""
     model = setup.model_type + (" (diffusers)" if setup.impl == "diffusers" else "")
     size = [f"batch {setup.sizes.batch}", size_text(setup.sizes)] if sizes else []
+    if sizes and setup.sizes.frames is not None:
+        size.insert(1, f"{setup.sizes.frames} frames")
     parts = [setup.label, model, *size, f"text {setup.sizes.text_len} tokens", device or setup.device, setup.dtype,
              setup.weights, *setup.notes]
     return SEPARATOR.join(parts)
@@ -42,5 +44,5 @@ def setup_dict(setup: Setup) -> dict[str, Any]:
         "label": setup.label, "kind": setup.kind, "model": setup.model_type, "impl": setup.impl,
         "device": setup.device, "dtype": setup.dtype, "batch": sizes.batch, "latent": list(sizes.latent),
         "pixels": list(sizes.pixels) if sizes.pixels else None, "text_len": sizes.text_len,
-        "weights": setup.weights, "weight_dtypes": list(setup.weight_dtypes), "notes": list(setup.notes),
+        "frames": sizes.frames, "weights": setup.weights, "weight_dtypes": list(setup.weight_dtypes), "notes": list(setup.notes),
     }

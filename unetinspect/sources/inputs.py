@@ -18,12 +18,11 @@ import torch
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.families import config_from_dict, family_of, is_model_config
+from unetinspect.families.unet2d import sdxl_inputs
 from unetinspect.models.attention import DualTransformer2DModel
 
 DEFAULT_TEXT_LEN = 77
 DEFAULT_LATENT = 64  # when a config has no sample_size, as diffusers' pipelines assume
-# The pooled text embedding SDXL adds to its size/crop conditioning (OpenCLIP bigG's projection width).
-SDXL_POOLED_DIM = 1280
 HINT_FACTOR = 8  # Kandinsky's hint encoder halves the hint image three times
 
 
@@ -35,6 +34,7 @@ class Sizes:
     latent: tuple[int, int]  # (height, width) of `sample`
     pixels: tuple[int, int] | None  # the image's size where the family's pixel factor is known, else None
     text_len: int
+    frames: int | None = None  # a video UNet's frame count (a size like the others); None for image UNets
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ class InputSpec:
     width: int | None = None
     text_len: int = DEFAULT_TEXT_LEN
     latent: tuple[int, int] | None = None
+    frames: int | None = None  # None: the video family's own default (SVD 14, SVD-XT 25, AnimateDiff 16)
 
     def resolve(self, config: UNetConfig, pixel_factor: int | None) -> Sizes:
         """The latent size (and pixel size, where `pixel_factor` is known) of this spec for `config`."""
@@ -67,7 +68,11 @@ class InputSpec:
             if self.width is not None:
                 latent_w = _to_latent(self.width, "width", pixel_factor)
         pixels = (latent_h * pixel_factor, latent_w * pixel_factor) if pixel_factor else None
-        return Sizes(self.batch, (latent_h, latent_w), pixels, self.text_len)
+        # only the video configs have a frame axis; an image UNet beside one (`compare sd15 animatediff`) has none
+        default_frames = getattr(config, "default_frames", None)
+        frames = None if default_frames is None else self.frames if self.frames is not None else default_frames
+        text_len = getattr(config, "context_tokens", None) or self.text_len  # SVD: one image-embedding token
+        return Sizes(self.batch, (latent_h, latent_w), pixels, text_len, frames)
 
 
 def _to_latent(pixels: int, name: str, factor: int) -> int:
@@ -107,9 +112,14 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
     level) and a cross-attention's keys (batch × tokens × channels); anything bigger than the device's memory
     would fail minutes later, or, on the meta device, give numbers for a model no machine can run.
     """
-    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len)):
+    frames = 1 if sizes.frames is None else sizes.frames
+    for name, value in (("batch", sizes.batch), ("text-len", sizes.text_len), ("frames", frames)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise RunError(f"--{name} {value!r} is not a positive integer")
+    covered = getattr(config, "motion_max_seq_length", None)
+    if covered is not None and frames > covered:
+        raise RunError(f"--frames {frames}: this UNet's motion modules cover at most {covered} frames "
+                       "(motion_max_seq_length)", f"use --frames {covered} or fewer")
     h, w = sizes.latent
     for name, value in (("latent height", h), ("latent width", w)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -117,13 +127,15 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
     channels = config.block_out_channels
     feature_map = max(c * -(-h // 2**i) * -(-w // 2**i) for i, c in enumerate(channels))
     keys = sizes.text_len * max(config.context_dim, *channels)
-    largest = sizes.batch * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
+    # a video UNet runs every frame as an image: its activations are batch × frames images'
+    largest = sizes.batch * frames * max(feature_map, keys) * torch.empty(0, dtype=dtype).element_size()
     limit, where = _memory_limit(device)
     if largest > limit:
         size = f"{sizes.pixels[0]}×{sizes.pixels[1]} px" if sizes.pixels else f"latent {h}×{w}"
-        raise RunError(f"batch {sizes.batch} at {size} with {sizes.text_len} text tokens needs "
+        video = f" × {frames} frames" if sizes.frames is not None else ""
+        raise RunError(f"batch {sizes.batch}{video} at {size} with {sizes.text_len} text tokens needs "
                        f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
-                       "lower --batch, the size or --text-len")
+                       "lower --batch, --frames, the size or --text-len")
 
 
 def _gib(nbytes: int) -> str:
@@ -139,18 +151,6 @@ def _memory_limit(device: torch.device) -> tuple[int, str]:
         if pages > 0 and page_size > 0:
             return min(pages * page_size, MAX_ACTIVATION_BYTES), "this machine's memory"
     return MAX_ACTIVATION_BYTES, "any single device has"
-
-
-def sdxl_text_embeds_dim(config: UNetConfig) -> int:
-    """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
-
-    The config only gives the sum (pooled + n_ids × addition_time_embed_dim); SDXL base (6 ids) and refiner
-    (5 ids) both pool to 1280, so that is assumed when it fits, else 6 time ids.
-    """
-    total, per_id = config.projection_class_embeddings_input_dim, config.addition_time_embed_dim
-    if total > SDXL_POOLED_DIM and (total - SDXL_POOLED_DIM) % per_id == 0:
-        return SDXL_POOLED_DIM
-    return total - 6 * per_id
 
 
 def make_inputs(
@@ -185,6 +185,10 @@ def make_inputs(
         if device.type == "meta":  # randn on meta runs a Python reference kernel that imports torch._dynamo (~1.3 s)
             return torch.empty(shape, dtype=dtype, device=device)
         return torch.randn(shape, generator=generator, device=device).to(dtype)
+
+    family = family_of(config)
+    if family.make_inputs is not None:  # a forward unlike a UNet's (the video UNets)
+        return family.make_inputs(config, floats, sizes)
 
     def longs(high: int) -> torch.Tensor:
         if device.type == "meta":
@@ -239,7 +243,7 @@ def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], si
     """added_cond_kwargs for addition_embed_type (IF's 'text' pools the context and needs none)."""
     kind, batch, (h, w) = config.addition_embed_type, sizes.batch, sizes.latent
     if kind == "text_time":
-        return _sdxl_inputs(config, floats, sizes)
+        return sdxl_inputs(config, floats, sizes)
     if kind == "text_image":  # Kandinsky 2.1: pooled text and image embeddings, both cross_attention_dim wide
         return {"text_embeds": floats(batch, config.cross_attention_dim),
                 "image_embeds": floats(batch, config.cross_attention_dim)}
@@ -249,17 +253,6 @@ def _addition_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], si
         return {"image_embeds": floats(batch, config.encoder_hid_dim),
                 "hint": floats(batch, 3, h * HINT_FACTOR, w * HINT_FACTOR)}
     return {}
-
-
-def _sdxl_inputs(config: UNetConfig, floats: Callable[..., torch.Tensor], sizes: Sizes) -> dict[str, torch.Tensor]:
-    text_dim = sdxl_text_embeds_dim(config)
-    n_ids = (config.projection_class_embeddings_input_dim - text_dim) // config.addition_time_embed_dim
-    # original size, crop top-left, then target size (base) or aesthetic score (refiner)
-    h, w = sizes.latent
-    pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
-    ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
-    return {"text_embeds": floats(sizes.batch, text_dim),
-            "time_ids": torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(sizes.batch, 1)}
 
 
 GLIGEN_MAX_OBJECTS = 30  # the GLIGEN pipelines always pass 30 box slots, the unused ones masked out

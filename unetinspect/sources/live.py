@@ -108,7 +108,9 @@ class LiveModel:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 copy = type(self.module).from_config(self.module.config).eval()
-            nn.Module.to(copy, self.dtype)  # not diffusers' own .to, which logs about fp32 modules
+            # not diffusers' own .to, which logs about fp32 modules; the device too, since a few of diffusers'
+            # parameters are made with the legacy torch.Tensor([...]), which ignores the meta context (SVD's mixers)
+            nn.Module.to(copy, torch.device("meta"), self.dtype)
         return copy if _shapes(copy) == _shapes(self.module) else None
 
     def structure_trace(self, spec: InputSpec | Sizes) -> Trace:

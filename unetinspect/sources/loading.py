@@ -57,7 +57,7 @@ def parse_device(device: str | torch.device | None) -> torch.device:
 
 
 # The layers whose constructors fill their parameters (reset_parameters).
-_SELF_INITIALISING = (nn.Linear, nn.Conv2d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
+_SELF_INITIALISING = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
 
 
 @contextmanager
@@ -242,7 +242,7 @@ def init_random_weights(model: nn.Module, seed: int = 0) -> None:
         flat.mul_(bound)
 
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Embedding)):
+        if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d, nn.Embedding)):
             bound = 1.0 / math.sqrt(module.weight[0].numel()) if not isinstance(module, nn.Embedding) else 1.0
             fill(module.weight, bound)
             if getattr(module, "bias", None) is not None:
@@ -253,3 +253,5 @@ def init_random_weights(model: nn.Module, seed: int = 0) -> None:
         else:  # parameters of their own: Fourier frequencies, pooling positions, GLIGEN's null features and gates
             for parameter in module.parameters(recurse=False):
                 fill(parameter, 1.0 / math.sqrt(parameter.shape[-1]) if parameter.ndim else 1.0)
+        if hasattr(module, "reset_buffers"):  # computed tables (AnimateDiff's position code) to_empty left unset
+            module.reset_buffers()

@@ -142,7 +142,8 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
     if not lora.modules:
         raise WeightsError(f"{path} holds no LoRA modules (no lora_down/lora_up, lora_A/lora_B, hada_ or lokr_ "
                            f"keys; e.g. {next(iter(shapes), 'nothing')!r})", "try `unetinspect weights FILE`")
-    scores = _base_scores(lora, {name: load_preset(name) for name in PRESETS})
+    image_unets = {name: config for name in PRESETS if isinstance(config := load_preset(name), UNetConfig)}
+    scores = _base_scores(lora, image_unets)  # the video presets' LoRAs (motion LoRAs) are not read yet
     likely, likely_matches = max(scores.items(), key=lambda item: item[1]) if scores else (None, 0)
     if base is not None:
         source = resolve_source(base)
