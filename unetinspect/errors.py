@@ -55,5 +55,9 @@ class OutputError(UnetInspectError):
     """An output file cannot be written where it was asked for."""
 
 
+class ImageError(UnetInspectError):
+    """A picture to draw on (`--image`) is missing or of a kind not read (only 8-bit RGB/RGBA PNG)."""
+
+
 class ConfigWarning(UserWarning):
     """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""

@@ -114,11 +114,11 @@ class AttentionMaps:
             total = total / (total[:, words].sum(1, keepdim=True) + 1e-6)
         return total
 
-    def by_block(self, depth: int = 2) -> dict[str, torch.Tensor]:
-        """The mean map of each block (paths cut to `depth` parts: `down_blocks.1`), `[batch, tokens, H, W]`."""
+    def by_block(self) -> dict[str, torch.Tensor]:
+        """The mean map of each block (`down_blocks.1`, `mid_block`), `[batch, tokens, H, W]` at the latent size."""
         groups: dict[str, list[torch.Tensor]] = {}
         for path, layer in self.layers.items():
-            groups.setdefault(".".join(path.split(".")[:depth]), []).append(self._upsampled(layer, "mean"))
+            groups.setdefault(block_of(path), []).append(self._upsampled(layer, "mean"))
         return {block: torch.stack(maps).mean(0) for block, maps in groups.items()}
 
     def labelled(self, tokens: TokenLabels) -> AttentionMaps:
@@ -141,6 +141,12 @@ def attention_layers(model: nn.Module) -> dict[str, nn.Module]:
     return {path: m for path, m in model.named_modules()
             if isinstance(getattr(m, "to_q", None), nn.Linear) and isinstance(getattr(m, "heads", None), int)
             and (getattr(m, "to_k", None) is not None or getattr(m, "add_k_proj", None) is not None)}
+
+
+def block_of(path: str) -> str:
+    """The block a layer is in: `down_blocks.1` of `down_blocks.1.attentions.0...`, `mid_block` of `mid_block...`."""
+    parts = path.split(".")
+    return ".".join(parts[:2] if len(parts) > 1 and parts[1].isdigit() else parts[:1])
 
 
 def layer_size(tokens: int, latent: tuple[int, int]) -> tuple[int, int]:
@@ -215,7 +221,7 @@ class AttentionRecorder:
         if options.blocks:
             unknown = [b for b in options.blocks if not any(_under(p, b) for p in layers)]
             if unknown:
-                blocks = sorted({".".join(p.split(".")[:2]) for p in layers})
+                blocks = sorted({block_of(p) for p in layers})
                 raise RunError(f"no attention layer under {', '.join(map(repr, unknown))}",
                                f"give blocks among {', '.join(blocks) or '(none: the model has no attention)'}")
             layers = {p: m for p, m in layers.items() if any(_under(p, b) for b in options.blocks)}
@@ -356,11 +362,11 @@ def _rows(choice: Batch, sample: torch.Tensor, context: Any) -> tuple[slice, str
     batch = sample.shape[0]
     half = batch // 2
     if choice == "all":
-        return slice(None), f"all {batch} rows of the batch"
+        return slice(None), _every_row(batch)
     cfg = batch % 2 == 0 and torch.equal(sample[:half], sample[half:]) and not (
         isinstance(context, torch.Tensor) and torch.equal(context[:half], context[half:]))
     if choice == "auto" and not cfg:
-        return slice(None), f"all {batch} rows of the batch (not a classifier-free-guidance batch)"
+        return slice(None), f"{_every_row(batch)} (not a classifier-free-guidance batch)"
     if batch % 2:
         raise RunError(f"batch {batch} has no {choice} half: a classifier-free-guidance batch is even",
                        "use batch='all' (or 'auto')")
@@ -368,3 +374,6 @@ def _rows(choice: Batch, sample: torch.Tensor, context: Any) -> tuple[slice, str
         return slice(0, half), f"the unconditional half (rows 0..{half - 1}) of a classifier-free-guidance batch"
     return slice(half, None), f"the conditional half (rows {half}..{batch - 1}) of a classifier-free-guidance batch"
 
+
+def _every_row(batch: int) -> str:
+    return "the one row of the batch" if batch == 1 else f"all {batch} rows of the batch"

@@ -30,11 +30,75 @@ START, END, PAD = "<sot>", "<eot>", "<pad>"
 _NAMES = {"<|startoftext|>": START, "<|endoftext|>": END, "</s>": END, "<s>": START, "<pad>": PAD}
 
 
+@dataclass(frozen=True)
+class LayerRow:
+    """One attention layer in the table: where it is, its size, and what its maps peak at."""
+
+    path: str
+    size: tuple[int, int]  # the layer's (h, w)
+    heads: int | None  # kept apart: how many; averaged: None
+    peak: str  # cross: the token attended most (mean over pixels); self: the pixel attended most, "y,x"
+    share: float  # that token's mean attention, or that pixel's
+
+
+@dataclass(frozen=True)
+class AttentionGrid:
+    """What the picture shows, as plain numbers: one row per token (or the query pixel), one column per block
+    and a last one for all layers, every cell a map at the latent size scaled to its column's maximum."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[list[list[list[float]]]]  # [row][column] → H rows of W values
+    column_max: list[float]  # the value drawn brightest in each column
+
+
 @dataclass
 class AttentionResult(AttentionMaps):
     """The maps of one forward pass, with the setup header of what ran."""
 
     setup: Setup | None = None
+
+    def shown_tokens(self) -> list[int]:
+        """The token positions a picture shows: the prompt's words (up to 16) when labelled, else the first 8."""
+        if self.kind == "self":
+            return [0]
+        count = next(iter(self.layers.values())).shape[-3]
+        return self.tokens.words()[:16] if self.tokens is not None else list(range(min(8, count)))
+
+    def label(self, token: int) -> str:
+        if self.kind == "self":
+            return f"query {self.query[0]},{self.query[1]}"
+        return self.tokens.labels[token] if self.tokens is not None else f"#{token}"
+
+    def summary_rows(self) -> list[LayerRow]:
+        """Per layer: its size, and the token (cross) or pixel (self) its map peaks at, first batch row."""
+        rows = []
+        for path, layer in self.layers.items():
+            heads = layer.shape[1] if self.heads else None
+            layer = layer.mean(1) if self.heads else layer  # [batch, tokens, h, w]
+            h, w = layer.shape[-2:]
+            if self.kind == "cross":
+                shares = layer[0].mean((-1, -2))  # [tokens]
+                candidates = self.shown_tokens() if self.tokens is not None else list(range(len(shares)))
+                best = max(candidates, key=lambda t: float(shares[t]))
+                rows.append(LayerRow(path, (h, w), heads, self.label(best), float(shares[best])))
+            else:
+                flat = int(layer[0, 0].argmax())
+                y, x = flat // w * self.latent[0] // h, flat % w * self.latent[1] // w
+                rows.append(LayerRow(path, (h, w), heads, f"{y},{x}", float(layer[0, 0].flatten()[flat])))
+        return rows
+
+    def grid(self, method: str = "mean") -> AttentionGrid:
+        """Tokens x blocks (each block's layers averaged at the latent size), plus all layers aggregated by
+        `method`; the first batch row."""
+        columns = {**self.by_block(), "all layers": self.aggregate(method)}  # each [batch, tokens, H, W]
+        tokens = self.shown_tokens()
+        cells = [[columns[name][0, t].tolist() for name in columns] for t in tokens]
+        column_max = [float(columns[name][0, tokens].max()) for name in columns]
+        what = "cross-attention per token" if self.kind == "cross" else "self-attention of one pixel"
+        title = f"{what}, {self.batch_note}"
+        return AttentionGrid(title, [self.label(t) for t in tokens], list(columns), cells, column_max)
 
 
 def attention_maps(
@@ -74,6 +138,14 @@ def attention_maps(
         length = next(iter(maps.layers.values())).shape[-3] if kind == "cross" else 0
         labels = token_labels(tokens, prompt, length) if kind == "cross" else None
     return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+
+
+def parse_query(text: str) -> tuple[int, int]:
+    """`--query 32,32`: a pixel of the latent as (y, x)."""
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise RunError(f"{text!r} is not a query pixel", "give it as Y,X in latent coordinates, e.g. --query 32,32")
+    return int(parts[0]), int(parts[1])
 
 
 def token_labels(tokens: Any, prompt: str | None, length: int) -> TokenLabels:
