@@ -66,3 +66,11 @@ def test_image_that_is_not_a_png_and_a_model_without_cross_attention(tmp_path, i
                                       mid_block_type=None)), tmp_path / "unet")
     message = assert_one_line_failure(invoke("attention", plain, *FAST, "-o", out))
     assert "no cross-attention map was recorded" in message and "--self" in message and not out.exists()
+
+
+def test_html_output_is_the_report_with_an_attention_section(tmp_path, invoke):
+    out = tmp_path / "maps.html"
+    result = invoke("attention", "tiny", *FAST, "--tokens", "a,cat", "-o", out)
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert '<section id="attention">' in page and '"tokens":["a","cat"]' in page and 'id="tree"' in page

@@ -250,3 +250,17 @@ def test_tokens_are_labelled_from_a_tokenizer_words_or_an_sdxl_pipeline():
     assert maps.tokens.labels[:5] == ("<sot>", "a", "photo", "cat", "<eot>")
     daam = maps.aggregate().shape
     assert daam == (1, 6, 8, 8)
+
+
+def test_maps_of_a_real_pipeline_over_its_steps_labelled_by_its_tokenizer(tiny_pipeline):
+    """diffusers' own StableDiffusionPipeline: its guidance batch is recognised, its tokenizer names the tokens
+    (this one's vocabulary is bytes: a word is its letters)."""
+    with ui.watch(tiny_pipeline.unet, attention=True) as w:
+        tiny_pipeline("a cat", num_inference_steps=3, guidance_scale=7.5, height=16, width=16,
+                      generator=torch.Generator().manual_seed(0))
+    assert w.calls == 3 and w.attention.steps == 3
+    maps = w.attention.mean().labelled(ui.token_labels(tiny_pipeline, "a cat", 77))
+    assert maps.batch_note.startswith("the conditional half (rows 1..1)")
+    assert maps.tokens.labels[:6] == ("<sot>", "a", "c", "a", "t", "<eot>") and maps.tokens.words() == [1, 2, 3, 4]
+    assert all(layer.shape[:2] == (1, 77) for layer in maps.layers.values())
+    assert maps.aggregate().shape == (1, 77, 8, 8)

@@ -664,7 +664,8 @@ def attention(
     source: SourceArg = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="A .png: the grid of maps (tokens × blocks, plus all layers, with a colour bar). "
-        "Any other file: the table in --format.", show_default=False)] = None,
+        "A .html: the report page with the maps (hover a token). Any other file: the table in --format.",
+        show_default=False)] = None,
     tokens: Annotated[Optional[str], typer.Option(
         "--tokens", help="The prompt's tokens, comma-separated (\"a,photo,of,a,cat\"), laid out as CLIP lays them "
         "out: start token, the words, end token, padding.", show_default=False)] = None,
@@ -708,6 +709,8 @@ def attention(
       [bold]unetinspect attention ./unet --tokens "a,photo,of,a,cat" --image cat.png -o maps.png[/]
 
       [bold]unetinspect attention sd15 --self --query 16,16 --blocks up_blocks.1,up_blocks.2 -o self.png[/]
+
+      [bold]unetinspect attention tiny --tokens "a,photo,of,a,cat" -o maps.html[/]   hover a token in the report
     """
     inputs = [i for i in (source, config) if i]
     refuse_output_early(output, *inputs)
@@ -727,8 +730,16 @@ def attention(
                  allow_pickle=allow_pickle)
     if png:
         say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
-        return
-    emit(AttentionView(), fmt, result, output, inputs)
+    elif output is not None and output.suffix.lower() in (".html", ".htm"):
+        from unetinspect.render.export import write_output
+        from unetinspect.render.report import report_html
+        from unetinspect.views.attention import attention_report
+
+        report = run(attention_report, result, source, spec, aggregate.value, config=config, variant=variant,
+                     allow_pickle=allow_pickle)
+        say(f"wrote {run(write_output, output, run(report_html, report), inputs)}")
+    else:
+        emit(AttentionView(), fmt, result, output, inputs)
 
 
 def main() -> None:

@@ -14,9 +14,10 @@ side — so it gets one label per token; where its two tokenizers name a token d
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -25,6 +26,9 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.session import Setup, open_session
+
+if TYPE_CHECKING:
+    from unetinspect.views.report import Report
 
 START, END, PAD = "<sot>", "<eot>", "<pad>"
 _NAMES = {"<|startoftext|>": START, "<|endoftext|>": END, "</s>": END, "<s>": START, "<pad>": PAD}
@@ -138,6 +142,14 @@ def attention_maps(
         length = next(iter(maps.layers.values())).shape[-3] if kind == "cross" else 0
         labels = token_labels(tokens, prompt, length) if kind == "cross" else None
     return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+
+
+def attention_report(result: AttentionResult, source: Any = None, spec: InputSpec = InputSpec(),
+                     method: str = "mean", **source_options: Any) -> Report:
+    """The HTML report of `source` with an attention section: hovering a token shows its map in every block."""
+    from unetinspect.views.report import build_report  # the diagrams' machinery, only for the report
+
+    return dataclasses.replace(build_report(source, spec, **source_options), attention=result.grid(method))
 
 
 def parse_query(text: str) -> tuple[int, int]:
