@@ -64,7 +64,7 @@ class AttentionOptions:
     blocks: tuple[str, ...] = ()
     heads: bool = False
     query: tuple[int, int] | None = None
-    batch: Batch = "all"
+    batch: Batch = "auto"
     keep_steps: bool | Iterable[int] = False
 
     def __post_init__(self) -> None:

@@ -64,11 +64,13 @@ class AttentionResult(AttentionMaps):
     setup: Setup | None = None
 
     def shown_tokens(self) -> list[int]:
-        """The token positions a picture shows: the prompt's words (up to 16) when labelled, else the first 8."""
+        """The token positions a picture shows: the prompt's words (up to 16) when labelled, else (or for an
+        empty prompt) the first 8."""
         if self.kind == "self":
             return [0]
         count = next(iter(self.layers.values())).shape[-3]
-        return self.tokens.words()[:16] if self.tokens is not None else list(range(min(8, count)))
+        words = self.tokens.words()[:16] if self.tokens is not None else []
+        return words or list(range(min(8, count)))
 
     def label(self, token: int) -> str:
         if self.kind == "self":
@@ -84,7 +86,7 @@ class AttentionResult(AttentionMaps):
             h, w = layer.shape[-2:]
             if self.kind == "cross":
                 shares = layer[0].mean((-1, -2))  # [tokens]
-                candidates = self.shown_tokens() if self.tokens is not None else list(range(len(shares)))
+                candidates = (self.tokens.words() if self.tokens is not None else []) or range(len(shares))
                 best = max(candidates, key=lambda t: float(shares[t]))
                 rows.append(LayerRow(path, (h, w), heads, self.label(best), float(shares[best])))
             else:

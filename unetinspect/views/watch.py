@@ -63,9 +63,9 @@ class Watch:
         self.clock = clock_for(self.device)
         self.paths = _paths_at_depth(module, depth)
         self._blocks = BlockHooks(module, [], self._enter_block, self._leave_block, every_call_of=self.paths)
-        if attention is True:  # in a pipeline's loop: the conditional half of its guidance batch
-            attention = AttentionOptions(batch="auto")
-        self._maps = AttentionRecorder(module, attention) if attention else None
+        self._maps = None
+        if attention:
+            self._maps = AttentionRecorder(module, AttentionOptions() if attention is True else attention)
         self._handles: list[Any] = []
         self._pending: _Call | None = None
         self._done: list[_Call] = []
