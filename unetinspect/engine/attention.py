@@ -171,13 +171,12 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
     if hidden_states.ndim == 4:  # (b, c, h, w) → (b, h*w, c)
         hidden_states = hidden_states.flatten(2).transpose(1, 2)
     added = getattr(module, "add_k_proj", None) is not None
-    text = context if context is not None else hidden_states  # added-KV reads the un-normed image as its "text"
     if context is not None and getattr(module, "norm_cross", None) is not None:
-        text = _normalise(module.norm_cross, context)
+        context = _normalise(module.norm_cross, context)
+    raw = hidden_states  # without a context, added-KV projects the image *before* its group norm as the "text"
     if getattr(module, "group_norm", None) is not None:
         hidden_states = _normalise(module.group_norm, hidden_states)
-    if not added and context is None:
-        text = hidden_states
+    text = context if context is not None else raw if added else hidden_states
     query = module.to_q(hidden_states)  # [b, pixels, inner]
     if query_index is not None:
         query = query[:, query_index:query_index + 1]
@@ -231,7 +230,7 @@ class AttentionRecorder:
         self._kept: dict[int, dict[str, torch.Tensor]] = {}
         self._latest: dict[str, torch.Tensor] = {}
         self._step: dict[str, torch.Tensor] = {}
-        self._call: dict[str, Any] | None = None  # the open call of the model: latent, rows, query
+        self._rows: slice | None = None  # the rows mapped in the open call of the model; None between calls
         self._latent: tuple[int, int] | None = None
         self._batch_note = ""
         self._handles: list[Any] = []
@@ -247,7 +246,7 @@ class AttentionRecorder:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        self._call = None
+        self._rows = None
 
     # ---- the results --------------------------------------------------------------------------------------------
 
@@ -294,19 +293,17 @@ class AttentionRecorder:
         if self._latent is not None and latent != self._latent:
             raise RunError(f"maps at latent {latent[0]}x{latent[1]} cannot be averaged with the earlier "
                            f"{self._latent[0]}x{self._latent[1]}", "record each size in its own with block")
-        rows, self._batch_note = _rows(self.options.batch, sample, named.get("encoder_hidden_states"))
+        rows, self._batch_note = _mapped_rows(self.options.batch, sample, named.get("encoder_hidden_states"))
         query = self.options.query
         if query is not None and not (0 <= query[0] < latent[0] and 0 <= query[1] < latent[1]):
             raise RunError(f"query pixel {query[0]},{query[1]} is outside the {latent[0]}x{latent[1]} latent",
                            f"give y in 0..{latent[0] - 1} and x in 0..{latent[1] - 1}")
-        self._latent = latent
-        self._call = {"rows": rows}
-        self._step = {}
+        self._latent, self._rows, self._step = latent, rows, {}
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
-        if self._call is None:
+        if self._rows is None:
             return
-        self._call = None
+        self._rows = None
         if not self._step:
             return
         keep = self.options.keep_steps
@@ -319,7 +316,7 @@ class AttentionRecorder:
 
     def _hook(self, path: str):
         def capture(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-            if self._call is not None:
+            if self._rows is not None:
                 with torch.no_grad():
                     self._capture(path, module, named_arguments(module, args, kwargs))
         return capture
@@ -333,7 +330,7 @@ class AttentionRecorder:
             return
         if self.options.kind == "self" and cross and not (added and getattr(module, "to_k", None) is not None):
             return
-        rows = self._call["rows"]
+        rows = self._rows
         spatial = tuple(hidden.shape[-2:]) if hidden.ndim == 4 else layer_size(hidden.shape[1], self._latent)
         hidden = hidden[rows]
         context = context[rows] if cross else None
@@ -355,7 +352,7 @@ def _under(path: str, block: str) -> bool:
     return path == block or path.startswith(block + ".")
 
 
-def _rows(choice: Batch, sample: torch.Tensor, context: Any) -> tuple[slice, str]:
+def _mapped_rows(choice: Batch, sample: torch.Tensor, context: Any) -> tuple[slice, str]:
     """The rows of the batch to map, and how to say which. A classifier-free-guidance batch (diffusers: the
     unconditional rows, then the conditional ones) is told by its two halves of `sample` being equal while the
     halves of the text differ; `auto` keeps its conditional half and every row of any other batch."""
