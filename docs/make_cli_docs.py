@@ -76,7 +76,7 @@ even where the table leaves one out for want of room or data. `summary`:
 (see [measuring.md](measuring.md)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "attention", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -109,6 +109,8 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],
         "report": [["report", "sdxl", "-o", "sdxl.html"]],
+        "attention": [["attention", "tiny", "--latent", "8x12", "--device", "cpu", "--tokens", "a,photo,of,a,cat"],
+                      ["attention", "tiny", "--latent", "8x12", "--device", "cpu", "-o", "maps.png"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
         "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
     }

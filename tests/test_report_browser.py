@@ -141,3 +141,24 @@ def test_screenshots_of_real_reports(browser, preset, tmp_path):
     folder = DOCS_IMAGES if os.environ.get("UNETINSPECT_SCREENSHOTS") else tmp_path
     page.page.screenshot(path=str(folder / f"report-{preset}.png"), full_page=True)
     assert (folder / f"report-{preset}.png").stat().st_size > 10_000
+
+
+def test_attention_section_draws_the_hovered_tokens_map_in_every_block(browser, tmp_path):
+    import dataclasses
+
+    from unetinspect.views.attention import attention_maps
+
+    maps = attention_maps("tiny", device="cpu", tokens="a,photo,of,a,cat")
+    report = dataclasses.replace(build_report("tiny"), attention=maps.grid())
+    page = Page(browser, report_html(report), tmp_path / "attention.html")
+    tokens = page.page.locator("#attention .token")
+    assert tokens.all_inner_texts() == ["a", "photo", "of", "a", "cat"]
+    canvases = page.page.locator("#attention canvas")
+    assert canvases.count() == len(report.attention.columns) == 6  # tiny's 5 blocks with attention, all layers
+    pixels = "cs => cs.map(c => Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data))"
+    first = page.page.eval_on_selector_all("#attention canvas", pixels)
+    tokens.nth(1).hover()
+    assert page.page.eval_on_selector_all("#attention canvas", "cs => cs.map(c => c.dataset.token)") == ["1"] * 6
+    assert page.page.eval_on_selector_all("#attention canvas", pixels) != first
+    assert "selected" in tokens.nth(1).get_attribute("class")
+    assert page.errors == []

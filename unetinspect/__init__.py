@@ -12,6 +12,7 @@ The public API — everything else is internal and may change:
     build_report(source) / report_html       the self-contained HTML report of one UNet
     trace_model(model, inputs)               the trace of any nn.Module
     watch(module)                            per-block latency of every call inside your own loop (with-block)
+    attention_maps(source)                   which pixels each prompt token steers, per attention layer
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -24,6 +25,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
+    "AttentionMaps": "unetinspect.engine.attention",
+    "AttentionOptions": "unetinspect.engine.attention",
     "CallRecord": "unetinspect.engine.trace",
     "ControlNetConfig": "unetinspect.controlnet_config",
     "ControlNetModel": "unetinspect.models.controlnet",
@@ -39,6 +42,7 @@ _API = {
     "UNetConfig": "unetinspect.config",
     "UnetInspectError": "unetinspect.errors",
     "analyze_lora": "unetinspect.views.lora",
+    "attention_maps": "unetinspect.views.attention",
     "branch_costs": "unetinspect.views.branches",
     "build_model": "unetinspect.sources.loading",
     "build_report": "unetinspect.views.report",
@@ -50,6 +54,7 @@ _API = {
     "profile": "unetinspect.views.profile",
     "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.views.summary",
+    "token_labels": "unetinspect.views.attention",
     "trace_model": "unetinspect.engine.trace",
     "watch": "unetinspect.views.watch",
     "write_diagram": "unetinspect.render.diagram_view",

@@ -21,6 +21,7 @@ from rich.text import Text
 from unetinspect import __version__
 from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
+from unetinspect.render.attention_view import AttentionView
 from unetinspect.render.branches_view import BranchesView
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
@@ -571,6 +572,86 @@ def report(
 
     result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
     emit(ReportView(), "html", result, output, inputs)
+
+
+AttentionFormat = format_choices(AttentionView)
+Aggregate = choices("Aggregate", "mean", "daam")
+
+
+@app.command()
+@with_options(SIZES, SOURCE)
+def attention(
+    source: SourceArg = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="A .png: the grid of maps (tokens × blocks, plus all layers, with a colour bar). "
+        "A .html: the report page with the maps (hover a token). Any other file: the table in --format.",
+        show_default=False)] = None,
+    tokens: Annotated[Optional[str], typer.Option(
+        "--tokens", help="The prompt's tokens, comma-separated (\"a,photo,of,a,cat\"), laid out as CLIP lays them "
+        "out: start token, the words, end token, padding.", show_default=False)] = None,
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", help="Draw the maps over this picture (an 8-bit RGB/RGBA PNG), e.g. the generated image.",
+        show_default=False)] = None,
+    self_attention: Annotated[bool, typer.Option(
+        "--self", help="Self-attention maps instead: where the --query pixel looks, per block.")] = False,
+    query: Annotated[Optional[str], typer.Option(
+        "--query", help="The query pixel of --self as Y,X in latent coordinates, e.g. 32,32.",
+        show_default=False)] = None,
+    blocks: Annotated[Optional[str], typer.Option(
+        "--blocks", help="Only the attention layers under these paths, comma-separated, e.g. "
+        "down_blocks.2,mid_block.", show_default=False)] = None,
+    aggregate: Annotated[Aggregate, typer.Option(
+        "--aggregate", help="How all layers become one map: mean (bilinear upsampling, mean of the layers' "
+        "head-means) or daam (bicubic per head, clamped, heads summed).")] = Aggregate.mean,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
+                                                 show_default=False)] = None,
+    fmt: format_option(AttentionFormat) = AttentionFormat.table,
+    impl: ImplOpt = Impl.ours,
+    *,
+    opts: Options,
+) -> None:
+    """Which pixels each text token steers: every cross-attention layer's softmax(QKᵀ) averaged over heads, in
+    one forward pass (random weights for configs, random text without a prompt). See docs/api.md for the maps
+    of a real prompt, over every step of a pipeline.
+
+    Examples:
+
+      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]
+
+      [bold]unetinspect attention ./unet --tokens "a,photo,of,a,cat" --image cat.png -o maps.png[/]
+
+      [bold]unetinspect attention sd15 --self --query 16,16 --blocks up_blocks.1,up_blocks.2 -o self.png[/]
+
+      [bold]unetinspect attention tiny --tokens "a,photo,of,a,cat" -o maps.html[/]   hover a token in the report
+    """
+    inputs = [i for i in (source, opts.loading["config"]) if i]
+    refuse_output_early(output, *inputs)
+    png = output is not None and output.suffix.lower() == ".png"
+    if image is not None and not png:
+        raise typer.BadParameter("a picture is drawn on in the PNG grid: give -o FILE.png", param_hint="--image")
+    from unetinspect.render.attention_view import write_attention_png
+    from unetinspect.render.png import read_png
+    from unetinspect.views.attention import attention_maps, parse_query
+
+    picture = run(read_png, image) if image is not None else None  # a bad picture fails before the run
+    spec = opts.spec()
+    result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
+                 blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
+                 heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
+                 tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
+    if png:
+        say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
+    elif output is not None and output.suffix.lower() in (".html", ".htm"):
+        from unetinspect.views.attention import attention_report
+
+        from unetinspect.render.report import ReportView
+
+        report = run(attention_report, result, source, spec, aggregate.value, **opts.loading)
+        emit(ReportView(), "html", report, output, inputs)
+    else:
+        emit(AttentionView(), fmt, result, output, inputs)
 
 
 def main() -> None:

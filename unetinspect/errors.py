@@ -61,5 +61,9 @@ class OptionsError(UnetInspectError):
     exit_code = 2
 
 
+class ImageError(UnetInspectError):
+    """A picture to draw on (`--image`) is missing or of a kind not read (only 8-bit RGB/RGBA PNG)."""
+
+
 class ConfigWarning(UserWarning):
     """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""

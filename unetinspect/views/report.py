@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +22,9 @@ from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.sources.resolve import Source
+
+if TYPE_CHECKING:
+    from unetinspect.views.attention import AttentionGrid
 
 METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
 
@@ -55,6 +58,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     branches: list[Branch] = field(default_factory=list)  # the shallow branches caching methods run
     conventions: tuple[str, ...] = CONVENTIONS  # how the branches' figures are counted
+    attention: AttentionGrid | None = None  # maps per token and block (`unetinspect attention -o FILE.html`)
 
     @property
     def metrics(self) -> list[str]:

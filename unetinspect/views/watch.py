@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.engine.attention import AttentionOptions, AttentionRecorder
 from unetinspect.engine.hardware import describe_device
 from unetinspect.sources.inputs import Sizes, infer_pixel_factor
 from unetinspect.sources.live import config_of, impl_of, placement, sizes_of_call
@@ -47,9 +48,10 @@ class _Call:
 
 
 class Watch:
-    """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open."""
+    """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open; with
+    `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call)."""
 
-    def __init__(self, module: nn.Module, depth: int = 1) -> None:
+    def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> None:
         if not isinstance(module, nn.Module):
             raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
                            "pass the UNet itself: watch(pipe.unet)")
@@ -61,10 +63,20 @@ class Watch:
         self.clock = clock_for(self.device)
         self.paths = _paths_at_depth(module, depth)
         self._blocks = BlockHooks(module, [], self._enter_block, self._leave_block, every_call_of=self.paths)
+        self._maps = None
+        if attention:
+            self._maps = AttentionRecorder(module, AttentionOptions() if attention is True else attention)
         self._handles: list[Any] = []
         self._pending: _Call | None = None
         self._done: list[_Call] = []
         self._open = False
+
+    @property
+    def attention(self) -> AttentionRecorder:
+        """The attention maps of the calls: `.mean()` over them, `.at(step)` of a kept one."""
+        if self._maps is None:
+            raise RunError("this watch records no attention maps", "open it with watch(module, attention=True)")
+        return self._maps
 
     @property
     def calls(self) -> int:
@@ -80,6 +92,8 @@ class Watch:
                 self.module.register_forward_pre_hook(self._start_call, with_kwargs=True),
                 self.module.register_forward_hook(self._end_call),  # not on a raising call: it is not counted
             ]
+            if self._maps is not None:
+                self._maps.__enter__()
         except BaseException:
             self._blocks.__exit__(None, None, None)
             raise
@@ -90,6 +104,8 @@ class Watch:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        if self._maps is not None:
+            self._maps.__exit__(*exc)
         self._blocks.__exit__(*exc)
         self._pending = None  # a call the loop broke out of
         self._open = False
@@ -178,15 +194,19 @@ WATCH_NOTE = ("timed inside your own loop with the block hooks installed in ever
               "compare with; see docs/measuring.md for what the hooks cost); FLOPs are not counted by a watch")
 
 
-def watch(module: nn.Module, depth: int = 1) -> Watch:
+def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> Watch:
     """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
 
         with watch(pipe.unet) as w:
             pipe("a photo of a cat", num_inference_steps=20)
         print(w.calls)           # 40 without batching CFG, 20 with (diffusers batches it: batch 2)
         profile = w.report()     # the `Profile` that `profile()` returns, plus `profile.calls`
+
+    With `attention=True` every call's cross-attention maps are added up too (the conditional half of a
+    classifier-free-guidance batch): `w.attention.mean()`; pass `AttentionOptions(keep_steps={0, 19}, ...)` to
+    keep steps for `w.attention.at(step)`, pick the rows, the blocks, or self-attention.
     """
-    return Watch(module, depth)
+    return Watch(module, depth, attention)
 
 
 def _call_depths(module: nn.Module) -> dict[str, int]:

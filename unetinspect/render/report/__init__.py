@@ -43,6 +43,7 @@ def report_html(report: Report) -> str:
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
                   "latency": r.latency_ms} for r in report.rows],
+        "attention": _attention_data(report),
     }
     options = "".join(f'<option value="{m["key"]}">{escape(m["label"])}</option>' for m in metrics)
     options += '<option value="type">kind of block (the diagram\'s own colours)</option>'
@@ -64,6 +65,7 @@ def report_html(report: Report) -> str:
   </div>
 </section>
 {_branches_section(report)}
+{_attention_section(report)}
 <section>
   <h2>Modules</h2>
   <p class="note">Blocks → layers → sub-layers. ▸ opens a row; a column header sorts each level (again: reverse,
@@ -160,6 +162,38 @@ def _branches_section(report: Report) -> str:
   {'<th class="num">latency ms</th>' if timed else ""}</tr></thead><tbody>{rows}</tbody></table>
   <ul class="note">{notes}</ul>
 </section>"""
+
+
+def _attention_section(report: Report) -> str:
+    """Token buttons over one canvas per block: hovering a token draws its map in each (report.js)."""
+    grid = report.attention
+    if grid is None:
+        return ""
+    tokens = "".join(f'<button type="button" class="token" data-token="{i}">{escape(label)}</button>'
+                     for i, label in enumerate(grid.rows))
+    height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
+    figures = "".join(
+        f'<figure><canvas width="{width}" height="{height}" data-column="{c}"></canvas><figcaption>'
+        f'{escape(name)}<br><span class="note">max {peak:.3g}</span></figcaption></figure>'
+        for c, (name, peak) in enumerate(zip(grid.columns, grid.column_max)))
+    return f"""
+<section id="attention">
+  <h2>Attention maps</h2>
+  <p class="note">{escape(grid.title)}. Hover a token to see its map in every block (each block's layers averaged
+  at the latent size, each scaled to its own maximum; the last: all layers).</p>
+  <div class="tokens">{tokens}</div>
+  <div class="maps">{figures}</div>
+</section>"""
+
+
+def _attention_data(report: Report) -> dict[str, Any] | None:
+    """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum."""
+    grid = report.attention
+    if grid is None:
+        return None
+    maps = [[[round(255 * v / peak) if peak > 0 else 0 for line in cell for v in line]
+             for cell, peak in zip(row, grid.column_max)] for row in grid.cells]
+    return {"tokens": grid.rows, "columns": grid.columns, "maps": maps}
 
 
 def _status(pair: Any) -> str:

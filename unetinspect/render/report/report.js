@@ -237,6 +237,37 @@
     }));
   }
 
-  if (data.kind === "report") initReport();
+  // ---- attention maps: hovering a token draws its map in every block's canvas ------------------------------
+  const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as canvas.py
+
+  function viridis(t) {
+    const x = Math.min(Math.max(t, 0), 1) * (VIRIDIS.length - 1);
+    const i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
+    return VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
+  }
+
+  function initAttention() {
+    const maps = data.attention;
+    if (!maps) return;
+    const buttons = [...document.querySelectorAll("#attention .token")];
+    const canvases = [...document.querySelectorAll("#attention canvas")];
+    function show(token) {
+      canvases.forEach((canvas, c) => {
+        const context = canvas.getContext("2d");
+        const image = context.createImageData(canvas.width, canvas.height);
+        maps.maps[token][c].forEach((v, i) => image.data.set([...viridis(v / 255), 255], 4 * i));
+        context.putImageData(image, 0, 0);
+        canvas.dataset.token = String(token);
+      });
+      buttons.forEach((b) => b.classList.toggle("selected", Number(b.dataset.token) === token));
+    }
+    buttons.forEach((b) => {
+      b.addEventListener("mouseenter", () => show(Number(b.dataset.token)));
+      b.addEventListener("focus", () => show(Number(b.dataset.token)));
+    });
+    show(0);
+  }
+
+  if (data.kind === "report") { initReport(); initAttention(); }
   else if (data.kind === "compare") initCompare();
 })();
