@@ -23,3 +23,13 @@ def test_api_names_resolve_and_match_the_cli(tmp_path, invoke):
 def test_importing_the_cli_does_not_import_torch():
     code = "import sys, unetinspect.cli; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_every_documented_entry_point_is_exported():
+    """docs/api.md names `ui.sweep`; the lazy API map must hold every name the docs use as `ui.NAME(`."""
+    import re
+    from pathlib import Path
+
+    docs = (Path(__file__).parent.parent / "docs" / "api.md").read_text()
+    for name in sorted(set(re.findall(r"\bui\.([a-z_]+)\(", docs))):
+        assert hasattr(ui, name), f"docs/api.md uses ui.{name}, which unetinspect does not export"

@@ -73,7 +73,7 @@ def test_cli_verdict_and_json(base_and_finetune):
     common = ["--height", "64", "--width", "64"]
     table = CliRunner().invoke(app, ["compare", str(base_folder), str(tuned_folder), "--weights", *common])
     assert table.exit_code == 0, table.output
-    assert "same structure, 2 blocks' weights differ (down_blocks.1, mid_block)" in table.stdout
+    assert "same structure, the weights of 2 blocks differ (down_blocks.1, mid_block)" in table.stdout
     data = json.loads(CliRunner().invoke(app, ["compare", str(base_folder), str(tuned_folder), "--weights", "-f",
                                                "json", *common]).stdout)
     changes = {p["stage"]: p["weight_change"] for p in data["pairs"]}

@@ -6,6 +6,7 @@ The public API — everything else is internal and may change:
     load_unet(source, device=, dtype=)      our UNet2DConditionModel from a preset, config, folder or file
     summarize(source, InputSpec(...))        a traced forward pass: shapes, parameters, FLOPs per call
     profile(source, InputSpec(...))          per-block latency (and memory on CUDA) of one denoising step
+    sweep(source, [(label, InputSpec), ...]) the whole step timed over sizes and attention backends
     diagram_graph(source) / write_diagram    the architecture as a graph, and drawn to svg/png/pdf/dot
     compare(a, b)                            two UNets block against block
     branch_costs(source)                     each shallow branch a caching method runs: FLOPs, MACs, params
@@ -52,6 +53,7 @@ _API = {
     "make_inputs": "unetinspect.sources.inputs",
     "open_session": "unetinspect.sources.open",
     "profile": "unetinspect.views.profile",
+    "sweep": "unetinspect.views.profile",
     "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.views.summary",
     "token_labels": "unetinspect.views.attention",

@@ -169,8 +169,8 @@ class CompareView(View):
                                         f"parameters: {parts}"))
         if comparison.weight_change is not None and not any(p.differs for p in comparison.pairs):
             differ = comparison.weights_differ
-            lines.append(("verdict", f"same structure, {len(differ)} block{'s' if len(differ) != 1 else ''}' weights "
-                                     f"differ ({', '.join(differ)})" if differ
+            lines.append(("verdict", f"same structure, the weights of {len(differ)} "
+                                     f"block{'s' if len(differ) != 1 else ''} differ ({', '.join(differ)})" if differ
                           else "same structure, same weights: every tensor is equal"))
         elif comparison.identical:
             lines.append(("verdict", "identical block by block: same types, parameters, FLOPs and output shapes"))

@@ -1,7 +1,7 @@
 """Where the time and memory of a denoising step go: the `profile` command's work, as a library call.
 
 `profile()` loads a source, counts FLOPs in one traced pass on the meta device (so no timed run ever carries a
-FLOP counter), then times the real pass block by block (`timing.measure`). `compare()` times the whole step over
+FLOP counter), then times the real pass block by block (`timing.measure`). `sweep()` times the whole step over
 several input sizes and/or attention backends, for a latency/throughput table. Both turn CUDA out-of-memory into
 a `RunError` that names the sizes involved, and report an attention backend that cannot run here instead of
 failing on it.
