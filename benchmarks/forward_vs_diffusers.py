@@ -14,6 +14,7 @@ saved folder, and building with random weights. Prints our time over theirs; the
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import tempfile
 import time
@@ -59,7 +60,7 @@ def forward_ms(models: dict[str, torch.nn.Module], inputs: dict[str, Any], devic
     with torch.inference_mode():
         for i in range(warmup + repeat):
             for name, model in models.items():
-                elapsed = timed_call(clock, lambda: model(**inputs))
+                elapsed = timed_call(clock, functools.partial(model, **inputs))
                 if i >= warmup:
                     times[name].append(elapsed)
     return {name: Stats.of(values) for name, values in times.items()}

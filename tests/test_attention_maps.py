@@ -224,7 +224,7 @@ def test_watch_without_attention_says_how_to_ask():
     with ui.watch(model) as w:
         cfg_loop(model, 1)
     with pytest.raises(RunError) as error:
-        w.attention
+        _ = w.attention
     assert "watch(module, attention=True)" in error.value.one_line()
 
 
