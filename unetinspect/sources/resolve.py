@@ -205,14 +205,23 @@ def _variants_present(folder: Path) -> list[str]:
 def _shards_of(index: Path) -> tuple[Path, ...]:
     """The shard files of a sharded checkpoint, after checking the whole index against every shard's header.
 
-    A broken index must fail here, naming the file and tensor, rather than as a shape error when profiling.
+    A broken index must fail here, naming the file and tensor, rather than as a shape error when profiling — or,
+    worse, not at all: an index that maps nothing would open as a model with random weights.
     """
     try:
-        weight_map = json.loads(read_capped(index, MAX_INDEX_BYTES, WeightsError, "a shard index"))["weight_map"]
+        text = read_capped(index, MAX_INDEX_BYTES, WeightsError, "a shard index")
+        weight_map = json.loads(text, object_pairs_hook=_refuse_repeated_keys)["weight_map"]
+    except _RepeatedKey as repeated:
+        key, first, second = repeated.args
+        raise WeightsError(f"{index} names {key!r} twice (first {first!r}, then {second!r})",
+                           "an index maps each tensor to one shard: download the checkpoint again") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
         raise WeightsError(f"{index} is not a valid sharded-checkpoint index (needs a weight_map)") from None
     if not isinstance(weight_map, dict):
         raise WeightsError(f"{index}: weight_map is not an object of tensor name → shard file")
+    if not weight_map:
+        raise WeightsError(f"{index}: weight_map is empty, so it puts no tensor in any shard",
+                           "the index is broken: download the checkpoint again")
     bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
     if bad is not None:
         raise WeightsError(f"{index}: weight_map[{bad[0]!r}] is {bad[1]!r}, not a shard file name")
@@ -227,20 +236,45 @@ def _shards_of(index: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
+class _RepeatedKey(Exception):
+    """A key that a JSON object of the index gives twice: (key, first value, second value)."""
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`json.loads` keeps the last of repeated keys without a word; in a weight_map that hides a tensor mapped to
+    two shards, so a repeat is an error instead."""
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key, seen[key], value)
+        seen[key] = value
+    return seen
+
+
 def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, SafetensorsHeader]) -> None:
-    """Every tensor the index names is in its shard, and no tensor is in two shards with different shapes."""
-    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
+    """The index and the shards' headers name the same tensors, each in exactly one shard: the one the index says.
+
+    So every tensor the config needs (checked against the model after this) is mapped exactly once. A tensor held
+    by two shards is refused even when both copies are the same: which copy loads would depend on the order the
+    shards are read, and telling whether the copies agree means reading tensor data, which resolving never does.
+    """
+    holder: dict[str, str] = {}
     for shard, header in headers.items():
-        for name, info in header.tensors.items():
-            first = seen.setdefault(name, (shard, info.shape))
-            if first[1] != info.shape:
-                raise WeightsError(f"{index.parent}: tensor {name!r} is in {first[0]} with shape {list(first[1])} "
-                                   f"and in {shard} with shape {list(info.shape)}", "the shards do not belong "
-                                   "together: download the checkpoint again")
+        for name in header.tensors:
+            first = holder.setdefault(name, shard)
+            if first != shard:
+                raise WeightsError(f"{index.parent}: tensor {name!r} is in two shards, {first} and {shard}",
+                                   "each tensor belongs in one shard: the shards do not belong together, "
+                                   "download the checkpoint again")
     for name, shard in weight_map.items():
-        if name not in headers[shard].tensors:
+        if holder.get(name) != shard:
             raise WeightsError(f"{index} puts tensor {name!r} in {shard}, which does not hold it",
                                "the index and its shards do not match: download the checkpoint again")
+    unmapped = [name for name in holder if name not in weight_map]
+    if unmapped:
+        raise WeightsError(f"{index}: {len(unmapped)} tensor(s) of the shards are not in its weight_map, e.g. "
+                           f"{unmapped[0]!r} in {holder[unmapped[0]]}",
+                           "the index and its shards do not match: download the checkpoint again")
 
 
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
