@@ -24,7 +24,7 @@ from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights import controlnet_ldm, ldm
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
-from unetinspect.sources.resolve import Source, headers_of, resolve_source
+from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -95,12 +95,12 @@ def _model_class(config: UNetConfig | ControlNetConfig) -> type[nn.Module]:
 
 
 def load_unet(
-    source: str | Path | Source | None = None,
+    source: SourceLike | None = None,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     variant: str | None = None,
-    config: str | Path | UNetConfig | None = None,
+    config: ConfigLike | None = None,
     allow_pickle: bool = False,
     seed: int = 0,
 ) -> UNet2DConditionModel:

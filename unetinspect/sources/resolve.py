@@ -1,17 +1,22 @@
-"""What a SOURCE string names — a preset, a config.json, a diffusers folder, or a checkpoint file — resolved to a
-config and the weight files that go with it. Nothing here reads tensor data.
+"""What a SOURCE names — a preset, a config.json, a diffusers folder, a checkpoint file, or a config held in Python
+(a dict such as diffusers' `unet.config`, a `UNetConfig`) — resolved to a config and the weight files that go with
+it. Every entry point resolves here, so each takes every kind of source. Nothing here reads tensor data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from unetinspect.config import UNetConfig
+from unetinspect.config import UNetConfig, read_json_config
 from unetinspect.controlnet_config import CONTROLNET_CLASS, ControlNetConfig
-from unetinspect.errors import SourceError, UnsupportedConfigError, WeightsError
+from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.files import not_regular, read_capped
 from unetinspect.weights import controlnet_ldm, ldm
@@ -22,6 +27,14 @@ WEIGHTS_NAME = "diffusion_pytorch_model"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # SDXL's shard index is about 100 KB; an index this big is not one.
 MAX_INDEX_BYTES = 64 << 20
+CONFIG_DICT = "config dict"  # how a config given as a Python mapping is named in headings and messages
+SOURCE_KINDS = ("a preset name", "a path (config.json, diffusers folder, checkpoint file)", "a config dict",
+                "a UNetConfig")
+CONFIG_KINDS = ("a preset name", "a config.json path", "a config dict", "a UNetConfig")
+
+# What a config may be given as: a preset name or a config.json path, its contents as a mapping, or built.
+ConfigLike = str | os.PathLike[str] | Mapping[str, Any] | UNetConfig | ControlNetConfig
+CONFIG_TYPES = (str, os.PathLike, Mapping, UNetConfig, ControlNetConfig)
 
 
 @dataclass(frozen=True)
@@ -74,36 +87,62 @@ class Source:
         return tuple(sorted({info.dtype for h in self.headers for info in h.tensors.values()}))
 
 
+# Anything a source may be: a `Source` already resolved, or what resolves to one.
+SourceLike = ConfigLike | Source
+
+
 def resolve_source(
-    spec: str | Path | Source | None = None,
+    spec: SourceLike | None = None,
     *,
     variant: str | None = None,
-    config: str | Path | UNetConfig | None = None,
+    config: ConfigLike | None = None,
     allow_pickle: bool = False,
 ) -> Source:
-    """Turn what the user typed into a `Source`.
+    """Turn what the user typed (or holds) into a `Source`.
 
-    `config` (a preset name, a config.json path or a `UNetConfig`) overrides the config a source carries or
-    implies — for single files whose shapes are ambiguous, or to check weights against another architecture.
-    A `Source` is returned as it is, so every library entry point can take either.
+    A config held in Python — a mapping as a config.json holds it (diffusers' `unet.config` too) or a
+    `UNetConfig` — is a source the way its config.json is, validated the same way. `config` (any of those, or a
+    preset name) overrides the config a source carries or implies — for single files whose shapes are ambiguous,
+    or to check weights against another architecture. A `Source` is returned as it is, so every library entry
+    point can take either. Anything else is a `SourceError` naming what was given and what is accepted.
     """
     if isinstance(spec, Source):
         return spec
+    if not is_source_like(spec):
+        raise not_a_source(spec)
+    if config is not None and not isinstance(config, CONFIG_TYPES):
+        raise not_a_source(config, "config", CONFIG_KINDS)
     override = _config_override(config)
     origin = _config_origin(config)
+    if isinstance(spec, (Mapping, UNetConfig, ControlNetConfig)):  # the config itself is the source
+        return Source(_config_origin(spec), "config-object", override or _config_override(spec), config_origin=origin)
     if spec is None and override is not None:  # only a config: it is what was opened
-        kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, Path)) else "config-object"
+        kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, os.PathLike)) else "config-object"
         return Source(origin, kind, override)
-    source = _resolve(str(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
+    source = _resolve(os.fspath(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
     if override is None:
         return source
     return dataclasses.replace(source, config_origin=origin)
 
 
-def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
-    """How a `--config` is named in headings: the preset name, the file's name, or "a UNetConfig"."""
+def is_source_like(value: object) -> bool:
+    """Whether `value` is a kind of source this module resolves (None too: the default preset, or no config)."""
+    return value is None or isinstance(value, (*CONFIG_TYPES, Source))
+
+
+def not_a_source(value: object, role: str = "source", accepted: tuple[str, ...] = SOURCE_KINDS) -> SourceError:
+    """The error for a value that is no source: its type and a short repr, and what is accepted instead. (Left to
+    `str()` or `Path()`, an int would be looked up as a file named "3", a list fail as a raw TypeError.)"""
+    kinds = ", ".join(accepted[:-1]) + f" or {accepted[-1]}"
+    return SourceError(f"cannot open {type(value).__name__} {reprlib.repr(value)} as a {role}", f"give {kinds}")
+
+
+def _config_origin(config: ConfigLike | None) -> str | None:
+    """How a config is named in headings: the preset name, the file's name, "config dict" or "a UNetConfig"."""
     if config is None:
         return None
+    if isinstance(config, Mapping):
+        return CONFIG_DICT
     if isinstance(config, (UNetConfig, ControlNetConfig)):
         return f"a {type(config).__name__}"
     return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
@@ -138,22 +177,52 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) -> UNetConfig | ControlNetConfig | None:
+def _config_override(config: ConfigLike | None) -> UNetConfig | ControlNetConfig | None:
     if config is None or isinstance(config, (UNetConfig, ControlNetConfig)):
         return config
-    if str(config) in PRESETS and not Path(config).exists():
+    if not isinstance(config, Mapping) and str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
     return read_config(config)
 
 
-def read_config(path: str | Path) -> UNetConfig | ControlNetConfig:
-    """A diffusers config.json: a ControlNet's when its `_class_name` says ControlNetModel, else a UNet's."""
+def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> UNetConfig | ControlNetConfig:
+    """A diffusers config — a config.json, or its contents as a mapping: a ControlNet's when its `_class_name`
+    says ControlNetModel, else a UNet's."""
+    if isinstance(config, Mapping):
+        data, origin = config_data(config), CONFIG_DICT
+    else:
+        data, origin = read_json_config(config), str(config)
     try:
-        return UNetConfig.from_json(path)
+        return UNetConfig.from_dict(data, origin=origin)
     except UnsupportedConfigError as exc:
         if exc.field != "_class_name" or CONTROLNET_CLASS not in exc.message:
             raise
-    return ControlNetConfig.from_json(path)
+    return ControlNetConfig.from_dict(data, origin=origin)
+
+
+def config_data(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping as its config.json would hold it — plain dicts and lists (a `FrozenDict`, tuples and
+    other mappings converted) — so that it meets exactly the validation a config.json does; a key or value that
+    no JSON file could hold is refused, naming it."""
+    data = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{CONFIG_DICT}: key {key!r} ({type(key).__name__}) is not a field name",
+                              "a config's keys are its field names, as in config.json")
+        try:
+            data[key] = json.loads(json.dumps(value, default=_mapping_as_dict))
+        except (TypeError, ValueError, RecursionError):  # a set, a tensor, a cycle, nesting no config has
+            raise ConfigError(f"{CONFIG_DICT}: {key} is {type(value).__name__} {reprlib.repr(value)}, which a "
+                              "config.json cannot hold", "give numbers, strings, booleans, None, lists and dicts") \
+                from None
+    return data
+
+
+def _mapping_as_dict(value: object) -> dict[Any, Any]:
+    """`json.dumps`' fallback: a nested mapping that is not a dict is written as one; anything else is refused."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)
 
 
 def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,

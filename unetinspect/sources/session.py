@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +20,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.loading import load_model, parse_device, parse_dtype
-from unetinspect.sources.resolve import Source, resolve_source
+from unetinspect.sources.resolve import Source, SourceLike, resolve_source
 
 if TYPE_CHECKING:
     from unetinspect.sources.live import LiveModel
@@ -83,13 +82,13 @@ class Session:
 
 
 def open_session(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device | None = "meta",
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
-    controlnets: tuple[str | Path | Source, ...] = (),
+    controlnets: tuple[SourceLike, ...] = (),
     inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Session:

@@ -30,7 +30,7 @@ from unetinspect.engine.timing import (BlockHooks, BlockTiming, Clock, Progress,
                                          block_statistics, clock_for, measure, measure_memory, report_progress)
 from unetinspect.engine.trace import CallRecord, Trace, trace_model
 from unetinspect.errors import RunError
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10
@@ -198,7 +198,7 @@ def flops_trace(session: Session) -> Trace:
 
 
 def profile(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device | None = None,
@@ -273,7 +273,7 @@ def profile(
 
 
 def sweep(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
     attention: str = AUTO,
     *,

@@ -8,7 +8,6 @@ headers checked against the model (names, shapes) without reading tensor data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +16,7 @@ from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.session import Session, Setup, open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
 
 
 def summarize(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str = "meta",
