@@ -305,6 +305,9 @@ def profile(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
                                         "one with).")] = 10,
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
+        "run) to take longer than this; an estimate over 10 s is printed.")] = 600.0,
     depth: DepthOpt = 1,
     batch: BatchOpt = 1,
     height: HeightOpt = None,
@@ -357,9 +360,9 @@ def profile(
     for path in (output, trace):
         refuse_output_early(path, *inputs)
     spec = input_spec(batch, height, width, text_len, latent)
-    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model, config=config,
-                   variant=variant, allow_pickle=allow_pickle, controlnets=tuple(controlnet or ()),
-                   impl=impl.value)
+    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
+                   compile=compile_model, config=config, variant=variant, allow_pickle=allow_pickle,
+                   controlnets=tuple(controlnet or ()), impl=impl.value)
     depth = _step_depth(depth, controlnet)
     show_bar = fmt != ProfileFormat.json and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if comparing:
