@@ -1,12 +1,12 @@
-"""Work that fits in memory but would run for hours: refused (or announced) before the long runs, from one batch-1
-run's FLOP rate."""
+"""Work that fits in memory but would run for hours — refused (or announced) before the long runs, from one batch-1
+run's FLOP rate — and Ctrl-C at any point of a command: exit code 130, one line, nothing half-written."""
 
 from __future__ import annotations
 
 import pytest
 
 import unetinspect.views.profile as profile_module
-from bad_input import OUTPUT, refused, untouched
+from bad_input import OUTPUT, assert_one_line_failure, refused, untouched
 from unetinspect.errors import LongRunWarning, RunError
 from unetinspect.sources.inputs import InputSpec
 
@@ -43,3 +43,25 @@ def test_a_long_estimate_is_said_before_the_runs(monkeypatch, tmp_path, invoke):
         result = invoke("profile", "tiny", "--device", "cpu", "--warmup", 0, "--repeat", 1, "-f", "json")
     assert result.exit_code == 0
     assert [line for line in result.stderr.splitlines() if line.startswith("warning: this will run about")]
+
+
+# ---- Ctrl-C ---------------------------------------------------------------------------------------------------------
+
+
+def _interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("target,command", [
+    ("unetinspect.cli.input_spec", ["summary", "tiny"]),  # in the CLI itself, outside any library call
+    ("unetinspect.views.summary.summarize", ["summary", "tiny"]),  # inside the library's work
+    ("unetinspect.views.profile.measure", ["profile", "tiny", "--device", "cpu", "--trace", "trace.json"]),
+    ("unetinspect.render.export.os.replace", ["summary", "tiny"]),  # the output written, not yet in place
+    ("unetinspect.render.graph.render", ["diagram", "tiny", "-f", "dot"]),
+], ids=["cli", "summary", "profile", "writing", "diagram"])
+def test_ctrl_c_exits_130_with_nothing_written(target, command, monkeypatch, tmp_path, invoke):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(target, _interrupt)
+    with untouched(tmp_path, f"ctrl-c: {target}"):
+        message = assert_one_line_failure(invoke(*command, "-o", tmp_path / OUTPUT), tmp_path, exit_code=130)
+    assert message == "error: interrupted"

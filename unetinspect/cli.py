@@ -14,7 +14,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
@@ -25,7 +27,22 @@ from unetinspect.errors import UnetInspectError
 # numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
+class Commands(typer.core.TyperGroup):
+    """The command group. Ctrl-C at any point of any command — importing torch, loading weights, timing, writing —
+    ends it with exit code 130 (what shells expect of an interrupted program) and one line, instead of click's
+    "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
+    half-written."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            say("interrupted", "error")
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=Commands,
     name="unetinspect",
     help="See inside the Stable Diffusion UNet: shapes, parameters, FLOPs, latency and diagrams, block by block.",
     no_args_is_help=True,
@@ -158,9 +175,6 @@ def run(fn, *args, **kwargs):
             raise
         say(exc.one_line(), "error")
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        say("interrupted")
-        raise typer.Exit(130) from None
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         if State.debug:
             raise
