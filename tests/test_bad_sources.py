@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import reprlib
 import stat
+import types
 
 import pytest
 import torch
@@ -160,3 +163,60 @@ def test_markup_in_a_config_field_name_warns_in_one_line(tmp_path, invoke):
     assert result.exit_code == 0
     warning = result.stderr.strip()
     assert warning.startswith("warning:") and "\n" not in warning and "[red]odd[/]" in warning
+
+
+# ---- a config held in Python ----------------------------------------------------------------------------------------
+
+
+class _FrozenDict(dict):
+    """What diffusers' `unet.config` is: an OrderedDict subclass that refuses changes."""
+
+    def __setitem__(self, key, value):
+        raise TypeError("FrozenDict is frozen")
+
+
+@pytest.mark.parametrize("wrap", [dict, _FrozenDict, types.MappingProxyType], ids=["dict", "frozen", "proxy"])
+def test_a_config_dict_is_a_source_everywhere(wrap):
+    import unetinspect as ui
+
+    config = wrap(tiny())
+    assert ui.summarize(config).setup.label == "config dict"
+    assert ui.open_session(config).setup.label == "config dict"
+    assert ui.load_unet(config, device="meta").config == UNetConfig.from_dict(tiny())
+    assert ui.branch_costs(config).setup.label == "config dict"
+    assert ui.diagram_graph(config).setup.label == "config dict"
+    assert ui.build_report(config).summary.setup.label == "config dict"
+    assert ui.compare(config, "tiny").identical
+    assert ui.summarize("tiny", config=config).setup.label == "tiny with config config dict"
+
+
+def test_a_controlnet_config_dict_is_a_controlnet():
+    import unetinspect as ui
+
+    controlnet = ui.ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict()
+    assert type(ui.load_unet(controlnet, device="meta")).__name__ == "ControlNetModel"
+    assert ui.summarize("tiny", controlnets=(controlnet,)).setup.label == "tiny + controlnet config dict"
+
+
+@pytest.mark.parametrize("config,error,words", [
+    (tiny(block_out_channels="x"), ConfigError, "block_out_channels"),  # the checks of a config.json
+    (tiny(block_out_channels={32, 64}), ConfigError, "block_out_channels is set"),  # no config.json holds a set
+    ({1: 2}, ConfigError, "key 1 (int)"),
+], ids=["bad-value", "set", "int-key"])
+def test_a_bad_config_dict_is_refused_as_its_json_would_be(config, error, words):
+    import unetinspect as ui
+
+    with pytest.raises(error, match=re.escape(words)):
+        ui.summarize(config)
+
+
+@pytest.mark.parametrize("value", [3, [1, 2], b"tiny", 2.5, object()], ids=["int", "list", "bytes", "float", "object"])
+def test_what_is_no_source_is_named(value):
+    import unetinspect as ui
+
+    for call in (ui.summarize, ui.load_unet, ui.diagram_graph, ui.branch_costs, lambda v: ui.compare(v, "tiny"),
+                 lambda v: ui.summarize("tiny", config=v)):
+        with pytest.raises(SourceError) as caught:
+            call(value)
+        message = caught.value.one_line()
+        assert f"cannot open {type(value).__name__} {reprlib.repr(value)}" in message and "config dict" in message

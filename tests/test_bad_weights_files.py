@@ -67,7 +67,10 @@ def _first(weight_map):
     (lambda m: m.update({_first(m): "../config.json"}), "not in"),
     (lambda m: m.update({_first(m): ""}), "not in"),
     (lambda m: m.update({"ghost.weight": next(iter(m.values()))}), "does not hold it"),
-], ids=["int", "null", "list", "outside", "empty", "ghost"])
+    (lambda m: m.clear(), "weight_map is empty"),
+    (lambda m: m.pop(_first(m)), "not in its weight_map"),
+    (lambda m: m.update({_first(m): list(m.values())[-1]}), "does not hold it"),
+], ids=["int", "null", "list", "outside", "empty", "ghost", "empty-map", "unmapped", "wrong-shard"])
 @pytest.mark.parametrize("command", ["weights", "summary"])
 def test_bad_weight_map(sharded, edit, words, command, tmp_path, invoke):
     _edit_index(sharded, edit)
@@ -89,6 +92,31 @@ def test_same_tensor_in_two_shards_with_different_shapes(sharded, tmp_path, invo
     tensors[name] = load_file(first)[name].flatten()[:1].clone()
     save_file(tensors, second)
     message = refused(invoke, tmp_path, "summary", sharded, words=name)
+    assert first.name in message and second.name in message
+
+
+def _copy_first_tensor_into_second_shard(folder):
+    """The first shard's first tensor, copied byte for byte into the second shard: (its name, both shards)."""
+    first, second = sorted(folder.glob("*-of-*.safetensors"))
+    name = next(iter(load_file(first)))
+    save_file({**load_file(second), name: load_file(first)[name]}, second)
+    return name, first, second
+
+
+@pytest.mark.parametrize("command", ["weights", "summary"])
+def test_same_tensor_in_two_shards_with_identical_copies(sharded, command, tmp_path, invoke):
+    name, first, second = _copy_first_tensor_into_second_shard(sharded)
+    message = refused(invoke, tmp_path, command, sharded, words=name)
+    assert first.name in message and second.name in message
+
+
+@pytest.mark.parametrize("command", ["weights", "summary"])
+def test_index_that_maps_a_tensor_twice(sharded, command, tmp_path, invoke):
+    name, first, second = _copy_first_tensor_into_second_shard(sharded)
+    pairs = [*json.loads((sharded / INDEX).read_text())["weight_map"].items(), (name, second.name)]
+    entries = ", ".join(f"{json.dumps(k)}: {json.dumps(v)}" for k, v in pairs)
+    (sharded / INDEX).write_text('{"metadata": {}, "weight_map": {' + entries + "}}")
+    message = refused(invoke, tmp_path, command, sharded, words=f"names {name!r} twice")
     assert first.name in message and second.name in message
 
 

@@ -3,6 +3,8 @@ and `impl="diffusers"`: the same source run by diffusers' class."""
 
 from __future__ import annotations
 
+import types
+
 import pytest
 import torch
 from torch import nn
@@ -70,8 +72,8 @@ def test_any_module_with_inputs_is_profiled_by_its_own_calls():
 
 
 def test_what_is_not_a_model_is_a_clear_error():
-    with pytest.raises(SourceError, match="cannot open a dict as a model"):
-        ui.profile({"unet": 1}, **FAST)
+    with pytest.raises(SourceError, match=r"cannot open SimpleNamespace namespace\(unet=1\) as a source"):
+        ui.profile(types.SimpleNamespace(unet=1), **FAST)
     with pytest.raises(RunError, match="inputs= is for a live module"):
         ui.profile("tiny", inputs={}, **FAST)
 

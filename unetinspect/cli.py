@@ -14,7 +14,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
@@ -35,7 +37,22 @@ from unetinspect.render.weights_view import WeightsView
 # numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
+class Commands(typer.core.TyperGroup):
+    """The command group. Ctrl-C at any point of any command — importing torch, loading weights, timing, writing —
+    ends it with exit code 130 (what shells expect of an interrupted program) and one line, instead of click's
+    "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
+    half-written."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            say("interrupted", "error")
+            raise typer.Exit(130) from None
+
+
 app = typer.Typer(
+    cls=Commands,
     name="unetinspect",
     help="See inside the Stable Diffusion UNet: shapes, parameters, FLOPs, latency and diagrams, block by block.",
     no_args_is_help=True,
@@ -146,9 +163,6 @@ def run(fn, *args, **kwargs):
             raise
         say(exc.one_line(), "error")
         raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        say("interrupted")
-        raise typer.Exit(130) from None
     except Exception as exc:  # a bug of ours: still one line, with the way to see more
         if State.debug:
             raise
@@ -271,6 +285,9 @@ def profile(
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
                                         "one with).")] = 10,
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
+        "run) to take longer than this; an estimate over 10 s is printed.")] = 600.0,
     depth: DepthOpt = 1,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
@@ -314,8 +331,8 @@ def profile(
     for path in (output, trace):
         refuse_output_early(path, *inputs)
     spec = opts.spec()
-    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, compile=compile_model,
-                   controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
+    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
+                   compile=compile_model, controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
     show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
     if mode == "sweep":
         _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)

@@ -67,3 +67,8 @@ class ImageError(UnetInspectError):
 
 class ConfigWarning(UserWarning):
     """Something in a config we keep but do not use (unknown fields); the CLI prints it as one `warning:` line."""
+
+
+class LongRunWarning(UserWarning):
+    """A run estimated to take long (but allowed): said before it starts, so that a wait is never silent; the CLI
+    prints it as one `warning:` line."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from torch import nn
 from unetinspect.config import UNetConfig
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.engine.trace import Trace, trace_model
-from unetinspect.errors import RunError, SourceError
+from unetinspect.errors import RunError
 from unetinspect.families import family_of_object
 from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
 from unetinspect.sources.loading import build_model, parse_device, parse_dtype
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SOURCE_KINDS, is_source_like, not_a_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
 from unetinspect.sources.twin import as_diffusers, is_diffusers_model
 
@@ -37,16 +36,15 @@ REBUILT_NOTE = "traced on a meta-device copy rebuilt from its config: your model
 
 def live_module(obj: object) -> nn.Module | None:
     """The model a live source stands for: an `nn.Module` itself, or a pipeline's `.unet`; None for a source
-    named by text or path (a preset, a file, a `Source`)."""
-    if obj is None or isinstance(obj, (str, os.PathLike, Source)):
+    that `resolve_source` resolves (a preset, a path, a config dict, a `Source`)."""
+    if is_source_like(obj):
         return None
     if isinstance(obj, nn.Module):
         return obj
     unet = getattr(obj, "unet", None)
     if isinstance(unet, nn.Module):
         return unet
-    raise SourceError(f"cannot open a {type(obj).__name__} as a model",
-                      "give a preset, a path, an nn.Module (e.g. pipe.unet) or a pipeline that has .unet")
+    raise not_a_source(obj, accepted=(*SOURCE_KINDS, "an nn.Module (e.g. pipe.unet)", "a pipeline that has .unet"))
 
 
 def config_of(module: nn.Module) -> UNetConfig | ControlNetConfig | None:

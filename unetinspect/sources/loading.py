@@ -24,7 +24,7 @@ from unetinspect.families import family_of, family_with_layout
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
-from unetinspect.sources.resolve import Source, headers_of, resolve_source
+from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
@@ -88,12 +88,12 @@ def build_model(config: UNetConfig | ControlNetConfig, dtype: torch.dtype | None
 
 
 def load_unet(
-    source: str | Path | Source | None = None,
+    source: SourceLike | None = None,
     *,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     variant: str | None = None,
-    config: str | Path | UNetConfig | None = None,
+    config: ConfigLike | None = None,
     allow_pickle: bool = False,
     seed: int = 0,
 ) -> UNet2DConditionModel:

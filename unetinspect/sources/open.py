@@ -9,7 +9,6 @@ kind is added beside them, and every view has it.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +19,7 @@ from unetinspect.sources.controlnet_step import with_controlnets
 from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs
 from unetinspect.sources.live import live_session, open_live
 from unetinspect.sources.loading import load_model, parse_device, parse_dtype
-from unetinspect.sources.resolve import Source, resolve_source
+from unetinspect.sources.resolve import Source, SourceLike, resolve_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, source_pixel_factor
 from unetinspect.sources.twin import IMPLS, as_diffusers
 
@@ -28,13 +27,13 @@ DEFAULT_SPEC = InputSpec()
 
 
 def open_session(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = DEFAULT_SPEC,
     *,
     device: str | torch.device | None = "meta",
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
-    controlnets: tuple[str | Path | Source, ...] = (),
+    controlnets: tuple[SourceLike, ...] = (),
     inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Session:

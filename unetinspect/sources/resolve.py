@@ -1,17 +1,22 @@
-"""What a SOURCE string names — a preset, a config.json, a diffusers folder, or a checkpoint file — resolved to a
-config and the weight files that go with it. Nothing here reads tensor data.
+"""What a SOURCE names — a preset, a config.json, a diffusers folder, a checkpoint file, or a config held in Python
+(a dict such as diffusers' `unet.config`, a `UNetConfig`) — resolved to a config and the weight files that go with
+it. Every entry point resolves here, so each takes every kind of source. Nothing here reads tensor data.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import reprlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from unetinspect.config import UNetConfig, read_json_config
 from unetinspect.controlnet_config import ControlNetConfig
-from unetinspect.errors import SourceError, WeightsError
+from unetinspect.errors import ConfigError, SourceError, WeightsError
 from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.files import not_regular, read_capped
@@ -22,6 +27,14 @@ WEIGHTS_NAME = "diffusion_pytorch_model"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 # SDXL's shard index is about 100 KB; an index this big is not one.
 MAX_INDEX_BYTES = 64 << 20
+CONFIG_DICT = "config dict"  # how a config given as a Python mapping is named in headings and messages
+SOURCE_KINDS = ("a preset name", "a path (config.json, diffusers folder, checkpoint file)", "a config dict",
+                "a UNetConfig")
+CONFIG_KINDS = ("a preset name", "a config.json path", "a config dict", "a UNetConfig")
+
+# What a config may be given as: a preset name or a config.json path, its contents as a mapping, or built.
+ConfigLike = str | os.PathLike[str] | Mapping[str, Any] | UNetConfig | ControlNetConfig
+CONFIG_TYPES = (str, os.PathLike, Mapping, UNetConfig, ControlNetConfig)
 
 
 @dataclass(frozen=True)
@@ -79,36 +92,62 @@ class Source:
         return tuple(sorted({info.dtype for h in self.headers for info in h.tensors.values()}))
 
 
+# Anything a source may be: a `Source` already resolved, or what resolves to one.
+SourceLike = ConfigLike | Source
+
+
 def resolve_source(
-    spec: str | Path | Source | None = None,
+    spec: SourceLike | None = None,
     *,
     variant: str | None = None,
-    config: str | Path | UNetConfig | None = None,
+    config: ConfigLike | None = None,
     allow_pickle: bool = False,
 ) -> Source:
-    """Turn what the user typed into a `Source`.
+    """Turn what the user typed (or holds) into a `Source`.
 
-    `config` (a preset name, a config.json path or a `UNetConfig`) overrides the config a source carries or
-    implies — for single files whose shapes are ambiguous, or to check weights against another architecture.
-    A `Source` is returned as it is, so every library entry point can take either.
+    A config held in Python — a mapping as a config.json holds it (diffusers' `unet.config` too) or a
+    `UNetConfig` — is a source the way its config.json is, validated the same way. `config` (any of those, or a
+    preset name) overrides the config a source carries or implies — for single files whose shapes are ambiguous,
+    or to check weights against another architecture. A `Source` is returned as it is, so every library entry
+    point can take either. Anything else is a `SourceError` naming what was given and what is accepted.
     """
     if isinstance(spec, Source):
         return spec
+    if not is_source_like(spec):
+        raise not_a_source(spec)
+    if config is not None and not isinstance(config, CONFIG_TYPES):
+        raise not_a_source(config, "config", CONFIG_KINDS)
     override = _config_override(config)
     origin = _config_origin(config)
+    if isinstance(spec, (Mapping, UNetConfig, ControlNetConfig)):  # the config itself is the source
+        return Source(_config_origin(spec), "config-object", override or _config_override(spec), config_origin=origin)
     if spec is None and override is not None:  # only a config: it is what was opened
-        kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, Path)) else "config-object"
+        kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, os.PathLike)) else "config-object"
         return Source(origin, kind, override)
-    source = _resolve(str(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
+    source = _resolve(os.fspath(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
     if override is None:
         return source
     return dataclasses.replace(source, config_origin=origin)
 
 
-def _config_origin(config: str | Path | UNetConfig | None) -> str | None:
-    """How a `--config` is named in headings: the preset name, the file's name, or "a UNetConfig"."""
+def is_source_like(value: object) -> bool:
+    """Whether `value` is a kind of source this module resolves (None too: the default preset, or no config)."""
+    return value is None or isinstance(value, (*CONFIG_TYPES, Source))
+
+
+def not_a_source(value: object, role: str = "source", accepted: tuple[str, ...] = SOURCE_KINDS) -> SourceError:
+    """The error for a value that is no source: its type and a short repr, and what is accepted instead. (Left to
+    `str()` or `Path()`, an int would be looked up as a file named "3", a list fail as a raw TypeError.)"""
+    kinds = ", ".join(accepted[:-1]) + f" or {accepted[-1]}"
+    return SourceError(f"cannot open {type(value).__name__} {reprlib.repr(value)} as a {role}", f"give {kinds}")
+
+
+def _config_origin(config: ConfigLike | None) -> str | None:
+    """How a config is named in headings: the preset name, the file's name, "config dict" or "a UNetConfig"."""
     if config is None:
         return None
+    if isinstance(config, Mapping):
+        return CONFIG_DICT
     if is_model_config(config):
         return f"a {type(config).__name__}"
     return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
@@ -143,17 +182,47 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: str | Path | UNetConfig | ControlNetConfig | None) -> UNetConfig | ControlNetConfig | None:
+def _config_override(config: ConfigLike | None) -> UNetConfig | ControlNetConfig | None:
     if config is None or is_model_config(config):
         return config
-    if str(config) in PRESETS and not Path(config).exists():
+    if not isinstance(config, Mapping) and str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
     return read_config(config)
 
 
-def read_config(path: str | Path) -> UNetConfig | ControlNetConfig:
-    """A diffusers config.json, as the config of the family its `_class_name` names (a UNet's without one)."""
-    return config_from_dict(read_json_config(path), origin=str(path))
+def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> UNetConfig | ControlNetConfig:
+    """A diffusers config — a config.json, or its contents as a mapping — as the config of the family its
+    `_class_name` names (a UNet's without one)."""
+    if isinstance(config, Mapping):
+        data, origin = config_data(config), CONFIG_DICT
+    else:
+        data, origin = read_json_config(config), str(config)
+    return config_from_dict(data, origin=origin)
+
+
+def config_data(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config mapping as its config.json would hold it — plain dicts and lists (a `FrozenDict`, tuples and
+    other mappings converted) — so that it meets exactly the validation a config.json does; a key or value that
+    no JSON file could hold is refused, naming it."""
+    data = {}
+    for key, value in config.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"{CONFIG_DICT}: key {key!r} ({type(key).__name__}) is not a field name",
+                              "a config's keys are its field names, as in config.json")
+        try:
+            data[key] = json.loads(json.dumps(value, default=_mapping_as_dict))
+        except (TypeError, ValueError, RecursionError):  # a set, a tensor, a cycle, nesting no config has
+            raise ConfigError(f"{CONFIG_DICT}: {key} is {type(value).__name__} {reprlib.repr(value)}, which a "
+                              "config.json cannot hold", "give numbers, strings, booleans, None, lists and dicts") \
+                from None
+    return data
+
+
+def _mapping_as_dict(value: object) -> dict[Any, Any]:
+    """`json.dumps`' fallback: a nested mapping that is not a dict is written as one; anything else is refused."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)
 
 
 def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
@@ -205,14 +274,23 @@ def _variants_present(folder: Path) -> list[str]:
 def _shards_of(index: Path) -> tuple[Path, ...]:
     """The shard files of a sharded checkpoint, after checking the whole index against every shard's header.
 
-    A broken index must fail here, naming the file and tensor, rather than as a shape error when profiling.
+    A broken index must fail here, naming the file and tensor, rather than as a shape error when profiling — or,
+    worse, not at all: an index that maps nothing would open as a model with random weights.
     """
     try:
-        weight_map = json.loads(read_capped(index, MAX_INDEX_BYTES, WeightsError, "a shard index"))["weight_map"]
+        text = read_capped(index, MAX_INDEX_BYTES, WeightsError, "a shard index")
+        weight_map = json.loads(text, object_pairs_hook=_refuse_repeated_keys)["weight_map"]
+    except _RepeatedKey as repeated:
+        key, first, second = repeated.args
+        raise WeightsError(f"{index} names {key!r} twice (first {first!r}, then {second!r})",
+                           "an index maps each tensor to one shard: download the checkpoint again") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError):
         raise WeightsError(f"{index} is not a valid sharded-checkpoint index (needs a weight_map)") from None
     if not isinstance(weight_map, dict):
         raise WeightsError(f"{index}: weight_map is not an object of tensor name → shard file")
+    if not weight_map:
+        raise WeightsError(f"{index}: weight_map is empty, so it puts no tensor in any shard",
+                           "the index is broken: download the checkpoint again")
     bad = next(((k, v) for k, v in weight_map.items() if not isinstance(v, str)), None)
     if bad is not None:
         raise WeightsError(f"{index}: weight_map[{bad[0]!r}] is {bad[1]!r}, not a shard file name")
@@ -227,20 +305,45 @@ def _shards_of(index: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
+class _RepeatedKey(Exception):
+    """A key that a JSON object of the index gives twice: (key, first value, second value)."""
+
+
+def _refuse_repeated_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """`json.loads` keeps the last of repeated keys without a word; in a weight_map that hides a tensor mapped to
+    two shards, so a repeat is an error instead."""
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _RepeatedKey(key, seen[key], value)
+        seen[key] = value
+    return seen
+
+
 def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, SafetensorsHeader]) -> None:
-    """Every tensor the index names is in its shard, and no tensor is in two shards with different shapes."""
-    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
+    """The index and the shards' headers name the same tensors, each in exactly one shard: the one the index says.
+
+    So every tensor the config needs (checked against the model after this) is mapped exactly once. A tensor held
+    by two shards is refused even when both copies are the same: which copy loads would depend on the order the
+    shards are read, and telling whether the copies agree means reading tensor data, which resolving never does.
+    """
+    holder: dict[str, str] = {}
     for shard, header in headers.items():
-        for name, info in header.tensors.items():
-            first = seen.setdefault(name, (shard, info.shape))
-            if first[1] != info.shape:
-                raise WeightsError(f"{index.parent}: tensor {name!r} is in {first[0]} with shape {list(first[1])} "
-                                   f"and in {shard} with shape {list(info.shape)}", "the shards do not belong "
-                                   "together: download the checkpoint again")
+        for name in header.tensors:
+            first = holder.setdefault(name, shard)
+            if first != shard:
+                raise WeightsError(f"{index.parent}: tensor {name!r} is in two shards, {first} and {shard}",
+                                   "each tensor belongs in one shard: the shards do not belong together, "
+                                   "download the checkpoint again")
     for name, shard in weight_map.items():
-        if name not in headers[shard].tensors:
+        if holder.get(name) != shard:
             raise WeightsError(f"{index} puts tensor {name!r} in {shard}, which does not hold it",
                                "the index and its shards do not match: download the checkpoint again")
+    unmapped = [name for name in holder if name not in weight_map]
+    if unmapped:
+        raise WeightsError(f"{index}: {len(unmapped)} tensor(s) of the shards are not in its weight_map, e.g. "
+                           f"{unmapped[0]!r} in {holder[unmapped[0]]}",
+                           "the index and its shards do not match: download the checkpoint again")
 
 
 def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:

@@ -16,7 +16,6 @@ returned it, its consumer the first layer of the up block whose input was comput
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from unetinspect.views.graph import build_graph, trace_for_diagram
@@ -25,7 +24,7 @@ from unetinspect.sources.session import Session, Setup
 from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 
 LAYER_DEPTH = 2  # the rows a branch is made of: resnets, transformers and resamplers inside the blocks
 
@@ -114,7 +113,7 @@ def attention_flops(trace: Trace, record: CallRecord) -> int:
 
 
 def branch_costs(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     latencies: dict[str, float] | None = None,

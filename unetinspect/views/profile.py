@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,14 +32,16 @@ from unetinspect.sources.live import left_as_found
 from unetinspect.engine.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
                                          block_statistics, clock_for, measure, measure_memory, report_progress)
 from unetinspect.engine.trace import CallRecord, Trace, trace_model
-from unetinspect.errors import OptionsError, RunError
-from unetinspect.sources.resolve import Source
+from unetinspect.errors import LongRunWarning, OptionsError, RunError
+from unetinspect.sources.resolve import SourceLike
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10
 COMPILE_BACKEND = "inductor"  # what `compile=True` means; tests use "eager", which compiles in milliseconds
 STEP_RANGE = "unet step"  # the named range around the whole forward pass in a Chrome trace
 NOISY_SPREAD = 1.5  # p90 over p10 of the step beyond which the figures come with a warning
+DEFAULT_MAX_SECONDS = 600.0  # the longest a profile or sweep is estimated to run before it is refused
+ANNOUNCE_SECONDS = 10.0  # an estimate beyond this is said (a LongRunWarning) before the runs start
 
 ATTENTION_BACKENDS = {
     "math": SDPBackend.MATH,
@@ -215,7 +219,7 @@ def flops_trace(session: Session) -> Trace:
 
 
 def profile(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device | None = None,
@@ -229,6 +233,7 @@ def profile(
     progress: Progress | None = None,
     impl: str = "ours",
     inputs: dict[str, Any] | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     **source_options: Any,
 ) -> Profile:
     """Time the forward pass of `source` block by block (every call down to `depth`), and the whole step without
@@ -241,6 +246,10 @@ def profile(
     `source` may be the user's own model (`pipe.unet`, a pipeline, any `nn.Module` with `inputs=`): it is timed
     on its own device, in its own dtype, with its own weights, and left exactly as it was found (modes, hooks,
     grad flags). `impl="diffusers"` times diffusers' own class holding the same weights.
+
+    Before the timed runs, one batch-1 run measures the device's FLOP rate; work estimated (from the step's FLOPs)
+    to run past `max_seconds` is refused with the estimate (None: no limit), and past ANNOUNCE_SECONDS it is said
+    in a `LongRunWarning`. At batch 1 that run is the first call, so it costs nothing extra.
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
@@ -262,7 +271,12 @@ def profile(
         inputs = session.inputs
         first = "compiling" if timed.compiled else "first call"
         report_progress(progress, first, 0, 1)
-        first_s = timed.first_call(inputs)
+        rate = _measure_rate(timed, trace.flops)
+        reused = rate.whole_step and not timed.compiled  # it was the first call
+        runs = ((not reused) + (warmup + repeat) * (2 if blocks else 1) + (session.device.type == "cuda")
+                + chrome_trace)
+        _check_duration(rate, trace.flops, runs, max_seconds)
+        first_s = rate.seconds if reused else timed.first_call(inputs)
         report_progress(progress, first, 1, 1)
         samples = measure(timed.runner, inputs, blocks, warmup=warmup, repeat=repeat, clock=timed.clock,
                           progress=progress)
@@ -290,7 +304,7 @@ def profile(
 
 
 def sweep(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
     attention: str = AUTO,
     *,
@@ -301,12 +315,14 @@ def sweep(
     compile: bool | str = False,
     progress: Progress | None = None,
     impl: str = "ours",
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     **source_options: Any,
 ) -> Sweep:
     """The unhooked step at each labelled input size, under each backend `attention` names ("all": every one).
 
     A size that runs out of memory or a backend that cannot run is a row with its `error`, not a failure: the
-    other rows are still worth having.
+    other rows are still worth having. The whole sweep is estimated and refused (or announced) as `profile` is,
+    from each point's FLOPs and one batch-1 run at the first size.
     """
     if repeat < 1:
         raise RunError("--repeat must be at least 1")
@@ -316,12 +332,19 @@ def sweep(
     timed = _open(source, specs[0][1], device, dtype, compile, dict(source_options, impl=impl))
     for _, spec in specs:  # a bad size fails now, not after the sizes before it were timed
         timed.session.sizes_for(spec)
+    points = [(label, dataclasses.replace(timed, session=timed.session.resized(spec))) for label, spec in specs]
+    flops = [flops_trace(point.session).flops for _, point in points]
+    try:
+        rate = _measure_rate(timed, flops[0])
+    except torch.OutOfMemoryError:  # not even batch 1 fits, so no point will run long: each fails as its row
+        rate = None
+    if rate is not None:
+        _check_duration(rate, sum(flops) // len(flops), len(points) * len(backends) * (1 + warmup + repeat),
+                        max_seconds)
     variants = []
-    for label, spec in specs:
-        point = dataclasses.replace(timed, session=timed.session.resized(spec))
-        flops = flops_trace(point.session).flops
+    for (label, point), point_flops in zip(points, flops):
         for backend in backends:
-            base = Variant(label, backend, point.session.setup.sizes, flops)
+            base = Variant(label, backend, point.session.setup.sizes, point_flops)
             variants.append(_time_variant(point, backend, base, warmup, repeat,
                                           _prefixed(progress, f"{label} · {backend} · ")))
     return Sweep(setup=timed.session.setup, device=timed.info, warmup=warmup, repeat=repeat,
@@ -348,6 +371,62 @@ def _time_variant(timed: _Timed, backend: str, base: Variant, warmup: int, repea
         return dataclasses.replace(base, error=f"out of memory: {_first_line(exc)}")
     except RunError as exc:  # an attention backend that cannot run here
         return dataclasses.replace(base, error=exc.message)
+
+
+# ---- how long it will take -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Rate:
+    """What one unhooked batch-1 run measured on the real device: its seconds and FLOPs per second, and whether it
+    was the step itself (batch 1 already, or a live model's own inputs), which then needs no first call of its own."""
+
+    seconds: float
+    flops_per_s: float
+    device: str
+    whole_step: bool
+
+
+def _measure_rate(timed: _Timed, flops: int) -> _Rate:
+    """Run the session's model once at batch 1 and take its FLOP rate.
+
+    A step's FLOPs grow with its batch (every layer works on each sample alone), so a batch-1 run's FLOPs are
+    `flops / batch`, with no second trace. At batch 1 fixed costs (kernel launches, Python) weigh most, so the
+    rate is low and estimates from it err long, never short. A live model's inputs are its own: it runs as given.
+    """
+    session = timed.session
+    batch = session.setup.sizes.batch
+    one = session if batch == 1 or session.live is not None else session.resized(
+        dataclasses.replace(session.spec, batch=1))
+    start = time.perf_counter()
+    with torch.inference_mode():
+        one.model(**one.inputs)
+    timed.clock.wait()
+    seconds = max(time.perf_counter() - start, 1e-9)
+    share = one.setup.sizes.batch / batch if one is not session else 1.0
+    return _Rate(seconds, flops * share / seconds, timed.info.name, whole_step=one is session)
+
+
+def _check_duration(rate: _Rate, flops: int, runs: int, max_seconds: float | None) -> None:
+    """Refuse work estimated to run past `max_seconds` (None: no limit) before it starts, and say an estimate
+    past ANNOUNCE_SECONDS: a batch of 3000 on a CPU must not run for hours without a word."""
+    step_s = flops / rate.flops_per_s
+    total = step_s * runs
+    what = (f"about {_duration(total)}: {runs} runs of about {_duration(step_s)} ({flops / 1e9:,.1f} GFLOPs at "
+            f"the {rate.flops_per_s / 1e9:,.2f} GFLOP/s a batch-1 run reached on {rate.device})")
+    if max_seconds is not None and total > max_seconds:
+        raise RunError(f"this would run {what}, over the limit of {_duration(max_seconds)}",
+                       f"lower --batch, --repeat or --warmup, or pass --max-seconds {math.ceil(total * 1.5)} "
+                       "to go on")
+    if total > ANNOUNCE_SECONDS:
+        warnings.warn(f"this will run {what}", LongRunWarning, stacklevel=3)
+
+
+def _duration(seconds: float) -> str:
+    """3.2 s, 4.5 min, 2.1 h: an estimate's size at a glance."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.1f} h"
 
 
 # ---- attention backends -------------------------------------------------------------------------------------------

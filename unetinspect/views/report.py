@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -21,7 +20,7 @@ from unetinspect.sources.session import Session
 from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.engine.trace import CallRecord, Trace
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 
 if TYPE_CHECKING:
     from unetinspect.views.attention import AttentionGrid
@@ -67,7 +66,7 @@ class Report:
 
 
 def build_report(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     profile: bool = False,
@@ -114,7 +113,7 @@ def layer_graphs(trace: Trace, name: str) -> dict[str, Graph]:
             for r in trace.at_depth(1) if r.children and r.call == 0}
 
 
-def comparison_graphs(a: str | Path | Source | Session | None, b: str | Path | Source | Session | None,
+def comparison_graphs(a: SourceLike | Session | None, b: SourceLike | Session | None,
                       spec: InputSpec = InputSpec(), *, impl: str = "ours", **source_options: Any) -> tuple[Graph, Graph]:
     """The block diagrams of the two sides `compare` compared (B is diffusers' model of A with impl="diffusers")."""
     first = open_session(a, spec, device="meta", **source_options)

@@ -8,7 +8,6 @@ headers checked against the model (names, shapes) without reading tensor data.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,7 +18,7 @@ from unetinspect.sources.session import Session, Setup
 from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ def refuse_branches_with_addons(branches: bool, controlnets: object, ip_adapter:
 
 
 def summarize(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str = "meta",
