@@ -68,3 +68,8 @@ def test_a_model_bigger_than_this_machine_is_refused_before_allocating(tmp_path,
     path = tmp_path / "huge.json"
     path.write_text(json.dumps(tiny(block_out_channels=[16384] * 3, cross_attention_dim=16384)))
     refused(invoke, tmp_path, "summary", path, "--device", "cpu", words="out of memory placing")
+
+
+def test_a_size_whose_attention_no_tensor_can_address_is_refused(tmp_path, invoke):
+    """Found by the generated sizes: 220440² px made torch overflow its storage size ("internal error")."""
+    refused(invoke, tmp_path, "summary", "tiny", "--height", 220440, "--width", 220440, words="no tensor can address")

@@ -136,6 +136,13 @@ def check_sizes(config: UNetConfig, sizes: Sizes, device: torch.device, dtype: t
         raise RunError(f"batch {sizes.batch}{video} at {size} with {sizes.text_len} text tokens needs "
                        f"{_gib(largest)} for one activation, more than {where} ({_gib(limit)})",
                        "lower --batch, --frames, the size or --text-len")
+    # A self-attention's scores (tokens² per head) are never stored by SDPA, but a tensor's size must still be
+    # addressable: past 2⁶³ bytes torch fails with "Storage size calculation overflowed" (an absurd size, not a bug).
+    heads = max(getattr(config, "heads_per_block", None) or [1])
+    scores = sizes.batch * frames * heads * (h * w) ** 2 * torch.empty(0, dtype=dtype).element_size()
+    if scores >= 2**63:
+        raise RunError(f"latent {h}×{w} gives a self-attention over {h * w:,} tokens, whose scores need more than "
+                       "2⁶³ bytes: no tensor can address them", "lower the size")
 
 
 def _gib(nbytes: int) -> str:
