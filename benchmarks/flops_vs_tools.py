@@ -24,8 +24,8 @@ def inputs() -> dict[str, torch.Tensor]:
 def main() -> None:
     from diffusers import UNet2DConditionModel
 
-    from unetinspect.views.summary import summarize
     from unetinspect.presets import load_preset_dict
+    from unetinspect.views.summary import summarize
 
     start = time.perf_counter()
     ours = summarize("sd15").trace.flops

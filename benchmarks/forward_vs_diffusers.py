@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from unetinspect import load_unet
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.engine.timing import Stats, clock_for, timed_call
 from unetinspect.presets import load_preset_dict
+from unetinspect.sources.inputs import InputSpec, make_inputs
 
 
 def diffusers_class():

@@ -20,19 +20,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from unetinspect.sources.inputs import InputSpec, make_inputs
-from unetinspect.sources.live import as_diffusers
-from unetinspect.views.profile import Profile, profile
-from unetinspect.views.watch import watch
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import render as render_view
 from unetinspect.render.profile_view import ProfileView, ms, percent
 from unetinspect.render.units import human_bytes
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.sources.live import as_diffusers
 from unetinspect.sources.loading import load_unet
+from unetinspect.views.profile import Profile, profile
+from unetinspect.views.watch import watch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from watch_overhead import loop_overhead  # noqa: E402  (a sibling script, not a package)

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.engine.timing import clock_for, timed_call
-from unetinspect.views.watch import watch
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import load_unet
+from unetinspect.views.watch import watch
 
 
 def loop_overhead(model: nn.Module, inputs: dict[str, Any], *, steps: int, depth: int, rounds: int) -> float:

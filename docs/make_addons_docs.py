@@ -109,12 +109,12 @@ made for another base is refused before anything runs. `profile` times both mode
 
 def make_files(workdir: Path) -> None:
     import torch
-    from safetensors.torch import save_file
-
     from conftest import SMALL_CONFIGS
     from ldm_files import full_checkpoint, meta_shapes, to_ldm_controlnet, write_header_only
     from lora_files import adapted_layers, kohya_lora
+    from safetensors.torch import save_file
     from test_ip_adapter import ip_adapter_tensors
+
     from unetinspect.config import UNetConfig
     from unetinspect.models.controlnet import ControlNetModel
     from unetinspect.models.unet import UNet2DConditionModel

@@ -7,7 +7,6 @@ tests/ldm_files.py, which are checked against diffusers' own conversion), not fr
 from __future__ import annotations
 
 import torch
-
 from ldm_files import ldm_key
 
 ATTENTION_LAYERS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0", "attn2.to_q", "attn2.to_k",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from bad_input import assert_one_line_failure
 from conftest import our_unet, save_folder, tiny
+
 from unetinspect.render.png import Picture, decode_png, encode_png
 
 FAST = ["--latent", "8x12", "--text-len", "8", "--device", "cpu"]

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SMALL_CONFIGS, our_unet, tiny
+from test_families import FAMILIES
 from torch import nn
 
 import unetinspect as ui
-from conftest import SMALL_CONFIGS, our_unet, tiny
-from test_families import FAMILIES
 from unetinspect.engine.attention import AttentionOptions, AttentionRecorder, layer_size
 from unetinspect.errors import RunError
 from unetinspect.sources.live import as_diffusers

@@ -8,11 +8,11 @@ import json
 import math
 
 import pytest
+from bad_input import refused
+from conftest import tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bad_input import refused
-from conftest import tiny
 from unetinspect.config import UNetConfig
 from unetinspect.config_values import MAX_TRANSFORMER_BLOCKS, RULES
 from unetinspect.errors import ConfigError

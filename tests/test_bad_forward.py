@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SMALL_CONFIGS
-from unetinspect.sources.inputs import make_inputs
+
 from unetinspect.config import UNetConfig
 from unetinspect.errors import InputError, UnetInspectError
+from unetinspect.sources.inputs import make_inputs
 from unetinspect.sources.loading import build_model
 
 

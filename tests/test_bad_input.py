@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from bad_input import OUTPUT, assert_one_line_failure
+from conftest import our_unet, save_folder, tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
-from bad_input import OUTPUT, assert_one_line_failure
-from conftest import our_unet, save_folder, tiny
 from unetinspect.errors import ConfigError, UnsupportedConfigError, WeightsError
 from unetinspect.sources.loading import load_unet
-from unetinspect.weights.safetensors import ITEM_SIZES
 from unetinspect.sources.resolve import resolve_source
+from unetinspect.weights.safetensors import ITEM_SIZES
 
 # Every command that takes a SOURCE, with what it needs to run fast.
 SOURCE_COMMANDS = [["weights"], ["summary"], ["profile", "--device", "cpu"], ["diagram"], ["compare", "sd15"]]

@@ -4,9 +4,9 @@ run's FLOP rate — and Ctrl-C at any point of a command: exit code 130, one lin
 from __future__ import annotations
 
 import pytest
+from bad_input import OUTPUT, assert_one_line_failure, refused, untouched
 
 import unetinspect.views.profile as profile_module
-from bad_input import OUTPUT, assert_one_line_failure, refused, untouched
 from unetinspect.errors import LongRunWarning, RunError
 from unetinspect.sources.inputs import InputSpec
 

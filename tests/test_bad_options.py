@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from bad_input import refused
+from conftest import tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bad_input import refused
-from conftest import tiny
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset
+from unetinspect.sources.inputs import InputSpec, make_inputs
 
 
 @pytest.mark.parametrize("options", [["--batch", 1_000_000_000], ["--text-len", 10_000_000_000],

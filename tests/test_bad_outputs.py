@@ -8,8 +8,8 @@ import stat
 import threading
 
 import pytest
-
 from bad_input import refused, untouched
+
 from unetinspect.errors import OutputError
 from unetinspect.render import diagram_view as graph_module
 from unetinspect.render.export import write_output

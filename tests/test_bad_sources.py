@@ -12,14 +12,14 @@ import types
 
 import pytest
 import torch
-
 from bad_input import refused, untouched
 from conftest import tiny
+
 from unetinspect.config import MAX_CONFIG_BYTES, UNetConfig
 from unetinspect.errors import ConfigError, SourceError, UnetInspectError, WeightsError
+from unetinspect.sources.resolve import resolve_source
 from unetinspect.weights.pickle import read_pickle
 from unetinspect.weights.safetensors import read_header
-from unetinspect.sources.resolve import resolve_source
 
 COMMANDS = [["summary"], ["weights"], ["compare", "sd15"]]
 

@@ -7,14 +7,14 @@ import json
 import struct
 
 import pytest
-from safetensors.torch import load_file, save_file
-
 from bad_input import refused, untouched
 from conftest import our_unet, save_folder, tiny
+from safetensors.torch import load_file, save_file
+
 from unetinspect.errors import WeightsError
+from unetinspect.sources.resolve import resolve_source
 from unetinspect.views.weights import OTHER, inspect_weights
 from unetinspect.weights.safetensors import MAX_TENSORS
-from unetinspect.sources.resolve import resolve_source
 
 INDEX = "diffusion_pytorch_model.safetensors.index.json"
 

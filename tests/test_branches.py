@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SMALL_CONFIGS
-from unetinspect.views.branches import LAYER_DEPTH, attention_flops, branch_costs, find_branches
-from unetinspect.views.graph import trace_for_diagram
+
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.resolve import resolve_source
+from unetinspect.views.branches import LAYER_DEPTH, attention_flops, branch_costs, find_branches
+from unetinspect.views.graph import trace_for_diagram
 
 
 def trace_of(config: dict, write_config):

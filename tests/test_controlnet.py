@@ -7,14 +7,14 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.sources.inputs import InputSpec, make_inputs
+
 from unetinspect.config import UNetConfig
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
+from unetinspect.sources.inputs import InputSpec, make_inputs
 
 EMBEDDING = (8, 16)  # a 2x-downsampling conditioning encoder: pixels are 2x the latent in these tests
 PARITY = ("sd15-like", "sd21-like", "sdxl-like", "class-timestep")
@@ -173,9 +173,9 @@ def test_diffusers_controlnet_folder_loads_as_a_controlnet(tmp_path, controlnet_
 @pytest.mark.parametrize("prefix", ["control_model.", ""])
 @pytest.mark.parametrize("name", ["sd15-like", "sdxl-like"])
 def test_original_single_file_controlnet_loads_with_the_same_weights(tmp_path, prefix, name):
+    from ldm_files import to_ldm_controlnet
     from safetensors.torch import save_file
 
-    from ldm_files import to_ldm_controlnet
     from unetinspect.sources.loading import load_unet
     from unetinspect.sources.resolve import resolve_source
 
@@ -199,9 +199,9 @@ def test_original_single_file_controlnet_loads_with_the_same_weights(tmp_path, p
 
 
 def test_original_controlnet_file_with_a_gap_is_refused_naming_the_key(tmp_path):
+    from ldm_files import to_ldm_controlnet
     from safetensors.torch import save_file
 
-    from ldm_files import to_ldm_controlnet
     from unetinspect.errors import WeightsError
     from unetinspect.sources.resolve import resolve_source
 
@@ -249,9 +249,8 @@ def test_controlled_step_with_two_controlnets_matches_diffusers_multicontrolnet(
 @pytest.fixture
 def controlnet_file(tmp_path):
     """An original single-file ControlNet for a config (tiny by default), with random weights."""
-    from safetensors.torch import save_file
-
     from ldm_files import to_ldm_controlnet
+    from safetensors.torch import save_file
 
     def write(name: str = "sd15-like", file: str = "control.safetensors"):
         controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS[name])))

@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SMALL_CONFIGS
-from unetinspect.views.graph import diagram_graph
+
 from unetinspect.config import UNetConfig
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.render.graph import to_dot
+from unetinspect.views.graph import diagram_graph
 
 
 @pytest.fixture(scope="module")
 def controlnets(tmp_path_factory):
     """Two original single-file ControlNets for the tiny config (no weights are read: the graph is traced on meta)."""
-    from safetensors.torch import save_file
-
     from ldm_files import to_ldm_controlnet
+    from safetensors.torch import save_file
 
     folder = tmp_path_factory.mktemp("controlnets")
     controlnet = ControlNetModel.from_unet(UNet2DConditionModel(UNetConfig.from_dict(SMALL_CONFIGS["sd15-like"])))

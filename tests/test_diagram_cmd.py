@@ -6,6 +6,7 @@ import shutil
 import xml.etree.ElementTree as ET
 
 import pytest
+
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
 SVG = "{http://www.w3.org/2000/svg}"
 

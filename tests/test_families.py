@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import diffusers_unet, tiny
+
 from unetinspect import UNetConfig
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import ConfigError, UnsupportedConfigError
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model, count_parameters
 
 # DeepFloyd IF stage I: resnet resampling, added-KV attention with group-normalised text, T5 text projected by

@@ -4,12 +4,12 @@ every block gets its kind, and the U still has one skip per down residual at bot
 from __future__ import annotations
 
 import pytest
-
 from conftest import tiny
-from unetinspect.views.graph import build_graph, trace_for_diagram
+
 from unetinspect.config import UNetConfig
 from unetinspect.render.graph import to_dot
 from unetinspect.sources.resolve import Source
+from unetinspect.views.graph import build_graph, trace_for_diagram
 
 # Shrunk configs of each family, as diffusers' own tests shrink them.
 FAMILY_CONFIGS: dict[str, dict] = {

@@ -4,26 +4,25 @@ everywhere, never NaN; tables that fit 80, 100 and 200 columns without losing th
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
-import dataclasses
 import math
 
 import pytest
+from conftest import our_unet, save_folder, tiny
 from rich.console import Console
 
-from conftest import our_unet, save_folder, tiny
-from unetinspect.views.compare import compare
 from unetinspect.engine.hardware import DeviceInfo
-from unetinspect.views.profile import Profile, Sweep, Variant
-from unetinspect.sources.session import Setup
-from unetinspect.views.summary import summarize
 from unetinspect.engine.timing import BlockMemory, BlockTiming, Stats, StepTiming
 from unetinspect.render.compare_view import CompareView
-from unetinspect.render.formats import (CSV, MARKDOWN, SCHEMA, TABLE, View, cells, json_text, plain, render,
-                                        shown_columns)
+from unetinspect.render.formats import CSV, MARKDOWN, SCHEMA, TABLE, View, cells, json_text, plain, render, shown_columns
 from unetinspect.render.profile_view import ProfileView, SweepView
 from unetinspect.render.summary_view import SummaryView
+from unetinspect.sources.session import Setup
+from unetinspect.views.compare import compare
+from unetinspect.views.profile import Profile, Sweep, Variant
+from unetinspect.views.summary import summarize
 
 WIDTHS = (80, 100, 200)
 

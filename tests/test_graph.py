@@ -6,15 +6,15 @@ import re
 from collections import Counter
 
 import pytest
-
 from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.views.graph import build_graph, diagram_graph, kind_of, trace_for_diagram
-from unetinspect.sources.inputs import InputSpec, make_inputs
-from unetinspect.engine.trace import trace_model
+
 from unetinspect.config import UNetConfig
+from unetinspect.engine.trace import trace_model
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.graph import Style, to_dot
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.resolve import resolve_source
+from unetinspect.views.graph import build_graph, diagram_graph, kind_of, trace_for_diagram
 
 SD15_BLOCKS = ["conv_in", *(f"down_blocks.{i}" for i in range(4)), "mid_block", *(f"up_blocks.{i}" for i in range(4)),
                "conv_norm_out", "conv_act", "conv_out"]

@@ -6,18 +6,18 @@ import json
 
 import pytest
 import torch
+from conftest import SMALL_CONFIGS, diffusers_unet
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from conftest import SMALL_CONFIGS, diffusers_unet
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.views.ip_adapter import ip_adapter_cost
-from unetinspect.views.summary import summarize
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.errors import WeightsError
-from unetinspect.weights.ip_adapter import assign_entries, parse_ip_adapter
+from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.kinds import file_kind
+from unetinspect.views.ip_adapter import ip_adapter_cost
+from unetinspect.views.summary import summarize
+from unetinspect.weights.ip_adapter import assign_entries, parse_ip_adapter
 
 
 def cross_attention_widths(config: dict) -> list[int]:

@@ -6,17 +6,17 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import save_file
-
 from conftest import SMALL_CONFIGS, diffusers_unet, our_unet
 from ldm_files import OTHER_COMPONENTS, full_checkpoint, meta_shapes, to_ldm, write_header_only
+from safetensors.torch import save_file
+
 from unetinspect import UNetConfig, load_unet
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import WeightsError
 from unetinspect.presets import load_preset, load_preset_dict
-from unetinspect.weights import ldm
-from unetinspect.views.weights import PresetMatch, inspect_weights
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.resolve import resolve_source
+from unetinspect.views.weights import PresetMatch, inspect_weights
+from unetinspect.weights import ldm
 
 # The tiny configs of conftest, moved onto the conventions of the released models that shapes cannot show
 # (see `ldm.infer_config`): 32 norm groups; 8 heads with conv projections; 64-channel heads with linear ones

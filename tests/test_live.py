@@ -7,13 +7,13 @@ import types
 
 import pytest
 import torch
+from conftest import diffusers_unet, tiny
 from torch import nn
 
 import unetinspect as ui
-from conftest import diffusers_unet, tiny
+from unetinspect.errors import RunError, SourceError
 from unetinspect.sources.live import REBUILT_NOTE, left_as_found, open_live
 from unetinspect.sources.twin import as_diffusers
-from unetinspect.errors import RunError, SourceError
 
 FAST = dict(warmup=0, repeat=1)
 

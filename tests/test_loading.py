@@ -8,11 +8,11 @@ import re
 
 import pytest
 import torch
-
 from conftest import SMALL_CONFIGS, diffusers_unet, our_unet, save_folder
+
 from unetinspect import load_unet
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import count_parameters
 from unetinspect.sources.resolve import resolve_source
 

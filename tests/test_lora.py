@@ -9,17 +9,17 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from safetensors.torch import save_file
-from typer.testing import CliRunner
-
 from conftest import SMALL_CONFIGS
 from ldm_files import meta_shapes, write_header_only
 from lora_files import adapted_layers, kohya_lora, loha, lokr, peft_lora
-from unetinspect.views.lora import analyze_lora, factored_norm
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
+from unetinspect.views.lora import analyze_lora, factored_norm
 
 
 def layers_of(name: str) -> dict[str, tuple[int, ...]]:
@@ -39,7 +39,9 @@ def lora_file(tmp_path, write_config):
 def reference_path(kohya_module: dict, config: dict) -> str:
     """diffusers' own conversion of one kohya module (its lora_down/lora_up/alpha) → our module path."""
     from diffusers.loaders.lora_conversion_utils import (
-        _convert_non_diffusers_lora_to_diffusers, _maybe_map_sgm_blocks_to_diffusers)
+        _convert_non_diffusers_lora_to_diffusers,
+        _maybe_map_sgm_blocks_to_diffusers,
+    )
 
     state = _maybe_map_sgm_blocks_to_diffusers(dict(kohya_module), SimpleNamespace(**config))
     converted, _ = _convert_non_diffusers_lora_to_diffusers(state)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import SMALL_CONFIGS, diffusers_unet, tiny
+
 from unetinspect import UNetConfig, load_unet
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model, count_parameters

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetinspect.sources.inputs import infer_pixel_factor
 from unetinspect.presets import PRESETS, load_preset, load_preset_dict, pixel_factor, preset_names
+from unetinspect.sources.inputs import infer_pixel_factor
 from unetinspect.sources.loading import build_model
 
 

@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import exhausted_model
-from unetinspect.views import profile as profile_module
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.views.profile import parse_sweep, profile, sweep
+
 from unetinspect.engine.timing import WallClock
 from unetinspect.errors import RunError
-
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.views import profile as profile_module
+from unetinspect.views.profile import parse_sweep, profile, sweep
 
 # ---- sweeps -------------------------------------------------------------------------------------------------------
 

@@ -7,8 +7,8 @@ import io
 import json
 
 import pytest
-
 from conftest import exhausted_model
+
 from unetinspect.views import profile as profile_module
 
 FAST = ["tiny", "--device", "cpu", "--warmup", "0", "--repeat", "2"]

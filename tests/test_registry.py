@@ -9,10 +9,10 @@ import json
 
 import pytest
 import torch
+from conftest import tiny
 
 import unetinspect as ui
 import unetinspect.families as families
-from conftest import tiny
 from unetinspect.config import UNetConfig
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.families import FAMILIES, config_from_dict, family_named, family_of, family_of_object

@@ -9,11 +9,11 @@ import json
 import re
 
 import pytest
+from conftest import SMALL_CONFIGS
 
 import unetinspect.render.report as report_render
-from conftest import SMALL_CONFIGS
-from unetinspect.views.report import build_report
 from unetinspect.render.report import comparison_html, report_html
+from unetinspect.views.report import build_report
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from unetinspect.views.report import build_report
 from unetinspect.render.report import report_html
+from unetinspect.views.report import build_report
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -118,9 +118,9 @@ def test_report_without_dot_still_works_in_the_browser(browser, tiny_report, tmp
 
 
 def test_comparison_page_in_the_browser(browser, tmp_path):
+    from unetinspect.render.report import comparison_html
     from unetinspect.views.compare import compare
     from unetinspect.views.report import comparison_graphs
-    from unetinspect.render.report import comparison_html
 
     result = compare("tiny", "sd15")
     page = Page(browser, comparison_html(result, comparison_graphs("tiny", "sd15")), tmp_path / "diff.html")

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import our_unet, save_folder
 
 import unetinspect as ui
-from conftest import our_unet, save_folder
-from unetinspect.sources.inputs import InputSpec, infer_pixel_factor
-from unetinspect.sources.open import open_session
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset_dict
+from unetinspect.sources.inputs import InputSpec, infer_pixel_factor
+from unetinspect.sources.open import open_session
 
 
 def test_session_opens_once_with_concrete_sizes():

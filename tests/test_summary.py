@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import SMALL_CONFIGS, our_unet, save_folder
+
+from unetinspect.errors import WeightsError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.views.summary import summarize
-from unetinspect.errors import WeightsError
 
 
 def test_skip_connections_are_visible():

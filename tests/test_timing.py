@@ -7,11 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.engine.timing import (BlockHooks, CudaClock, Samples, Stats, measure, measure_memory,
-                                         block_statistics)
+from unetinspect.engine.timing import BlockHooks, CudaClock, Samples, Stats, block_statistics, measure, measure_memory
 from unetinspect.engine.trace import trace_model
-
+from unetinspect.sources.inputs import InputSpec
 
 # ---- statistics ---------------------------------------------------------------------------------------------------
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SMALL_CONFIGS, diffusers_unet
 from torch import nn
 
-from conftest import SMALL_CONFIGS, diffusers_unet
 from unetinspect import UNetConfig, load_unet
-from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.engine.trace import trace_model
 from unetinspect.errors import InputError
+from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model
 
 

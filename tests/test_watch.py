@@ -6,15 +6,16 @@ import json
 
 import pytest
 import torch
+from conftest import diffusers_unet, tiny
 from torch import nn
 
 import unetinspect as ui
-from conftest import diffusers_unet, tiny
-from unetinspect.views.profile import Profile
 from unetinspect.engine.trace import trace_model
 from unetinspect.errors import RunError
 from unetinspect.render.formats import render
 from unetinspect.render.profile_view import ProfileView
+from unetinspect.views.profile import Profile
+
 
 @pytest.fixture(scope="module")
 def unet():

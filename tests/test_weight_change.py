@@ -7,17 +7,17 @@ import math
 
 import pytest
 import torch
+from ldm_files import full_checkpoint
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from ldm_files import full_checkpoint
-from unetinspect.views.compare import compare
-from unetinspect.sources.inputs import InputSpec
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
+from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.loading import init_random_weights
+from unetinspect.views.compare import compare
 
 SPEC = InputSpec(height=64, width=64, text_len=5)  # one size for both: an inferred config has another default
 CHANGED = ("down_blocks.1", "mid_block")

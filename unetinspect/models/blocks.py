@@ -21,7 +21,12 @@ from torch import nn
 
 from unetinspect.models.attention import Attention, DualTransformer2DModel, Transformer2DModel
 from unetinspect.models.k_blocks import (
-    GROUP_SIZE, KAttentionBlock, KCrossAttnDownBlock2D, KCrossAttnUpBlock2D, KDownBlock2D, KUpBlock2D,
+    GROUP_SIZE,
+    KAttentionBlock,
+    KCrossAttnDownBlock2D,
+    KCrossAttnUpBlock2D,
+    KDownBlock2D,
+    KUpBlock2D,
     ResnetBlockCondNorm2D,
 )
 from unetinspect.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D

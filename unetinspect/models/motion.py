@@ -20,8 +20,16 @@ import torch
 from torch import nn
 
 from unetinspect.models.blocks import (
-    NO_ATTENTION, TRANSFORMER, BlockSpec, CrossAttnDownBlock2D, CrossAttnUpBlock2D, DownBlock2D, LayerAttention,
-    UNetMidBlock2DCrossAttn, UpBlock2D, depths_per_layer,
+    NO_ATTENTION,
+    TRANSFORMER,
+    BlockSpec,
+    CrossAttnDownBlock2D,
+    CrossAttnUpBlock2D,
+    DownBlock2D,
+    LayerAttention,
+    UNetMidBlock2DCrossAttn,
+    UpBlock2D,
+    depths_per_layer,
 )
 from unetinspect.models.input_checks import check_motion_inputs
 from unetinspect.models.temporal import AnimateDiffTransformer3D

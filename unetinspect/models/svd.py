@@ -19,7 +19,11 @@ import torch
 from torch import nn
 
 from unetinspect.models.blocks import (
-    BlockSpec, DownBlock2D, LayerAttention, UNetMidBlock2DCrossAttn, UpBlock2D,
+    BlockSpec,
+    DownBlock2D,
+    LayerAttention,
+    UNetMidBlock2DCrossAttn,
+    UpBlock2D,
 )
 from unetinspect.models.input_checks import check_svd_inputs
 from unetinspect.models.temporal import SpatioTemporalResBlock, TransformerSpatioTemporalModel

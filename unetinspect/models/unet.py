@@ -17,10 +17,10 @@ import torch
 from torch import nn
 
 from unetinspect.config import UNetConfig
+from unetinspect.errors import InputError
 from unetinspect.models.activations import get_activation
 from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec
 from unetinspect.models.conditioning import attach_condition_embeddings, position_net
-from unetinspect.errors import InputError
 from unetinspect.models.input_checks import check_inputs
 
 # What the blocks receive beside their input and `emb`: the context tokens, the two attention masks as additive

@@ -5,9 +5,9 @@ Kept apart from the drawing so that the command line can offer the formats witho
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-import shutil
 from typing import TYPE_CHECKING, Literal
 
 from unetinspect.errors import OutputError

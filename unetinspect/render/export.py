@@ -17,7 +17,6 @@ from pathlib import Path
 from unetinspect.errors import OutputError
 from unetinspect.files import kind_of
 
-
 # Folders of the kernel's own files: nothing is created there, and what exists is written through or refused.
 SYSTEM_FOLDERS = (Path("/dev"), Path("/proc"), Path("/sys"))
 

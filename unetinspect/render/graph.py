@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Literal
 
 import graphviz
 
-from unetinspect.views.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 from unetinspect.errors import OutputError
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
+from unetinspect.views.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
 
 if TYPE_CHECKING:
     from unetinspect.render.diagram_view import Format

@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -24,8 +23,8 @@ from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
-    from unetinspect.views.profile import Profile, Sweep, Variant
     from unetinspect.engine.timing import BlockTiming, Stats, WatchedCall
+    from unetinspect.views.profile import Profile, Sweep, Variant
 
 
 # ---- numbers ------------------------------------------------------------------------------------------------------

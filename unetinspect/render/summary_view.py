@@ -17,8 +17,8 @@ from unetinspect.render.units import human_bytes, human_count, human_flops, shap
 from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
-    from unetinspect.views.summary import Row, Summary
     from unetinspect.engine.trace import Trace
+    from unetinspect.views.summary import Row, Summary
 
 
 class Line(NamedTuple):

@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.sources.inputs import Sizes, make_inputs
 from unetinspect.config import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.models.controlled import ControlledUNet
+from unetinspect.sources.inputs import Sizes, make_inputs
 from unetinspect.sources.loading import load_model
 from unetinspect.sources.resolve import Source
 

@@ -22,9 +22,9 @@ from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.families import family_of, family_with_layout
 from unetinspect.models.unet import UNet2DConditionModel
+from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
 from unetinspect.weights.safetensors import SafetensorsHeader, load_tensors
-from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16, "float16": torch.float16,
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}

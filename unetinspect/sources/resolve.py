@@ -18,8 +18,8 @@ from unetinspect.config import UNetConfig, read_json_config
 from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import ConfigError, SourceError, WeightsError
 from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
-from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.files import not_regular, read_capped
+from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 

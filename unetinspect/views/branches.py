@@ -18,13 +18,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from unetinspect.views.graph import build_graph, trace_for_diagram
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import Session, Setup
-from unetinspect.sources.open import open_session
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
+from unetinspect.sources.session import Session, Setup
+from unetinspect.views.graph import build_graph, trace_for_diagram
 
 LAYER_DEPTH = 2  # the rows a branch is made of: resnets, transformers and resamplers inside the blocks
 

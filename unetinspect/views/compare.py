@@ -11,13 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-
+from unetinspect.engine.trace import CallRecord, Trace
+from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
-from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.views.weight_change import BlockChange, weight_changes
-from unetinspect.errors import RunError
 
 
 @dataclass(frozen=True)

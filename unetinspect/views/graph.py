@@ -23,14 +23,14 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from unetinspect.errors import UnetInspectError
 from unetinspect.block_types import BLOCK_TYPES
+from unetinspect.errors import UnetInspectError
 from unetinspect.families import FAMILIES
 
 if TYPE_CHECKING:
+    from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
     from unetinspect.sources.inputs import InputSpec
     from unetinspect.sources.session import Setup
-    from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
 
 Level = Literal["blocks", "layers"]
 LEVELS: tuple[Level, ...] = ("blocks", "layers")
@@ -209,8 +209,8 @@ def trace_for_diagram(source: object, spec: InputSpec | None = None) -> Trace:
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
     on torch: only running the model does.
     """
-    from unetinspect.sources.open import open_session
     from unetinspect.engine.trace import trace_model
+    from unetinspect.sources.open import open_session
 
     session = open_session(source, spec or _default_spec(), device="meta")
     return trace_model(session.model, session.inputs, record_ops=True)

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unetinspect.views.summary import Summary
 from unetinspect.errors import WeightsError
+from unetinspect.views.summary import Summary
 from unetinspect.weights.ip_adapter import IPAdapterFile, assign_entries, parse_ip_adapter
 from unetinspect.weights.lora import block_of
 from unetinspect.weights.safetensors import read_header

@@ -19,12 +19,19 @@ from typing import Any
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.weights.lora import (
-    BaseModules, LoraFile, LoraModule, base_modules, block_of, block_weight_name, mismatch, parse_lora,
-)
-from unetinspect.weights.safetensors import load_tensors, read_header
-from unetinspect.weights.pickle import refuse_pickle
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source
+from unetinspect.weights.lora import (
+    BaseModules,
+    LoraFile,
+    LoraModule,
+    base_modules,
+    block_of,
+    block_weight_name,
+    mismatch,
+    parse_lora,
+)
+from unetinspect.weights.pickle import refuse_pickle
+from unetinspect.weights.safetensors import load_tensors, read_header
 
 NO_SUCH_MODULE = "no such module"
 

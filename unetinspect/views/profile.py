@@ -25,15 +25,27 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from unetinspect.engine.hardware import DeviceInfo, describe_device
-from unetinspect.sources.inputs import InputSpec, Sizes
-from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
-from unetinspect.sources.open import open_session
-from unetinspect.sources.live import left_as_found
-from unetinspect.engine.timing import (BlockHooks, BlockTiming, Clock, Progress, Stats, StepTiming, WatchedCall,
-                                         block_statistics, clock_for, measure, measure_memory, report_progress)
+from unetinspect.engine.timing import (
+    BlockHooks,
+    BlockTiming,
+    Clock,
+    Progress,
+    Stats,
+    StepTiming,
+    WatchedCall,
+    block_statistics,
+    clock_for,
+    measure,
+    measure_memory,
+    report_progress,
+)
 from unetinspect.engine.trace import CallRecord, Trace, trace_model
 from unetinspect.errors import LongRunWarning, OptionsError, RunError
+from unetinspect.sources.inputs import InputSpec, Sizes
+from unetinspect.sources.live import left_as_found
+from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from unetinspect.engine.trace import CallRecord, Trace
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.open import open_session
+from unetinspect.sources.resolve import SourceLike
+from unetinspect.sources.session import Session
 from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.session import Session
-from unetinspect.sources.open import open_session
 from unetinspect.views.summary import Summary, summary_of
-from unetinspect.engine.trace import CallRecord, Trace
-from unetinspect.sources.resolve import SourceLike
 
 if TYPE_CHECKING:
     from unetinspect.views.attention import AttentionGrid

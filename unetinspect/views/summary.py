@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 
-from unetinspect.sources.inputs import InputSpec
-from unetinspect.errors import OptionsError
-from unetinspect.sources.session import Session, Setup
-from unetinspect.sources.open import open_session
-from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.config import UNetConfig
+from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
+from unetinspect.errors import OptionsError
+from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
+from unetinspect.sources.session import Session, Setup
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,13 @@ from torch import nn
 
 from unetinspect.engine.attention import AttentionOptions, AttentionRecorder
 from unetinspect.engine.hardware import describe_device
-from unetinspect.sources.inputs import Sizes, infer_pixel_factor
-from unetinspect.sources.live import config_of, impl_of, placement, sizes_of_call
-from unetinspect.views.profile import Profile
-from unetinspect.sources.session import Setup, dtype_name
 from unetinspect.engine.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.engine.trace import CallRecord, named_arguments, params_per_path
 from unetinspect.errors import RunError
+from unetinspect.sources.inputs import Sizes, infer_pixel_factor
+from unetinspect.sources.live import config_of, impl_of, placement, sizes_of_call
+from unetinspect.sources.session import Setup, dtype_name
+from unetinspect.views.profile import Profile
 
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # hold modules but are never called: no level of their own
 

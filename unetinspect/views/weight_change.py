@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from unetinspect.errors import RunError
-from unetinspect.weights.lora import block_of
 from unetinspect.sources.resolve import Source
+from unetinspect.weights.lora import block_of
 
 
 @dataclass(frozen=True)

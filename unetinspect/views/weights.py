@@ -19,14 +19,14 @@ from typing import Any, NamedTuple
 
 from unetinspect.config import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
+from unetinspect.families import FAMILIES, family_with_layout, original_family
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.families import FAMILIES, family_with_layout, original_family
-from unetinspect.weights import ldm
 from unetinspect.sources.kinds import FileKind, file_kind
-from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
-from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
+from unetinspect.weights import ldm
+from unetinspect.weights.pickle import read_pickle, refuse_pickle
+from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
 
 # The order of the UNet's top-level modules in a forward pass, for listing blocks as the data flows.
 BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "encoder_hid_proj", "add_embedding",

@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import json
 import shutil
-from html import escape
 from collections.abc import Sequence
 from dataclasses import dataclass
+from html import escape
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from unetinspect.views.graph import Graph
-from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import View
+from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
+from unetinspect.views.graph import Graph
 
 if TYPE_CHECKING:
     from unetinspect.views.compare import Comparison
