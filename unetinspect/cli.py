@@ -661,9 +661,8 @@ def attention(
     if png:
         say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
     elif output is not None and output.suffix.lower() in (".html", ".htm"):
-        from unetinspect.views.attention import attention_report
-
         from unetinspect.render.report import ReportView
+        from unetinspect.views.attention import attention_report
 
         report = run(attention_report, result, source, spec, aggregate.value, **opts.loading)
         emit(ReportView(), "html", report, output, inputs)
