@@ -118,9 +118,8 @@ def _measure(model: nn.Module, inputs: dict[str, Any], checkpointed: Callable[[s
         for path, module in model.named_modules():
             handles.append(module.register_forward_pre_hook(recorder.pre_hook(path), with_kwargs=True))
             handles.append(module.register_forward_hook(recorder.post_hook(), always_call=True))
-            if checkpointed is not None and path and checkpointed(path, module):
-                stack.enter_context(_checkpointing(module))
-                recorder.checkpointed.add(path)
+        if checkpointed is not None:
+            recorder.checkpointed = set(stack.enter_context(checkpointing(model, checkpointed)))
         stack.callback(lambda: [handle.remove() for handle in handles])
         with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(recorder.pack, _unpack):
             model(**inputs)
@@ -137,21 +136,26 @@ def _unpack(tensor: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _checkpointing(module: nn.Module) -> Iterator[None]:
-    """`module`'s forward through `torch.utils.checkpoint(use_reentrant=False)` — diffusers' own call — until exit.
+def checkpointing(model: nn.Module, checkpointed: Callable[[str, nn.Module], bool]) -> Iterator[list[str]]:
+    """The forwards of the modules `checkpointed` picks through `torch.utils.checkpoint(use_reentrant=False)` —
+    diffusers' own call — until exit, for a measuring pass or a real training step; yields their paths.
 
-    The instance attribute shadows the class's forward; hooks still run around it, as in diffusers, where
-    `checkpoint(module.__call__, ...)` runs the module's hooks inside the checkpoint."""
-    forward = module.forward
+    An instance attribute shadows each class's forward and is deleted afterwards; hooks still run around it (in
+    diffusers `checkpoint(module.__call__, ...)` runs them inside, which saves nothing more)."""
+    wrapped = [(path, module) for path, module in model.named_modules() if path and checkpointed(path, module)]
 
-    def checkpointed(*args: Any, **kwargs: Any) -> Any:
-        return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+    def through_checkpoint(forward: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            return torch.utils.checkpoint.checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        return run
 
-    module.forward = checkpointed
+    for _, module in wrapped:
+        module.forward = through_checkpoint(module.forward)
     try:
-        yield
+        yield [path for path, _ in wrapped]
     finally:
-        del module.forward
+        for _, module in wrapped:
+            del module.forward
 
 
 class _SavedRecorder:
