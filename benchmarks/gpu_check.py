@@ -4,7 +4,10 @@ For SD 1.5 at 512² and SDXL at 1024² in fp16 (random weights: latency does not
 `profile` of our model and of diffusers' own class holding the very same weight tensors (the step ratio, and
 the largest output difference), the block hooks' overhead and coverage, peak memory and MFU; then `ui.watch` over
 a 10-step loop of diffusers' UNet with classifier-free guidance (batch 2) and what the watch costs that loop.
-With `--tiny`, or without CUDA, it runs the `tiny` preset at small sizes in fp32 — how the test suite keeps it
+On CUDA only: one real training step (forward, backward, AdamW step, the second step measured, attention on the
+math kernel as `memory` measures it) against `memory --train`'s peak_bytes, for SD 1.5 at 512² and SDXL at
+1024² with checkpointing. With `--tiny`, or without CUDA, it runs the `tiny` preset at small sizes in fp32 —
+how the test suite keeps it
 working. Fits in a few minutes on one GPU (the budget is 8).
 
     python benchmarks/gpu_check.py [--tiny] [--out docs/gpu.md]
@@ -13,6 +16,7 @@ working. Fits in a few minutes on one GPU (the budget is 8).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import gc
 import platform
@@ -106,13 +110,46 @@ def check_watch(preset: str, pixels: int, device: torch.device, sizes: Sizes) ->
     return WatchResult(preset, pixels, w.report(), overhead)
 
 
+TRAINING_CHECKS = [("sd15", 512, False), ("sdxl", 1024, True)]  # (preset, pixels, checkpointing), fp32, AdamW
+
+
+def check_training(preset: str, pixels: int, checkpointed: bool, device: torch.device) -> list[str]:
+    """A markdown row: `torch.cuda.max_memory_allocated()` over a steady training step against our peak_bytes."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from unetinspect.engine.memory import checkpointing
+    from unetinspect.views.memory import Training, diffusers_checkpointed, memory
+
+    spec = InputSpec(height=pixels, width=pixels)
+    predicted = memory(preset, spec, train=True, training=Training(checkpointing=checkpointed)).totals.peak_bytes
+    model = load_unet(preset, device=device).train()
+    inputs = make_inputs(model.config, spec, device=device)
+    optimizer = torch.optim.AdamW(model.parameters())
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+        if checkpointed:
+            stack.enter_context(checkpointing(model, diffusers_checkpointed))
+        for step in range(2):  # the first step creates the optimizer state; the second is the steady one
+            if step:
+                torch.cuda.synchronize()
+                torch.cuda.reset_peak_memory_stats()
+            model(**inputs).float().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    measured = torch.cuda.max_memory_allocated()
+    del model, optimizer, inputs
+    return [preset, f"{pixels}²", "yes" if checkpointed else "no", human_bytes(predicted), human_bytes(measured),
+            f"{measured / predicted:.3f}"]
+
+
 def release(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
 
 
-def render(models: list[ModelResult], watched: WatchResult, device_name: str, seconds: float, tiny: bool) -> str:
+def render(models: list[ModelResult], watched: WatchResult, device_name: str, seconds: float, tiny: bool,
+           training: list[list[str]]) -> str:
     today = datetime.date.today().isoformat()
     versions = f"torch {torch.__version__}, diffusers {_diffusers_version()}, Python {platform.python_version()}"
     lines = [
@@ -145,6 +182,9 @@ def render(models: list[ModelResult], watched: WatchResult, device_name: str, se
         f"{ms(w.totals.step.median)} ms; the blocks cover {percent(w.totals.coverage)} of each call",
         f"- the watched loop took ×{watched.overhead:.3f} the bare loop (median over rounds)",
         "",
+        *(["## A training step against `memory --train` (fp32, AdamW, math attention)", "",
+           markdown_table(["model", "size", "checkpointing", "peak_bytes", "max_memory_allocated", "measured / ours"],
+                          training), ""] if training else []),
         "## Per block: our model, first size",
         "",
         render_view(ProfileView(), "markdown", models[0].ours),
@@ -184,8 +224,14 @@ def main(argv: list[str] | None = None) -> Path:
         release(device)
     print("watching a denoising loop", file=sys.stderr)
     watched = check_watch(*sizes.models[0], device, sizes)
+    training = []
+    if not tiny:  # full-size training steps need the GPU's memory
+        for preset, pixels, checkpointed in TRAINING_CHECKS:
+            print(f"one training step of {preset} at {pixels}²", file=sys.stderr)
+            training.append(check_training(preset, pixels, checkpointed, device))
+            release(device)
     device_name = models[0].ours.device.name
-    text = render(models, watched, device_name, time.perf_counter() - start, tiny)
+    text = render(models, watched, device_name, time.perf_counter() - start, tiny, training)
     path = write_output(args.out, text)
     print(f"wrote {path}", file=sys.stderr)
     return path

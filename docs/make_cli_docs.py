@@ -63,7 +63,7 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 ## JSON output
 
 Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
-that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `compare`, `weights`,
+that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `compare`, `weights`,
 `presets`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
 "impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
 (`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
@@ -73,10 +73,14 @@ even where the table leaves one out for want of room or data. `summary`:
 `{"schema": 1, "kind": "summary", "setup": {...}, "config": {...}, "inputs": {name: shape}, "totals": {"params", "trainable_params", "param_bytes", "flops", "macs",
 "activation_bytes", "peak_activation_bytes"}, "depth", "modules": [{"path", "type", "depth", "inputs": [shape],
 "outputs": [shape], "params", "flops", "skips": [{"from", "shape"}]}]}` — FLOPs count 2 per multiply-add
-(see [measuring.md](measuring.md)).
+(see [measuring.md](measuring.md)). `memory`: `{"schema": 1, "kind": "memory", "setup": {...}, "train",
+"training": {"optimizer", "checkpointing", "mixed", "lora_rank", "lora_targets", "frozen"} or null, "totals":
+{"weight_bytes", "master_weight_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes",
+"recompute_bytes", "peak_bytes", "trainable_params"}, "depth", "modules": [{"path", "type", "depth", "params",
+"saved_bytes", "checkpointed"}], "notes"}` (see [measuring.md](measuring.md#training-memory)).
 """
 
-COMMANDS = ["presets", "summary", "profile", "diagram", "compare", "report", "attention", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -105,6 +109,9 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "presets": [["presets"]],
         "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"], ["summary", "sd15", "--branches"]],
         "profile": [["profile", "tiny", "--device", "cpu", "--repeat", "5"]],
+        "memory": [["memory", "sd15", "--train", "--checkpointing", "--mixed", "bf16"],
+                   ["memory", "sdxl", "--train", "--lora-rank", "32", "--optimizer", "adamw-8bit", "--mixed", "bf16",
+                    "--sweep", "batch=1,4,16", "--budget", "24GiB"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],

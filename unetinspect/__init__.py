@@ -9,6 +9,7 @@ The public API — everything else is internal and may change:
     sweep(source, [(label, InputSpec), ...]) the whole step timed over sizes and attention backends
     diagram_graph(source) / write_diagram    the architecture as a graph, and drawn to svg/png/pdf/dot
     compare(a, b)                            two UNets block against block
+    memory(source, InputSpec(...), train=True, training=Training(...))   weights, saved activations, peak
     branch_costs(source)                     each shallow branch a caching method runs: FLOPs, MACs, params
     build_report(source) / report_html       the self-contained HTML report of one UNet
     trace_model(model, inputs)               the trace of any nn.Module
@@ -34,11 +35,13 @@ _API = {
     "ControlledUNet": "unetinspect.models.controlled",
     "Comparison": "unetinspect.views.compare",
     "InputSpec": "unetinspect.sources.inputs",
+    "Memory": "unetinspect.views.memory",
     "Session": "unetinspect.sources.session",
     "Setup": "unetinspect.sources.session",
     "Sizes": "unetinspect.sources.inputs",
     "Summary": "unetinspect.views.summary",
     "Trace": "unetinspect.engine.trace",
+    "Training": "unetinspect.views.memory",
     "UNet2DConditionModel": "unetinspect.models.unet",
     "UNetConfig": "unetinspect.config",
     "UnetInspectError": "unetinspect.errors",
@@ -51,6 +54,7 @@ _API = {
     "diagram_graph": "unetinspect.views.graph",
     "load_unet": "unetinspect.sources.loading",
     "make_inputs": "unetinspect.sources.inputs",
+    "memory": "unetinspect.views.memory",
     "open_session": "unetinspect.sources.open",
     "profile": "unetinspect.views.profile",
     "sweep": "unetinspect.views.profile",

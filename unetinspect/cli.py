@@ -28,6 +28,7 @@ from unetinspect.render.branches_view import BranchesView
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
 from unetinspect.render.lora_view import LoraView
+from unetinspect.render.memory_view import MemoryView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
 from unetinspect.render.summary_view import SummaryView
@@ -668,6 +669,78 @@ def attention(
         emit(ReportView(), "html", report, output, inputs)
     else:
         emit(AttentionView(), fmt, result, output, inputs)
+
+
+MemoryFormat = format_choices(MemoryView)
+
+
+@app.command()
+@with_options(SIZES, SOURCE)
+def memory(
+    source: SourceArg = None,
+    train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
+                                        "for backward, and weights, gradients, optimizer state and the peak.")]
+    = False,
+    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Gradient checkpointing as diffusers' "
+                                                "enable_gradient_checkpointing(): resnets and transformer "
+                                                "blocks recomputed in backward.")] = False,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adamw-8bit, sgd (no momentum) or "
+                                           "adafactor.")] = "adamw",
+    mixed: Annotated[Optional[str], typer.Option("--mixed", help="fp16 or bf16: half weights and activations, "
+                                                 "fp32 master weights.", show_default=False)] = None,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="Train LoRA adapters of this rank "
+                                                     "only.", show_default=False)] = None,
+    lora_targets: Annotated[str, typer.Option("--lora-targets", help="The modules LoRA adapts, as PEFT's "
+                                              "target_modules.")] = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
+    frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
+                                                        "module path (repeat for several), e.g. down_blocks.0.",
+                                                        show_default=False)] = None,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4 or pixel "
+                                                 "sizes 512,768 or 512x768.", show_default=False)] = None,
+    budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
+                                                  "much memory, e.g. 24GiB or 80GB.", show_default=False)] = None,
+    depth: DepthOpt = 1,
+    device: DeviceOpt = "meta",
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. [default: fp32, or "
+                                                 "--mixed's]", show_default=False)] = None,
+    fmt: format_option(MemoryFormat) = MemoryFormat.table,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """What a step costs in memory, measured: inference (weights + the most activations alive at once) or, with
+    --train, per block the bytes saved for backward and the totals of a fine-tuning step.
+
+    Saved tensors are measured with autograd's own hooks on the meta device: SDXL at 1024² takes seconds and no
+    memory. Use --device cpu to measure real tensors.
+
+    Examples:
+
+      [bold]unetinspect memory sdxl --train --height 1024 --width 1024 --checkpointing[/]
+
+      [bold]unetinspect memory sd15 --train --lora-rank 32 --optimizer adamw-8bit --mixed fp16[/]
+
+      [bold]unetinspect memory sdxl --train --mixed bf16 --sweep batch=1,2,4,8 --budget 24GiB[/]
+    """
+    refuse_output_early(output, source, opts.loading["config"])
+    from unetinspect.render.memory_view import MemorySweepView, MemoryView
+    from unetinspect.views import memory as views
+
+    spec = opts.spec()
+    training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
+                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
+    options = dict(train=train, training=training, device=device, dtype=dtype, **opts.loading)
+    if budget is not None and sweep is None:
+        raise typer.BadParameter("a budget is checked over sizes: add --sweep, e.g. --sweep batch=1,2,4",
+                                 param_hint="--budget")
+    if sweep is not None:
+        from unetinspect.views.profile import parse_sweep
+
+        limit = run(views.parse_bytes, budget) if budget is not None else None
+        result = run(views.memory_sweep, source, run(parse_sweep, sweep, spec), budget=limit, **options)
+        return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
+    result = run(views.memory, source, spec, **options)
+    emit(MemoryView(depth), fmt, result, output, inputs=[source, opts.loading["config"]])
 
 
 def main() -> None:

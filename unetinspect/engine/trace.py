@@ -219,7 +219,7 @@ class _Recorder:
                 return
             record, flops_before = self.stack.pop()
             record.flops = self.counter.total - flops_before
-            for name, tensor in _flatten("out", output):
+            for name, tensor in flatten_tensors("out", output):
                 record.outputs.append(self._meta(name, tensor, lookup=False))
                 self._register(tensor, record.index)
 
@@ -229,10 +229,10 @@ class _Recorder:
         """Keep an op run in a non-leaf module's own code that made new tensors (not shape queries, not no-ops)."""
         if not self.stack or self.stack[-1][0].index in self.leaf_calls:
             return
-        outputs = list(_flatten("out", output))
+        outputs = list(flatten_tensors("out", output))
         if not outputs:  # most calls: shape and dtype queries
             return
-        inputs = list(_flatten("in", (args, kwargs)))
+        inputs = list(flatten_tensors("in", (args, kwargs)))
         seen = {id(t) for _, t in inputs}
         made = [(name, t) for name, t in outputs if id(t) not in seen]
         if not made:
@@ -326,21 +326,22 @@ def named_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, A
 
 def _named_tensors(module: nn.Module, args: tuple, kwargs: dict) -> list[tuple[str, torch.Tensor]]:
     """Tensor arguments with the names the forward gives them (`hidden_states`, `temb`, ...)."""
-    return [item for name, value in named_arguments(module, args, kwargs).items() for item in _flatten(name, value)]
+    return [item for name, value in named_arguments(module, args, kwargs).items()
+            for item in flatten_tensors(name, value)]
 
 
-def _flatten(name: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:
+def flatten_tensors(name: str, value: Any) -> Iterator[tuple[str, torch.Tensor]]:
     """Tensors inside nested tuples, lists and dicts (diffusers' output classes are dicts), with their paths."""
     if isinstance(value, torch.Tensor):
         yield name, value
     elif isinstance(value, (tuple, list)):
         for i, item in enumerate(value):
-            yield from _flatten(f"{name}[{i}]", item)
+            yield from flatten_tensors(f"{name}[{i}]", item)
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _flatten(f"{name}.{key}", item)
+            yield from flatten_tensors(f"{name}.{key}", item)
 
 
 def _tensors_of(args: tuple, kwargs: dict) -> Iterator[torch.Tensor]:
-    for _, tensor in _flatten("args", (args, kwargs)):
+    for _, tensor in flatten_tensors("args", (args, kwargs)):
         yield tensor

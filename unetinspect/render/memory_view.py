@@ -1,0 +1,162 @@
+"""The memory view: per block what training keeps for backward, and the totals of a step; over sizes, where the
+peak crosses a budget.
+
+Works from plain numbers (a Memory's calls and totals); the columns are declared once below.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from rich.text import Text
+
+from unetinspect.render.formats import TABLE, Column, View
+from unetinspect.render.units import human_bytes, human_count
+
+if TYPE_CHECKING:
+    from unetinspect.engine.memory import SavedCall
+    from unetinspect.views.memory import Memory, MemorySweep, MemoryTotals
+
+
+class Line(NamedTuple):
+    """A module call with the step's saved total it is a share of."""
+
+    call: SavedCall
+    total: int
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "–"
+
+
+def _name(line: Line) -> Text:
+    """Blocks in bold; their layers indented under them."""
+    call = line.call
+    return Text(("  " * (call.depth - 1)) + call.path, style="bold cyan" if call.depth == 1 else "")
+
+
+COLUMNS = (
+    Column("path", "module", _name, value=lambda l: l.call.path, markdown=lambda l: f"`{l.call.path}`",
+           style="cyan", fold=True, min_width=24),
+    Column("type", "type", lambda l: l.call.type, style="magenta", priority=2),
+    Column("params", "params", lambda l: human_count(l.call.params) if l.call.params else "–",
+           value=lambda l: l.call.params, justify="right", priority=1),
+    Column("saved_bytes", "saved for backward", lambda l: human_bytes(l.call.saved_bytes),
+           value=lambda l: l.call.saved_bytes, justify="right"),
+    Column("saved_share", "%", lambda l: _share(l.call.saved_bytes, l.total), justify="right", style="dim",
+           priority=3, formats=frozenset({TABLE})),
+)
+
+PARTS = (  # (label, MemoryTotals field) in the order a step holds them
+    ("weights", "weight_bytes"),
+    ("master weights", "master_weight_bytes"),
+    ("gradients", "gradient_bytes"),
+    ("optimizer", "optimizer_bytes"),
+    ("activations", "activation_bytes"),
+    ("recompute", "recompute_bytes"),
+    ("peak", "peak_bytes"),
+)
+
+
+def _totals_lines(totals: MemoryTotals, training: bool) -> list[tuple[str, str]]:
+    lines = []
+    for label, key in PARTS:
+        value = getattr(totals, key)
+        if not training and key not in ("weight_bytes", "activation_bytes", "peak_bytes"):
+            continue
+        if key in ("master_weight_bytes", "recompute_bytes") and not value:
+            continue
+        text = f"{human_bytes(value)} ({value:,} B)"
+        if key == "activation_bytes":
+            text += ", saved for backward" if training else ", the most alive at once in one step"
+        if key == "peak_bytes":
+            text += (", the most alive at once in a training step (backward or optimizer step)" if training
+                     else ", weights + activations")
+        lines.append((label, text))
+    return lines
+
+
+class MemoryView(View):
+    """Per block (down to `depth`) the bytes saved for backward; the step's totals under the table."""
+
+    kind = "memory"
+    columns = COLUMNS
+
+    def __init__(self, depth: int = 1) -> None:
+        self.depth = depth
+
+    def rows(self, result: Memory) -> list[Line]:
+        return [Line(call, result.totals.activation_bytes) for call in result.rows(self.depth)]
+
+    def heading(self, result: Memory) -> list[str]:
+        mode = "training step" if result.training else "inference step"
+        return [*super().heading(result), mode]
+
+    def totals(self, result: Memory) -> list[tuple[str, str]]:
+        lines = _totals_lines(result.totals, result.training is not None)
+        if result.training is not None:
+            lines.insert(0, ("trainable", f"{result.totals.trainable_params:,} parameters"))
+            lines += [("training", sentence) for sentence in result.training.describe()]
+        return lines + [("note", note) for note in result.notes]
+
+    def data(self, result: Memory) -> dict[str, Any]:
+        """The documented JSON interface (docs/cli.md): the training choices, the totals, the modules."""
+        return {
+            "train": result.training is not None,
+            "training": _training_dict(result.training),
+            "totals": result.totals.as_dict(),
+            "depth": self.depth,
+            "modules": [{"path": call.path, "type": call.type, "depth": call.depth, "params": call.params,
+                         "saved_bytes": call.saved_bytes, "checkpointed": call.checkpointed}
+                        for call in result.rows(self.depth)],
+            "notes": result.notes,
+        }
+
+
+def _training_dict(training: Any) -> dict[str, Any] | None:
+    if training is None:
+        return None
+    return {"optimizer": training.optimizer, "checkpointing": training.checkpointing, "mixed": training.mixed,
+            "lora_rank": training.lora_rank, "lora_targets": list(training.lora_targets) if training.lora_rank
+            else None, "frozen": list(training.frozen)}
+
+
+class Point(NamedTuple):
+    label: str
+    totals: MemoryTotals
+    budget: int | None
+
+
+SWEEP_COLUMNS = (
+    Column("size", "size", lambda p: p.label, style="cyan"),
+    Column("activation_bytes", "activations", lambda p: human_bytes(p.totals.activation_bytes),
+           value=lambda p: p.totals.activation_bytes, justify="right"),
+    Column("peak_bytes", "peak", lambda p: human_bytes(p.totals.peak_bytes), value=lambda p: p.totals.peak_bytes,
+           justify="right"),
+    Column("fits", "fits", lambda p: "–" if p.budget is None else ("yes" if p.totals.peak_bytes <= p.budget
+                                                                     else Text("no", style="bold red")),
+           value=lambda p: None if p.budget is None else p.totals.peak_bytes <= p.budget),
+)
+
+
+class MemorySweepView(View):
+    """The peak over sizes, and the first size over the budget."""
+
+    kind = "memory-sweep"
+    columns = SWEEP_COLUMNS
+
+    def rows(self, result: MemorySweep) -> list[Point]:
+        return [Point(label, totals, result.budget) for label, totals in result.points]
+
+    def totals(self, result: MemorySweep) -> list[tuple[str, str]]:
+        if result.budget is None:
+            return []
+        over = result.first_over
+        text = (f"crosses {human_bytes(result.budget)} at {over}" if over
+                else f"every size fits in {human_bytes(result.budget)}")
+        return [("budget", text)]
+
+    def data(self, result: MemorySweep) -> dict[str, Any]:
+        return {"train": result.training is not None, "training": _training_dict(result.training),
+                "budget_bytes": result.budget, "first_over_budget": result.first_over,
+                "points": [{"label": label, "totals": totals.as_dict()} for label, totals in result.points]}
