@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Literal
 
 from unetinspect.errors import OutputError
 from unetinspect.render.export import check_output_path, write_output
-from unetinspect.render.formats import View
+from unetinspect.render.formats import FileView
 
 if TYPE_CHECKING:
     from unetinspect.render.graph import Style
@@ -54,7 +54,7 @@ def write_diagram(graph: Graph, path: Path, fmt: str | None = None, style: Style
     return write_output(path, render(graph, kind, style), inputs)
 
 
-class DiagramView(View):
+class DiagramView(FileView):
     """svg, png, pdf or dot, written whole or not at all; without Graphviz's `dot`, the .dot beside it."""
 
     kind = "diagram"
@@ -62,10 +62,6 @@ class DiagramView(View):
 
     def __init__(self, style: Style | None = None) -> None:
         self.style = style  # None: the default one
-
-    @classmethod
-    def formats(cls) -> tuple[str, ...]:
-        return FORMATS
 
     def write(self, graph: Graph, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         return write_diagram(graph, path, fmt, self.style, tuple(inputs))

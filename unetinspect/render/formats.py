@@ -130,6 +130,14 @@ class View:
         raise NotImplementedError(f"the {self.kind} view draws no tree")
 
 
+class FileView(View):
+    """A view whose every format is a file of its own (a diagram, a page, a trace): no table, no JSON."""
+
+    @classmethod
+    def formats(cls) -> tuple[str, ...]:
+        return cls.file_formats
+
+
 # ---- the heading ----------------------------------------------------------------------------------------------
 
 

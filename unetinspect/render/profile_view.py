@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from unetinspect.render.export import write_output
-from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, FittedTable, View
+from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, FileView, FittedTable, View
 from unetinspect.render.header import SEPARATOR, setup_line, size_text
 from unetinspect.render.units import human_bytes, human_count
 
@@ -129,15 +129,11 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-class ChromeTraceView(View):
+class ChromeTraceView(FileView):
     """`profile --trace FILE`: the Chrome/Perfetto trace of one profiled step, a file of its own."""
 
     kind = "chrome trace"
     file_formats = ("trace",)
-
-    @classmethod
-    def formats(cls) -> tuple[str, ...]:
-        return cls.file_formats
 
     def write(self, profile: Profile, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         return write_output(path, profile.chrome_trace or "", inputs)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from unetinspect.render.export import write_output
-from unetinspect.render.formats import View
+from unetinspect.render.formats import FileView
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
@@ -256,15 +256,11 @@ def _page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
     return page
 
 
-class ReportView(View):
+class ReportView(FileView):
     """The report as a view of the one output layer: one self-contained HTML file."""
 
     kind = "report"
     file_formats = ("html",)
-
-    @classmethod
-    def formats(cls) -> tuple[str, ...]:
-        return cls.file_formats
 
     def write(self, report: Report, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         return write_output(path, report_html(report), inputs)
@@ -278,15 +274,11 @@ class ComparisonPage:
     graphs: tuple[Graph, Graph]
 
 
-class ComparisonPageView(View):
+class ComparisonPageView(FileView):
     """`compare -o diff.html`: both diagrams side by side, as one HTML file."""
 
     kind = "comparison page"
     file_formats = ("html",)
-
-    @classmethod
-    def formats(cls) -> tuple[str, ...]:
-        return cls.file_formats
 
     def write(self, page: ComparisonPage, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         return write_output(path, comparison_html(page.comparison, page.graphs), inputs)
