@@ -14,7 +14,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 import typer.core
 from rich.console import Console
@@ -44,7 +43,7 @@ class Commands(typer.core.TyperGroup):
     "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
     half-written."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
