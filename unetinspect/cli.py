@@ -20,9 +20,10 @@ from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
-from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
+from unetinspect.cli_options import NAMES, SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
+from unetinspect.render.block_names_view import BlockNamesView
 from unetinspect.render.branches_view import BranchesView
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
@@ -212,6 +213,30 @@ def presets(
     emit(PresetsView(), fmt, run(build), output)
 
 
+BlockNamesFormat = format_choices(BlockNamesView)
+
+
+@app.command()
+@with_options(SOURCE)
+def names(
+    source: SourceArg = None,
+    depth: DepthOpt = 2,
+    fmt: format_option(BlockNamesFormat) = BlockNamesFormat.table,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """Every block and layer under its three names: diffusers' path, the original LDM path (A1111, ComfyUI, sgm,
+    kohya) and the LoRA Block Weight ID (IN04, M00, OUT05), with the UNet's ID list and the IDs a LoRA touches.
+
+    Example: [bold]unetinspect names sdxl --depth 1[/]
+    """
+    from unetinspect.views.block_names import block_names
+
+    emit(BlockNamesView(), fmt, run(block_names, source, depth=depth, **opts.loading), output,
+         inputs=[source, opts.loading["config"]])
+
+
 def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
                    latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
     """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
@@ -223,7 +248,7 @@ def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None
 
 
 @app.command()
-@with_options(SOURCE, SIZES)
+@with_options(SOURCE, SIZES, NAMES)
 def summary(
     source: SourceArg = None,
     depth: DepthOpt = 1,
@@ -262,12 +287,12 @@ def summary(
         return _emit_branches(source, spec, fmt, output, **opts.loading)
     result = run(summarize, source, spec, device=device, dtype=dtype, controlnets=tuple(controlnet or ()),
                  impl=impl.value, **opts.loading)
-    view = SummaryView(step_depth(depth, controlnet))
+    view = SummaryView(step_depth(depth, controlnet), names=opts.names)
     if ip_adapter is not None:
         from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
         from unetinspect.views.ip_adapter import ip_adapter_cost
 
-        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result))
+        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result), names=opts.names)
     emit(view, fmt, result, output, inputs=[source, opts.loading["config"], ip_adapter])
 
 
@@ -483,14 +508,18 @@ def lora(
     base: Annotated[Optional[str], typer.Option(
         "--base", help="The UNet to check it against (preset, folder, file). \\[default: the preset it fits best]",
         show_default=False)] = None,
+    lbw: Annotated[Optional[str], typer.Option(
+        "--lbw", help="Preview a LoRA Block Weight vector (\"1,0,0,…\", 17/26 weights for SD 1.x, 12/20 for SDXL): "
+        "which layers it scales and how much of the LoRA's norm is left.", show_default=False)] = None,
     fmt: format_option(LoraFormat) = LoraFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Which blocks a LoRA touches, at what rank, alpha and strength (‖scale·up@down‖), and whether it fits a base.
 
-    Every module is mapped onto our UNet's module paths; the LoRA Block Weight names (IN01…OUT11, MID) are shown
-    beside the blocks. With --base, modules that do not fit are listed with the reason (no such module, shape).
+    Every module is mapped onto our UNet's module paths; the LoRA Block Weight IDs (IN01…OUT11, M00) are shown
+    beside the blocks, with the LoRA's norm per ID and the block-weight vector that keeps exactly what it touches.
+    With --base, modules that do not fit are listed with the reason (no such module, shape).
 
     Examples:
 
@@ -501,7 +530,8 @@ def lora(
     refuse_output_early(output, file, base)
     from unetinspect.views.lora import analyze_lora
 
-    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
+    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle, lbw=lbw), output,
+         inputs=[file, base])
 
 
 @app.command()

@@ -21,12 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unetinspect.engine.attention import AttentionMaps, AttentionOptions, AttentionRecorder, TokenLabels
+from unetinspect.engine.attention import (
+    AttentionMaps,
+    AttentionOptions,
+    AttentionRecorder,
+    TokenLabels,
+    attention_layers,
+)
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
 from unetinspect.sources.session import Setup
+from unetinspect.weights.block_names import diffusers_blocks
 
 if TYPE_CHECKING:
     from unetinspect.views.report import Report
@@ -127,12 +134,16 @@ def attention_maps(
 ) -> AttentionResult:
     """The attention maps of one forward pass of `source` (`model(**inputs)` for a live module).
 
-    `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep, `heads`
+    `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep (diffusers
+    paths, original LDM paths or LoRA Block Weight IDs: `down_blocks.1`, `input_blocks.4.1`, `IN04`), `heads`
     kept apart (needed by `aggregate("daam")`), `batch` the rows (see `AttentionOptions`); `tokens` a tokenizer,
     a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`).
     """
-    options = AttentionOptions(kind=kind, blocks=tuple(blocks), heads=heads, query=query, batch=batch)
     session = open_session(source, spec, device=device, dtype=dtype, impl=impl, inputs=inputs, **source_options)
+    layers = attention_layers(session.model)
+    blocks = diffusers_blocks(blocks, session.setup.naming, (p for p, _ in session.model.named_modules()),
+                              keep=lambda block: any(p == block or p.startswith(block + ".") for p in layers))
+    options = AttentionOptions(kind=kind, blocks=blocks, heads=heads, query=query, batch=batch)
     if session.device.type == "meta":
         raise RunError("attention maps are computed from real activations, not on the meta device",
                        "use --device cpu or cuda")
