@@ -118,3 +118,16 @@ def test_names_command_tables_the_three_namings(invoke):
     result = invoke("names", "sdxl", "--depth", 1, "-f", "csv")
     assert result.exit_code == 0
     assert "down_blocks.1,input_blocks.4-6,IN04-IN06,CrossAttnDownBlock2D" in result.stdout
+
+
+def test_the_names_page_is_what_the_tool_prints():
+    import sys
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    sys.path.insert(0, str(docs))
+    try:
+        import make_names_docs
+    finally:
+        sys.path.remove(str(docs))
+    assert (docs / "names.md").read_text() == make_names_docs.page(), "run python docs/make_names_docs.py"

@@ -300,7 +300,7 @@ Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", 
 
 
 @app.command()
-@with_options(SOURCE, SIZES)
+@with_options(SOURCE, SIZES, NAMES)
 def profile(
     source: SourceArg = None,
     device: Annotated[Optional[str], typer.Option(
@@ -367,11 +367,11 @@ def profile(
         from unetinspect.views.summary import step_depth
 
         _profile_step(source, spec, step_depth(depth, controlnet), attention.value, options, fmt, output, trace,
-                      inputs, show_bar)
+                      opts.names, inputs, show_bar)
 
 
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
-                  output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
+                  output: Path | None, trace: Path | None, names: str, inputs: list[str], show_bar: bool) -> None:
     """`profile` of one step, block by block (and its Chrome trace with --trace)."""
     from unetinspect.render.profile_view import ChromeTraceView, progress_bar
     from unetinspect.views.profile import profile as profile_source
@@ -381,7 +381,7 @@ def _profile_step(source: str | None, spec: Any, depth: int, attention: str, opt
                      progress=progress, **options)
     if trace is not None:
         emit(ChromeTraceView(), "trace", result, trace, inputs)
-    emit(ProfileView(), fmt, result, output, inputs)
+    emit(ProfileView(names=names), fmt, result, output, inputs)
 
 
 def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
@@ -704,7 +704,7 @@ MemoryFormat = format_choices(MemoryView)
 
 
 @app.command()
-@with_options(SIZES, SOURCE)
+@with_options(SIZES, SOURCE, NAMES)
 def memory(
     source: SourceArg = None,
     train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
@@ -769,7 +769,7 @@ def memory(
         result = run(views.memory_sweep, source, run(parse_sweep, sweep, spec), budget=limit, **options)
         return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
     result = run(views.memory, source, spec, **options)
-    emit(MemoryView(depth), fmt, result, output, inputs=[source, opts.loading["config"]])
+    emit(MemoryView(depth, names=opts.names), fmt, result, output, inputs=[source, opts.loading["config"]])
 
 
 def main() -> None:
