@@ -54,7 +54,7 @@ def names_of(config: UNetConfig, paths: Iterable[str]) -> dict[str, BlockName]:
 
 def lbw_ids(config: UNetConfig) -> list[str]:
     """The extension's IDs for this UNet, in its order: BASE, IN00…, M00, OUT00… (26 for SD 1.x, 20 for SDXL)."""
-    numbers = {"input": set(), "output": set()}  # type: dict[str, set[int]]
+    numbers: dict[str, set[int]] = {"input": set(), "output": set()}
     middle = False
     for theirs in ldm.module_table(config):
         if m := re.match(r"(input|output)_blocks\.(\d+)\.", theirs):
