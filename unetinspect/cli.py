@@ -695,8 +695,18 @@ def memory(
     frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
                                                         "module path (repeat for several), e.g. down_blocks.0.",
                                                         show_default=False)] = None,
-    sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4 or pixel "
-                                                 "sizes 512,768 or 512x768.", show_default=False)] = None,
+    attention_kernel: Annotated[Optional[str], typer.Option(
+        "--attention", help="The attention kernel measured: flash, efficient or math. [default: what torch runs "
+        "for training on the device: flash on the CPU; on CUDA, and on meta (a CUDA GPU), flash in fp16/bf16, "
+        "efficient in fp32]", show_default=False)] = None,
+    foreach: Annotated[Optional[bool], typer.Option(
+        "--foreach/--no-foreach", help="The optimizer step's implementation. [default: torch's on the device: "
+        "foreach on CUDA and meta, a for-loop on the CPU]", show_default=False)] = None,
+    fused: Annotated[bool, typer.Option("--fused", help="The optimizer's fused kernel (adamw, sgd): in place, "
+                                        "no temporaries.")] = False,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4, pixel "
+                                                 "sizes 512,768 or 512x768, or height=512,768 / width=...",
+                                                 show_default=False)] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
                                                   "much memory, e.g. 24GiB or 80GB.", show_default=False)] = None,
     depth: DepthOpt = 1,
@@ -728,8 +738,10 @@ def memory(
 
     spec = opts.spec()
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
-    options = dict(train=train, training=training, device=device, dtype=dtype, **opts.loading)
+                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()),
+                              foreach=foreach, fused=fused)
+    options = dict(train=train, training=training, attention=attention_kernel, device=device, dtype=dtype,
+                   **opts.loading)
     if budget is not None and sweep is None:
         raise typer.BadParameter("a budget is checked over sizes: add --sweep, e.g. --sweep batch=1,2,4",
                                  param_hint="--budget")

@@ -67,7 +67,12 @@ class SavedTensors:
     ticks: int
 
     def backward_peak(self) -> int:
-        """The most activation + gradient bytes live at once while backward runs, ticks taken in reverse: what
+        """The most activation + gradient bytes live at once while backward runs (see `backward_peak_at`)."""
+        return self.backward_peak_at()[0]
+
+    def backward_peak_at(self) -> tuple[int, int]:
+        """The most activation + gradient bytes live at once while backward runs, and the tick where (the
+        module call that began at it is `calls[tick - 1]`; 0: before the first), ticks taken in reverse: what
         is saved up to a tick is still held, the gradients of parameters last used from that tick on exist, and a
         checkpointed segment's recompute is held while backward is inside it."""
         saved_upto = [0] * (self.ticks + 1)
@@ -84,7 +89,7 @@ class SavedTensors:
             saved_upto[tick] += saved_upto[tick - 1]
         for tick in range(self.ticks, -1, -1):
             grads_from[tick] += grads_from[tick + 1]
-        return max(saved_upto[t] + grads_from[t] + recompute[t] for t in range(self.ticks + 1))
+        return max((saved_upto[t] + grads_from[t] + recompute[t], t) for t in range(self.ticks + 1))
 
 
 def storage_key(tensor: torch.Tensor) -> int:
@@ -230,7 +235,7 @@ def peak_live_bytes(model: nn.Module, inputs: dict[str, Any]) -> int:
     plus every storage an op makes, from the op that makes it until the last tensor on it is freed (weights left
     out). Seen below autograd with a dispatch mode and freed through weak references, so it works on meta too;
     a real device adds its allocator's rounding and kernels' workspaces."""
-    live = _LiveBytes()
+    live = LiveBytes()
     for _, tensor in flatten_tensors("in", inputs):
         live.add(tensor)
     with torch.no_grad(), live:
@@ -238,7 +243,7 @@ def peak_live_bytes(model: nn.Module, inputs: dict[str, Any]) -> int:
     return live.peak
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Bytes of the storages alive now, and the most there were; a storage lives while any tensor on it does."""
 
     def __init__(self) -> None:

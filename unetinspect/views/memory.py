@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.engine import sdpa
 from unetinspect.engine.memory import (
     SavedCall,
     lora_adapters,
@@ -31,6 +32,7 @@ from unetinspect.engine.memory import (
     optimizer_state_bytes,
     peak_live_bytes,
 )
+from unetinspect.engine.optimizer_step import FUSED, default_foreach, step_temporary_bytes
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
@@ -65,6 +67,8 @@ class Training:
     lora_rank: int | None = None
     lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
     frozen: tuple[str, ...] = ()  # module path prefixes whose parameters get no gradient
+    foreach: bool | None = None  # the optimizer's foreach implementation; None: torch's default on the device
+    fused: bool = False  # the optimizer's fused kernel (AdamW, SGD)
 
     def check(self) -> None:
         """Refuse a choice that names nothing real, in one line with what to give instead."""
@@ -75,8 +79,25 @@ class Training:
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int)
                                            or self.lora_rank < 1):
             raise RunError(f"--lora-rank {self.lora_rank!r} is not a positive integer", "e.g. --lora-rank 32")
+        if self.fused and self.optimizer not in FUSED:
+            raise RunError(f"--fused: torch has no fused {self.optimizer}", f"use it with {' or '.join(FUSED)}")
+        if self.fused and self.foreach:
+            raise RunError("--fused and --foreach are two implementations of the step", "give one of them")
         if self.lora_rank is not None and not [t for t in self.lora_targets if t.strip()]:
             raise RunError("--lora-targets names no module", "e.g. --lora-targets to_k,to_q,to_v,to_out.0")
+
+    def step_impl(self, device_type: str) -> tuple[bool, str]:
+        """Whether the step runs foreach, and how it runs, as a phrase (torch's default on the device when
+        `foreach` is not given: foreach on CUDA, and on meta, which stands for it; a for-loop on the CPU)."""
+        if self.optimizer not in FUSED + ("adafactor",):
+            return False, "one kernel per parameter, in place"
+        if self.fused:
+            return False, "fused: in place, no temporaries"
+        foreach = default_foreach(device_type) if self.foreach is None else self.foreach
+        why = f" (torch's default on {'a CUDA GPU' if device_type == 'meta' else device_type})" \
+            if self.foreach is None else ""
+        return foreach, ("foreach: temporaries as large as all the trainable parameters" if foreach
+                         else "for-loop: temporaries like one parameter or two") + why
 
     def describe(self) -> list[str]:
         """The choices as sentences under the table."""
@@ -110,6 +131,7 @@ class MemoryTotals:
     optimizer_bytes: int = 0
     activation_bytes: int = 0  # training: saved for backward; inference: the most alive at once
     recompute_bytes: int = 0  # checkpointing: the largest segment's recompute, held during its backward
+    step_bytes: int = 0  # the optimizer step's temporaries, measured on torch's own optimizer
     peak_bytes: int = 0
     trainable_params: int = 0
 
@@ -126,6 +148,8 @@ class Memory:
     calls: list[SavedCall]
     totals: MemoryTotals
     notes: list[str] = field(default_factory=list)
+    attention: str = "math"  # the attention kernel measured
+    peak_at: str = ""  # where the peak falls: "optimizer step", "backward at down_blocks.1.resnets.0", "forward"
 
     def rows(self, depth: int = 1) -> list[SavedCall]:
         """The calls down to `depth` (1 = blocks), in call order."""
@@ -138,21 +162,27 @@ def memory(
     *,
     train: bool = False,
     training: Training = Training(),
+    attention: str | None = None,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> Memory:
     """Open the source (on the meta device by default) and measure one inference or training step's memory.
 
-    With `training.mixed` the forward runs in that half dtype (an explicit different `dtype` is refused)."""
-    session = _open(source, spec, train, training, device, dtype, source_options)
-    return memory_of(session, training if train else None)
+    `attention` is the kernel attention runs ("flash", "efficient", "math"); None: the one torch runs for training
+    on the device (on meta: a CUDA GPU's). With `training.mixed` the forward runs in that half dtype (an explicit
+    different `dtype` is refused)."""
+    session = _open(source, spec, train, training, device, dtype, source_options, attention)
+    return memory_of(session, training if train else None, attention)
 
 
 def _open(source: Any, spec: InputSpec, train: bool, training: Training, device: str,
-          dtype: str | torch.dtype | None, source_options: dict[str, Any]) -> Session:
+          dtype: str | torch.dtype | None, source_options: dict[str, Any], attention: str | None = None
+          ) -> Session:
     """The session a memory measurement runs on: in the half dtype of `--mixed`, after the choices are checked
     (a bad option fails before the model is built)."""
+    if attention is not None:
+        sdpa.check(attention, str(device).split(":")[0])
     if train:
         training.check()
         if training.mixed is not None:
@@ -164,16 +194,21 @@ def _open(source: Any, spec: InputSpec, train: bool, training: Training, device:
     return open_session(source, spec, device=device, dtype=dtype, **source_options)
 
 
-def memory_of(session: Session, training: Training | None) -> Memory:
-    """The memory of an opened session: inference when `training` is None."""
+def memory_of(session: Session, training: Training | None, attention: str | None = None) -> Memory:
+    """The memory of an opened session: inference when `training` is None; attention as `attention` runs it
+    (None: the kernel torch runs for training on the session's device)."""
     model = session.model
+    device_type = session.device.type
+    kernel, rule = sdpa.training_kernel(device_type, session.dtype)
+    if attention is not None:
+        kernel, rule = attention, "as asked"
+    notes = [f"attention: {sdpa.describe(kernel, device_type)} — {rule}"]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    with left_as_found(model):
+    with left_as_found(model), sdpa.attention_kernel(kernel, device_type):
         if training is None:
             activations = peak_live_bytes(model.eval(), session.inputs)
             totals = MemoryTotals(weight_bytes, activation_bytes=activations, peak_bytes=weight_bytes + activations)
-            return Memory(session.setup, None, [], totals, ["attention as the math kernel runs it: flash or "
-                                                            "memory-efficient kernels keep no attention matrix"])
+            return Memory(session.setup, None, [], totals, notes, kernel, "forward")
         model.train()
         with _trainable(model, training) as extra:
             saved = measure_saved(model, session.inputs, extra_params=extra,
@@ -183,6 +218,10 @@ def memory_of(session: Session, training: Training | None) -> Memory:
     master = MASTER_ITEMSIZE if training.mixed else None
     states = optimizer_state_bytes(training.optimizer,
                                    [(p.shape, master or p.element_size()) for p in trainable])
+    foreach, step_note = training.step_impl(device_type)
+    step_dtype = torch.float32 if master else None
+    step = step_temporary_bytes(training.optimizer, [(p.shape, step_dtype or p.dtype) for p in trainable],
+                                foreach=foreach, fused=training.fused)
     extra_weights = sum(p.numel() * p.element_size() for ps in extra.values() for p in ps)
     totals = MemoryTotals(
         weight_bytes=weight_bytes + extra_weights,
@@ -191,14 +230,27 @@ def memory_of(session: Session, training: Training | None) -> Memory:
         optimizer_bytes=states,
         activation_bytes=saved.total_bytes,
         recompute_bytes=max((nbytes for _, _, nbytes in saved.segments), default=0),
+        step_bytes=step,
         trainable_params=sum(p.numel() for p in trainable),
         peak_bytes=0,
     )
     held = totals.weight_bytes + totals.master_weight_bytes + totals.optimizer_bytes
-    peak = max(held + saved.backward_peak(), held + totals.gradient_bytes)
-    notes = ["attention as the math kernel runs it (on meta and the CPU): flash or memory-efficient kernels on a "
-             "GPU save no attention matrix"]
-    return Memory(session.setup, training, saved.calls, dataclasses.replace(totals, peak_bytes=peak), notes)
+    backward, tick = saved.backward_peak_at()
+    in_step = held + totals.gradient_bytes + step
+    peak_at = "optimizer step" if in_step >= held + backward else _backward_at(saved.calls, tick)
+    notes.append(f"optimizer step: {step_note}")
+    return Memory(session.setup, training, saved.calls,
+                  dataclasses.replace(totals, peak_bytes=max(held + backward, in_step)), notes, kernel, peak_at)
+
+
+def _backward_at(calls: Sequence[SavedCall], tick: int) -> str:
+    """"backward at BLOCK": the block (depth 1) of the module call that began at `tick`."""
+    if not 0 < tick <= len(calls):
+        return "backward"
+    call = calls[tick - 1]
+    while call.depth > 1 and call.parent is not None:
+        call = calls[call.parent]
+    return f"backward at {call.path}" if call.path else "backward"
 
 
 @contextlib.contextmanager
@@ -268,13 +320,14 @@ def memory_sweep(
     budget: int | None = None,
     train: bool = False,
     training: Training = Training(),
+    attention: str | None = None,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> MemorySweep:
     """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once."""
-    session = _open(source, specs[0][1], train, training, device, dtype, source_options)
+    session = _open(source, specs[0][1], train, training, device, dtype, source_options, attention)
     chosen = training if train else None
-    points = [(label, memory_of(session.resized(spec) if index else session, chosen).totals)
+    points = [(label, memory_of(session.resized(spec) if index else session, chosen, attention).totals)
               for index, (label, spec) in enumerate(specs)]
     return MemorySweep(session.setup, chosen, points, budget)

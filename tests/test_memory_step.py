@@ -1,0 +1,125 @@
+"""Training memory as the trainer's machine sees it: the attention kernel it runs and the optimizer step it takes,
+checked against diffusers' own UNet on the CPU — saved tensors counted with autograd's hooks under torch's own
+flash kernel, and a real step's allocation events from torch.profiler."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from bad_input import assert_one_line_failure
+from conftest import SMALL_CONFIGS, diffusers_unet, tiny
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from unetinspect.engine.optimizer_step import step_temporary_bytes
+from unetinspect.sources.inputs import InputSpec, make_inputs
+from unetinspect.views.memory import Training, memory
+
+SPEC = InputSpec(latent=(8, 8), text_len=4)
+SIZE = ["--latent", "8", "--text-len", "4"]
+
+
+def saved_per_block(model: torch.nn.Module, inputs: dict) -> dict[str, int]:
+    """Every storage autograd saves in one forward, charged once to the top-level block running when it is first
+    saved, parameters left out: the independent count, written simply."""
+    params = {p.untyped_storage()._cdata for p in model.parameters()}
+    seen: set[int] = set()
+    kept, blocks, now = [], {}, [""]
+    lists = {name for name, child in model.named_children() if isinstance(child, torch.nn.ModuleList)}
+    for name, child in model.named_modules():
+        if name.count(".") > (1 if name.split(".")[0] in lists else 0) or not name or name in lists:
+            continue
+        child.register_forward_pre_hook(lambda m, a, name=name: now.__setitem__(0, name))
+        child.register_forward_hook(lambda m, a, o: now.__setitem__(0, ""))
+
+    def pack(t):
+        kept.append(t)
+        key = t.untyped_storage()._cdata
+        if key not in params and key not in seen:
+            seen.add(key)
+            blocks[now[0]] = blocks.get(now[0], 0) + t.untyped_storage().nbytes()
+        return t
+
+    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(**inputs)
+    return blocks
+
+
+@pytest.mark.parametrize("name", ["sd15-like", "sdxl-like"])
+def test_flash_on_meta_equals_torchs_flash_kernel_on_diffusers_unet(name, invoke, tmp_path, one_thread):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(SMALL_CONFIGS[name]))
+    result = invoke("memory", config, "--train", "--attention", "flash", *SIZE, "-f", "json")
+    assert result.exit_code == 0, result.output
+    ours = json.loads(result.stdout)
+    theirs = diffusers_unet(SMALL_CONFIGS[name]).train()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        reference = saved_per_block(theirs, make_inputs(theirs.config, SPEC))
+    total = sum(reference.values())
+    assert ours["totals"]["activation_bytes"] == pytest.approx(total, rel=0.02)
+    math_kernel = memory(config, SPEC, train=True, attention="math").totals.activation_bytes
+    assert math_kernel > total  # the kernel matters, so the check above means something
+    for module in ours["modules"]:
+        assert module["saved_bytes"] == pytest.approx(reference.get(module["path"], 0), rel=0.02, abs=64), \
+            module["path"]
+
+
+def test_the_default_kernel_is_the_devices_training_kernel():
+    meta = memory("tiny", SPEC, train=True)
+    assert meta.attention == "efficient" and "CUDA GPU" in meta.notes[0]
+    assert memory("tiny", SPEC, train=True, training=Training(mixed="bf16")).attention == "flash"
+    cpu = memory("tiny", SPEC, train=True, device="cpu")
+    assert cpu.attention == "flash" and "CPU" in cpu.notes[0]
+    assert "math" not in cpu.notes[0]
+
+
+def profiled_step_peak(model: torch.nn.Module, optimizer: torch.optim.Optimizer, inputs: dict) -> int:
+    """The most bytes alive in a steady training step, from torch.profiler's allocation events: what exists
+    before the step (weights, optimizer state, inputs) plus the highest running sum of the step's allocations."""
+    def step() -> None:
+        model(**inputs).sample.float().mean().backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    step()  # the warm-up step makes the optimizer state
+    before = sum(p.nbytes for p in model.parameters()) + sum(
+        v.nbytes for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)) + sum(
+        v.nbytes for v in inputs.values() if isinstance(v, torch.Tensor))
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")  # every allocation (+) and free (−), in time order
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return before + peak
+
+
+@pytest.mark.parametrize("impl", [{"foreach": False}, {"foreach": True}, {"fused": True}])
+def test_the_peak_is_a_real_cpu_adamw_steps(impl, one_thread):
+    model = diffusers_unet(tiny()).train()
+    inputs = make_inputs(model.config, SPEC)
+    real = profiled_step_peak(model, torch.optim.AdamW(model.parameters(), **impl), inputs)
+    predicted = memory(model, SPEC, train=True, training=Training(**impl), device="cpu", inputs=inputs)
+    assert predicted.peak_at == ("optimizer step" if "foreach" in impl else "backward at down_blocks.0")
+    assert predicted.totals.peak_bytes == pytest.approx(real, rel=0.03)
+
+
+def test_foreach_makes_a_temporary_as_large_as_the_parameters():
+    params = [(torch.Size((64, 32)), torch.float32)] * 6 + [(torch.Size((64,)), torch.float32)]
+    everything = (6 * 64 * 32 + 64) * 4
+    assert step_temporary_bytes("adamw", params, foreach=True) >= everything
+    assert 0 < step_temporary_bytes("adamw", params, foreach=False) < everything / 2
+    assert step_temporary_bytes("adamw", params, foreach=False, fused=True) == 0
+    assert step_temporary_bytes("sgd", params, foreach=True) == 0
+
+
+@pytest.mark.parametrize("options,words", [
+    (["--attention", "fast"], "'fast'"), (["--attention", "efficient", "--device", "cpu"], "no CPU"),
+    (["--fused", "--optimizer", "adafactor"], "adafactor"), (["--fused", "--foreach"], "--fused"),
+])
+def test_bad_kernel_and_step_options_are_one_line_errors(options, words, invoke, tmp_path):
+    result = invoke("memory", "tiny", "--train", *SIZE, *options, "-o", tmp_path / "out.json")
+    assert words in assert_one_line_failure(result, tmp_path)
