@@ -571,24 +571,45 @@ def report(
     device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. \\[default: cuda if "
                                                   "available, else cpu]", show_default=False)] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    train: Annotated[bool, typer.Option("--train", help="Add a training step's memory (as `memory --train`, on "
+                                        "meta): saved bytes per block as a colour and a column, the totals, "
+                                        "where the peak falls.")] = False,
+    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="With --train: as `memory`.")] = False,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="With --train: as `memory`.")] = "adamw",
+    mixed: Annotated[Optional[str], typer.Option("--mixed", help="With --train: as `memory`.",
+                                                 show_default=False)] = None,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="With --train: as `memory`.",
+                                                     show_default=False)] = None,
+    attention_kernel: Annotated[Optional[str], typer.Option("--attention", help="With --train: as `memory`.",
+                                                            show_default=False)] = None,
+    foreach: Annotated[Optional[bool], typer.Option("--foreach/--no-foreach", help="With --train: as `memory`.",
+                                                    show_default=False)] = None,
     *,
     opts: Options,
 ) -> None:
     """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
     and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
+    With --train, a training step's memory too.
 
     Examples:
 
       [bold]unetinspect report sdxl -o sdxl.html[/]
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
+
+      [bold]unetinspect report sdxl --train --checkpointing -o sdxl-train.html[/]   and a training step's memory
     """
     inputs = [source, opts.loading["config"]]
     refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
     from unetinspect.render.report import ReportView
     from unetinspect.views.report import build_report
 
-    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
+    from unetinspect.views.memory import Training
+
+    training = Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
+                        foreach=foreach)
+    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, train=train,
+                 training=training, attention=attention_kernel, **opts.loading)
     emit(ReportView(), "html", result, output, inputs)
 
 
