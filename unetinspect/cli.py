@@ -602,9 +602,8 @@ def report(
     inputs = [source, opts.loading["config"]]
     refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
     from unetinspect.render.report import ReportView
-    from unetinspect.views.report import build_report
-
     from unetinspect.views.memory import Training
+    from unetinspect.views.report import build_report
 
     training = Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
                         foreach=foreach)
