@@ -123,3 +123,84 @@ def test_foreach_makes_a_temporary_as_large_as_the_parameters():
 def test_bad_kernel_and_step_options_are_one_line_errors(options, words, invoke, tmp_path):
     result = invoke("memory", "tiny", "--train", *SIZE, *options, "-o", tmp_path / "out.json")
     assert words in assert_one_line_failure(result, tmp_path)
+
+
+class KohyaModule(torch.nn.Module):
+    """kohya's sd-scripts LoRAModule, written from its description: lora_down like the base layer (a conv with its
+    kernel, stride and padding) to `rank`, lora_up back (1×1 for a conv), added to the base's output, scaled."""
+
+    def __init__(self, base: torch.nn.Module, rank: int) -> None:
+        super().__init__()
+        if isinstance(base, torch.nn.Conv2d):
+            self.lora_down = torch.nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding,
+                                             bias=False)
+            self.lora_up = torch.nn.Conv2d(rank, base.out_channels, 1, 1, bias=False)
+        else:
+            self.lora_down = torch.nn.Linear(base.in_features, rank, bias=False)
+            self.lora_up = torch.nn.Linear(rank, base.out_features, bias=False)
+        self.base_forward = base.forward
+        base.forward = self.forward
+
+    def forward(self, x):
+        return self.base_forward(x) + self.lora_up(self.lora_down(x)) * 1.0
+
+
+def apply_kohya_locon(unet: torch.nn.Module, rank: int, conv_rank: int) -> list[torch.nn.Parameter]:
+    """kohya's selection: Linear and 1×1 convs in Transformer2DModel at `rank`; with conv_dim, those in
+    ResnetBlock2D / Downsample2D / Upsample2D too, 3×3 convs at `conv_rank`."""
+    modules = []
+    for _, block in unet.named_modules():
+        if type(block).__name__ not in ("Transformer2DModel", "ResnetBlock2D", "Downsample2D", "Upsample2D"):
+            continue
+        for _, child in block.named_modules():
+            is_1x1 = isinstance(child, torch.nn.Conv2d) and child.kernel_size == (1, 1)
+            if isinstance(child, torch.nn.Linear) or is_1x1:
+                modules.append(KohyaModule(child, rank))
+            elif isinstance(child, torch.nn.Conv2d):
+                modules.append(KohyaModule(child, conv_rank))
+    return [p for m in modules for p in m.parameters()]
+
+
+def test_locon_equals_kohyas_modules_on_diffusers_unet(one_thread):
+    ours = memory("tiny", SPEC, train=True, attention="flash", device="cpu",
+                  training=Training(lora_rank=4, lora_targets=("locon",), lora_conv_rank=2))
+    unet = diffusers_unet(tiny()).train().requires_grad_(False)
+    adapters = apply_kohya_locon(unet, 4, 2)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        reference = saved_per_block(unet, make_inputs(unet.config, SPEC))
+    assert ours.totals.trainable_params == sum(p.numel() for p in adapters)
+    assert ours.totals.activation_bytes == sum(reference.values())
+
+
+def test_peft_target_modules_may_name_convolutions():
+    convs = memory("tiny", SPEC, train=True, training=Training(lora_rank=4, lora_targets=("conv1", "conv2")))
+    unet = diffusers_unet(tiny())
+    expected = sum(4 * m.in_channels * m.kernel_size[0] * m.kernel_size[1] + m.out_channels * 4
+                   for name, m in unet.named_modules() if name.endswith((".conv1", ".conv2")))
+    assert convs.totals.trainable_params == expected
+
+
+def test_sweep_over_heights_and_batches(invoke):
+    result = invoke("memory", "tiny", "--train", "--sweep", "height=64,128;batch=1,2", "-f", "json")
+    assert result.exit_code == 0, result.output
+    points = json.loads(result.stdout)["points"]
+    assert [p["label"] for p in points] == ["height 64, batch 1", "height 64, batch 2", "height 128, batch 1",
+                                            "height 128, batch 2"]
+    saved = [p["totals"]["activation_bytes"] for p in points]
+    assert saved[0] < saved[1] and saved[0] < saved[2] < saved[3]
+
+
+def test_adamw_8bit_state_equals_bitsandbytes(one_thread):
+    bnb = pytest.importorskip("bitsandbytes")
+    unet = diffusers_unet(tiny()).train()
+    for p in unet.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer = bnb.optim.AdamW8bit(unet.parameters())
+    try:
+        optimizer.step()
+    except Exception as error:  # a build without its CPU kernels: say why, do not fail
+        pytest.skip(f"bitsandbytes' AdamW8bit does not step on this CPU: {str(error).splitlines()[0]}")
+    storages = {v.untyped_storage()._cdata: v.untyped_storage().nbytes()
+                for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)}
+    ours = memory("tiny", SPEC, train=True, training=Training(optimizer="adamw-8bit"))
+    assert ours.totals.optimizer_bytes == sum(storages.values())

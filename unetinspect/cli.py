@@ -711,7 +711,12 @@ def memory(
     lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="Train LoRA adapters of this rank "
                                                      "only.", show_default=False)] = None,
     lora_targets: Annotated[str, typer.Option("--lora-targets", help="The modules LoRA adapts, as PEFT's "
-                                              "target_modules.")] = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
+                                              "target_modules (Linear or Conv2d), or kohya / locon: kohya's "
+                                              "sd-scripts selection, without or with the convolutions.")]
+    = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
+    lora_conv_rank: Annotated[Optional[int], typer.Option("--lora-conv-rank", help="With --lora-targets locon: "
+                                                          "the 3×3 convolutions' rank (kohya's conv_dim). "
+                                                          "[default: --lora-rank]", show_default=False)] = None,
     frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
                                                         "module path (repeat for several), e.g. down_blocks.0.",
                                                         show_default=False)] = None,
@@ -758,8 +763,8 @@ def memory(
 
     spec = opts.spec()
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()),
-                              foreach=foreach, fused=fused)
+                              lora_targets=tuple(lora_targets.split(",")), lora_conv_rank=lora_conv_rank,
+                              frozen=tuple(frozen or ()), foreach=foreach, fused=fused)
     options = dict(train=train, training=training, attention=attention_kernel, device=device, dtype=dtype,
                    **opts.loading)
     if budget is not None and sweep is None:

@@ -123,7 +123,8 @@ def _training_dict(training: Any) -> dict[str, Any] | None:
         return None
     return {"optimizer": training.optimizer, "checkpointing": training.checkpointing, "mixed": training.mixed,
             "lora_rank": training.lora_rank, "lora_targets": list(training.lora_targets) if training.lora_rank
-            else None, "frozen": list(training.frozen), "foreach": training.foreach, "fused": training.fused}
+            else None, "lora_conv_rank": training.lora_conv_rank, "frozen": list(training.frozen),
+            "foreach": training.foreach, "fused": training.fused}
 
 
 class Point(NamedTuple):

@@ -26,6 +26,7 @@ from torch import nn
 from unetinspect.engine import sdpa
 from unetinspect.engine.memory import (
     SavedCall,
+    kohya_targets,
     lora_adapters,
     lora_targets,
     measure_saved,
@@ -43,6 +44,7 @@ from unetinspect.sources.session import Session, Setup
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
 MIXED = {"fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # diffusers' train_*_lora.py scripts
+KOHYA, LOCON = "kohya", "locon"  # --lora-targets naming kohya's sd-scripts selections (LoCon: the convs too)
 MASTER_ITEMSIZE = 4  # mixed precision keeps fp32 master weights for the optimizer
 
 # What diffusers' enable_gradient_checkpointing() runs through torch.utils.checkpoint: every resnet of the down,
@@ -65,7 +67,8 @@ class Training:
     checkpointing: bool = False
     mixed: str | None = None  # "fp16" | "bf16": half weights and activations, fp32 master weights
     lora_rank: int | None = None
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # PEFT's target_modules (Linear or Conv2d), or kohya/locon
+    lora_conv_rank: int | None = None  # locon: the rank of 3×3 convolutions (kohya's conv_dim); None: lora_rank
     frozen: tuple[str, ...] = ()  # module path prefixes whose parameters get no gradient
     foreach: bool | None = None  # the optimizer's foreach implementation; None: torch's default on the device
     fused: bool = False  # the optimizer's fused kernel (AdamW, SGD)
@@ -83,6 +86,10 @@ class Training:
             raise RunError(f"--fused: torch has no fused {self.optimizer}", f"use it with {' or '.join(FUSED)}")
         if self.fused and self.foreach:
             raise RunError("--fused and --foreach are two implementations of the step", "give one of them")
+        if self.lora_conv_rank is not None and (isinstance(self.lora_conv_rank, bool) or self.lora_conv_rank < 1
+                                                or self.lora_targets != (LOCON,)):
+            raise RunError(f"--lora-conv-rank {self.lora_conv_rank!r}: a positive rank, for --lora-targets locon",
+                           "e.g. --lora-targets locon --lora-conv-rank 8")
         if self.lora_rank is not None and not [t for t in self.lora_targets if t.strip()]:
             raise RunError("--lora-targets names no module", "e.g. --lora-targets to_k,to_q,to_v,to_out.0")
 
@@ -102,7 +109,7 @@ class Training:
     def describe(self) -> list[str]:
         """The choices as sentences under the table."""
         lines = [{"adamw": "AdamW: exp_avg and exp_avg_sq like each trainable parameter, and a step",
-                  "adamw-8bit": "8-bit AdamW (bitsandbytes): 2 bytes a parameter + one fp32 absmax per 2048 "
+                  "adamw-8bit": "8-bit AdamW (bitsandbytes): 2 bytes a parameter + one fp32 absmax per 256 "
                                 "per state; tensors under 4096 elements keep fp32 state",
                   "sgd": "SGD without momentum (torch's default): no state",
                   "adafactor": "Adafactor (torch.optim): row and column variances for ≥2-D parameters, "
@@ -113,7 +120,12 @@ class Training:
         if self.mixed:
             lines.append(f"mixed precision {self.mixed}: weights and activations in {self.mixed}, fp32 master "
                          "weights and optimizer state")
-        if self.lora_rank:
+        if self.lora_rank and self.lora_targets in ((KOHYA,), (LOCON,)):
+            convs = (f"; LoCon: the resnets' and resamplers' layers too, 3×3 convolutions at rank "
+                     f"{self.lora_conv_rank or self.lora_rank}") if self.lora_targets == (LOCON,) else ""
+            lines.append(f"LoRA rank {self.lora_rank} as kohya's sd-scripts: the Linear and 1×1 Conv2d layers of "
+                         f"the transformers{convs}; only the adapters are trained")
+        elif self.lora_rank:
             lines.append(f"LoRA rank {self.lora_rank} on {', '.join(self.lora_targets)}: only the adapters "
                          "are trained")
         if self.frozen:
@@ -270,15 +282,20 @@ def _trainable(model: nn.Module, training: Training) -> Iterator[dict[str, list[
         yield {}
         return
     targets = [t.strip() for t in training.lora_targets if t.strip()]
-    found = lora_targets(model, targets)
+    rank = training.lora_rank
+    if targets in ([KOHYA], [LOCON]):
+        conv_rank = (training.lora_conv_rank or rank) if targets == [LOCON] else None
+        found = kohya_targets(model, rank, conv_rank)
+    else:
+        found = [(path, module, rank) for path, module in lora_targets(model, targets)]
     if not found:
         raise RunError(f"--lora-targets {','.join(targets)!r} match no module of the model",
-                       "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0")
-    not_linear = next(((path, m) for path, m in found if not isinstance(m, nn.Linear)), None)
-    if not_linear is not None:
-        raise RunError(f"--lora-targets picks {not_linear[0]!r}, a {type(not_linear[1]).__name__}",
-                       "LoRA is measured on Linear layers: name Linear modules, e.g. to_k,to_q,to_v,to_out.0")
-    with lora_adapters(model, found, training.lora_rank) as adapters:
+                       "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0, or kohya/locon")
+    other = next(((path, m) for path, m, _ in found if not isinstance(m, nn.Linear | nn.Conv2d)), None)
+    if other is not None:
+        raise RunError(f"--lora-targets picks {other[0]!r}, a {type(other[1]).__name__}",
+                       "LoRA is measured on Linear and Conv2d layers: name those, e.g. to_k,to_q,to_v,to_out.0")
+    with lora_adapters(model, found) as adapters:
         yield adapters
 
 
