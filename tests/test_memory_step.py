@@ -204,3 +204,10 @@ def test_adamw_8bit_state_equals_bitsandbytes(one_thread):
                 for s in optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor)}
     ours = memory("tiny", SPEC, train=True, training=Training(optimizer="adamw-8bit"))
     assert ours.totals.optimizer_bytes == sum(storages.values())
+
+
+def test_report_train_writes_the_memory_section(invoke, tmp_path):
+    result = invoke("report", "tiny", "--train", "--checkpointing", "--no-foreach", "-o", tmp_path / "r.html")
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert 'id="memory"' in page and "for-loop" in page and '"saved":' in page
