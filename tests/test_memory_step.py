@@ -211,3 +211,14 @@ def test_report_train_writes_the_memory_section(invoke, tmp_path):
     assert result.exit_code == 0, result.output
     page = (tmp_path / "r.html").read_text()
     assert 'id="memory"' in page and "for-loop" in page and '"saved":' in page
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_elementwise_steps_measured_flat_equal_the_plain_run(foreach):
+    from unetinspect.engine.optimizer_step import _measured_step
+
+    params = ((torch.Size((8, 4, 3, 3)), torch.float32), (torch.Size((8,)), torch.float32),
+              (torch.Size((16, 8)), torch.float32), (torch.Size((8, 4, 3, 3)), torch.float32))
+    plain = max(_measured_step("adamw", params[max(i - 1, 0):i + 1], foreach=False) for i in range(4)) \
+        if not foreach else _measured_step("adamw", params, foreach=True)
+    assert step_temporary_bytes("adamw", list(params), foreach=foreach) == plain

@@ -9,8 +9,10 @@ state made) and then a second step under a dispatch mode that adds every storage
 its last tensor is freed; the most bytes alive above what existed before is the answer.
 
 The for-loop implementations handle each parameter with the same code and keep only the last iteration's locals
-into the next, so their step is run on each distinct pair of consecutive parameters (SDXL's 1,680 parameters give
-a few dozen pairs) and the most of those is the whole step's. Parameters, gradients and states are meta tensors,
+into the next, so their step is run on each distinct pair of consecutive parameters and the most of those is the
+whole step's. AdamW's and SGD's ops are all elementwise, so their parameters are run as 1-D tensors of the same
+sizes (fewer distinct pairs), and their foreach step — whose every op allocates, over a list, what it would over
+the list's tensors laid end to end — as one flat tensor per dtype; a test checks both against the plain run. Parameters, gradients and states are meta tensors,
 so SDXL's step takes no memory. A scalar read back with `.item()` (Adafactor's norms) reads 1.0 on meta, which
 changes no shape.
 """
@@ -18,6 +20,7 @@ changes no shape.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +34,7 @@ STEPS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adafactor": lambda params, **impl: torch.optim.Adafactor(params, **impl),
 }
 FUSED = ("adamw", "sgd")  # the torch.optim classes with a fused kernel (CUDA and the CPU)
+ELEMENTWISE = ("adamw", "sgd")  # every op of their step is elementwise: a parameter's shape does not matter
 FOREACH_DEVICES = ("cuda", "xpu", "meta")  # torch's default is foreach on these (meta stands for a CUDA GPU)
 
 
@@ -45,7 +49,12 @@ def step_temporary_bytes(optimizer: str, params: Sequence[tuple[torch.Size, torc
     parameters, gradients and state, for trainable parameters of these shapes and dtypes, in this order."""
     if optimizer not in STEPS or fused:
         return 0  # fused kernels, and bitsandbytes' 8-bit AdamW, update in place in one kernel per parameter
+    if optimizer in ELEMENTWISE:  # as 1-D tensors of the same sizes: the same allocations, fewer distinct pairs
+        params = [(torch.Size((math.prod(shape),)), dtype) for shape, dtype in params]
     if foreach:
+        if optimizer in ELEMENTWISE:  # a foreach op over a list allocates as it would over one flat tensor
+            dtypes = dict.fromkeys(dtype for _, dtype in params)
+            params = [(torch.Size((sum(math.prod(s) for s, d in params if d == dtype),)), dtype) for dtype in dtypes]
         return _measured_step(optimizer, tuple(params), foreach=True)
     pairs = {tuple(params[max(i - 1, 0):i + 1]) for i in range(len(params))}
     return max((_measured_step(optimizer, pair, foreach=False) for pair in pairs), default=0)
