@@ -12,9 +12,11 @@ The for-loop implementations handle each parameter with the same code and keep o
 into the next, so their step is run on each distinct pair of consecutive parameters and the most of those is the
 whole step's. AdamW's and SGD's ops are all elementwise, so their parameters are run as 1-D tensors of the same
 sizes (fewer distinct pairs), and their foreach step — whose every op allocates, over a list, what it would over
-the list's tensors laid end to end — as one flat tensor per dtype; a test checks both against the plain run. Parameters, gradients and states are meta tensors,
-so SDXL's step takes no memory. A scalar read back with `.item()` (Adafactor's norms) reads 1.0 on meta, which
-changes no shape.
+the list's tensors laid end to end — as one flat tensor per dtype; a test checks both against the plain run.
+
+Parameters, gradients and states are meta tensors, so SDXL's step takes no memory. A scalar read back with
+`.item()` (Adafactor's norms) reads 1.0 on meta, which changes no shape. The first step imports torch._dynamo
+(torch.optim's steps are wrapped to disable it): a second or two, once per process.
 """
 
 from __future__ import annotations
