@@ -6,7 +6,9 @@ Training (`train=True`): one forward with grad enabled under saved-tensor hooks 
 autograd keeps for backward (`engine.memory.measure_saved`); the training choices (`Training`) change what is
 measured the way the real thing does — checkpointing runs `torch.utils.checkpoint` on the modules diffusers'
 `enable_gradient_checkpointing()` wraps, LoRA adds adapters and freezes the base, `--frozen` freezes parts, mixed
-precision runs the forward in half — and the totals add what the optimizer keeps. The rules are in
+precision runs the forward in half — and the totals add what the optimizer keeps and what its step allocates
+(`engine.optimizer_step`, torch's own optimizer run on meta). Attention runs the kernel the trainer's machine
+runs (`engine.sdpa`: on meta, a CUDA GPU's, through the CUDA ops' meta functions). The rules are in
 docs/measuring.md, "Training memory".
 """
 
