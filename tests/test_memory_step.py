@@ -222,3 +222,30 @@ def test_elementwise_steps_measured_flat_equal_the_plain_run(foreach):
     plain = max(_measured_step("adamw", params[max(i - 1, 0):i + 1], foreach=False) for i in range(4)) \
         if not foreach else _measured_step("adamw", params, foreach=True)
     assert step_temporary_bytes("adamw", list(params), foreach=foreach) == plain
+
+
+def profiled_optimizer_step(make, shapes: list[tuple[int, ...]], **impl) -> int:
+    """The most bytes a real second step of a torch optimizer allocates on the CPU (torch.profiler's events)."""
+    params = [torch.nn.Parameter(torch.randn(shape)) for shape in shapes]
+    for param in params:
+        param.grad = torch.randn_like(param)
+    optimizer = make(params, **impl)
+    optimizer.step()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        optimizer.step()
+    running = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                            if e.name() == "[memory]"):
+        running += nbytes
+        peak = max(peak, running)
+    return peak
+
+
+@pytest.mark.parametrize("name,make", [("adamw", torch.optim.AdamW), ("adafactor", torch.optim.Adafactor),
+                                       ("sgd", lambda params, **impl: torch.optim.SGD(params, lr=0.1, **impl))])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_step_temporaries_equal_a_real_cpu_step(name, make, foreach, one_thread):
+    shapes = [(1024, 512), (1024,), (2048, 256), (64, 3, 3, 3), (512, 1024)]
+    real = profiled_optimizer_step(make, shapes, foreach=foreach)
+    ours = step_temporary_bytes(name, [(torch.Size(s), torch.float32) for s in shapes], foreach=foreach)
+    assert ours == pytest.approx(real, abs=64)  # a step's scalars (lr, bias corrections) aside
