@@ -74,10 +74,11 @@ even where the table leaves one out for want of room or data. `summary`:
 "activation_bytes", "peak_activation_bytes"}, "depth", "modules": [{"path", "type", "depth", "inputs": [shape],
 "outputs": [shape], "params", "flops", "skips": [{"from", "shape"}]}]}` — FLOPs count 2 per multiply-add
 (see [measuring.md](measuring.md)). `memory`: `{"schema": 1, "kind": "memory", "setup": {...}, "train",
-"training": {"optimizer", "checkpointing", "mixed", "lora_rank", "lora_targets", "frozen"} or null, "totals":
-{"weight_bytes", "master_weight_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes",
-"recompute_bytes", "peak_bytes", "trainable_params"}, "depth", "modules": [{"path", "type", "depth", "params",
-"saved_bytes", "checkpointed"}], "notes"}` (see [measuring.md](measuring.md#training-memory)).
+"training": {"optimizer", "checkpointing", "mixed", "lora_rank", "lora_targets", "lora_conv_rank", "frozen",
+"foreach", "fused"} or null, "totals": {"weight_bytes", "master_weight_bytes", "gradient_bytes", "optimizer_bytes",
+"activation_bytes", "recompute_bytes", "step_bytes", "peak_bytes", "trainable_params"}, "attention", "peak_at",
+"depth", "modules": [{"path", "type", "depth", "params", "saved_bytes", "checkpointed"}], "notes"}` (see
+[measuring.md](measuring.md#training-memory)).
 """
 
 COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "weights", "lora"]
@@ -110,12 +111,13 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "summary": [["summary", "sd15"], ["summary", "sdxl", "--depth", "2", "-f", "csv"], ["summary", "sd15", "--branches"]],
         "profile": [["profile", "tiny", "--device", "cpu", "--repeat", "5"]],
         "memory": [["memory", "sd15", "--train", "--checkpointing", "--mixed", "bf16"],
+                   ["memory", "sd15", "--train", "--attention", "math", "--no-foreach"],
                    ["memory", "sdxl", "--train", "--lora-rank", "32", "--optimizer", "adamw-8bit", "--mixed", "bf16",
                     "--sweep", "batch=1,4,16", "--budget", "24GiB"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],
-        "report": [["report", "sdxl", "-o", "sdxl.html"]],
+        "report": [["report", "sdxl", "-o", "sdxl.html"], ["report", "sd15", "--train", "-o", "sd15-train.html"]],
         "attention": [["attention", "tiny", "--latent", "8x12", "--device", "cpu", "--tokens", "a,photo,of,a,cat"],
                       ["attention", "tiny", "--latent", "8x12", "--device", "cpu", "-o", "maps.png"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],

@@ -24,7 +24,10 @@ def test_parse_sweep():
     assert sizes[1][1] == InputSpec(batch=2, height=512, width=768, text_len=10)
     batches = parse_sweep("batch=1,4", base)
     assert [(label, spec.batch, spec.text_len) for label, spec in batches] == [("batch 1", 1, 10), ("batch 4", 4, 10)]
-    for bad in ("batch=0", "height=1,2", "", "batch=a", "size=1x2x3,"):
+    heights = parse_sweep("height=512,1024;batch=1,4", base)
+    assert [label for label, _ in heights][1:3] == ["height 512, batch 4", "height 1024, batch 1"]
+    assert heights[3][1] == InputSpec(batch=4, height=1024, text_len=10)
+    for bad in ("batch=0", "depth=1,2", "", "batch=a", "size=1x2x3,", "height=512;frames=2"):
         with pytest.raises(RunError):
             parse_sweep(bad)
 

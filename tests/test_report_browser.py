@@ -162,3 +162,28 @@ def test_attention_section_draws_the_hovered_tokens_map_in_every_block(browser, 
     assert page.page.eval_on_selector_all("#attention canvas", pixels) != first
     assert "selected" in tokens.nth(1).get_attribute("class")
     assert page.errors == []
+
+
+def test_training_memory_in_the_report(browser, tmp_path):
+    """`report --train`: the blocks coloured by what they save for backward, a `saved` column, the totals and
+    where the peak falls — the figures `memory --train` gives."""
+    from unetinspect.views.memory import Training, memory
+
+    training = Training(checkpointing=True)
+    report = build_report("tiny", train=True, training=training)
+    measured = memory("tiny", train=True, training=training)
+    page = check_report(browser, report, tmp_path / "train.html")
+    page.page.select_option("#metric", "saved")
+    fills = page.fills()
+    assert len(set(fills.values())) > 2  # the blocks save different amounts, so their colours differ
+    most = max(measured.rows(1), key=lambda c: c.saved_bytes)
+    value = page.page.locator(f'#diagram .node[id="{most.path}"]').get_attribute("data-value")
+    assert int(value) == most.saved_bytes
+    assert page.page.locator('#tree th[data-key="saved"]').count() == 1
+    section = page.page.locator("#memory").inner_text()
+    assert measured.peak_at in section and "optimizer step" in section
+    assert page.page.locator("#memory-blocks tbody tr").count() == len(measured.rows(1))
+    page.page.locator("#memory").scroll_into_view_if_needed()
+    page.page.screenshot(path=str(tmp_path / "report-train.png"), full_page=True)
+    shutil.copy(tmp_path / "report-train.png", os.environ.get("UNETINSPECT_TRAIN_SHOT", tmp_path / "copy.png"))
+    assert page.errors == []

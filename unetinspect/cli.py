@@ -600,24 +600,44 @@ def report(
     device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. \\[default: cuda if "
                                                   "available, else cpu]", show_default=False)] = None,
     repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    train: Annotated[bool, typer.Option("--train", help="Add a training step's memory (as `memory --train`, on "
+                                        "meta): saved bytes per block as a colour and a column, the totals, "
+                                        "where the peak falls.")] = False,
+    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="With --train: as `memory`.")] = False,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="With --train: as `memory`.")] = "adamw",
+    mixed: Annotated[Optional[str], typer.Option("--mixed", help="With --train: as `memory`.",
+                                                 show_default=False)] = None,
+    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="With --train: as `memory`.",
+                                                     show_default=False)] = None,
+    attention_kernel: Annotated[Optional[str], typer.Option("--attention", help="With --train: as `memory`.",
+                                                            show_default=False)] = None,
+    foreach: Annotated[Optional[bool], typer.Option("--foreach/--no-foreach", help="With --train: as `memory`.",
+                                                    show_default=False)] = None,
     *,
     opts: Options,
 ) -> None:
     """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
     and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
+    With --train, a training step's memory too.
 
     Examples:
 
       [bold]unetinspect report sdxl -o sdxl.html[/]
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
+
+      [bold]unetinspect report sdxl --train --checkpointing -o sdxl-train.html[/]   and a training step's memory
     """
     inputs = [source, opts.loading["config"]]
     refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
     from unetinspect.render.report import ReportView
+    from unetinspect.views.memory import Training
     from unetinspect.views.report import build_report
 
-    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
+    training = Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
+                        foreach=foreach)
+    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, train=train,
+                 training=training, attention=attention_kernel, **opts.loading)
     emit(ReportView(), "html", result, output, inputs)
 
 
@@ -720,12 +740,27 @@ def memory(
     lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="Train LoRA adapters of this rank "
                                                      "only.", show_default=False)] = None,
     lora_targets: Annotated[str, typer.Option("--lora-targets", help="The modules LoRA adapts, as PEFT's "
-                                              "target_modules.")] = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
+                                              "target_modules (Linear or Conv2d), or kohya / locon: kohya's "
+                                              "sd-scripts selection, without or with the convolutions.")]
+    = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
+    lora_conv_rank: Annotated[Optional[int], typer.Option("--lora-conv-rank", help="With --lora-targets locon: "
+                                                          "the 3×3 convolutions' rank (kohya's conv_dim). "
+                                                          "[default: --lora-rank]", show_default=False)] = None,
     frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
                                                         "module path (repeat for several), e.g. down_blocks.0.",
                                                         show_default=False)] = None,
-    sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4 or pixel "
-                                                 "sizes 512,768 or 512x768.", show_default=False)] = None,
+    attention_kernel: Annotated[Optional[str], typer.Option(
+        "--attention", help="The attention kernel measured: flash, efficient or math. [default: what torch runs "
+        "for training on the device: flash on the CPU; on CUDA, and on meta (a CUDA GPU), flash in fp16/bf16, "
+        "efficient in fp32]", show_default=False)] = None,
+    foreach: Annotated[Optional[bool], typer.Option(
+        "--foreach/--no-foreach", help="The optimizer step's implementation. [default: torch's on the device: "
+        "foreach on CUDA and meta, a for-loop on the CPU]", show_default=False)] = None,
+    fused: Annotated[bool, typer.Option("--fused", help="The optimizer's fused kernel (adamw, sgd): in place, "
+                                        "no temporaries.")] = False,
+    sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4, pixel "
+                                                 "sizes 512,768 or 512x768, or height=512,768 / width=...",
+                                                 show_default=False)] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
                                                   "much memory, e.g. 24GiB or 80GB.", show_default=False)] = None,
     depth: DepthOpt = 1,
@@ -757,8 +792,10 @@ def memory(
 
     spec = opts.spec()
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
-    options = dict(train=train, training=training, device=device, dtype=dtype, **opts.loading)
+                              lora_targets=tuple(lora_targets.split(",")), lora_conv_rank=lora_conv_rank,
+                              frozen=tuple(frozen or ()), foreach=foreach, fused=fused)
+    options = dict(train=train, training=training, attention=attention_kernel, device=device, dtype=dtype,
+                   **opts.loading)
     if budget is not None and sweep is None:
         raise typer.BadParameter("a budget is checked over sizes: add --sweep, e.g. --sweep batch=1,2,4",
                                  param_hint="--budget")

@@ -67,7 +67,12 @@ class SavedTensors:
     ticks: int
 
     def backward_peak(self) -> int:
-        """The most activation + gradient bytes live at once while backward runs, ticks taken in reverse: what
+        """The most activation + gradient bytes live at once while backward runs (see `backward_peak_at`)."""
+        return self.backward_peak_at()[0]
+
+    def backward_peak_at(self) -> tuple[int, int]:
+        """The most activation + gradient bytes live at once while backward runs, and the tick where (the
+        module call that began at it is `calls[tick - 1]`; 0: before the first), ticks taken in reverse: what
         is saved up to a tick is still held, the gradients of parameters last used from that tick on exist, and a
         checkpointed segment's recompute is held while backward is inside it."""
         saved_upto = [0] * (self.ticks + 1)
@@ -84,7 +89,7 @@ class SavedTensors:
             saved_upto[tick] += saved_upto[tick - 1]
         for tick in range(self.ticks, -1, -1):
             grads_from[tick] += grads_from[tick + 1]
-        return max(saved_upto[t] + grads_from[t] + recompute[t] for t in range(self.ticks + 1))
+        return max((saved_upto[t] + grads_from[t] + recompute[t], t) for t in range(self.ticks + 1))
 
 
 def storage_key(tensor: torch.Tensor) -> int:
@@ -230,7 +235,7 @@ def peak_live_bytes(model: nn.Module, inputs: dict[str, Any]) -> int:
     plus every storage an op makes, from the op that makes it until the last tensor on it is freed (weights left
     out). Seen below autograd with a dispatch mode and freed through weak references, so it works on meta too;
     a real device adds its allocator's rounding and kernels' workspaces."""
-    live = _LiveBytes()
+    live = LiveBytes()
     for _, tensor in flatten_tensors("in", inputs):
         live.add(tensor)
     with torch.no_grad(), live:
@@ -238,7 +243,7 @@ def peak_live_bytes(model: nn.Module, inputs: dict[str, Any]) -> int:
     return live.peak
 
 
-class _LiveBytes(TorchDispatchMode):
+class LiveBytes(TorchDispatchMode):
     """Bytes of the storages alive now, and the most there were; a storage lives while any tensor on it does."""
 
     def __init__(self) -> None:
@@ -278,40 +283,75 @@ def lora_targets(model: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn
             if path and any(path == t or path.endswith("." + t) for t in targets)]
 
 
-@contextlib.contextmanager
-def lora_adapters(model: nn.Module, targets: Sequence[tuple[str, nn.Linear]], rank: int
-                  ) -> Iterator[dict[str, list[nn.Parameter]]]:
-    """PEFT's LoRA on each target Linear, as forward hooks: y = base(x) + B(A(x)) · alpha/rank, dropout 0.
+KOHYA_TRANSFORMER = ("Transformer2DModel",)  # kohya's networks/lora.py: UNET_TARGET_REPLACE_MODULE
+KOHYA_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")  # UNET_TARGET_REPLACE_MODULE_CONV2D_3X3
 
-    A (rank × in) and B (out × rank) are new trainable parameters in the base's device and dtype, outside the
-    model (its structure and state dict stay as they are); yields them by the target's path. The scale does not
-    change memory but is applied, as PEFT does, so the saved tensors are those of PEFT's forward."""
+
+def kohya_targets(model: nn.Module, rank: int, conv_rank: int | None) -> list[tuple[str, nn.Module, int]]:
+    """The layers kohya's sd-scripts LoRA adapts, with their ranks: every Linear and 1×1 Conv2d inside a
+    Transformer2DModel at `rank`; with `conv_rank` (LoCon, kohya's conv_dim) also those inside the resnets and
+    resamplers, their other convolutions at `conv_rank`. Blocks are recognised by class name, as kohya does."""
+    kinds = KOHYA_TRANSFORMER + (KOHYA_CONV_BLOCKS if conv_rank is not None else ())
+    found: dict[str, tuple[nn.Module, int]] = {}
+    for path, block in model.named_modules():
+        if type(block).__name__ not in kinds:
+            continue
+        for name, layer in block.named_modules():
+            full = f"{path}.{name}" if path else name
+            if isinstance(layer, nn.Linear) or (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1)):
+                found.setdefault(full, (layer, rank))
+            elif isinstance(layer, nn.Conv2d) and conv_rank is not None:
+                found.setdefault(full, (layer, conv_rank))
+    return [(path, layer, r) for path, (layer, r) in found.items()]
+
+
+@contextlib.contextmanager
+def lora_adapters(model: nn.Module, targets: Sequence[tuple[str, nn.Module, int]]
+                  ) -> Iterator[dict[str, list[nn.Parameter]]]:
+    """LoRA on each target (path, Linear or Conv2d, rank) as forward hooks: y = base(x) + B(A(x)) · alpha/rank,
+    dropout 0 — PEFT's and kohya's forward alike.
+
+    On a Linear A is (rank × in) and B (out × rank); on a Conv2d A is a convolution like the base's (same kernel,
+    stride, padding, dilation) to `rank` channels and B a 1×1 convolution to the output's, as PEFT's and kohya's
+    LoCon do. A and B are new trainable parameters in the base's device and dtype, outside the model (its structure
+    and state dict stay as they are); yields them by the target's path. The scale does not change memory but is
+    applied, as PEFT does, so the saved tensors are those of PEFT's forward."""
     adapters: dict[str, list[nn.Parameter]] = {}
     handles = []
     try:
-        for path, base in targets:
+        for path, base, rank in targets:
             like = base.weight
-            down = nn.Parameter(torch.empty(rank, base.in_features, device=like.device, dtype=like.dtype))
-            up = nn.Parameter(torch.empty(base.out_features, rank, device=like.device, dtype=like.dtype))
+            if isinstance(base, nn.Conv2d):
+                shapes = [(rank, base.in_channels, *base.kernel_size), (base.out_channels, rank, 1, 1)]
+            else:
+                shapes = [(rank, base.in_features), (base.out_features, rank)]
+            down, up = (nn.Parameter(torch.empty(shape, device=like.device, dtype=like.dtype)) for shape in shapes)
             if like.device.type != "meta":
                 nn.init.normal_(down, std=1 / rank)
                 nn.init.zeros_(up)
             adapters[path] = [down, up]
-
-            def hook(module: nn.Module, args: tuple, output: torch.Tensor, down=down, up=up) -> torch.Tensor:
-                # x: (…, in) → (…, rank) → (…, out), the two matmuls of PEFT's lora_A and lora_B
-                return output + nn.functional.linear(nn.functional.linear(args[0], down), up) * 1.0
-
-            handles.append(base.register_forward_hook(hook))
+            handles.append(base.register_forward_hook(_adapter(base, down, up)))
         yield adapters
     finally:
         for handle in handles:
             handle.remove()
 
 
+def _adapter(base: nn.Module, down: nn.Parameter, up: nn.Parameter) -> Callable[..., torch.Tensor]:
+    """The forward hook adding B(A(x)) to the base's output: two matmuls, or two convolutions."""
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        if isinstance(base, nn.Conv2d):
+            low = nn.functional.conv2d(args[0], down, None, base.stride, base.padding, base.dilation)
+            return output + nn.functional.conv2d(low, up) * 1.0
+        return output + nn.functional.linear(nn.functional.linear(args[0], down), up) * 1.0
+
+    return hook
+
+
 # ---- optimizer state ------------------------------------------------------------------------------------------------
 
-BNB_BLOCK = 2048  # bitsandbytes' blockwise quantisation: one fp32 absmax per 2048 elements per state
+BNB_BLOCK = 256  # bitsandbytes' blockwise optimizers (0.45+): one fp32 absmax per 256 elements per state
+BNB_QMAPS = 2 * 256 * 4  # its two quantisation maps (signed, unsigned), 256 fp32 each, shared by every parameter
 BNB_MIN_8BIT = 4096  # bitsandbytes keeps 32-bit state for tensors with fewer elements (min_8bit_size)
 STEP_BYTES = 4  # torch's optimizers keep `step` as a float32 scalar tensor per parameter
 
@@ -320,11 +360,12 @@ def optimizer_state_bytes(optimizer: str, shapes: Sequence[tuple[torch.Size, int
     """Bytes of optimizer state for trainable parameters given as (shape, bytes per element of the master copy).
 
     adamw: exp_avg and exp_avg_sq like the parameter, and `step` (torch.optim.AdamW). adamw-8bit: bitsandbytes'
-    AdamW8bit, two uint8 states + one fp32 absmax per 2048-element block each; small tensors stay 32-bit. sgd:
+    AdamW8bit, two uint8 states + one fp32 absmax per 256-element block each, and its two shared quantisation maps;
+    small tensors stay 32-bit. sgd:
     torch.optim.SGD's default, no momentum, no state. adafactor: torch.optim.Adafactor, a row and a column
     variance for ≥2-D parameters (the last two dimensions factored), a full one below, and `step`.
     """
-    total = 0
+    total = BNB_QMAPS if optimizer == "adamw-8bit" and any(math.prod(s) >= BNB_MIN_8BIT for s, _ in shapes) else 0
     for shape, itemsize in shapes:
         n = math.prod(shape)
         if optimizer == "adamw":

@@ -54,26 +54,29 @@ PARTS = (  # (label, MemoryTotals field) in the order a step holds them
     ("master weights", "master_weight_bytes"),
     ("gradients", "gradient_bytes"),
     ("optimizer", "optimizer_bytes"),
+    ("optimizer step", "step_bytes"),
     ("activations", "activation_bytes"),
     ("recompute", "recompute_bytes"),
     ("peak", "peak_bytes"),
 )
 
 
-def _totals_lines(totals: MemoryTotals, training: bool) -> list[tuple[str, str]]:
+def _totals_lines(totals: MemoryTotals, training: bool, peak_at: str = "") -> list[tuple[str, str]]:
     lines = []
     for label, key in PARTS:
         value = getattr(totals, key)
         if not training and key not in ("weight_bytes", "activation_bytes", "peak_bytes"):
             continue
-        if key in ("master_weight_bytes", "recompute_bytes") and not value:
+        if key in ("master_weight_bytes", "recompute_bytes", "step_bytes") and not value:
             continue
         text = f"{human_bytes(value)} ({value:,} B)"
         if key == "activation_bytes":
             text += ", saved for backward" if training else ", the most alive at once in one step"
+        if key == "step_bytes":
+            text += ", temporaries of the step beside every gradient"
         if key == "peak_bytes":
-            text += (", the most alive at once in a training step (backward or optimizer step)" if training
-                     else ", weights + activations")
+            text += (f", the most alive at once in a training step: {peak_at or 'backward or optimizer step'}"
+                     if training else ", weights + activations")
         lines.append((label, text))
     return lines
 
@@ -96,7 +99,7 @@ class MemoryView(View):
         return [*super().heading(result), mode]
 
     def totals(self, result: Memory) -> list[tuple[str, str]]:
-        lines = _totals_lines(result.totals, result.training is not None)
+        lines = _totals_lines(result.totals, result.training is not None, result.peak_at)
         if result.training is not None:
             lines.insert(0, ("trainable", f"{result.totals.trainable_params:,} parameters"))
             lines += [("training", sentence) for sentence in result.training.describe()]
@@ -108,6 +111,8 @@ class MemoryView(View):
             "train": result.training is not None,
             "training": _training_dict(result.training),
             "totals": result.totals.as_dict(),
+            "attention": result.attention,
+            "peak_at": result.peak_at,
             "depth": self.depth,
             "modules": [{"path": call.path, **names_data(result.setup, call.path), "type": call.type,
                          "depth": call.depth, "params": call.params, "saved_bytes": call.saved_bytes,
@@ -122,7 +127,8 @@ def _training_dict(training: Any) -> dict[str, Any] | None:
         return None
     return {"optimizer": training.optimizer, "checkpointing": training.checkpointing, "mixed": training.mixed,
             "lora_rank": training.lora_rank, "lora_targets": list(training.lora_targets) if training.lora_rank
-            else None, "frozen": list(training.frozen)}
+            else None, "lora_conv_rank": training.lora_conv_rank, "frozen": list(training.frozen),
+            "foreach": training.foreach, "fused": training.fused}
 
 
 class Point(NamedTuple):

@@ -6,7 +6,9 @@ Training (`train=True`): one forward with grad enabled under saved-tensor hooks 
 autograd keeps for backward (`engine.memory.measure_saved`); the training choices (`Training`) change what is
 measured the way the real thing does — checkpointing runs `torch.utils.checkpoint` on the modules diffusers'
 `enable_gradient_checkpointing()` wraps, LoRA adds adapters and freezes the base, `--frozen` freezes parts, mixed
-precision runs the forward in half — and the totals add what the optimizer keeps. The rules are in
+precision runs the forward in half — and the totals add what the optimizer keeps and what its step allocates
+(`engine.optimizer_step`, torch's own optimizer run on meta). Attention runs the kernel the trainer's machine
+runs (`engine.sdpa`: on meta, a CUDA GPU's, through the CUDA ops' meta functions). The rules are in
 docs/measuring.md, "Training memory".
 """
 
@@ -23,14 +25,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.engine import sdpa
 from unetinspect.engine.memory import (
     SavedCall,
+    kohya_targets,
     lora_adapters,
     lora_targets,
     measure_saved,
     optimizer_state_bytes,
     peak_live_bytes,
 )
+from unetinspect.engine.optimizer_step import FUSED, default_foreach, step_temporary_bytes
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
@@ -41,6 +46,7 @@ from unetinspect.sources.session import Session, Setup
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
 MIXED = {"fp16": "float16", "bf16": "bfloat16"}
 DEFAULT_LORA_TARGETS = ("to_k", "to_q", "to_v", "to_out.0")  # diffusers' train_*_lora.py scripts
+KOHYA, LOCON = "kohya", "locon"  # --lora-targets naming kohya's sd-scripts selections (LoCon: the convs too)
 MASTER_ITEMSIZE = 4  # mixed precision keeps fp32 master weights for the optimizer
 
 # What diffusers' enable_gradient_checkpointing() runs through torch.utils.checkpoint: every resnet of the down,
@@ -63,8 +69,11 @@ class Training:
     checkpointing: bool = False
     mixed: str | None = None  # "fp16" | "bf16": half weights and activations, fp32 master weights
     lora_rank: int | None = None
-    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS
+    lora_targets: tuple[str, ...] = DEFAULT_LORA_TARGETS  # PEFT's target_modules (Linear or Conv2d), or kohya/locon
+    lora_conv_rank: int | None = None  # locon: the rank of 3×3 convolutions (kohya's conv_dim); None: lora_rank
     frozen: tuple[str, ...] = ()  # module path prefixes whose parameters get no gradient
+    foreach: bool | None = None  # the optimizer's foreach implementation; None: torch's default on the device
+    fused: bool = False  # the optimizer's fused kernel (AdamW, SGD)
 
     def check(self) -> None:
         """Refuse a choice that names nothing real, in one line with what to give instead."""
@@ -75,13 +84,34 @@ class Training:
         if self.lora_rank is not None and (isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int)
                                            or self.lora_rank < 1):
             raise RunError(f"--lora-rank {self.lora_rank!r} is not a positive integer", "e.g. --lora-rank 32")
+        if self.fused and self.optimizer not in FUSED:
+            raise RunError(f"--fused: torch has no fused {self.optimizer}", f"use it with {' or '.join(FUSED)}")
+        if self.fused and self.foreach:
+            raise RunError("--fused and --foreach are two implementations of the step", "give one of them")
+        if self.lora_conv_rank is not None and (isinstance(self.lora_conv_rank, bool) or self.lora_conv_rank < 1
+                                                or self.lora_targets != (LOCON,)):
+            raise RunError(f"--lora-conv-rank {self.lora_conv_rank!r}: a positive rank, for --lora-targets locon",
+                           "e.g. --lora-targets locon --lora-conv-rank 8")
         if self.lora_rank is not None and not [t for t in self.lora_targets if t.strip()]:
             raise RunError("--lora-targets names no module", "e.g. --lora-targets to_k,to_q,to_v,to_out.0")
+
+    def step_impl(self, device_type: str) -> tuple[bool, str]:
+        """Whether the step runs foreach, and how it runs, as a phrase (torch's default on the device when
+        `foreach` is not given: foreach on CUDA, and on meta, which stands for it; a for-loop on the CPU)."""
+        if self.optimizer not in FUSED + ("adafactor",):
+            return False, "one kernel per parameter, in place"
+        if self.fused:
+            return False, "fused: in place, no temporaries"
+        foreach = default_foreach(device_type) if self.foreach is None else self.foreach
+        why = f" (torch's default on {'a CUDA GPU' if device_type == 'meta' else device_type})" \
+            if self.foreach is None else ""
+        return foreach, ("foreach: temporaries as large as all the trainable parameters" if foreach
+                         else "for-loop: temporaries like one parameter or two") + why
 
     def describe(self) -> list[str]:
         """The choices as sentences under the table."""
         lines = [{"adamw": "AdamW: exp_avg and exp_avg_sq like each trainable parameter, and a step",
-                  "adamw-8bit": "8-bit AdamW (bitsandbytes): 2 bytes a parameter + one fp32 absmax per 2048 "
+                  "adamw-8bit": "8-bit AdamW (bitsandbytes): 2 bytes a parameter + one fp32 absmax per 256 "
                                 "per state; tensors under 4096 elements keep fp32 state",
                   "sgd": "SGD without momentum (torch's default): no state",
                   "adafactor": "Adafactor (torch.optim): row and column variances for ≥2-D parameters, "
@@ -92,7 +122,12 @@ class Training:
         if self.mixed:
             lines.append(f"mixed precision {self.mixed}: weights and activations in {self.mixed}, fp32 master "
                          "weights and optimizer state")
-        if self.lora_rank:
+        if self.lora_rank and self.lora_targets in ((KOHYA,), (LOCON,)):
+            convs = (f"; LoCon: the resnets' and resamplers' layers too, 3×3 convolutions at rank "
+                     f"{self.lora_conv_rank or self.lora_rank}") if self.lora_targets == (LOCON,) else ""
+            lines.append(f"LoRA rank {self.lora_rank} as kohya's sd-scripts: the Linear and 1×1 Conv2d layers of "
+                         f"the transformers{convs}; only the adapters are trained")
+        elif self.lora_rank:
             lines.append(f"LoRA rank {self.lora_rank} on {', '.join(self.lora_targets)}: only the adapters "
                          "are trained")
         if self.frozen:
@@ -110,6 +145,7 @@ class MemoryTotals:
     optimizer_bytes: int = 0
     activation_bytes: int = 0  # training: saved for backward; inference: the most alive at once
     recompute_bytes: int = 0  # checkpointing: the largest segment's recompute, held during its backward
+    step_bytes: int = 0  # the optimizer step's temporaries, measured on torch's own optimizer
     peak_bytes: int = 0
     trainable_params: int = 0
 
@@ -126,6 +162,8 @@ class Memory:
     calls: list[SavedCall]
     totals: MemoryTotals
     notes: list[str] = field(default_factory=list)
+    attention: str = "math"  # the attention kernel measured
+    peak_at: str = ""  # where the peak falls: "optimizer step", "backward at down_blocks.1.resnets.0", "forward"
 
     def rows(self, depth: int = 1) -> list[SavedCall]:
         """The calls down to `depth` (1 = blocks), in call order."""
@@ -138,21 +176,27 @@ def memory(
     *,
     train: bool = False,
     training: Training = Training(),
+    attention: str | None = None,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> Memory:
     """Open the source (on the meta device by default) and measure one inference or training step's memory.
 
-    With `training.mixed` the forward runs in that half dtype (an explicit different `dtype` is refused)."""
-    session = _open(source, spec, train, training, device, dtype, source_options)
-    return memory_of(session, training if train else None)
+    `attention` is the kernel attention runs ("flash", "efficient", "math"); None: the one torch runs for training
+    on the device (on meta: a CUDA GPU's). With `training.mixed` the forward runs in that half dtype (an explicit
+    different `dtype` is refused)."""
+    session = _open(source, spec, train, training, device, dtype, source_options, attention)
+    return memory_of(session, training if train else None, attention)
 
 
 def _open(source: Any, spec: InputSpec, train: bool, training: Training, device: str,
-          dtype: str | torch.dtype | None, source_options: dict[str, Any]) -> Session:
+          dtype: str | torch.dtype | None, source_options: dict[str, Any], attention: str | None = None
+          ) -> Session:
     """The session a memory measurement runs on: in the half dtype of `--mixed`, after the choices are checked
     (a bad option fails before the model is built)."""
+    if attention is not None:
+        sdpa.check(attention, str(device).split(":")[0])
     if train:
         training.check()
         if training.mixed is not None:
@@ -164,16 +208,21 @@ def _open(source: Any, spec: InputSpec, train: bool, training: Training, device:
     return open_session(source, spec, device=device, dtype=dtype, **source_options)
 
 
-def memory_of(session: Session, training: Training | None) -> Memory:
-    """The memory of an opened session: inference when `training` is None."""
+def memory_of(session: Session, training: Training | None, attention: str | None = None) -> Memory:
+    """The memory of an opened session: inference when `training` is None; attention as `attention` runs it
+    (None: the kernel torch runs for training on the session's device)."""
     model = session.model
+    device_type = session.device.type
+    kernel, rule = sdpa.training_kernel(device_type, session.dtype)
+    if attention is not None:
+        kernel, rule = attention, "as asked"
+    notes = [f"attention: {sdpa.describe(kernel, device_type)} — {rule}"]
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    with left_as_found(model):
+    with left_as_found(model), sdpa.attention_kernel(kernel, device_type):
         if training is None:
             activations = peak_live_bytes(model.eval(), session.inputs)
             totals = MemoryTotals(weight_bytes, activation_bytes=activations, peak_bytes=weight_bytes + activations)
-            return Memory(session.setup, None, [], totals, ["attention as the math kernel runs it: flash or "
-                                                            "memory-efficient kernels keep no attention matrix"])
+            return Memory(session.setup, None, [], totals, notes, kernel, "forward")
         model.train()
         with _trainable(model, training) as extra:
             saved = measure_saved(model, session.inputs, extra_params=extra,
@@ -183,6 +232,10 @@ def memory_of(session: Session, training: Training | None) -> Memory:
     master = MASTER_ITEMSIZE if training.mixed else None
     states = optimizer_state_bytes(training.optimizer,
                                    [(p.shape, master or p.element_size()) for p in trainable])
+    foreach, step_note = training.step_impl(device_type)
+    step_dtype = torch.float32 if master else None
+    step = step_temporary_bytes(training.optimizer, [(p.shape, step_dtype or p.dtype) for p in trainable],
+                                foreach=foreach, fused=training.fused)
     extra_weights = sum(p.numel() * p.element_size() for ps in extra.values() for p in ps)
     totals = MemoryTotals(
         weight_bytes=weight_bytes + extra_weights,
@@ -191,14 +244,27 @@ def memory_of(session: Session, training: Training | None) -> Memory:
         optimizer_bytes=states,
         activation_bytes=saved.total_bytes,
         recompute_bytes=max((nbytes for _, _, nbytes in saved.segments), default=0),
+        step_bytes=step,
         trainable_params=sum(p.numel() for p in trainable),
         peak_bytes=0,
     )
     held = totals.weight_bytes + totals.master_weight_bytes + totals.optimizer_bytes
-    peak = max(held + saved.backward_peak(), held + totals.gradient_bytes)
-    notes = ["attention as the math kernel runs it (on meta and the CPU): flash or memory-efficient kernels on a "
-             "GPU save no attention matrix"]
-    return Memory(session.setup, training, saved.calls, dataclasses.replace(totals, peak_bytes=peak), notes)
+    backward, tick = saved.backward_peak_at()
+    in_step = held + totals.gradient_bytes + step
+    peak_at = "optimizer step" if in_step >= held + backward else _backward_at(saved.calls, tick)
+    notes.append(f"optimizer step: {step_note}")
+    return Memory(session.setup, training, saved.calls,
+                  dataclasses.replace(totals, peak_bytes=max(held + backward, in_step)), notes, kernel, peak_at)
+
+
+def _backward_at(calls: Sequence[SavedCall], tick: int) -> str:
+    """"backward at BLOCK": the block (depth 1) of the module call that began at `tick`."""
+    if not 0 < tick <= len(calls):
+        return "backward"
+    call = calls[tick - 1]
+    while call.depth > 1 and call.parent is not None:
+        call = calls[call.parent]
+    return f"backward at {call.path}" if call.path else "backward"
 
 
 @contextlib.contextmanager
@@ -218,15 +284,20 @@ def _trainable(model: nn.Module, training: Training) -> Iterator[dict[str, list[
         yield {}
         return
     targets = [t.strip() for t in training.lora_targets if t.strip()]
-    found = lora_targets(model, targets)
+    rank = training.lora_rank
+    if targets in ([KOHYA], [LOCON]):
+        conv_rank = (training.lora_conv_rank or rank) if targets == [LOCON] else None
+        found = kohya_targets(model, rank, conv_rank)
+    else:
+        found = [(path, module, rank) for path, module in lora_targets(model, targets)]
     if not found:
         raise RunError(f"--lora-targets {','.join(targets)!r} match no module of the model",
-                       "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0")
-    not_linear = next(((path, m) for path, m in found if not isinstance(m, nn.Linear)), None)
-    if not_linear is not None:
-        raise RunError(f"--lora-targets picks {not_linear[0]!r}, a {type(not_linear[1]).__name__}",
-                       "LoRA is measured on Linear layers: name Linear modules, e.g. to_k,to_q,to_v,to_out.0")
-    with lora_adapters(model, found, training.lora_rank) as adapters:
+                       "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0, or kohya/locon")
+    other = next(((path, m) for path, m, _ in found if not isinstance(m, nn.Linear | nn.Conv2d)), None)
+    if other is not None:
+        raise RunError(f"--lora-targets picks {other[0]!r}, a {type(other[1]).__name__}",
+                       "LoRA is measured on Linear and Conv2d layers: name those, e.g. to_k,to_q,to_v,to_out.0")
+    with lora_adapters(model, found) as adapters:
         yield adapters
 
 
@@ -268,13 +339,14 @@ def memory_sweep(
     budget: int | None = None,
     train: bool = False,
     training: Training = Training(),
+    attention: str | None = None,
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> MemorySweep:
     """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once."""
-    session = _open(source, specs[0][1], train, training, device, dtype, source_options)
+    session = _open(source, specs[0][1], train, training, device, dtype, source_options, attention)
     chosen = training if train else None
-    points = [(label, memory_of(session.resized(spec) if index else session, chosen).totals)
+    points = [(label, memory_of(session.resized(spec) if index else session, chosen, attention).totals)
               for index, (label, spec) in enumerate(specs)]
     return MemorySweep(session.setup, chosen, points, budget)

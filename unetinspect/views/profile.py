@@ -92,20 +92,35 @@ def attention_backends(choice: str) -> list[str]:
 
 
 def parse_sweep(text: str, base: InputSpec = InputSpec()) -> list[tuple[str, InputSpec]]:
-    """"256,512,768" or "512x768,1024" (pixel sizes) or "batch=1,2,4" → labelled input specs based on `base`."""
+    """"256,512,768" or "512x768,1024" (pixel sizes), "height=512,768" / "width=..." or "batch=1,2,4" →
+    labelled input specs based on `base`; two axes joined by ";" ("height=512,1024;batch=1,4") give every pair."""
+    axes = [part for part in text.split(";") if part.strip()]
+    if len(axes) > 1:
+        points = [("", base)]
+        for axis in axes:
+            points = [(f"{label}, {more}" if label else more, spec) for label, first in points
+                      for more, spec in _parse_axis(axis, first, text)]
+        return points
+    return _parse_axis(text, base, text)
+
+
+def _parse_axis(text: str, base: InputSpec, whole: str) -> list[tuple[str, InputSpec]]:
     key, sep, values = text.partition("=")
     key = key.strip().lower() if sep else "size"
     items = [item.strip() for item in (values if sep else text).split(",") if item.strip()]
-    if key not in ("size", "batch") or not items:
-        raise RunError(f"cannot read --sweep {text!r}", "give sizes (--sweep 256,512,768 or 512x768,1024) "
-                       "or batch sizes (--sweep batch=1,2,4)")
+    if key not in ("size", "batch", "height", "width") or not items:
+        raise RunError(f"cannot read --sweep {whole!r}", "give sizes (--sweep 256,512,768 or 512x768,1024), "
+                       "heights or widths (--sweep height=512,768), batch sizes (--sweep batch=1,2,4), or two "
+                       "of them joined by ; (--sweep 'height=512,1024;batch=1,4')")
     try:
         if key == "batch":
             return [(f"batch {n}", dataclasses.replace(base, batch=n)) for n in map(_positive, items)]
+        if key in ("height", "width"):
+            return [(f"{key} {n}", dataclasses.replace(base, **{key: n})) for n in map(_positive, items)]
         sizes = [_size(item) for item in items]
         return [(f"{h}×{w}", dataclasses.replace(base, height=h, width=w)) for h, w in sizes]
     except ValueError:
-        raise RunError(f"cannot read --sweep {text!r}: give positive whole numbers, sizes as 512 or 512x768") \
+        raise RunError(f"cannot read --sweep {whole!r}: give positive whole numbers, sizes as 512 or 512x768") \
             from None
 
 

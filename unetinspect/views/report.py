@@ -13,19 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unetinspect.engine.trace import CallRecord, Trace
+from unetinspect.engine.trace import CallRecord, Trace, call_name
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
 from unetinspect.sources.session import Session
 from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
+from unetinspect.views.memory import Memory, Training, memory
 from unetinspect.views.summary import Summary, summary_of
 
 if TYPE_CHECKING:
     from unetinspect.views.attention import AttentionGrid
 
-METRICS = ("params", "flops", "activation", "latency")  # what a reader can colour the diagram by
+METRICS = ("params", "flops", "activation", "saved", "latency")  # what a reader can colour the diagram by
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ReportRow:
     flops: int
     activation: int  # bytes of the distinct tensors it returns
     latency_ms: float | None = None  # median, for the calls a profile timed (blocks and their layers)
+    saved: int | None = None  # with --train: bytes autograd keeps for backward in this call (its children's too)
 
 
 @dataclass
@@ -58,11 +60,12 @@ class Report:
     branches: list[Branch] = field(default_factory=list)  # the shallow branches caching methods run
     conventions: tuple[str, ...] = CONVENTIONS  # how the branches' figures are counted
     attention: AttentionGrid | None = None  # maps per token and block (`unetinspect attention -o FILE.html`)
+    memory: Memory | None = None  # with --train: a training step's memory (`unetinspect memory --train`)
 
     @property
     def metrics(self) -> list[str]:
         timed = any(r.latency_ms is not None for r in self.rows)
-        return [m for m in METRICS if m != "latency" or timed]
+        return [m for m in METRICS if (m != "latency" or timed) and (m != "saved" or self.memory is not None)]
 
 
 def build_report(
@@ -72,9 +75,15 @@ def build_report(
     profile: bool = False,
     device: str | None = None,
     repeat: int = 5,
+    train: bool = False,
+    training: Training = Training(),
+    attention: str | None = None,
     **source_options: Any,
 ) -> Report:
-    """Open a source on the meta device (and, with `profile`, time its layers on `device`) for the report."""
+    """Open a source on the meta device (and, with `profile`, time its layers on `device`) for the report; with
+    `train`, measure a training step's memory as `views.memory.memory` does (on meta, with the same choices)."""
+    trained = memory(source, spec, train=True, training=training, attention=attention, **source_options) \
+        if train else None
     session = open_session(source, spec, device="meta", **source_options)
     summary = summary_of(session)
     trace = trace_for_diagram(session)  # the same pass with its ops, for the diagrams' edges and the branches
@@ -89,20 +98,28 @@ def build_report(
         step_ms = timed.totals.step.median
         notes.append(f"latency: median of {repeat} runs on {timed.device.name}, blocks and layers timed with hooks")
     label = session.setup.label
-    return Report(summary=summary, rows=report_rows(trace, latencies), blocks=build_graph(trace, name=label),
+    saved: dict[str, int] = {}  # by call name, as the trace names repeated calls (`nonlinearity#2`)
+    seen: dict[str, int] = {}
+    for call in trained.calls[1:] if trained else ():
+        seen[call.path] = seen.get(call.path, -1) + 1
+        saved[call_name(call.path, seen[call.path])] = call.saved_bytes
+    return Report(summary=summary, rows=report_rows(trace, latencies, saved), blocks=build_graph(trace, name=label),
                   layers=layer_graphs(trace, label), step_ms=step_ms, notes=notes,
-                  branches=find_branches(trace, latencies or None))
+                  branches=find_branches(trace, latencies or None), memory=trained)
 
 
-def report_rows(trace: Trace, latencies: dict[str, float] | None = None) -> list[ReportRow]:
-    """Every call below the model, parents first, with the latency of the calls that were timed."""
+def report_rows(trace: Trace, latencies: dict[str, float] | None = None,
+                saved: dict[str, int] | None = None) -> list[ReportRow]:
+    """Every call below the model, parents first, with the latency of the calls that were timed and, from a
+    training step's measurement, the bytes each path saved for backward."""
     latencies = latencies or {}
     position = {r.index: i for i, r in enumerate(trace.records[1:])}
     return [
         ReportRow(index=position[r.index], name=r.name, type=r.type, depth=r.depth,
                   parent=position.get(r.parent) if r.parent else None,
                   inputs=[t.shape for t in r.inputs], outputs=[t.shape for t in r.outputs], params=r.params,
-                  flops=r.flops, activation=_output_bytes(r), latency_ms=latencies.get(r.name))
+                  flops=r.flops, activation=_output_bytes(r), latency_ms=latencies.get(r.name),
+                  saved=saved.get(r.name, 0) if saved else None)
         for r in trace.records[1:]
     ]
 

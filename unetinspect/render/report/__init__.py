@@ -20,6 +20,7 @@ from unetinspect.render.export import write_output
 from unetinspect.render.formats import FileView
 from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
 from unetinspect.render.header import setup_line
+from unetinspect.render.report.memory_section import memory_section
 from unetinspect.render.units import human_count, human_flops, shape_str
 from unetinspect.views.graph import Graph
 
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
     from unetinspect.views.compare import Comparison
     from unetinspect.views.report import Report
 
-METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activation size", "latency": "latency"}
+METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activation size",
+                 "saved": "saved for backward (training)", "latency": "latency"}
 NO_DOT = f"Graphviz's dot program was not installed when this report was made, so it has no diagrams: {INSTALL_HINT}."
 
 
@@ -42,12 +44,15 @@ def report_html(report: Report) -> str:
         "rows": [{"index": r.index, "name": r.name, "type": r.type, "depth": r.depth, "parent": r.parent,
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
-                  "latency": r.latency_ms} for r in report.rows],
+                  "latency": r.latency_ms, "saved": r.saved} for r in report.rows],
         "attention": _attention_data(report),
     }
     options = "".join(f'<option value="{m["key"]}">{escape(m["label"])}</option>' for m in metrics)
     options += '<option value="type">kind of block (the diagram\'s own colours)</option>'
     latency_header = '<th class="num" data-key="latency">latency ms</th>' if "latency" in report.metrics else ""
+    if "saved" in report.metrics:
+        latency_header += '<th class="num" data-key="saved">saved</th>'
+
     layer_templates = "".join(
         f'<template id="layers:{escape(name)}">{_svg(graph)}</template>' for name, graph in report.layers.items()
     ) if _has_dot() else ""
@@ -66,6 +71,7 @@ def report_html(report: Report) -> str:
 </section>
 {_branches_section(report)}
 {_attention_section(report)}
+{memory_section(report.memory)}
 <section>
   <h2>Modules</h2>
   <p class="note">Blocks → layers → sub-layers. ▸ opens a row; a column header sorts each level (again: reverse,

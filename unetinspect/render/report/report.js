@@ -24,6 +24,7 @@
     flops: (v) => (v ? human(v) : "–"),
     activation: (v) => (v ? bytes(v) : "–"),
     latency: (v) => (v == null ? "–" : v.toFixed(3)),
+    saved: (v) => (v ? bytes(v) : "–"),
   };
   const svgId = (name) => name.replace(/[^A-Za-z0-9._:-]/g, "_");
 
@@ -101,11 +102,13 @@
       const own = r.depth === 1 ? r.name : r.name.split(".").slice(-2).join(".");
       const latency = data.metrics.some((m) => m.key === "latency")
         ? `<td class="num">${FORMATS.latency(r.latency)}</td>` : "";
+      const saved = data.metrics.some((m) => m.key === "saved")
+        ? `<td class="num">${FORMATS.saved(r.saved)}</td>` : "";
       return `<tr data-index="${r.index}" class="${state.selected === r.index ? "selected" : ""}">` +
         `<td class="name" style="padding-left:${indent + 0.3}em" title="${r.name}">${toggle}${own}</td>` +
         `<td class="type">${r.type}</td><td>${r.input}</td><td>${r.output}</td>` +
         `<td class="num">${FORMATS.params(r.params)}</td><td class="num">${FORMATS.flops(r.flops)}</td>` +
-        `<td class="num">${FORMATS.activation(r.activation)}</td>${latency}</tr>`;
+        `<td class="num">${FORMATS.activation(r.activation)}</td>${latency}${saved}</tr>`;
     }
 
     function renderTree() {
