@@ -44,10 +44,11 @@ def denoising_loop(model: nn.Module, inputs: dict[str, Any], steps: int) -> Call
     return loop
 
 
-def drift_overhead(model: nn.Module, loop: Callable[[], Any], rounds: int) -> tuple[float, float, Drift]:
-    """Median over rounds of watch() / bare and watch(drift=True) / bare, and the drift of the last round."""
+def drift_overhead(model: nn.Module, loop: Callable[[], Any], rounds: int) -> tuple[float, float, float, Drift]:
+    """Medians over rounds of watch() / bare, watch(drift=True) / bare and watch(drift=True) / watch() (the
+    drift's own price, paired within a round), and the drift of the last round."""
     clock = clock_for(next(model.parameters()).device)
-    plain, drifting = [], []
+    plain, drifting, own = [], [], []
     drift = None
     for _ in range(rounds):
         bare = timed_call(clock, loop)
@@ -59,8 +60,9 @@ def drift_overhead(model: nn.Module, loop: Callable[[], Any], rounds: int) -> tu
         drift = w.drift()  # reading the device's sums is part of the price, but after the loop
         plain.append(watched / bare)
         drifting.append(with_drift / bare)
+        own.append(with_drift / watched)
     assert drift is not None
-    return statistics.median(plain), statistics.median(drifting), drift
+    return statistics.median(plain), statistics.median(drifting), statistics.median(own), drift
 
 
 def cache_speedup(model: nn.Module, loop: Callable[[], Any], rounds: int, **schedule: Any) -> dict[str, Any]:
@@ -99,11 +101,11 @@ def main() -> None:
     loop = denoising_loop(model, inputs, args.steps)
     with torch.inference_mode():
         loop()  # warm-up
-        plain, drifting, drift = drift_overhead(model, loop, args.rounds)
+        plain, drifting, own, drift = drift_overhead(model, loop, args.rounds)
         print(f"{args.preset}, {args.steps} calls of batch {args.batch}, {args.rounds} rounds:")
         print(f"  watch()           ×{plain:.3f} the bare loop ({100 * (plain - 1):+.1f}% per step)")
         print(f"  watch(drift=True) ×{drifting:.3f} the bare loop ({100 * (drifting - 1):+.1f}% per step; "
-              f"drift alone {100 * (drifting / plain - 1):+.1f}%), {drift.held_bytes / 2**10:.0f} KiB held")
+              f"drift alone {100 * (own - 1):+.1f}%), {drift.held_bytes / 2**10:.0f} KiB held")
         plan: CachePlan = drift.cache_plan(args.threshold)
         for schedule in ({"plan": plan}, {"interval": args.interval, "branch": args.branch}):
             row = cache_speedup(model, loop, args.rounds, **schedule)
