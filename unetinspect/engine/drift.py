@@ -66,7 +66,7 @@ class DriftRecorder:
         self._calls: dict[str, int] = {}
         self._last: dict[str, torch.Tensor] = {}
         self._norms: dict[str, torch.Tensor] = {}  # name → (‖o‖₁, ‖o‖₂) of the kept output, on the device
-        self._stats: dict[str, dict[int, torch.Tensor]] = {}  # name → step → the five sums, on the device
+        self._stats: dict[str, dict[int, torch.Tensor]] = {}  # name → step → the six sums, on the device
         self._ran: dict[str, set[int]] = {}
 
     def __enter__(self) -> DriftRecorder:
