@@ -97,3 +97,14 @@ def test_works_on_any_module():
     assert [r.path for r in trace.records] == ["", "0", "1", "2"]
     assert trace.flops == 2 * 3 * (8 * 16 + 16 * 4)
     assert trace.records[3].outputs[0].shape == (3, 4)
+
+
+def test_flops_are_counted_under_inference_mode():
+    """Under inference_mode composite ops reach the counter whole (aten.linear instead of t + addmm): they are
+    decomposed there, so a summary made inside a user's `torch.inference_mode()` block counts the same FLOPs."""
+    import unetinspect as ui
+
+    outside = ui.summarize("tiny").trace.flops
+    with torch.inference_mode():
+        inside = ui.summarize("tiny").trace.flops
+    assert inside == outside > 0

@@ -13,6 +13,7 @@ counted, as in every FLOP counter that reports model FLOPs.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -58,6 +59,13 @@ FORMULAS = {
 }
 
 
+@functools.cache
+def _composite(func: torch._ops.OpOverload) -> bool:
+    """Whether an op is made of others (CompositeImplicitAutograd), which is how it can reach a dispatch mode whole."""
+    return func is not torch.ops.prim.device.default and torch._C._dispatch_has_kernel_for_dispatch_key(
+        func.name(), "CompositeImplicitAutograd")
+
+
 class FlopCounter(TorchDispatchMode):
     """Keeps `total`, the FLOPs of every op dispatched while it is active.
 
@@ -76,6 +84,11 @@ class FlopCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
+        if func._overloadpacket not in FORMULAS and _composite(func):
+            # Under inference_mode composite ops arrive whole (aten.linear, not t + addmm): run their decomposition
+            # with this mode active, so the parts that carry the FLOPs come through here one by one.
+            with self:
+                return func.decompose(*args, **kwargs)
         out = meta.shortcut(func, args, kwargs)
         if out is None:
             out = func(*args, **kwargs)
