@@ -257,7 +257,7 @@ def summary(
     refuse_output_early(output, source, opts.loading["config"], ip_adapter)
     from unetinspect.views.summary import refuse_branches_with_addons, step_depth, summarize
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     run(refuse_branches_with_addons, branches, controlnet, ip_adapter)
     if branches:
         return _emit_branches(source, spec, fmt, output, **opts.loading)
@@ -331,7 +331,7 @@ def profile(
     inputs = [i for i in (source, opts.loading["config"]) if i]
     for path in (output, trace):
         refuse_output_early(path, *inputs)
-    spec = opts.spec()
+    spec = run(opts.spec)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
                    compile=compile_model, controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
     show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
@@ -434,7 +434,7 @@ def diagram(
     from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
 
-    graph = run(diagram_graph, source, opts.spec(), level.value, focus, impl=impl.value,
+    graph = run(diagram_graph, source, run(opts.spec), level.value, focus, impl=impl.value,
                 controlnets=tuple(controlnet or ()), **opts.loading)
     kind = run(format_of, output, fmt.value if fmt else None)  # after the source: its errors come first
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
@@ -549,7 +549,7 @@ def compare(
     refuse_output_early(output, source_a, source_b)
     from unetinspect.views.compare import compare as compare_sources
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
@@ -588,7 +588,7 @@ def report(
     from unetinspect.render.report import ReportView
     from unetinspect.views.report import build_report
 
-    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
+    result = run(build_report, source, run(opts.spec), profile=latency, device=device, repeat=repeat, **opts.loading)
     emit(ReportView(), "html", result, output, inputs)
 
 
@@ -654,7 +654,7 @@ def attention(
     from unetinspect.views.attention import attention_maps, parse_query
 
     picture = run(read_png, image) if image is not None else None  # a bad picture fails before the run
-    spec = opts.spec()
+    spec = run(opts.spec)
     result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
                  blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
                  heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
@@ -726,7 +726,7 @@ def memory(
     from unetinspect.render.memory_view import MemorySweepView, MemoryView
     from unetinspect.views import memory as views
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
                               lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
     options = dict(train=train, training=training, device=device, dtype=dtype, **opts.loading)
