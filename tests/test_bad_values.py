@@ -22,3 +22,37 @@ def test_unicode_digits_are_not_a_latent_size(command, latent, tmp_path, invoke)
 def test_unicode_digits_are_not_a_query_pixel(query, tmp_path, invoke):
     refused(invoke, tmp_path, "attention", "tiny", "--device", "cpu", "--latent", "8", "--self", "--query", query,
             words="is not a query pixel")
+
+
+def test_a_budget_past_a_float_is_refused(tmp_path, invoke):
+    """1e400 reads as float infinity: an OverflowError ("internal error") when made bytes."""
+    refused(invoke, tmp_path, "memory", "tiny", "--latent", "8", "--sweep", "batch=1,2", "--budget", "1e400",
+            "-o", tmp_path / "out.json", words="cannot read --budget '1e400'")
+
+
+def test_a_lora_rank_no_machine_holds_is_refused_before_allocating(tmp_path, invoke):
+    """Rank 10⁹ adapters on the CPU used to end in the allocator's RuntimeError, reported as an internal error."""
+    refused(invoke, tmp_path, "memory", "tiny", "--train", "--lora-rank", 1_000_000_000, "--device", "cpu",
+            "--latent", "8", words="measured on the meta device")
+
+
+def test_the_api_refuses_it_too():
+    import unetinspect as ui
+    from unetinspect.errors import RunError
+
+    with pytest.raises(RunError, match="more than this machine's available memory"):
+        ui.memory("tiny", ui.InputSpec(latent=(8, 8)), train=True, training=ui.Training(lora_rank=10**9),
+                  device="cpu")
+
+
+def test_a_step_predicted_past_the_free_memory_is_refused_with_the_prediction(tmp_path, invoke, monkeypatch):
+    """`memory tiny --train --device cpu --batch 2000` (33.8 GiB predicted) was killed at 6 GiB after 21 s: the
+    meta measurement, made first, is compared with what the device has free (here pretended to be 1 MiB)."""
+    from unetinspect.views import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda device: (2**20, "this machine's available memory"))
+    message = refused(invoke, tmp_path, "memory", "tiny", "--train", "--device", "cpu", "--latent", "8",
+                      "-o", tmp_path / "out.json", words="more than this machine's available memory (0.0 GiB)")
+    assert "at its peak (measured on the meta device)" in message
+    refused(invoke, tmp_path, "memory", "tiny", "--device", "cpu", "--latent", "8", "--sweep", "batch=1,2",
+            words="measured on the meta device")
