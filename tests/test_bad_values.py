@@ -56,3 +56,55 @@ def test_a_step_predicted_past_the_free_memory_is_refused_with_the_prediction(tm
     assert "at its peak (measured on the meta device)" in message
     refused(invoke, tmp_path, "memory", "tiny", "--device", "cpu", "--latent", "8", "--sweep", "batch=1,2",
             words="measured on the meta device")
+
+
+# ---- the Python API: every misuse a UnetInspectError, as docs/api.md promises --------------------------------------
+
+
+@pytest.mark.parametrize("query", [("a", "b"), (1.5, 2), (True, 1), (-1, 0), (1, 2, 3), "3,3"])
+def test_a_query_that_is_no_pixel(query):
+    import unetinspect as ui
+    from unetinspect.errors import UnetInspectError
+
+    with pytest.raises(UnetInspectError, match="is not a pixel"):
+        ui.attention_maps("tiny", device="cpu", kind="self", query=query)
+
+
+@pytest.mark.parametrize("inputs", ["garbage", [1, 2], {1: 2}])
+def test_inputs_that_are_no_call(inputs):
+    import torch
+
+    import unetinspect as ui
+    from unetinspect.errors import UnetInspectError
+
+    with pytest.raises(UnetInspectError, match="not the keyword arguments of one forward call"):
+        ui.memory(torch.nn.Linear(4, 4), inputs=inputs)
+
+
+def test_an_attention_like_module_with_no_heads():
+    """A module that attends its own way but says heads=0: the maps cannot be split (a ZeroDivisionError)."""
+    import torch
+    from torch import nn
+
+    import unetinspect as ui
+    from unetinspect.errors import UnetInspectError
+
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.to_q, self.to_k, self.to_v, self.heads = nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4), 0
+
+        def forward(self, hidden_states, encoder_hidden_states=None):
+            return self.to_v(hidden_states)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = Attention()
+
+        def forward(self, sample, encoder_hidden_states):
+            return self.attn(sample.flatten(2).transpose(1, 2), encoder_hidden_states=encoder_hidden_states)
+
+    inputs = {"sample": torch.randn(1, 4, 2, 2), "encoder_hidden_states": torch.randn(1, 3, 4)}
+    with pytest.raises(UnetInspectError, match="heads=0"):
+        ui.attention_maps(Net(), inputs=inputs)

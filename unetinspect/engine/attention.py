@@ -77,6 +77,15 @@ class AttentionOptions:
         if self.kind == "self" and self.query is None:
             raise RunError("a self-attention map is the map of one query pixel, and none was given",
                            "give query=(y, x) in latent coordinates (--query 32,32)")
+        if self.query is not None and not _is_pixel(self.query):
+            raise RunError(f"query={self.query!r} is not a pixel", "give query=(y, x): two whole numbers ≥ 0 in "
+                           "latent coordinates")
+
+
+def _is_pixel(query: object) -> bool:
+    """(y, x): two non-negative ints (a bool is an int to Python, not a coordinate to us)."""
+    return (isinstance(query, (tuple, list)) and len(query) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in query))
 
 
 @dataclass
@@ -191,6 +200,10 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
         key = module.to_k(text)
         keys, pad_to = slice(None), key.shape[1]
     batch, heads = query.shape[0], module.heads
+    if heads < 1 or query.shape[-1] % heads:  # the module ran its own way; its maps cannot be split into heads
+        raise RunError(f"a {type(module).__name__} has heads={heads}, which does not split its {query.shape[-1]} "
+                       "query features into heads", "give the attention module a head count that divides its "
+                       "to_q's out_features")
     head_dim = query.shape[-1] // heads
     query, key = (t.float().view(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key))
     scale = getattr(module, "scale", head_dim ** -0.5)

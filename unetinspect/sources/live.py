@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -127,6 +127,9 @@ class LiveModel:
 def open_live(obj: object, *, inputs: dict[str, Any] | None = None) -> LiveModel | None:
     """A `LiveModel` for a live source; None for a source named by text or path."""
     module = live_module(obj)
+    if inputs is not None and not (isinstance(inputs, Mapping) and all(isinstance(k, str) for k in inputs)):
+        raise RunError(f"inputs= is a {type(inputs).__name__}, not the keyword arguments of one forward call",
+                       "pass a dict such as {'sample': ..., 'timestep': ..., 'encoder_hidden_states': ...}")
     if module is None:
         if inputs is not None:
             raise RunError("inputs= is for a live module", "a preset or a file makes its inputs from its config")
