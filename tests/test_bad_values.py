@@ -108,3 +108,39 @@ def test_an_attention_like_module_with_no_heads():
     inputs = {"sample": torch.randn(1, 4, 2, 2), "encoder_hidden_states": torch.randn(1, 3, 4)}
     with pytest.raises(UnetInspectError, match="heads=0"):
         ui.attention_maps(Net(), inputs=inputs)
+
+
+# ---- options that would be silently ignored are refused ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,words", [
+    (["summary", "sd15", "--frames", "8"], "--frames 8 sizes a video UNet"),
+    (["memory", "tiny", "--frames", "2"], "this is an image UNet"),
+    (["compare", "sd15", "tiny", "--frames", "2"], "--frames 2 sizes a video UNet"),
+    (["memory", "tiny", "--optimizer", "lion"], "unknown --optimizer 'lion'"),
+    (["memory", "tiny", "--optimizer", "sgd"], "--optimizer is a choice of a training step"),
+    (["memory", "tiny", "--checkpointing", "--lora-rank", "4"], "--checkpointing, --lora-rank are choices"),
+    (["memory", "tiny", "--sweep", "batch=1,2", "--mixed", "fp16"], "add --train"),
+    (["attention", "tiny", "--device", "cpu", "--latent", "8", "--query", "1,1"], "add --self"),
+])
+def test_options_that_would_be_ignored(args, words, tmp_path, invoke):
+    refused(invoke, tmp_path, *args, "-o", tmp_path / "out.json", words=words)
+
+
+def test_frames_size_the_video_side_of_a_comparison(invoke):
+    """An image UNet beside a video one runs without --frames: it is not ignored, the video side takes it."""
+    result = invoke("compare", "sd15", "animatediff", "--latent", "8", "--frames", "2", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert '"frames": 2' in result.stdout.replace(" ", "").replace('"frames":2', '"frames": 2')
+
+
+def test_the_api_refuses_them_too():
+    import unetinspect as ui
+    from unetinspect.errors import RunError
+
+    with pytest.raises(RunError, match="image UNet"):
+        ui.summarize("tiny", ui.InputSpec(frames=4))
+    with pytest.raises(RunError, match="one per token"):
+        ui.attention_maps("tiny", device="cpu", query=(1, 1))
+    with pytest.raises(RunError, match="training step"):
+        ui.memory("tiny", training=ui.Training(optimizer="sgd"))

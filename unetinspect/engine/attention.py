@@ -77,6 +77,9 @@ class AttentionOptions:
         if self.kind == "self" and self.query is None:
             raise RunError("a self-attention map is the map of one query pixel, and none was given",
                            "give query=(y, x) in latent coordinates (--query 32,32)")
+        if self.kind == "cross" and self.query is not None:
+            raise RunError("a query pixel picks the map of a self-attention; cross-attention maps are one per token",
+                           "add --self (kind='self'), or leave out --query")
         if self.query is not None and not _is_pixel(self.query):
             raise RunError(f"query={self.query!r} is not a pixel", "give query=(y, x): two whole numbers ≥ 0 in "
                            "latent coordinates")

@@ -75,6 +75,13 @@ class InputSpec:
         return Sizes(self.batch, (latent_h, latent_w), pixels, text_len, frames)
 
 
+def refuse_unused_frames(spec: InputSpec, sizes: Sizes) -> None:
+    """`--frames` on an image UNet: refused rather than silently dropped (the user asked for a video's size)."""
+    if spec.frames is not None and sizes.frames is None:
+        raise RunError(f"--frames {spec.frames} sizes a video UNet, and this is an image UNet (no frame axis)",
+                       "leave out --frames")
+
+
 def _to_latent(pixels: int, name: str, factor: int) -> int:
     if pixels < factor or pixels % factor:
         raise RunError(f"--{name} {pixels} is not a positive multiple of {factor}",

@@ -163,8 +163,13 @@ def _open(source: Any, spec: InputSpec, train: bool, training: Training, device:
           dtype: str | torch.dtype | None, source_options: dict[str, Any]) -> Session:
     """The session a memory measurement runs on: in the half dtype of `--mixed`, after the choices are checked
     (a bad option fails before the model is built)."""
+    training.check()
+    if not train and training != Training():
+        chosen = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(Training)
+                  if getattr(training, f.name) != f.default]
+        raise RunError(f"{', '.join(chosen)} {'is a choice' if len(chosen) == 1 else 'are choices'} of a training "
+                       "step, and none is measured", "add --train (train=True)")
     if train:
-        training.check()
         if training.mixed is not None:
             named = None if dtype is None else str(dtype).removeprefix("torch.")
             if named not in (None, "fp32", "float32", training.mixed, MIXED[training.mixed]):
