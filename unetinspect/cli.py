@@ -6,10 +6,12 @@ Every command shares the same option names (see `docs/cli.md`); errors from deep
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -20,7 +22,7 @@ import typer.core
 from rich.console import Console
 from rich.text import Text
 
-from unetinspect import __version__
+from unetinspect import __version__, cli_signals
 from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
@@ -68,6 +70,7 @@ class State:
 
     debug = False
     no_color = False
+    started = False  # torch imported and Ctrl-C released (see _started)
 
 
 def console(stderr: bool = False) -> Console:
@@ -151,6 +154,7 @@ def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
 
 def run(fn, *args, **kwargs):
     """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
+    _started()
     # The commands import torch before they get here. Its ~100k objects never become garbage, yet every full
     # collection walks them: a summary's thousands of hooks and records trigger several, ~0.3 s of a cold start.
     gc.freeze()
@@ -173,13 +177,37 @@ def run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+def _started() -> None:
+    """The first library call: torch imported while Ctrl-C is still held (see cli_signals), then Ctrl-C is a
+    KeyboardInterrupt again (exit 130); one pressed during start-up is raised now, before any work or output."""
+    if State.started:
+        return
+    import torch  # noqa: F401  (every command's work needs it; imported here, not mid-command, for the hold)
+
+    State.started = True
+    cli_signals.release()
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Ctrl-C held while the output is written: interrupted before (nothing written, exit 130), or written whole
+    and the command ends 0 — never exit 130 with the file in place."""
+    cli_signals.hold()
+    try:
+        cli_signals.check()
+        yield
+    finally:
+        cli_signals.release(raise_pressed=False)
+
+
 def emit(view: Any, fmt: Enum | str, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
     """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
     one of the command's `inputs`); a picture or a page is a format of its view too. Every command answers here."""
     from unetinspect.render import formats
 
     fmt = fmt.value if isinstance(fmt, Enum) else fmt
-    path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
+    with writing():
+        path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
     if path is not None:
         say(f"wrote {path}")
 
@@ -660,7 +688,9 @@ def attention(
                  heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
                  tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
     if png:
-        say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
+        with writing():
+            path = run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))
+        say(f"wrote {path}")
     elif output is not None and output.suffix.lower() in (".html", ".htm"):
         from unetinspect.render.report import ReportView
         from unetinspect.views.attention import attention_report
@@ -744,5 +774,5 @@ def memory(
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Run the command line (the console script and `python -m unetinspect` start in `__main__.main`)."""
     app()
