@@ -144,3 +144,52 @@ def test_the_api_refuses_them_too():
         ui.attention_maps("tiny", device="cpu", query=(1, 1))
     with pytest.raises(RunError, match="training step"):
         ui.memory("tiny", training=ui.Training(optimizer="sgd"))
+
+
+# ---- a pipeline folder's pixel size follows its VAE ----------------------------------------------------------------
+
+VAE = {"_class_name": "AutoencoderKL", "block_out_channels": [8, 16], "latent_channels": 4, "norm_num_groups": 8,
+       "down_block_types": ["DownEncoderBlock2D"] * 2, "up_block_types": ["UpDecoderBlock2D"] * 2,
+       "layers_per_block": 1}
+
+
+def _pipeline(folder, vae: dict | str):
+    import json
+
+    from conftest import tiny
+
+    for part in ("unet", "vae"):
+        (folder / part).mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    (folder / "unet" / "config.json").write_text(json.dumps(tiny()))
+    (folder / "vae" / "config.json").write_text(vae if isinstance(vae, str) else json.dumps(vae))
+    return folder
+
+
+@pytest.mark.parametrize("where", ["", "unet", "unet/config.json"])
+def test_a_pipeline_folders_pixels_follow_its_vae(where, tmp_path, invoke):
+    """A VAE of two levels halves the image once: a 16×16 latent is 32×32 px (it was reported as 128×128), as
+    diffusers' own AutoencoderKL of that config encodes a 32×32 picture."""
+    import json
+
+    import torch
+
+    folder = _pipeline(tmp_path / "pipe", VAE)
+    result = invoke("summary", folder / where, "--latent", "16", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["setup"]["pixels"] == [32, 32]
+    result = invoke("summary", folder / where, "--height", "64", "--width", "48", "-f", "json")
+    assert json.loads(result.stdout)["setup"]["latent"] == [32, 24]
+
+    diffusers = pytest.importorskip("diffusers")
+    vae = diffusers.AutoencoderKL.from_config({k: v for k, v in VAE.items() if k != "_class_name"})
+    with torch.no_grad():
+        latent = vae.encode(torch.zeros(1, 3, 32, 32)).latent_dist.mean
+    assert tuple(latent.shape[-2:]) == (16, 16)
+
+
+@pytest.mark.parametrize("vae,words", [("{}", "block_out_channels None"), ("[1]", "tells no autoencoder"),
+                                       ('{"block_out_channels": [1,2,3,4,5,6,7,8,9]}', "1 to 8")])
+def test_a_pipeline_vae_config_that_tells_no_levels(vae, words, tmp_path, invoke):
+    folder = _pipeline(tmp_path / "pipe", vae)
+    refused(invoke, tmp_path, "summary", folder, words=words)

@@ -55,6 +55,7 @@ class Source:
     layout: str = "diffusers"
     headers: tuple[SafetensorsHeader, ...] = ()
     config_origin: str | None = None
+    pixel_factor: int | None = None  # pixels per latent element, where the source says (a pipeline's VAE)
 
     @property
     def has_weights(self) -> bool:
@@ -172,7 +173,7 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
     if not path.is_file():  # a FIFO blocks its reader and a device never ends: refused before opening
         raise not_regular(path, path.stat().st_mode, SourceError)
     if path.suffix == ".json":
-        return Source(spec, "config", override or read_config(path))
+        return Source(spec, "config", override or read_config(path), pixel_factor=pipeline_pixel_factor(path.parent))
     if path.suffix == ".safetensors":
         return _resolve_safetensors_file(spec, path, override)
     if path.suffix in PICKLE_SUFFIXES:
@@ -229,6 +230,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
                     allow_pickle: bool) -> Source:
     if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
         folder = folder / "unet"  # a whole pipeline: the UNet lives in unet/
+    factor = pipeline_pixel_factor(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise SourceError(f"{folder} has no config.json",
@@ -236,7 +238,31 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
                           "or a pipeline folder with a unet/ subfolder")
     cfg = override or read_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
-    return Source(spec, "diffusers", cfg, files, headers=_headers(files))
+    return Source(spec, "diffusers", cfg, files, headers=_headers(files), pixel_factor=factor)
+
+
+MAX_VAE_LEVELS = 8  # diffusers' autoencoders have 2 to 4; a factor of 2⁷ is already no image model's
+
+
+def pipeline_pixel_factor(folder: Path) -> int | None:
+    """The pixel factor of a UNet folder that is a pipeline's unet/ (a model_index.json beside it), else None."""
+    if folder.name != "unet" or not (folder.parent / "model_index.json").is_file():
+        return None
+    return vae_pixel_factor(folder.parent)
+
+
+def vae_pixel_factor(pipeline: Path) -> int | None:
+    """A pipeline's pixels per latent element, as diffusers' pipelines compute it from their VAE:
+    2 ** (len(vae.config.block_out_channels) - 1). None without a vae/ (IF works in pixels: told from channels)."""
+    path = pipeline / "vae" / "config.json"
+    if not path.is_file():
+        return None
+    data = read_json_config(path)
+    levels = data.get("block_out_channels") if isinstance(data, dict) else None
+    if not isinstance(levels, list) or not 1 <= len(levels) <= MAX_VAE_LEVELS:
+        raise ConfigError(f"{path}: block_out_channels {levels!r} tells no autoencoder's levels",
+                          f"a VAE config lists 1 to {MAX_VAE_LEVELS} channel counts, e.g. [128, 256, 512, 512]")
+    return 2 ** (len(levels) - 1)
 
 
 def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = False) -> tuple[Path, ...]:
@@ -367,7 +393,8 @@ def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...
     if override is not None:
         return Source(spec, "single-file", override, (path,), headers=headers)
     if beside.is_file():
-        return Source(spec, "diffusers", read_config(beside), (path,), headers=headers)
+        return Source(spec, "diffusers", read_config(beside), (path,), headers=headers,
+                      pixel_factor=pipeline_pixel_factor(path.parent))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 
