@@ -70,7 +70,7 @@ class State:
 
     debug = False
     no_color = False
-    started = False  # torch imported and Ctrl-C released (see _started)
+    started = False  # torch imported and Ctrl-C released, or the output being written (see _started)
 
 
 def console(stderr: bool = False) -> Console:
@@ -178,12 +178,11 @@ def run(fn, *args, **kwargs):
 
 
 def _started() -> None:
-    """The first library call: torch imported while Ctrl-C is still held (see cli_signals), then Ctrl-C is a
-    KeyboardInterrupt again (exit 130); one pressed during start-up is raised now, before any work or output."""
-    if State.started:
+    """The first library call after torch is imported (with Ctrl-C still held, see cli_signals): from here Ctrl-C
+    is a KeyboardInterrupt again (exit 130); one pressed during start-up is raised now, before any work or output.
+    A command that never imports torch (weights of a safetensors file) holds it to the end: checked before writing."""
+    if State.started or "torch" not in sys.modules:
         return
-    import torch  # noqa: F401  (every command's work needs it; imported here, not mid-command, for the hold)
-
     State.started = True
     cli_signals.release()
 
@@ -192,6 +191,7 @@ def _started() -> None:
 def writing() -> Iterator[None]:
     """Ctrl-C held while the output is written: interrupted before (nothing written, exit 130), or written whole
     and the command ends 0 — never exit 130 with the file in place."""
+    State.started = True  # nothing released while writing (run() is called inside)
     cli_signals.hold()
     try:
         cli_signals.check()
