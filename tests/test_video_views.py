@@ -3,6 +3,8 @@ SVD's context, motion modules' buffers not counted as parameters, …), checked 
 
 from __future__ import annotations
 
+import pytest
+
 
 def test_svds_context_is_an_image_embedding_of_one_token(invoke):
     """The header said "text 1 tokens" for SVD, whose context is the CLIP image embedding of the first frame."""
@@ -12,3 +14,59 @@ def test_svds_context_is_an_image_embedding_of_one_token(invoke):
     assert "image embedding, 1 token" in heading and "text" not in heading
     result = invoke("summary", "tiny", "--text-len", "1")
     assert "text 1 token ·" in result.stdout.splitlines()[0]
+
+
+def _saved(model, folder):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(folder)
+    return folder
+
+
+def test_weights_of_an_animatediff_unet_count_parameters_not_buffers(tmp_path, invoke):
+    """The motion modules' position tables (`pos_embed.pe`) are saved buffers: they were counted as parameters
+    (1,980,836 against diffusers' 1,963,428), and the nearest preset was sd15, not an AnimateDiff one."""
+    import json
+
+    import torch
+    from test_video import SMALL_ADAPTER, SMALL_SVD, SMALL_UNET
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    motion = diffusers.UNetMotionModel.from_unet2d(diffusers.UNet2DConditionModel(**SMALL_UNET),
+                                                   diffusers.MotionAdapter(**SMALL_ADAPTER))
+    svd = diffusers.UNetSpatioTemporalConditionModel(**SMALL_SVD)
+    for model, preset in ((motion, "animatediff"), (svd, "svd")):
+        folder = _saved(model, tmp_path / preset)
+        result = invoke("weights", folder, "-f", "json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        truth = sum(p.numel() for p in model.parameters())
+        assert [p["params"] for p in data["components"]] == [truth]
+        assert sum(b["params"] for b in data["blocks"]) == truth
+        assert data["nearest_preset"]["name"] == preset
+
+
+def test_the_saved_buffer_rule_names_every_buffer_and_no_parameter():
+    """SAVED_BUFFER (what weights does not count) against the models themselves: their state-dict keys that are
+    not parameters."""
+    from test_video import SMALL_ADAPTER, SMALL_SVD, SMALL_UNET
+
+    from unetinspect.config import UNetConfig
+    from unetinspect.models.motion import MotionAdapter, UNetMotionModel
+    from unetinspect.models.svd import UNetSpatioTemporalConditionModel
+    from unetinspect.models.unet import UNet2DConditionModel
+    from unetinspect.video_config import MotionAdapterConfig, SVDConfig
+    from unetinspect.views.weights import SAVED_BUFFER
+
+    unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_UNET))
+    motion = UNetMotionModel.from_unet2d(unet, MotionAdapter(MotionAdapterConfig.from_dict(SMALL_ADAPTER)))
+    found = []
+    for model in (motion, unet, UNetSpatioTemporalConditionModel(SVDConfig.from_dict(SMALL_SVD))):
+        parameters = dict(model.named_parameters())
+        buffers = {k for k in model.state_dict() if k not in parameters}
+        assert {k for k in model.state_dict() if SAVED_BUFFER.search(k)} == buffers
+        found.append(len(buffers))
+    assert found[0] > 0 and found[1:] == [0, 0]

@@ -33,6 +33,10 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out",
                # a ControlNet's own parts, after its copy of the encoder
                "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+# The state-dict key of every saved buffer our models have — AnimateDiff's position tables, SinusoidalPositionalEmbedding's
+# `pe` in models/attention.py: what a checkpoint holds that is no parameter. Written out here, not read off the
+# models, since reading a checkpoint never imports torch; tests/test_video_views.py checks it against every model.
+SAVED_BUFFER = re.compile(r"(?:^|\.)pos_embed\.pe$")
 # The kinds of file that are a model of their own (a config, blocks); the others add to one.
 MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
@@ -55,6 +59,7 @@ class TensorEntry(NamedTuple):
     shape: tuple[int, ...]
     nbytes: int
     file: str
+    buffer: bool = False  # a saved buffer (AnimateDiff's position table): in the file, but no parameter
 
     @property
     def numel(self) -> int:
@@ -155,7 +160,7 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
         ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     tensors = tuple(
         TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
-                    t.shape, t.nbytes, t.file)
+                    t.shape, t.nbytes, t.file, SAVED_BUFFER.search(ours.get(t.name) or t.name) is not None)
         for t in stored
     )
     # a config inferred from the tensors agrees with them
@@ -184,10 +189,13 @@ def _mismatch(source: Source) -> str | None:
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
-    """The built-in preset with the fewest differing config fields (ties: the first listed)."""
-    mine = getattr(config, "unet", config).to_dict()  # a ControlNet: the UNet it copies
+    """The built-in preset of the same kind of model (a video UNet is no image UNet, however alike their fields)
+    with the fewest differing config fields (ties: the first listed)."""
+    alike = [name for name in PRESETS if type(load_preset(name)) is type(config)]
+    # a ControlNet (no preset of its own): the UNet it copies
+    mine = (config if alike else getattr(config, "unet", config)).to_dict()
     best: PresetMatch | None = None
-    for name in PRESETS:
+    for name in alike or PRESETS:
         theirs = load_preset(name).to_dict()
         differences = tuple(k for k in mine if not k.startswith("_") and (k not in theirs or mine[k] != theirs[k]))
         if best is None or len(differences) < len(best.differences):
@@ -326,6 +334,6 @@ def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], or
         return (name == OTHER, order.index(name) if name in order else len(order), forward,
                 int(index) if index.isdigit() and len(index) <= 2 else 0)
 
-    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group),
+    return [Part(name, len(group), sum(t.numel for t in group if not t.buffer), sum(t.nbytes for t in group),
                  tuple(t.name for t in group[:OTHER_EXAMPLES]) if name == OTHER else ())
             for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]
