@@ -70,3 +70,57 @@ def test_the_saved_buffer_rule_names_every_buffer_and_no_parameter():
         assert {k for k in model.state_dict() if SAVED_BUFFER.search(k)} == buffers
         found.append(len(buffers))
     assert found[0] > 0 and found[1:] == [0, 0]
+
+
+@pytest.mark.parametrize("kind", ["cross", "self"])
+def test_attention_maps_of_a_video_unet_frame_by_frame(kind):
+    """A video UNet's maps, per frame and averaged over frames (they were refused: "the 4-d sample"). The truth:
+    diffusers' AnimateDiff UNet with its motion modules silenced (proj_out zero: each adds nothing) runs every
+    frame as its base UNet runs it as an image; the base's maps of the frames, as a batch, are the frames' maps."""
+    import torch
+    from test_video import SMALL_ADAPTER, SMALL_UNET
+
+    import unetinspect as ui
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    unet = diffusers.UNet2DConditionModel(**SMALL_UNET).eval()
+    motion = diffusers.UNetMotionModel.from_unet2d(unet, diffusers.MotionAdapter(**SMALL_ADAPTER)).eval()
+    with torch.no_grad():
+        for name, param in motion.named_parameters():
+            if ".motion_modules." in name and ".proj_out." in name:
+                param.zero_()
+    frames, text = 3, torch.randn(1, 5, 32)
+    video = torch.randn(1, 4, frames, 8, 8)
+    options = dict(kind=kind, query=(3, 5) if kind == "self" else None)
+    text = text.repeat(frames, 1, 1)  # one row per frame, as AnimateDiff's pipelines pass it
+    maps = ui.attention_maps(motion, {"sample": video, "timestep": 10, "encoder_hidden_states": text}, **options)
+    images = video.permute(0, 2, 1, 3, 4).reshape(frames, 4, 8, 8)
+    truth = ui.attention_maps(unet, {"sample": images, "timestep": 10, "encoder_hidden_states": text}, **options)
+    assert maps.frames is not None and set(maps.frames) == set(truth.layers) and truth.layers
+    for path, layer in truth.layers.items():
+        assert maps.frames[path].shape == (1, frames, *layer.shape[1:])
+        torch.testing.assert_close(maps.frames[path][0], layer, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(maps.layers[path][0], layer.mean(0), atol=1e-5, rtol=1e-4)
+    assert "the mean of 3 frames" in maps.batch_note
+
+
+def test_watch_records_attention_over_a_video_unet():
+    """`watch(pipe.unet, attention=True)` raised mid-pipeline on a video UNet: now one step per call."""
+    import torch
+    from test_video import SMALL_SVD
+
+    import unetinspect as ui
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    svd = diffusers.UNetSpatioTemporalConditionModel(**SMALL_SVD).eval()
+    inputs = {"sample": torch.randn(1, 3, 8, 8, 8), "timestep": 10, "encoder_hidden_states": torch.randn(1, 1, 32),
+              "added_time_ids": torch.randn(1, 3)}
+    with torch.no_grad(), ui.watch(svd, attention=True) as w:
+        svd(**inputs)
+        svd(**inputs)
+    maps = w.attention.mean()
+    assert maps.steps == 2 and maps.frames is not None
+    assert all(m.shape[:2] == (1, 3) for m in maps.frames.values())
+    assert not any("temporal" in path for path in maps.layers)
