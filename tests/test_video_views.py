@@ -124,3 +124,33 @@ def test_watch_records_attention_over_a_video_unet():
     assert maps.steps == 2 and maps.frames is not None
     assert all(m.shape[:2] == (1, 3) for m in maps.frames.values())
     assert not any("temporal" in path for path in maps.layers)
+
+
+def test_a_motion_adapter_is_read_on_its_own(tmp_path, invoke):
+    """A MotionAdapter folder was refused ("builds UNet2DConditionModel only") and its lone file called a "unet":
+    now a motion adapter, its parameters per motion module as diffusers' own MotionAdapter counts them."""
+    import json
+
+    import torch
+    from test_video import SMALL_ADAPTER
+
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    adapter = diffusers.MotionAdapter(**SMALL_ADAPTER)
+    folder = _saved(adapter, tmp_path / "adapter")
+    modules = {f"{name}.motion_modules.{i}": sum(p.numel() for p in module.parameters())
+               for blocks, prefix in ((adapter.down_blocks, "down_blocks"), (adapter.up_blocks, "up_blocks"))
+               for index, block in enumerate(blocks)
+               for name in [f"{prefix}.{index}"] for i, module in enumerate(block.motion_modules)}
+    if adapter.mid_block is not None:
+        modules |= {f"mid_block.motion_modules.{i}": sum(p.numel() for p in m.parameters())
+                    for i, m in enumerate(adapter.mid_block.motion_modules)}
+    for path in (folder, folder / "diffusion_pytorch_model.safetensors"):
+        result = invoke("weights", path, "-f", "json")
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.stdout)
+        assert data["file_kind"] == "motion adapter"
+        assert [p["params"] for p in data["components"]] == [sum(p.numel() for p in adapter.parameters())]
+        assert {b["name"]: b["params"] for b in data["blocks"]} == modules
+    table = invoke("weights", folder).stdout
+    assert "parameters per motion module" in table and "kind motion adapter" in table

@@ -17,13 +17,14 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from unetinspect.config import UNetConfig
-from unetinspect.errors import SourceError, WeightsError
+from unetinspect.config import UNetConfig, read_json_config
+from unetinspect.errors import ConfigError, SourceError, WeightsError
 from unetinspect.families import FAMILIES, family_with_layout, original_family
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.sources.kinds import FileKind, file_kind
-from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
+from unetinspect.sources.kinds import MOTION_MODULE, FileKind, file_kind
+from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, find_weight_files, resolve_source
+from unetinspect.video_config import ADAPTER_CLASS
 from unetinspect.weights import ldm
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
@@ -37,6 +38,8 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
 # `pe` in models/attention.py: what a checkpoint holds that is no parameter. Written out here, not read off the
 # models, since reading a checkpoint never imports torch; tests/test_video_views.py checks it against every model.
 SAVED_BUFFER = re.compile(r"(?:^|\.)pos_embed\.pe$")
+ADAPTER_NOTE = ("a motion adapter: AnimateDiff's motion modules alone, which diffusers' UNetMotionModel.from_unet2d "
+                "puts into an image UNet of its block_out_channels")
 # The kinds of file that are a model of their own (a config, blocks); the others add to one.
 MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
@@ -132,8 +135,10 @@ class WeightsReport:
 
     @property
     def blocks(self) -> list[Part]:
-        """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order."""
-        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours or ""), order=())
+        """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order;
+        a motion adapter's per motion module (down_blocks.0.motion_modules.1, ...)."""
+        block = _motion_module_of if self.kind.kind == "motion adapter" else _block_of
+        return _parts([t for t in self.tensors if t.ours is not None], lambda t: block(t.ours or ""), order=())
 
     def matching(self, pattern: str | None) -> list[TensorEntry]:
         """Tensors matching a shell-style glob by any of their names: in the file, in the file without the
@@ -154,7 +159,9 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     layout = source.layout if source else (original.layout if original else "diffusers")
     cfg = source.config if source else None
     kind = file_kind(t.name for t in stored)
-    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+    if kind.kind == "motion adapter":  # its keys are the motion modules' own in an AnimateDiff UNet
+        ours, note = {t.name: t.name for t in stored}, ADAPTER_NOTE
+    elif kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
         ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
     else:
         ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
@@ -227,6 +234,11 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         raise SourceError(f"no such file or folder: {spec!r}", hint)
     if not path.is_dir() and not path.is_file():
         raise not_regular(path, path.stat().st_mode, SourceError)
+    if path.is_dir() and config is None and _is_adapter_folder(path):
+        files = find_weight_files(path, variant, allow_pickle)
+        if not files:
+            raise WeightsError(f"{path} has a config but no weight files ({WEIGHTS_NAME}.safetensors)")
+        return files, None, ADAPTER_NOTE
     if path.is_dir():
         source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
         if not source.has_weights:
@@ -239,10 +251,21 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         refuse_pickle(path, allow_pickle)
     try:
         return (path,), resolve_source(path, config=config, allow_pickle=allow_pickle), None
-    except (WeightsError, SourceError) as exc:  # an unreadable file fails again when its tensors are read
+    # an unreadable file fails again when its tensors are read; a config beside it that is no UNet's (a motion
+    # adapter's) leaves the file to be described from its tensors
+    except (WeightsError, SourceError, ConfigError) as exc:
         if config is not None:
             raise
         return (path,), None, exc.one_line()
+
+
+def _is_adapter_folder(folder: Path) -> bool:
+    """A diffusers folder of a MotionAdapter (its config.json says so): described, though no model of its own."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    data = read_json_config(config)
+    return isinstance(data, dict) and data.get("_class_name") == ADAPTER_CLASS
 
 
 def _read_tensors(files: tuple[Path, ...]) -> tuple[list[_Stored], dict[str, str]]:
@@ -306,6 +329,11 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
     if source.layout.startswith("ldm"):
         return "inferred from tensor shapes"
     return "config.json"
+
+
+def _motion_module_of(name: str) -> str:
+    match = MOTION_MODULE.match(name)
+    return match.group(0) if match else OTHER
 
 
 def _block_of(name: str) -> str:
