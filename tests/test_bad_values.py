@@ -193,3 +193,23 @@ def test_a_pipeline_folders_pixels_follow_its_vae(where, tmp_path, invoke):
 def test_a_pipeline_vae_config_that_tells_no_levels(vae, words, tmp_path, invoke):
     folder = _pipeline(tmp_path / "pipe", vae)
     refused(invoke, tmp_path, "summary", folder, words=words)
+
+
+def test_a_motion_adapter_given_to_a_command_that_runs_a_unet(tmp_path, invoke):
+    """"not supported yet: _class_name='MotionAdapter' — unetinspect builds UNet2DConditionModel only" said neither
+    what the folder is nor what reads it."""
+    import json
+
+    from test_video import SMALL_ADAPTER
+
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"_class_name": "MotionAdapter", **SMALL_ADAPTER}))
+    for source in (folder, folder / "diffusion_pytorch_model.safetensors"):
+        if source.suffix:
+            import torch
+            from safetensors.torch import save_file
+
+            save_file({"down_blocks.0.motion_modules.0.proj_in.weight": torch.zeros(2, 2)}, source)
+        message = refused(invoke, tmp_path, "summary", source, words="is a MotionAdapter")
+        assert f"unetinspect weights {folder}" in message

@@ -16,10 +16,11 @@ from typing import Any
 
 from unetinspect.config import UNetConfig, read_json_config
 from unetinspect.controlnet_config import ControlNetConfig
-from unetinspect.errors import ConfigError, SourceError, WeightsError
+from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
 from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
 from unetinspect.files import not_regular, read_capped
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
+from unetinspect.video_config import ADAPTER_CLASS
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
@@ -236,9 +237,22 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
         raise SourceError(f"{folder} has no config.json",
                           "give a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors) "
                           "or a pipeline folder with a unet/ subfolder")
-    cfg = override or read_config(config_path)
+    cfg = override or _unet_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
     return Source(spec, "diffusers", cfg, files, headers=_headers(files), pixel_factor=factor)
+
+
+def _unet_config(path: Path) -> UNetConfig | ControlNetConfig:
+    """A folder's config.json as its model's config; a motion adapter's says what it is, and what reads it."""
+    try:
+        return read_config(path)
+    except UnsupportedConfigError as exc:
+        if exc.field == "_class_name" and read_json_config(path).get("_class_name") == ADAPTER_CLASS:
+            raise SourceError(f"{path.parent} is a MotionAdapter: AnimateDiff's motion modules alone, no UNet to run",
+                              f"read its parameters per motion module with `unetinspect weights {path.parent}`, or "
+                              "run it in an AnimateDiff UNet (diffusers' UNetMotionModel.from_unet2d, saved)") \
+                from None
+        raise
 
 
 MAX_VAE_LEVELS = 8  # diffusers' autoencoders have 2 to 4; a factor of 2⁷ is already no image model's
@@ -393,7 +407,7 @@ def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...
     if override is not None:
         return Source(spec, "single-file", override, (path,), headers=headers)
     if beside.is_file():
-        return Source(spec, "diffusers", read_config(beside), (path,), headers=headers,
+        return Source(spec, "diffusers", _unet_config(beside), (path,), headers=headers,
                       pixel_factor=pipeline_pixel_factor(path.parent))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
