@@ -30,3 +30,27 @@ def test_ours_matches_diffusers_block_by_block():
     pytest.importorskip("diffusers")
     result = compare("sdxl", impl="diffusers")
     assert result.identical and result.aligned_by == "path"
+
+
+def test_a_difference_that_grew_in_some_blocks_and_shrank_in_others_says_which():
+    """It read "B has 170.3k fewer parameters: 256% in up 1 (-436.8k), -92% in up 0 (157.4k)": shares of a net
+    difference. Now where it grew and where it shrank, each block's change as diffusers' own modules count it."""
+    from conftest import diffusers_unet, tiny
+
+    from unetinspect.render.compare_view import CompareView
+    from unetinspect.render.units import human_count
+
+    a, b = tiny(), tiny(block_out_channels=[48, 32, 64])
+    line = dict(CompareView().totals(compare(a, b)))["difference"]
+    ours, theirs = diffusers_unet(a), diffusers_unet(b)
+
+    def change(path: str) -> int:
+        count = [sum(p.numel() for p in m.get_submodule(path).parameters()) for m in (ours, theirs)]
+        return count[1] - count[0]
+
+    net = sum(p.numel() for p in theirs.parameters()) - sum(p.numel() for p in ours.parameters())
+    assert net < 0 and change("up_blocks.1") < 0 < change("up_blocks.2")
+    assert line == (f"B has {human_count(-net)} fewer parameters in all: fewer in up_blocks.1 "
+                    f"(−{human_count(-change('up_blocks.1'))}), down_blocks.1 (−{human_count(-change('down_blocks.1'))}); "
+                    f"more in up_blocks.2 (+{human_count(change('up_blocks.2'))})")
+    assert "%" not in line

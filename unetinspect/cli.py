@@ -6,10 +6,12 @@ Every command shares the same option names (see `docs/cli.md`); errors from deep
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -19,7 +21,7 @@ import typer.core
 from rich.console import Console
 from rich.text import Text
 
-from unetinspect import __version__
+from unetinspect import __version__, cli_signals
 from unetinspect.cli_options import NAMES, SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
@@ -68,6 +70,7 @@ class State:
 
     debug = False
     no_color = False
+    started = False  # torch imported and Ctrl-C released, or the output being written (see _started)
 
 
 def console(stderr: bool = False) -> Console:
@@ -151,6 +154,7 @@ def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
 
 def run(fn, *args, **kwargs):
     """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
+    _started()
     # The commands import torch before they get here. Its ~100k objects never become garbage, yet every full
     # collection walks them: a summary's thousands of hooks and records trigger several, ~0.3 s of a cold start.
     gc.freeze()
@@ -173,13 +177,37 @@ def run(fn, *args, **kwargs):
         raise typer.Exit(1) from None
 
 
+def _started() -> None:
+    """The first library call after torch is imported (with Ctrl-C still held, see cli_signals): from here Ctrl-C
+    is a KeyboardInterrupt again (exit 130); one pressed during start-up is raised now, before any work or output.
+    A command that never imports torch (weights of a safetensors file) holds it to the end: checked before writing."""
+    if State.started or "torch" not in sys.modules:
+        return
+    State.started = True
+    cli_signals.release()
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Ctrl-C held while the output is written: interrupted before (nothing written, exit 130), or written whole
+    and the command ends 0 — never exit 130 with the file in place."""
+    State.started = True  # nothing released while writing (run() is called inside)
+    cli_signals.hold()
+    try:
+        cli_signals.check()
+        yield
+    finally:
+        cli_signals.release(raise_pressed=False)
+
+
 def emit(view: Any, fmt: Enum | str, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
     """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
     one of the command's `inputs`); a picture or a page is a format of its view too. Every command answers here."""
     from unetinspect.render import formats
 
     fmt = fmt.value if isinstance(fmt, Enum) else fmt
-    path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
+    with writing():
+        path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
     if path is not None:
         say(f"wrote {path}")
 
@@ -281,7 +309,7 @@ def summary(
     refuse_output_early(output, source, opts.loading["config"], ip_adapter)
     from unetinspect.views.summary import refuse_branches_with_addons, step_depth, summarize
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     run(refuse_branches_with_addons, branches, controlnet, ip_adapter)
     if branches:
         return _emit_branches(source, spec, fmt, output, **opts.loading)
@@ -355,7 +383,7 @@ def profile(
     inputs = [i for i in (source, opts.loading["config"]) if i]
     for path in (output, trace):
         refuse_output_early(path, *inputs)
-    spec = opts.spec()
+    spec = run(opts.spec)
     options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
                    compile=compile_model, controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
     show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
@@ -458,7 +486,7 @@ def diagram(
     from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
 
-    graph = run(diagram_graph, source, opts.spec(), level.value, focus, impl=impl.value,
+    graph = run(diagram_graph, source, run(opts.spec), level.value, focus, impl=impl.value,
                 controlnets=tuple(controlnet or ()), **opts.loading)
     kind = run(format_of, output, fmt.value if fmt else None)  # after the source: its errors come first
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
@@ -578,7 +606,7 @@ def compare(
     refuse_output_early(output, source_a, source_b)
     from unetinspect.views.compare import compare as compare_sources
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
                  repeat=repeat, allow_pickle=allow_pickle, weights=weights)
     if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
@@ -636,7 +664,7 @@ def report(
 
     training = Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
                         foreach=foreach)
-    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, train=train,
+    result = run(build_report, source, run(opts.spec), profile=latency, device=device, repeat=repeat, train=train,
                  training=training, attention=attention_kernel, **opts.loading)
     emit(ReportView(), "html", result, output, inputs)
 
@@ -703,13 +731,15 @@ def attention(
     from unetinspect.views.attention import attention_maps, parse_query
 
     picture = run(read_png, image) if image is not None else None  # a bad picture fails before the run
-    spec = opts.spec()
+    spec = run(opts.spec)
     result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
                  blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
                  heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
                  tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
     if png:
-        say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
+        with writing():
+            path = run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))
+        say(f"wrote {path}")
     elif output is not None and output.suffix.lower() in (".html", ".htm"):
         from unetinspect.render.report import ReportView
         from unetinspect.views.attention import attention_report
@@ -790,7 +820,7 @@ def memory(
     from unetinspect.render.memory_view import MemorySweepView, MemoryView
     from unetinspect.views import memory as views
 
-    spec = opts.spec()
+    spec = run(opts.spec)
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
                               lora_targets=tuple(lora_targets.split(",")), lora_conv_rank=lora_conv_rank,
                               frozen=tuple(frozen or ()), foreach=foreach, fused=fused)
@@ -810,5 +840,5 @@ def memory(
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Run the command line (the console script and `python -m unetinspect` start in `__main__.main`)."""
     app()

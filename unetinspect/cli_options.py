@@ -20,6 +20,8 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 
+from unetinspect.errors import OptionsError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -106,19 +108,26 @@ class Options:
         return self.values["names"].value
 
     def spec(self) -> Any:
-        """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`)."""
+        """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`); a latent that is no
+        size raises `OptionsError` (call it through cli.run: one line, exit 2)."""
         from unetinspect.sources.inputs import InputSpec
 
         latent = self.values["latent"]
         size = None
         if latent is not None:
             parts = latent.lower().split("x")
-            if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
-                raise typer.BadParameter(f"{latent!r} is not a latent size: give HxW or one number, e.g. 64x96",
-                                         param_hint="--latent")
+            # isdigit() alone lets '²' through (a digit to Unicode, not to int()): ASCII digits only
+            if len(parts) not in (1, 2) or not all(_whole(part) and int(part) > 0 for part in parts):
+                raise OptionsError(f"--latent {latent!r} is not a latent size", "give HxW or one number, e.g. 64x96")
             size = (int(parts[0]), int(parts[-1]))
         return InputSpec(batch=self.values["batch"], height=self.values["height"], width=self.values["width"],
                          text_len=self.values["text_len"], latent=size, frames=self.values["frames"])
+
+
+def _whole(text: str) -> bool:
+    """A whole number in ASCII digits (what `int` reads: not '²', which `str.isdigit` calls a digit)."""
+    text = text.strip()
+    return text.isascii() and text.isdigit()
 
 
 def with_options(*groups: OptionGroup) -> Callable[[F], F]:

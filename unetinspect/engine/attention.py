@@ -77,6 +77,18 @@ class AttentionOptions:
         if self.kind == "self" and self.query is None:
             raise RunError("a self-attention map is the map of one query pixel, and none was given",
                            "give query=(y, x) in latent coordinates (--query 32,32)")
+        if self.kind == "cross" and self.query is not None:
+            raise RunError("a query pixel picks the map of a self-attention; cross-attention maps are one per token",
+                           "add --self (kind='self'), or leave out --query")
+        if self.query is not None and not _is_pixel(self.query):
+            raise RunError(f"query={self.query!r} is not a pixel", "give query=(y, x): two whole numbers ≥ 0 in "
+                           "latent coordinates")
+
+
+def _is_pixel(query: object) -> bool:
+    """(y, x): two non-negative ints (a bool is an int to Python, not a coordinate to us)."""
+    return (isinstance(query, (tuple, list)) and len(query) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in query))
 
 
 @dataclass
@@ -92,6 +104,8 @@ class AttentionMaps:
     batch_note: str  # which rows of the batch these are
     query: tuple[int, int] | None = None
     tokens: TokenLabels | None = None
+    # a video UNet's maps frame by frame, `[batch, frames, ...]` per layer (`layers` are their mean over frames)
+    frames: dict[str, torch.Tensor] | None = None
 
     def aggregate(self, method: str = "mean", *, normalise: bool = False) -> torch.Tensor:
         """All layers as one map `[batch, tokens, H, W]` at the latent size.
@@ -191,6 +205,10 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
         key = module.to_k(text)
         keys, pad_to = slice(None), key.shape[1]
     batch, heads = query.shape[0], module.heads
+    if heads < 1 or query.shape[-1] % heads:  # the module ran its own way; its maps cannot be split into heads
+        raise RunError(f"a {type(module).__name__} has heads={heads}, which does not split its {query.shape[-1]} "
+                       "query features into heads", "give the attention module a head count that divides its "
+                       "to_q's out_features")
     head_dim = query.shape[-1] // heads
     query, key = (t.float().view(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key))
     scale = getattr(module, "scale", head_dim ** -0.5)
@@ -232,6 +250,8 @@ class AttentionRecorder:
         self._step: dict[str, torch.Tensor] = {}
         self._rows: slice | None = None  # the rows mapped in the open call of the model; None between calls
         self._latent: tuple[int, int] | None = None
+        self._frames: int | None = None  # a video UNet's frames in the open call: its layers see batch × frames rows
+        self._folded = 0  # the rows a spatial layer of the open call sees (batch, or batch × frames)
         self._batch_note = ""
         self._handles: list[Any] = []
 
@@ -269,8 +289,12 @@ class AttentionRecorder:
         return self._maps(self._kept[step], 1)
 
     def _maps(self, layers: dict[str, torch.Tensor], steps: int) -> AttentionMaps:
-        return AttentionMaps(dict(layers), self._latent, self.options.kind, self.options.heads, steps,
-                             self._batch_note, self.options.query)
+        if self._frames is None:
+            return AttentionMaps(dict(layers), self._latent, self.options.kind, self.options.heads, steps,
+                                 self._batch_note, self.options.query)
+        return AttentionMaps({p: m.mean(1) for p, m in layers.items()}, self._latent, self.options.kind,
+                             self.options.heads, steps, f"{self._batch_note}, the mean of {self._frames} frames",
+                             self.options.query, frames=dict(layers))
 
     def _require_steps(self) -> None:
         if not self.steps:
@@ -285,15 +309,25 @@ class AttentionRecorder:
         named = named_arguments(module, args, kwargs)
         sample = named.get("sample")
         if not isinstance(sample, torch.Tensor):
-            sample = next((v for v in named.values() if isinstance(v, torch.Tensor) and v.ndim == 4), None)
-        if sample is None or sample.ndim != 4:
-            raise RunError(f"attention maps need the 4-d sample of {type(module).__name__}'s call, and it has none",
-                           "call the model with its latent (batch, channels, height, width)")
+            sample = next((v for v in named.values() if isinstance(v, torch.Tensor) and v.ndim in (4, 5)), None)
+        if sample is None or sample.ndim not in (4, 5):
+            raise RunError(f"attention maps need the latent sample of {type(module).__name__}'s call, and it has "
+                           "none", "call the model with its latent: (batch, channels, height, width), or a video "
+                           "UNet's with its frames")
+        frames = _frames_of(module, sample)
         latent = tuple(sample.shape[-2:])
-        if self._latent is not None and latent != self._latent:
-            raise RunError(f"maps at latent {latent[0]}x{latent[1]} cannot be averaged with the earlier "
-                           f"{self._latent[0]}x{self._latent[1]}", "record each size in its own with block")
-        rows, self._batch_note = _mapped_rows(self.options.batch, sample, named.get("encoder_hidden_states"))
+        if self._latent is not None and (latent, frames) != (self._latent, self._frames):
+            raise RunError(f"maps at latent {latent[0]}x{latent[1]}{_frames_text(frames)} cannot be averaged with "
+                           f"the earlier {self._latent[0]}x{self._latent[1]}{_frames_text(self._frames)}",
+                           "record each size in its own with block")
+        context = named.get("encoder_hidden_states")
+        if frames and isinstance(context, torch.Tensor) and context.shape[0] == sample.shape[0] * frames:
+            context = context[::frames]  # AnimateDiff's text, repeated for every frame: one row per video
+        rows, self._batch_note = _mapped_rows(self.options.batch, sample, context)
+        if frames:  # frames folded into the batch, each video's together: its rows' frames
+            rows = slice(None if rows.start is None else rows.start * frames,
+                         None if rows.stop is None else rows.stop * frames)
+        self._frames, self._folded = frames, sample.shape[0] * (frames or 1)
         query = self.options.query
         if query is not None and not (0 <= query[0] < latent[0] and 0 <= query[1] < latent[1]):
             raise RunError(f"query pixel {query[0]},{query[1]} is outside the {latent[0]}x{latent[1]} latent",
@@ -330,6 +364,8 @@ class AttentionRecorder:
             return
         if self.options.kind == "self" and cross and not (added and getattr(module, "to_k", None) is not None):
             return
+        if self._frames and hidden.shape[0] != self._folded:
+            return  # a temporal layer (pixels in the batch, frames as its tokens): no map over the picture
         rows = self._rows
         spatial = tuple(hidden.shape[-2:]) if hidden.ndim == 4 else layer_size(hidden.shape[1], self._latent)
         hidden = hidden[rows]
@@ -345,7 +381,29 @@ class AttentionRecorder:
         # cross: [b, heads, pixels, tokens] → [b, heads, tokens, h, w]; self: [b, heads, 1, pixels] → same, tokens 1
         maps = (probs.transpose(-1, -2) if self.options.kind == "cross" else probs).reshape(batch, heads, -1,
                                                                                               *spatial)
-        self._step[path] = maps if self.options.heads else maps.mean(1)
+        maps = maps if self.options.heads else maps.mean(1)
+        if self._frames:  # [videos × frames, ...] → [videos, frames, ...]
+            maps = maps.reshape(-1, self._frames, *maps.shape[1:])
+        self._step[path] = maps
+
+
+def _frames_of(model: nn.Module, sample: torch.Tensor) -> int | None:
+    """The frames of a video UNet's 5-d sample — SVD's (batch, frames, channels, h, w), AnimateDiff's (batch,
+    channels, frames, h, w), told apart by the model's in_channels; None for a 4-d (image) sample."""
+    if sample.ndim == 4:
+        return None
+    config = getattr(model, "config", None)
+    channels = config.get("in_channels") if isinstance(config, dict) else getattr(config, "in_channels", None)
+    if channels == sample.shape[2] and channels != sample.shape[1]:
+        return sample.shape[1]
+    if channels == sample.shape[1]:
+        return sample.shape[2]
+    raise RunError(f"cannot tell the frames of {type(model).__name__}'s 5-d sample {tuple(sample.shape)} "
+                   f"(in_channels {channels})", "call a video UNet with its sample as diffusers' pipelines do")
+
+
+def _frames_text(frames: int | None) -> str:
+    return f" × {frames} frames" if frames else ""
 
 
 def _under(path: str, block: str) -> bool:

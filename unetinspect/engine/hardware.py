@@ -1,4 +1,5 @@
-"""What the model runs on: the device's name, its memory, and its peak dense FLOP/s for a dtype where we know it.
+"""What the model runs on: the device's name, its memory (total, and free now), and its peak dense FLOP/s for a
+dtype where we know it.
 
 The peaks are the vendors' datasheet figures for dense math (no 2:4 sparsity), which is what model FLOP
 utilisation (MFU = achieved FLOP/s over peak) is measured against. For fp16/bf16 they are the tensor-core figures
@@ -9,6 +10,7 @@ cuDNN may run fp32 convolutions as TF32 on tensor cores, so an fp32 block can sh
 
 from __future__ import annotations
 
+import os
 import platform
 import re
 from dataclasses import dataclass
@@ -73,3 +75,22 @@ def cpu_name() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine() or "CPU"
+
+
+def available_memory(device: torch.device) -> tuple[int, str] | None:
+    """Bytes free for new tensors on `device` now, and where, in words: the GPU's free memory, or the memory the
+    kernel says it can give without swapping (MemAvailable); None on meta, or where the system does not say."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free, f"{device}'s free memory"
+    if device.type != "cpu":
+        return None
+    meminfo = Path("/proc/meminfo")
+    if meminfo.exists():
+        for line in meminfo.read_text(errors="replace").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024, "this machine's available memory"
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"), "this machine's available memory"
+    except (ValueError, OSError, AttributeError):
+        return None

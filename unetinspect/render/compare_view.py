@@ -134,6 +134,22 @@ COLUMNS = (
 )
 
 
+def _difference(delta: int, went: list[tuple[str, int, float]]) -> str:
+    """Where the parameter difference lies. All one way: each stage's share of it. Some blocks grown and others
+    shrunk: where it grew and where it shrank, apart (shares of a net difference would read "256% in up 1")."""
+    net = f"B has {human_count(abs(delta))} {'more' if delta > 0 else 'fewer'} parameters"
+    if all((d > 0) == (delta > 0) for _, d, _ in went):
+        parts = ", ".join(f"{share:.0%} in {stage} ({human_count(abs(d))})" for stage, d, share in went)
+        rest = 1 - sum(share for _, _, share in went)
+        if abs(rest) >= 0.005:  # shares of the net difference: blocks B lacks count against it
+            parts += f", {rest:+.0%} elsewhere"
+        return f"{net}: {parts}"
+    grew = [f"{stage} (+{human_count(d)})" for stage, d, _ in went if d > 0]
+    shrank = [f"{stage} (−{human_count(-d)})" for stage, d, _ in went if d < 0]
+    ways = [f"more in {', '.join(grew)}", f"fewer in {', '.join(shrank)}"]
+    return f"{net} in all: {'; '.join(ways if delta > 0 else ways[::-1])}"
+
+
 class CompareView(View):
     """Block against block; the heading gives each side's setup, the totals say where the parameters went."""
 
@@ -160,13 +176,7 @@ class CompareView(View):
                                   f"{comparison.profile_device}, no hooks; block rows are medians with hooks"))
         went = comparison.where_params_went()
         if went:
-            delta = b.total_params - a.total_params
-            parts = ", ".join(f"{share:.0%} in {stage} ({human_count(d)})" for stage, d, share in went)
-            rest = 1 - sum(share for _, _, share in went)
-            if abs(rest) >= 0.005:  # shares of the net difference: blocks B lacks count against it
-                parts += f", {rest:+.0%} elsewhere"
-            lines.append(("difference", f"B has {human_count(abs(delta))} {'more' if delta > 0 else 'fewer'} "
-                                        f"parameters: {parts}"))
+            lines.append(("difference", _difference(b.total_params - a.total_params, went)))
         if comparison.weight_change is not None and not any(p.differs for p in comparison.pairs):
             differ = comparison.weights_differ
             lines.append(("verdict", f"same structure, the weights of {len(differ)} "

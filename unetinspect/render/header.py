@@ -23,6 +23,12 @@ def size_text(sizes: Sizes) -> str:
     return "×".join(map(str, sizes.pixels)) + f" px ({latent})"
 
 
+def context_text(sizes: Sizes) -> str:
+    """"text 77 tokens", or what else the context is: SVD's "image embedding, 1 token" (not "text 1 tokens")."""
+    count = f"{sizes.text_len} token{'s' * (sizes.text_len != 1)}"
+    return f"text {count}" if sizes.context == "text" else f"{sizes.context}, {count}"
+
+
 def setup_line(setup: Setup, *, device: str | None = None, sizes: bool = True) -> str:
     """One line: label · model · batch · size · text · device · dtype · weights (· notes).
 
@@ -32,7 +38,7 @@ def setup_line(setup: Setup, *, device: str | None = None, sizes: bool = True) -
     size = [f"batch {setup.sizes.batch}", size_text(setup.sizes)] if sizes else []
     if sizes and setup.sizes.frames is not None:
         size.insert(1, f"{setup.sizes.frames} frames")
-    parts = [setup.label, model, *size, f"text {setup.sizes.text_len} tokens", device or setup.device, setup.dtype,
+    parts = [setup.label, model, *size, context_text(setup.sizes), device or setup.device, setup.dtype,
              setup.weights, *setup.notes]
     return SEPARATOR.join(parts)
 

@@ -24,7 +24,9 @@ def weights_view(report: WeightsReport) -> Group:
                                    _parts_table("parts", report.components, with_bytes=True)]
     if report.blocks:
         model = "ControlNet" if report.kind.kind == "controlnet" else "UNet"
-        parts.append(_parts_table(f"{model} parameters per block", report.blocks, with_bytes=False))
+        title = ("parameters per motion module" if report.kind.kind == "motion adapter"
+                 else f"{model} parameters per block")
+        parts.append(_parts_table(title, report.blocks, with_bytes=False))
     if report.metadata:
         parts.append(_metadata_table(report.metadata))
     return Group(*parts)

@@ -35,6 +35,7 @@ class Sizes:
     pixels: tuple[int, int] | None  # the image's size where the family's pixel factor is known, else None
     text_len: int
     frames: int | None = None  # a video UNet's frame count (a size like the others); None for image UNets
+    context: str = "text"  # what encoder_hidden_states holds: "image embedding" for SVD
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,15 @@ class InputSpec:
         default_frames = getattr(config, "default_frames", None)
         frames = None if default_frames is None else self.frames if self.frames is not None else default_frames
         text_len = getattr(config, "context_tokens", None) or self.text_len  # SVD: one image-embedding token
-        return Sizes(self.batch, (latent_h, latent_w), pixels, text_len, frames)
+        context = "image embedding" if getattr(config, "context_tokens", None) else "text"
+        return Sizes(self.batch, (latent_h, latent_w), pixels, text_len, frames, context)
+
+
+def refuse_unused_frames(spec: InputSpec, sizes: Sizes) -> None:
+    """`--frames` on an image UNet: refused rather than silently dropped (the user asked for a video's size)."""
+    if spec.frames is not None and sizes.frames is None:
+        raise RunError(f"--frames {spec.frames} sizes a video UNet, and this is an image UNet (no frame axis)",
+                       "leave out --frames")
 
 
 def _to_latent(pixels: int, name: str, factor: int) -> int:

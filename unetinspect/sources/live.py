@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.errors import RunError
 from unetinspect.families import family_of_object
-from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs, refuse_unused_frames
 from unetinspect.sources.loading import build_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import SOURCE_KINDS, is_source_like, not_a_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
@@ -128,6 +128,9 @@ class LiveModel:
 def open_live(obj: object, *, inputs: dict[str, Any] | None = None) -> LiveModel | None:
     """A `LiveModel` for a live source; None for a source named by text or path."""
     module = live_module(obj)
+    if inputs is not None and not (isinstance(inputs, Mapping) and all(isinstance(k, str) for k in inputs)):
+        raise RunError(f"inputs= is a {type(inputs).__name__}, not the keyword arguments of one forward call",
+                       "pass a dict such as {'sample': ..., 'timestep': ..., 'encoder_hidden_states': ...}")
     if module is None:
         if inputs is not None:
             raise RunError("inputs= is for a live module", "a preset or a file makes its inputs from its config")
@@ -158,6 +161,8 @@ def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device
             notes = (f"traced the object itself on {live.device}",)
     run_device = torch.device("meta") if model is not live.module else live.device
     sizes = live.sizes(spec)
+    if live.user_inputs is None:  # the user's own call has its sizes, whatever spec says
+        refuse_unused_frames(spec, sizes)
     setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=impl_of(live.module),
                   device=str(run_device), dtype=dtype_name(live.dtype), sizes=sizes, weights="its own weights",
                   notes=notes, naming=naming_of(live.config))

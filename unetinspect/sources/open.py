@@ -16,7 +16,7 @@ from torch import nn
 
 from unetinspect.errors import RunError
 from unetinspect.sources.controlnet_step import with_controlnets
-from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs
+from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs, refuse_unused_frames
 from unetinspect.sources.live import live_session, open_live
 from unetinspect.sources.loading import load_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import Source, SourceLike, resolve_source
@@ -65,6 +65,7 @@ def open_session(
     torch_device = parse_device(device)
     torch_dtype = _resolve_dtype(dtype, torch_device)
     sizes = spec.resolve(src.config, source_pixel_factor(src))
+    refuse_unused_frames(spec, sizes)
     check_sizes(src.config, sizes, torch_device, torch_dtype)  # before minutes of loading, not after
     model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
                                                                                                 torch_dtype)

@@ -16,10 +16,11 @@ from typing import Any
 
 from unetinspect.config import UNetConfig, read_json_config
 from unetinspect.controlnet_config import ControlNetConfig
-from unetinspect.errors import ConfigError, SourceError, WeightsError
+from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
 from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
 from unetinspect.files import not_regular, read_capped
 from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
+from unetinspect.video_config import ADAPTER_CLASS
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
@@ -55,6 +56,7 @@ class Source:
     layout: str = "diffusers"
     headers: tuple[SafetensorsHeader, ...] = ()
     config_origin: str | None = None
+    pixel_factor: int | None = None  # pixels per latent element, where the source says (a pipeline's VAE)
 
     @property
     def has_weights(self) -> bool:
@@ -172,7 +174,7 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
     if not path.is_file():  # a FIFO blocks its reader and a device never ends: refused before opening
         raise not_regular(path, path.stat().st_mode, SourceError)
     if path.suffix == ".json":
-        return Source(spec, "config", override or read_config(path))
+        return Source(spec, "config", override or read_config(path), pixel_factor=pipeline_pixel_factor(path.parent))
     if path.suffix == ".safetensors":
         return _resolve_safetensors_file(spec, path, override)
     if path.suffix in PICKLE_SUFFIXES:
@@ -229,14 +231,52 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNet
                     allow_pickle: bool) -> Source:
     if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
         folder = folder / "unet"  # a whole pipeline: the UNet lives in unet/
+    factor = pipeline_pixel_factor(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise SourceError(f"{folder} has no config.json",
                           "give a diffusers UNet folder (config.json + diffusion_pytorch_model.safetensors) "
                           "or a pipeline folder with a unet/ subfolder")
-    cfg = override or read_config(config_path)
+    cfg = override or _unet_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
-    return Source(spec, "diffusers", cfg, files, headers=_headers(files))
+    return Source(spec, "diffusers", cfg, files, headers=_headers(files), pixel_factor=factor)
+
+
+def _unet_config(path: Path) -> UNetConfig | ControlNetConfig:
+    """A folder's config.json as its model's config; a motion adapter's says what it is, and what reads it."""
+    try:
+        return read_config(path)
+    except UnsupportedConfigError as exc:
+        if exc.field == "_class_name" and read_json_config(path).get("_class_name") == ADAPTER_CLASS:
+            raise SourceError(f"{path.parent} is a MotionAdapter: AnimateDiff's motion modules alone, no UNet to run",
+                              f"read its parameters per motion module with `unetinspect weights {path.parent}`, or "
+                              "run it in an AnimateDiff UNet (diffusers' UNetMotionModel.from_unet2d, saved)") \
+                from None
+        raise
+
+
+MAX_VAE_LEVELS = 8  # diffusers' autoencoders have 2 to 4; a factor of 2⁷ is already no image model's
+
+
+def pipeline_pixel_factor(folder: Path) -> int | None:
+    """The pixel factor of a UNet folder that is a pipeline's unet/ (a model_index.json beside it), else None."""
+    if folder.name != "unet" or not (folder.parent / "model_index.json").is_file():
+        return None
+    return vae_pixel_factor(folder.parent)
+
+
+def vae_pixel_factor(pipeline: Path) -> int | None:
+    """A pipeline's pixels per latent element, as diffusers' pipelines compute it from their VAE:
+    2 ** (len(vae.config.block_out_channels) - 1). None without a vae/ (IF works in pixels: told from channels)."""
+    path = pipeline / "vae" / "config.json"
+    if not path.is_file():
+        return None
+    data = read_json_config(path)
+    levels = data.get("block_out_channels") if isinstance(data, dict) else None
+    if not isinstance(levels, list) or not 1 <= len(levels) <= MAX_VAE_LEVELS:
+        raise ConfigError(f"{path}: block_out_channels {levels!r} tells no autoencoder's levels",
+                          f"a VAE config lists 1 to {MAX_VAE_LEVELS} channel counts, e.g. [128, 256, 512, 512]")
+    return 2 ** (len(levels) - 1)
 
 
 def find_weight_files(folder: Path, variant: str | None, allow_pickle: bool = False) -> tuple[Path, ...]:
@@ -367,7 +407,8 @@ def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...
     if override is not None:
         return Source(spec, "single-file", override, (path,), headers=headers)
     if beside.is_file():
-        return Source(spec, "diffusers", read_config(beside), (path,), headers=headers)
+        return Source(spec, "diffusers", _unet_config(beside), (path,), headers=headers,
+                      pixel_factor=pipeline_pixel_factor(path.parent))
     raise SourceError(f"{path} holds diffusers-style keys but has no config.json beside it",
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 

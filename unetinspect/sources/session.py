@@ -86,9 +86,12 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def source_pixel_factor(source: Source | None) -> int | None:
-    """A preset knows its family's factor; anything else has it told from its channels, where they tell."""
+    """A pipeline's VAE tells its factor and a preset knows its family's; anything else has it told from its
+    channels, where they tell."""
     if source is None:
         return None
+    if source.pixel_factor is not None:
+        return source.pixel_factor
     if source.kind == "preset" and source.config_origin is None and source.spec in PRESETS:
         return pixel_factor(source.spec)
     return infer_pixel_factor(source.config)

@@ -169,7 +169,7 @@ def attention_report(result: AttentionResult, source: Any = None, spec: InputSpe
 def parse_query(text: str) -> tuple[int, int]:
     """`--query 32,32`: a pixel of the latent as (y, x)."""
     parts = text.replace(" ", "").split(",")
-    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+    if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):  # '²'.isdigit() is True
         raise RunError(f"{text!r} is not a query pixel", "give it as Y,X in latent coordinates, e.g. --query 32,32")
     return int(parts[0]), int(parts[1])
 

@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
+from unetinspect.sources.live import open_live
 from unetinspect.sources.open import open_session
+from unetinspect.sources.resolve import resolve_source
+from unetinspect.sources.session import Session
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.views.weight_change import BlockChange, weight_changes
 
@@ -138,6 +141,24 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
     ]
 
 
+def _frames_where_video(spec: InputSpec, sources: tuple[object, object], allow_pickle: bool) -> list[InputSpec]:
+    """`--frames` sizes the video side of a comparison: an image UNet beside a video one runs without it (two
+    image UNets keep it, and open_session refuses it, as every view does)."""
+    video = [spec.frames is not None and _is_video(source, allow_pickle) for source in sources]
+    if not any(video):
+        return [spec, spec]
+    return [spec if v else dataclasses.replace(spec, frames=None) for v in video]
+
+
+def _is_video(source: object, allow_pickle: bool) -> bool:
+    if isinstance(source, Session):
+        config = source.config
+    else:
+        live = open_live(source)
+        config = live.config if live is not None else resolve_source(source, allow_pickle=allow_pickle).config
+    return getattr(config, "default_frames", None) is not None
+
+
 def compare(
     a: object,
     b: object = None,
@@ -169,12 +190,13 @@ def compare(
         raise RunError("compare needs two sources (or one with --impl diffusers)")
     if weights and impl == "diffusers":
         raise RunError("--weights compares two checkpoints; give two sources")
-    first = open_session(a, spec, device=device, allow_pickle=allow_pickle)
+    spec_a, spec_b = _frames_where_video(spec, (a, a if b is None else b), allow_pickle)
+    first = open_session(a, spec_a, device=device, allow_pickle=allow_pickle)
     if impl == "diffusers":
-        second = open_session(first.origin, spec, device=device, dtype=first.dtype, impl="diffusers")
+        second = open_session(first.origin, spec_a, device=device, dtype=first.dtype, impl="diffusers")
         labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
     else:
-        second = open_session(b, spec, device=device, allow_pickle=allow_pickle)
+        second = open_session(b, spec_b, device=device, allow_pickle=allow_pickle)
         labels = (first.setup.label, second.setup.label)
     changes = ({change.block: change for change in weight_changes(first.source, second.source)} if weights
                else None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ import torch
 from torch import nn
 
 from unetinspect.engine import sdpa
+from unetinspect.engine.hardware import available_memory
 from unetinspect.engine.memory import (
     SavedCall,
     kohya_targets,
@@ -38,7 +40,8 @@ from unetinspect.engine.memory import (
 from unetinspect.engine.optimizer_step import FUSED, default_foreach, step_temporary_bytes
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
-from unetinspect.sources.live import left_as_found
+from unetinspect.sources.live import left_as_found, live_module
+from unetinspect.sources.loading import parse_device
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import Source
 from unetinspect.sources.session import Session, Setup
@@ -185,9 +188,15 @@ def memory(
 
     `attention` is the kernel attention runs ("flash", "efficient", "math"); None: the one torch runs for training
     on the device (on meta: a CUDA GPU's). With `training.mixed` the forward runs in that half dtype (an explicit
-    different `dtype` is refused)."""
+    different `dtype` is refused). Off the meta device the step is first measured on meta: one that will not fit in
+    the device's free memory is refused with that prediction, before anything is allocated."""
+    if _off_meta(source, device):
+        predicted = memory(source, spec, train=train, training=training, attention=attention, device="meta",
+                           dtype=dtype, **source_options).totals.peak_bytes
+        _refuse_beyond_memory(predicted, device)
     session = _open(source, spec, train, training, device, dtype, source_options, attention)
-    return memory_of(session, training if train else None, attention)
+    with _allocation_failure(session):
+        return memory_of(session, training if train else None, attention)
 
 
 def _open(source: Any, spec: InputSpec, train: bool, training: Training, device: str,
@@ -197,8 +206,13 @@ def _open(source: Any, spec: InputSpec, train: bool, training: Training, device:
     (a bad option fails before the model is built)."""
     if attention is not None:
         sdpa.check(attention, str(device).split(":")[0])
+    training.check()
+    if not train and training != Training():
+        chosen = [f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(Training)
+                  if getattr(training, f.name) != f.default]
+        raise RunError(f"{', '.join(chosen)} {'is a choice' if len(chosen) == 1 else 'are choices'} of a training "
+                       "step, and none is measured", "add --train (train=True)")
     if train:
-        training.check()
         if training.mixed is not None:
             named = None if dtype is None else str(dtype).removeprefix("torch.")
             if named not in (None, "fp32", "float32", training.mixed, MIXED[training.mixed]):
@@ -310,7 +324,8 @@ UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 def parse_bytes(text: str) -> int:
     """"24GiB", "24 GB", "80e9" → bytes (GiB binary, GB decimal, as GPU makers and nvidia-smi differ)."""
     match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", str(text).lower())
-    if match is None or match.group(2) not in UNITS or float(match.group(1)) <= 0:
+    # 1e400 reads as float infinity, which no int holds
+    if match is None or match.group(2) not in UNITS or not 0 < float(match.group(1)) < math.inf:
         raise RunError(f"cannot read --budget {text!r}", "give a size such as 24GiB, 80GB or 16e9")
     return int(float(match.group(1)) * UNITS[match.group(2)])
 
@@ -344,9 +359,49 @@ def memory_sweep(
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> MemorySweep:
-    """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once."""
+    """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once; off meta, refused
+    before allocating where the meta measurement of its largest point will not fit (as `memory`)."""
+    if _off_meta(source, device):
+        predicted = memory_sweep(source, specs, train=train, training=training, attention=attention, device="meta",
+                                 dtype=dtype, **source_options)
+        _refuse_beyond_memory(max(totals.peak_bytes for _, totals in predicted.points), device)
     session = _open(source, specs[0][1], train, training, device, dtype, source_options, attention)
     chosen = training if train else None
-    points = [(label, memory_of(session.resized(spec) if index else session, chosen, attention).totals)
-              for index, (label, spec) in enumerate(specs)]
+    with _allocation_failure(session):
+        points = [(label, memory_of(session.resized(spec) if index else session, chosen, attention).totals)
+                  for index, (label, spec) in enumerate(specs)]
     return MemorySweep(session.setup, chosen, points, budget)
+
+
+def _off_meta(source: Any, device: str | torch.device | None) -> bool:
+    """Whether the measurement allocates real tensors on a device that a meta run can predict: a source we open
+    (the user's own object is already where it is, and has no meta twin to run first)."""
+    return (parse_device(device).type != "meta" and not isinstance(source, Session)
+            and live_module(source) is None)
+
+
+def _refuse_beyond_memory(predicted: int, device: str | torch.device | None) -> None:
+    """Refuse a step whose measured peak exceeds the device's free memory: Linux would promise the memory and kill
+    the process when it is touched (a CUDA device fails minutes later, mid-run)."""
+    free = available_memory(parse_device(device))
+    if free is not None and predicted > free[0]:
+        raise RunError(f"this step needs {_gib(predicted)} at its peak (measured on the meta device), more than "
+                       f"{free[1]} ({_gib(free[0])})", "lower --batch or the size, add --checkpointing or "
+                       "--mixed, or measure on --device meta")
+
+
+def _gib(nbytes: int) -> str:
+    return f"{nbytes / 2**30:,.1f} GiB"
+
+
+@contextlib.contextmanager
+def _allocation_failure(session: Session) -> Iterator[None]:
+    """A failed allocation (what the prediction did not foresee: another process took the memory) as a one-line
+    `RunError`, not torch's RuntimeError."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc):  # the CPU's words
+            raise RunError(f"out of memory measuring the step on {session.device}",
+                           "lower --batch or the size, or measure on --device meta") from None
+        raise

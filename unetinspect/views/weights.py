@@ -17,13 +17,14 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from unetinspect.config import UNetConfig
-from unetinspect.errors import SourceError, WeightsError
+from unetinspect.config import UNetConfig, read_json_config
+from unetinspect.errors import ConfigError, SourceError, WeightsError
 from unetinspect.families import FAMILIES, family_with_layout, original_family
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS, load_preset
-from unetinspect.sources.kinds import FileKind, file_kind
-from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
+from unetinspect.sources.kinds import MOTION_MODULE, FileKind, file_kind
+from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, find_weight_files, resolve_source
+from unetinspect.video_config import ADAPTER_CLASS
 from unetinspect.weights import ldm
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
@@ -33,6 +34,12 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out",
                # a ControlNet's own parts, after its copy of the encoder
                "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
+# The state-dict key of every saved buffer our models have — AnimateDiff's position tables, SinusoidalPositionalEmbedding's
+# `pe` in models/attention.py: what a checkpoint holds that is no parameter. Written out here, not read off the
+# models, since reading a checkpoint never imports torch; tests/test_video_views.py checks it against every model.
+SAVED_BUFFER = re.compile(r"(?:^|\.)pos_embed\.pe$")
+ADAPTER_NOTE = ("a motion adapter: AnimateDiff's motion modules alone, which diffusers' UNetMotionModel.from_unet2d "
+                "puts into an image UNet of its block_out_channels")
 # The kinds of file that are a model of their own (a config, blocks); the others add to one.
 MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
@@ -55,6 +62,7 @@ class TensorEntry(NamedTuple):
     shape: tuple[int, ...]
     nbytes: int
     file: str
+    buffer: bool = False  # a saved buffer (AnimateDiff's position table): in the file, but no parameter
 
     @property
     def numel(self) -> int:
@@ -127,8 +135,10 @@ class WeightsReport:
 
     @property
     def blocks(self) -> list[Part]:
-        """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order."""
-        return _parts([t for t in self.tensors if t.ours is not None], lambda t: _block_of(t.ours or ""), order=())
+        """The UNet's parameters per top-level block (conv_in, time_embedding, down_blocks.0, ...), in forward order;
+        a motion adapter's per motion module (down_blocks.0.motion_modules.1, ...)."""
+        block = _motion_module_of if self.kind.kind == "motion adapter" else _block_of
+        return _parts([t for t in self.tensors if t.ours is not None], lambda t: block(t.ours or ""), order=())
 
     def matching(self, pattern: str | None) -> list[TensorEntry]:
         """Tensors matching a shell-style glob by any of their names: in the file, in the file without the
@@ -149,13 +159,15 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     layout = source.layout if source else (original.layout if original else "diffusers")
     cfg = source.config if source else None
     kind = file_kind(t.name for t in stored)
-    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+    if kind.kind == "motion adapter":  # its keys are the motion modules' own in an AnimateDiff UNet
+        ours, note = {t.name: t.name for t in stored}, ADAPTER_NOTE
+    elif kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
         ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
     else:
         ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
     tensors = tuple(
         TensorEntry(t.name, ours.get(t.name), ldm.component_of(t.name) if layout == "ldm" else kind.label, t.dtype,
-                    t.shape, t.nbytes, t.file)
+                    t.shape, t.nbytes, t.file, SAVED_BUFFER.search(ours.get(t.name) or t.name) is not None)
         for t in stored
     )
     # a config inferred from the tensors agrees with them
@@ -184,10 +196,13 @@ def _mismatch(source: Source) -> str | None:
 
 
 def nearest_preset(config: UNetConfig) -> PresetMatch:
-    """The built-in preset with the fewest differing config fields (ties: the first listed)."""
-    mine = getattr(config, "unet", config).to_dict()  # a ControlNet: the UNet it copies
+    """The built-in preset of the same kind of model (a video UNet is no image UNet, however alike their fields)
+    with the fewest differing config fields (ties: the first listed)."""
+    alike = [name for name in PRESETS if type(load_preset(name)) is type(config)]
+    # a ControlNet (no preset of its own): the UNet it copies
+    mine = (config if alike else getattr(config, "unet", config)).to_dict()
     best: PresetMatch | None = None
-    for name in PRESETS:
+    for name in alike or PRESETS:
         theirs = load_preset(name).to_dict()
         differences = tuple(k for k in mine if not k.startswith("_") and (k not in theirs or mine[k] != theirs[k]))
         if best is None or len(differences) < len(best.differences):
@@ -219,6 +234,11 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         raise SourceError(f"no such file or folder: {spec!r}", hint)
     if not path.is_dir() and not path.is_file():
         raise not_regular(path, path.stat().st_mode, SourceError)
+    if path.is_dir() and config is None and _is_adapter_folder(path):
+        files = find_weight_files(path, variant, allow_pickle)
+        if not files:
+            raise WeightsError(f"{path} has a config but no weight files ({WEIGHTS_NAME}.safetensors)")
+        return files, None, ADAPTER_NOTE
     if path.is_dir():
         source = resolve_source(path, config=config, variant=variant, allow_pickle=allow_pickle)
         if not source.has_weights:
@@ -231,10 +251,21 @@ def _open(path: Path, spec: str, config: str | Path | UNetConfig | None, variant
         refuse_pickle(path, allow_pickle)
     try:
         return (path,), resolve_source(path, config=config, allow_pickle=allow_pickle), None
-    except (WeightsError, SourceError) as exc:  # an unreadable file fails again when its tensors are read
+    # an unreadable file fails again when its tensors are read; a config beside it that is no UNet's (a motion
+    # adapter's) leaves the file to be described from its tensors
+    except (WeightsError, SourceError, ConfigError) as exc:
         if config is not None:
             raise
         return (path,), None, exc.one_line()
+
+
+def _is_adapter_folder(folder: Path) -> bool:
+    """A diffusers folder of a MotionAdapter (its config.json says so): described, though no model of its own."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return False
+    data = read_json_config(config)
+    return isinstance(data, dict) and data.get("_class_name") == ADAPTER_CLASS
 
 
 def _read_tensors(files: tuple[Path, ...]) -> tuple[list[_Stored], dict[str, str]]:
@@ -300,6 +331,11 @@ def _config_origin(source: Source | None, config: str | Path | UNetConfig | None
     return "config.json"
 
 
+def _motion_module_of(name: str) -> str:
+    match = MOTION_MODULE.match(name)
+    return match.group(0) if match else OTHER
+
+
 def _block_of(name: str) -> str:
     """The top-level UNet block a tensor belongs to (`down_blocks.1`, `mid_block`, ...), or OTHER.
 
@@ -326,6 +362,6 @@ def _parts(tensors: Iterable[TensorEntry], key: Callable[[TensorEntry], str], or
         return (name == OTHER, order.index(name) if name in order else len(order), forward,
                 int(index) if index.isdigit() and len(index) <= 2 else 0)
 
-    return [Part(name, len(group), sum(t.numel for t in group), sum(t.nbytes for t in group),
+    return [Part(name, len(group), sum(t.numel for t in group if not t.buffer), sum(t.nbytes for t in group),
                  tuple(t.name for t in group[:OTHER_EXAMPLES]) if name == OTHER else ())
             for name, group in sorted(groups.items(), key=lambda item: rank(item[0]))]
