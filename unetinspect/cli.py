@@ -31,6 +31,7 @@ from unetinspect.render.lora_view import LoraView
 from unetinspect.render.memory_view import MemoryView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
+from unetinspect.render.run_view import RunView
 from unetinspect.render.summary_view import SummaryView
 from unetinspect.render.weights_view import WeightsView
 
@@ -669,6 +670,53 @@ def attention(
         emit(ReportView(), "html", report, output, inputs)
     else:
         emit(AttentionView(), fmt, result, output, inputs)
+
+
+RunFormat = format_choices(RunView)
+
+
+@app.command(name="run")
+def run_command(
+    folder: Annotated[str, typer.Argument(help="A diffusers pipeline folder (what pipe.save_pretrained() wrote), "
+                                          "read from local files only.", show_default=False)],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt to generate.", show_default=False)],
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the starting noise (a CPU generator: the same "
+                                      "noise on any device).")] = 0,
+    guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
+    height: Annotated[Optional[int], typer.Option("--height", help="Image height in pixels. \\[default: the "
+                                                  "pipeline's]", show_default=False)] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. \\[default: the "
+                                                 "pipeline's]", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
+                                                 show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="run.html: the page (image, block times per step, the prompt's maps over the "
+        "image); image.png: the image; run.json, .csv, .md: the results. Without it: the table.",
+        show_default=False)] = None,
+    fmt: format_option(Optional[RunFormat], "Output format. \\[default: from the output's suffix, else table]")
+    = None,
+) -> None:
+    """Generate one image with a local diffusers pipeline (SD 1.x/2.x, SDXL), its UNet watched: every block's
+    time in every step, and the real prompt's attention maps over the image, labelled by its tokenizer.
+    Needs diffusers and transformers: pip install "unetinspect\\[pipelines]".
+
+    Examples:
+
+      [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --steps 20 -o cat.html[/]
+
+      [bold]unetinspect run ./sdxl --prompt "a lighthouse at dusk" --height 1024 --width 1024 -o lighthouse.png[/]
+    """
+    refuse_output_early(output, folder)
+    from unetinspect.render.formats import format_for
+    from unetinspect.views.run import run_pipeline
+
+    kind = run(format_for, RunView, output, fmt.value if fmt else None)  # an unknown suffix fails before the run
+    result = run(run_pipeline, folder, prompt, steps=steps, seed=seed, guidance=guidance, height=height,
+                 width=width, device=device, dtype=dtype)
+    emit(RunView(), kind, result, output, [folder])
 
 
 MemoryFormat = format_choices(MemoryView)

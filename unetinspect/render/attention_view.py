@@ -16,6 +16,7 @@ from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
 from unetinspect.render.png import Picture, encode_png
+from unetinspect.views.attention import AttentionResult
 
 COLUMNS = (
     Column("layer", "layer", lambda r: r.path, style="cyan", fold=True, min_width=20),
@@ -32,15 +33,22 @@ class AttentionView(View):
     columns = COLUMNS
 
     def rows(self, result: Any) -> list[Any]:
-        return result.summary_rows()
+        return AttentionResult.of(result).summary_rows()
 
     def heading(self, result: Any) -> list[str]:
+        result = AttentionResult.of(result)
         what = "Cross-attention" if result.kind == "cross" else f"Self-attention of pixel {result.query}"
-        return [*super().heading(result), f"{what} maps of {len(result.layers)} layers, {result.batch_note}"]
+        return [*super().heading(result),
+                f"{what} maps of {len(result.layers)} layers, {result.text}, {result.batch_note}"]
+
+    def totals(self, result: Any) -> list[tuple[str, str]]:
+        return [("note", note) for note in AttentionResult.of(result).notes]
 
     def data(self, result: Any) -> dict[str, Any]:
+        result = AttentionResult.of(result)
         return {
             "kind": result.kind, "latent": list(result.latent), "batch": result.batch_note, "steps": result.steps,
+            "text": result.text, "notes": list(result.notes),
             "query": list(result.query) if result.query else None,
             "tokens": list(result.tokens.labels) if result.tokens else None,
             "layers": [{"path": r.path, "size": list(r.size), "heads": r.heads, "peak": r.peak, "share": r.share}
@@ -58,6 +66,8 @@ def write_attention_png(result: Any, path: Path, method: str = "mean", picture: 
 
 
 def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None) -> Picture:
+    """The grid of an `AttentionResult`, or of a watch's `AttentionMaps` (`w.attention.mean()`)."""
+    result = AttentionResult.of(result)
     grid = result.grid(method)
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
     cell_w, cell_h = CELL, max(1, round(CELL * height / width))

@@ -371,3 +371,26 @@ def emit(view: View, fmt: str, result: Any, *, output: Path | None = None, input
         capture.print(content)
         content = capture.export_text()
     return write_output(output, content, [i for i in inputs if i])
+
+
+SUFFIXES = {".html": "html", ".htm": "html", ".png": "png", ".json": JSON, ".csv": CSV, ".md": MARKDOWN,
+            ".txt": TABLE}
+
+
+def format_for(view: type[View] | View, output: Path | None, fmt: str | None = None) -> str:
+    """The format to write: `fmt` when given, else the one `output`'s suffix names among the formats the view
+    declares, else the table; so that `-o run.html` and `-o image.png` need no --format, and no command picks a
+    format by a suffix itself."""
+    if fmt is not None:
+        return fmt
+    if output is None:
+        return TABLE
+    name = SUFFIXES.get(Path(output).suffix.lower(), TABLE)
+    if name not in view.formats():
+        raise OutputError(f"{view.kind or 'this result'} is not written as {name} ({Path(output).name})",
+                          f"give a file ending in one of {', '.join(_suffixes_of(view))}, or --format")
+    return name
+
+
+def _suffixes_of(view: type[View] | View) -> list[str]:
+    return [suffix for suffix, name in SUFFIXES.items() if name in view.formats()]
