@@ -14,6 +14,9 @@ The public API — everything else is internal and may change:
     build_report(source) / report_html       the self-contained HTML report of one UNet
     trace_model(model, inputs)               the trace of any nn.Module
     watch(module)                            per-block latency of every call inside your own loop (with-block)
+    watch(module, drift=True).drift()        how much each block's output changes from one step to the next
+    cache(module, interval=N, branch=k)      reuse blocks' outputs across steps (DeepCache's schedule, or plan=)
+    compare_cached(run, module, ...)         one seeded generation uncached and cached: speedup, max diff, PSNR
     attention_maps(source)                   which pixels each prompt token steers, per attention layer
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
@@ -29,11 +32,15 @@ __version__ = "0.1.0"
 _API = {
     "AttentionMaps": "unetinspect.engine.attention",
     "AttentionOptions": "unetinspect.engine.attention",
+    "CacheComparison": "unetinspect.views.cache",
+    "CachePlan": "unetinspect.engine.cache",
+    "CacheResult": "unetinspect.views.cache",
     "CallRecord": "unetinspect.engine.trace",
     "ControlNetConfig": "unetinspect.controlnet_config",
     "ControlNetModel": "unetinspect.models.controlnet",
     "ControlledUNet": "unetinspect.models.controlled",
     "Comparison": "unetinspect.views.compare",
+    "Drift": "unetinspect.views.drift",
     "InputSpec": "unetinspect.sources.inputs",
     "Memory": "unetinspect.views.memory",
     "Session": "unetinspect.sources.session",
@@ -50,6 +57,8 @@ _API = {
     "branch_costs": "unetinspect.views.branches",
     "build_model": "unetinspect.sources.loading",
     "build_report": "unetinspect.views.report",
+    "cache": "unetinspect.views.cache",
+    "compare_cached": "unetinspect.views.cache",
     "compare": "unetinspect.views.compare",
     "diagram_graph": "unetinspect.views.graph",
     "load_unet": "unetinspect.sources.loading",

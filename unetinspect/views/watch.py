@@ -24,6 +24,8 @@ import torch
 from torch import nn
 
 from unetinspect.engine.attention import AttentionOptions, AttentionRecorder
+from unetinspect.engine.cache import CachePlan
+from unetinspect.engine.drift import DriftRecorder
 from unetinspect.engine.hardware import describe_device
 from unetinspect.engine.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.engine.trace import CallRecord, named_arguments, params_per_path
@@ -31,6 +33,7 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import Sizes, infer_pixel_factor
 from unetinspect.sources.live import config_of, impl_of, placement, sizes_of_call
 from unetinspect.sources.session import Setup, dtype_name
+from unetinspect.views.drift import Drift
 from unetinspect.views.profile import Profile
 
 _CONTAINERS = (nn.ModuleList, nn.ModuleDict)  # hold modules but are never called: no level of their own
@@ -49,9 +52,11 @@ class _Call:
 
 class Watch:
     """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open; with
-    `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call)."""
+    `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call); with
+    `drift`, how much every watched block's output changed from one call to the next (`drift()`)."""
 
-    def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> None:
+    def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False,
+                 drift: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
                            "pass the UNet itself: watch(pipe.unet)")
@@ -66,6 +71,7 @@ class Watch:
         self._maps = None
         if attention:
             self._maps = AttentionRecorder(module, AttentionOptions() if attention is True else attention)
+        self._drift = DriftRecorder(module, self.paths) if drift else None
         self._handles: list[Any] = []
         self._pending: _Call | None = None
         self._done: list[_Call] = []
@@ -94,7 +100,13 @@ class Watch:
             ]
             if self._maps is not None:
                 self._maps.__enter__()
+            if self._drift is not None:
+                self._drift.__enter__()  # last: it undoes its own hooks if it fails
         except BaseException:
+            for handle in self._handles:
+                handle.remove()
+            if self._maps is not None:
+                self._maps.__exit__(None, None, None)
             self._blocks.__exit__(None, None, None)
             raise
         self._open = True
@@ -106,6 +118,8 @@ class Watch:
         self._handles.clear()
         if self._maps is not None:
             self._maps.__exit__(*exc)
+        if self._drift is not None:
+            self._drift.__exit__(*exc)
         self._blocks.__exit__(*exc)
         self._pending = None  # a call the loop broke out of
         self._open = False
@@ -176,6 +190,23 @@ class Watch:
                     for c in self._done]
         return {name: [times.get(name, 0.0) for times in per_call] for name in names}
 
+    def drift(self) -> Drift:
+        """How much each watched block's output changed at every call against the call before (views/drift.py)."""
+        if self._drift is None:
+            raise RunError("this watch records no drift", "open it with watch(module, drift=True)")
+        if self._open:
+            raise RunError("watch().drift() is read after the with block", "call it once the loop has finished")
+        if not self._done:
+            raise RunError(f"no call of the watched {type(self.module).__name__} was recorded",
+                           "run the model (or the pipeline that calls it) inside the with block")
+        series = self._drift.read([_timestep_value(c.timestep) for c in self._done])
+        return Drift(setup=self._setup(self._done[0].sizes), blocks=series.blocks, timesteps=series.timesteps,
+                     rel_l1=series.rel_l1, cosine=series.cosine, held_bytes=series.held_bytes)
+
+    def cache_plan(self, threshold: float, blocks: list[str] | None = None) -> CachePlan:
+        """Block Caching's per-block schedule from the measured drift: `self.drift().cache_plan(threshold)`."""
+        return self.drift().cache_plan(threshold, blocks)
+
     def _setup(self, sizes: Sizes) -> Setup:
         """The header of the report: the module where it is, at the sizes of its first call."""
         config = config_of(self.module)
@@ -204,7 +235,8 @@ WATCH_NOTE = ("timed inside your own loop with the block hooks installed in ever
               "compare with; see docs/measuring.md for what the hooks cost); FLOPs are not counted by a watch")
 
 
-def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> Watch:
+def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False,
+          drift: bool = False) -> Watch:
     """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
 
         with watch(pipe.unet) as w:
@@ -215,8 +247,12 @@ def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions 
     With `attention=True` every call's cross-attention maps are added up too (the conditional half of a
     classifier-free-guidance batch): `w.attention.mean()`; pass `AttentionOptions(keep_steps={0, 19}, ...)` to
     keep steps for `w.attention.at(step)`, pick the rows, the blocks, or self-attention.
+
+    With `drift=True`, `w.drift()` gives every watched block's change from one call to the next (relative L1 and
+    cosine; one output per block is held meanwhile) and `w.cache_plan(threshold=δ)` the per-block cache schedule
+    `cache(module, plan=...)` applies.
     """
-    return Watch(module, depth, attention)
+    return Watch(module, depth, attention, drift)
 
 
 def _call_depths(module: nn.Module) -> dict[str, int]:
