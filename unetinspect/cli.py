@@ -692,6 +692,13 @@ def run_command(
         "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
                                                  show_default=False)] = None,
+    cache: Annotated[Optional[str], typer.Option(
+        "--cache", help="Also generate the same seed with DeepCache's uniform schedule, e.g. interval=3,branch=0 "
+        "(DeepCache's cache_interval and cache_branch_id), and compare: measured speedup, max difference, PSNR.",
+        show_default=False)] = None,
+    cache_threshold: Annotated[Optional[float], typer.Option(
+        "--cache-threshold", help="Instead, Block Caching's plan from this run's measured drift: a block is "
+        "recomputed when its accumulated relative L1 change exceeds this δ ≥ 0.", show_default=False)] = None,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="run.html: the page (image, block times per step, the prompt's maps over the "
         "image); image.png: the image; run.json, .csv, .md: the results. Without it: the table.",
@@ -700,7 +707,9 @@ def run_command(
     = None,
 ) -> None:
     """Generate one image with a local diffusers pipeline (SD 1.x/2.x, SDXL), its UNet watched: every block's
-    time in every step, and the real prompt's attention maps over the image, labelled by its tokenizer.
+    time in every step, how much each block's output changes from step to step (drift), and the real prompt's
+    attention maps over the image, labelled by its tokenizer; with --cache or --cache-threshold, the same seed
+    cached and uncached, compared.
     Needs diffusers and transformers: pip install "unetinspect\\[pipelines]".
 
     Examples:
@@ -708,14 +717,17 @@ def run_command(
       [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --steps 20 -o cat.html[/]
 
       [bold]unetinspect run ./sdxl --prompt "a lighthouse at dusk" --height 1024 --width 1024 -o lighthouse.png[/]
+
+      [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --cache interval=3,branch=0 -o cached.html[/]
     """
     refuse_output_early(output, folder)
     from unetinspect.render.formats import format_for
-    from unetinspect.views.run import run_pipeline
+    from unetinspect.views.run import parse_cache, run_pipeline
 
     kind = run(format_for, RunView, output, fmt.value if fmt else None)  # an unknown suffix fails before the run
+    caching = run(parse_cache, cache, cache_threshold)
     result = run(run_pipeline, folder, prompt, steps=steps, seed=seed, guidance=guidance, height=height,
-                 width=width, device=device, dtype=dtype)
+                 width=width, device=device, dtype=dtype, cache=caching)
     emit(RunView(), kind, result, output, [folder])
 
 

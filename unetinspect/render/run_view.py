@@ -22,13 +22,15 @@ from unetinspect.views.run import RunResult
 
 @dataclass(frozen=True)
 class BlockRow:
-    """One block of the UNet: its median over the steps, its share of the UNet's time, its time in each step."""
+    """One block of the UNet: its median over the steps, its share of the UNet's time, its time in each step,
+    and its mean relative L1 change from one step to the next (None where it never ran twice)."""
 
     name: str
     type: str
     median_ms: float
     share: float
     per_step: list[float]
+    drift: float | None
 
 
 COLUMNS = (
@@ -36,6 +38,8 @@ COLUMNS = (
     Column("type", "type", lambda r: r.type, priority=2),
     Column("median_ms", "median ms", lambda r: f"{r.median_ms:.2f}", value=lambda r: r.median_ms, justify="right"),
     Column("share", "share", lambda r: f"{100 * r.share:.1f}%", value=lambda r: r.share, justify="right"),
+    Column("drift", "mean drift", lambda r: "–" if r.drift is None else f"{r.drift:.3f}", value=lambda r: r.drift,
+           justify="right"),
     Column("ms_per_step", "ms in each step", lambda r: " ".join(f"{ms:.1f}" for ms in r.per_step),
            value=lambda r: " ".join(f"{ms:.4f}" for ms in r.per_step), fold=True, priority=1),
 )
@@ -61,6 +65,9 @@ class RunView(View):
                               "and VAE decoding)"),
             ("UNet", f"{sum(c.ms for c in calls):.1f} ms in all, batch {calls[0].batch} per call"),
             ("attention", f"{result.attention.grid().title}, mean of {result.attention.steps} steps"),
+            ("drift", "mean drift: a block's relative L1 change between consecutive steps, "
+                      "‖o_t − o_{t−1}‖₁ / ‖o_{t−1}‖₁, averaged over the steps"),
+            *_cache_lines(result),
             *(("note", note) for note in result.notes),
         ]
 
@@ -74,6 +81,10 @@ class RunView(View):
                       for c in result.profile.calls],
             "blocks": [{"name": r.name, "type": r.type, "median_ms": r.median_ms, "share": r.share,
                         "ms_per_step": r.per_step} for r in block_rows(result)],
+            "drift": {"timesteps": result.drift.timesteps, "rel_l1": result.drift.rel_l1,
+                      "cosine": result.drift.cosine, "held_bytes": result.drift.held_bytes,
+                      "conventions": list(result.drift.conventions)},
+            "cache": _cache_data(result),
             "attention": {"text": maps.text, "batch": maps.batch_note, "steps": maps.steps,
                           "tokens": list(maps.tokens.labels) if maps.tokens else None,
                           "layers": [{"path": r.path, "size": list(r.size), "peak": r.peak, "share": r.share}
@@ -93,8 +104,50 @@ def run_line(result: RunResult) -> str:
 
 def block_rows(result: RunResult) -> list[BlockRow]:
     """The blocks as the watch timed them (depth 1), each with its series over the steps."""
-    return [BlockRow(b.name, b.type, b.latency.median, b.share, result.block_ms.get(b.name, []))
+    return [BlockRow(b.name, b.type, b.latency.median, b.share, result.block_ms.get(b.name, []),
+                     _mean(result.drift.rel_l1.get(b.name, [])))
             for b in result.profile.blocks]
+
+
+def _mean(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return sum(known) / len(known) if known else None
+
+
+def _cache_lines(result: RunResult) -> list[tuple[str, str]]:
+    compared = result.cached
+    if compared is None:
+        return []
+    cache = compared.cache
+    predicted = " · ".join(f"{how} {value:.2f}×" for how, value in (("by time", cache.predicted_speedup_time),
+                                                                     ("by FLOPs", cache.predicted_speedup_flops))
+                           if value is not None)
+    return [
+        ("cache", f"{cache.schedule}: {cache.reused} block calls reused in {cache.calls} UNet calls"),
+        ("speedup", f"{compared.speedup:.2f}× measured on the whole pipeline call ({compared.uncached_s:.2f} s → "
+                    f"{compared.cached_s:.2f} s)" + (f"; predicted {predicted}" if predicted else "")),
+        ("image cost", f"max |difference| {compared.max_abs_diff:.4f}, PSNR {_psnr(compared.psnr_db)} "
+                       "(images in [0, 1])"),
+    ]
+
+
+def _psnr(db: float) -> str:
+    return "∞ (identical)" if db == float("inf") else f"{db:.2f} dB"
+
+
+def _cache_data(result: RunResult) -> dict[str, Any] | None:
+    compared = result.cached
+    if compared is None:
+        return None
+    cache = compared.cache
+    return {"schedule": cache.schedule, "calls": cache.calls, "reused": cache.reused,
+            "blocks": [{"block": b.block, "ran": b.ran, "reused": b.reused, "ms": b.ms, "flops": b.flops}
+                       for b in cache.blocks],
+            "uncached_s": compared.uncached_s, "cached_s": compared.cached_s, "speedup": compared.speedup,
+            "predicted_speedup_time": cache.predicted_speedup_time,
+            "predicted_speedup_flops": cache.predicted_speedup_flops,
+            "max_abs_diff": compared.max_abs_diff, "psnr_db": compared.psnr_db,
+            "conventions": list(cache.conventions)}
 
 
 def png_bytes(image: Any) -> bytes:
@@ -106,7 +159,8 @@ def png_bytes(image: Any) -> bytes:
 
 def run_html(result: RunResult) -> str:
     """The page: the image and what ran, the blocks' times per step, the prompt's maps over the image."""
-    uri = "data:image/png;base64," + base64.b64encode(png_bytes(result.image)).decode("ascii")
+    uri = _data_uri(result.image)
+    rows = block_rows(result)
     notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
     header = (f"<h1>{escape(result.setup.label)}</h1><p class=\"heading\">{escape(run_line(result))}</p>"
               f"<p class=\"heading\">{escape(size_text(result.setup.sizes))} · {escape(result.setup.device)} · "
@@ -122,27 +176,63 @@ def run_html(result: RunResult) -> str:
   <h2>Block times in every step</h2>
   <p class="note">Milliseconds of each block of the UNet in each of its calls (one per step, both guidance halves
   in one batch), timed with the block hooks in every call. Shading: the share of the longest cell.</p>
-  {_times_table(result)}
+  {_series_table(result, {r.name: r.per_step for r in rows}, "{:.2f}", "241,105,19", total=True)}
 </section>
+<section id="drift">
+  <h2>Drift: how much each block's output changed since the step before</h2>
+  <p class="note">{escape(result.drift.conventions[0])}. Darker: more change; a pale run of cells is what a
+  cache could reuse (Block Caching's Fig. 2b, for this pipeline).</p>
+  {_series_table(result, {b: result.drift.rel_l1[b] for b in result.drift.blocks}, "{:.3f}", "59,82,139")}
+</section>
+{_cache_section(result, uri)}
 {attention_section(result.attention.grid(), under=uri)}"""
     data = {"kind": "run", "attention": attention_data(result.attention.grid())}
     return html_page(f"{result.setup.label} · unetinspect run", header, body, data)
 
 
-def _times_table(result: RunResult) -> str:
+def _data_uri(image: Any) -> str:
+    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+
+
+def _series_table(result: RunResult, series: dict[str, list[float | None]], number: str, rgb: str,
+                  total: bool = False) -> str:
+    """Blocks × steps, each cell shaded by its share of the largest cell; `total` adds the UNet call's times."""
     calls = result.profile.calls
-    rows = block_rows(result)
-    top = max((ms for r in rows for ms in r.per_step), default=0.0) or 1.0
+    top = max((v for values in series.values() for v in values if v is not None), default=0.0) or 1.0
     head = "".join(f'<th class="num">{c.index}<br><span class="note">t={_timestep(c.timestep)}</span></th>'
                    for c in calls)
     body = "".join(
-        f"<tr><td>{escape(r.name)}</td>"
-        + "".join(f'<td class="num" style="background:rgba(241,105,19,{ms / top:.2f})">{ms:.2f}</td>'
-                  for ms in r.per_step) + "</tr>"
-        for r in rows)
-    total = "".join(f'<td class="num"><b>{c.ms:.2f}</b></td>' for c in calls)
-    return (f'<div class="tree-wrap"><table id="step-times"><thead><tr><th>block</th>{head}</tr></thead>'
-            f"<tbody>{body}<tr><td><b>UNet call</b></td>{total}</tr></tbody></table></div>")
+        f"<tr><td>{escape(name)}</td>"
+        + "".join('<td class="num">–</td>' if v is None else
+                  f'<td class="num" style="background:rgba({rgb},{min(1.0, v / top):.2f})">{number.format(v)}</td>'
+                  for v in values) + "</tr>"
+        for name, values in series.items())
+    if total:
+        body += "<tr><td><b>UNet call</b></td>" + "".join(f'<td class="num"><b>{c.ms:.2f}</b></td>'
+                                                          for c in calls) + "</tr>"
+    return (f'<div class="tree-wrap"><table class="steps"><thead><tr><th>block</th>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _cache_section(result: RunResult, uri: str) -> str:
+    """The cached image beside the uncached one, with what caching bought and cost."""
+    if result.cached is None:
+        return ""
+    facts = "".join(f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in _cache_lines(result))
+    size = f'width="{result.image.width}" height="{result.image.height}"'
+    style = 'style="max-width:384px;height:auto;image-rendering:pixelated"'
+    conventions = "".join(f"<li>{escape(c)}</li>" for c in result.cached.cache.conventions)
+    return f"""
+<section id="cache">
+  <h2>Cached against uncached, same seed</h2>
+  <div class="maps">
+    <figure><img src="{uri}" alt="uncached" {size} {style}><figcaption>uncached</figcaption></figure>
+    <figure><img src="{_data_uri(result.cached_image)}" alt="cached" {size} {style}>
+    <figcaption>cached</figcaption></figure>
+  </div>
+  <dl>{facts}</dl>
+  <ul class="note">{conventions}</ul>
+</section>"""
 
 
 def _timestep(value: float | None) -> str:
