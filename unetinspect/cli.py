@@ -605,9 +605,13 @@ def attention(
         "--output", "-o", help="A .png: the grid of maps (tokens × blocks, plus all layers, with a colour bar). "
         "A .html: the report page with the maps (hover a token). Any other file: the table in --format.",
         show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        "--prompt", "-p", help="With a pipeline folder as SOURCE: this prompt, encoded by the folder's own text "
+        "encoder(s), rows labelled by its tokenizer(s). Without it the text is random, and every output says so.",
+        show_default=False)] = None,
     tokens: Annotated[Optional[str], typer.Option(
-        "--tokens", help="The prompt's tokens, comma-separated (\"a,photo,of,a,cat\"), laid out as CLIP lays them "
-        "out: start token, the words, end token, padding.", show_default=False)] = None,
+        "--tokens", help="Labels for random text's positions, comma-separated (\"a,photo,of,a,cat\"), laid out as "
+        "CLIP lays them out: start token, the words, end token, padding.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="Draw the maps over this picture (an 8-bit RGB/RGBA PNG), e.g. the generated image.",
         show_default=False)] = None,
@@ -632,12 +636,14 @@ def attention(
     opts: Options,
 ) -> None:
     """Which pixels each text token steers: every cross-attention layer's softmax(QKᵀ) averaged over heads, in
-    one forward pass (random weights for configs, random text without a prompt). See docs/api.md for the maps
-    of a real prompt, over every step of a pipeline.
+    one forward pass (random weights for configs; random text unless a pipeline folder encodes --prompt). See
+    [bold]unetinspect run[/] for a real prompt's maps over every step of a generation.
 
     Examples:
 
-      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]
+      [bold]unetinspect attention ./sd15-pipeline --prompt "a photo of a cat" -o maps.png[/]
+
+      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]   random text: the layers' habits
 
       [bold]unetinspect attention ./unet --tokens "a,photo,of,a,cat" --image cat.png -o maps.png[/]
 
@@ -659,7 +665,7 @@ def attention(
     result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
                  blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
                  heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
-                 tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
+                 tokens=tokens, prompt=prompt, device=device, dtype=dtype, impl=impl.value, **opts.loading)
     if png:
         say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
     elif output is not None and output.suffix.lower() in (".html", ".htm"):
