@@ -381,14 +381,13 @@ def format_for(view: type[View] | View, output: Path | None, fmt: str | None = N
     """The format to write: `fmt` when given, else the one `output`'s suffix names among the formats the view
     declares, else the table; so that `-o run.html` and `-o image.png` need no --format, and no command picks a
     format by a suffix itself."""
-    if fmt is not None:
-        return fmt
-    if output is None:
-        return TABLE
-    name = SUFFIXES.get(Path(output).suffix.lower(), TABLE)
+    name = fmt or (TABLE if output is None else SUFFIXES.get(Path(output).suffix.lower(), TABLE))
     if name not in view.formats():
-        raise OutputError(f"{view.kind or 'this result'} is not written as {name} ({Path(output).name})",
+        where = f" ({Path(output).name})" if output is not None else ""
+        raise OutputError(f"{view.kind or 'this result'} is not written as {name}{where}",
                           f"give a file ending in one of {', '.join(_suffixes_of(view))}, or --format")
+    if name in view.file_formats and output is None:
+        raise OutputError(f"{name} is written to a file", f"add -o FILE.{name}")
     return name
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from unetinspect.engine.attention import AttentionOptions
-from unetinspect.engine.cache import check_threshold
+from unetinspect.engine.cache import check_threshold, uniform_plan
 from unetinspect.errors import OptionsError, PromptWarning, RunError
 from unetinspect.sources.loading import parse_device, parse_dtype
 from unetinspect.sources.pipeline import PIPELINES, load_pipeline, pipeline_class, prompt_tokens, quiet
@@ -122,6 +122,8 @@ def run_pipeline(
     torch_device = parse_device(device)
     torch_dtype = parse_dtype(dtype) or torch.float32
     pipe = load_pipeline(folder, torch_device, torch_dtype)
+    if cache is not None and cache.interval is not None:
+        uniform_plan(pipe.unet, cache.interval, cache.branch)  # a branch this UNet has not fails before the run
     tokens = prompt_tokens(pipe, prompt)
     if tokens.truncated:
         warnings.warn(tokens.note(), PromptWarning, stacklevel=2)
