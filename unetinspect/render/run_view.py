@@ -169,8 +169,7 @@ def run_html(result: RunResult) -> str:
     body = f"""
 <section id="image">
   <h2>The image</h2>
-  <img src="{uri}" alt="the generated image" width="{result.image.width}" height="{result.image.height}"
-   style="max-width:512px;height:auto;image-rendering:pixelated">
+  <img src="{uri}" alt="the generated image" {_shown(result.image, 512)}>
 </section>
 <section id="times">
   <h2>Block times in every step</h2>
@@ -188,6 +187,14 @@ def run_html(result: RunResult) -> str:
 {attention_section(result.attention.grid(), under=uri)}"""
     data = {"kind": "run", "attention": attention_data(result.attention.grid())}
     return html_page(f"{result.setup.label} · unetinspect run", header, body, data)
+
+
+def _shown(image: Any, largest: int) -> str:
+    """An image's size attributes and style: at least 256 px wide on the page (a tiny test pipeline's 32 px image
+    is scaled up, its pixels kept sharp), at most `largest`."""
+    width = max(256, min(largest, image.width))
+    return (f'width="{image.width}" height="{image.height}" style="width:{width}px;height:auto;'
+            'image-rendering:pixelated"')
 
 
 def _data_uri(image: Any) -> str:
@@ -219,16 +226,14 @@ def _cache_section(result: RunResult, uri: str) -> str:
     if result.cached is None:
         return ""
     facts = "".join(f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in _cache_lines(result))
-    size = f'width="{result.image.width}" height="{result.image.height}"'
-    style = 'style="max-width:384px;height:auto;image-rendering:pixelated"'
+    size = _shown(result.image, 384)
     conventions = "".join(f"<li>{escape(c)}</li>" for c in result.cached.cache.conventions)
     return f"""
 <section id="cache">
   <h2>Cached against uncached, same seed</h2>
-  <div class="maps">
-    <figure><img src="{uri}" alt="uncached" {size} {style}><figcaption>uncached</figcaption></figure>
-    <figure><img src="{_data_uri(result.cached_image)}" alt="cached" {size} {style}>
-    <figcaption>cached</figcaption></figure>
+  <div style="display:flex;gap:16px">
+    <figure><img src="{uri}" alt="uncached" {size}><figcaption>uncached</figcaption></figure>
+    <figure><img src="{_data_uri(result.cached_image)}" alt="cached" {size}><figcaption>cached</figcaption></figure>
   </div>
   <dl>{facts}</dl>
   <ul class="note">{conventions}</ul>
