@@ -34,6 +34,7 @@ _API = {
     "AttentionMaps": "unetinspect.engine.attention",
     "AttentionOptions": "unetinspect.engine.attention",
     "CacheComparison": "unetinspect.views.cache",
+    "CacheOption": "unetinspect.views.run",
     "CachePlan": "unetinspect.engine.cache",
     "CacheResult": "unetinspect.views.cache",
     "CallRecord": "unetinspect.engine.trace",
