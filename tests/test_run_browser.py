@@ -31,9 +31,10 @@ def run_page(tiny_pipeline, tmp_path_factory):
 def test_the_run_page_shows_the_image_times_drift_cache_and_maps_over_the_image(browser, run_page, tmp_path):  # noqa: F811
     page = Page(browser, run_html(run_page), tmp_path / "run.html")
     images = page.page.locator("img")
-    assert images.count() == 3  # the image, then uncached and cached side by side
-    assert all(page.page.evaluate("i => document.images[i].complete && document.images[i].naturalWidth", i) == 32
-               for i in range(3))
+    assert images.count() == 4  # the image, the drift heatmap, then uncached and cached side by side
+    widths = page.page.evaluate("() => Array.from(document.images, i => i.complete ? i.naturalWidth : 0)")
+    assert widths[0] == widths[2] == widths[3] == 32 and widths[1] > 100
+    page.page.locator("#drift summary").click()  # the numbers under the heatmap
     assert page.page.locator("#times table tbody tr").count() == len(run_page.block_ms) + 1  # + the UNet call
     assert page.page.locator("#drift table tbody tr").count() == len(run_page.drift.blocks)
     tokens = page.page.locator("#attention .token")

@@ -13,6 +13,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from unetinspect.render.drift_view import heatmap_png
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import size_text
@@ -179,9 +180,13 @@ def run_html(result: RunResult) -> str:
 </section>
 <section id="drift">
   <h2>Drift: how much each block's output changed since the step before</h2>
-  <p class="note">{escape(result.drift.conventions[0])}. Darker: more change; a pale run of cells is what a
-  cache could reuse (Block Caching's Fig. 2b, for this pipeline).</p>
+  <p class="note">{escape(result.drift.conventions[0])}. Block Caching's Fig. 2b for this pipeline: blocks whose
+  change stays low from step to step are what a cache could reuse.</p>
+  <img src="data:image/png;base64,{base64.b64encode(heatmap_png(result.drift)).decode("ascii")}"
+   alt="drift heatmap, blocks by steps">
+  <details><summary>the numbers</summary>
   {_series_table(result, {b: result.drift.rel_l1[b] for b in result.drift.blocks}, "{:.3f}", "59,82,139")}
+  </details>
 </section>
 {_cache_section(result, uri)}
 {attention_section(result.attention.grid(), under=uri)}"""
