@@ -16,7 +16,6 @@ from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
 from unetinspect.render.png import Picture, encode_png
-from unetinspect.views.attention import AttentionResult
 
 COLUMNS = (
     Column("layer", "layer", lambda r: r.path, style="cyan", fold=True, min_width=20),
@@ -33,19 +32,19 @@ class AttentionView(View):
     columns = COLUMNS
 
     def rows(self, result: Any) -> list[Any]:
-        return AttentionResult.of(result).summary_rows()
+        return _as_result(result).summary_rows()
 
     def heading(self, result: Any) -> list[str]:
-        result = AttentionResult.of(result)
+        result = _as_result(result)
         what = "Cross-attention" if result.kind == "cross" else f"Self-attention of pixel {result.query}"
         return [*super().heading(result),
                 f"{what} maps of {len(result.layers)} layers, {result.text}, {result.batch_note}"]
 
     def totals(self, result: Any) -> list[tuple[str, str]]:
-        return [("note", note) for note in AttentionResult.of(result).notes]
+        return [("note", note) for note in _as_result(result).notes]
 
     def data(self, result: Any) -> dict[str, Any]:
-        result = AttentionResult.of(result)
+        result = _as_result(result)
         return {
             "kind": result.kind, "latent": list(result.latent), "batch": result.batch_note, "steps": result.steps,
             "text": result.text, "notes": list(result.notes),
@@ -67,7 +66,7 @@ def write_attention_png(result: Any, path: Path, method: str = "mean", picture: 
 
 def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None) -> Picture:
     """The grid of an `AttentionResult`, or of a watch's `AttentionMaps` (`w.attention.mean()`)."""
-    result = AttentionResult.of(result)
+    result = _as_result(result)
     grid = result.grid(method)
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
     cell_w, cell_h = CELL, max(1, round(CELL * height / width))
@@ -99,3 +98,11 @@ def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None)
 def _short(block: str) -> str:
     """`down_blocks.1` → `down 1`, `mid_block` → `mid`: a column header fits its cell."""
     return block.replace("down_blocks.", "down ").replace("up_blocks.", "up ").replace("mid_block", "mid")
+
+
+def _as_result(maps: Any) -> Any:
+    """An `AttentionResult`, or a watch's `AttentionMaps` made one (imported here: the command line reads this
+    view's formats before torch is imported)."""
+    from unetinspect.views.attention import AttentionResult
+
+    return AttentionResult.of(maps)

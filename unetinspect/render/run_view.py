@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from unetinspect.render.drift_view import heatmap_png
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import size_text
-from unetinspect.render.report import attention_data, attention_section, html_page
-from unetinspect.views.run import RunResult
+
+if TYPE_CHECKING:  # the command line declares this view's formats before torch is imported
+    from unetinspect.views.run import RunResult
 
 
 @dataclass(frozen=True)
@@ -160,6 +160,9 @@ def png_bytes(image: Any) -> bytes:
 
 def run_html(result: RunResult) -> str:
     """The page: the image and what ran, the blocks' times per step, the prompt's maps over the image."""
+    from unetinspect.render.drift_view import heatmap_png
+    from unetinspect.render.report import attention_data, attention_section, html_page
+
     uri = _data_uri(result.image)
     rows = block_rows(result)
     notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
