@@ -5,6 +5,7 @@ nothing written, and — where the folder alone tells — before diffusers is im
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 from bad_input import refused
@@ -77,3 +78,11 @@ def test_a_branch_out_of_range_fails_before_anything_is_written(tiny_pipeline, t
     tiny_pipeline.save_pretrained(folder)
     refused(invoke, tmp_path, "run", folder, *PROMPT, "--steps", 1, "--device", "cpu", "--cache",
             "interval=2,branch=99", "-o", tmp_path / "run.html", words="branch 99 is out of range")
+
+
+def test_without_diffusers_one_line_names_the_extra(pipeline_folder, tmp_path, invoke, monkeypatch):
+    for name in ("diffusers", "diffusers.pipelines.pipeline_utils"):
+        monkeypatch.setitem(sys.modules, name, None)  # what `import` finds when the package is not installed
+    message = refused(invoke, tmp_path, "run", pipeline_folder, *PROMPT, "-o", tmp_path / "run.html",
+                      words="needs diffusers and transformers")
+    assert 'pip install "unetinspect[pipelines]"' in message

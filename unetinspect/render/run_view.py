@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -209,7 +209,7 @@ def _data_uri(image: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
 
 
-def _series_table(result: RunResult, series: dict[str, list[float | None]], number: str, rgb: str,
+def _series_table(result: RunResult, series: Mapping[str, Sequence[float | None]], number: str, rgb: str,
                   total: bool = False) -> str:
     """Blocks × steps, each cell shaded by its share of the largest cell; `total` adds the UNet call's times."""
     calls = result.profile.calls

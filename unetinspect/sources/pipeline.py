@@ -161,10 +161,10 @@ def _pipeline_type() -> Any:
     """diffusers' DiffusionPipeline, with transformers beside it, or one line saying how to install both."""
     try:
         with _silent_imports():
-            import diffusers
             import transformers  # noqa: F401  the text encoders and tokenizers
+            from diffusers.pipelines.pipeline_utils import DiffusionPipeline  # imported here, not on first use
 
-            return diffusers.DiffusionPipeline  # diffusers imports lazily: the class is imported here
+            return DiffusionPipeline
     except ImportError as exc:
         raise RunError(f"running a pipeline needs diffusers and transformers ({exc.name or exc} is not installed)",
                        f"install them with {INSTALL}") from None

@@ -162,7 +162,7 @@ def attention_maps(
         raise RunError("attention maps are computed from real activations, not on the meta device",
                        "use --device cpu or cuda")
     notes: list[str] = []
-    if real_prompt:
+    if real_prompt and prompt is not None:
         pipe, truncation = _encode_prompt_into(session, Path(source).expanduser(), prompt)
         tokens = pipe if tokens is None else tokens
         text = f"the prompt {quoted_prompt(prompt)}"

@@ -124,9 +124,9 @@ def run_pipeline(
     pipe = load_pipeline(folder, torch_device, torch_dtype)
     if cache is not None and cache.interval is not None:
         uniform_plan(pipe.unet, cache.interval, cache.branch)  # a branch this UNet has not fails before the run
-    tokens = prompt_tokens(pipe, prompt)
-    if tokens.truncated:
-        warnings.warn(tokens.note(), PromptWarning, stacklevel=2)
+    notes = [note for note in (prompt_tokens(pipe, prompt).note(),) if note]
+    for note in notes:
+        warnings.warn(note, PromptWarning, stacklevel=2)
     made: list[Any] = []  # the images of every generation, the last one last
 
     def generate() -> Any:
@@ -156,9 +156,8 @@ def run_pipeline(
     profile = watched.report()
     maps = watched.attention.mean()
     labels = token_labels(pipe, prompt, next(iter(maps.layers.values())).shape[-3])
-    notes = [note for note in (tokens.note(),) if note]
-    attention = AttentionResult(**vars(maps) | {"tokens": labels}, setup=None, text=f"the prompt {quoted_prompt(prompt)}",
-                                notes=list(notes))
+    attention = dataclasses.replace(AttentionResult.of(maps), tokens=labels, notes=list(notes),
+                                    text=f"the prompt {quoted_prompt(prompt)}")
     image = made[0]
     sizes = dataclasses.replace(profile.setup.sizes, pixels=(image.height, image.width))  # the VAE's own factor
     setup = dataclasses.replace(profile.setup, label=f"{Path(folder).name} ({PIPELINES[name]})", kind="pipeline",
