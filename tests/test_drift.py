@@ -139,3 +139,28 @@ def test_drift_of_any_module_and_its_views(tmp_path):
     picture = emit(view, "png", drift, output=tmp_path / "drift.png")
     with Image.open(picture) as image:
         assert image.format == "PNG" and image.width > 100 and image.height > 50
+
+
+@pytest.mark.cuda
+def test_drift_and_cache_do_not_wait_for_the_gpu_inside_the_loop():
+    model = ui.load_unet("tiny", device="cuda")
+    inputs = ui.make_inputs(model.config, ui.InputSpec(batch=2), device="cuda")
+
+    def loop() -> None:
+        sample = inputs["sample"]
+        for t in (900, 700, 500):
+            sample = sample - 0.05 * model(**{**inputs, "sample": sample, "timestep": torch.tensor(t, device="cuda")})
+
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        try:
+            loop()
+        except RuntimeError:
+            pytest.skip("the bare loop itself synchronises on this build")
+        with ui.watch(model, drift=True) as w:
+            loop()
+        with ui.cache(model, plan=None, interval=2, branch=0) as cached:
+            loop()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert w.drift().rel_l1["mid_block"][1] > 0 and cached.result().reused > 0

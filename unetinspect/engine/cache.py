@@ -55,12 +55,6 @@ class CachePlan:
             return flags[call]
         return flags[call % len(flags)] if self.repeat else True
 
-    def skipped_at(self, call: int) -> list[str]:
-        """The blocks that reuse their output at `call` and are not inside another reusing block (those do not
-        run at all): what the call saves."""
-        skipped = [b for b in self.compute if not self.runs(b, call)]
-        return [b for b in skipped if not any(b.startswith(f"{other}.") for other in skipped)]
-
 
 def check_threshold(threshold: float) -> None:
     if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold) \

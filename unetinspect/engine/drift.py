@@ -4,11 +4,11 @@ Caching methods (DeepCache, Block Caching, Faster Diffusion, TeaCache) rest on o
 loop, many blocks return almost what they returned at the previous step. This recorder measures it for the
 user's own model: a forward hook on every chosen block keeps the block's last output (its hidden state: the first
 element of a tuple, over the whole batch, so both halves of a classifier-free-guidance batch) and, at every later
-call, reduces the new output against it to five numbers — ‖o_t − o_{t−1}‖₁, ‖o_{t−1}‖₁, o_t·o_{t−1}, ‖o_t‖₂,
-‖o_{t−1}‖₂ — from which the relative L1 change (Block Caching's measure) and the cosine similarity (DeepCache's)
-follow. The reductions stay on the output's device as tensors and are read only in `read()`, after the loop: on
-CUDA nothing inside the loop waits for the GPU. Memory held: one copy of one output per block, whatever the
-number of steps (`held_bytes`), plus five floats per block and step.
+call, reduces the new output against it to ‖o_t − o_{t−1}‖₁ and o_t·o_{t−1}; with the norms ‖o‖₁ and ‖o‖₂ that
+each output had computed at its own call, the relative L1 change (Block Caching's measure) and the cosine
+similarity (DeepCache's) follow. The reductions stay on the output's device as tensors and are read only in
+`read()`, after the loop: on CUDA nothing inside the loop waits for the GPU. Memory held: one copy of one output
+per block, whatever the number of steps (`held_bytes`), plus six floats per block and step.
 
 A step is one call of the root module. A block called more than once per call is named per call as a trace
 names it (`nonlinearity#2`). The root module is never changed beyond its hooks, removed on leaving, also when the
@@ -25,7 +25,8 @@ from torch import nn
 
 from unetinspect.engine.trace import call_name
 
-_L1, _BASE, _DOT, _NORM, _PREVIOUS_NORM = range(5)
+# the sums of one comparison, in the order they are stacked: the change, then the new and the kept output's norms
+_L1, _DOT, _NORM1, _NORM, _BASE, _PREVIOUS_NORM = range(6)
 
 
 @dataclass
@@ -64,7 +65,8 @@ class DriftRecorder:
         self._step = -1
         self._calls: dict[str, int] = {}
         self._last: dict[str, torch.Tensor] = {}
-        self._stats: dict[str, dict[int, torch.Tensor]] = {}  # name → step → the five sums, on the device
+        self._norms: dict[str, torch.Tensor] = {}  # name → (‖o‖₁, ‖o‖₂) of the kept output, on the device
+        self._stats: dict[str, dict[int, torch.Tensor]] = {}  # name → step → the six sums, on the device
         self._ran: dict[str, set[int]] = {}
 
     def __enter__(self) -> DriftRecorder:
@@ -106,11 +108,16 @@ class DriftRecorder:
                 return
             name = call_name(path, call)
             out = out.detach()
+            flat = _flat(out)
+            norms = torch.stack([torch.linalg.vector_norm(flat, 1), torch.linalg.vector_norm(flat)])
             previous = self._last.get(name)
             if previous is not None and previous.shape == out.shape:
-                self._stats.setdefault(name, {})[self._step] = _sums(out, previous)
+                before = _flat(previous)
+                change = torch.stack([torch.linalg.vector_norm(flat - before, 1), torch.dot(flat, before)])
+                self._stats.setdefault(name, {})[self._step] = torch.cat([change, norms, self._norms[name]])
             self._ran.setdefault(name, set()).add(self._step)
             self._last[name] = out.clone()  # later ops of the block's caller may change the output in place
+            self._norms[name] = norms
 
         return hook
 
@@ -132,12 +139,9 @@ class DriftRecorder:
                            held_bytes=self.held_bytes)
 
 
-def _sums(out: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
-    """The five sums of one comparison, in fp32 (fp64 on fp64 models), as one tensor on the outputs' device."""
-    dtype = torch.float64 if out.dtype == torch.float64 else torch.float32
-    a, b = out.reshape(-1).to(dtype), previous.reshape(-1).to(dtype)
-    return torch.stack([(a - b).abs().sum(), b.abs().sum(), torch.dot(a, b),
-                        torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)])
+def _flat(tensor: torch.Tensor) -> torch.Tensor:
+    """The output as one vector in fp32 (fp64 for fp64 models): the sums of half-precision outputs overflow."""
+    return tensor.reshape(-1).to(torch.float64 if tensor.dtype == torch.float64 else torch.float32)
 
 
 def _relative(sums: torch.Tensor) -> float:

@@ -185,7 +185,13 @@ def _predicted(full: float | None, reused_at: list[list[str]], cost: dict[str, A
 
 def _block_flops(module: nn.Module, sizes: Sizes | None, paths: list[str]) -> dict[str, int] | None:
     """FLOPs of one call of each planned block and of the whole call (key ""), on a meta-device copy of the model
-    at the first call's sizes; None for a module we cannot rebuild (no config, or changed after loading)."""
+    at the first call's sizes; None for a module we cannot rebuild (no config, or changed after loading). Out of
+    inference mode, which a loop's result may be read in: FLOPs are not counted there."""
+    with torch.inference_mode(False):
+        return _meta_flops(module, sizes, paths)
+
+
+def _meta_flops(module: nn.Module, sizes: Sizes | None, paths: list[str]) -> dict[str, int] | None:
     live = open_live(module)
     copy = live.meta_copy() if live is not None and sizes is not None else None
     if copy is None or live is None or sizes is None or sizes.latent == (0, 0):
