@@ -137,7 +137,7 @@ def run_pipeline(
                               generator=torch.Generator("cpu").manual_seed(seed), output_type="pil")
         except ValueError as exc:  # diffusers' own checks of the arguments (a size the VAE cannot divide, ...)
             raise RunError(f"the {name} refused the run: {_first_line(exc)}",
-                           "check --height/--width (multiples of 8) and the other options") from None
+                           "check --height/--width (SD and SDXL take multiples of 8) and the other options") from None
         made.append(output.images[0])
         return output
 
