@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner, Result
 from safetensors.torch import save_file
-from typer.main import get_command
+from typer.testing import CliRunner, Result
 
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
@@ -29,6 +28,26 @@ from unetinspect.sources.loading import build_model, init_random_weights
 from unetinspect.sources.resolve import WEIGHTS_NAME
 
 warnings.filterwarnings("ignore", category=FutureWarning)
+
+# The FLOP rate duration estimates are made from, pinned for the tests (see `pinned_rate`).
+PINNED_FLOPS_PER_S = 10e9
+
+
+@pytest.fixture(autouse=True)
+def pinned_rate(request, monkeypatch):
+    """profile (and every long run) estimates its duration from one run's measured FLOP rate; on a busy machine
+    the rate drops and a command gains a "this will run about…" line, so a test's outcome would depend on the
+    machine's speed. Every test sees a fixed 10 GFLOP/s instead: `tiny` (0.36 GFLOPs) is estimated at 36 ms a step,
+    3000 of them at 108 s. Tests of the measurement itself opt out with `@pytest.mark.measured_rate`."""
+    if request.node.get_closest_marker("measured_rate"):
+        return
+    import unetinspect.views.profile as profile_module
+
+    def pinned(timed, flops: int):
+        return profile_module._Rate(flops / PINNED_FLOPS_PER_S, PINNED_FLOPS_PER_S, "cpu (rate pinned by the tests)",
+                                    whole_step=False)
+
+    monkeypatch.setattr(profile_module, "_measure_rate", pinned)
 
 
 def tiny(**changes) -> dict:
@@ -121,11 +140,6 @@ def tiny_folder(tmp_path: Path) -> Path:
     return save_folder(our_unet(tiny()), tmp_path / "unet")
 
 
-# Built once: typer's own CliRunner rebuilds the whole command tree on every call, which dominates the
-# hypothesis runs of test_bad_input.py.
-_COMMAND = get_command(app)
-
-
 @pytest.fixture(scope="session")
 def invoke() -> Callable[..., Result]:
     """Run the CLI in this process as a user types it: `invoke("summary", "tiny", "-f", "json")`.
@@ -135,7 +149,7 @@ def invoke() -> Callable[..., Result]:
     """
 
     def run(*args: object, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(_COMMAND, [str(arg) for arg in args], env=env, catch_exceptions=False)
+        return CliRunner().invoke(app, [str(arg) for arg in args], env=env, catch_exceptions=False)
 
     return run
 

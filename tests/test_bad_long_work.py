@@ -19,7 +19,7 @@ def _no_timed_runs(*args, **kwargs):
                          ids=["profile", "sweep", "branches"])
 def test_long_work_is_refused_before_the_timed_runs(options, monkeypatch, tmp_path, invoke):
     monkeypatch.setattr(profile_module, "measure", _no_timed_runs)
-    # 3000 steps' worth of FLOPs per run: over a second on any CPU, however fast
+    # 3000 steps' worth of FLOPs per run: 108 s at the rate the tests pin
     message = refused(invoke, tmp_path, "profile", "tiny", "--device", "cpu", "--batch", 3000, "--max-seconds", 1,
                       *options, "-o", tmp_path / OUTPUT, words="over the limit of 1.0 s")
     assert "GFLOP/s a batch-1 run reached" in message and "--max-seconds" in message and "--batch" in message
@@ -35,6 +35,7 @@ def test_the_library_refuses_and_no_limit_is_none(monkeypatch):
         profile_module.profile("tiny", InputSpec(batch=2), device="cpu", max_seconds=None)
 
 
+@pytest.mark.measured_rate
 def test_a_long_estimate_is_said_before_the_runs(monkeypatch, tmp_path, invoke):
     monkeypatch.setattr(profile_module, "ANNOUNCE_SECONDS", 0.0)
     with pytest.warns(LongRunWarning, match="this will run about"):

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 from conftest import SMALL_CONFIGS
-from ldm_files import meta_shapes, write_header_only
+from ldm_files import ldm_key, meta_shapes, write_header_only
 from lora_files import adapted_layers, kohya_lora, loha, lokr, peft_lora
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from unetinspect.cli import app
 from unetinspect.config import UNetConfig
+from unetinspect.errors import OptionsError
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
 from unetinspect.views.lora import analyze_lora, factored_norm
@@ -72,7 +74,7 @@ def test_block_weight_names_follow_the_original_block_numbers(lora_file):
     blocks = {(b.block, b.block_weight) for b in analyze_lora(path, base=config_path).blocks}
     # tiny: 2 layers per level → input_blocks 1,2 | 3 (down) | 4,5 | 6 | 7,8; output_blocks 0-2 | 3-5 | 6-8
     assert blocks == {("down_blocks.0", "IN01"), ("down_blocks.0", "IN02"), ("down_blocks.1", "IN04"),
-                      ("down_blocks.1", "IN05"), ("mid_block", "MID"), ("up_blocks.1", "OUT03"),
+                      ("down_blocks.1", "IN05"), ("mid_block", "M00"), ("up_blocks.1", "OUT03"),
                       ("up_blocks.1", "OUT04"), ("up_blocks.1", "OUT05"), ("up_blocks.2", "OUT06"),
                       ("up_blocks.2", "OUT07"), ("up_blocks.2", "OUT08")}
 
@@ -165,3 +167,39 @@ def test_cli_table_and_bad_files(lora_file, tmp_path):
     assert result.exit_code == 1 and "no LoRA modules" in result.output and "Traceback" not in result.output
     result = CliRunner().invoke(app, ["lora", str(tmp_path / "missing.safetensors")])
     assert result.exit_code == 1 and "no such file" in result.output
+
+
+def test_strength_per_block_weight_id_and_the_vector_that_keeps_it(lora_file):
+    """Each ID's norm is that of its modules' products (computed here from the tensors and tests/ldm_files.py's
+    original names, independently of our table); the vector keeps exactly the IDs touched; --lbw's preview scales
+    them and keeps the share of the norm the weights leave."""
+    config = SMALL_CONFIGS["sd15-like"]
+    layers = {path: shape for path, shape in layers_of("sd15-like").items() if ".attentions.0." in path}
+    tensors = kohya_lora(layers, rank=4, alpha=2.0, text_encoder=0)
+    path, config_path = lora_file(tensors, "sd15-like")
+    expected: dict[str, float] = {}
+    for module in layers:
+        stem = "lora_unet_" + module.replace(".", "_")
+        up, down = tensors[f"{stem}.lora_up.weight"].double(), tensors[f"{stem}.lora_down.weight"].double()
+        update = 2.0 / 4 * up.reshape(up.shape[0], -1) @ down.reshape(down.shape[0], -1)
+        block = re.match(r"(input|output|middle)_block", ldm_key(module + ".weight", config))
+        number = re.search(r"_blocks?\.(\d+)", ldm_key(module + ".weight", config))
+        lbw = "M00" if block[1] == "middle" else f"{'IN' if block[1] == 'input' else 'OUT'}{int(number[1]):02d}"
+        expected[lbw] = expected.get(lbw, 0.0) + float(torch.linalg.norm(update)) ** 2
+    report = analyze_lora(path, base=config_path, lbw=None)
+    strengths = {i: v for i, v in report.strength_by_id().items() if v}
+    assert strengths.keys() == expected.keys()
+    for lbw, square in expected.items():
+        assert strengths[lbw] == pytest.approx(math.sqrt(square), rel=1e-6)
+    assert report.lora_ids == ["BASE", "IN01", "IN02", "IN04", "IN05", "M00", *(f"OUT{i:02d}" for i in range(3, 9))]
+    vector = report.block_weight_vector().split(",")  # the short form: the LoRA touches only the usual blocks
+    assert [i for i, v in zip(report.lora_ids, vector) if v == "1"] == sorted(expected, key=report.lora_ids.index)
+    # zero the first input block and halve the middle: what is left is the rest's norm, plus half the middle's
+    weights = ["0.5" if i == "M00" else "0" if i == "IN01" else "1" for i in report.lora_ids]
+    preview = analyze_lora(path, base=config_path, lbw=",".join(weights)).lbw
+    left = math.sqrt(sum(square * (0.25 if i == "M00" else 0 if i == "IN01" else 1) for i, square in expected.items()))
+    assert preview.norm_left == pytest.approx(left / math.sqrt(sum(expected.values())), rel=1e-6)
+    assert preview.scaled == {"IN01": sum(1 for m in report.matched if m.block_weight == "IN01"),
+                              "M00": sum(1 for m in report.matched if m.block_weight == "M00")}
+    with pytest.raises(OptionsError, match="this base takes 12"):
+        analyze_lora(path, base=config_path, lbw="1,0,1")

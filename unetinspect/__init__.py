@@ -57,6 +57,7 @@ _API = {
     "UnetInspectError": "unetinspect.errors",
     "analyze_lora": "unetinspect.views.lora",
     "attention_maps": "unetinspect.views.attention",
+    "block_names": "unetinspect.views.block_names",
     "branch_costs": "unetinspect.views.branches",
     "build_model": "unetinspect.sources.loading",
     "build_report": "unetinspect.views.report",

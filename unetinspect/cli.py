@@ -14,16 +14,16 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 import typer.core
 from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
-from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
+from unetinspect.cli_options import NAMES, SIZES, SOURCE, Options, format_choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
+from unetinspect.render.block_names_view import BlockNamesView
 from unetinspect.render.branches_view import BranchesView
 from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
@@ -45,7 +45,7 @@ class Commands(typer.core.TyperGroup):
     "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
     half-written."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
             return super().invoke(ctx)
         except KeyboardInterrupt:
@@ -214,6 +214,30 @@ def presets(
     emit(PresetsView(), fmt, run(build), output)
 
 
+BlockNamesFormat = format_choices(BlockNamesView)
+
+
+@app.command()
+@with_options(SOURCE)
+def names(
+    source: SourceArg = None,
+    depth: DepthOpt = 2,
+    fmt: format_option(BlockNamesFormat) = BlockNamesFormat.table,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """Every block and layer under its three names: diffusers' path, the original LDM path (A1111, ComfyUI, sgm,
+    kohya) and the LoRA Block Weight ID (IN04, M00, OUT05), with the UNet's ID list and the IDs a LoRA touches.
+
+    Example: [bold]unetinspect names sdxl --depth 1[/]
+    """
+    from unetinspect.views.block_names import block_names
+
+    emit(BlockNamesView(), fmt, run(block_names, source, depth=depth, **opts.loading), output,
+         inputs=[source, opts.loading["config"]])
+
+
 def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
                    latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
     """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
@@ -225,7 +249,7 @@ def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None
 
 
 @app.command()
-@with_options(SOURCE, SIZES)
+@with_options(SOURCE, SIZES, NAMES)
 def summary(
     source: SourceArg = None,
     depth: DepthOpt = 1,
@@ -264,12 +288,12 @@ def summary(
         return _emit_branches(source, spec, fmt, output, **opts.loading)
     result = run(summarize, source, spec, device=device, dtype=dtype, controlnets=tuple(controlnet or ()),
                  impl=impl.value, **opts.loading)
-    view = SummaryView(step_depth(depth, controlnet))
+    view = SummaryView(step_depth(depth, controlnet), names=opts.names)
     if ip_adapter is not None:
         from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
         from unetinspect.views.ip_adapter import ip_adapter_cost
 
-        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result))
+        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result), names=opts.names)
     emit(view, fmt, result, output, inputs=[source, opts.loading["config"], ip_adapter])
 
 
@@ -277,7 +301,7 @@ Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", 
 
 
 @app.command()
-@with_options(SOURCE, SIZES)
+@with_options(SOURCE, SIZES, NAMES)
 def profile(
     source: SourceArg = None,
     device: Annotated[Optional[str], typer.Option(
@@ -344,11 +368,11 @@ def profile(
         from unetinspect.views.summary import step_depth
 
         _profile_step(source, spec, step_depth(depth, controlnet), attention.value, options, fmt, output, trace,
-                      inputs, show_bar)
+                      opts.names, inputs, show_bar)
 
 
 def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
-                  output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
+                  output: Path | None, trace: Path | None, names: str, inputs: list[str], show_bar: bool) -> None:
     """`profile` of one step, block by block (and its Chrome trace with --trace)."""
     from unetinspect.render.profile_view import ChromeTraceView, progress_bar
     from unetinspect.views.profile import profile as profile_source
@@ -358,7 +382,7 @@ def _profile_step(source: str | None, spec: Any, depth: int, attention: str, opt
                      progress=progress, **options)
     if trace is not None:
         emit(ChromeTraceView(), "trace", result, trace, inputs)
-    emit(ProfileView(), fmt, result, output, inputs)
+    emit(ProfileView(names=names), fmt, result, output, inputs)
 
 
 def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
@@ -485,14 +509,18 @@ def lora(
     base: Annotated[Optional[str], typer.Option(
         "--base", help="The UNet to check it against (preset, folder, file). \\[default: the preset it fits best]",
         show_default=False)] = None,
+    lbw: Annotated[Optional[str], typer.Option(
+        "--lbw", help="Preview a LoRA Block Weight vector (\"1,0,0,…\", 17/26 weights for SD 1.x, 12/20 for SDXL): "
+        "which layers it scales and how much of the LoRA's norm is left.", show_default=False)] = None,
     fmt: format_option(LoraFormat) = LoraFormat.table,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
     """Which blocks a LoRA touches, at what rank, alpha and strength (‖scale·up@down‖), and whether it fits a base.
 
-    Every module is mapped onto our UNet's module paths; the LoRA Block Weight names (IN01…OUT11, MID) are shown
-    beside the blocks. With --base, modules that do not fit are listed with the reason (no such module, shape).
+    Every module is mapped onto our UNet's module paths; the LoRA Block Weight IDs (IN01…OUT11, M00) are shown
+    beside the blocks, with the LoRA's norm per ID and the block-weight vector that keeps exactly what it touches.
+    With --base, modules that do not fit are listed with the reason (no such module, shape).
 
     Examples:
 
@@ -503,7 +531,8 @@ def lora(
     refuse_output_early(output, file, base)
     from unetinspect.views.lora import analyze_lora
 
-    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
+    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle, lbw=lbw), output,
+         inputs=[file, base])
 
 
 @app.command()
@@ -741,7 +770,7 @@ MemoryFormat = format_choices(MemoryView)
 
 
 @app.command()
-@with_options(SIZES, SOURCE)
+@with_options(SIZES, SOURCE, NAMES)
 def memory(
     source: SourceArg = None,
     train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
@@ -806,7 +835,7 @@ def memory(
         result = run(views.memory_sweep, source, run(parse_sweep, sweep, spec), budget=limit, **options)
         return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
     result = run(views.memory, source, spec, **options)
-    emit(MemoryView(depth), fmt, result, output, inputs=[source, opts.loading["config"]])
+    emit(MemoryView(depth, names=opts.names), fmt, result, output, inputs=[source, opts.loading["config"]])
 
 
 def main() -> None:

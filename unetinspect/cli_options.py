@@ -79,6 +79,16 @@ SIZES = OptionGroup("sizes", (
 ))
 
 
+# The three namings of the same blocks (weights/block_names.py); listed here too, so --help needs no import of it.
+Naming = Enum("Naming", {name: name for name in ("diffusers", "ldm", "lbw")}, type=str)  # type: ignore[misc]
+NAMES = OptionGroup("names", (
+    SharedOption("names", Annotated[Naming, typer.Option(  # type: ignore[valid-type]
+        "--names", help="Name modules as diffusers does (down_blocks.1.attentions.0), as the original LDM UNet "
+        "does (input_blocks.4.1: A1111, ComfyUI, sgm, kohya) or by LoRA Block Weight ID (IN04). JSON keeps "
+        "diffusers' path and adds both others.")], Naming.diffusers),  # type: ignore[attr-defined]
+))
+
+
 @dataclass(frozen=True)
 class Options:
     """What a command's shared options said, by parameter name."""
@@ -89,6 +99,11 @@ class Options:
     def loading(self) -> dict[str, Any]:
         """The source options, as the library's keyword arguments (config, variant, allow_pickle)."""
         return {option.name: self.values[option.name] for option in SOURCE.options if option.name in self.values}
+
+    @property
+    def names(self) -> str:
+        """`--names` as the views take it: "diffusers", "ldm" or "lbw"."""
+        return self.values["names"].value
 
     def spec(self) -> Any:
         """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`)."""

@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 class IPAdapterSummaryView(SummaryView):
     """The summary, then the IP-Adapter's blocks and the step's totals with it; its JSON has an `ip_adapter`."""
 
-    def __init__(self, depth: int, cost: IPAdapterCost) -> None:
-        super().__init__(depth)
+    def __init__(self, depth: int, cost: IPAdapterCost, *, names: str = "diffusers") -> None:
+        super().__init__(depth, names=names)
         self.cost = cost
 
     @classmethod

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
     from unetinspect.views.lora import LoraReport
 
 UNMATCHED_SHOWN = 8
-BLOCKS_NOTE = ("block weight: the LoRA Block Weight name (INnn / OUTnn = input_blocks / output_blocks nn of the "
-               "original UNet, MID = M00); norm: ‖scale · up @ down‖_F of the block's updates together\n")
+BLOCKS_NOTE = ("block weight: the LoRA Block Weight ID (INnn / OUTnn = input_blocks / output_blocks nn of the "
+               "original UNet, M00 = middle_block, BASE = the text encoders); norm: ‖scale · up @ down‖_F of the "
+               "block's updates together\n")
 
 
 class LoraView(View):
@@ -27,7 +28,8 @@ class LoraView(View):
     kind = "lora"
 
     def table(self, report: LoraReport) -> RenderableType:
-        parts: list[RenderableType] = [_facts(report), Text(), _blocks_table(report), Text(BLOCKS_NOTE, style="dim")]
+        parts: list[RenderableType] = [_facts(report), Text(), _blocks_table(report), Text(BLOCKS_NOTE, style="dim"),
+                                       _block_weights(report)]
         if report.unmatched:
             parts.append(_unmatched_table(report))
         return Group(*parts)
@@ -76,6 +78,25 @@ def _blocks_table(report: LoraReport) -> Table:
         norm = f"{block.norm:.4g}" if block.norm is not None else "–"
         table.add_row(block.block, block.block_weight or "–", f"{block.modules:,}", ranks, alphas,
                       human_count(block.params), norm)
+    return table
+
+
+def _block_weights(report: LoraReport) -> Table:
+    """Strength per LoRA Block Weight ID, the vector that keeps exactly what the LoRA touches, and a preview."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    strengths = report.strength_by_id()
+    table.add_row("norm by ID", "  ".join(f"{i} {'?' if v is None else f'{v:.3g}'}" for i, v in strengths.items()
+                                           if v is None or v > 0) or "none")
+    table.add_row("block weights", Text(report.block_weight_vector(), style="cyan"))
+    table.add_row("", Text("(the LoRA Block Weight vector, in the extension's order, that keeps exactly the blocks "
+                           "this LoRA touches)", style="dim"))
+    if report.lbw is not None:
+        preview = report.lbw
+        scaled = ", ".join(f"{i} ×{preview.weights[i]:g} ({n} modules)" for i, n in preview.scaled.items())
+        left = "?" if preview.norm_left is None else f"{100 * preview.norm_left:.1f}%"
+        table.add_row("--lbw", f"{preview.vector}: scales {scaled or 'nothing'}; keeps {left} of the LoRA's norm")
     return table
 
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rich.text import Text
 
 from unetinspect.render.formats import TABLE, Column, View
+from unetinspect.render.names import namer, names_data
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class Line(NamedTuple):
 
     call: SavedCall
     total: int
+    name: str  # the module as `--names` shows it
 
 
 def _share(part: int, whole: int) -> str:
@@ -32,11 +34,11 @@ def _share(part: int, whole: int) -> str:
 def _name(line: Line) -> Text:
     """Blocks in bold; their layers indented under them."""
     call = line.call
-    return Text(("  " * (call.depth - 1)) + call.path, style="bold cyan" if call.depth == 1 else "")
+    return Text(("  " * (call.depth - 1)) + line.name, style="bold cyan" if call.depth == 1 else "")
 
 
 COLUMNS = (
-    Column("path", "module", _name, value=lambda l: l.call.path, markdown=lambda l: f"`{l.call.path}`",
+    Column("path", "module", _name, value=lambda l: l.name, markdown=lambda l: f"`{l.name}`",
            style="cyan", fold=True, min_width=24),
     Column("type", "type", lambda l: l.call.type, style="magenta", priority=2),
     Column("params", "params", lambda l: human_count(l.call.params) if l.call.params else "–",
@@ -82,11 +84,12 @@ class MemoryView(View):
     kind = "memory"
     columns = COLUMNS
 
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = depth
+    def __init__(self, depth: int = 1, *, names: str = "diffusers") -> None:
+        self.depth, self.names = depth, names
 
     def rows(self, result: Memory) -> list[Line]:
-        return [Line(call, result.totals.activation_bytes) for call in result.rows(self.depth)]
+        shown = namer(result.setup, self.names)
+        return [Line(call, result.totals.activation_bytes, shown(call.path)) for call in result.rows(self.depth)]
 
     def heading(self, result: Memory) -> list[str]:
         mode = "training step" if result.training else "inference step"
@@ -106,8 +109,9 @@ class MemoryView(View):
             "training": _training_dict(result.training),
             "totals": result.totals.as_dict(),
             "depth": self.depth,
-            "modules": [{"path": call.path, "type": call.type, "depth": call.depth, "params": call.params,
-                         "saved_bytes": call.saved_bytes, "checkpointed": call.checkpointed}
+            "modules": [{"path": call.path, **names_data(result.setup, call.path), "type": call.type,
+                         "depth": call.depth, "params": call.params, "saved_bytes": call.saved_bytes,
+                         "checkpointed": call.checkpointed}
                         for call in result.rows(self.depth)],
             "notes": result.notes,
         }

@@ -8,7 +8,7 @@ much of the step the block rows account for.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,7 @@ from rich.text import Text
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, FileView, FittedTable, View
 from unetinspect.render.header import SEPARATOR, setup_line, size_text
+from unetinspect.render.names import namer, names_data
 from unetinspect.render.units import human_bytes, human_count
 
 if TYPE_CHECKING:
@@ -72,9 +73,10 @@ class Line:
     added_memory: int | None
 
     @classmethod
-    def of(cls, row: BlockTiming) -> Line:
-        return cls(row.name, row.path, row.type, row.latency, row.share, row.flops, row.flops_per_s, row.mfu,
-                   row.memory.peak if row.memory else None, row.memory.added if row.memory else None)
+    def of(cls, row: BlockTiming, shown: Callable[[str], str] = str) -> Line:
+        """A block's row, named as `--names` asks (`shown`: the path as shown)."""
+        return cls(shown(row.name), shown(row.path), row.type, row.latency, row.share, row.flops, row.flops_per_s,
+                   row.mfu, row.memory.peak if row.memory else None, row.memory.added if row.memory else None)
 
 
 def _stat(stats: Stats | None, field: str) -> float | None:
@@ -145,8 +147,12 @@ class ProfileView(View):
     kind = "profile"
     columns = PROFILE_COLUMNS
 
+    def __init__(self, *, names: str = "diffusers") -> None:
+        self.names = names
+
     def rows(self, profile: Profile) -> list[Line]:
-        return [Line.of(row) for row in profile.blocks]
+        shown = namer(profile.setup, self.names)
+        return [Line.of(row, shown) for row in profile.blocks]
 
     def footer(self, profile: Profile) -> list[Line]:
         t = profile.totals
@@ -205,7 +211,7 @@ class ProfileView(View):
             "attention": profile.attention,
             "compiled": profile.compiled,
             "compile_s": profile.compile_s,
-            "blocks": [_block_dict(row) for row in profile.blocks],
+            "blocks": [{**_block_dict(row), **names_data(profile.setup, row.path)} for row in profile.blocks],
             "totals": {
                 **_stat_fields(t.step, "step_"),
                 **_stat_fields(t.hooked_step, "hooked_step_"),

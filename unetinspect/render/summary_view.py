@@ -6,6 +6,7 @@ declared once below; `formats` makes the table, CSV and Markdown from them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rich.console import Group, RenderableType
@@ -13,6 +14,7 @@ from rich.text import Text
 from rich.tree import Tree
 
 from unetinspect.render.formats import CSV, TABLE, Column, View, heading_text, shapes_text, totals_grid
+from unetinspect.render.names import namer, names_data
 from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
 from unetinspect.weights.safetensors import ITEM_SIZES
 
@@ -22,20 +24,26 @@ if TYPE_CHECKING:
 
 
 class Line(NamedTuple):
-    """A summary row with the trace it is a share of."""
+    """A summary row with the trace it is a share of, and its module's name as shown (`--names`)."""
 
     row: Row
     trace: Trace
+    name: str
+    skips: str
 
 
 def _percent(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-def _skips_text(row: Row) -> str:
-    """Which earlier blocks' feature maps this call concatenates, compactly: "conv_in, down_blocks 0,0"."""
+def _skips_text(row: Row, shown: Callable[[str], str]) -> str:
+    """Which earlier blocks' feature maps this call concatenates, compactly: "conv_in, down_blocks 0,0" (in
+    another naming each by its name: "IN00, IN01, IN02")."""
     groups: dict[str, list[str]] = {}
     for name, _ in row.skips:
+        if shown(name) != name:
+            groups.setdefault(shown(name), [])
+            continue
         stem, _, index = name.rpartition(".")
         if stem and index.isdigit():
             groups.setdefault(stem, []).append(index)
@@ -49,10 +57,14 @@ def _io_text(shapes: list[tuple[int, ...]]) -> str:
     return shape_str(shapes[0]) if shapes else ""
 
 
-def _indented_name(row: Row) -> Text:
-    """Blocks by their full path; their layers indented under them by the part of the path that is theirs."""
+def _indented_name(line: Line) -> Text:
+    """Blocks by their full path; their layers indented under them by the part of the path that is theirs (in
+    another naming, by their whole name: `input_blocks.4.1` shares no stem with its block's `input_blocks.4-6`)."""
+    row = line.row
     if row.depth == 1:
-        return Text(row.path, style="bold cyan")
+        return Text(line.name, style="bold cyan")
+    if line.name != row.path:
+        return Text("  " * (row.depth - 1) + line.name)
     parts = row.path.split(".")
     own = ".".join(parts[-2:]) if len(parts) > 1 and parts[-1].split("#")[0].isdigit() else parts[-1]
     return Text("  " * (row.depth - 1) + own)
@@ -61,8 +73,8 @@ def _indented_name(row: Row) -> Text:
 # Priority: what a narrow terminal loses first (highest first): the shares, the input (the row above's output),
 # the skips, the type, the output. The module, its parameters and its FLOPs always stay.
 COLUMNS = (
-    Column("path", "module", lambda l: _indented_name(l.row), value=lambda l: l.row.path,
-           markdown=lambda l: f"`{l.row.path}`", style="cyan", fold=True, min_width=24),
+    Column("path", "module", _indented_name, value=lambda l: l.name, markdown=lambda l: f"`{l.name}`", style="cyan",
+           fold=True, min_width=24),
     Column("type", "type", lambda l: l.row.type, style="magenta", priority=2),
     Column("depth", "depth", lambda l: l.row.depth, formats=frozenset({CSV})),
     Column("inputs", "input", lambda l: _io_text(l.row.inputs), value=lambda l: shapes_text(l.row.inputs),
@@ -76,7 +88,7 @@ COLUMNS = (
     Column("flops", "FLOPs", lambda l: human_flops(l.row.flops), value=lambda l: l.row.flops, justify="right"),
     Column("flops_share", "%", lambda l: _percent(l.row.flops, l.trace.flops), justify="right", style="dim",
            priority=5, formats=frozenset({TABLE})),
-    Column("skips", "skips in ←", lambda l: _skips_text(l.row), style="green", priority=3, fold=True),
+    Column("skips", "skips in ←", lambda l: l.skips, style="green", priority=3, fold=True),
 )
 
 
@@ -86,11 +98,12 @@ class SummaryView(View):
     kind = "summary"
     columns = COLUMNS
 
-    def __init__(self, depth: int = 1) -> None:
-        self.depth = depth
+    def __init__(self, depth: int = 1, *, names: str = "diffusers") -> None:
+        self.depth, self.names = depth, names
 
     def rows(self, summary: Summary) -> list[Line]:
-        return [Line(row, summary.trace) for row in summary.rows(self.depth)]
+        shown = namer(summary.setup, self.names)
+        return [Line(row, summary.trace, shown(row.path), _skips_text(row, shown)) for row in summary.rows(self.depth)]
 
     def totals(self, summary: Summary) -> list[tuple[str, str]]:
         trace = summary.trace
@@ -106,12 +119,14 @@ class SummaryView(View):
 
     def tree(self, summary: Summary) -> RenderableType:
         tree = Tree(heading_text(self.heading(summary)))
+        shown = namer(summary.setup, self.names)
         nodes = {0: tree}
         for record in summary.trace.records[1:]:
             if record.depth > self.depth:
                 continue
             label = Text.assemble(
-                (record.name, "cyan"), " ", (record.type, "magenta"), "  ",
+                (record.name if self.names == "diffusers" else shown(record.path), "cyan"), " ",
+                (record.type, "magenta"), "  ",
                 (_io_text([t.shape for t in record.inputs]) + " → " + _io_text([t.shape for t in record.outputs]), ""),
                 ("  " + human_count(record.params) + " params" if record.params else "", "dim"),
                 ("  " + human_count(record.flops, "FLOPs") if record.flops else "", "dim"),
@@ -137,7 +152,7 @@ class SummaryView(View):
             "depth": self.depth,
             "modules": [
                 {
-                    "path": row.path, "type": row.type, "depth": row.depth,
+                    "path": row.path, **names_data(summary.setup, row.path), "type": row.type, "depth": row.depth,
                     "inputs": [list(s) for s in row.inputs], "outputs": [list(s) for s in row.outputs],
                     "params": row.params, "flops": row.flops,
                     "skips": [{"from": name, "shape": list(shape)} for name, shape in row.skips],

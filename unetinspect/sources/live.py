@@ -29,6 +29,7 @@ from unetinspect.sources.loading import build_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import SOURCE_KINDS, is_source_like, not_a_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
 from unetinspect.sources.twin import as_diffusers, is_diffusers_model
+from unetinspect.weights.block_names import naming_of
 
 IMPLS = ("ours", "diffusers")
 REBUILT_NOTE = "traced on a meta-device copy rebuilt from its config: your model was not run"
@@ -159,7 +160,7 @@ def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device
     sizes = live.sizes(spec)
     setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=impl_of(live.module),
                   device=str(run_device), dtype=dtype_name(live.dtype), sizes=sizes, weights="its own weights",
-                  notes=notes)
+                  notes=notes, naming=naming_of(live.config))
     return Session(setup, model, live.inputs(sizes, run_device), live.config, None, run_device, live.dtype, spec,
                    live=live)
 

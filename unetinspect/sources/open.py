@@ -22,6 +22,7 @@ from unetinspect.sources.loading import load_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import Source, SourceLike, resolve_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, source_pixel_factor
 from unetinspect.sources.twin import IMPLS, as_diffusers
+from unetinspect.weights.block_names import naming_of
 
 DEFAULT_SPEC = InputSpec()
 
@@ -81,7 +82,7 @@ def open_session(
     setup = Setup(
         label=label, kind=src.kind, model_type=type(model).__name__, impl=impl, device=str(torch_device),
         dtype=dtype_name(torch_dtype), sizes=sizes, weights=_weights_text(src, torch_device),
-        weight_dtypes=src.weight_dtypes, notes=notes,
+        weight_dtypes=src.weight_dtypes, notes=notes, naming=naming_of(src.config),
     )
     return Session(setup, model, inputs, src.config, src, torch_device, torch_dtype, spec, controls)
 

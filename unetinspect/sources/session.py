@@ -7,7 +7,7 @@ A leaf of `sources`: every kind of source opens itself into these types (`source
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,6 +17,7 @@ from unetinspect.config import UNetConfig
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
 from unetinspect.sources.resolve import Source
+from unetinspect.weights.block_names import Naming
 
 if TYPE_CHECKING:
     from unetinspect.sources.live import LiveModel
@@ -38,6 +39,9 @@ class Setup:
     weights: str  # "no weights needed" | "random weights" | "weights F16" | "weights F16 (headers checked)"
     weight_dtypes: tuple[str, ...] = ()  # what the weight files store, e.g. ("F16",); empty without files
     notes: tuple[str, ...] = ()
+    # the model's modules by their original (LDM) names and LoRA Block Weight IDs, for `--names`; None where the
+    # family has no original layout (views refuse --names ldm|lbw then)
+    naming: Naming | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass

@@ -22,13 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unetinspect.engine.attention import AttentionMaps, AttentionOptions, AttentionRecorder, TokenLabels
+from unetinspect.engine.attention import (
+    AttentionMaps,
+    AttentionOptions,
+    AttentionRecorder,
+    TokenLabels,
+    attention_layers,
+)
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
 from unetinspect.sources.pipeline import encode_prompt, is_pipeline_folder, load_pipeline, prompt_tokens
 from unetinspect.sources.session import Session, Setup
+from unetinspect.weights.block_names import diffusers_blocks
 
 if TYPE_CHECKING:
     from unetinspect.views.report import Report
@@ -143,7 +150,8 @@ def attention_maps(
 ) -> AttentionResult:
     """The attention maps of one forward pass of `source` (`model(**inputs)` for a live module).
 
-    `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep, `heads`
+    `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep (diffusers
+    paths, original LDM paths or LoRA Block Weight IDs: `down_blocks.1`, `input_blocks.4.1`, `IN04`), `heads`
     kept apart (needed by `aggregate("daam")`), `batch` the rows (see `AttentionOptions`); `tokens` a tokenizer,
     a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`).
 
@@ -151,13 +159,16 @@ def attention_maps(
     and the rows are labelled by its tokenizer(s); without `inputs` or such a prompt the text is random, and the
     result says so (`text`, `notes`) in every output.
     """
-    options = AttentionOptions(kind=kind, blocks=tuple(blocks), heads=heads, query=query, batch=batch)
     real_prompt = prompt is not None and inputs is None and is_pipeline_folder(source)
     if prompt is not None and tokens is None and not real_prompt and inputs is None:
         raise RunError(f"a prompt is encoded by a pipeline's text encoder, and {source or 'this source'} is no "
                        "pipeline folder", "give the folder pipe.save_pretrained() wrote (with text_encoder/ and "
                        "tokenizer/), or name the rows of random text with --tokens")
     session = open_session(source, spec, device=device, dtype=dtype, impl=impl, inputs=inputs, **source_options)
+    layers = attention_layers(session.model)
+    blocks = diffusers_blocks(blocks, session.setup.naming, (p for p, _ in session.model.named_modules()),
+                              keep=lambda block: any(p == block or p.startswith(block + ".") for p in layers))
+    options = AttentionOptions(kind=kind, blocks=blocks, heads=heads, query=query, batch=batch)
     if session.device.type == "meta":
         raise RunError("attention maps are computed from real activations, not on the meta device",
                        "use --device cpu or cuda")

@@ -17,16 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from unetinspect.config import UNetConfig
-from unetinspect.errors import SourceError, WeightsError
+from unetinspect.errors import OptionsError, SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source
+from unetinspect.weights.block_names import BASE, lbw_id, lbw_ids, lora_ids
 from unetinspect.weights.lora import (
     BaseModules,
     LoraFile,
     LoraModule,
     base_modules,
     block_of,
-    block_weight_name,
     mismatch,
     parse_lora,
 )
@@ -86,6 +86,9 @@ class LoraReport:
     modules: list[ModuleReport]
     unparsed: list[str]
     metadata: dict[str, str] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # the base's LoRA Block Weight IDs, in the extension's order
+    lora_ids: list[str] = field(default_factory=list)  # those a LoRA of the attention layers can touch
+    lbw: LbwPreview | None = None  # what a block-weight vector (`--lbw`) would keep of it
 
     @property
     def unet_modules(self) -> list[ModuleReport]:
@@ -120,6 +123,28 @@ class LoraReport:
         return [_block_report(block, weight, members)
                 for (block, weight), members in sorted(groups.items(), key=lambda item: _forward_rank(*item[0]))]
 
+    def strength_by_id(self) -> dict[str, float | None]:
+        """‖ΔW‖_F of the LoRA's updates per LoRA Block Weight ID (BASE: the text encoders), 0 for an ID it leaves
+        alone, None where a module's update has no computed norm (Tucker cores). Layers are distinct, so the norms
+        of an ID's modules add as squares."""
+        squares: dict[str, float | None] = dict.fromkeys(self.ids, 0.0)
+        for module in [*self.matched, *self.text_encoder_modules]:
+            weight = module.block_weight
+            if weight not in squares:
+                continue
+            old = squares[weight]
+            squares[weight] = None if old is None or module.norm is None else old + module.norm ** 2
+        return {i: None if v is None else math.sqrt(v) for i, v in squares.items()}
+
+    def block_weight_vector(self) -> str:
+        """The block-weight string, in the extension's order, that keeps exactly the blocks this LoRA touches:
+        1 where it has modules, 0 elsewhere; the short form (17 IDs for SD 1.x, 12 for SDXL) when it touches only
+        the blocks a LoRA usually does, the full one (26, 20) otherwise."""
+        strengths = self.strength_by_id()
+        touched = {i for i, v in strengths.items() if v is None or v > 0}
+        ids = self.lora_ids if touched <= set(self.lora_ids) else self.ids
+        return ",".join("1" if i in touched else "0" for i in ids)
+
     def to_dict(self) -> dict[str, Any]:
         text = self.text_encoder_modules
         return {
@@ -138,11 +163,47 @@ class LoraReport:
                              "block": m.block, "block_weight": m.block_weight, "rank": m.rank, "alpha": m.alpha,
                              "params": m.params, "norm": m.norm, "reason": m.reason} for m in self.modules],
             "metadata": self.metadata,
+            "lbw": {"ids": self.ids, "strength": self.strength_by_id(), "vector": self.block_weight_vector(),
+                    "preview": self.lbw.to_dict() if self.lbw else None},
         }
 
 
-def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pickle: bool = False) -> LoraReport:
-    """Read a LoRA file (header, and its tensors memory-mapped for the norms) and map it onto a base UNet."""
+@dataclass(frozen=True)
+class LbwPreview:
+    """What a LoRA Block Weight vector does to a LoRA: each ID's weight, the layers it scales (by how much), and
+    how much of the LoRA's norm is left (‖Σ w_id ΔW_id‖_F / ‖Σ ΔW_id‖_F; layers are distinct, so per-ID norms add
+    as squares)."""
+
+    vector: str
+    weights: dict[str, float]  # ID → its weight
+    scaled: dict[str, int]  # ID → how many of the LoRA's modules it scales by a weight other than 1
+    norm_left: float | None  # share of the LoRA's norm left, 0–1+ (None: a norm not computed)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"vector": self.vector, "weights": self.weights, "scaled": self.scaled, "norm_left": self.norm_left}
+
+
+def parse_lbw(vector: str, ids: list[str], lora_ids: list[str]) -> dict[str, float]:
+    """A block-weight string → ID → weight: as many numbers as the base's full ID list (26 SD 1.x, 20 SDXL) or its
+    LoRA list (17, 12), as the extension reads them; anything else is refused naming both lengths."""
+    try:
+        values = [float(v) for v in vector.split(",")]
+    except ValueError:
+        raise OptionsError(f"--lbw {vector!r} is not a comma-separated list of numbers",
+                           "e.g. --lbw 1,0,0,0,0,0,0,0,1,1,1,1,1,1,1,1,1") from None
+    if not all(math.isfinite(v) for v in values):
+        raise OptionsError(f"--lbw {vector!r} has a weight that is not a finite number")
+    for names in (lora_ids, ids):
+        if len(values) == len(names):
+            return dict(zip(names, values))
+    raise OptionsError(f"--lbw has {len(values)} weights; this base takes {len(lora_ids)} ({','.join(lora_ids)}) "
+                       f"or {len(ids)}", "one weight per LoRA Block Weight ID, in the extension's order")
+
+
+def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pickle: bool = False,
+                 lbw: str | None = None) -> LoraReport:
+    """Read a LoRA file (header, and its tensors memory-mapped for the norms) and map it onto a base UNet; with
+    `lbw` (a LoRA Block Weight vector), also preview what that vector keeps of it."""
     path = Path(path).expanduser()
     shapes, reader, metadata = _open(path, allow_pickle)
     lora = parse_lora(shapes)
@@ -162,8 +223,23 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
     modules = adaptable_layers(config)
     tensors = reader()
     reports = [_module_report(m, modules, tensors) for m in lora.modules]
-    return LoraReport(str(path), lora.format, base_label, base is not None, likely, likely_matches, reports,
-                      lora.unparsed, metadata)
+    report = LoraReport(str(path), lora.format, base_label, base is not None, likely, likely_matches, reports,
+                        lora.unparsed, metadata, lbw_ids(config), lora_ids(config))
+    if lbw is not None:
+        report.lbw = _preview(report, parse_lbw(lbw, report.ids, report.lora_ids), lbw)
+    return report
+
+
+def _preview(report: LoraReport, weights: dict[str, float], vector: str) -> LbwPreview:
+    strengths = report.strength_by_id()
+    scaled = Counter(m.block_weight for m in [*report.matched, *report.text_encoder_modules]
+                     if m.block_weight in weights and weights[m.block_weight] != 1)
+    known = [v for v in strengths.values() if v is not None]
+    whole = math.sqrt(sum(v * v for v in known))
+    left = None if len(known) < len(strengths) or not whole else math.sqrt(
+        sum((weights.get(i, 1.0) * v) ** 2 for i, v in strengths.items() if v is not None)) / whole
+    # an ID the vector does not name (the short form leaves out blocks a LoRA rarely touches) keeps weight 1
+    return LbwPreview(vector, weights, {i: scaled[i] for i in weights if scaled[i]}, left)
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -227,7 +303,7 @@ def _module_report(module: LoraModule, base: BaseModules, tensors: dict) -> Modu
     return ModuleReport(
         name=module.name, target=module.target, variant=module.variant, path=path,
         block=block_of(path) if path else None,
-        block_weight=("BASE" if module.target != "unet" else block_weight_name(base.ldm_paths.get(path or ""))),
+        block_weight=(BASE if module.target != "unet" else lbw_id(base.ldm_paths.get(path or ""))),
         rank=module.rank, alpha=alpha, params=module.params, norm=norm, reason=reason,
     )
 

@@ -435,7 +435,7 @@ def diffusers_key_map(shapes: Mapping[str, tuple[int, ...]], config: UNetConfig)
     Only UNet keys are mapped; VAE, text encoders, EMA copies and the noise schedule are left alone. A UNet key
     with no place in the config is an error naming it (a missing one is reported by the loader, in our names).
     """
-    modules = _module_table(config)
+    modules = module_table(config)
     renamed: dict[str, str] = {}
     unplaced: list[str] = []
     for short, full in unet_keys(shapes).items():
@@ -469,7 +469,7 @@ def _rename(key: str, modules: dict[str, tuple[str, dict[str, str]]]) -> str | N
     return None
 
 
-def _module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
+def module_table(config: UNetConfig) -> dict[str, tuple[str, dict[str, str]]]:
     """LDM module → (our module, renames of the layers inside it; empty: same names), walked from the config."""
     same: dict[str, str] = {}
     table = {

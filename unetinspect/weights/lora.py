@@ -202,7 +202,7 @@ def base_modules(config: UNetConfig, weights: dict[str, tuple[int, ...]]) -> Bas
 def _ldm_paths(config: UNetConfig, paths: Mapping[str, object]) -> dict[str, str]:
     """Our module path → its original (LDM) path, by inverting `ldm`'s renaming table."""
     ours_to_ldm = {ours: (theirs, {v: k for k, v in layers.items()})
-                   for theirs, (ours, layers) in ldm._module_table(config).items()}
+                   for theirs, (ours, layers) in ldm.module_table(config).items()}
     result = {}
     for path in paths:
         parts = path.split(".")
@@ -223,16 +223,6 @@ def block_of(path: str) -> str:
     """The top-level block of a module path: down_blocks.1, mid_block, up_blocks.0, conv_in, time_embedding, ..."""
     parts = path.split(".")
     return ".".join(parts[:2]) if parts[0] in ("down_blocks", "up_blocks") else parts[0]
-
-
-def block_weight_name(ldm_path: str | None) -> str | None:
-    """The LoRA Block Weight name of a module (hako-mikan's sd-webui-lora-block-weight): INnn for input_blocks.nn,
-    MID (M00 in its code) for the middle block, OUTnn for output_blocks.nn; None outside them."""
-    if ldm_path is None:
-        return None
-    if m := re.match(r"(input|output)_blocks\.(\d+)\.", ldm_path + "."):
-        return f"{'IN' if m[1] == 'input' else 'OUT'}{int(m[2]):02d}"
-    return "MID" if ldm_path.startswith("middle_block.") else None
 
 
 def mismatch(module: LoraModule, weight_shape: tuple[int, ...]) -> str | None:

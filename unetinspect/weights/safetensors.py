@@ -3,6 +3,12 @@
 A safetensors file is 8 bytes of little-endian header length, a JSON header {name: {dtype, shape, data_offsets}},
 then the raw bytes. Files from strangers can lie in every part of that, so the header is checked against the
 file's real size before anything is read or allocated: a bad file is an error, never a crash or a huge allocation.
+
+The tensors themselves are read by the `safetensors` package (`load_tensors`). The header is read here, not by
+it, for what it does not offer: the views that need only names, dtypes and shapes (weights, lora, resolving a
+source) must not import torch (a second and a half) and must describe a file in milliseconds; a hostile header's
+tensor count is bounded before the JSON is parsed; and every defect is named in one line (which tensor, which
+bytes) instead of a bare `MetadataIncompleteBuffer`.
 """
 
 from __future__ import annotations
@@ -29,15 +35,18 @@ MAX_HEADER_BYTES = 100_000_000
 # naming more than this is not a model we could show, and parsing it would cost seconds and a GB of memory.
 MAX_TENSORS = 100_000
 
-# Bytes per element of each dtype the format names (kept free of torch, so headers are read without importing it).
+# Bytes per element of each dtype that safetensors reads into torch (kept free of torch, so headers are read
+# without importing it; the bit-packed F4/F6 formats are left out: their sizes are not whole bytes per element).
 ITEM_SIZES: dict[str, int] = {
-    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
-    "F8_E4M3": 1, "F8_E5M2": 1,
+    "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2,
+    "U8": 1, "BOOL": 1, "C64": 8, "F8_E4M3": 1, "F8_E4M3FNUZ": 1, "F8_E5M2": 1, "F8_E5M2FNUZ": 1,
 }
 # torch's dtype names → the format's, so that pickles can be described in the same terms.
 TORCH_DTYPE_NAMES: dict[str, str] = {
     "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64", "int32": "I32",
-    "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL", "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+    "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL",
+    "complex64": "C64", "float8_e4m3fn": "F8_E4M3", "float8_e4m3fnuz": "F8_E4M3FNUZ", "float8_e5m2": "F8_E5M2",
+    "float8_e5m2fnuz": "F8_E5M2FNUZ",
 }
 
 
@@ -164,20 +173,15 @@ def _check_tiling(path: Path, header: dict[str, dict], data_size: int) -> None:
 
 
 def load_tensors(header: SafetensorsHeader, names: list[str] | None = None) -> dict[str, torch.Tensor]:
-    """Tensors of a validated file as views of one private memory map of it: no copy is made, and pages are read
-    from disk only when a tensor is used, moved to a device or converted."""
-    import torch
+    """Tensors of a validated file, read through safetensors' own `safe_open`: it memory-maps the file privately
+    (pages are read from disk only when a tensor is used, moved or converted) and knows every dtype the format
+    has, new ones included. The header was already checked by `read_header`, so a file that fails here changed
+    on disk in between."""
+    from safetensors import SafetensorError, safe_open
 
-    dtypes = {name: getattr(torch, torch_name) for torch_name, name in TORCH_DTYPE_NAMES.items()}
     try:
-        storage = torch.UntypedStorage.from_file(str(header.path), shared=False, nbytes=header.file_size)
-    except (OSError, RuntimeError) as exc:
-        raise WeightsError(f"cannot map {header.path}: {exc}") from None
-    tensors = {}
-    for name in names if names is not None else list(header.tensors):
-        info = header.tensors[name]
-        raw = torch.empty(0, dtype=torch.uint8).set_(storage, info.offset, (info.nbytes,))
-        if info.offset % ITEM_SIZES[info.dtype]:  # misaligned for its dtype (rare writers): copy this one
-            raw = raw.clone()
-        tensors[name] = raw.view(dtypes[info.dtype]).reshape(info.shape)
-    return tensors
+        with safe_open(str(header.path), framework="pt") as f:
+            return {name: f.get_tensor(name) for name in (names if names is not None else list(header.tensors))}
+    except (OSError, SafetensorError) as exc:
+        raise WeightsError(f"cannot read tensors from {header.path}: {exc}",
+                           "the file changed while it was read, or is corrupt: copy it again") from None
