@@ -76,29 +76,27 @@ def uniform_plan(module: nn.Module, interval: int, branch: int) -> CachePlan:
     if not isinstance(branch, int) or isinstance(branch, bool) or not 0 <= branch < 3 * len(down):
         raise RunError(f"cache branch {branch!r} is out of range for {len(down)} down blocks",
                        f"give 0 ≤ branch < {3 * len(down)} (DeepCache's cache_branch_id: 3 × block + layer)")
-    reused = _deepcache_reused(module, branch // 3, branch % 3)
+    reused = _deepcache_reused(down, up, getattr(module, "mid_block", None) is not None, branch // 3, branch % 3)
     period = (True, *(False,) * (interval - 1))
     return CachePlan(compute={path: period for path in reused}, repeat=True,
                      description=f"DeepCache uniform, interval={interval}, branch={branch}")
 
 
-def _deepcache_reused(module: nn.Module, block: int, layer: int) -> list[str]:
+def _deepcache_reused(downs: nn.ModuleList, ups: nn.ModuleList, mid: bool, block: int, layer: int) -> list[str]:
     """The outermost modules DeepCache's helper returns from its cache at a skipped step, in call order."""
     reused: list[str] = []
-    for i, down in enumerate(module.down_blocks):
+    for i, down in enumerate(downs):
         if i > block or (i == block and layer == 0):
             reused.append(f"down_blocks.{i}")
         elif i == block:
             resnets = len(getattr(down, "resnets", None) or [])
             reused += [f"down_blocks.{i}.{kind}.{j}" for j in range(resnets) for kind in ("resnets", "attentions")
                        if j >= layer and j < len(getattr(down, kind, None) or [])]
-            if getattr(down, "downsamplers", None):
-                reused += [f"down_blocks.{i}.downsamplers.{j}" for j in range(len(down.downsamplers))]
-    if getattr(module, "mid_block", None) is not None:
+            reused += [f"down_blocks.{i}.downsamplers.{j}" for j in range(len(getattr(down, "downsamplers", None) or []))]
+    if mid:
         reused.append("mid_block")
-    count = len(module.up_blocks)
-    for i, up in enumerate(module.up_blocks):
-        mirrored = count - 1 - i
+    for i, up in enumerate(ups):
+        mirrored = len(ups) - 1 - i
         if mirrored > block:
             reused.append(f"up_blocks.{i}")
         elif mirrored == block:
