@@ -64,7 +64,7 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 
 Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
 that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `compare`, `weights`,
-`presets`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
+`presets`, `attention`, `run`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
 "impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
 (`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
 `"b"`). A number that is not finite (a ratio of nothing) is null: the JSON never holds NaN or Infinity. `-f csv`
@@ -78,10 +78,19 @@ even where the table leaves one out for want of room or data. `summary`:
 "foreach", "fused"} or null, "totals": {"weight_bytes", "master_weight_bytes", "gradient_bytes", "optimizer_bytes",
 "activation_bytes", "recompute_bytes", "step_bytes", "peak_bytes", "trainable_params"}, "attention", "peak_at",
 "depth", "modules": [{"path", "type", "depth", "params", "saved_bytes", "checkpointed"}], "notes"}` (see
-[measuring.md](measuring.md#training-memory)).
+[measuring.md](measuring.md#training-memory)). `attention`: `{"kind",
+"latent", "batch", "steps", "query", "text", "notes", "tokens", "layers": [{"path", "size", "heads", "peak",
+"share"}]}` — `text` is "random text" unless a pipeline folder encoded `--prompt`, and `notes` then says so.
+`run`: `{"pipeline", "prompt", "steps", "seed", "guidance", "image": {"width", "height"}, "seconds", "calls":
+[{"index", "timestep", "batch", "ms"}], "blocks": [{"name", "type", "median_ms", "share", "ms_per_step"}],
+"drift": {"timesteps", "rel_l1", "cosine", "held_bytes", "conventions"}, "cache": {"schedule", "calls",
+"reused", "blocks", "uncached_s", "cached_s", "speedup", "predicted_speedup_time", "predicted_speedup_flops",
+"max_abs_diff", "psnr_db", "conventions"} or null, "attention": {"text", "batch", "steps", "tokens", "layers"},
+"notes"}`.
 """
 
-COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "run", "weights",
+            "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -120,6 +129,8 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "report": [["report", "sdxl", "-o", "sdxl.html"], ["report", "sd15", "--train", "-o", "sd15-train.html"]],
         "attention": [["attention", "tiny", "--latent", "8x12", "--device", "cpu", "--tokens", "a,photo,of,a,cat"],
                       ["attention", "tiny", "--latent", "8x12", "--device", "cpu", "-o", "maps.png"]],
+        # a real run needs a pipeline folder (see tests/tiny_pipelines.py); a UNet folder is refused in one line
+        "run": [["run", "tiny-unet", "--prompt", "cat"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
         "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
     }

@@ -74,3 +74,26 @@ def test_html_output_is_the_report_with_an_attention_section(tmp_path, invoke):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert '<section id="attention">' in page and '"tokens":["a","cat"]' in page and 'id="tree"' in page
+
+
+def test_random_text_is_said_in_every_output(tmp_path, invoke):
+    """Without a pipeline's prompt the text is random: the table, the JSON, the PNG's title and the HTML say so,
+    and labels from --tokens are said to name positions only."""
+    from unetinspect.sources.inputs import InputSpec
+    from unetinspect.views.attention import attention_maps
+
+    table = invoke("attention", "tiny", *FAST, "--tokens", "a,cat").stdout
+    assert "random text" in table and "name positions only" in table
+    data = json.loads(invoke("attention", "tiny", *FAST, "-f", "json").stdout)
+    assert data["text"] == "random text" and data["notes"][0].startswith("random text:")
+    page = tmp_path / "maps.html"
+    assert invoke("attention", "tiny", *FAST, "-o", page).exit_code == 0
+    assert "random text" in page.read_text()
+    result = attention_maps("tiny", spec=InputSpec(latent=(8, 12), text_len=8), device="cpu")
+    assert "of random text" in result.grid().title  # the PNG's title line
+
+
+def test_a_prompt_without_a_pipeline_folder_is_refused(tmp_path, invoke):
+    result = invoke("attention", "tiny", *FAST, "--prompt", "a cat", "-o", tmp_path / "maps.png")
+    message = assert_one_line_failure(result, tmp_path)
+    assert "no pipeline folder" in message and "--tokens" in message

@@ -278,3 +278,23 @@ def test_maps_of_a_real_pipeline_over_its_steps_labelled_by_its_tokenizer(tiny_p
     assert maps.tokens.labels[:6] == ("<sot>", "a", "c", "a", "t", "<eot>") and maps.tokens.words() == [1, 2, 3, 4]
     assert all(layer.shape[:2] == (1, 77) for layer in maps.layers.values())
     assert maps.aggregate().shape == (1, 77, 8, 8)
+
+
+def test_watch_maps_draw_and_render_like_those_of_attention_maps(tmp_path):
+    """`write_attention_png(w.attention.mean())` used to fail ('AttentionMaps' has no attribute 'grid')."""
+    from unetinspect.render.attention_view import AttentionView, write_attention_png
+    from unetinspect.render.formats import document
+    from unetinspect.render.png import decode_png
+    from unetinspect.views.attention import AttentionResult
+
+    model = our_unet(tiny())
+    with ui.watch(model, attention=True) as w:
+        conds = cfg_loop(model, 2)
+    maps = w.attention.mean()
+    picture = decode_png(write_attention_png(maps, tmp_path / "watch.png").read_bytes())
+    single = ui.attention_maps(model, conds[0])
+    drawn = AttentionResult.of(maps).grid()
+    assert picture.width > 0 and drawn.columns == single.grid().columns and drawn.rows == single.grid().rows
+    data = document(AttentionView(), maps)
+    assert data["text"] == "the text of the watched calls" and data["notes"] == []
+    assert [layer["path"] for layer in data["layers"]] == list(single.layers)

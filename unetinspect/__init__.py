@@ -18,6 +18,7 @@ The public API — everything else is internal and may change:
     cache(module, interval=N, branch=k)      reuse blocks' outputs across steps (DeepCache's schedule, or plan=)
     compare_cached(run, module, ...)         one seeded generation uncached and cached: speedup, max diff, PSNR
     attention_maps(source)                   which pixels each prompt token steers, per attention layer
+    run_pipeline(folder, prompt)             one generation of a local pipeline, watched: times, drift, maps
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -33,6 +34,7 @@ _API = {
     "AttentionMaps": "unetinspect.engine.attention",
     "AttentionOptions": "unetinspect.engine.attention",
     "CacheComparison": "unetinspect.views.cache",
+    "CacheOption": "unetinspect.views.run",
     "CachePlan": "unetinspect.engine.cache",
     "CacheResult": "unetinspect.views.cache",
     "CallRecord": "unetinspect.engine.trace",
@@ -43,6 +45,7 @@ _API = {
     "Drift": "unetinspect.views.drift",
     "InputSpec": "unetinspect.sources.inputs",
     "Memory": "unetinspect.views.memory",
+    "RunResult": "unetinspect.views.run",
     "Session": "unetinspect.sources.session",
     "Setup": "unetinspect.sources.session",
     "Sizes": "unetinspect.sources.inputs",
@@ -67,6 +70,7 @@ _API = {
     "memory": "unetinspect.views.memory",
     "open_session": "unetinspect.sources.open",
     "profile": "unetinspect.views.profile",
+    "run_pipeline": "unetinspect.views.run",
     "sweep": "unetinspect.views.profile",
     "report_html": "unetinspect.render.report",
     "summarize": "unetinspect.views.summary",

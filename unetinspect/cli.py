@@ -33,6 +33,7 @@ from unetinspect.render.lora_view import LoraView
 from unetinspect.render.memory_view import MemoryView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
+from unetinspect.render.run_view import RunView
 from unetinspect.render.summary_view import SummaryView
 from unetinspect.render.weights_view import WeightsView
 
@@ -681,9 +682,13 @@ def attention(
         "--output", "-o", help="A .png: the grid of maps (tokens × blocks, plus all layers, with a colour bar). "
         "A .html: the report page with the maps (hover a token). Any other file: the table in --format.",
         show_default=False)] = None,
+    prompt: Annotated[Optional[str], typer.Option(
+        "--prompt", "-p", help="With a pipeline folder as SOURCE: this prompt, encoded by the folder's own text "
+        "encoder(s), rows labelled by its tokenizer(s). Without it the text is random, and every output says so.",
+        show_default=False)] = None,
     tokens: Annotated[Optional[str], typer.Option(
-        "--tokens", help="The prompt's tokens, comma-separated (\"a,photo,of,a,cat\"), laid out as CLIP lays them "
-        "out: start token, the words, end token, padding.", show_default=False)] = None,
+        "--tokens", help="Labels for random text's positions, comma-separated (\"a,photo,of,a,cat\"), laid out as "
+        "CLIP lays them out: start token, the words, end token, padding.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
         "--image", help="Draw the maps over this picture (an 8-bit RGB/RGBA PNG), e.g. the generated image.",
         show_default=False)] = None,
@@ -708,12 +713,14 @@ def attention(
     opts: Options,
 ) -> None:
     """Which pixels each text token steers: every cross-attention layer's softmax(QKᵀ) averaged over heads, in
-    one forward pass (random weights for configs, random text without a prompt). See docs/api.md for the maps
-    of a real prompt, over every step of a pipeline.
+    one forward pass (random weights for configs; random text unless a pipeline folder encodes --prompt). See
+    [bold]unetinspect run[/] for a real prompt's maps over every step of a generation.
 
     Examples:
 
-      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]
+      [bold]unetinspect attention ./sd15-pipeline --prompt "a photo of a cat" -o maps.png[/]
+
+      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]   random text: the layers' habits
 
       [bold]unetinspect attention ./unet --tokens "a,photo,of,a,cat" --image cat.png -o maps.png[/]
 
@@ -735,7 +742,7 @@ def attention(
     result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
                  blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
                  heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
-                 tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
+                 tokens=tokens, prompt=prompt, device=device, dtype=dtype, impl=impl.value, **opts.loading)
     if png:
         with writing():
             path = run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))
@@ -748,6 +755,65 @@ def attention(
         emit(ReportView(), "html", report, output, inputs)
     else:
         emit(AttentionView(), fmt, result, output, inputs)
+
+
+RunFormat = format_choices(RunView)
+
+
+@app.command(name="run")
+def run_command(
+    folder: Annotated[str, typer.Argument(help="A diffusers pipeline folder (what pipe.save_pretrained() wrote), "
+                                          "read from local files only.", show_default=False)],
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt to generate.", show_default=False)],
+    steps: Annotated[int, typer.Option("--steps", help="Denoising steps.")] = 20,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the starting noise (a CPU generator: the same "
+                                      "noise on any device).")] = 0,
+    guidance: Annotated[float, typer.Option("--guidance", help="Classifier-free guidance scale.")] = 7.5,
+    height: Annotated[Optional[int], typer.Option("--height", help="Image height in pixels. \\[default: the "
+                                                  "pipeline's]", show_default=False)] = None,
+    width: Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. \\[default: the "
+                                                 "pipeline's]", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
+                                                 show_default=False)] = None,
+    cache: Annotated[Optional[str], typer.Option(
+        "--cache", help="Also generate the same seed with DeepCache's uniform schedule, e.g. interval=3,branch=0 "
+        "(DeepCache's cache_interval and cache_branch_id), and compare: measured speedup, max difference, PSNR.",
+        show_default=False)] = None,
+    cache_threshold: Annotated[Optional[float], typer.Option(
+        "--cache-threshold", help="Instead, Block Caching's plan from this run's measured drift: a block is "
+        "recomputed when its accumulated relative L1 change exceeds this δ ≥ 0.", show_default=False)] = None,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="run.html: the page (image, block times per step, the prompt's maps over the "
+        "image); image.png: the image; run.json, .csv, .md: the results. Without it: the table.",
+        show_default=False)] = None,
+    fmt: format_option(Optional[RunFormat], "Output format. \\[default: from the output's suffix, else table]")
+    = None,
+) -> None:
+    """Generate one image with a local diffusers pipeline (SD 1.x/2.x, SDXL), its UNet watched: every block's
+    time in every step, how much each block's output changes from step to step (drift), and the real prompt's
+    attention maps over the image, labelled by its tokenizer; with --cache or --cache-threshold, the same seed
+    cached and uncached, compared.
+    Needs diffusers and transformers: pip install "unetinspect\\[pipelines]".
+
+    Examples:
+
+      [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --steps 20 -o cat.html[/]
+
+      [bold]unetinspect run ./sdxl --prompt "a lighthouse at dusk" --height 1024 --width 1024 -o lighthouse.png[/]
+
+      [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --cache interval=3,branch=0 -o cached.html[/]
+    """
+    refuse_output_early(output, folder)
+    from unetinspect.render.formats import format_for
+    from unetinspect.views.run import parse_cache, run_pipeline
+
+    kind = run(format_for, RunView, output, fmt.value if fmt else None)  # an unknown suffix fails before the run
+    caching = run(parse_cache, cache, cache_threshold)
+    result = run(run_pipeline, folder, prompt, steps=steps, seed=seed, guidance=guidance, height=height,
+                 width=width, device=device, dtype=dtype, cache=caching)
+    emit(RunView(), kind, result, output, [folder])
 
 
 MemoryFormat = format_choices(MemoryView)

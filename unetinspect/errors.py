@@ -72,3 +72,8 @@ class ConfigWarning(UserWarning):
 class LongRunWarning(UserWarning):
     """A run estimated to take long (but allowed): said before it starts, so that a wait is never silent; the CLI
     prints it as one `warning:` line."""
+
+
+class PromptWarning(UserWarning):
+    """A prompt the tokenizer cut to its length (as the pipeline does): said as one `warning:` line, and in the
+    result's notes."""

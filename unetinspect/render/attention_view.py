@@ -32,15 +32,22 @@ class AttentionView(View):
     columns = COLUMNS
 
     def rows(self, result: Any) -> list[Any]:
-        return result.summary_rows()
+        return _as_result(result).summary_rows()
 
     def heading(self, result: Any) -> list[str]:
+        result = _as_result(result)
         what = "Cross-attention" if result.kind == "cross" else f"Self-attention of pixel {result.query}"
-        return [*super().heading(result), f"{what} maps of {len(result.layers)} layers, {result.batch_note}"]
+        return [*super().heading(result),
+                f"{what} maps of {len(result.layers)} layers, {result.text}, {result.batch_note}"]
+
+    def totals(self, result: Any) -> list[tuple[str, str]]:
+        return [("note", note) for note in _as_result(result).notes]
 
     def data(self, result: Any) -> dict[str, Any]:
+        result = _as_result(result)
         return {
             "kind": result.kind, "latent": list(result.latent), "batch": result.batch_note, "steps": result.steps,
+            "text": result.text, "notes": list(result.notes),
             "query": list(result.query) if result.query else None,
             "tokens": list(result.tokens.labels) if result.tokens else None,
             "layers": [{"path": r.path, "size": list(r.size), "heads": r.heads, "peak": r.peak, "share": r.share}
@@ -58,6 +65,8 @@ def write_attention_png(result: Any, path: Path, method: str = "mean", picture: 
 
 
 def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None) -> Picture:
+    """The grid of an `AttentionResult`, or of a watch's `AttentionMaps` (`w.attention.mean()`)."""
+    result = _as_result(result)
     grid = result.grid(method)
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
     cell_w, cell_h = CELL, max(1, round(CELL * height / width))
@@ -89,3 +98,11 @@ def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None)
 def _short(block: str) -> str:
     """`down_blocks.1` → `down 1`, `mid_block` → `mid`: a column header fits its cell."""
     return block.replace("down_blocks.", "down ").replace("up_blocks.", "up ").replace("mid_block", "mid")
+
+
+def _as_result(maps: Any) -> Any:
+    """An `AttentionResult`, or a watch's `AttentionMaps` made one (imported here: the command line reads this
+    view's formats before torch is imported)."""
+    from unetinspect.views.attention import AttentionResult
+
+    return AttentionResult.of(maps)

@@ -371,3 +371,25 @@ def emit(view: View, fmt: str, result: Any, *, output: Path | None = None, input
         capture.print(content)
         content = capture.export_text()
     return write_output(output, content, [i for i in inputs if i])
+
+
+SUFFIXES = {".html": "html", ".htm": "html", ".png": "png", ".json": JSON, ".csv": CSV, ".md": MARKDOWN,
+            ".txt": TABLE}
+
+
+def format_for(view: type[View] | View, output: Path | None, fmt: str | None = None) -> str:
+    """The format to write: `fmt` when given, else the one `output`'s suffix names among the formats the view
+    declares, else the table; so that `-o run.html` and `-o image.png` need no --format, and no command picks a
+    format by a suffix itself."""
+    name = fmt or (TABLE if output is None else SUFFIXES.get(Path(output).suffix.lower(), TABLE))
+    if name not in view.formats():
+        where = f" ({Path(output).name})" if output is not None else ""
+        raise OutputError(f"{view.kind or 'this result'} is not written as {name}{where}",
+                          f"give a file ending in one of {', '.join(_suffixes_of(view))}, or --format")
+    if name in view.file_formats and output is None:
+        raise OutputError(f"{name} is written to a file", f"add -o FILE.{name}")
+    return name
+
+
+def _suffixes_of(view: type[View] | View) -> list[str]:
+    return [suffix for suffix, name in SUFFIXES.items() if name in view.formats()]

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -32,13 +33,19 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
-from unetinspect.sources.session import Setup
+from unetinspect.sources.pipeline import encode_prompt, is_pipeline_folder, load_pipeline, prompt_tokens
+from unetinspect.sources.session import Session, Setup
 from unetinspect.weights.block_names import diffusers_blocks
 
 if TYPE_CHECKING:
     from unetinspect.views.report import Report
 
 START, END, PAD = "<sot>", "<eot>", "<pad>"
+RANDOM_TEXT = "random text"
+RANDOM_NOTE = ("random text: no prompt was encoded, so these maps show how the layers spread attention, not what a "
+               "prompt means; give a pipeline folder and --prompt for a real prompt's maps")
+RELABELLED_NOTE = "the token labels name positions only: the text at those positions was random"
+LOOP_TEXT = "the text of the watched calls"
 _NAMES = {"<|startoftext|>": START, "<|endoftext|>": END, "</s>": END, "<s>": START, "<pad>": PAD}
 
 
@@ -67,9 +74,18 @@ class AttentionGrid:
 
 @dataclass
 class AttentionResult(AttentionMaps):
-    """The maps of one forward pass, with the setup header of what ran."""
+    """The maps of one forward pass (or a watch's steps), with the setup header of what ran, what the text was
+    (`text`: "random text", a prompt, or the text of the watched calls) and what a reader must know (`notes`)."""
 
     setup: Setup | None = None
+    text: str = LOOP_TEXT
+    notes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, maps: AttentionMaps) -> AttentionResult:
+        """Maps as a result every output draws: `watch(attention=True)`'s `w.attention.mean()` as it is, its text
+        being the one the user's own loop gave."""
+        return maps if isinstance(maps, cls) else cls(**vars(maps))
 
     def shown_tokens(self) -> list[int]:
         """The token positions a picture shows: the prompt's words (up to 16) when labelled, else (or for an
@@ -111,7 +127,7 @@ class AttentionResult(AttentionMaps):
         cells = [[columns[name][0, t].tolist() for name in columns] for t in tokens]
         column_max = [float(columns[name][0, tokens].max()) for name in columns]
         what = "cross-attention per token" if self.kind == "cross" else "self-attention of one pixel"
-        title = f"{what}, {self.batch_note}"
+        title = f"{what} of {self.text}, {self.batch_note}"
         return AttentionGrid(title, [self.label(t) for t in tokens], list(columns), cells, column_max)
 
 
@@ -138,7 +154,16 @@ def attention_maps(
     paths, original LDM paths or LoRA Block Weight IDs: `down_blocks.1`, `input_blocks.4.1`, `IN04`), `heads`
     kept apart (needed by `aggregate("daam")`), `batch` the rows (see `AttentionOptions`); `tokens` a tokenizer,
     a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`).
+
+    With a pipeline folder as `source` and a `prompt`, the prompt is encoded by the folder's own text encoder(s)
+    and the rows are labelled by its tokenizer(s); without `inputs` or such a prompt the text is random, and the
+    result says so (`text`, `notes`) in every output.
     """
+    real_prompt = prompt is not None and inputs is None and is_pipeline_folder(source)
+    if prompt is not None and tokens is None and not real_prompt and inputs is None:
+        raise RunError(f"a prompt is encoded by a pipeline's text encoder, and {source or 'this source'} is no "
+                       "pipeline folder", "give the folder pipe.save_pretrained() wrote (with text_encoder/ and "
+                       "tokenizer/), or name the rows of random text with --tokens")
     session = open_session(source, spec, device=device, dtype=dtype, impl=impl, inputs=inputs, **source_options)
     layers = attention_layers(session.model)
     blocks = diffusers_blocks(blocks, session.setup.naming, (p for p, _ in session.model.named_modules()),
@@ -147,15 +172,50 @@ def attention_maps(
     if session.device.type == "meta":
         raise RunError("attention maps are computed from real activations, not on the meta device",
                        "use --device cpu or cuda")
+    notes: list[str] = []
+    if real_prompt and prompt is not None:
+        pipe, truncation = _encode_prompt_into(session, Path(source).expanduser(), prompt)
+        tokens = pipe if tokens is None else tokens
+        text = f"the prompt {quoted_prompt(prompt)}"
+        notes += [truncation] if truncation else []
+    elif inputs is not None:
+        text = "the encoder_hidden_states given in inputs"
+    else:
+        text = RANDOM_TEXT
+        notes += [RANDOM_NOTE, *([RELABELLED_NOTE] if tokens is not None else [])]
     with left_as_found(session.model), torch.no_grad(), AttentionRecorder(session.model, options) as recorder:
         session.model.eval()
         session.model(**session.inputs)
     maps = recorder.latest()
     labels = None
-    if tokens is not None:
-        length = next(iter(maps.layers.values())).shape[-3] if kind == "cross" else 0
-        labels = token_labels(tokens, prompt, length) if kind == "cross" else None
-    return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+    if tokens is not None and kind == "cross":
+        labels = token_labels(tokens, prompt, next(iter(maps.layers.values())).shape[-3])
+    return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup, text=text, notes=notes)
+
+
+def _encode_prompt_into(session: Session, folder: Path, prompt: str) -> tuple[Any, str | None]:
+    """Put the prompt, as the folder's text encoder(s) make it, into the session's inputs (SDXL: its pooled
+    embedding too); returns the pipeline (its tokenizers label the rows) and what truncation dropped, if any."""
+    pipe = load_pipeline(folder, session.device, session.dtype, skip=("unet", "vae"))
+    context, pooled = encode_prompt(pipe, prompt, session.device)
+    inputs = dict(session.inputs)
+    current = inputs.get("encoder_hidden_states")
+    if not isinstance(current, torch.Tensor) or current.shape[-1] != context.shape[-1]:
+        width = current.shape[-1] if isinstance(current, torch.Tensor) else "no"
+        raise RunError(f"the pipeline's text encoder makes {context.shape[-1]}-wide tokens and its UNet reads "
+                       f"{width}-wide text", "the folder's parts do not belong together")
+    batch = current.shape[0]
+    inputs["encoder_hidden_states"] = context.to(session.dtype).expand(batch, -1, -1)
+    added = inputs.get("added_cond_kwargs")
+    if pooled is not None and isinstance(added, dict) and "text_embeds" in added:
+        inputs["added_cond_kwargs"] = {**added, "text_embeds": pooled.to(session.dtype).expand(batch, -1)}
+    session.inputs = inputs
+    return pipe, prompt_tokens(pipe, prompt).note()
+
+
+def quoted_prompt(prompt: str, limit: int = 60) -> str:
+    """The prompt in quotes, cut with an ellipsis where it would crowd a title."""
+    return repr(prompt if len(prompt) <= limit else prompt[:limit - 1] + "…")
 
 
 def attention_report(result: AttentionResult, source: Any = None, spec: InputSpec = InputSpec(),

@@ -159,15 +159,11 @@ class Watch:
         if not self._done:
             raise RunError(f"no call of the watched {type(self.module).__name__} was recorded",
                            "run the model (or the pipeline that calls it) inside the with block")
-        self.clock.wait()  # the only synchronisation: after the loop
-        step = [self.clock.elapsed_ms(c.start, c.end) for c in self._done]
-        names = list(dict.fromkeys(name for c in self._done for name in c.blocks))
-        per_call = [{name: self.clock.elapsed_ms(*marks) for name, marks in c.blocks.items() if len(marks) == 2}
-                    for c in self._done]
-        blocks = self._records(names)
+        step = self.step_times()
+        per_block = self.block_times()
+        blocks = self._records(list(per_block))
         top = min((r.depth for r in blocks), default=0)
-        samples = Samples(step=step, hooked_step=step,
-                          blocks={name: [times.get(name, 0.0) for times in per_call] for name in names},
+        samples = Samples(step=step, hooked_step=step, blocks=per_block,
                           outermost=frozenset(r.name for r in blocks if r.depth == top))
         rows, totals = block_statistics(samples, blocks, 0)
         # Every call carried the hooks: there is no unhooked run to compare with (the cost is in measuring.md).
@@ -179,6 +175,20 @@ class Watch:
             depth=self.depth, warmup=0, repeat=len(calls), attention="auto", compiled=None, compile_s=None,
             blocks=rows, totals=totals, notes=[WATCH_NOTE], calls=calls,
         )
+
+    def step_times(self) -> list[float]:
+        """Each recorded call's time in ms, in call order."""
+        self.clock.wait()  # the only synchronisation: after the loop
+        return [self.clock.elapsed_ms(c.start, c.end) for c in self._done]
+
+    def block_times(self) -> dict[str, list[float]]:
+        """Block name → its time in ms in each recorded call (0 where a call did not run it): the per-step series
+        `report()` takes its statistics of, as `unetinspect run` draws them."""
+        self.clock.wait()
+        names = list(dict.fromkeys(name for c in self._done for name in c.blocks))
+        per_call = [{name: self.clock.elapsed_ms(*marks) for name, marks in c.blocks.items() if len(marks) == 2}
+                    for c in self._done]
+        return {name: [times.get(name, 0.0) for times in per_call] for name in names}
 
     def drift(self) -> Drift:
         """How much each watched block's output changed at every call against the call before (views/drift.py)."""

@@ -25,6 +25,7 @@ from unetinspect.render.units import human_count, human_flops, shape_str
 from unetinspect.views.graph import Graph
 
 if TYPE_CHECKING:
+    from unetinspect.views.attention import AttentionGrid
     from unetinspect.views.compare import Comparison
     from unetinspect.views.report import Report
 
@@ -45,7 +46,7 @@ def report_html(report: Report) -> str:
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
                   "latency": r.latency_ms, "saved": r.saved} for r in report.rows],
-        "attention": _attention_data(report),
+        "attention": attention_data(report.attention),
     }
     options = "".join(f'<option value="{m["key"]}">{escape(m["label"])}</option>' for m in metrics)
     options += '<option value="type">kind of block (the diagram\'s own colours)</option>'
@@ -70,7 +71,7 @@ def report_html(report: Report) -> str:
   </div>
 </section>
 {_branches_section(report)}
-{_attention_section(report)}
+{attention_section(report.attention)}
 {memory_section(report.memory)}
 <section>
   <h2>Modules</h2>
@@ -83,7 +84,7 @@ def report_html(report: Report) -> str:
   </tr></thead><tbody></tbody></table></div>
 </section>
 {layer_templates}"""
-    return _page(f"{summary.setup.label} · unetinspect report", _setup(report), body, data)
+    return html_page(f"{summary.setup.label} · unetinspect report", _setup(report), body, data)
 
 
 def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
@@ -121,7 +122,7 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
               f"<p class=\"heading\">parameters {comparison.a.trace.total_params:,} vs "
               f"{comparison.b.trace.total_params:,} · FLOPs {human_count(comparison.a.trace.flops, 'FLOPs')} vs "
               f"{human_count(comparison.b.trace.flops, 'FLOPs')}</p>")
-    return _page(f"{comparison.a_label} vs {comparison.b_label} · unetinspect", header, body,
+    return html_page(f"{comparison.a_label} vs {comparison.b_label} · unetinspect", header, body,
                  {"kind": "compare", "status": status})
 
 
@@ -170,16 +171,17 @@ def _branches_section(report: Report) -> str:
 </section>"""
 
 
-def _attention_section(report: Report) -> str:
-    """Token buttons over one canvas per block: hovering a token draws its map in each (report.js)."""
-    grid = report.attention
+def attention_section(grid: AttentionGrid | None, under: str | None = None) -> str:
+    """Token buttons over one canvas per block: hovering a token draws its map in each (report.js); with
+    `under` (an image's data URI) the maps are drawn see-through over that image."""
     if grid is None:
         return ""
     tokens = "".join(f'<button type="button" class="token" data-token="{i}">{escape(label)}</button>'
                      for i, label in enumerate(grid.rows))
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
+    over = f' class="over" style="background-image:url({under})"' if under else ""
     figures = "".join(
-        f'<figure><canvas width="{width}" height="{height}" data-column="{c}"></canvas><figcaption>'
+        f'<figure><canvas width="{width}" height="{height}" data-column="{c}"{over}></canvas><figcaption>'
         f'{escape(name)}<br><span class="note">max {peak:.3g}</span></figcaption></figure>'
         for c, (name, peak) in enumerate(zip(grid.columns, grid.column_max)))
     return f"""
@@ -192,9 +194,8 @@ def _attention_section(report: Report) -> str:
 </section>"""
 
 
-def _attention_data(report: Report) -> dict[str, Any] | None:
+def attention_data(grid: AttentionGrid | None) -> dict[str, Any] | None:
     """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum."""
-    grid = report.attention
     if grid is None:
         return None
     maps = [[[round(255 * v / peak) if peak > 0 else 0 for line in cell for v in line]
@@ -245,7 +246,7 @@ def _svg(graph: Graph) -> str:
     return text[text.index("<svg"):]
 
 
-def _page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
+def html_page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
     """The template with its slots filled; `</` in the data is escaped so it cannot close the script tag."""
     package = files("unetinspect.render.report")
     slots = {

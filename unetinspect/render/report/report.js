@@ -258,7 +258,8 @@
       canvases.forEach((canvas, c) => {
         const context = canvas.getContext("2d");
         const image = context.createImageData(canvas.width, canvas.height);
-        maps.maps[token][c].forEach((v, i) => image.data.set([...viridis(v / 255), 255], 4 * i));
+        const alpha = canvas.classList.contains("over") ? 150 : 255; // over a picture: see-through
+        maps.maps[token][c].forEach((v, i) => image.data.set([...viridis(v / 255), alpha], 4 * i));
         context.putImageData(image, 0, 0);
         canvas.dataset.token = String(token);
       });
@@ -273,4 +274,5 @@
 
   if (data.kind === "report") { initReport(); initAttention(); }
   else if (data.kind === "compare") initCompare();
+  else if (data.kind === "run") initAttention();
 })();
