@@ -24,9 +24,10 @@ from unetinspect.files import open_regular
 
 FORMATS = ("PNG", "JPEG", "WEBP")
 MAX_PICTURE_BYTES = 64 * 2**20
-# Width × height declared in the header: a 7300×5500 photo fits. Decoding that much PNG takes about 2 s, which
-# is the bound on time (a PNG cannot be decoded at a smaller size; a JPEG can, and is).
-MAX_PICTURE_PIXELS = 40_000_000
+# Width × height decoded at most: a 5000×5000 PNG, about a second on one core; that bounds the time. A PNG or
+# WebP can only be decoded whole, so the size its header declares is the one checked; a JPEG is decoded at 1/2,
+# 1/4 or 1/8 of its size (`draft`), and that smaller size is the one checked (a 12000×9000 photo passes).
+MAX_PICTURE_PIXELS = 25_000_000
 LONGEST = 1024  # pixels a side kept after reading: more than any cell of the grid needs
 HINT = "give a PNG, JPEG or WebP picture (for instance the image your pipeline made)"
 # Everything Pillow's decoders raise on a damaged or hostile file: the file's fault, never ours.
@@ -44,10 +45,10 @@ def read_picture(path: str | Path) -> Image.Image:
         try:
             with warnings.catch_warnings():  # Pillow warns of a likely bomb below its error: refuse it too
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-                picture = Image.open(file, formats=FORMATS)
-                _check_declared_size(path, picture)
-                picture.draft("RGB", (LONGEST, LONGEST))  # JPEG: decoded at 1/2, 1/4 or 1/8 size
-                picture.thumbnail((LONGEST, LONGEST))
+                picture = Image.open(file, formats=FORMATS)  # the header only
+                picture.draft("RGB", (LONGEST, LONGEST))  # JPEG: to be decoded at 1/2, 1/4 or 1/8 size
+                _check_size(path, picture)
+                picture.thumbnail((LONGEST, LONGEST))  # decodes
                 return ImageOps.exif_transpose(picture.convert("RGB"))
         except Image.UnidentifiedImageError:
             raise ImageError(f"{path} is not a PNG, JPEG or WebP picture", HINT) from None
@@ -58,10 +59,12 @@ def read_picture(path: str | Path) -> Image.Image:
             raise ImageError(f"{path} is a damaged picture: {exc}", HINT) from None
 
 
-def _check_declared_size(path: str | Path, picture: Image.Image) -> None:
+def _check_size(path: str | Path, picture: Image.Image) -> None:
+    """Refuse, before decoding, a picture that would decode to more than `MAX_PICTURE_PIXELS`."""
     width, height = picture.size
     if width * height > MAX_PICTURE_PIXELS:
-        raise ImageError(f"{path} declares {width}×{height} pixels, over the {MAX_PICTURE_PIXELS:,} decoded for a "
+        size = "is {}×{} pixels even at 1/8 size" if picture.format == "JPEG" else "declares {}×{} pixels"
+        raise ImageError(f"{path} {size.format(width, height)}, over the {MAX_PICTURE_PIXELS:,} decoded for a "
                          "picture; it was not decoded", "shrink it first (the maps are drawn in cells of ~100 px)")
     if width == 0 or height == 0:
         raise ImageError(f"{path} declares {width}×{height} pixels: it has no picture", HINT)
