@@ -136,7 +136,7 @@ class _Drawing:
 
     def source(self) -> str:
         c = self.colors
-        dot = graphviz.Digraph(name=_svg_id(self.graph.name or "unet"))
+        dot = graphviz.Digraph(name=svg_id(self.graph.name or "unet"))
         dot.attr("graph", rankdir=self.style.direction, bgcolor=c.background, fontname=FONT, fontcolor=c.text,
                  fontsize="12", nodesep="0.3" if self.style.direction == "TB" else "1.0", ranksep="0.4",
                  newrank="true", labelloc="t", labeljust="l",
@@ -233,14 +233,14 @@ class _Drawing:
         params = f" · {human_count(cl.params)}" if self.style.params and cl.params else ""
         name = escape(self._short(cl.label, cl.parent))
         fill = c.fills.get(cl.kind, c.fills["other"])
-        return {"id": _svg_id("cluster_" + cl.id),
+        return {"id": svg_id("cluster_" + cl.id),
                 "label": f'<<B>{name}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>',
                 "style": "rounded,filled", "fillcolor": _mix(fill, c.background, 0.25), "color": fill,
                 "penwidth": "1.4", "fontsize": "11", "labeljust": "l"}
 
     def _add_node(self, dot: graphviz.Digraph, node: Node) -> None:
         c = self.colors
-        attrs: dict[str, str] = {"id": _svg_id(node.id), "class": node.kind,
+        attrs: dict[str, str] = {"id": svg_id(node.id), "class": node.kind,
                                  "fillcolor": c.fills.get(node.kind, c.fills["other"])}
         if node.side in ("down", "up") and node.kind != "op":
             attrs["group"] = node.side  # dot keeps a group in a straight column where it can
@@ -329,7 +329,7 @@ class _Drawing:
             return  # drawn as tags on both ends
         c = self.colors
         source, target = self.nodes[edge.source], self.nodes[edge.target]
-        attrs: dict[str, str] = {"id": _svg_id(edge.id.replace("->", "--")), "class": edge.kind}
+        attrs: dict[str, str] = {"id": svg_id(edge.id.replace("->", "--")), "class": edge.kind}
         if self.style.shapes:
             attrs["label"] = f" {shape_str(edge.shape)} "
         if edge.kind == "skip":
@@ -398,6 +398,6 @@ def dot_name(node_id: str) -> str:
     return graphviz.escape(node_id.replace("%", "%25").replace(":", "%3A"))
 
 
-def _svg_id(text: str) -> str:
+def svg_id(text: str) -> str:
     """An id for the SVG element: the node id with characters XML ids cannot hold replaced."""
     return "".join(ch if ch.isalnum() or ch in "._-:" else "_" for ch in text)
