@@ -2,7 +2,8 @@
 
 The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, the diagram
 macro), with autoescape on: every name and label from a model or a config is escaped by the template, never by
-hand. What is inserted as it is: Graphviz's SVG, and our own report.css and report.js. The data for the script
+hand. Only three things are marked `|safe` there: Graphviz's SVG (which escapes its own text), and our own
+report.css and report.js. The data for the script
 goes in as JSON that cannot close its <script> tag. Diagrams are Graphviz SVG; where `dot` is missing the report
 says so and shows the blocks as plain buttons instead, so the metric colours, the tree and click-to-focus still
 work.
@@ -19,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
-from markupsafe import Markup
 
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import FileView
@@ -156,10 +156,10 @@ def _diagram(graph: Graph, blocks: list[str]) -> dict[str, Any]:
     return {"svg": _svg(graph) if _has_dot() else None, "note": NO_DOT, "blocks": blocks}
 
 
-def _svg(graph: Graph) -> Markup:
+def _svg(graph: Graph) -> str:
     """Graphviz's SVG without its XML prolog and doctype, ready to sit inside HTML (Graphviz escaped its text)."""
     text = render(graph, "svg").decode("utf-8")
-    return Markup(text[text.index("<svg"):])
+    return text[text.index("<svg"):]
 
 
 @lru_cache(maxsize=1)
@@ -176,8 +176,8 @@ def _render(template: str, title: str, data: dict[str, Any], **context: Any) -> 
     """A page: the template filled in, with our own style and script inline."""
     package = files("unetinspect.render.report")
     return _environment().get_template(template).render(
-        title=title, data=data, style=Markup(package.joinpath("report.css").read_text(encoding="utf-8")),
-        script=Markup(package.joinpath("report.js").read_text(encoding="utf-8")), **context)
+        title=title, data=data, style=package.joinpath("report.css").read_text(encoding="utf-8"),
+        script=package.joinpath("report.js").read_text(encoding="utf-8"), **context)
 
 
 class ReportView(FileView):
