@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from unetinspect.render.colormap import COLOURS, level
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import FileView
 from unetinspect.render.graph import INSTALL_HINT, render, svg_id
@@ -116,13 +117,14 @@ def _attention(report: Report) -> dict[str, Any] | None:
 
 
 def _attention_data(report: Report) -> dict[str, Any] | None:
-    """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum."""
+    """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum, and
+    the colour of each of those levels: the PNG grid's own colour map, so a map looks the same in both."""
     grid = report.attention
     if grid is None:
         return None
-    maps = [[[round(255 * v / peak) if peak > 0 else 0 for line in cell for v in line]
+    maps = [[[level(v, peak) for line in cell for v in line]
              for cell, peak in zip(row, grid.column_max)] for row in grid.cells]
-    return {"tokens": grid.rows, "columns": grid.columns, "maps": maps}
+    return {"tokens": grid.rows, "columns": grid.columns, "maps": maps, "colours": COLOURS}
 
 
 def _status(pair: Any) -> str:
