@@ -149,10 +149,11 @@ class _Drawing:
         for edge in self.graph.edges:
             self._add_edge(dot, edge)
         for row in self.rows:
-            with dot.subgraph() as same:
-                same.attr(rank="same")
-                for node_id in row:
-                    same.node(dot_name(node_id))
+            same = graphviz.Digraph()
+            same.attr(rank="same")
+            for node_id in row:
+                same.node(dot_name(node_id))
+            dot.subgraph(same)
         return dot.source
 
     # ---- title and legend ---------------------------------------------------------------------------------------
@@ -218,9 +219,10 @@ class _Drawing:
             for node in members.get(cluster_id, []):
                 self._add_node(parent, node)
             for child in children.get(cluster_id, []):
-                with parent.subgraph(name=dot_name("cluster_" + child)) as cluster:
-                    cluster.attr(**self._cluster_attrs(child))
-                    add(cluster, child)
+                cluster = graphviz.Digraph(name=dot_name("cluster_" + child))
+                cluster.attr(**self._cluster_attrs(child))
+                add(cluster, child)
+                parent.subgraph(cluster)
 
         add(dot, None)
 
