@@ -2,7 +2,7 @@
 no "internal error", nothing on stdout, and no file created, changed or removed where the test made its files.
 
 Not a test module: the tests/test_bad_*.py files (one per layer: sources, config values, safetensors, sharded
-folders, outputs, CLI options, forward inputs) import it. With UNETINSPECT_BAD_INPUT_LOG=FILE each checked case
+folders, outputs, CLI options, forward inputs, pictures) import it. With UNETINSPECT_BAD_INPUT_LOG=FILE each checked case
 appends its name and seconds to FILE, which is how the battery's count and worst time are measured (the tests
 themselves never assert on wall time: a shared CI machine can be ten times slower than usual).
 """

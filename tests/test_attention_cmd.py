@@ -7,8 +7,7 @@ import json
 import pytest
 from bad_input import assert_one_line_failure
 from conftest import our_unet, save_folder, tiny
-
-from unetinspect.render.png import Picture, decode_png, encode_png
+from PIL import Image, ImageChops
 
 FAST = ["--latent", "8x12", "--text-len", "8", "--device", "cpu"]
 
@@ -18,19 +17,21 @@ def test_png_grid_is_a_valid_picture_of_tokens_by_blocks(tmp_path, invoke):
     result = invoke("attention", "tiny", *FAST, "--tokens", "a,photo,of,a,cat", "-o", out)
     assert result.exit_code == 0, result.output
     assert f"wrote {out}" in result.stderr
-    picture = decode_png(out.read_bytes())
-    # five word rows of 96x64 cells (latent 8x12), under four lines of titles and headers
-    assert picture.width > 5 * 96 and picture.height >= 5 * 64 + 4 * 14
+    with Image.open(out) as picture:
+        assert picture.format == "PNG" and picture.mode == "RGB"
+        # five word rows of 96x64 cells (latent 8x12), under five lines of titles and headers
+        assert picture.width > 5 * 96 and picture.height >= 5 * 64 + 5 * 18
 
 
 def test_maps_over_a_picture_and_self_attention(tmp_path, invoke):
     picture = tmp_path / "cat.png"
-    picture.write_bytes(encode_png(Picture(4, 4, bytes([200, 30, 30]) * 16)))
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(picture)
     out = tmp_path / "over.png"
     assert invoke("attention", "tiny", *FAST, "--image", picture, "-o", out).exit_code == 0
     plain = tmp_path / "plain.png"
     assert invoke("attention", "tiny", *FAST, "-o", plain).exit_code == 0
-    assert decode_png(out.read_bytes()) != decode_png(plain.read_bytes())  # the red shows through
+    with Image.open(out) as over, Image.open(plain) as bare:
+        assert over.size == bare.size and ImageChops.difference(over, bare).getbbox() is not None  # red shows
     result = invoke("attention", "tiny", *FAST, "--self", "--query", "3,4", "--blocks", "up_blocks.2", "-f", "json")
     data = json.loads(result.stdout)
     assert data["kind"] == "self" and data["query"] == [3, 4]
@@ -61,7 +62,7 @@ def test_image_that_is_not_a_png_and_a_model_without_cross_attention(tmp_path, i
     fake = tmp_path / "cat.png"
     fake.write_text("not a picture")
     message = assert_one_line_failure(invoke("attention", "tiny", *FAST, "--image", fake, "-o", out))
-    assert "cat.png is not a PNG file" in message and not out.exists()
+    assert "cat.png is not a PNG, JPEG or WebP picture" in message and not out.exists()
     plain = save_folder(our_unet(tiny(down_block_types=["DownBlock2D"] * 3, up_block_types=["UpBlock2D"] * 3,
                                       mid_block_type=None)), tmp_path / "unet")
     message = assert_one_line_failure(invoke("attention", plain, *FAST, "-o", out))

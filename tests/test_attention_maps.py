@@ -282,16 +282,17 @@ def test_maps_of_a_real_pipeline_over_its_steps_labelled_by_its_tokenizer(tiny_p
 
 def test_watch_maps_draw_and_render_like_those_of_attention_maps(tmp_path):
     """`write_attention_png(w.attention.mean())` used to fail ('AttentionMaps' has no attribute 'grid')."""
+    from PIL import Image
+
     from unetinspect.render.attention_view import AttentionView, write_attention_png
     from unetinspect.render.formats import document
-    from unetinspect.render.png import decode_png
     from unetinspect.views.attention import AttentionResult
 
     model = our_unet(tiny())
     with ui.watch(model, attention=True) as w:
         conds = cfg_loop(model, 2)
     maps = w.attention.mean()
-    picture = decode_png(write_attention_png(maps, tmp_path / "watch.png").read_bytes())
+    picture = Image.open(write_attention_png(maps, tmp_path / "watch.png"))
     single = ui.attention_maps(model, conds[0])
     drawn = AttentionResult.of(maps).grid()
     assert picture.width > 0 and drawn.columns == single.grid().columns and drawn.rows == single.grid().rows

@@ -63,7 +63,7 @@ def test_layers_level_and_dot_render(controlnets):
     assert len(control) == 10 and {e.target.split(".")[1] for e in control} >= {"down_blocks", "mid_block"}
     assert not [n for n in graph.nodes if n.type == "input" and "residual" in n.id]
     dot = to_dot(graph)
-    assert '"controlnets.0" -> "unet.mid_block.' in dot and 'class="control"' in dot
+    assert '"controlnets.0" -> "unet.mid_block.' in dot and 'class=control' in dot
 
 
 def test_cli_draws_the_controlnets(controlnets, invoke, tmp_path):

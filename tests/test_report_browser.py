@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from unetinspect.render.colormap import COLOURS, level
 from unetinspect.render.report import report_html
 from unetinspect.views.report import build_report
 
@@ -149,6 +150,7 @@ def test_attention_section_draws_the_hovered_tokens_map_in_every_block(browser, 
     from unetinspect.views.attention import attention_maps
 
     maps = attention_maps("tiny", device="cpu", tokens="a,photo,of,a,cat")
+    c = 2  # a block's column
     report = dataclasses.replace(build_report("tiny"), attention=maps.grid())
     page = Page(browser, report_html(report), tmp_path / "attention.html")
     tokens = page.page.locator("#attention .token")
@@ -159,7 +161,12 @@ def test_attention_section_draws_the_hovered_tokens_map_in_every_block(browser, 
     first = page.page.eval_on_selector_all("#attention canvas", pixels)
     tokens.nth(1).hover()
     assert page.page.eval_on_selector_all("#attention canvas", "cs => cs.map(c => c.dataset.token)") == ["1"] * 6
-    assert page.page.eval_on_selector_all("#attention canvas", pixels) != first
+    hovered = page.page.eval_on_selector_all("#attention canvas", pixels)
+    assert hovered != first
+    # painted with the PNG grid's own colour map: the level of each value of the block's map, in the one table
+    grid = report.attention
+    expected = [[*COLOURS[level(v, grid.column_max[c])], 255] for line in grid.cells[1][c] for v in line]
+    assert [hovered[c][i:i + 4] for i in range(0, len(hovered[c]), 4)] == expected
     assert "selected" in tokens.nth(1).get_attribute("class")
     assert page.errors == []
 

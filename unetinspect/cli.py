@@ -690,7 +690,7 @@ def attention(
         "--tokens", help="Labels for random text's positions, comma-separated (\"a,photo,of,a,cat\"), laid out as "
         "CLIP lays them out: start token, the words, end token, padding.", show_default=False)] = None,
     image: Annotated[Optional[Path], typer.Option(
-        "--image", help="Draw the maps over this picture (an 8-bit RGB/RGBA PNG), e.g. the generated image.",
+        "--image", help="Draw the maps over this picture (PNG, JPEG or WebP), e.g. the generated image.",
         show_default=False)] = None,
     self_attention: Annotated[bool, typer.Option(
         "--self", help="Self-attention maps instead: where the --query pixel looks, per block.")] = False,
@@ -734,10 +734,10 @@ def attention(
     if image is not None and not png:
         raise typer.BadParameter("a picture is drawn on in the PNG grid: give -o FILE.png", param_hint="--image")
     from unetinspect.render.attention_view import write_attention_png
-    from unetinspect.render.png import read_png
+    from unetinspect.render.picture import read_picture
     from unetinspect.views.attention import attention_maps, parse_query
 
-    picture = run(read_png, image) if image is not None else None  # a bad picture fails before the run
+    picture = run(read_picture, image) if image is not None else None  # a bad picture fails before the run
     spec = run(opts.spec)
     result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
                  blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),

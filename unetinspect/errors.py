@@ -62,7 +62,7 @@ class OptionsError(UnetInspectError):
 
 
 class ImageError(UnetInspectError):
-    """A picture to draw on (`--image`) is missing or of a kind not read (only 8-bit RGB/RGBA PNG)."""
+    """A picture to draw on (`--image`) is missing or of a kind not read (read: PNG, JPEG and WebP, within size caps)."""
 
 
 class ConfigWarning(UserWarning):

@@ -8,14 +8,19 @@ that maximum. With a picture, the maps are drawn over it, scaled to the cell.
 
 from __future__ import annotations
 
+import io
+import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from unetinspect.render.canvas import GLYPH_H, Canvas, colour, text_width
+from PIL import Image, ImageDraw
+
+from unetinspect.render.colormap import LEVELS, PALETTE, level
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
-from unetinspect.render.png import Picture, encode_png
+from unetinspect.render.picture import label_font
 
 COLUMNS = (
     Column("layer", "layer", lambda r: r.path, style="cyan", fold=True, min_width=20),
@@ -55,44 +60,73 @@ class AttentionView(View):
         }
 
 
-SCALE, LINE, MARGIN, GAP, CELL = 2, 14, 8, 4, 96
+FONT_SIZE, LINE, MARGIN, GAP, CELL, BAR = 13, 18, 8, 4, 96, 12
+OPACITY = 0.6  # of the map over a picture
+BLACK, GREY, WHITE = (0, 0, 0), (90, 90, 90), (255, 255, 255)
 
 
-def write_attention_png(result: Any, path: Path, method: str = "mean", picture: Picture | None = None,
+def write_attention_png(result: Any, path: Path, method: str = "mean", picture: Image.Image | None = None,
                         inputs: tuple[str, ...] = ()) -> Path:
     """Draw the grid of `result` (an `AttentionResult`) and write it as a PNG, whole or not at all."""
-    return write_output(path, encode_png(draw_grid(result, method, picture)), inputs)
+    buffer = io.BytesIO()
+    draw_grid(result, method, picture).save(buffer, format="PNG")
+    return write_output(path, buffer.getvalue(), inputs)
 
 
-def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None) -> Picture:
+def draw_grid(result: Any, method: str = "mean", picture: Image.Image | None = None) -> Image.Image:
     """The grid of an `AttentionResult`, or of a watch's `AttentionMaps` (`w.attention.mean()`)."""
     result = _as_result(result)
     grid = result.grid(method)
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
     cell_w, cell_h = CELL, max(1, round(CELL * height / width))
-    label_w = max(text_width(label, SCALE) for label in grid.rows) + 2 * GAP
+    label = label_font(FONT_SIZE)
+
+    def text_width(text: str) -> int:
+        return math.ceil(label.font.getlength(label.drawable(text)))
+
+    label_w = max(text_width(row) for row in grid.rows) + 2 * GAP
     titles = [setup_line(result.setup) if result.setup else "", grid.title,
               f"columns scaled to their own max; all layers: {method}"]
     top = MARGIN + LINE * (len(titles) + 2)
     bar_x = MARGIN + label_w + len(grid.columns) * (cell_w + GAP) + GAP
     rows_h = len(grid.rows) * (cell_h + GAP) - GAP
-    canvas = Canvas(max(bar_x + 16 + text_width("max", SCALE), *(text_width(t, SCALE) for t in titles))
-                    + MARGIN, top + rows_h + MARGIN)
+    image = Image.new("RGB", (max(bar_x + BAR + 4 + text_width("max"), *(text_width(t) for t in titles)) + MARGIN,
+                              top + rows_h + MARGIN), WHITE)
+    draw = ImageDraw.Draw(image)
+
+    def write(x: int, y: int, text: str, fill: tuple[int, int, int] = BLACK) -> None:
+        draw.text((x, y), label.drawable(text), font=label.font, fill=fill)
+
+    under = picture.convert("RGB").resize((cell_w, cell_h), Image.Resampling.LANCZOS) if picture else None
     for i, line in enumerate(titles):
-        canvas.text(MARGIN, MARGIN + i * LINE, line)
+        write(MARGIN, MARGIN + i * LINE, line)
     for c, (name, peak) in enumerate(zip(grid.columns, grid.column_max)):
         x = MARGIN + label_w + c * (cell_w + GAP)
-        canvas.text(x, top - 2 * LINE, _short(name))
-        canvas.text(x, top - LINE, f"max {peak:.3g}", rgb=(90, 90, 90))
+        write(x, top - 2 * LINE, _short(name))
+        write(x, top - LINE, f"max {peak:.3g}", GREY)
         for r, row in enumerate(grid.cells):
-            canvas.heat_map(x, top + r * (cell_h + GAP), cell_w, cell_h, row[c], peak, under=picture)
-    for r, label in enumerate(grid.rows):
-        canvas.text(MARGIN, top + r * (cell_h + GAP) + (cell_h - GLYPH_H * SCALE) // 2, label)
-    for y in range(rows_h):  # the colour bar: the maximum at the top
-        canvas.box(bar_x, top + y, 12, 1, colour(1 - y / max(1, rows_h - 1)))
-    canvas.text(bar_x + 16, top, "max")
-    canvas.text(bar_x + 16, top + rows_h - GLYPH_H * SCALE, "0")
-    return canvas.picture()
+            image.paste(_heat_map(row[c], peak, (cell_w, cell_h), under), (x, top + r * (cell_h + GAP)))
+    for r, row_label in enumerate(grid.rows):
+        write(MARGIN, top + r * (cell_h + GAP) + (cell_h - FONT_SIZE) // 2, row_label)
+    bar = _paint([[level] for level in range(LEVELS - 1, -1, -1)])  # the colour bar: the maximum at the top
+    image.paste(bar.resize((BAR, rows_h), Image.Resampling.BILINEAR), (bar_x, top))
+    write(bar_x + BAR + 4, top, "max")
+    write(bar_x + BAR + 4, top + rows_h - FONT_SIZE, "0")
+    return image
+
+
+def _heat_map(values: Sequence[Sequence[float]], top: float, size: tuple[int, int],
+              under: Image.Image | None) -> Image.Image:
+    """One map (rows of 0..top) as a cell of `size`, each value a block of pixels, over `under` if given."""
+    cell = _paint([[level(v, top) for v in line] for line in values]).resize(size, Image.Resampling.NEAREST)
+    return Image.blend(under, cell, OPACITY) if under is not None else cell
+
+
+def _paint(levels: Sequence[Sequence[int]]) -> Image.Image:
+    """Rows of colour-map levels (0..255) as an RGB image, one pixel each."""
+    image = Image.frombytes("P", (len(levels[0]), len(levels)), bytes(v for line in levels for v in line))
+    image.putpalette(PALETTE)
+    return image.convert("RGB")
 
 
 def _short(block: str) -> str:

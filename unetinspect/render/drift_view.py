@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from unetinspect.render.canvas import colour
+from unetinspect.render.colormap import colour
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import CSV, TABLE, Column, View
 from unetinspect.render.units import human_bytes

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from rich import box
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -238,13 +239,14 @@ def _fit_folding_columns(table: Table, columns: Sequence[Column], console: Conso
     widest cell is narrower), then what is left goes to them in declaration order, up to their widest cell.
     """
     wide = options.update_width(10**6)
-    natural = [table._measure_column(console, wide, spec).maximum - table._get_padding_width(spec._index)
+    natural = [max(Measurement.get(console, wide, cell).maximum for cell in (spec.header, *spec.cells))
                for spec in table.columns]
-    padding = sum(table._get_padding_width(spec._index) for spec in table.columns)
+    # What the table adds around its cells (edges, separators, padding): its own width less theirs, unfolded.
+    frame = Measurement.get(console, wide, table).maximum - sum(natural)
     fixed = sum(width for width, column in zip(natural, columns) if not column.fold)
     folding = [i for i, column in enumerate(columns) if column.fold]
     widths = {i: min(natural[i], columns[i].min_width) for i in folding}
-    left = options.max_width - table._extra_width - padding - fixed - sum(widths.values())
+    left = options.max_width - frame - fixed - sum(widths.values())
     if left < 0:
         return False
     for i in folding:

@@ -136,7 +136,7 @@ class _Drawing:
 
     def source(self) -> str:
         c = self.colors
-        dot = graphviz.Digraph(name=_svg_id(self.graph.name or "unet"))
+        dot = graphviz.Digraph(name=svg_id(self.graph.name or "unet"))
         dot.attr("graph", rankdir=self.style.direction, bgcolor=c.background, fontname=FONT, fontcolor=c.text,
                  fontsize="12", nodesep="0.3" if self.style.direction == "TB" else "1.0", ranksep="0.4",
                  newrank="true", labelloc="t", labeljust="l",
@@ -145,9 +145,15 @@ class _Drawing:
                  shape="box", style="rounded,filled", margin="0.08,0.04")
         dot.attr("edge", fontname=FONT, fontcolor=c.muted, fontsize="8", color=c.edge, arrowsize="0.6",
                  penwidth="1.2")
-        lines = [*self._cluster_lines(), *(line for edge in self.graph.edges if (line := self._edge(edge))),
-                 *(f"\t{{rank=same; {' '.join(_q(i) for i in row)}}}" for row in self.rows)]
-        dot.body.extend(line + "\n" for line in lines)  # one statement a line: DOT files diff line by line
+        self._add_clusters(dot)  # one statement a line: DOT files diff line by line
+        for edge in self.graph.edges:
+            self._add_edge(dot, edge)
+        for row in self.rows:
+            same = graphviz.Digraph()
+            same.attr(rank="same")
+            for node_id in row:
+                same.node(dot_name(node_id))
+            dot.subgraph(same)
         return dot.source
 
     # ---- title and legend ---------------------------------------------------------------------------------------
@@ -195,50 +201,48 @@ class _Drawing:
 
     # ---- nodes and clusters -------------------------------------------------------------------------------------
 
-    def _cluster_lines(self) -> list[str]:
-        """Every node, inside nested cluster statements; conditioning nodes of the U in a frame of their own."""
-        members: dict[str | None, list[str]] = {}
+    def _add_clusters(self, dot: graphviz.Digraph) -> None:
+        """Every node, inside nested clusters; conditioning nodes of the U in a frame of their own."""
+        members: dict[str | None, list[Node]] = {}
         for node in self.graph.nodes:
             home = node.cluster
             if home is None and self.graph.is_u and not node.on_path and node.kind != "controlnet":
                 home = "conditioning"  # a ControlNet stands beside the down path, which it feeds
-            members.setdefault(home, []).append(self._node(node))
+            members.setdefault(home, []).append(node)
         children: dict[str | None, list[str]] = {}
         for cluster in self.graph.clusters:
             children.setdefault(cluster.parent, []).append(cluster.id)
         if "conditioning" in members:
             children.setdefault(None, []).append("conditioning")
 
-        def block(cluster_id: str, indent: str) -> list[str]:
-            lines = [f"{indent}subgraph {_q('cluster_' + cluster_id)} {{",
-                     f"{indent}\t{self._cluster_attrs(cluster_id)}"]
-            lines += [indent + line for line in members.get(cluster_id, [])]
+        def add(parent: graphviz.Digraph, cluster_id: str | None) -> None:
+            for node in members.get(cluster_id, []):
+                self._add_node(parent, node)
             for child in children.get(cluster_id, []):
-                lines += block(child, indent + "\t")
-            return lines + [f"{indent}}}"]
+                cluster = graphviz.Digraph(name=dot_name("cluster_" + child))
+                cluster.attr(**self._cluster_attrs(child))
+                add(cluster, child)
+                parent.subgraph(cluster)
 
-        lines = list(members.get(None, []))
-        for top in children.get(None, []):
-            lines += block(top, "\t")
-        return lines
+        add(dot, None)
 
-    def _cluster_attrs(self, cluster_id: str) -> str:
+    def _cluster_attrs(self, cluster_id: str) -> dict[str, str]:
         c = self.colors
         if cluster_id == "conditioning":
-            return (f'id="cluster_conditioning" label=<<B>conditioning</B>> style="rounded,dashed" '
-                    f"color={_q(c.frame)} fontsize=10 labeljust=l")
+            return {"id": "cluster_conditioning", "label": "<<B>conditioning</B>>", "style": "rounded,dashed",
+                    "color": c.frame, "fontsize": "10", "labeljust": "l"}
         cl = self.clusters[cluster_id]
         params = f" · {human_count(cl.params)}" if self.style.params and cl.params else ""
         name = escape(self._short(cl.label, cl.parent))
-        label = f'<<B>{name}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>'
         fill = c.fills.get(cl.kind, c.fills["other"])
-        return (f"id={_q(_svg_id('cluster_' + cl.id))} label={label} style=\"rounded,filled\" "
-                f"fillcolor={_q(_mix(fill, c.background, 0.25))} color={_q(fill)} penwidth=1.4 fontsize=11 "
-                f"labeljust=l")
+        return {"id": svg_id("cluster_" + cl.id),
+                "label": f'<<B>{name}</B> <FONT POINT-SIZE="9">{escape(cl.type)}{params}</FONT>>',
+                "style": "rounded,filled", "fillcolor": _mix(fill, c.background, 0.25), "color": fill,
+                "penwidth": "1.4", "fontsize": "11", "labeljust": "l"}
 
-    def _node(self, node: Node) -> str:
+    def _add_node(self, dot: graphviz.Digraph, node: Node) -> None:
         c = self.colors
-        attrs: dict[str, str] = {"id": _svg_id(node.id), "class": node.kind,
+        attrs: dict[str, str] = {"id": svg_id(node.id), "class": node.kind,
                                  "fillcolor": c.fills.get(node.kind, c.fills["other"])}
         if node.side in ("down", "up") and node.kind != "op":
             attrs["group"] = node.side  # dot keeps a group in a straight column where it can
@@ -249,7 +253,7 @@ class _Drawing:
         elif node.kind == "op":
             text = _OP_LABELS.get(node.type, node.type)
             attrs.update(shape="circle" if len(text) == 1 else "box", margin="0.03", width="0.28", height="0.28",
-                         fixedsize="true" if len(text) == 1 else "false", label=escape(text))
+                         fixedsize="true" if len(text) == 1 else "false", label=graphviz.escape(text))
         else:
             lines = [f'<FONT POINT-SIZE="8">{escape(node.type)}</FONT>']
             if self.style.params and node.params:
@@ -257,7 +261,7 @@ class _Drawing:
             attrs["label"] = self._label(node, lines)
             if node.kind in BLOCK_KINDS:
                 attrs["penwidth"] = "1.6"
-        return f"\t{_q(node.id)} [{_attrs(attrs)}]"
+        dot.node(dot_name(node.id), **attrs)
 
     def _label(self, node: Node, lines: list[str]) -> str:
         """Name in bold, the given lines, and the conditioning tags, as an HTML-like label."""
@@ -322,12 +326,12 @@ class _Drawing:
 
     # ---- edges and the U ----------------------------------------------------------------------------------------
 
-    def _edge(self, edge: Edge) -> str:
+    def _add_edge(self, dot: graphviz.Digraph, edge: Edge) -> None:
         if edge.kind == "condition" and self.tags:
-            return ""  # drawn as tags on both ends
+            return  # drawn as tags on both ends
         c = self.colors
         source, target = self.nodes[edge.source], self.nodes[edge.target]
-        attrs: dict[str, str] = {"id": _svg_id(edge.id.replace("->", "--")), "class": edge.kind}
+        attrs: dict[str, str] = {"id": svg_id(edge.id.replace("->", "--")), "class": edge.kind}
         if self.style.shapes:
             attrs["label"] = f" {shape_str(edge.shape)} "
         if edge.kind == "skip":
@@ -346,8 +350,9 @@ class _Drawing:
             attrs["weight"] = "0"  # an up block's concat may step left of the block below: no staircase
         if upward:  # the up path climbs: declare the edge backwards so that dot ranks it that way
             attrs["dir"] = "back"
-            return f"\t{_q(edge.target)} -> {_q(edge.source)} [{_attrs(attrs)}]"
-        return f"\t{_q(edge.source)} -> {_q(edge.target)} [{_attrs(attrs)}]"
+            dot.edge(dot_name(edge.target), dot_name(edge.source), **attrs)
+        else:
+            dot.edge(dot_name(edge.source), dot_name(edge.target), **attrs)
 
     def _rows(self) -> list[list[str]]:
         """Nodes drawn side by side across the U.
@@ -388,14 +393,13 @@ def _mix(color: str, background: str, amount: float) -> str:
     return "#" + "".join(f"{v:02x}" for v in mixed)
 
 
-def _attrs(attrs: dict[str, str]) -> str:
-    return " ".join(f"{k}={v if v.startswith('<') else _q(v)}" for k, v in attrs.items())
+def dot_name(node_id: str) -> str:
+    """A node id as a DOT node or cluster name: never read as an HTML label or a backslash escape, and with no
+    colon, which graphviz's `edge()` reads as a port (`input:sample` → `input%3Asample`; xflr6/graphviz#53).
+    The SVG element keeps the node id itself (its `id` attribute), which is what the report finds nodes by."""
+    return graphviz.escape(node_id.replace("%", "%25").replace(":", "%3A"))
 
 
-def _q(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _svg_id(text: str) -> str:
+def svg_id(text: str) -> str:
     """An id for the SVG element: the node id with characters XML ids cannot hold replaced."""
     return "".join(ch if ch.isalnum() or ch in "._-:" else "_" for ch in text)

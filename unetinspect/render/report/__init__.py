@@ -1,24 +1,29 @@
 """The HTML report and the HTML comparison: one self-contained file each (CSS, JS, SVG and data inline).
 
-The page's template, style and script are real files beside this module (page.html, report.css, report.js),
-filled in here. Diagrams are Graphviz SVG; where `dot` is missing the report says so and shows the blocks as
-plain buttons instead, so the metric colours, the tree and click-to-focus still work.
+The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, the diagram
+macro), with autoescape on: every name and label from a model or a config is escaped by the template, never by
+hand. Only three things are marked `|safe` there: Graphviz's SVG (which escapes its own text), and our own
+report.css and report.js. The data for the script goes in as JSON that cannot close its <script> tag. Where `dot`
+is missing the report says so and shows the blocks as plain buttons instead, so the metric colours, the tree and
+click-to-focus still work.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
-from html import escape
+from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jinja2 import Environment, PackageLoader, select_autoescape
+
+from unetinspect.render.colormap import COLOURS, level
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import FileView
-from unetinspect.render.graph import INSTALL_HINT, _svg_id, render
+from unetinspect.render.graph import INSTALL_HINT, render, svg_id
 from unetinspect.render.header import setup_line
 from unetinspect.render.report.memory_section import memory_section
 from unetinspect.render.units import human_count, human_flops, shape_str
@@ -37,10 +42,9 @@ NO_DOT = f"Graphviz's dot program was not installed when this report was made, s
 def report_html(report: Report) -> str:
     """The whole report page for one UNet."""
     summary = report.summary
-    metrics = [{"key": key, "label": METRIC_LABELS[key]} for key in report.metrics]
     data = {
         "kind": "report",
-        "metrics": metrics,
+        "metrics": [{"key": key, "label": METRIC_LABELS[key]} for key in report.metrics],
         "branches": [list(b.runs) for b in report.branches],
         "rows": [{"index": r.index, "name": r.name, "type": r.type, "depth": r.depth, "parent": r.parent,
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
@@ -48,43 +52,14 @@ def report_html(report: Report) -> str:
                   "latency": r.latency_ms, "saved": r.saved} for r in report.rows],
         "attention": attention_data(report.attention),
     }
-    options = "".join(f'<option value="{m["key"]}">{escape(m["label"])}</option>' for m in metrics)
-    options += '<option value="type">kind of block (the diagram\'s own colours)</option>'
-    latency_header = '<th class="num" data-key="latency">latency ms</th>' if "latency" in report.metrics else ""
-    if "saved" in report.metrics:
-        latency_header += '<th class="num" data-key="saved">saved</th>'
-
-    layer_templates = "".join(
-        f'<template id="layers:{escape(name)}">{_svg(graph)}</template>' for name, graph in report.layers.items()
-    ) if _has_dot() else ""
-    body = f"""
-<section>
-  <div class="controls">
-    <label>Colour blocks by <select id="metric">{options}</select></label>
-    <span class="legend" id="legend">0 <span class="ramp" style="background:linear-gradient(90deg,#fff7ec,#f16913)">
-    </span> <span id="legend-max"></span> (square-root scale)</span>
-    <span class="note">Click a block to open it in the tree and see its layers.</span>
-  </div>
-  <div class="views">
-    <div class="diagram" id="diagram">{_diagram(report.blocks, [r.name for r in report.rows if r.depth == 1])}</div>
-    <div><h2>Layers of the block clicked</h2><div id="layers"><p class="note">Click a block.</p></div></div>
-  </div>
-</section>
-{_branches_section(report)}
-{attention_section(report.attention)}
-{memory_section(report.memory)}
-<section>
-  <h2>Modules</h2>
-  <p class="note">Blocks → layers → sub-layers. ▸ opens a row; a column header sorts each level (again: reverse,
-  a third time: call order).</p>
-  <div class="tree-wrap"><table id="tree"><thead><tr>
-    <th data-key="name">module</th><th data-key="type">type</th><th>input</th><th>output</th>
-    <th class="num" data-key="params">params</th><th class="num" data-key="flops">FLOPs</th>
-    <th class="num" data-key="activation">activation</th>{latency_header}
-  </tr></thead><tbody></tbody></table></div>
-</section>
-{layer_templates}"""
-    return html_page(f"{summary.setup.label} · unetinspect report", _setup(report), body, data)
+    facts = _facts(report)
+    return _render("report.html", f"{summary.setup.label} · unetinspect report", data,
+                   label=summary.setup.label, setup=setup_line(summary.setup), facts=facts,
+                   metrics=data["metrics"], timed="latency" in report.metrics, saved="saved" in report.metrics,
+                   blocks=_diagram(report.blocks, [r.name for r in report.rows if r.depth == 1]),
+                   branches=_branches(report), attention=_attention(report.attention),
+                   memory=memory_section(report.memory),
+                   layers=[(name, _svg(graph)) for name, graph in report.layers.items()] if _has_dot() else [])
 
 
 def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
@@ -98,109 +73,67 @@ def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
         if pair.b is not None:
             status["b"][pair.b.path] = "added" if pair.a is None else mark
         rows.append(_comparison_row(pair, mark))
-    sides = "".join(
-        f'<div><h2>{escape(label)}</h2><p class="heading">{escape(setup_line(summary.setup))}</p>'
-        f'<div class="diagram" id="diagram-{side}">{_diagram(graph, [p for p in status[side]])}</div></div>'
-        for side, label, summary, graph in (("a", comparison.a_label, comparison.a, graphs[0]),
-                                            ("b", comparison.b_label, comparison.b, graphs[1]))
-    )
-    legend = " ".join(f'<span class="badge {s}">{s}</span>' for s in ("added", "removed", "changed", "same"))
-    body = f"""
-<section>
-  <p>Blocks paired by {escape(comparison.aligned_by)}. {legend} — changed: another type, parameter count, FLOPs,
-  output shape or (with --weights) weights. Click a row of the table to find its blocks.</p>
-  <div class="sides">{sides}</div>
-</section>
-<section>
-  <h2>Block against block</h2>
-  <table id="comparison"><thead><tr><th>stage</th><th>status</th><th>{escape(comparison.a_label)}</th>
-  <th class="num">params</th><th class="num">FLOPs</th><th>output</th><th>{escape(comparison.b_label)}</th>
-  <th class="num">params</th><th class="num">FLOPs</th><th>output</th><th class="num">Δ params</th>
-  <th class="num">Δ FLOPs</th></tr></thead><tbody>{"".join(rows)}</tbody></table>
-</section>"""
-    header = (f"<h1>{escape(comparison.a_label)} vs {escape(comparison.b_label)}</h1>"
-              f"<p class=\"heading\">parameters {comparison.a.trace.total_params:,} vs "
-              f"{comparison.b.trace.total_params:,} · FLOPs {human_count(comparison.a.trace.flops, 'FLOPs')} vs "
-              f"{human_count(comparison.b.trace.flops, 'FLOPs')}</p>")
-    return html_page(f"{comparison.a_label} vs {comparison.b_label} · unetinspect", header, body,
-                 {"kind": "compare", "status": status})
+    sides = [{"key": key, "label": label, "setup": setup_line(summary.setup),
+              "params": f"{summary.trace.total_params:,}", "flops": human_count(summary.trace.flops, "FLOPs"),
+              "diagram": _diagram(graph, list(status[key]))}
+             for key, label, summary, graph in (("a", comparison.a_label, comparison.a, graphs[0]),
+                                                ("b", comparison.b_label, comparison.b, graphs[1]))]
+    return _render("comparison.html", f"{comparison.a_label} vs {comparison.b_label} · unetinspect",
+                   {"kind": "compare", "status": status}, a=sides[0], b=sides[1],
+                   aligned_by=comparison.aligned_by, rows=rows)
 
 
 # ---- pieces -------------------------------------------------------------------------------------------------------
 
 
-def _setup(report: Report) -> str:
-    """The setup header: what was opened, at what sizes, and the totals."""
+def _facts(report: Report) -> list[tuple[str, str]]:
+    """The setup header's facts: the totals, the step time, the notes."""
     from unetinspect.render.summary_view import SummaryView
 
-    summary = report.summary
-    facts = SummaryView().totals(summary)
+    facts = SummaryView().totals(report.summary)
     if report.step_ms is not None:
         facts.append(("step", f"{report.step_ms:.2f} ms (median, no hooks)"))
-    facts += [("note", note) for note in report.notes]
-    items = "".join(f"<dt>{escape(k)}</dt><dd>{escape(v)}</dd>" for k, v in facts)
-    return (f"<h1>{escape(summary.setup.label)}</h1><p class=\"heading\">{escape(setup_line(summary.setup))}</p>"
-            f"<dl>{items}</dl>")
+    return facts + [("note", note) for note in report.notes]
 
 
-def _branches_section(report: Report) -> str:
+def _branches(report: Report) -> dict[str, Any] | None:
     """The partial-UNet costs (see views/branches.py); a click on a row shows the branch on the diagram."""
     if not report.branches:
-        return ""
+        return None
     flops = report.summary.trace.flops
     timed = report.branches[0].latency_ms is not None
-    rows = "".join(
-        f'<tr data-branch="{b.index}"><td class="num">{b.index}</td><td>{escape(b.producer)}</td>'
-        f"<td>{escape(b.consumer)}</td><td class=\"num\">{human_flops(b.flops)}</td>"
-        f'<td class="num">{100 * b.flops / flops:.1f}%</td><td class="num">{human_flops(b.macs_without_attention)}</td>'
-        f'<td class="num">{human_count(b.params)}</td>'
-        + (f'<td class="num">{b.latency_ms:.3f}</td>' if timed else "") + "</tr>"
-        for b in report.branches
-    )
-    notes = "".join(f"<li>{escape(c)}</li>" for c in report.conventions)
-    return f"""
-<section>
-  <h2>Partial UNet: the shallow branch of each skip</h2>
-  <p class="note">What a DeepCache-style step runs when everything deeper than skip k comes from the previous
-  step's cache. Click a branch to see it on the diagram: blocks it skips fade, blocks it runs in part are dashed.
-  Click again to clear.</p>
-  <table id="branches"><thead><tr><th class="num">branch</th><th>skip from</th><th>read by</th>
-  <th class="num">FLOPs</th><th class="num">% step</th><th class="num">MACs w/o attn</th><th class="num">params</th>
-  {'<th class="num">latency ms</th>' if timed else ""}</tr></thead><tbody>{rows}</tbody></table>
-  <ul class="note">{notes}</ul>
-</section>"""
+    rows = [{"index": b.index, "producer": b.producer, "consumer": b.consumer, "flops": human_flops(b.flops),
+             "share": f"{100 * b.flops / flops:.1f}%", "macs": human_flops(b.macs_without_attention),
+             "params": human_count(b.params), "latency": f"{b.latency_ms:.3f}" if timed else ""}
+            for b in report.branches]
+    return {"timed": timed, "rows": rows, "conventions": report.conventions}
+
+
+def _attention(grid: AttentionGrid | None) -> dict[str, Any] | None:
+    """Token buttons over one canvas per block: hovering a token draws its map in each (report.js)."""
+    if grid is None:
+        return None
+    return {"title": grid.title, "tokens": grid.rows, "height": len(grid.cells[0][0]),
+            "width": len(grid.cells[0][0][0]),
+            "columns": [{"name": name, "peak": f"{peak:.3g}"} for name, peak in zip(grid.columns, grid.column_max)]}
 
 
 def attention_section(grid: AttentionGrid | None, under: str | None = None) -> str:
-    """Token buttons over one canvas per block: hovering a token draws its map in each (report.js); with
-    `under` (an image's data URI) the maps are drawn see-through over that image."""
+    """The attention section of any page (the report's, `run`'s): with `under` (an image's data URI) the maps are
+    drawn see-through over that image."""
     if grid is None:
         return ""
-    tokens = "".join(f'<button type="button" class="token" data-token="{i}">{escape(label)}</button>'
-                     for i, label in enumerate(grid.rows))
-    height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
-    over = f' class="over" style="background-image:url({under})"' if under else ""
-    figures = "".join(
-        f'<figure><canvas width="{width}" height="{height}" data-column="{c}"{over}></canvas><figcaption>'
-        f'{escape(name)}<br><span class="note">max {peak:.3g}</span></figcaption></figure>'
-        for c, (name, peak) in enumerate(zip(grid.columns, grid.column_max)))
-    return f"""
-<section id="attention">
-  <h2>Attention maps</h2>
-  <p class="note">{escape(grid.title)}. Hover a token to see its map in every block (each block's layers averaged
-  at the latent size, each scaled to its own maximum; the last: all layers).</p>
-  <div class="tokens">{tokens}</div>
-  <div class="maps">{figures}</div>
-</section>"""
+    return str(_environment().get_template("attention.html").module.attention_section(_attention(grid), under))
 
 
 def attention_data(grid: AttentionGrid | None) -> dict[str, Any] | None:
-    """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum."""
+    """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum, and
+    the colour of each of those levels: the PNG grid's own colour map, so a map looks the same in both."""
     if grid is None:
         return None
-    maps = [[[round(255 * v / peak) if peak > 0 else 0 for line in cell for v in line]
+    maps = [[[level(v, peak) for line in cell for v in line]
              for cell, peak in zip(row, grid.column_max)] for row in grid.cells]
-    return {"tokens": grid.rows, "columns": grid.columns, "maps": maps}
+    return {"tokens": grid.rows, "columns": grid.columns, "maps": maps, "colours": COLOURS}
 
 
 def _status(pair: Any) -> str:
@@ -209,58 +142,59 @@ def _status(pair: Any) -> str:
     return "changed" if pair.differs or weights_moved else "same"
 
 
-def _comparison_row(pair: Any, mark: str) -> str:
-    def side(s: Any) -> str:
+def _comparison_row(pair: Any, mark: str) -> dict[str, Any]:
+    def side(s: Any) -> dict[str, str] | None:
         if s is None:
-            return '<td>–</td><td class="num">–</td><td class="num">–</td><td>–</td>'
-        return (f"<td>{escape(s.path)} <span class=\"type\">{escape(s.type)}</span></td>"
-                f"<td class=\"num\">{human_count(s.params)}</td><td class=\"num\">{human_flops(s.flops)}</td>"
-                f"<td>{shape_str(s.output)}</td>")
+            return None
+        return {"path": s.path, "type": s.type, "params": human_count(s.params), "flops": human_flops(s.flops),
+                "output": shape_str(s.output)}
 
     def delta(key: str) -> str:
         value = (getattr(pair.b, key) if pair.b else 0) - (getattr(pair.a, key) if pair.a else 0)
         return ("+" if value > 0 else "") + human_count(value) if value else "0"
 
     status = "added" if pair.a is None else "removed" if pair.b is None else mark
-    return (f'<tr data-a="{escape(pair.a.path) if pair.a else ""}" data-b="{escape(pair.b.path) if pair.b else ""}">'
-            f'<td>{escape(pair.stage)}</td><td><span class="badge {status}">{status}</span></td>{side(pair.a)}'
-            f'{side(pair.b)}<td class="num">{delta("params")}</td><td class="num">{delta("flops")}</td></tr>')
+    return {"stage": pair.stage, "status": status, "a": side(pair.a), "b": side(pair.b),
+            "d_params": delta("params"), "d_flops": delta("flops")}
 
 
 def _has_dot() -> bool:
     return shutil.which("dot") is not None
 
 
-def _diagram(graph: Graph, blocks: list[str]) -> str:
-    """The block diagram as inline SVG; without `dot`, a clear note and one button per block."""
-    if _has_dot():
-        return _svg(graph)
-    buttons = "".join(f'<button type="button" class="node" id="{escape(_svg_id(name))}">{escape(name)}</button>'
-                      for name in blocks)
-    return f'<p class="note">{escape(NO_DOT)}</p><div class="fallback">{buttons}</div>'
+def _diagram(graph: Graph, blocks: list[str]) -> dict[str, Any]:
+    """The block diagram as inline SVG; without `dot`, the note and the blocks the page shows as buttons."""
+    return {"svg": _svg(graph) if _has_dot() else None, "note": NO_DOT, "blocks": blocks}
 
 
 def _svg(graph: Graph) -> str:
-    """Graphviz's SVG without its XML prolog and doctype, ready to sit inside HTML."""
+    """Graphviz's SVG without its XML prolog and doctype, ready to sit inside HTML (Graphviz escaped its text)."""
     text = render(graph, "svg").decode("utf-8")
     return text[text.index("<svg"):]
 
 
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    """The templates, autoescaped; `tojson` compact and UTF-8 (and, as always, safe inside <script>)."""
+    environment = Environment(loader=PackageLoader("unetinspect.render.report", "templates"),
+                              autoescape=select_autoescape(["html"]), keep_trailing_newline=True)
+    environment.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False}
+    environment.filters["svg_id"] = svg_id
+    return environment
+
+
 def html_page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
-    """The template with its slots filled; `</` in the data is escaped so it cannot close the script tag."""
+    """A page of sections that are HTML already (`run`'s report builds its own): the frame, style, script and
+    data are the report's."""
+    return _render("sections.html", title, data, header=header, body=body)
+
+
+def _render(template: str, title: str, data: dict[str, Any], **context: Any) -> str:
+    """A page: the template filled in, with our own style and script inline."""
     package = files("unetinspect.render.report")
-    slots = {
-        "title": escape(title),
-        "style": package.joinpath("report.css").read_text(encoding="utf-8"),
-        "header": header,
-        "body": body,
-        "data": json.dumps(data, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/"),
-        "script": package.joinpath("report.js").read_text(encoding="utf-8"),
-    }
-    page = package.joinpath("page.html").read_text(encoding="utf-8")
-    for name, value in slots.items():
-        page = page.replace(f"<!--slot:{name}-->", value)
-    return page
+    return _environment().get_template(template).render(
+        title=title, data=data, style=package.joinpath("report.css").read_text(encoding="utf-8"),
+        script=package.joinpath("report.js").read_text(encoding="utf-8"), **context)
 
 
 class ReportView(FileView):

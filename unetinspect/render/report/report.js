@@ -241,14 +241,8 @@
   }
 
   // ---- attention maps: hovering a token draws its map in every block's canvas ------------------------------
-  const VIRIDIS = [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]; // as canvas.py
-
-  function viridis(t) {
-    const x = Math.min(Math.max(t, 0), 1) * (VIRIDIS.length - 1);
-    const i = Math.min(Math.floor(x), VIRIDIS.length - 2), f = x - i;
-    return VIRIDIS[i].map((a, k) => Math.round(a + (VIRIDIS[i + 1][k] - a) * f));
-  }
-
+  // Each value is a level 0..255 and maps.colours[level] its colour: the table the PNG grid paints with
+  // (render/colormap.py), handed over in the page's data rather than written here a second time.
   function initAttention() {
     const maps = data.attention;
     if (!maps) return;
@@ -259,7 +253,7 @@
         const context = canvas.getContext("2d");
         const image = context.createImageData(canvas.width, canvas.height);
         const alpha = canvas.classList.contains("over") ? 150 : 255; // over a picture: see-through
-        maps.maps[token][c].forEach((v, i) => image.data.set([...viridis(v / 255), alpha], 4 * i));
+        maps.maps[token][c].forEach((v, i) => image.data.set([...maps.colours[v], alpha], 4 * i));
         context.putImageData(image, 0, 0);
         canvas.dataset.token = String(token);
       });
