@@ -10,18 +10,18 @@ import gc
 import os
 import sys
 import warnings
+from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
-import click
 import typer
 import typer.core
 from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
-from unetinspect.cli_options import SIZES, SOURCE, Options, format_choices, format_option, with_options
+from unetinspect.cli_options import DEVICE, SIZES, SOURCE, TIMING, Options, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
 from unetinspect.render.branches_view import BranchesView
@@ -38,18 +38,77 @@ from unetinspect.render.weights_view import WeightsView
 # numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
-class Commands(typer.core.TyperGroup):
-    """The command group. Ctrl-C at any point of any command — importing torch, loading weights, timing, writing —
-    ends it with exit code 130 (what shells expect of an interrupted program) and one line, instead of click's
-    "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
-    half-written."""
+# The options that name what a command writes; every other file a command's options or arguments name is an input.
+OUTPUTS = ("output", "trace")
 
-    def invoke(self, ctx: click.Context) -> Any:
+
+class Commands(typer.core.TyperGroup):
+    """The command group, and the one place a failure becomes what the user sees: a `UnetInspectError` from deep
+    down is one line and its exit code, a bug of ours one "internal error" line (--debug: the traceback), and
+    Ctrl-C at any point — importing torch, loading weights, timing, writing — exit code 130 (what shells expect
+    of an interrupted program) instead of click's "Aborted!" and 1. Outputs are written whole or not at all
+    (render/export), so nothing is left half-written."""
+
+    def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             say("interrupted", "error")
             raise typer.Exit(130) from None
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors and exits: click's own handling
+        except UnetInspectError as exc:
+            if State.debug:
+                raise
+            say(exc.one_line(), "error")
+            raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:  # a bug of ours: still one line, with the way to see more
+            if State.debug:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            say(f"internal error: {type(exc).__name__}: {first} — rerun with --debug for the traceback and report it",
+                "error")
+            raise typer.Exit(1) from None
+
+
+class Command(typer.core.TyperCommand):
+    """Every command. Before its body runs (its options read: --help never waits for this), every file it will
+    write is checked against every file it was given — a bad -o fails now, not after minutes of timing, and an
+    input is never an output (`attention --image cat.png -o cat.png`) — then torch is imported and its objects
+    frozen: its ~100k objects never become garbage, yet every full collection would walk them (a summary's
+    thousands of hooks and records trigger several, ~0.3 s of a cold start)."""
+
+    imports_torch = True
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        from unetinspect.render.export import check_output_path
+
+        given = named_files(ctx.params)
+        for name in OUTPUTS:
+            if ctx.params.get(name) is not None:
+                check_output_path(ctx.params[name], given)
+        if self.imports_torch:
+            import torch  # noqa: F401
+        gc.freeze()
+        token = GIVEN.set(tuple(given))
+        try:
+            return super().invoke(ctx)
+        finally:
+            GIVEN.reset(token)
+
+
+# The files the running command was given: `emit` never writes over one of them.
+GIVEN: ContextVar[tuple[str, ...]] = ContextVar("GIVEN", default=())
+
+
+def named_files(params: dict[str, Any]) -> list[str]:
+    """Every path-like value of a command's arguments and options, its outputs aside."""
+    values = [value for name, value in params.items() if name not in OUTPUTS]
+    flat = [item for value in values for item in (value if isinstance(value, (list, tuple)) else [value])]
+    return [str(item) for item in flat if isinstance(item, (str, Path)) and not isinstance(item, Enum)]
 
 
 app = typer.Typer(
@@ -100,10 +159,21 @@ def _main(
 
 def choices(name: str, *values: str) -> type[Enum]:
     """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
-    return Enum(name, {value: value for value in values}, type=str)
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
-# ---- options several commands take (the source and size options are cli_options' groups) -------------------------
+class HeadersCommand(Command):
+    """A command that reads file headers by hand and never needs torch (`weights`: milliseconds, not seconds)."""
+
+    imports_torch = False
+
+
+def command(cls: type[Command] = Command) -> Any:
+    """Register a command of the group (as `Command`: its outputs checked and torch readied before its body)."""
+    return app.command(cls=cls)
+
+
+# ---- options several commands take (source, sizes, device and timing are cli_options' groups) ---------------------
 
 SourceArg = Annotated[
     Optional[str],
@@ -118,14 +188,14 @@ ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
     "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
     show_default=False)]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
 Impl = choices("Impl", "ours", "diffusers")
 ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
                                        "class with the same weights (needs diffusers installed).")]
 BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
                                            "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
                                            "of the step, parameters; with profile, latency.")]
+LatencyOpt = Annotated[bool, typer.Option("--profile", help="Also time every block (CUDA when available, else the "
+                                          "CPU; random weights for configs).")]
 
 
 def say(message: str, label: str | None = None, style: str = "bold red") -> None:
@@ -141,96 +211,49 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     say(str(message), "warning", "yellow")
 
 
-def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
-    """A bad -o fails now, before the work: not after seconds of tracing or minutes of timing."""
-    if output is not None:
-        from unetinspect.render.export import check_output_path
-
-        run(check_output_path, output, [i for i in inputs if i])
-
-
-def run(fn, *args, **kwargs):
-    """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
-    # The commands import torch before they get here. Its ~100k objects never become garbage, yet every full
-    # collection walks them: a summary's thousands of hooks and records trigger several, ~0.3 s of a cold start.
-    gc.freeze()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.showwarning = _show_warning
-            return fn(*args, **kwargs)
-    except UnetInspectError as exc:
-        if State.debug:
-            raise
-        say(exc.one_line(), "error")
-        raise typer.Exit(exc.exit_code) from None
-    except Exception as exc:  # a bug of ours: still one line, with the way to see more
-        if State.debug:
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        say(f"internal error: {type(exc).__name__}: {first} — rerun with --debug for the traceback and report it",
-            "error")
-        raise typer.Exit(1) from None
-
-
-def emit(view: Any, fmt: Enum | str, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
-    """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
-    one of the command's `inputs`); a picture or a page is a format of its view too. Every command answers here."""
+def emit(view: Any, fmt: Enum | str | None, result: Any, output: Path | None = None) -> None:
+    """Show a result through its view in the format asked for (none: the view's first, or the file format -o's
+    suffix names): on stdout, or written whole to `output`, never over a file the command was given. A picture
+    or a page is a format of its view too. Every command answers here."""
     from unetinspect.render import formats
 
-    fmt = fmt.value if isinstance(fmt, Enum) else fmt
-    path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
+    path = formats.emit(view, _value(fmt), result, output=output, inputs=GIVEN.get(), console=console())
     if path is not None:
         say(f"wrote {path}")
 
 
+def _value(fmt: Enum | str | None) -> str | None:
+    return fmt.value if isinstance(fmt, Enum) else fmt
+
+
+def progress(fmt: Enum | None, output: Path | None) -> Any:
+    """A progress bar on stderr, where a person watches: not under JSON, and not when stdout is piped away."""
+    from unetinspect.render.profile_view import progress_bar
+
+    shown = _value(fmt) != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    return progress_bar(console(stderr=True), shown)
+
+
 # ---- commands -----------------------------------------------------------------------------------------------------
 
-# Each command's --format choices are the formats its view declares.
-PresetsFormat, SummaryFormat, ProfileFormat, WeightsFormat, LoraFormat, CompareFormat, DiagramFormat = (
-    format_choices(view) for view in (PresetsView, SummaryView, ProfileView, WeightsView, LoraView, CompareView,
-                                      DiagramView))
 
-
-@app.command()
-def presets(
-    fmt: format_option(PresetsFormat) = PresetsFormat.table,
-    output: OutputOpt = None,
-) -> None:
+@command()
+def presets(fmt: format_option(PresetsView) = None, output: OutputOpt = None) -> None:
     """List the built-in configs with their parameter counts.
 
     Example: [bold]unetinspect presets[/]
     """
-    from unetinspect.render.presets_view import PresetRow
+    from unetinspect.views.presets import preset_rows
 
-    def build():
-        from unetinspect.presets import PRESETS
-        from unetinspect.sources.loading import count_parameters, load_unet
-
-        return [PresetRow(p.name, count_parameters(load_unet(p.name, device="meta")), p.description)
-                for p in PRESETS.values()]
-
-    emit(PresetsView(), fmt, run(build), output)
+    emit(PresetsView(), fmt, preset_rows(), output)
 
 
-def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
-                   latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
-    """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
-    from unetinspect.views.branches import branch_costs
-
-    result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
-    table = fmt.value not in BranchesView.formats()  # a list of branches has no tree: the table stands in for it
-    emit(BranchesView(), "table" if table else fmt, result, output, inputs=[source, options.get("config")])
-
-
-@app.command()
-@with_options(SOURCE, SIZES)
+@command()
+@with_options(SOURCE, SIZES, DEVICE)
 def summary(
     source: SourceArg = None,
     depth: DepthOpt = 1,
-    device: DeviceOpt = "meta",
-    dtype: DtypeOpt = "fp32",
-    fmt: format_option(SummaryFormat) = SummaryFormat.table,
+    fmt: format_option(SummaryView) = None,
     output: OutputOpt = None,
     ip_adapter: Annotated[Optional[str], typer.Option(
         "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
@@ -254,41 +277,35 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
-    refuse_output_early(output, source, opts.loading["config"], ip_adapter)
     from unetinspect.views.summary import refuse_branches_with_addons, step_depth, summarize
 
-    spec = opts.spec()
-    run(refuse_branches_with_addons, branches, controlnet, ip_adapter)
+    refuse_branches_with_addons(branches, controlnet, ip_adapter)
     if branches:
-        return _emit_branches(source, spec, fmt, output, **opts.loading)
-    result = run(summarize, source, spec, device=device, dtype=dtype, controlnets=tuple(controlnet or ()),
-                 impl=impl.value, **opts.loading)
-    view = SummaryView(step_depth(depth, controlnet))
-    if ip_adapter is not None:
-        from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
-        from unetinspect.views.ip_adapter import ip_adapter_cost
+        from unetinspect.views.branches import branch_costs
 
-        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result))
-    emit(view, fmt, result, output, inputs=[source, opts.loading["config"], ip_adapter])
+        return emit(BranchesView(), fmt, branch_costs(source, opts.spec(), **opts.loading), output)
+    result = summarize(source, opts.spec(), controlnets=tuple(controlnet or ()), impl=impl.value, **opts.device,
+                       **opts.loading)
+    emit(summary_view(step_depth(depth, controlnet), ip_adapter, result), fmt, result, output)
+
+
+def summary_view(depth: int, ip_adapter: str | None, result: Any) -> SummaryView:
+    """The summary's table, with an IP-Adapter's parameters and image-token FLOPs beside each block if given."""
+    if ip_adapter is None:
+        return SummaryView(depth)
+    from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
+    from unetinspect.views.ip_adapter import ip_adapter_cost
+
+    return IPAdapterSummaryView(depth, ip_adapter_cost(ip_adapter, result))
 
 
 Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", "all")
 
 
-@app.command()
-@with_options(SOURCE, SIZES)
+@command()
+@with_options(SOURCE, SIZES, DEVICE, TIMING)
 def profile(
     source: SourceArg = None,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="fp32, fp16 or bf16. \\[default: fp16 on CUDA, fp32 on CPU]", show_default=False)] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
-                                        "one with).")] = 10,
-    max_seconds: Annotated[float, typer.Option(
-        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
-        "run) to take longer than this; an estimate over 10 s is printed.")] = 600.0,
     depth: DepthOpt = 1,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
@@ -301,7 +318,7 @@ def profile(
     trace: Annotated[Optional[Path], typer.Option(
         "--trace", help="Also write a Chrome/Perfetto trace of one step (blocks as named ranges) to this .json.",
         show_default=False)] = None,
-    fmt: format_option(ProfileFormat) = ProfileFormat.table,
+    fmt: format_option(ProfileView) = None,
     output: OutputOpt = None,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
@@ -324,66 +341,20 @@ def profile(
 
       [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
-    from unetinspect.views.profile import profile_mode
+    from unetinspect.render.profile_view import ChromeTraceView, SweepView
+    from unetinspect.views.profile import profile_by_mode, profile_mode
+    from unetinspect.views.summary import step_depth
 
-    mode = run(profile_mode, sweep=sweep is not None, attention=attention.value, compile=compile_model,
-               chrome_trace=trace is not None, branches=branches, controlnets=tuple(controlnet or ()))
-    inputs = [i for i in (source, opts.loading["config"]) if i]
-    for path in (output, trace):
-        refuse_output_early(path, *inputs)
-    spec = opts.spec()
-    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
-                   compile=compile_model, controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
-    show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
-    if mode == "sweep":
-        _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
-    elif mode == "branches":
-        _profile_branches(source, spec, attention.value, options, fmt, output, show_bar)
-    else:
-        from unetinspect.views.summary import step_depth
-
-        _profile_step(source, spec, step_depth(depth, controlnet), attention.value, options, fmt, output, trace,
-                      inputs, show_bar)
-
-
-def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
-                  output: Path | None, trace: Path | None, inputs: list[str], show_bar: bool) -> None:
-    """`profile` of one step, block by block (and its Chrome trace with --trace)."""
-    from unetinspect.render.profile_view import ChromeTraceView, progress_bar
-    from unetinspect.views.profile import profile as profile_source
-
-    with progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
-                     progress=progress, **options)
+    mode = profile_mode(sweep=sweep is not None, attention=attention.value, compile=compile_model,
+                        chrome_trace=trace is not None, branches=branches, controlnets=tuple(controlnet or ()))
+    with progress(fmt, output) as bar:
+        result = profile_by_mode(mode, source, opts.spec(), sizes=sweep, depth=step_depth(depth, controlnet),
+                                 attention=attention.value, compile=compile_model, chrome_trace=trace is not None,
+                                 controlnets=tuple(controlnet or ()), impl=impl.value, progress=bar, **opts.device,
+                                 **opts.timing, **opts.loading)
     if trace is not None:
-        emit(ChromeTraceView(), "trace", result, trace, inputs)
-    emit(ProfileView(), fmt, result, output, inputs)
-
-
-def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
-                      output: Path | None, show_bar: bool) -> None:
-    """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
-    from unetinspect.render import profile_view
-    from unetinspect.views.profile import profile as profile_source
-
-    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(profile_source, source, spec, depth=2, attention=attention, progress=progress, **options)
-    latencies = {row.name: row.latency.median for row in result.blocks}
-    _emit_branches(source, spec, fmt, output, latencies, result.totals.step.median,
-                   **{key: options[key] for key in ("config", "variant", "allow_pickle")})
-
-
-def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
-                   fmt: Enum, output: Path | None, inputs: list[str], show_bar: bool) -> None:
-    """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
-    from unetinspect.render.profile_view import SweepView, progress_bar
-    from unetinspect.views.profile import parse_sweep
-    from unetinspect.views.profile import sweep as sweep_source
-
-    specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
-    with progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(sweep_source, source, specs, attention, progress=progress, **options)
-    emit(SweepView(), fmt, result, output, inputs)
+        emit(ChromeTraceView(), None, result, trace)
+    emit({"sweep": SweepView, "branches": BranchesView, "step": ProfileView}[mode](), fmt, result, output)
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
@@ -391,13 +362,12 @@ Direction = choices("Direction", "TB", "LR")
 Theme = choices("Theme", "light", "dark")
 
 
-@app.command()
+@command()
 @with_options(SIZES, SOURCE)
 def diagram(
     source: SourceArg = None,
-    output: OutputOpt = None,
-    fmt: format_option(Optional[DiagramFormat], "svg, png, pdf or dot. \\[default: from the output's suffix]")
-    = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")] = Path("unet.svg"),
+    fmt: format_option(DiagramView) = None,
     level: Annotated[DiagramLevel, typer.Option("--level", "-l", help="blocks: the U of blocks; layers: each "
                                                 "block opened into its resnets, transformers and resamplers.")]
     = DiagramLevel.blocks,
@@ -427,21 +397,16 @@ def diagram(
 
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
-    output = output or Path("unet.svg")
-    inputs = [source, opts.loading["config"]]
-    refuse_output_early(output, *inputs)
-    from unetinspect.render.diagram_view import format_of
     from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
 
-    graph = run(diagram_graph, source, opts.spec(), level.value, focus, impl=impl.value,
-                controlnets=tuple(controlnet or ()), **opts.loading)
-    kind = run(format_of, output, fmt.value if fmt else None)  # after the source: its errors come first
+    graph = diagram_graph(source, opts.spec(), level.value, focus, impl=impl.value,
+                          controlnets=tuple(controlnet or ()), **opts.loading)
     style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
-    emit(DiagramView(style), kind, graph, output, inputs)
+    emit(DiagramView(style), fmt, graph, output)
 
 
-@app.command()
+@command(HeadersCommand)
 @with_options(SOURCE)
 def weights(
     checkpoint: Annotated[str, typer.Argument(
@@ -451,7 +416,7 @@ def weights(
         help="List only the tensors whose name (the file's or ours) matches this glob, e.g. 'down_blocks.1.*'.",
         metavar="PATTERN", show_default=False)] = None,
     keys: Annotated[bool, typer.Option("--keys", "-k", help="List the tensors with shapes and dtypes.")] = False,
-    fmt: format_option(WeightsFormat) = WeightsFormat.table,
+    fmt: format_option(WeightsView) = None,
     output: OutputOpt = None,
     *,
     opts: Options,
@@ -469,22 +434,20 @@ def weights(
 
       [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
     """
-    refuse_output_early(output, checkpoint, opts.loading["config"])
     from unetinspect.views.weights import inspect_weights
 
-    report = run(inspect_weights, checkpoint, **opts.loading)
-    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output,
-         [checkpoint, opts.loading["config"]])
+    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, inspect_weights(checkpoint, **opts.loading),
+         output)
 
 
-@app.command()
+@command()
 def lora(
     file: Annotated[str, typer.Argument(help="A LoRA .safetensors file (kohya, diffusers/PEFT, LyCORIS LoHa/LoKr).",
                                         metavar="FILE", show_default=False)],
     base: Annotated[Optional[str], typer.Option(
         "--base", help="The UNet to check it against (preset, folder, file). \\[default: the preset it fits best]",
         show_default=False)] = None,
-    fmt: format_option(LoraFormat) = LoraFormat.table,
+    fmt: format_option(LoraView) = None,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
@@ -499,14 +462,13 @@ def lora(
 
       [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
     """
-    refuse_output_early(output, file, base)
     from unetinspect.views.lora import analyze_lora
 
-    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle), output, inputs=[file, base])
+    emit(LoraView(), fmt, analyze_lora(file, base=base, allow_pickle=allow_pickle), output)
 
 
-@app.command()
-@with_options(SIZES)
+@command()
+@with_options(SIZES, DEVICE, TIMING)
 def compare(
     source_a: Annotated[str, typer.Argument(help="First UNet: preset, config.json, diffusers folder or checkpoint.",
                                             metavar="A")],
@@ -514,15 +476,11 @@ def compare(
                                                       metavar="[B]", show_default=False)] = None,
     impl: Annotated[Impl, typer.Option("--impl", help="ours: compare A with B. diffusers: compare our model of A "
                                        "with diffusers' own (needs diffusers installed).")] = Impl.ours,
-    device: DeviceOpt = "meta",
-    latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
-                                          "available, else the CPU; random weights for configs).")] = False,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    latency: LatencyOpt = False,
     weights: Annotated[bool, typer.Option("--weights", help="Also compare the weights of two checkpoints of the "
                                           "same structure, block by block: ‖B−A‖/‖A‖, cosine, tensors changed.")]
     = False,
-    fmt: format_option(CompareFormat, "Output format (-o FILE.html: the side-by-side page).")
-    = CompareFormat.table,
+    fmt: format_option(CompareView) = None,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
     *,
@@ -546,31 +504,20 @@ def compare(
       [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
       [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
-    refuse_output_early(output, source_a, source_b)
     from unetinspect.views.compare import compare as compare_sources
 
-    spec = opts.spec()
-    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
-                 repeat=repeat, allow_pickle=allow_pickle, weights=weights)
-    if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
-        from unetinspect.render.report import ComparisonPage, ComparisonPageView
-        from unetinspect.views.report import comparison_graphs
-
-        graphs = run(comparison_graphs, source_a, source_b, spec, impl=impl.value, allow_pickle=allow_pickle)
-        return emit(ComparisonPageView(), "html", ComparisonPage(result, graphs), output, [source_a, source_b])
-    emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
+    fmt = CompareView.chosen_format(_value(fmt), output)
+    result = compare_sources(source_a, source_b, opts.spec(), impl=impl.value, profile=latency, weights=weights,
+                             page=fmt == "html", allow_pickle=allow_pickle, **opts.device, **opts.timing)
+    emit(CompareView(), fmt, result, output)
 
 
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, DEVICE, TIMING)
 def report(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
-    latency: Annotated[bool, typer.Option("--profile", help="Also time every layer (CUDA when available, else "
-                                          "the CPU; random weights for configs) and colour by latency.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. \\[default: cuda if "
-                                                  "available, else cpu]", show_default=False)] = None,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    latency: LatencyOpt = False,
     *,
     opts: Options,
 ) -> None:
@@ -583,21 +530,18 @@ def report(
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
     """
-    inputs = [source, opts.loading["config"]]
-    refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
     from unetinspect.render.report import ReportView
     from unetinspect.views.report import build_report
 
-    result = run(build_report, source, opts.spec(), profile=latency, device=device, repeat=repeat, **opts.loading)
-    emit(ReportView(), "html", result, output, inputs)
+    result = build_report(source, opts.spec(), profile=latency, **opts.device, **opts.timing, **opts.loading)
+    emit(ReportView(), "html", result, output)
 
 
-AttentionFormat = format_choices(AttentionView)
 Aggregate = choices("Aggregate", "mean", "daam")
 
 
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, DEVICE)
 def attention(
     source: SourceArg = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -621,11 +565,7 @@ def attention(
     aggregate: Annotated[Aggregate, typer.Option(
         "--aggregate", help="How all layers become one map: mean (bilinear upsampling, mean of the layers' "
         "head-means) or daam (bicubic per head, clamped, heads summed).")] = Aggregate.mean,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
-                                                 show_default=False)] = None,
-    fmt: format_option(AttentionFormat) = AttentionFormat.table,
+    fmt: format_option(AttentionView) = None,
     impl: ImplOpt = Impl.ours,
     *,
     opts: Options,
@@ -644,38 +584,19 @@ def attention(
 
       [bold]unetinspect attention tiny --tokens "a,photo,of,a,cat" -o maps.html[/]   hover a token in the report
     """
-    inputs = [i for i in (source, opts.loading["config"]) if i]
-    refuse_output_early(output, *inputs)
-    png = output is not None and output.suffix.lower() == ".png"
-    if image is not None and not png:
-        raise typer.BadParameter("a picture is drawn on in the PNG grid: give -o FILE.png", param_hint="--image")
-    from unetinspect.render.attention_view import write_attention_png
-    from unetinspect.render.png import read_png
-    from unetinspect.views.attention import attention_maps, parse_query
+    from unetinspect.render.attention_view import attention_view
+    from unetinspect.views.attention import attention_maps
 
-    picture = run(read_png, image) if image is not None else None  # a bad picture fails before the run
-    spec = opts.spec()
-    result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
-                 blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
-                 heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
-                 tokens=tokens, device=device, dtype=dtype, impl=impl.value, **opts.loading)
-    if png:
-        say(f"wrote {run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))}")
-    elif output is not None and output.suffix.lower() in (".html", ".htm"):
-        from unetinspect.render.report import ReportView
-        from unetinspect.views.attention import attention_report
-
-        report = run(attention_report, result, source, spec, aggregate.value, **opts.loading)
-        emit(ReportView(), "html", report, output, inputs)
-    else:
-        emit(AttentionView(), fmt, result, output, inputs)
+    fmt = AttentionView.chosen_format(_value(fmt), output)
+    view = attention_view(fmt, aggregate.value, image)  # a bad picture fails before the run
+    result = attention_maps(source, spec=opts.spec(), kind="self" if self_attention else "cross", blocks=blocks or (),
+                            heads=aggregate == Aggregate.daam, query=query, tokens=tokens, impl=impl.value,
+                            page=fmt == "html", **opts.device, **opts.loading)
+    emit(view, fmt, result, output)
 
 
-MemoryFormat = format_choices(MemoryView)
-
-
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, DEVICE)
 def memory(
     source: SourceArg = None,
     train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
@@ -700,10 +621,7 @@ def memory(
     budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
                                                   "much memory, e.g. 24GiB or 80GB.", show_default=False)] = None,
     depth: DepthOpt = 1,
-    device: DeviceOpt = "meta",
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. [default: fp32, or "
-                                                 "--mixed's]", show_default=False)] = None,
-    fmt: format_option(MemoryFormat) = MemoryFormat.table,
+    fmt: format_option(MemoryView) = None,
     output: OutputOpt = None,
     *,
     opts: Options,
@@ -722,25 +640,16 @@ def memory(
 
       [bold]unetinspect memory sdxl --train --mixed bf16 --sweep batch=1,2,4,8 --budget 24GiB[/]
     """
-    refuse_output_early(output, source, opts.loading["config"])
-    from unetinspect.render.memory_view import MemorySweepView, MemoryView
+    from unetinspect.render.memory_view import MemorySweepView
     from unetinspect.views import memory as views
 
-    spec = opts.spec()
     training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
                               lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
-    options = dict(train=train, training=training, device=device, dtype=dtype, **opts.loading)
-    if budget is not None and sweep is None:
-        raise typer.BadParameter("a budget is checked over sizes: add --sweep, e.g. --sweep batch=1,2,4",
-                                 param_hint="--budget")
-    if sweep is not None:
-        from unetinspect.views.profile import parse_sweep
-
-        limit = run(views.parse_bytes, budget) if budget is not None else None
-        result = run(views.memory_sweep, source, run(parse_sweep, sweep, spec), budget=limit, **options)
-        return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
-    result = run(views.memory, source, spec, **options)
-    emit(MemoryView(depth), fmt, result, output, inputs=[source, opts.loading["config"]])
+    options = dict(train=train, training=training, **opts.device, **opts.loading)
+    if views.sweeping(sweep, budget):
+        result = views.memory_sweep(source, sweep, spec=opts.spec(), budget=budget, **options)
+        return emit(MemorySweepView(), fmt, result, output)
+    emit(MemoryView(depth), fmt, views.memory(source, opts.spec(), **options), output)
 
 
 def main() -> None:

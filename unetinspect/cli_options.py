@@ -1,9 +1,12 @@
 """The command line's shared options, declared once as data, and the `--format` option made from a view.
 
-Every command that opens a source takes the same `--config/--variant/--allow-pickle`, and every command that runs
-a forward pass the same size options. They are declared here once (`SOURCE`, `SIZES`) and added to a command by
-`@with_options(SOURCE, SIZES)`, which hands them to it as one `Options` value: a new size option (`--frames`)
-is one line here and every command has it. `--format` is built from the formats the view itself declares
+Every command that opens a source takes the same `--config/--variant/--allow-pickle`, every command that runs
+a forward pass the same size options, every command that runs on a device the same `--device/--dtype`, and every
+command that times the same `--warmup/--repeat/--max-seconds`. They are declared here once (`SOURCE`, `SIZES`,
+`DEVICE`, `TIMING`) and added to a command by `@with_options(SOURCE, SIZES)`, which hands them to it as one
+`Options` value: a new size option (`--frames`) is one line here and every command has it. A device or timing
+option left out is not passed on at all, so each library call keeps its own default (meta for shapes, the
+fastest device for timing). `--format` is built from the formats the view itself declares
 (`View.formats`), so a command never lists formats by hand, and a view that learns a format offers it at once.
 
 Torch-free: `unetinspect --help` imports this.
@@ -39,7 +42,8 @@ class OptionGroup:
 
 
 # Typer shows each group in a panel of its own, under the command's own options.
-SOURCE_PANEL, SIZES_PANEL = "Source options", "Size options"
+SOURCE_PANEL, SIZES_PANEL, DEVICE_PANEL, TIMING_PANEL = "Source options", "Size options", "Device options", \
+    "Timing options"
 
 
 def _source(*decls: str, **options: Any) -> Any:
@@ -48,6 +52,14 @@ def _source(*decls: str, **options: Any) -> Any:
 
 def _size(*decls: str, **options: Any) -> Any:
     return typer.Option(*decls, rich_help_panel=SIZES_PANEL, **options)
+
+
+def _device(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=DEVICE_PANEL, show_default=False, **options)
+
+
+def _timing(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=TIMING_PANEL, show_default=False, **options)
 
 
 SOURCE = OptionGroup("source", (
@@ -79,6 +91,26 @@ SIZES = OptionGroup("sizes", (
 ))
 
 
+DEVICE = OptionGroup("device", (
+    SharedOption("device", Annotated[Optional[str], _device(
+        "--device", help="meta (shapes only, no weights, instant), cpu, cuda, cuda:N or auto. \\[default: meta where "
+        "shapes suffice (summary, compare, memory), else cuda if available, else cpu]")], None),
+    SharedOption("dtype", Annotated[Optional[str], _device(
+        "--dtype", help="fp32, fp16 or bf16. \\[default: fp32; profile: fp16 on CUDA; memory: --mixed's]")], None),
+))
+
+TIMING = OptionGroup("timing", (
+    SharedOption("warmup", Annotated[Optional[int], _timing(
+        "--warmup", min=0, help="Untimed runs before timing. \\[default: 2]")], None),
+    SharedOption("repeat", Annotated[Optional[int], _timing(
+        "--repeat", "-r", min=1, help="Timed runs (each: one without hooks, one with). \\[default: 10; 5 for "
+        "compare and report]")], None),
+    SharedOption("max_seconds", Annotated[Optional[float], _timing(
+        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
+        "run) to take longer than this; an estimate over 10 s is printed. \\[default: 600]")], None),
+))
+
+
 @dataclass(frozen=True)
 class Options:
     """What a command's shared options said, by parameter name."""
@@ -89,6 +121,19 @@ class Options:
     def loading(self) -> dict[str, Any]:
         """The source options, as the library's keyword arguments (config, variant, allow_pickle)."""
         return {option.name: self.values[option.name] for option in SOURCE.options if option.name in self.values}
+
+    @property
+    def device(self) -> dict[str, Any]:
+        """`--device/--dtype` as keyword arguments, only those given: the library's own defaults stand."""
+        return self._given(DEVICE)
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        """`--warmup/--repeat/--max-seconds` as keyword arguments, only those given."""
+        return self._given(TIMING)
+
+    def _given(self, group: OptionGroup) -> dict[str, Any]:
+        return {o.name: self.values[o.name] for o in group.options if self.values.get(o.name) is not None}
 
     def spec(self) -> Any:
         """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`)."""
@@ -132,11 +177,11 @@ def with_options(*groups: OptionGroup) -> Callable[[F], F]:
     return decorate
 
 
-def format_choices(view: type, *, name: str | None = None) -> type[Enum]:
-    """The formats a view declares, as the str Enum that Typer turns into a checked `--format` choice."""
+def format_option(view: Any) -> Any:
+    """`--format`, its choices the formats `view` declares (a view that learns a format offers it at once); left
+    out, the view's first format, or the file format -o's suffix names."""
     values = view.formats()
-    return Enum(name or f"{view.__name__}Format", {value: value for value in values}, type=str)  # type: ignore[return-value]
-
-
-def format_option(choices: type[Enum], help: str = "Output format.") -> Any:
-    return Annotated[choices, typer.Option("--format", "-f", help=help)]
+    choices = Enum(f"{view.__name__}Format", {value: value for value in values}, type=str)
+    files = f", or {'/'.join(view.file_formats)} by -o's suffix" if view.file_formats else ""
+    return Annotated[Optional[choices], typer.Option(  # type: ignore[valid-type]
+        "--format", "-f", help=f"Output format. \\[default: {values[0]}{files}]", show_default=False)]

@@ -1,4 +1,5 @@
-"""Attention maps as a table (one row per layer: size, the token it attends most) and as a PNG grid.
+"""Attention maps as a table (one row per layer: size, the token it attends most), a PNG grid, or the HTML report
+with the maps (hover a token).
 
 The grid: one row per token (the prompt's words when labelled), one column per block and a last one for all
 layers aggregated, every cell the map at the latent size; each column is scaled to its own maximum, written
@@ -8,14 +9,19 @@ that maximum. With a picture, the maps are drawn over it, scaled to the cell.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from unetinspect.errors import OptionsError, OutputError
 from unetinspect.render.canvas import GLYPH_H, Canvas, colour, text_width
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
-from unetinspect.render.png import Picture, encode_png
+from unetinspect.render.png import Picture, encode_png, read_png
+
+if TYPE_CHECKING:
+    from unetinspect.views.attention import AttentionResult, LayerRow
 
 COLUMNS = (
     Column("layer", "layer", lambda r: r.path, style="cyan", fold=True, min_width=20),
@@ -27,18 +33,34 @@ COLUMNS = (
 )
 
 
-class AttentionView(View):
+class AttentionView(View["AttentionResult"]):
+    """The maps per layer as a table; as png the grid (over `picture` if given, all layers aggregated by `method`),
+    as html the report page that `attention_maps(..., page=True)` builds."""
+
     kind = "attention"
     columns = COLUMNS
+    file_formats = ("png", "html")
 
-    def rows(self, result: Any) -> list[Any]:
+    def __init__(self, method: str = "mean", picture: Picture | None = None) -> None:
+        self.method, self.picture = method, picture
+
+    def write(self, result: AttentionResult, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        if fmt == "png":
+            return write_attention_png(result, path, self.method, self.picture, inputs)
+        if result.page is None:
+            raise OutputError("the maps were computed without their report page", "call attention_maps(page=True)")
+        from unetinspect.render.report import ReportView
+
+        return ReportView().write(result.page, fmt, path, inputs)
+
+    def rows(self, result: AttentionResult) -> list[LayerRow]:
         return result.summary_rows()
 
-    def heading(self, result: Any) -> list[str]:
+    def heading(self, result: AttentionResult) -> list[str]:
         what = "Cross-attention" if result.kind == "cross" else f"Self-attention of pixel {result.query}"
         return [*super().heading(result), f"{what} maps of {len(result.layers)} layers, {result.batch_note}"]
 
-    def data(self, result: Any) -> dict[str, Any]:
+    def data(self, result: AttentionResult) -> dict[str, Any]:
         return {
             "kind": result.kind, "latent": list(result.latent), "batch": result.batch_note, "steps": result.steps,
             "query": list(result.query) if result.query else None,
@@ -48,16 +70,24 @@ class AttentionView(View):
         }
 
 
+def attention_view(fmt: str, method: str = "mean", image: Path | None = None) -> AttentionView:
+    """The view `attention` writes `fmt` through; `image` is read now, so that a bad picture fails before the run
+    (and only the PNG grid draws on one)."""
+    if image is not None and fmt != "png":
+        raise OptionsError("--image: a picture is drawn on in the PNG grid", "give -o FILE.png")
+    return AttentionView(method, read_png(image) if image is not None else None)
+
+
 SCALE, LINE, MARGIN, GAP, CELL = 2, 14, 8, 4, 96
 
 
-def write_attention_png(result: Any, path: Path, method: str = "mean", picture: Picture | None = None,
-                        inputs: tuple[str, ...] = ()) -> Path:
+def write_attention_png(result: AttentionResult, path: Path, method: str = "mean", picture: Picture | None = None,
+                        inputs: Sequence[str | Path] = ()) -> Path:
     """Draw the grid of `result` (an `AttentionResult`) and write it as a PNG, whole or not at all."""
     return write_output(path, encode_png(draw_grid(result, method, picture)), inputs)
 
 
-def draw_grid(result: Any, method: str = "mean", picture: Picture | None = None) -> Picture:
+def draw_grid(result: AttentionResult, method: str = "mean", picture: Picture | None = None) -> Picture:
     grid = result.grid(method)
     height, width = len(grid.cells[0][0]), len(grid.cells[0][0][0])
     cell_w, cell_h = CELL, max(1, round(CELL * height / width))

@@ -44,7 +44,8 @@ def colour(value: float) -> RGB:
     i = min(int(value), len(_STOPS) - 2)
     t = value - i
     a, b = _STOPS[i], _STOPS[i + 1]
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b))
+    r, g, b = (round(x + (y - x) * t) for x, y in zip(a, b))
+    return r, g, b
 
 
 def text_width(text: str, scale: int) -> int:
@@ -88,7 +89,8 @@ class Canvas:
                 rgb = colour(line[xx * cols // w] / top if top > 0 else 0.0)
                 if under is not None:
                     below = under.pixel(xx * under.width // w, yy * under.height // h)
-                    rgb = tuple(round(opacity * c + (1 - opacity) * b) for c, b in zip(rgb, below))
+                    r, g, b = (round(opacity * c + (1 - opacity) * b) for c, b in zip(rgb, below))
+                    rgb = (r, g, b)
                 self.put(x + xx, y + yy, rgb)
 
     def picture(self) -> Picture:

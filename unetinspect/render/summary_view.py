@@ -6,30 +6,19 @@ declared once below; `formats` makes the table, CSV and Markdown from them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
 
-from unetinspect.render.formats import CSV, TABLE, Column, View, heading_text, shapes_text, totals_grid
-from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
+from unetinspect.render.formats import CSV, TABLE, Column, Line, View, heading_text, shapes_text, totals_grid
+from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str, share
 from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
     from unetinspect.engine.trace import Trace
     from unetinspect.views.summary import Row, Summary
-
-
-class Line(NamedTuple):
-    """A summary row with the trace it is a share of."""
-
-    row: Row
-    trace: Trace
-
-
-def _percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
 def _skips_text(row: Row) -> str:
@@ -71,16 +60,16 @@ COLUMNS = (
            priority=1),
     Column("params", "params", lambda l: human_count(l.row.params) if l.row.params else "–",
            value=lambda l: l.row.params, markdown=lambda l: f"{l.row.params:,}", justify="right"),
-    Column("params_share", "%", lambda l: _percent(l.row.params, l.trace.total_params), justify="right",
+    Column("params_share", "%", lambda l: share(l.row.params, l.whole.total_params), justify="right",
            style="dim", priority=5, formats=frozenset({TABLE})),
     Column("flops", "FLOPs", lambda l: human_flops(l.row.flops), value=lambda l: l.row.flops, justify="right"),
-    Column("flops_share", "%", lambda l: _percent(l.row.flops, l.trace.flops), justify="right", style="dim",
+    Column("flops_share", "%", lambda l: share(l.row.flops, l.whole.flops), justify="right", style="dim",
            priority=5, formats=frozenset({TABLE})),
     Column("skips", "skips in ←", lambda l: _skips_text(l.row), style="green", priority=3, fold=True),
 )
 
 
-class SummaryView(View):
+class SummaryView(View["Summary"]):
     """Every module call down to `depth` (1 = blocks)."""
 
     kind = "summary"
@@ -89,7 +78,7 @@ class SummaryView(View):
     def __init__(self, depth: int = 1) -> None:
         self.depth = depth
 
-    def rows(self, summary: Summary) -> list[Line]:
+    def rows(self, summary: Summary) -> list[Line[Row, Trace]]:
         return [Line(row, summary.trace) for row in summary.rows(self.depth)]
 
     def totals(self, summary: Summary) -> list[tuple[str, str]]:
@@ -116,7 +105,7 @@ class SummaryView(View):
                 ("  " + human_count(record.params) + " params" if record.params else "", "dim"),
                 ("  " + human_count(record.flops, "FLOPs") if record.flops else "", "dim"),
             )
-            nodes[record.index] = nodes[record.parent].add(label)
+            nodes[record.index] = nodes[record.parent or 0].add(label)  # only the root has no parent
         return Group(tree, totals_grid(self.totals(summary)))
 
     def data(self, summary: Summary) -> dict[str, Any]:

@@ -60,9 +60,10 @@ class AttentionGrid:
 
 @dataclass
 class AttentionResult(AttentionMaps):
-    """The maps of one forward pass, with the setup header of what ran."""
+    """The maps of one forward pass, with the setup header of what ran (and, asked for, the report page)."""
 
     setup: Setup | None = None
+    page: Report | None = None  # the HTML report with these maps (`attention_maps(..., page=True)`)
 
     def shown_tokens(self) -> list[int]:
         """The token positions a picture shows: the prompt's words (up to 16) when labelled, else (or for an
@@ -114,23 +115,30 @@ def attention_maps(
     spec: InputSpec = InputSpec(),
     *,
     kind: str = "cross",
-    blocks: Sequence[str] = (),
+    blocks: Sequence[str] | str = (),
     heads: bool = False,
-    query: tuple[int, int] | None = None,
+    query: tuple[int, int] | str | None = None,
     batch: str = "all",
     tokens: Any = None,
     prompt: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
+    page: bool = False,
     **source_options: Any,
 ) -> AttentionResult:
     """The attention maps of one forward pass of `source` (`model(**inputs)` for a live module).
 
     `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep, `heads`
     kept apart (needed by `aggregate("daam")`), `batch` the rows (see `AttentionOptions`); `tokens` a tokenizer,
-    a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`).
+    a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`). `blocks`
+    and `query` may be given as the command line writes them ("down_blocks.2,mid_block", "32,32"). With `page`,
+    the HTML report of the source with these maps (`AttentionResult.page`) is built too.
     """
+    if isinstance(blocks, str):
+        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
+    if isinstance(query, str):
+        query = parse_query(query)
     options = AttentionOptions(kind=kind, blocks=tuple(blocks), heads=heads, query=query, batch=batch)
     session = open_session(source, spec, device=device, dtype=dtype, impl=impl, inputs=inputs, **source_options)
     if session.device.type == "meta":
@@ -144,7 +152,10 @@ def attention_maps(
     if tokens is not None:
         length = next(iter(maps.layers.values())).shape[-3] if kind == "cross" else 0
         labels = token_labels(tokens, prompt, length) if kind == "cross" else None
-    return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+    result = AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+    if page:
+        result.page = attention_report(result, source, spec, "daam" if heads else "mean", **source_options)
+    return result
 
 
 def attention_report(result: AttentionResult, source: Any = None, spec: InputSpec = InputSpec(),

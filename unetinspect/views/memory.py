@@ -31,12 +31,13 @@ from unetinspect.engine.memory import (
     optimizer_state_bytes,
     peak_live_bytes,
 )
-from unetinspect.errors import RunError
+from unetinspect.errors import OptionsError, RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import Source
 from unetinspect.sources.session import Session, Setup
+from unetinspect.views.profile import parse_sweep
 
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
 MIXED = {"fp16": "float16", "bf16": "bfloat16"}
@@ -261,18 +262,31 @@ class MemorySweep:
         return next((label for label, totals in self.points if totals.peak_bytes > self.budget), None)
 
 
+def sweeping(sweep: str | None, budget: str | int | None) -> bool:
+    """Whether `memory` measures over sizes (`--sweep`); a `--budget` is checked over sizes, so it needs one."""
+    if budget is not None and sweep is None:
+        raise OptionsError("--budget: a budget is checked over sizes", "add --sweep, e.g. --sweep batch=1,2,4")
+    return sweep is not None
+
+
 def memory_sweep(
     source: str | Path | Source | Session | None,
-    specs: Sequence[tuple[str, InputSpec]],
+    specs: Sequence[tuple[str, InputSpec]] | str,
     *,
-    budget: int | None = None,
+    spec: InputSpec = InputSpec(),
+    budget: int | str | None = None,
     train: bool = False,
     training: Training = Training(),
     device: str = "meta",
     dtype: str | torch.dtype | None = None,
     **source_options: Any,
 ) -> MemorySweep:
-    """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once."""
+    """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once. `specs` and `budget`
+    may be given as the command line writes them ("batch=1,2,4" around `spec`, "24GiB")."""
+    if isinstance(specs, str):
+        specs = parse_sweep(specs, spec)
+    if isinstance(budget, str):
+        budget = parse_bytes(budget)
     session = _open(source, specs[0][1], train, training, device, dtype, source_options)
     chosen = training if train else None
     points = [(label, memory_of(session.resized(spec) if index else session, chosen).totals)

@@ -256,7 +256,7 @@ def _page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
     return page
 
 
-class ReportView(FileView):
+class ReportView(FileView["Report"]):
     """The report as a view of the one output layer: one self-contained HTML file."""
 
     kind = "report"
@@ -274,7 +274,7 @@ class ComparisonPage:
     graphs: tuple[Graph, Graph]
 
 
-class ComparisonPageView(FileView):
+class ComparisonPageView(FileView[ComparisonPage]):
     """`compare -o diff.html`: both diagrams side by side, as one HTML file."""
 
     kind = "comparison page"
