@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from rich import box
 from rich.cells import cell_len
@@ -50,7 +50,8 @@ Item = TypeVar("Item")
 Whole = TypeVar("Whole")
 
 
-class Line(NamedTuple, Generic[Item, Whole]):
+@dataclass(frozen=True)
+class Line(Generic[Item, Whole]):
     """A table row with the whole it is a share of (a block and its trace, a call and the step's saved bytes),
     for the % columns."""
 
