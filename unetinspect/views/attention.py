@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from unetinspect.engine.attention import AttentionMaps, AttentionOptions, AttentionRecorder, TokenLabels
+from unetinspect.engine.attention import AttentionMaps, AttentionOptions, AttentionRecorder, Batch, Kind, TokenLabels
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
@@ -75,7 +75,7 @@ class AttentionResult(AttentionMaps):
         return words or list(range(min(8, count)))
 
     def label(self, token: int) -> str:
-        if self.kind == "self":
+        if self.kind == "self" and self.query is not None:
             return f"query {self.query[0]},{self.query[1]}"
         return self.tokens.labels[token] if self.tokens is not None else f"#{token}"
 
@@ -114,11 +114,11 @@ def attention_maps(
     inputs: dict[str, Any] | None = None,
     spec: InputSpec = InputSpec(),
     *,
-    kind: str = "cross",
+    kind: Kind = "cross",
     blocks: Sequence[str] | str = (),
     heads: bool = False,
     query: tuple[int, int] | str | None = None,
-    batch: str = "all",
+    batch: Batch = "all",
     tokens: Any = None,
     prompt: str | None = None,
     device: str | torch.device | None = None,
@@ -152,7 +152,8 @@ def attention_maps(
     if tokens is not None:
         length = next(iter(maps.layers.values())).shape[-3] if kind == "cross" else 0
         labels = token_labels(tokens, prompt, length) if kind == "cross" else None
-    result = AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup)
+    fields: dict[str, Any] = {**vars(maps), "tokens": labels}
+    result = AttentionResult(**fields, setup=session.setup)
     if page:
         result.page = attention_report(result, source, spec, "daam" if heads else "mean", **source_options)
     return result

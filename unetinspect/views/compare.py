@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
+from unetinspect.sources.resolve import SourceLike
+from unetinspect.sources.session import Session
 from unetinspect.views.graph import Graph
 from unetinspect.views.report import comparison_graphs
 from unetinspect.views.summary import Summary, summary_of
@@ -142,8 +145,8 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
 
 
 def compare(
-    a: object,
-    b: object = None,
+    a: SourceLike | Session | None,
+    b: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     impl: str = "ours",
@@ -185,8 +188,7 @@ def compare(
     else:
         second = open_session(b, spec, device=device, dtype=dtype, allow_pickle=allow_pickle)
         labels = (first.setup.label, second.setup.label)
-    changes = ({change.block: change for change in weight_changes(first.source, second.source)} if weights
-               else None)
+    changes = _weight_changes(first, second) if weights else None
     a_summary, b_summary = summary_of(first), summary_of(second)
     graphs = comparison_graphs(first, second) if page else None
     if not profile:
@@ -196,7 +198,7 @@ def compare(
 
     from unetinspect.views.profile import profile as profile_session
 
-    timing = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
+    timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
     timings = [profile_session(s.origin, spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
                for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
@@ -204,6 +206,14 @@ def compare(
     return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
                       profile_device=timings[0].device.name, weight_change=changes, graphs=graphs)
+
+
+def _weight_changes(first: Session, second: Session) -> dict[str, BlockChange]:
+    """Block → how B's weights differ from A's; both must be files, which a live model is not."""
+    if first.source is None or second.source is None:
+        raise RunError("compare --weights reads two checkpoints: a live model has no file to read",
+                       "give both as files or folders")
+    return {change.block: change for change in weight_changes(first.source, second.source)}
 
 
 def _with_changes(pairs: list[Pair], changes: dict[str, BlockChange] | None) -> list[Pair]:

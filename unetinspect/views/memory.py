@@ -223,11 +223,12 @@ def _trainable(model: nn.Module, training: Training) -> Iterator[dict[str, list[
     if not found:
         raise RunError(f"--lora-targets {','.join(targets)!r} match no module of the model",
                        "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0")
+    linears = [(path, m) for path, m in found if isinstance(m, nn.Linear)]
     not_linear = next(((path, m) for path, m in found if not isinstance(m, nn.Linear)), None)
     if not_linear is not None:
         raise RunError(f"--lora-targets picks {not_linear[0]!r}, a {type(not_linear[1]).__name__}",
                        "LoRA is measured on Linear layers: name Linear modules, e.g. to_k,to_q,to_v,to_out.0")
-    with lora_adapters(model, found, training.lora_rank) as adapters:
+    with lora_adapters(model, linears, training.lora_rank) as adapters:
         yield adapters
 
 

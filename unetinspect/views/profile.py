@@ -236,8 +236,8 @@ class _Timed:
         return time.perf_counter() - start
 
 
-def _open(source: object, spec: InputSpec, device: str | torch.device | None, dtype: str | torch.dtype | None,
-          compile: bool | str, source_options: dict[str, Any]) -> _Timed:
+def _open(source: SourceLike | Session | None, spec: InputSpec, device: str | torch.device | None,
+          dtype: str | torch.dtype | None, compile: bool | str, source_options: dict[str, Any]) -> _Timed:
     session = open_session(source, spec, device=device, dtype=AUTO_DTYPE if dtype is None else dtype,
                            **source_options)
     if session.device.type == "meta":

@@ -88,7 +88,7 @@ def build_report(
     if profile:
         from unetinspect.views.profile import profile as profile_source
 
-        timing = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
+        timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
         timed = profile_source(source, spec, device=device, dtype=dtype, depth=2, repeat=repeat, **timing,
                                **source_options)
         latencies = {row.name: row.latency.median for row in timed.blocks}
