@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
-from unetinspect.cli_options import DEVICE, SIZES, SOURCE, TIMING, Options, format_option, with_options
+from unetinspect.cli_options import DEVICE, SIZES, SOURCE, STYLE, TIMING, TRAINING, Options, choices, format_option, with_options
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
 from unetinspect.render.branches_view import BranchesView
@@ -155,11 +155,6 @@ def _main(
     """See inside the Stable Diffusion UNet."""
     State.no_color = no_color
     State.debug = debug
-
-
-def choices(name: str, *values: str) -> type[Enum]:
-    """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
-    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
 class HeadersCommand(Command):
@@ -358,12 +353,10 @@ def profile(
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
-Direction = choices("Direction", "TB", "LR")
-Theme = choices("Theme", "light", "dark")
 
 
 @command()
-@with_options(SIZES, SOURCE)
+@with_options(SIZES, SOURCE, STYLE)
 def diagram(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")] = Path("unet.svg"),
@@ -373,11 +366,6 @@ def diagram(
     = DiagramLevel.blocks,
     focus: Annotated[Optional[str], typer.Option("--focus", help="Draw one module opened down to its leaves "
                                                  "instead, e.g. down_blocks.1 or mid_block.attentions.0.")] = None,
-    direction: Annotated[Direction, typer.Option("--direction", help="TB: the U upright; LR: on its side.")]
-    = Direction.TB,
-    no_shapes: Annotated[bool, typer.Option("--no-shapes", help="No tensor shapes on the edges.")] = False,
-    no_params: Annotated[bool, typer.Option("--no-params", help="No parameter counts.")] = False,
-    theme: Annotated[Theme, typer.Option("--theme", help="light or dark background.")] = Theme.light,
     impl: ImplOpt = Impl.ours,
     controlnet: ControlNetOpt = None,
     *,
@@ -397,13 +385,11 @@ def diagram(
 
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
-    from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
 
     graph = diagram_graph(source, opts.spec(), level.value, focus, impl=impl.value,
                           controlnets=tuple(controlnet or ()), **opts.loading)
-    style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
-    emit(DiagramView(style), fmt, graph, output)
+    emit(DiagramView(opts.style()), fmt, graph, output)
 
 
 @command(HeadersCommand)
@@ -596,26 +582,12 @@ def attention(
 
 
 @command()
-@with_options(SIZES, SOURCE, DEVICE)
+@with_options(SIZES, SOURCE, DEVICE, TRAINING)
 def memory(
     source: SourceArg = None,
     train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
                                         "for backward, and weights, gradients, optimizer state and the peak.")]
     = False,
-    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Gradient checkpointing as diffusers' "
-                                                "enable_gradient_checkpointing(): resnets and transformer "
-                                                "blocks recomputed in backward.")] = False,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adamw-8bit, sgd (no momentum) or "
-                                           "adafactor.")] = "adamw",
-    mixed: Annotated[Optional[str], typer.Option("--mixed", help="fp16 or bf16: half weights and activations, "
-                                                 "fp32 master weights.", show_default=False)] = None,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="Train LoRA adapters of this rank "
-                                                     "only.", show_default=False)] = None,
-    lora_targets: Annotated[str, typer.Option("--lora-targets", help="The modules LoRA adapts, as PEFT's "
-                                              "target_modules.")] = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
-    frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
-                                                        "module path (repeat for several), e.g. down_blocks.0.",
-                                                        show_default=False)] = None,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4 or pixel "
                                                  "sizes 512,768 or 512x768.", show_default=False)] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
@@ -643,9 +615,7 @@ def memory(
     from unetinspect.render.memory_view import MemorySweepView
     from unetinspect.views import memory as views
 
-    training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                              lora_targets=tuple(lora_targets.split(",")), frozen=tuple(frozen or ()))
-    options = dict(train=train, training=training, **opts.device, **opts.loading)
+    options = dict(train=train, training=opts.training(), **opts.device, **opts.loading)
     if views.sweeping(sweep, budget):
         result = views.memory_sweep(source, sweep, spec=opts.spec(), budget=budget, **options)
         return emit(MemorySweepView(), fmt, result, output)

@@ -3,11 +3,12 @@
 Every command that opens a source takes the same `--config/--variant/--allow-pickle`, every command that runs
 a forward pass the same size options, every command that runs on a device the same `--device/--dtype`, and every
 command that times the same `--warmup/--repeat/--max-seconds`. They are declared here once (`SOURCE`, `SIZES`,
-`DEVICE`, `TIMING`) and added to a command by `@with_options(SOURCE, SIZES)`, which hands them to it as one
-`Options` value: a new size option (`--frames`) is one line here and every command has it. A device or timing
-option left out is not passed on at all, so each library call keeps its own default (meta for shapes, the
-fastest device for timing). `--format` is built from the formats the view itself declares
-(`View.formats`), so a command never lists formats by hand, and a view that learns a format offers it at once.
+`DEVICE`, `TIMING`; and `TRAINING`, `STYLE` for the library value a command builds from them) and added to a
+command by `@with_options(SOURCE, SIZES)`, which hands them to it as one `Options` value: a new size option
+(`--frames`) is one line here and every command has it. A device or timing option left out is not passed on at
+all, so each library call keeps its own default (meta for shapes, the fastest device for timing). `--format` is
+built from the formats the view itself declares (`View.formats`), so a command never lists formats by hand, and a
+view that learns a format offers it at once.
 
 Torch-free: `unetinspect --help` imports this.
 """
@@ -44,6 +45,12 @@ class OptionGroup:
 # Typer shows each group in a panel of its own, under the command's own options.
 SOURCE_PANEL, SIZES_PANEL, DEVICE_PANEL, TIMING_PANEL = "Source options", "Size options", "Device options", \
     "Timing options"
+TRAINING_PANEL, STYLE_PANEL = "Training options", "Drawing options"
+
+
+def choices(name: str, *values: str) -> type[Enum]:
+    """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
 def _source(*decls: str, **options: Any) -> Any:
@@ -60,6 +67,14 @@ def _device(*decls: str, **options: Any) -> Any:
 
 def _timing(*decls: str, **options: Any) -> Any:
     return typer.Option(*decls, rich_help_panel=TIMING_PANEL, show_default=False, **options)
+
+
+def _training(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=TRAINING_PANEL, **options)
+
+
+def _drawing(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=STYLE_PANEL, **options)
 
 
 SOURCE = OptionGroup("source", (
@@ -111,6 +126,39 @@ TIMING = OptionGroup("timing", (
 ))
 
 
+# What a training step trains and how: `Options.training()` is the library's `Training`.
+TRAINING = OptionGroup("training", (
+    SharedOption("checkpointing", Annotated[bool, _training(
+        "--checkpointing", help="Gradient checkpointing as diffusers' enable_gradient_checkpointing(): resnets and "
+        "transformer blocks recomputed in backward.")], False),
+    SharedOption("optimizer", Annotated[str, _training(
+        "--optimizer", help="adamw, adamw-8bit, sgd (no momentum) or adafactor.")], "adamw"),
+    SharedOption("mixed", Annotated[Optional[str], _training(
+        "--mixed", help="fp16 or bf16: half weights and activations, fp32 master weights.", show_default=False)],
+        None),
+    SharedOption("lora_rank", Annotated[Optional[int], _training(
+        "--lora-rank", help="Train LoRA adapters of this rank only.", show_default=False)], None),
+    SharedOption("lora_targets", Annotated[str, _training(
+        "--lora-targets", help="The modules LoRA adapts, as PEFT's target_modules.")], "to_k,to_q,to_v,to_out.0"),
+    SharedOption("frozen", Annotated[Optional[list[str]], _training(
+        "--frozen", help="Freeze the parameters under this module path (repeat for several), e.g. down_blocks.0.",
+        show_default=False)], None),
+))
+
+Direction, Theme = choices("Direction", "TB", "LR"), choices("Theme", "light", "dark")
+
+# How a diagram is drawn: `Options.style()` is render.graph's `Style`.
+STYLE = OptionGroup("style", (
+    SharedOption("direction", Annotated[Direction, _drawing(  # type: ignore[valid-type]
+        "--direction", help="TB: the U upright; LR: on its side.")], Direction.TB),  # type: ignore[attr-defined]
+    SharedOption("no_shapes", Annotated[bool, _drawing("--no-shapes", help="No tensor shapes on the edges.")],
+                 False),
+    SharedOption("no_params", Annotated[bool, _drawing("--no-params", help="No parameter counts.")], False),
+    SharedOption("theme", Annotated[Theme, _drawing(  # type: ignore[valid-type]
+        "--theme", help="light or dark background.")], Theme.light),  # type: ignore[attr-defined]
+))
+
+
 @dataclass(frozen=True)
 class Options:
     """What a command's shared options said, by parameter name."""
@@ -131,6 +179,23 @@ class Options:
     def timing(self) -> dict[str, Any]:
         """`--warmup/--repeat/--max-seconds` as keyword arguments, only those given."""
         return self._given(TIMING)
+
+    def training(self) -> Any:
+        """The training options as the library's `Training`."""
+        from unetinspect.views.memory import Training
+
+        v = self.values
+        return Training(optimizer=v["optimizer"], checkpointing=v["checkpointing"], mixed=v["mixed"],
+                        lora_rank=v["lora_rank"], lora_targets=tuple(v["lora_targets"].split(",")),
+                        frozen=tuple(v["frozen"] or ()))
+
+    def style(self) -> Any:
+        """The drawing options as the diagram's `Style`."""
+        from unetinspect.render.graph import Style
+
+        v = self.values
+        return Style(direction=v["direction"].value, shapes=not v["no_shapes"], params=not v["no_params"],
+                     theme=v["theme"].value)
 
     def _given(self, group: OptionGroup) -> dict[str, Any]:
         return {o.name: self.values[o.name] for o in group.options if self.values.get(o.name) is not None}
