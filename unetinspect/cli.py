@@ -77,8 +77,8 @@ class Commands(typer.core.TyperGroup):
 class Command(typer.core.TyperCommand):
     """Every command. Before its body runs (its options read: --help never waits for this), every file it will
     write is checked against every file it was given — a bad -o fails now, not after minutes of timing, and an
-    input is never an output (`attention --image cat.png -o cat.png`) — then torch is imported and its objects
-    frozen: its ~100k objects never become garbage, yet every full collection would walk them (a summary's
+    input is never an output (`attention --image cat.png -o cat.png`) — then torch and our models are imported
+    and their objects frozen: they never become garbage, yet every full collection would walk them (a summary's
     thousands of hooks and records trigger several, ~0.3 s of a cold start)."""
 
     imports_torch = True
@@ -90,8 +90,8 @@ class Command(typer.core.TyperCommand):
         for name in OUTPUTS:
             if ctx.params.get(name) is not None:
                 check_output_path(ctx.params[name], given)
-        if self.imports_torch:
-            import torch  # noqa: F401
+        if self.imports_torch:  # torch, our models and families: what every such command's library call imports
+            import unetinspect.sources.open  # noqa: F401
         gc.freeze()
         token = GIVEN.set(tuple(given))
         try:
