@@ -21,7 +21,27 @@ from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__
-from unetinspect.cli_options import DEVICE, SIZES, SOURCE, STYLE, TIMING, TRAINING, Options, choices, format_option, with_options
+from unetinspect.cli_options import (
+    DEVICE,
+    SIZES,
+    SOURCE,
+    STYLE,
+    TIMING,
+    TRAINING,
+    AllowPickleOpt,
+    BranchesOpt,
+    ControlNetOpt,
+    DepthOpt,
+    Impl,
+    ImplOpt,
+    LatencyOpt,
+    Options,
+    OutputOpt,
+    SourceArg,
+    choices,
+    format_option,
+    with_options,
+)
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
 from unetinspect.render.branches_view import BranchesView
@@ -166,31 +186,6 @@ class HeadersCommand(Command):
 def command(cls: type[Command] = Command) -> Any:
     """Register a command of the group (as `Command`: its outputs checked and torch readied before its body)."""
     return app.command(cls=cls)
-
-
-# ---- options several commands take (source, sizes, device and timing are cli_options' groups) ---------------------
-
-SourceArg = Annotated[
-    Optional[str],
-    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. \\[default: sd15]",
-                   show_default=False),
-]
-AllowPickleOpt = SOURCE.options[-1].annotation
-DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
-                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
-ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
-    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
-    show_default=False)]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
-Impl = choices("Impl", "ours", "diffusers")
-ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
-                                       "class with the same weights (needs diffusers installed).")]
-BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
-                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
-                                           "of the step, parameters; with profile, latency.")]
-LatencyOpt = Annotated[bool, typer.Option("--profile", help="Also time every block (CUDA when available, else the "
-                                          "CPU; random weights for configs).")]
 
 
 def say(message: str, label: str | None = None, style: str = "bold red") -> None:

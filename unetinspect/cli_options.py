@@ -20,6 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
@@ -157,6 +158,32 @@ STYLE = OptionGroup("style", (
     SharedOption("theme", Annotated[Theme, _drawing(  # type: ignore[valid-type]
         "--theme", help="light or dark background.")], Theme.light),  # type: ignore[attr-defined]
 ))
+
+
+# ---- single options several commands take, as Typer annotations -------------------------------------------------
+
+SourceArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. \\[default: sd15]",
+                   show_default=False),
+]
+AllowPickleOpt = SOURCE.options[-1].annotation
+DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
+                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
+ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
+    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
+    show_default=False)]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+Impl = choices("Impl", "ours", "diffusers")
+ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
+                                       "class with the same weights (needs diffusers installed).")]
+BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
+                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
+                                           "of the step, parameters; with profile, latency.")]
+LatencyOpt = Annotated[bool, typer.Option("--profile", help="Also time every block (CUDA when available, else the "
+                                          "CPU; random weights for configs).")]
+
 
 
 @dataclass(frozen=True)
