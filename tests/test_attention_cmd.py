@@ -74,3 +74,16 @@ def test_html_output_is_the_report_with_an_attention_section(tmp_path, invoke):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert '<section id="attention">' in page and '"tokens":["a","cat"]' in page and 'id="tree"' in page
+
+
+def test_the_grid_by_name_and_a_picture_only_for_the_grid(tmp_path, invoke):
+    """png and html are formats of the attention view: -o's suffix picks one, or --format names it; --image with
+    any other format is refused by the library in one line, before the run."""
+    grid = tmp_path / "grid.out"
+    assert invoke("attention", "tiny", *FAST, "-f", "png", "-o", grid).exit_code == 0
+    assert decode_png(grid.read_bytes()).width > 0
+    picture = tmp_path / "cat.png"
+    picture.write_bytes(encode_png(Picture(4, 4, bytes([200, 30, 30]) * 16)))
+    result = invoke("attention", "tiny", *FAST, "--image", picture, "-o", tmp_path / "maps.json")
+    assert "give -o FILE.png" in assert_one_line_failure(result, tmp_path, exit_code=2)
+    assert not (tmp_path / "maps.json").exists()
