@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+
+import pytest
 
 import unetinspect as ui
 
 
 def test_api_names_resolve_and_match_the_cli(tmp_path, invoke):
     for name in ui.__all__:
-        assert getattr(ui, name) is not None
+        value = getattr(ui, name)
+        if name == "__version__":
+            assert re.fullmatch(r"\d+\.\d+\.\d+\S*", value), value
+            continue
+        # ours (not a name leaking in from torch or diffusers), callable, and saying what it is for
+        assert callable(value) and value.__doc__, name
+        assert value.__module__.startswith("unetinspect."), (name, value.__module__)
+    assert dir(ui) == sorted(ui.__all__)
+    with pytest.raises(AttributeError, match="no attribute 'summarise'"):
+        ui.summarise  # noqa: B018 — a misspelt name fails at once, it does not resolve to None
     summary = ui.summarize("sdxl")
     data = json.loads(invoke("summary", "sdxl", "-f", "json").stdout)
     assert summary.trace.total_params == data["totals"]["params"]

@@ -98,3 +98,16 @@ def test_a_prompt_without_a_pipeline_folder_is_refused(tmp_path, invoke):
     result = invoke("attention", "tiny", *FAST, "--prompt", "a cat", "-o", tmp_path / "maps.png")
     message = assert_one_line_failure(result, tmp_path)
     assert "no pipeline folder" in message and "--tokens" in message
+
+
+def test_the_grid_by_name_and_a_picture_only_for_the_grid(tmp_path, invoke):
+    """png and html are formats of the attention view: -o's suffix picks one, or --format names it; --image with
+    any other format is refused by the library in one line, before the run."""
+    grid = tmp_path / "grid.out"
+    assert invoke("attention", "tiny", *FAST, "-f", "png", "-o", grid).exit_code == 0
+    assert Image.open(grid).width > 0
+    picture = tmp_path / "cat.png"
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(picture)
+    result = invoke("attention", "tiny", *FAST, "--image", picture, "-o", tmp_path / "maps.json")
+    assert "give -o FILE.png" in assert_one_line_failure(result, tmp_path, exit_code=2)
+    assert not (tmp_path / "maps.json").exists()

@@ -40,3 +40,28 @@ def test_ours_against_diffusers_on_the_cpu(invoke):
     pytest.importorskip("diffusers")
     result = invoke("compare", "tiny", "--impl", "diffusers", "--device", "cpu")
     assert result.exit_code == 0 and "identical block by block" in result.stdout
+
+
+def test_the_side_by_side_page_draws_the_sources_it_opened_once(monkeypatch, tmp_path, invoke):
+    """`compare A B -o diff.html` (the page is compare's html format) opens A and B once, not again for the
+    diagrams; `-f html` asks for the same page by name."""
+    from unetinspect.sources import open as open_module
+    from unetinspect.sources.session import Session
+    from unetinspect.views import compare as compare_module
+
+    opened: list[object] = []
+    real = open_module.open_session
+
+    def counting(source, *args, **kwargs):
+        if not isinstance(source, Session):
+            opened.append(source)
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(open_module, "open_session", counting)
+    monkeypatch.setattr(compare_module, "open_session", counting)
+    result = invoke("compare", "tiny", "sd15", "-o", tmp_path / "diff.html")
+    assert result.exit_code == 0, result.output
+    assert opened == ["tiny", "sd15"]
+    assert (tmp_path / "diff.html").read_text().lower().startswith("<!doctype html")
+    by_name = invoke("compare", "tiny", "sd15", "-f", "html", "-o", tmp_path / "page.txt")
+    assert by_name.exit_code == 0 and (tmp_path / "page.txt").read_text().lower().startswith("<!doctype html")

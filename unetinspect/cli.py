@@ -12,6 +12,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterator
+from contextvars import ContextVar
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -22,7 +23,28 @@ from rich.console import Console
 from rich.text import Text
 
 from unetinspect import __version__, cli_signals
-from unetinspect.cli_options import NAMES, SIZES, SOURCE, Options, format_choices, format_option, with_options
+from unetinspect.cli_options import (
+    DEVICE,
+    NAMES,
+    SIZES,
+    SOURCE,
+    STYLE,
+    TIMING,
+    TRAINING,
+    AllowPickleOpt,
+    BranchesOpt,
+    ControlNetOpt,
+    DepthOpt,
+    Impl,
+    ImplOpt,
+    LatencyOpt,
+    Options,
+    OutputOpt,
+    SourceArg,
+    choices,
+    format_option,
+    with_options,
+)
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.attention_view import AttentionView
 from unetinspect.render.block_names_view import BlockNamesView
@@ -41,18 +63,79 @@ from unetinspect.render.weights_view import WeightsView
 # numpy, so a newcomer's first command must not open with that warning. Set before any command imports torch.
 warnings.filterwarnings("ignore", message="Failed to initialize NumPy", category=UserWarning)
 
+# The options that name what a command writes; every other file a command's options or arguments name is an input.
+OUTPUTS = ("output", "trace")
+
+
 class Commands(typer.core.TyperGroup):
-    """The command group. Ctrl-C at any point of any command — importing torch, loading weights, timing, writing —
-    ends it with exit code 130 (what shells expect of an interrupted program) and one line, instead of click's
-    "Aborted!" and exit code 1; outputs are written whole or not at all (render/export), so nothing is left
-    half-written."""
+    """The command group, and the one place a failure becomes what the user sees: a `UnetInspectError` from deep
+    down is one line and its exit code, a bug of ours one "internal error" line (--debug: the traceback), and
+    Ctrl-C at any point — importing torch, loading weights, timing, writing — exit code 130 (what shells expect
+    of an interrupted program) instead of click's "Aborted!" and 1. Outputs are written whole or not at all
+    (render/export), so nothing is left half-written."""
 
     def invoke(self, ctx: typer.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             say("interrupted", "error")
             raise typer.Exit(130) from None
+        except (typer.TyperException, typer.Exit, typer.Abort):
+            raise  # usage errors and exits: click's own handling
+        except UnetInspectError as exc:
+            if State.debug:
+                raise
+            say(exc.one_line(), "error")
+            raise typer.Exit(exc.exit_code) from None
+        except Exception as exc:  # a bug of ours: still one line, with the way to see more
+            if State.debug:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            say(f"internal error: {type(exc).__name__}: {first} — rerun with --debug for the traceback and report it",
+                "error")
+            raise typer.Exit(1) from None
+
+
+class Command(typer.core.TyperCommand):
+    """Every command. Before its body runs (its options read: --help never waits for this), every file it will
+    write is checked against every file it was given — a bad -o fails now, not after minutes of timing, and an
+    input is never an output (`attention --image cat.png -o cat.png`) — then torch and our models are imported
+    and their objects frozen: they never become garbage, yet every full collection would walk them (a summary's
+    thousands of hooks and records trigger several, ~0.3 s of a cold start)."""
+
+    imports_torch = True
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        from unetinspect.render.export import check_output_path
+
+        given = named_files(ctx.params)
+        for name in OUTPUTS:
+            if ctx.params.get(name) is not None:
+                check_output_path(ctx.params[name], given)
+        if self.imports_torch:  # torch, our models and families: what every such command's library call imports
+            import unetinspect.sources.open  # noqa: F401
+
+            _started()
+        gc.freeze()
+        token = GIVEN.set(tuple(given))
+        try:
+            return super().invoke(ctx)
+        finally:
+            GIVEN.reset(token)
+
+
+# The files the running command was given: `emit` never writes over one of them.
+GIVEN: ContextVar[tuple[str, ...]] = ContextVar("GIVEN", default=())
+
+
+def named_files(params: dict[str, Any]) -> list[str]:
+    """Every path-like value of a command's arguments and options, its outputs aside."""
+    values = [value for name, value in params.items() if name not in OUTPUTS]
+    flat = [item for value in values for item in (value if isinstance(value, (list, tuple)) else [value])]
+    return [str(item) for item in flat if isinstance(item, (str, Path)) and not isinstance(item, Enum)]
 
 
 app = typer.Typer(
@@ -72,6 +155,29 @@ class State:
     debug = False
     no_color = False
     started = False  # torch imported and Ctrl-C released, or the output being written (see _started)
+
+
+def _started() -> None:
+    """Torch is imported (with Ctrl-C still held, see cli_signals): from here Ctrl-C is a KeyboardInterrupt again
+    (exit 130); one pressed during start-up is raised now, before any work or output. A command that never imports
+    torch (weights of a safetensors file) holds it to the end: checked before writing."""
+    if State.started or "torch" not in sys.modules:
+        return
+    State.started = True
+    cli_signals.release()
+
+
+@contextlib.contextmanager
+def writing() -> Iterator[None]:
+    """Ctrl-C held while the output is written: interrupted before (nothing written, exit 130), or written whole
+    and the command ends 0 — never exit 130 with the file in place."""
+    State.started = True
+    cli_signals.hold()
+    try:
+        cli_signals.check()
+        yield
+    finally:
+        cli_signals.release(raise_pressed=False)
 
 
 def console(stderr: bool = False) -> Console:
@@ -102,34 +208,15 @@ def _main(
     State.debug = debug
 
 
-def choices(name: str, *values: str) -> type[Enum]:
-    """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
-    return Enum(name, {value: value for value in values}, type=str)
+class HeadersCommand(Command):
+    """A command that reads file headers by hand and never needs torch (`weights`: milliseconds, not seconds)."""
+
+    imports_torch = False
 
 
-# ---- options several commands take (the source and size options are cli_options' groups) -------------------------
-
-SourceArg = Annotated[
-    Optional[str],
-    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. \\[default: sd15]",
-                   show_default=False),
-]
-AllowPickleOpt = SOURCE.options[-1].annotation
-DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
-                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
-ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
-    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
-    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
-    show_default=False)]
-OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="meta (shapes only, instant), cpu, cuda, cuda:N or auto.")]
-DtypeOpt = Annotated[str, typer.Option("--dtype", help="fp32, fp16 or bf16.")]
-Impl = choices("Impl", "ours", "diffusers")
-ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
-                                       "class with the same weights (needs diffusers installed).")]
-BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
-                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
-                                           "of the step, parameters; with profile, latency.")]
+def command(cls: type[Command] = Command, name: str | None = None) -> Any:
+    """Register a command of the group (as `Command`: its outputs checked and torch readied before its body)."""
+    return app.command(name, cls=cls)
 
 
 def say(message: str, label: str | None = None, style: str = "bold red") -> None:
@@ -145,145 +232,50 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     say(str(message), "warning", "yellow")
 
 
-def refuse_output_early(output: Path | None, *inputs: str | None) -> None:
-    """A bad -o fails now, before the work: not after seconds of tracing or minutes of timing."""
-    if output is not None:
-        from unetinspect.render.export import check_output_path
-
-        run(check_output_path, output, [i for i in inputs if i])
-
-
-def run(fn, *args, **kwargs):
-    """Call into the library, turning a `UnetInspectError` (or any crash) into one line and exit code 1."""
-    _started()
-    # The commands import torch before they get here. Its ~100k objects never become garbage, yet every full
-    # collection walks them: a summary's thousands of hooks and records trigger several, ~0.3 s of a cold start.
-    gc.freeze()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.showwarning = _show_warning
-            return fn(*args, **kwargs)
-    except UnetInspectError as exc:
-        if State.debug:
-            raise
-        say(exc.one_line(), "error")
-        raise typer.Exit(exc.exit_code) from None
-    except Exception as exc:  # a bug of ours: still one line, with the way to see more
-        if State.debug:
-            raise
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        say(f"internal error: {type(exc).__name__}: {first} — rerun with --debug for the traceback and report it",
-            "error")
-        raise typer.Exit(1) from None
-
-
-def _started() -> None:
-    """The first library call after torch is imported (with Ctrl-C still held, see cli_signals): from here Ctrl-C
-    is a KeyboardInterrupt again (exit 130); one pressed during start-up is raised now, before any work or output.
-    A command that never imports torch (weights of a safetensors file) holds it to the end: checked before writing."""
-    if State.started or "torch" not in sys.modules:
-        return
-    State.started = True
-    cli_signals.release()
-
-
-@contextlib.contextmanager
-def writing() -> Iterator[None]:
-    """Ctrl-C held while the output is written: interrupted before (nothing written, exit 130), or written whole
-    and the command ends 0 — never exit 130 with the file in place."""
-    State.started = True  # nothing released while writing (run() is called inside)
-    cli_signals.hold()
-    try:
-        cli_signals.check()
-        yield
-    finally:
-        cli_signals.release(raise_pressed=False)
-
-
-def emit(view: Any, fmt: Enum | str, result: Any, output: Path | None = None, inputs: list[str | None] = ()) -> None:
-    """Show a result through its view in the format asked for: on stdout, or written whole to `output` (never over
-    one of the command's `inputs`); a picture or a page is a format of its view too. Every command answers here."""
+def emit(view: Any, fmt: Enum | str | None, result: Any, output: Path | None = None) -> None:
+    """Show a result through its view in the format asked for (none: the view's first, or the file format -o's
+    suffix names): on stdout, or written whole to `output`, never over a file the command was given. A picture
+    or a page is a format of its view too. Every command answers here."""
     from unetinspect.render import formats
 
-    fmt = fmt.value if isinstance(fmt, Enum) else fmt
     with writing():
-        path = run(formats.emit, view, fmt, result, output=output, inputs=inputs, console=console())
+        path = formats.emit(view, _value(fmt), result, output=output, inputs=GIVEN.get(), console=console())
     if path is not None:
         say(f"wrote {path}")
 
 
+def _value(fmt: Enum | str | None) -> str | None:
+    return fmt.value if isinstance(fmt, Enum) else fmt
+
+
+def progress(fmt: Enum | None, output: Path | None) -> Any:
+    """A progress bar on stderr, where a person watches: not under JSON, and not when stdout is piped away."""
+    from unetinspect.render.profile_view import progress_bar
+
+    shown = _value(fmt) != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    return progress_bar(console(stderr=True), shown)
+
+
 # ---- commands -----------------------------------------------------------------------------------------------------
 
-# Each command's --format choices are the formats its view declares.
-PresetsFormat, SummaryFormat, ProfileFormat, WeightsFormat, LoraFormat, CompareFormat, DiagramFormat = (
-    format_choices(view) for view in (PresetsView, SummaryView, ProfileView, WeightsView, LoraView, CompareView,
-                                      DiagramView))
 
-
-@app.command()
-def presets(
-    fmt: format_option(PresetsFormat) = PresetsFormat.table,
-    output: OutputOpt = None,
-) -> None:
+@command()
+def presets(fmt: format_option(PresetsView) = None, output: OutputOpt = None) -> None:
     """List the built-in configs with their parameter counts.
 
     Example: [bold]unetinspect presets[/]
     """
-    from unetinspect.render.presets_view import PresetRow
+    from unetinspect.views.presets import preset_rows
 
-    def build():
-        from unetinspect.presets import PRESETS
-        from unetinspect.sources.loading import count_parameters, load_unet
-
-        return [PresetRow(p.name, count_parameters(load_unet(p.name, device="meta")), p.description)
-                for p in PRESETS.values()]
-
-    emit(PresetsView(), fmt, run(build), output)
+    emit(PresetsView(), fmt, preset_rows(), output)
 
 
-BlockNamesFormat = format_choices(BlockNamesView)
-
-
-@app.command()
-@with_options(SOURCE)
-def names(
-    source: SourceArg = None,
-    depth: DepthOpt = 2,
-    fmt: format_option(BlockNamesFormat) = BlockNamesFormat.table,
-    output: OutputOpt = None,
-    *,
-    opts: Options,
-) -> None:
-    """Every block and layer under its three names: diffusers' path, the original LDM path (A1111, ComfyUI, sgm,
-    kohya) and the LoRA Block Weight ID (IN04, M00, OUT05), with the UNet's ID list and the IDs a LoRA touches.
-
-    Example: [bold]unetinspect names sdxl --depth 1[/]
-    """
-    from unetinspect.views.block_names import block_names
-
-    emit(BlockNamesView(), fmt, run(block_names, source, depth=depth, **opts.loading), output,
-         inputs=[source, opts.loading["config"]])
-
-
-def _emit_branches(source: str | None, spec: Any, fmt: Enum, output: Path | None,
-                   latencies: dict[str, float] | None = None, step_ms: float | None = None, **options: Any) -> None:
-    """`--branches` of summary and profile: one table of the shallow branches, in the asked format."""
-    from unetinspect.views.branches import branch_costs
-
-    result = run(branch_costs, source, spec, latencies=latencies, step_ms=step_ms, **options)
-    table = fmt.value not in BranchesView.formats()  # a list of branches has no tree: the table stands in for it
-    emit(BranchesView(), "table" if table else fmt, result, output, inputs=[source, options.get("config")])
-
-
-@app.command()
-@with_options(SOURCE, SIZES, NAMES)
+@command()
+@with_options(SOURCE, SIZES, DEVICE, NAMES)
 def summary(
     source: SourceArg = None,
     depth: DepthOpt = 1,
-    device: DeviceOpt = "meta",
-    dtype: DtypeOpt = "fp32",
-    fmt: format_option(SummaryFormat) = SummaryFormat.table,
+    fmt: format_option(SummaryView) = None,
     output: OutputOpt = None,
     ip_adapter: Annotated[Optional[str], typer.Option(
         "--ip-adapter", help="Add an IP-Adapter .safetensors: its parameters per block and the FLOPs of the image "
@@ -307,41 +299,35 @@ def summary(
 
       [bold]unetinspect summary ./my-model/unet --height 768 --width 768 -f json -o summary.json[/]
     """
-    refuse_output_early(output, source, opts.loading["config"], ip_adapter)
     from unetinspect.views.summary import refuse_branches_with_addons, step_depth, summarize
 
-    spec = run(opts.spec)
-    run(refuse_branches_with_addons, branches, controlnet, ip_adapter)
+    refuse_branches_with_addons(branches, controlnet, ip_adapter)
     if branches:
-        return _emit_branches(source, spec, fmt, output, **opts.loading)
-    result = run(summarize, source, spec, device=device, dtype=dtype, controlnets=tuple(controlnet or ()),
-                 impl=impl.value, **opts.loading)
-    view = SummaryView(step_depth(depth, controlnet), names=opts.names)
-    if ip_adapter is not None:
-        from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
-        from unetinspect.views.ip_adapter import ip_adapter_cost
+        from unetinspect.views.branches import branch_costs
 
-        view = IPAdapterSummaryView(view.depth, run(ip_adapter_cost, ip_adapter, result), names=opts.names)
-    emit(view, fmt, result, output, inputs=[source, opts.loading["config"], ip_adapter])
+        return emit(BranchesView(), fmt, branch_costs(source, opts.spec(), **opts.loading), output)
+    result = summarize(source, opts.spec(), controlnets=tuple(controlnet or ()), impl=impl.value, **opts.device,
+                       **opts.loading)
+    emit(summary_view(step_depth(depth, controlnet), ip_adapter, result, opts.names), fmt, result, output)
+
+
+def summary_view(depth: int, ip_adapter: str | None, result: Any, names: str) -> SummaryView:
+    """The summary's table, with an IP-Adapter's parameters and image-token FLOPs beside each block if given."""
+    if ip_adapter is None:
+        return SummaryView(depth, names=names)
+    from unetinspect.render.ip_adapter_view import IPAdapterSummaryView
+    from unetinspect.views.ip_adapter import ip_adapter_cost
+
+    return IPAdapterSummaryView(depth, ip_adapter_cost(ip_adapter, result), names=names)
 
 
 Attention = choices("Attention", "auto", "math", "flash", "efficient", "cudnn", "all")
 
 
-@app.command()
-@with_options(SOURCE, SIZES, NAMES)
+@command()
+@with_options(SOURCE, SIZES, DEVICE, TIMING, NAMES)
 def profile(
     source: SourceArg = None,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option(
-        "--dtype", help="fp32, fp16 or bf16. \\[default: fp16 on CUDA, fp32 on CPU]", show_default=False)] = None,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed runs before timing.")] = 2,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs (each: one without hooks, "
-                                        "one with).")] = 10,
-    max_seconds: Annotated[float, typer.Option(
-        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
-        "run) to take longer than this; an estimate over 10 s is printed.")] = 600.0,
     depth: DepthOpt = 1,
     sweep: Annotated[Optional[str], typer.Option(
         "--sweep", help="Time the whole step over sizes (256,512,768 or 512x768,1024) or batch sizes (batch=1,2,4) "
@@ -354,7 +340,7 @@ def profile(
     trace: Annotated[Optional[Path], typer.Option(
         "--trace", help="Also write a Chrome/Perfetto trace of one step (blocks as named ranges) to this .json.",
         show_default=False)] = None,
-    fmt: format_option(ProfileFormat) = ProfileFormat.table,
+    fmt: format_option(ProfileView) = None,
     output: OutputOpt = None,
     controlnet: ControlNetOpt = None,
     branches: BranchesOpt = False,
@@ -377,90 +363,37 @@ def profile(
 
       [bold]unetinspect profile sdxl --impl diffusers[/]       diffusers' own class, the same weights
     """
-    from unetinspect.views.profile import profile_mode
+    from unetinspect.render.profile_view import ChromeTraceView, SweepView
+    from unetinspect.views.profile import profile_by_mode, profile_mode
+    from unetinspect.views.summary import step_depth
 
-    mode = run(profile_mode, sweep=sweep is not None, attention=attention.value, compile=compile_model,
-               chrome_trace=trace is not None, branches=branches, controlnets=tuple(controlnet or ()))
-    inputs = [i for i in (source, opts.loading["config"]) if i]
-    for path in (output, trace):
-        refuse_output_early(path, *inputs)
-    spec = run(opts.spec)
-    options = dict(device=device, dtype=dtype, warmup=warmup, repeat=repeat, max_seconds=max_seconds,
-                   compile=compile_model, controlnets=tuple(controlnet or ()), impl=impl.value, **opts.loading)
-    show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
-    if mode == "sweep":
-        _profile_sweep(source, spec, sweep, attention.value, options, fmt, output, inputs, show_bar)
-    elif mode == "branches":
-        _profile_branches(source, spec, attention.value, options, fmt, output, show_bar)
-    else:
-        from unetinspect.views.summary import step_depth
-
-        _profile_step(source, spec, step_depth(depth, controlnet), attention.value, options, fmt, output, trace,
-                      opts.names, inputs, show_bar)
-
-
-def _profile_step(source: str | None, spec: Any, depth: int, attention: str, options: dict[str, Any], fmt: Enum,
-                  output: Path | None, trace: Path | None, names: str, inputs: list[str], show_bar: bool) -> None:
-    """`profile` of one step, block by block (and its Chrome trace with --trace)."""
-    from unetinspect.render.profile_view import ChromeTraceView, progress_bar
-    from unetinspect.views.profile import profile as profile_source
-
-    with progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(profile_source, source, spec, depth=depth, attention=attention, chrome_trace=trace is not None,
-                     progress=progress, **options)
+    mode = profile_mode(sweep=sweep is not None, attention=attention.value, compile=compile_model,
+                        chrome_trace=trace is not None, branches=branches, controlnets=tuple(controlnet or ()))
+    with progress(fmt, output) as bar:
+        result = profile_by_mode(mode, source, opts.spec(), sizes=sweep, depth=step_depth(depth, controlnet),
+                                 attention=attention.value, compile=compile_model, chrome_trace=trace is not None,
+                                 controlnets=tuple(controlnet or ()), impl=impl.value, progress=bar, **opts.device,
+                                 **opts.timing, **opts.loading)
     if trace is not None:
-        emit(ChromeTraceView(), "trace", result, trace, inputs)
-    emit(ProfileView(names=names), fmt, result, output, inputs)
-
-
-def _profile_branches(source: str | None, spec: Any, attention: str, options: dict[str, Any], fmt: Enum,
-                      output: Path | None, show_bar: bool) -> None:
-    """`profile --branches`: every layer timed, then each shallow branch's latency as the sum of its layers'."""
-    from unetinspect.render import profile_view
-    from unetinspect.views.profile import profile as profile_source
-
-    with profile_view.progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(profile_source, source, spec, depth=2, attention=attention, progress=progress, **options)
-    latencies = {row.name: row.latency.median for row in result.blocks}
-    _emit_branches(source, spec, fmt, output, latencies, result.totals.step.median,
-                   **{key: options[key] for key in ("config", "variant", "allow_pickle")})
-
-
-def _profile_sweep(source: str | None, spec: Any, sizes: str | None, attention: str, options: dict[str, Any],
-                   fmt: Enum, output: Path | None, inputs: list[str], show_bar: bool) -> None:
-    """`profile --sweep` / `--attention all`: the whole step over sizes and backends."""
-    from unetinspect.render.profile_view import SweepView, progress_bar
-    from unetinspect.views.profile import parse_sweep
-    from unetinspect.views.profile import sweep as sweep_source
-
-    specs = run(parse_sweep, sizes, spec) if sizes is not None else [("as given", spec)]
-    with progress_bar(console(stderr=True), show_bar) as progress:
-        result = run(sweep_source, source, specs, attention, progress=progress, **options)
-    emit(SweepView(), fmt, result, output, inputs)
+        emit(ChromeTraceView(), None, result, trace)
+    view = ProfileView(names=opts.names) if mode == "step" else {"sweep": SweepView, "branches": BranchesView}[mode]()
+    emit(view, fmt, result, output)
 
 
 DiagramLevel = choices("DiagramLevel", "blocks", "layers")
-Direction = choices("Direction", "TB", "LR")
-Theme = choices("Theme", "light", "dark")
 
 
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, STYLE)
 def diagram(
     source: SourceArg = None,
-    output: OutputOpt = None,
-    fmt: format_option(Optional[DiagramFormat], "svg, png, pdf or dot. \\[default: from the output's suffix]")
-    = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")] = Path("unet.svg"),
+    fmt: format_option(DiagramView) = None,
     level: Annotated[DiagramLevel, typer.Option("--level", "-l", help="blocks: the U of blocks; layers: each "
                                                 "block opened into its resnets, transformers and resamplers.")]
     = DiagramLevel.blocks,
     focus: Annotated[Optional[str], typer.Option("--focus", help="Draw one module opened down to its leaves "
                                                  "instead, e.g. down_blocks.1 or mid_block.attentions.0.")] = None,
-    direction: Annotated[Direction, typer.Option("--direction", help="TB: the U upright; LR: on its side.")]
-    = Direction.TB,
-    no_shapes: Annotated[bool, typer.Option("--no-shapes", help="No tensor shapes on the edges.")] = False,
-    no_params: Annotated[bool, typer.Option("--no-params", help="No parameter counts.")] = False,
-    theme: Annotated[Theme, typer.Option("--theme", help="light or dark background.")] = Theme.light,
     impl: ImplOpt = Impl.ours,
     controlnet: ControlNetOpt = None,
     *,
@@ -480,21 +413,14 @@ def diagram(
 
       [bold]unetinspect diagram --focus up_blocks.1.resnets.0 -o resnet.pdf[/]
     """
-    output = output or Path("unet.svg")
-    inputs = [source, opts.loading["config"]]
-    refuse_output_early(output, *inputs)
-    from unetinspect.render.diagram_view import format_of
-    from unetinspect.render.graph import Style
     from unetinspect.views.graph import diagram_graph
 
-    graph = run(diagram_graph, source, run(opts.spec), level.value, focus, impl=impl.value,
-                controlnets=tuple(controlnet or ()), **opts.loading)
-    kind = run(format_of, output, fmt.value if fmt else None)  # after the source: its errors come first
-    style = Style(direction=direction.value, shapes=not no_shapes, params=not no_params, theme=theme.value)
-    emit(DiagramView(style), kind, graph, output, inputs)
+    graph = diagram_graph(source, opts.spec(), level.value, focus, impl=impl.value,
+                          controlnets=tuple(controlnet or ()), **opts.loading)
+    emit(DiagramView(opts.style()), fmt, graph, output)
 
 
-@app.command()
+@command(HeadersCommand)
 @with_options(SOURCE)
 def weights(
     checkpoint: Annotated[str, typer.Argument(
@@ -504,7 +430,7 @@ def weights(
         help="List only the tensors whose name (the file's or ours) matches this glob, e.g. 'down_blocks.1.*'.",
         metavar="PATTERN", show_default=False)] = None,
     keys: Annotated[bool, typer.Option("--keys", "-k", help="List the tensors with shapes and dtypes.")] = False,
-    fmt: format_option(WeightsFormat) = WeightsFormat.table,
+    fmt: format_option(WeightsView) = None,
     output: OutputOpt = None,
     *,
     opts: Options,
@@ -522,15 +448,13 @@ def weights(
 
       [bold]unetinspect weights ./stable-diffusion-2-1 --variant fp16 -f json -o weights.json[/]
     """
-    refuse_output_early(output, checkpoint, opts.loading["config"])
     from unetinspect.views.weights import inspect_weights
 
-    report = run(inspect_weights, checkpoint, **opts.loading)
-    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, report, output,
-         [checkpoint, opts.loading["config"]])
+    emit(WeightsView(pattern, listing=keys or pattern is not None), fmt, inspect_weights(checkpoint, **opts.loading),
+         output)
 
 
-@app.command()
+@command()
 def lora(
     file: Annotated[str, typer.Argument(help="A LoRA .safetensors file (kohya, diffusers/PEFT, LyCORIS LoHa/LoKr).",
                                         metavar="FILE", show_default=False)],
@@ -540,7 +464,7 @@ def lora(
     lbw: Annotated[Optional[str], typer.Option(
         "--lbw", help="Preview a LoRA Block Weight vector (\"1,0,0,…\", 17/26 weights for SD 1.x, 12/20 for SDXL): "
         "which layers it scales and how much of the LoRA's norm is left.", show_default=False)] = None,
-    fmt: format_option(LoraFormat) = LoraFormat.table,
+    fmt: format_option(LoraView) = None,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
 ) -> None:
@@ -556,15 +480,13 @@ def lora(
 
       [bold]unetinspect lora sdxl_lora.safetensors --base sd15[/]     why a loader says "lora key not loaded"
     """
-    refuse_output_early(output, file, base)
     from unetinspect.views.lora import analyze_lora
 
-    emit(LoraView(), fmt, run(analyze_lora, file, base=base, allow_pickle=allow_pickle, lbw=lbw), output,
-         inputs=[file, base])
+    emit(LoraView(), fmt, analyze_lora(file, base=base, allow_pickle=allow_pickle, lbw=lbw), output)
 
 
-@app.command()
-@with_options(SIZES)
+@command()
+@with_options(SIZES, DEVICE, TIMING)
 def compare(
     source_a: Annotated[str, typer.Argument(help="First UNet: preset, config.json, diffusers folder or checkpoint.",
                                             metavar="A")],
@@ -572,15 +494,11 @@ def compare(
                                                       metavar="[B]", show_default=False)] = None,
     impl: Annotated[Impl, typer.Option("--impl", help="ours: compare A with B. diffusers: compare our model of A "
                                        "with diffusers' own (needs diffusers installed).")] = Impl.ours,
-    device: DeviceOpt = "meta",
-    latency: Annotated[bool, typer.Option("--profile", help="Also time both block by block (CUDA when "
-                                          "available, else the CPU; random weights for configs).")] = False,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
+    latency: LatencyOpt = False,
     weights: Annotated[bool, typer.Option("--weights", help="Also compare the weights of two checkpoints of the "
                                           "same structure, block by block: ‖B−A‖/‖A‖, cosine, tensors changed.")]
     = False,
-    fmt: format_option(CompareFormat, "Output format (-o FILE.html: the side-by-side page).")
-    = CompareFormat.table,
+    fmt: format_option(CompareView) = None,
     output: OutputOpt = None,
     allow_pickle: AllowPickleOpt = False,
     *,
@@ -604,50 +522,28 @@ def compare(
       [bold]unetinspect compare base.safetensors ./finetune/unet --weights[/]   what a fine-tune changed
       [bold]unetinspect compare sd15 sdxl -o diff.html[/]   both diagrams side by side, as one HTML page
     """
-    refuse_output_early(output, source_a, source_b)
     from unetinspect.views.compare import compare as compare_sources
 
-    spec = run(opts.spec)
-    result = run(compare_sources, source_a, source_b, spec, impl=impl.value, device=device, profile=latency,
-                 repeat=repeat, allow_pickle=allow_pickle, weights=weights)
-    if output is not None and output.suffix.lower() in (".html", ".htm"):  # the side-by-side page
-        from unetinspect.render.report import ComparisonPage, ComparisonPageView
-        from unetinspect.views.report import comparison_graphs
-
-        graphs = run(comparison_graphs, source_a, source_b, spec, impl=impl.value, allow_pickle=allow_pickle)
-        return emit(ComparisonPageView(), "html", ComparisonPage(result, graphs), output, [source_a, source_b])
-    emit(CompareView(), fmt, result, output, inputs=[source_a, source_b])
+    fmt = CompareView.chosen_format(_value(fmt), output)
+    result = compare_sources(source_a, source_b, opts.spec(), impl=impl.value, profile=latency, weights=weights,
+                             page=fmt == "html", allow_pickle=allow_pickle, **opts.device, **opts.timing)
+    emit(CompareView(), fmt, result, output)
 
 
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, DEVICE, TIMING, TRAINING)
 def report(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
-    latency: Annotated[bool, typer.Option("--profile", help="Also time every layer (CUDA when available, else "
-                                          "the CPU; random weights for configs) and colour by latency.")] = False,
-    device: Annotated[Optional[str], typer.Option("--device", help="Device for --profile. \\[default: cuda if "
-                                                  "available, else cpu]", show_default=False)] = None,
-    repeat: Annotated[int, typer.Option("--repeat", "-r", min=1, help="Timed runs with --profile.")] = 5,
-    train: Annotated[bool, typer.Option("--train", help="Add a training step's memory (as `memory --train`, on "
-                                        "meta): saved bytes per block as a colour and a column, the totals, "
-                                        "where the peak falls.")] = False,
-    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="With --train: as `memory`.")] = False,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="With --train: as `memory`.")] = "adamw",
-    mixed: Annotated[Optional[str], typer.Option("--mixed", help="With --train: as `memory`.",
-                                                 show_default=False)] = None,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="With --train: as `memory`.",
-                                                     show_default=False)] = None,
-    attention_kernel: Annotated[Optional[str], typer.Option("--attention", help="With --train: as `memory`.",
-                                                            show_default=False)] = None,
-    foreach: Annotated[Optional[bool], typer.Option("--foreach/--no-foreach", help="With --train: as `memory`.",
-                                                    show_default=False)] = None,
+    latency: LatencyOpt = False,
+    train: Annotated[bool, typer.Option("--train", help="Add a training step's memory (as `memory --train`, with "
+                                        "the same training options): saved bytes per block as a colour and a "
+                                        "column, the totals, where the peak falls.")] = False,
     *,
     opts: Options,
 ) -> None:
     """One self-contained HTML page: the diagram coloured by a metric you pick, a module tree to sort and open,
     and each block's layers on a click. Opens from disk, offline; attach it to an issue or mail it.
-    With --train, a training step's memory too.
 
     Examples:
 
@@ -655,27 +551,21 @@ def report(
 
       [bold]unetinspect report sd15 --profile --device cuda -o sd15.html[/]   colour by measured latency too
 
-      [bold]unetinspect report sdxl --train --checkpointing -o sdxl-train.html[/]   and a training step's memory
+      [bold]unetinspect report sd15 --train --checkpointing -o train.html[/]   and a training step's memory
     """
-    inputs = [source, opts.loading["config"]]
-    refuse_output_early(output, *inputs)  # a bad path fails now, not after the tracing and drawing
     from unetinspect.render.report import ReportView
-    from unetinspect.views.memory import Training
     from unetinspect.views.report import build_report
 
-    training = Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                        foreach=foreach)
-    result = run(build_report, source, run(opts.spec), profile=latency, device=device, repeat=repeat, train=train,
-                 training=training, attention=attention_kernel, **opts.loading)
-    emit(ReportView(), "html", result, output, inputs)
+    result = build_report(source, opts.spec(), profile=latency, train=train, training=opts.training(),
+                          attention=opts.values["attention_kernel"], **opts.device, **opts.timing, **opts.loading)
+    emit(ReportView(), "html", result, output)
 
 
-AttentionFormat = format_choices(AttentionView)
 Aggregate = choices("Aggregate", "mean", "daam")
 
 
-@app.command()
-@with_options(SIZES, SOURCE)
+@command()
+@with_options(SIZES, SOURCE, DEVICE)
 def attention(
     source: SourceArg = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -698,16 +588,12 @@ def attention(
         "--query", help="The query pixel of --self as Y,X in latent coordinates, e.g. 32,32.",
         show_default=False)] = None,
     blocks: Annotated[Optional[str], typer.Option(
-        "--blocks", help="Only the attention layers under these paths, comma-separated, e.g. "
-        "down_blocks.2,mid_block.", show_default=False)] = None,
+        "--blocks", help="Only the attention layers under these blocks, comma-separated, in any naming: "
+        "down_blocks.2,mid_block, input_blocks.4.1 or IN04.", show_default=False)] = None,
     aggregate: Annotated[Aggregate, typer.Option(
         "--aggregate", help="How all layers become one map: mean (bilinear upsampling, mean of the layers' "
         "head-means) or daam (bicubic per head, clamped, heads summed).")] = Aggregate.mean,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
-                                                 show_default=False)] = None,
-    fmt: format_option(AttentionFormat) = AttentionFormat.table,
+    fmt: format_option(AttentionView) = None,
     impl: ImplOpt = Impl.ours,
     *,
     opts: Options,
@@ -720,7 +606,7 @@ def attention(
 
       [bold]unetinspect attention ./sd15-pipeline --prompt "a photo of a cat" -o maps.png[/]
 
-      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]   random text: the layers' habits
+      [bold]unetinspect attention sd15 --latent 32 -o maps.png[/]
 
       [bold]unetinspect attention ./unet --tokens "a,photo,of,a,cat" --image cat.png -o maps.png[/]
 
@@ -728,40 +614,40 @@ def attention(
 
       [bold]unetinspect attention tiny --tokens "a,photo,of,a,cat" -o maps.html[/]   hover a token in the report
     """
-    inputs = [i for i in (source, opts.loading["config"]) if i]
-    refuse_output_early(output, *inputs)
-    png = output is not None and output.suffix.lower() == ".png"
-    if image is not None and not png:
-        raise typer.BadParameter("a picture is drawn on in the PNG grid: give -o FILE.png", param_hint="--image")
-    from unetinspect.render.attention_view import write_attention_png
-    from unetinspect.render.picture import read_picture
-    from unetinspect.views.attention import attention_maps, parse_query
+    from unetinspect.render.attention_view import attention_view
+    from unetinspect.views.attention import attention_maps
 
-    picture = run(read_picture, image) if image is not None else None  # a bad picture fails before the run
-    spec = run(opts.spec)
-    result = run(attention_maps, source, spec=spec, kind="self" if self_attention else "cross",
-                 blocks=tuple(b.strip() for b in (blocks or "").split(",") if b.strip()),
-                 heads=aggregate == Aggregate.daam, query=run(parse_query, query) if query else None,
-                 tokens=tokens, prompt=prompt, device=device, dtype=dtype, impl=impl.value, **opts.loading)
-    if png:
-        with writing():
-            path = run(write_attention_png, result, output, aggregate.value, picture, tuple(inputs))
-        say(f"wrote {path}")
-    elif output is not None and output.suffix.lower() in (".html", ".htm"):
-        from unetinspect.render.report import ReportView
-        from unetinspect.views.attention import attention_report
-
-        report = run(attention_report, result, source, spec, aggregate.value, **opts.loading)
-        emit(ReportView(), "html", report, output, inputs)
-    else:
-        emit(AttentionView(), fmt, result, output, inputs)
+    fmt = AttentionView.chosen_format(_value(fmt), output)
+    view = attention_view(fmt, aggregate.value, image)  # a bad picture fails before the run
+    result = attention_maps(source, spec=opts.spec(), kind="self" if self_attention else "cross", blocks=blocks or (),
+                            heads=aggregate == Aggregate.daam, query=query, tokens=tokens, prompt=prompt, impl=impl.value,
+                            page=fmt == "html", **opts.device, **opts.loading)
+    emit(view, fmt, result, output)
 
 
-RunFormat = format_choices(RunView)
+@command()
+@with_options(SOURCE)
+def names(
+    source: SourceArg = None,
+    depth: DepthOpt = 2,
+    fmt: format_option(BlockNamesView) = None,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """Every block and layer under its three names: diffusers' path, the original LDM path (A1111, ComfyUI, sgm,
+    kohya) and the LoRA Block Weight ID (IN04, M00, OUT05), with the UNet's ID list and the IDs a LoRA touches.
+
+    Example: [bold]unetinspect names sdxl --depth 1[/]
+    """
+    from unetinspect.views.block_names import block_names
+
+    emit(BlockNamesView(), fmt, block_names(source, depth=depth, **opts.loading), output)
 
 
-@app.command(name="run")
-def run_command(
+@command(name="run")
+@with_options(DEVICE)
+def run_pipeline_command(
     folder: Annotated[str, typer.Argument(help="A diffusers pipeline folder (what pipe.save_pretrained() wrote), "
                                           "read from local files only.", show_default=False)],
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="The prompt to generate.", show_default=False)],
@@ -773,10 +659,6 @@ def run_command(
                                                   "pipeline's]", show_default=False)] = None,
     width: Annotated[Optional[int], typer.Option("--width", help="Image width in pixels. \\[default: the "
                                                  "pipeline's]", show_default=False)] = None,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. \\[default: fp32]",
-                                                 show_default=False)] = None,
     cache: Annotated[Optional[str], typer.Option(
         "--cache", help="Also generate the same seed with DeepCache's uniform schedule, e.g. interval=3,branch=0 "
         "(DeepCache's cache_interval and cache_branch_id), and compare: measured speedup, max difference, PSNR.",
@@ -788,8 +670,9 @@ def run_command(
         "--output", "-o", help="run.html: the page (image, block times per step, the prompt's maps over the "
         "image); image.png: the image; run.json, .csv, .md: the results. Without it: the table.",
         show_default=False)] = None,
-    fmt: format_option(Optional[RunFormat], "Output format. \\[default: from the output's suffix, else table]")
-    = None,
+    fmt: format_option(RunView) = None,
+    *,
+    opts: Options,
 ) -> None:
     """Generate one image with a local diffusers pipeline (SD 1.x/2.x, SDXL), its UNet watched: every block's
     time in every step, how much each block's output changes from step to step (drift), and the real prompt's
@@ -805,65 +688,29 @@ def run_command(
 
       [bold]unetinspect run ./sd15 --prompt "a photo of a cat" --cache interval=3,branch=0 -o cached.html[/]
     """
-    refuse_output_early(output, folder)
-    from unetinspect.render.formats import format_for
     from unetinspect.views.run import parse_cache, run_pipeline
 
-    kind = run(format_for, RunView, output, fmt.value if fmt else None)  # an unknown suffix fails before the run
-    caching = run(parse_cache, cache, cache_threshold)
-    result = run(run_pipeline, folder, prompt, steps=steps, seed=seed, guidance=guidance, height=height,
-                 width=width, device=device, dtype=dtype, cache=caching)
-    emit(RunView(), kind, result, output, [folder])
+    RunView.chosen_format(_value(fmt), output)  # a picture or page without -o fails now, not after the run
+    caching = parse_cache(cache, cache_threshold)
+    result = run_pipeline(folder, prompt, steps=steps, seed=seed, guidance=guidance, height=height, width=width,
+                          cache=caching, **opts.device)
+    emit(RunView(), fmt, result, output)
 
 
-MemoryFormat = format_choices(MemoryView)
-
-
-@app.command()
-@with_options(SIZES, SOURCE, NAMES)
+@command()
+@with_options(SIZES, SOURCE, DEVICE, TRAINING, NAMES)
 def memory(
     source: SourceArg = None,
     train: Annotated[bool, typer.Option("--train", help="A training step: per block the bytes autograd keeps "
                                         "for backward, and weights, gradients, optimizer state and the peak.")]
     = False,
-    checkpointing: Annotated[bool, typer.Option("--checkpointing", help="Gradient checkpointing as diffusers' "
-                                                "enable_gradient_checkpointing(): resnets and transformer "
-                                                "blocks recomputed in backward.")] = False,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw, adamw-8bit, sgd (no momentum) or "
-                                           "adafactor.")] = "adamw",
-    mixed: Annotated[Optional[str], typer.Option("--mixed", help="fp16 or bf16: half weights and activations, "
-                                                 "fp32 master weights.", show_default=False)] = None,
-    lora_rank: Annotated[Optional[int], typer.Option("--lora-rank", help="Train LoRA adapters of this rank "
-                                                     "only.", show_default=False)] = None,
-    lora_targets: Annotated[str, typer.Option("--lora-targets", help="The modules LoRA adapts, as PEFT's "
-                                              "target_modules (Linear or Conv2d), or kohya / locon: kohya's "
-                                              "sd-scripts selection, without or with the convolutions.")]
-    = ",".join(("to_k", "to_q", "to_v", "to_out.0")),
-    lora_conv_rank: Annotated[Optional[int], typer.Option("--lora-conv-rank", help="With --lora-targets locon: "
-                                                          "the 3×3 convolutions' rank (kohya's conv_dim). "
-                                                          "[default: --lora-rank]", show_default=False)] = None,
-    frozen: Annotated[Optional[list[str]], typer.Option("--frozen", help="Freeze the parameters under this "
-                                                        "module path (repeat for several), e.g. down_blocks.0.",
-                                                        show_default=False)] = None,
-    attention_kernel: Annotated[Optional[str], typer.Option(
-        "--attention", help="The attention kernel measured: flash, efficient or math. [default: what torch runs "
-        "for training on the device: flash on the CPU; on CUDA, and on meta (a CUDA GPU), flash in fp16/bf16, "
-        "efficient in fp32]", show_default=False)] = None,
-    foreach: Annotated[Optional[bool], typer.Option(
-        "--foreach/--no-foreach", help="The optimizer step's implementation. [default: torch's on the device: "
-        "foreach on CUDA and meta, a for-loop on the CPU]", show_default=False)] = None,
-    fused: Annotated[bool, typer.Option("--fused", help="The optimizer's fused kernel (adamw, sgd): in place, "
-                                        "no temporaries.")] = False,
     sweep: Annotated[Optional[str], typer.Option("--sweep", help="The totals over sizes: batch=1,2,4, pixel "
-                                                 "sizes 512,768 or 512x768, or height=512,768 / width=...",
-                                                 show_default=False)] = None,
+                                                 "sizes 512,768 or 512x768, or height=512,768 / width=...; two axes "
+                                                 "joined by ';' give every pair.", show_default=False)] = None,
     budget: Annotated[Optional[str], typer.Option("--budget", help="With --sweep, where the peak crosses this "
                                                   "much memory, e.g. 24GiB or 80GB.", show_default=False)] = None,
     depth: DepthOpt = 1,
-    device: DeviceOpt = "meta",
-    dtype: Annotated[Optional[str], typer.Option("--dtype", help="fp32, fp16 or bf16. [default: fp32, or "
-                                                 "--mixed's]", show_default=False)] = None,
-    fmt: format_option(MemoryFormat) = MemoryFormat.table,
+    fmt: format_option(MemoryView) = None,
     output: OutputOpt = None,
     *,
     opts: Options,
@@ -882,29 +729,18 @@ def memory(
 
       [bold]unetinspect memory sdxl --train --mixed bf16 --sweep batch=1,2,4,8 --budget 24GiB[/]
     """
-    refuse_output_early(output, source, opts.loading["config"])
-    from unetinspect.render.memory_view import MemorySweepView, MemoryView
+    from unetinspect.render.memory_view import MemorySweepView
     from unetinspect.views import memory as views
 
-    spec = run(opts.spec)
-    training = views.Training(optimizer=optimizer, checkpointing=checkpointing, mixed=mixed, lora_rank=lora_rank,
-                              lora_targets=tuple(lora_targets.split(",")), lora_conv_rank=lora_conv_rank,
-                              frozen=tuple(frozen or ()), foreach=foreach, fused=fused)
-    options = dict(train=train, training=training, attention=attention_kernel, device=device, dtype=dtype,
+    options = dict(train=train, training=opts.training(), attention=opts.values["attention_kernel"], **opts.device,
                    **opts.loading)
-    if budget is not None and sweep is None:
-        raise typer.BadParameter("a budget is checked over sizes: add --sweep, e.g. --sweep batch=1,2,4",
-                                 param_hint="--budget")
-    if sweep is not None:
-        from unetinspect.views.profile import parse_sweep
-
-        limit = run(views.parse_bytes, budget) if budget is not None else None
-        result = run(views.memory_sweep, source, run(parse_sweep, sweep, spec), budget=limit, **options)
-        return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
-    result = run(views.memory, source, spec, **options)
-    emit(MemoryView(depth, names=opts.names), fmt, result, output, inputs=[source, opts.loading["config"]])
+    if views.sweeping(sweep, budget):
+        result = views.memory_sweep(source, sweep, spec=opts.spec(), budget=budget, **options)
+        return emit(MemorySweepView(), fmt, result, output)
+    emit(MemoryView(depth, names=opts.names), fmt, views.memory(source, opts.spec(), **options), output)
 
 
 def main() -> None:
-    """Run the command line (the console script and `python -m unetinspect` start in `__main__.main`)."""
+    """Run the command line (the console script and `python -m unetinspect` start in `__main__.main`, which holds
+    Ctrl-C through start-up: see cli_signals)."""
     app()

@@ -1,10 +1,14 @@
 """The command line's shared options, declared once as data, and the `--format` option made from a view.
 
-Every command that opens a source takes the same `--config/--variant/--allow-pickle`, and every command that runs
-a forward pass the same size options. They are declared here once (`SOURCE`, `SIZES`) and added to a command by
-`@with_options(SOURCE, SIZES)`, which hands them to it as one `Options` value: a new size option (`--frames`)
-is one line here and every command has it. `--format` is built from the formats the view itself declares
-(`View.formats`), so a command never lists formats by hand, and a view that learns a format offers it at once.
+Every command that opens a source takes the same `--config/--variant/--allow-pickle`, every command that runs
+a forward pass the same size options, every command that runs on a device the same `--device/--dtype`, and every
+command that times the same `--warmup/--repeat/--max-seconds`. They are declared here once (`SOURCE`, `SIZES`,
+`DEVICE`, `TIMING`; and `TRAINING`, `STYLE` for the library value a command builds from them) and added to a
+command by `@with_options(SOURCE, SIZES)`, which hands them to it as one `Options` value: a new size option
+(`--frames`) is one line here and every command has it. A device or timing option left out is not passed on at
+all, so each library call keeps its own default (meta for shapes, the fastest device for timing). `--format` is
+built from the formats the view itself declares (`View.formats`), so a command never lists formats by hand, and a
+view that learns a format offers it at once.
 
 Torch-free: `unetinspect --help` imports this.
 """
@@ -16,6 +20,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
 import typer
@@ -41,7 +46,14 @@ class OptionGroup:
 
 
 # Typer shows each group in a panel of its own, under the command's own options.
-SOURCE_PANEL, SIZES_PANEL = "Source options", "Size options"
+SOURCE_PANEL, SIZES_PANEL, DEVICE_PANEL, TIMING_PANEL = "Source options", "Size options", "Device options", \
+    "Timing options"
+TRAINING_PANEL, STYLE_PANEL = "Training options", "Drawing options"
+
+
+def choices(name: str, *values: str) -> type[Enum]:
+    """An option's fixed set of values, as the str Enum that Typer turns into a checked choice."""
+    return Enum(name, {value: value for value in values}, type=str)  # type: ignore[return-value]
 
 
 def _source(*decls: str, **options: Any) -> Any:
@@ -50,6 +62,22 @@ def _source(*decls: str, **options: Any) -> Any:
 
 def _size(*decls: str, **options: Any) -> Any:
     return typer.Option(*decls, rich_help_panel=SIZES_PANEL, **options)
+
+
+def _device(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=DEVICE_PANEL, show_default=False, **options)
+
+
+def _timing(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=TIMING_PANEL, show_default=False, **options)
+
+
+def _training(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=TRAINING_PANEL, **options)
+
+
+def _drawing(*decls: str, **options: Any) -> Any:
+    return typer.Option(*decls, rich_help_panel=STYLE_PANEL, **options)
 
 
 SOURCE = OptionGroup("source", (
@@ -91,6 +119,98 @@ NAMES = OptionGroup("names", (
 ))
 
 
+DEVICE = OptionGroup("device", (
+    SharedOption("device", Annotated[Optional[str], _device(
+        "--device", help="meta (shapes only, no weights, instant), cpu, cuda, cuda:N or auto. \\[default: meta where "
+        "shapes suffice (summary, compare, memory), else cuda if available, else cpu]")], None),
+    SharedOption("dtype", Annotated[Optional[str], _device(
+        "--dtype", help="fp32, fp16 or bf16. \\[default: fp32; profile: fp16 on CUDA; memory: --mixed's]")], None),
+))
+
+TIMING = OptionGroup("timing", (
+    SharedOption("warmup", Annotated[Optional[int], _timing(
+        "--warmup", min=0, help="Untimed runs before timing. \\[default: 2]")], None),
+    SharedOption("repeat", Annotated[Optional[int], _timing(
+        "--repeat", "-r", min=1, help="Timed runs (each: one without hooks, one with). \\[default: 10; 5 for "
+        "compare and report]")], None),
+    SharedOption("max_seconds", Annotated[Optional[float], _timing(
+        "--max-seconds", min=0, help="Refuse, before the timed runs, work estimated (from its FLOPs and one batch-1 "
+        "run) to take longer than this; an estimate over 10 s is printed. \\[default: 600]")], None),
+))
+
+
+# What a training step trains and how: `Options.training()` is the library's `Training`.
+TRAINING = OptionGroup("training", (
+    SharedOption("checkpointing", Annotated[bool, _training(
+        "--checkpointing", help="Gradient checkpointing as diffusers' enable_gradient_checkpointing(): resnets and "
+        "transformer blocks recomputed in backward.")], False),
+    SharedOption("optimizer", Annotated[str, _training(
+        "--optimizer", help="adamw, adamw-8bit, sgd (no momentum) or adafactor.")], "adamw"),
+    SharedOption("mixed", Annotated[Optional[str], _training(
+        "--mixed", help="fp16 or bf16: half weights and activations, fp32 master weights.", show_default=False)],
+        None),
+    SharedOption("lora_rank", Annotated[Optional[int], _training(
+        "--lora-rank", help="Train LoRA adapters of this rank only.", show_default=False)], None),
+    SharedOption("lora_targets", Annotated[str, _training(
+        "--lora-targets", help="The modules LoRA adapts, as PEFT's target_modules (Linear or Conv2d), or kohya / "
+        "locon: kohya's sd-scripts selection, without or with the convolutions.")], "to_k,to_q,to_v,to_out.0"),
+    SharedOption("lora_conv_rank", Annotated[Optional[int], _training(
+        "--lora-conv-rank", help="With --lora-targets locon: the 3×3 convolutions' rank (kohya's conv_dim). "
+        "\\[default: --lora-rank]", show_default=False)], None),
+    SharedOption("frozen", Annotated[Optional[list[str]], _training(
+        "--frozen", help="Freeze the parameters under this module path (repeat for several), e.g. down_blocks.0.",
+        show_default=False)], None),
+    SharedOption("attention_kernel", Annotated[Optional[str], _training(
+        "--attention", help="The attention kernel measured: flash, efficient or math. \\[default: what torch runs "
+        "for training on the device: flash on the CPU; on CUDA, and on meta (a CUDA GPU), flash in fp16/bf16, "
+        "efficient in fp32]", show_default=False)], None),
+    SharedOption("foreach", Annotated[Optional[bool], _training(
+        "--foreach/--no-foreach", help="The optimizer step's implementation. \\[default: torch's on the device: "
+        "foreach on CUDA and meta, a for-loop on the CPU]", show_default=False)], None),
+    SharedOption("fused", Annotated[bool, _training(
+        "--fused", help="The optimizer's fused kernel (adamw, sgd): in place, no temporaries.")], False),
+))
+
+Direction, Theme = choices("Direction", "TB", "LR"), choices("Theme", "light", "dark")
+
+# How a diagram is drawn: `Options.style()` is render.graph's `Style`.
+STYLE = OptionGroup("style", (
+    SharedOption("direction", Annotated[Direction, _drawing(  # type: ignore[valid-type]
+        "--direction", help="TB: the U upright; LR: on its side.")], Direction.TB),  # type: ignore[attr-defined]
+    SharedOption("no_shapes", Annotated[bool, _drawing("--no-shapes", help="No tensor shapes on the edges.")],
+                 False),
+    SharedOption("no_params", Annotated[bool, _drawing("--no-params", help="No parameter counts.")], False),
+    SharedOption("theme", Annotated[Theme, _drawing(  # type: ignore[valid-type]
+        "--theme", help="light or dark background.")], Theme.light),  # type: ignore[attr-defined]
+))
+
+
+# ---- single options several commands take, as Typer annotations -------------------------------------------------
+
+SourceArg = Annotated[
+    Optional[str],
+    typer.Argument(help="Preset name, config.json, diffusers folder, or .safetensors checkpoint. \\[default: sd15]",
+                   show_default=False),
+]
+AllowPickleOpt = SOURCE.options[-1].annotation
+DepthOpt = Annotated[int, typer.Option("--depth", "-d", min=0, help="Show every module down to this depth: "
+                                       "1 = blocks (down_blocks.0, mid_block, ...), 2 = also their layers, and so on.")]
+ControlNetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--controlnet", help="Add a ControlNet (folder, config.json or file; repeat for several): the step becomes the "
+    "ControlNets, then the UNet with their residuals. Default --depth is then 2: both models' blocks.",
+    show_default=False)]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Write to this file instead of the terminal.")]
+Impl = choices("Impl", "ours", "diffusers")
+ImplOpt = Annotated[Impl, typer.Option("--impl", help="ours: our model of the source. diffusers: diffusers' own "
+                                       "class with the same weights (needs diffusers installed).")]
+BranchesOpt = Annotated[bool, typer.Option("--branches", help="Cost of each shallow branch a DeepCache-style "
+                                           "method runs (everything deeper than a skip reused): FLOPs, MACs, share "
+                                           "of the step, parameters; with profile, latency.")]
+LatencyOpt = Annotated[bool, typer.Option("--profile", help="Also time every block (CUDA when available, else the "
+                                          "CPU; random weights for configs).")]
+
+
+
 @dataclass(frozen=True)
 class Options:
     """What a command's shared options said, by parameter name."""
@@ -106,6 +226,37 @@ class Options:
     def names(self) -> str:
         """`--names` as the views take it: "diffusers", "ldm" or "lbw"."""
         return self.values["names"].value
+
+    @property
+    def device(self) -> dict[str, Any]:
+        """`--device/--dtype` as keyword arguments, only those given: the library's own defaults stand."""
+        return self._given(DEVICE)
+
+    @property
+    def timing(self) -> dict[str, Any]:
+        """`--warmup/--repeat/--max-seconds` as keyword arguments, only those given."""
+        return self._given(TIMING)
+
+    def training(self) -> Any:
+        """The training options as the library's `Training`."""
+        from unetinspect.views.memory import Training
+
+        v = self.values
+        return Training(optimizer=v["optimizer"], checkpointing=v["checkpointing"], mixed=v["mixed"],
+                        lora_rank=v["lora_rank"], lora_targets=tuple(v["lora_targets"].split(",")),
+                        lora_conv_rank=v["lora_conv_rank"], frozen=tuple(v["frozen"] or ()), foreach=v["foreach"],
+                        fused=v["fused"])
+
+    def style(self) -> Any:
+        """The drawing options as the diagram's `Style`."""
+        from unetinspect.render.graph import Style
+
+        v = self.values
+        return Style(direction=v["direction"].value, shapes=not v["no_shapes"], params=not v["no_params"],
+                     theme=v["theme"].value)
+
+    def _given(self, group: OptionGroup) -> dict[str, Any]:
+        return {o.name: self.values[o.name] for o in group.options if self.values.get(o.name) is not None}
 
     def spec(self) -> Any:
         """The size options as the library's `InputSpec` (`--latent 64x96` or `--latent 64`); a latent that is no
@@ -156,11 +307,11 @@ def with_options(*groups: OptionGroup) -> Callable[[F], F]:
     return decorate
 
 
-def format_choices(view: type, *, name: str | None = None) -> type[Enum]:
-    """The formats a view declares, as the str Enum that Typer turns into a checked `--format` choice."""
+def format_option(view: Any) -> Any:
+    """`--format`, its choices the formats `view` declares (a view that learns a format offers it at once); left
+    out, the view's first format, or the file format -o's suffix names."""
     values = view.formats()
-    return Enum(name or f"{view.__name__}Format", {value: value for value in values}, type=str)  # type: ignore[return-value]
-
-
-def format_option(choices: type[Enum], help: str = "Output format.") -> Any:
-    return Annotated[choices, typer.Option("--format", "-f", help=help)]
+    choices = Enum(f"{view.__name__}Format", {value: value for value in values}, type=str)
+    files = f", or {'/'.join(view.file_formats)} by -o's suffix" if view.file_formats else ""
+    return Annotated[Optional[choices], typer.Option(  # type: ignore[valid-type]
+        "--format", "-f", help=f"Output format. \\[default: {values[0]}{files}]", show_default=False)]

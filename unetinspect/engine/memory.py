@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import math
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,7 +99,7 @@ def storage_key(tensor: torch.Tensor) -> int:
 
 def measure_saved(model: nn.Module, inputs: dict[str, Any], *,
                   checkpointed: Callable[[str, nn.Module], bool] | None = None,
-                  extra_params: dict[str, Sequence[nn.Parameter]] | None = None) -> SavedTensors:
+                  extra_params: Mapping[str, Sequence[nn.Parameter]] | None = None) -> SavedTensors:
     """Run `model(**inputs)` once with grad enabled and charge every saved storage to the call that saved it.
 
     `checkpointed(path, module)` picks the calls run through `torch.utils.checkpoint`; their recompute is measured
@@ -115,7 +115,7 @@ def measure_saved(model: nn.Module, inputs: dict[str, Any], *,
 
 
 def _measure(model: nn.Module, inputs: dict[str, Any], checkpointed: Callable[[str, nn.Module], bool] | None,
-             extra_params: dict[str, Sequence[nn.Parameter]], recompute: dict[str, int] | None = None
+             extra_params: Mapping[str, Sequence[nn.Parameter]], recompute: dict[str, int] | None = None
              ) -> SavedTensors:
     recorder = _SavedRecorder(model, extra_params)
     handles = []
@@ -166,7 +166,7 @@ def checkpointing(model: nn.Module, checkpointed: Callable[[str, nn.Module], boo
 class _SavedRecorder:
     """The hook state: the call stack, the storages seen, and the timeline of saves and parameter uses."""
 
-    def __init__(self, model: nn.Module, extra_params: dict[str, Sequence[nn.Parameter]]) -> None:
+    def __init__(self, model: nn.Module, extra_params: Mapping[str, Sequence[nn.Parameter]]) -> None:
         self.calls: list[SavedCall] = []
         self.stack: list[SavedCall] = []
         self.sizes: dict[int, int] = {}

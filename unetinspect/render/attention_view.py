@@ -1,4 +1,5 @@
-"""Attention maps as a table (one row per layer: size, the token it attends most) and as a PNG grid.
+"""Attention maps as a table (one row per layer: size, the token it attends most), a PNG grid, or the HTML report
+with the maps (hover a token).
 
 The grid: one row per token (the prompt's words when labelled), one column per block and a last one for all
 layers aggregated, every cell the map at the latent size; each column is scaled to its own maximum, written
@@ -12,15 +13,19 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageDraw
 
+from unetinspect.errors import OptionsError, OutputError
 from unetinspect.render.colormap import LEVELS, PALETTE, level
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
-from unetinspect.render.picture import label_font
+from unetinspect.render.picture import label_font, read_picture
+
+if TYPE_CHECKING:
+    from unetinspect.views.attention import AttentionResult, LayerRow  # noqa: F401  (View["AttentionResult"])
 
 COLUMNS = (
     Column("layer", "layer", lambda r: r.path, style="cyan", fold=True, min_width=20),
@@ -32,11 +37,28 @@ COLUMNS = (
 )
 
 
-class AttentionView(View):
+class AttentionView(View["AttentionResult"]):
+    """The maps per layer as a table; as png the grid (over `picture` if given, all layers aggregated by `method`),
+    as html the report page that `attention_maps(..., page=True)` builds."""
+
     kind = "attention"
     columns = COLUMNS
+    file_formats = ("png", "html")
 
-    def rows(self, result: Any) -> list[Any]:
+    def __init__(self, method: str = "mean", picture: Image.Image | None = None) -> None:
+        self.method, self.picture = method, picture
+
+    def write(self, result: Any, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        if fmt == "png":
+            return write_attention_png(result, path, self.method, self.picture, inputs)
+        result = _as_result(result)
+        if result.page is None:
+            raise OutputError("the maps were computed without their report page", "call attention_maps(page=True)")
+        from unetinspect.render.report import ReportView
+
+        return ReportView().write(result.page, fmt, path, inputs)
+
+    def rows(self, result: Any) -> list[LayerRow]:
         return _as_result(result).summary_rows()
 
     def heading(self, result: Any) -> list[str]:
@@ -60,13 +82,21 @@ class AttentionView(View):
         }
 
 
+def attention_view(fmt: str, method: str = "mean", image: Path | None = None) -> AttentionView:
+    """The view `attention` writes `fmt` through; `image` is read now, so that a bad picture fails before the run
+    (and only the PNG grid draws on one)."""
+    if image is not None and fmt != "png":
+        raise OptionsError("--image: a picture is drawn on in the PNG grid", "give -o FILE.png")
+    return AttentionView(method, read_picture(image) if image is not None else None)
+
+
 FONT_SIZE, LINE, MARGIN, GAP, CELL, BAR = 13, 18, 8, 4, 96, 12
 OPACITY = 0.6  # of the map over a picture
 BLACK, GREY, WHITE = (0, 0, 0), (90, 90, 90), (255, 255, 255)
 
 
 def write_attention_png(result: Any, path: Path, method: str = "mean", picture: Image.Image | None = None,
-                        inputs: tuple[str, ...] = ()) -> Path:
+                        inputs: Sequence[str | Path] = ()) -> Path:
     """Draw the grid of `result` (an `AttentionResult`) and write it as a PNG, whole or not at all."""
     buffer = io.BytesIO()
     draw_grid(result, method, picture).save(buffer, format="PNG")

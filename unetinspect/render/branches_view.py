@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from rich.console import RenderableType
+
 from unetinspect.render.formats import MARKDOWN, TABLE, Column, View
 from unetinspect.render.units import human_count, human_flops, shape_str
 
@@ -57,7 +59,7 @@ COLUMNS = (
 )
 
 
-class BranchesView(View):
+class BranchesView(View["Branches"]):
     """One row per skip connection, shallowest first: what the partial UNet of that skip costs."""
 
     kind = "branches"
@@ -69,6 +71,10 @@ class BranchesView(View):
     def heading(self, result: Branches) -> list[str]:
         return [*super().heading(result),
                 "shallow branches: everything deeper than the skip is reused from a cache (DeepCache and the like)"]
+
+    def tree(self, result: Branches) -> RenderableType:
+        """A list of branches has no tree: the table stands in for it (`summary --branches --format tree`)."""
+        return self.table(result)
 
     def totals(self, result: Branches) -> list[tuple[str, str]]:
         step = (f"{human_count(result.flops, 'FLOPs')} = {human_count(result.macs, 'MACs')} "

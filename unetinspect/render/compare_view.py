@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
 
+from unetinspect.errors import OutputError
 from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
 from unetinspect.render.header import setup_dict, setup_line
 from unetinspect.render.units import human_count, human_flops, shape_str
@@ -150,11 +152,13 @@ def _difference(delta: int, went: list[tuple[str, int, float]]) -> str:
     return f"{net} in all: {'; '.join(ways if delta > 0 else ways[::-1])}"
 
 
-class CompareView(View):
-    """Block against block; the heading gives each side's setup, the totals say where the parameters went."""
+class CompareView(View["Comparison"]):
+    """Block against block; the heading gives each side's setup, the totals say where the parameters went. As
+    html (`-o diff.html`), the page with both diagrams side by side, which `compare(..., page=True)` draws."""
 
     kind = "compare"
     columns = COLUMNS
+    file_formats = ("html",)
 
     def rows(self, comparison: Comparison) -> list[Pair]:
         return comparison.pairs
@@ -211,3 +215,9 @@ class CompareView(View):
                       for p in comparison.pairs],
         }
 
+    def write(self, comparison: Comparison, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        from unetinspect.render.report import ComparisonPage, ComparisonPageView
+
+        if comparison.graphs is None:
+            raise OutputError("the comparison was made without its diagrams", "compare with page=True")
+        return ComparisonPageView().write(ComparisonPage(comparison, comparison.graphs), fmt, path, inputs)

@@ -54,7 +54,7 @@ def write_diagram(graph: Graph, path: Path, fmt: str | None = None, style: Style
     return write_output(path, render(graph, kind, style), inputs)
 
 
-class DiagramView(FileView):
+class DiagramView(FileView["Graph"]):
     """svg, png, pdf or dot, written whole or not at all; without Graphviz's `dot`, the .dot beside it."""
 
     kind = "diagram"
@@ -62,6 +62,11 @@ class DiagramView(FileView):
 
     def __init__(self, style: Style | None = None) -> None:
         self.style = style  # None: the default one
+
+    @classmethod
+    def chosen_format(cls, fmt: str | None, output: Path | None = None) -> str:
+        """`fmt`, else the file's suffix (an unknown one refused), else svg."""
+        return format_of(output or Path("unet.svg"), fmt)
 
     def write(self, graph: Graph, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         return write_diagram(graph, path, fmt, self.style, tuple(inputs))

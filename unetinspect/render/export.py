@@ -1,8 +1,9 @@
 """Writing results to files: JSON, CSV and Markdown text, written whole or not at all.
 
-An output path is never a directory, never one of the command's inputs, and a half-written file is never left
-behind: content goes to a temporary file beside the target and is renamed over it only when complete. A device or
-FIFO the user names (/dev/stdout, /dev/null) is written through, never replaced by a regular file.
+An output path is never a directory, never one of the command's inputs (by any name: a symbolic or hard link),
+and a half-written file is never left behind: content goes to a temporary file beside the target and is renamed
+over it only when complete. A device or FIFO the user names (/dev/stdout, /dev/null) is written through, never
+replaced by a regular file.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _check_output_path(path: Path, inputs: Iterable[str | Path]) -> Path:
     resolved = path.resolve()
     for source in inputs:
         source_path = Path(source).expanduser()
-        if source_path.exists() and (source_path.resolve() == resolved
+        if source_path.exists() and (_same_file(source_path, path)
                                      or (source_path.is_dir() and source_path.resolve() in resolved.parents
                                          and resolved.suffix in (".safetensors", ".json"))):
             raise OutputError(f"output {path} would overwrite an input of this command", "choose another -o path")
@@ -55,6 +56,11 @@ def _check_output_path(path: Path, inputs: Iterable[str | Path]) -> Path:
     return path
 
 
+def _same_file(source: Path, output: Path) -> bool:
+    """The same file by its real path (through symbolic links) or by its inode (a hard link)."""
+    return source.resolve() == output.resolve() or (output.exists() and os.path.samefile(source, output))
+
+
 def write_output(path: Path, content: str | bytes, inputs: Iterable[str | Path] = (), *, replace: bool = True) -> Path:
     """Write `content` to `path` whole or not at all, after `check_output_path`.
 
@@ -70,7 +76,7 @@ def write_output(path: Path, content: str | bytes, inputs: Iterable[str | Path] 
         else:
             _write_atomically(path.resolve(), data, replace)
     except OSError as exc:
-        raise OutputError(f"cannot write {path}: {_REASONS.get(exc.errno) or exc.strerror or exc}") from None
+        raise OutputError(f"cannot write {path}: {_REASONS.get(exc.errno or 0) or exc.strerror or exc}") from None
     return path
 
 

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from rich import box
 from rich.cells import cell_len
@@ -43,8 +43,22 @@ SCHEMA = 1  # the version of every JSON document: it changes only when a field c
 TABLE, TREE, JSON, CSV, MARKDOWN = "table", "tree", "json", "csv", "markdown"
 GRID = frozenset({TABLE, CSV, MARKDOWN})  # where a column appears unless it says otherwise
 FILE_WIDTH = 160  # a table written to a file or a pipe is not squeezed to the 80 columns rich assumes there
+SUFFIXES = {"htm": "html", "md": MARKDOWN, "txt": TABLE}  # a file's suffix that names a format of another name
 
 Cell = str | Text
+R = TypeVar("R")  # the result a view shows
+Item = TypeVar("Item")
+Whole = TypeVar("Whole")
+
+
+@dataclass(frozen=True)
+class Line(Generic[Item, Whole]):
+    """A table row with the whole it is a share of (a block and its trace, a call and the step's saved bytes),
+    for the % columns."""
+
+    row: Item
+    whole: Whole
+    shown: Callable[[str], str] = str  # how a module path is shown (`--names`): itself, its LDM name or LBW ID
 
 
 @dataclass(frozen=True)
@@ -57,7 +71,7 @@ class Column:
 
     key: str  # the CSV header
     header: str  # the table and Markdown header
-    text: Callable[[Any], Cell]
+    text: Callable[[Any], Cell | float | None]  # a number or None only in a column of CSV alone
     value: Callable[[Any], object] | None = None
     markdown: Callable[[Any], str] | None = None
     priority: int = 0  # 0: always shown; on a narrow terminal the highest priority goes first
@@ -68,13 +82,15 @@ class Column:
     formats: frozenset[str] = GRID
     when: Callable[[Any], bool] | None = None  # in the table and Markdown only where this holds (CUDA memory)
 
-    def shown(self, result: Any, fmt: str) -> bool:
+    def shown(self, result: object, fmt: str) -> bool:
         """Whether this column is in `fmt` for `result`; CSV keeps every column, so scripts see one header."""
         return fmt in self.formats and (self.when is None or fmt == CSV or self.when(result))
 
 
-class View:
-    """What one command shows. A view module subclasses it: its columns, its rows, its heading, its JSON."""
+class View(Generic[R]):
+    """What one command shows of its result, an `R`. A view module subclasses it for its result type
+    (`class SummaryView(View["Summary"])`): its columns, its rows, its heading, its JSON, its files. The result
+    is positional-only, so a view names it for what it is (`summary`, `profile`)."""
 
     kind: str = ""  # the JSON document's "kind"
     columns: tuple[Column, ...] = ()
@@ -90,36 +106,50 @@ class View:
         text = (TABLE, *tree, JSON, CSV, MARKDOWN) if cls.columns else (TABLE, *tree, JSON)
         return (*text, *cls.file_formats)
 
-    def write(self, result: Any, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+    @classmethod
+    def chosen_format(cls, fmt: str | None, output: Path | None = None) -> str:
+        """The format asked for; none asked: the one of the view's formats that `output`'s suffix names
+        (`-o maps.png`, `-o run.json`), else the view's first. A command that must compute more for a file format
+        (a page) asks this before it runs."""
+        if fmt is None and output is not None:
+            suffix = output.suffix.lower().lstrip(".")
+            named = SUFFIXES.get(suffix, suffix)
+            fmt = named if named in cls.formats() else None
+        fmt = fmt or cls.formats()[0]
+        if fmt in cls.file_formats and output is None:  # refused before any work, not after it
+            raise OutputError(f"{fmt} is written to a file", f"add -o FILE.{fmt}")
+        return fmt
+
+    def write(self, result: R, /, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         """Write one of `file_formats` to `path` (never over one of `inputs`); returns the path written."""
         raise NotImplementedError(f"the {self.kind} view writes no {fmt} file")
 
-    def rows(self, result: Any) -> Sequence[Any]:
+    def rows(self, result: R, /) -> Sequence[Any]:
         """The one row function: the objects the columns format, in order."""
         return ()
 
-    def footer(self, result: Any) -> Sequence[Any]:
+    def footer(self, result: R, /) -> Sequence[Any]:
         """Rows that total the others (the whole step): after a rule in the table, last in CSV and Markdown."""
         return ()
 
-    def setup(self, result: Any) -> Setup | None:
+    def setup(self, result: R, /) -> Setup | None:
         """The setup header of the result (`result.setup`), rendered by `header.setup_line` and `setup_dict`."""
         return getattr(result, "setup", None)
 
-    def heading(self, result: Any) -> list[str]:
+    def heading(self, result: R, /) -> list[str]:
         """The lines above the table: the setup, and in views that say more, how it was run."""
         setup = self.setup(result)
         return [setup_line(setup)] if setup else []
 
-    def totals(self, result: Any) -> list[tuple[str, str]]:
+    def totals(self, result: R, /) -> list[tuple[str, str]]:
         """(label, sentence) lines under the table: the totals and what to know about them."""
         return []
 
-    def data(self, result: Any) -> dict[str, Any]:
+    def data(self, result: R, /) -> dict[str, Any]:
         """The view's part of the JSON document (the schema, kind and setup are added by `document`)."""
         return {}
 
-    def table(self, result: Any) -> RenderableType:
+    def table(self, result: R, /) -> RenderableType:
         """The heading, the table fitted to the terminal, and the totals."""
         parts: list[RenderableType] = [heading_text(self.heading(result))]
         if self.rows(result) or self.footer(result):
@@ -127,11 +157,11 @@ class View:
         parts.append(totals_grid(self.totals(result)))
         return Group(*parts)
 
-    def tree(self, result: Any) -> RenderableType:
+    def tree(self, result: R, /) -> RenderableType:
         raise NotImplementedError(f"the {self.kind} view draws no tree")
 
 
-class FileView(View):
+class FileView(View[R]):
     """A view whose every format is a file of its own (a diagram, a page, a trace): no table, no JSON."""
 
     @classmethod
@@ -170,7 +200,7 @@ class _Heading:
 # ---- rows and cells -----------------------------------------------------------------------------------------------
 
 
-def shown_columns(view: View, result: Any, fmt: str) -> list[Column]:
+def shown_columns(view: View[R], result: R, fmt: str) -> list[Column]:
     return [column for column in view.columns if column.shown(result, fmt)]
 
 
@@ -187,14 +217,14 @@ def plain(cell: Any) -> str:
     return cell.plain if isinstance(cell, Text) else str(cell)
 
 
-class FittedTable:
+class FittedTable(Generic[R]):
     """A view's table, laid out when the width it is drawn at is known (the terminal's, or a file's).
 
     Columns are left out, highest priority first, until the rest fit with every number whole and every folding
     column at least its `min_width`; the width left over goes to the folding columns, most important first.
     """
 
-    def __init__(self, view: View, result: Any) -> None:
+    def __init__(self, view: View[R], result: R) -> None:
         self.view, self.result = view, result
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
@@ -271,7 +301,7 @@ def totals_grid(lines: Sequence[tuple[str, str]]) -> RenderableType:
 # ---- text formats -------------------------------------------------------------------------------------------------
 
 
-def document(view: View, result: Any) -> dict[str, Any]:
+def document(view: View[R], result: R) -> dict[str, Any]:
     """The JSON document: the schema and kind, the setup header where the result has one, the view's data."""
     setup = view.setup(result)
     head: dict[str, Any] = {"schema": SCHEMA, "kind": view.kind}
@@ -298,18 +328,18 @@ def finite(data: object) -> object:
     return data
 
 
-def csv_text(view: View, result: Any) -> str:
+def csv_text(view: View[R], result: R) -> str:
     """CSV with a header row, the rows then the footer rows; None, NaN and Infinity are empty cells."""
     columns = shown_columns(view, result, CSV)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([column.key for column in columns])
     for row in [*view.rows(result), *view.footer(result)]:
-        writer.writerow(["" if cell is None else cell for cell in finite(cells(columns, row, CSV))])
+        writer.writerow(["" if cell is None else cell for cell in map(finite, cells(columns, row, CSV))])
     return out.getvalue()
 
 
-def markdown_text(view: View, result: Any) -> str:
+def markdown_text(view: View[R], result: R) -> str:
     """The heading lines in bold, a GitHub table (numbers right-aligned), the totals as a list."""
     columns = shown_columns(view, result, MARKDOWN)
     rows = [cells(columns, row, MARKDOWN) for row in [*view.rows(result), *view.footer(result)]]
@@ -336,7 +366,7 @@ def shapes_text(shapes: Iterable[Sequence[int]]) -> str:
 # ---- out --------------------------------------------------------------------------------------------------------
 
 
-def render(view: View, fmt: str, result: Any) -> str | RenderableType:
+def render(view: View[R], fmt: str, result: R) -> str | RenderableType:
     """The result in one format: text for json/csv/markdown, a rich renderable for table/tree."""
     if fmt not in view.formats():
         raise OutputError(f"the {view.kind or 'result'} cannot be written as {fmt!r}",
@@ -350,16 +380,16 @@ def render(view: View, fmt: str, result: Any) -> str | RenderableType:
     return csv_text(view, result) if fmt == CSV else markdown_text(view, result)
 
 
-def emit(view: View, fmt: str, result: Any, *, output: Path | None = None, inputs: Iterable[str | Path | None] = (),
-         console: Console | None = None) -> Path | None:
-    """Show `result` through `view` in `fmt`: on `console` (stdout), or written whole to `output`.
+def emit(view: View[R], fmt: str | None, result: R, *, output: Path | None = None,
+         inputs: Iterable[str | Path | None] = (), console: Console | None = None) -> Path | None:
+    """Show `result` through `view` in `fmt` (None: `View.chosen_format`): on `console` (stdout), or written whole
+    to `output`, a picture or a page by the view's `write`.
 
     A file is never written over one of the command's `inputs`; a table in a file is plain text, FILE_WIDTH wide.
     Returns the path written, if any.
     """
-    if fmt in view.file_formats:
-        if output is None:
-            raise OutputError(f"{fmt} is written to a file", f"add -o FILE.{fmt}")
+    fmt = view.chosen_format(fmt, output)
+    if fmt in view.file_formats and output is not None:
         return view.write(result, fmt, output, [i for i in inputs if i])
     content = render(view, fmt, result)
     if output is None:
@@ -373,25 +403,3 @@ def emit(view: View, fmt: str, result: Any, *, output: Path | None = None, input
         capture.print(content)
         content = capture.export_text()
     return write_output(output, content, [i for i in inputs if i])
-
-
-SUFFIXES = {".html": "html", ".htm": "html", ".png": "png", ".json": JSON, ".csv": CSV, ".md": MARKDOWN,
-            ".txt": TABLE}
-
-
-def format_for(view: type[View] | View, output: Path | None, fmt: str | None = None) -> str:
-    """The format to write: `fmt` when given, else the one `output`'s suffix names among the formats the view
-    declares, else the table; so that `-o run.html` and `-o image.png` need no --format, and no command picks a
-    format by a suffix itself."""
-    name = fmt or (TABLE if output is None else SUFFIXES.get(Path(output).suffix.lower(), TABLE))
-    if name not in view.formats():
-        where = f" ({Path(output).name})" if output is not None else ""
-        raise OutputError(f"{view.kind or 'this result'} is not written as {name}{where}",
-                          f"give a file ending in one of {', '.join(_suffixes_of(view))}, or --format")
-    if name in view.file_formats and output is None:
-        raise OutputError(f"{name} is written to a file", f"add -o FILE.{name}")
-    return name
-
-
-def _suffixes_of(view: type[View] | View) -> list[str]:
-    return [suffix for suffix, name in SUFFIXES.items() if name in view.formats()]

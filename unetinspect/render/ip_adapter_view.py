@@ -41,8 +41,8 @@ def _ip_adapter_parts(cost: IPAdapterCost) -> list[RenderableType]:
     f = cost.file
     table = Table(title=Text.assemble("IP-Adapter ", _plain(cost.source), f" · {f.kind} · {f.tokens} image tokens"),
                   title_justify="left", title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (("part", "left"), ("cross-attentions", "right"), ("params", "right"), ("FLOPs", "right")):
-        table.add_column(name, justify=justify, style="cyan" if name == "part" else None)
+    for name in ("part", "cross-attentions", "params", "FLOPs"):
+        table.add_column(name, justify="left" if name == "part" else "right", style="cyan" if name == "part" else None)
     table.add_row("image_proj", "", human_count(f.image_proj_params),
                   human_flops(cost.image_proj_flops) if f.image_proj_linear_params else "not counted")
     for block in cost.blocks:

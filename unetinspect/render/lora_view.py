@@ -22,7 +22,7 @@ BLOCKS_NOTE = ("block weight: the LoRA Block Weight ID (INnn / OUTnn = input_blo
                "block's updates together\n")
 
 
-class LoraView(View):
+class LoraView(View["LoraReport"]):
     """The file's facts, the blocks it touches, and the modules that do not fit the base; JSON for scripts."""
 
     kind = "lora"
@@ -69,9 +69,9 @@ def _facts(report: LoraReport) -> Table:
 def _blocks_table(report: LoraReport) -> Table:
     table = Table(title=f"UNet blocks touched (mapped onto {report.base})", title_justify="left", title_style="bold",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    for name, justify in (("block", "left"), ("block weight", "left"), ("modules", "right"), ("rank", "right"),
-                          ("alpha", "right"), ("params", "right"), ("norm", "right")):
-        table.add_column(name, justify=justify, style="cyan" if name == "block" else None)
+    for name in ("block", "block weight", "modules", "rank", "alpha", "params", "norm"):
+        table.add_column(name, justify="left" if name.startswith("block") else "right",
+                         style="cyan" if name == "block" else None)
     for block in report.blocks:
         ranks = ",".join(map(str, block.ranks)) or "–"
         alphas = ",".join(f"{a:g}" for a in block.alphas) or "–"

@@ -10,42 +10,31 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rich.text import Text
 
-from unetinspect.render.formats import TABLE, Column, View
+from unetinspect.render.formats import TABLE, Column, Line, View
 from unetinspect.render.names import namer, names_data
-from unetinspect.render.units import human_bytes, human_count
+from unetinspect.render.units import human_bytes, human_count, share
 
 if TYPE_CHECKING:
     from unetinspect.engine.memory import SavedCall
     from unetinspect.views.memory import Memory, MemorySweep, MemoryTotals
 
 
-class Line(NamedTuple):
-    """A module call with the step's saved total it is a share of."""
-
-    call: SavedCall
-    total: int
-    name: str  # the module as `--names` shows it
-
-
-def _share(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "–"
-
-
-def _name(line: Line) -> Text:
-    """Blocks in bold; their layers indented under them."""
-    call = line.call
-    return Text(("  " * (call.depth - 1)) + line.name, style="bold cyan" if call.depth == 1 else "")
+def _name(line: Line[SavedCall, int]) -> Text:
+    """Blocks in bold; their layers indented under them (named as `--names` asks)."""
+    call = line.row
+    return Text(("  " * (call.depth - 1)) + line.shown(call.path), style="bold cyan" if call.depth == 1 else "")
 
 
 COLUMNS = (
-    Column("path", "module", _name, value=lambda l: l.name, markdown=lambda l: f"`{l.name}`",
+    Column("path", "module", _name, value=lambda l: l.shown(l.row.path),
+           markdown=lambda l: f"`{l.shown(l.row.path)}`",
            style="cyan", fold=True, min_width=24),
-    Column("type", "type", lambda l: l.call.type, style="magenta", priority=2),
-    Column("params", "params", lambda l: human_count(l.call.params) if l.call.params else "–",
-           value=lambda l: l.call.params, justify="right", priority=1),
-    Column("saved_bytes", "saved for backward", lambda l: human_bytes(l.call.saved_bytes),
-           value=lambda l: l.call.saved_bytes, justify="right"),
-    Column("saved_share", "%", lambda l: _share(l.call.saved_bytes, l.total), justify="right", style="dim",
+    Column("type", "type", lambda l: l.row.type, style="magenta", priority=2),
+    Column("params", "params", lambda l: human_count(l.row.params) if l.row.params else "–",
+           value=lambda l: l.row.params, justify="right", priority=1),
+    Column("saved_bytes", "saved for backward", lambda l: human_bytes(l.row.saved_bytes),
+           value=lambda l: l.row.saved_bytes, justify="right"),
+    Column("saved_share", "%", lambda l: share(l.row.saved_bytes, l.whole), justify="right", style="dim",
            priority=3, formats=frozenset({TABLE})),
 )
 
@@ -81,7 +70,7 @@ def _totals_lines(totals: MemoryTotals, training: bool, peak_at: str = "") -> li
     return lines
 
 
-class MemoryView(View):
+class MemoryView(View["Memory"]):
     """Per block (down to `depth`) the bytes saved for backward; the step's totals under the table."""
 
     kind = "memory"
@@ -90,9 +79,9 @@ class MemoryView(View):
     def __init__(self, depth: int = 1, *, names: str = "diffusers") -> None:
         self.depth, self.names = depth, names
 
-    def rows(self, result: Memory) -> list[Line]:
+    def rows(self, result: Memory) -> list[Line[SavedCall, int]]:
         shown = namer(result.setup, self.names)
-        return [Line(call, result.totals.activation_bytes, shown(call.path)) for call in result.rows(self.depth)]
+        return [Line(call, result.totals.activation_bytes, shown) for call in result.rows(self.depth)]
 
     def heading(self, result: Memory) -> list[str]:
         mode = "training step" if result.training else "inference step"
@@ -149,7 +138,7 @@ SWEEP_COLUMNS = (
 )
 
 
-class MemorySweepView(View):
+class MemorySweepView(View["MemorySweep"]):
     """The peak over sizes, and the first size over the budget."""
 
     kind = "memory-sweep"

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 from unetinspect.render.formats import TABLE, Column, View
 from unetinspect.render.units import human_count
-
-
-class PresetRow(NamedTuple):
-    name: str
-    params: int
-    description: str
-
+from unetinspect.views.presets import PresetRow
 
 COLUMNS = (
     Column("name", "preset", lambda p: p.name, style="bold cyan"),
@@ -23,7 +17,7 @@ COLUMNS = (
 )
 
 
-class PresetsView(View):
+class PresetsView(View[list[PresetRow]]):
     kind = "presets"
     columns = COLUMNS
 

@@ -131,7 +131,7 @@ def _round(value: float | None, digits: int) -> float | None:
     return round(value, digits) if value is not None else None
 
 
-class ChromeTraceView(FileView):
+class ChromeTraceView(FileView["Profile"]):
     """`profile --trace FILE`: the Chrome/Perfetto trace of one profiled step, a file of its own."""
 
     kind = "chrome trace"
@@ -141,7 +141,7 @@ class ChromeTraceView(FileView):
         return write_output(path, profile.chrome_trace or "", inputs)
 
 
-class ProfileView(View):
+class ProfileView(View["Profile"]):
     """One profile: a row per block, then "(unattributed)" (hooked step minus the blocks) and "(step)" (no hooks)."""
 
     kind = "profile"
@@ -254,7 +254,7 @@ WATCHED_CALL_COLUMNS = (
 )
 
 
-class WatchedCallsView(View):
+class WatchedCallsView(View["Profile"]):
     """A watch's calls one by one: the batch, latent and timestep each was given, and its time."""
 
     kind = "watched calls"
@@ -315,7 +315,7 @@ SWEEP_COLUMNS = (
 )
 
 
-class SweepView(View):
+class SweepView(View["Sweep"]):
     """Whole-step latency and throughput over sizes and/or attention backends: a row per variant."""
 
     kind = "sweep"

@@ -7,15 +7,15 @@ declared once below; `formats` makes the table, CSV and Markdown from them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group, RenderableType
 from rich.text import Text
 from rich.tree import Tree
 
-from unetinspect.render.formats import CSV, TABLE, Column, View, heading_text, shapes_text, totals_grid
+from unetinspect.render.formats import CSV, TABLE, Column, Line, View, heading_text, shapes_text, totals_grid
 from unetinspect.render.names import namer, names_data
-from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str
+from unetinspect.render.units import human_bytes, human_count, human_flops, shape_str, share
 from unetinspect.weights.safetensors import ITEM_SIZES
 
 if TYPE_CHECKING:
@@ -23,20 +23,7 @@ if TYPE_CHECKING:
     from unetinspect.views.summary import Row, Summary
 
 
-class Line(NamedTuple):
-    """A summary row with the trace it is a share of, and its module's name as shown (`--names`)."""
-
-    row: Row
-    trace: Trace
-    name: str
-    skips: str
-
-
-def _percent(part: int, whole: int) -> str:
-    return f"{100 * part / whole:.1f}%" if whole else "–"
-
-
-def _skips_text(row: Row, shown: Callable[[str], str]) -> str:
+def _skips_text(row: Row, shown: Callable[[str], str] = str) -> str:
     """Which earlier blocks' feature maps this call concatenates, compactly: "conv_in, down_blocks 0,0" (in
     another naming each by its name: "IN00, IN01, IN02")."""
     groups: dict[str, list[str]] = {}
@@ -57,14 +44,14 @@ def _io_text(shapes: list[tuple[int, ...]]) -> str:
     return shape_str(shapes[0]) if shapes else ""
 
 
-def _indented_name(line: Line) -> Text:
+def _indented_name(line: Line[Row, Trace]) -> Text:
     """Blocks by their full path; their layers indented under them by the part of the path that is theirs (in
     another naming, by their whole name: `input_blocks.4.1` shares no stem with its block's `input_blocks.4-6`)."""
-    row = line.row
+    row, name = line.row, line.shown(line.row.path)
     if row.depth == 1:
-        return Text(line.name, style="bold cyan")
-    if line.name != row.path:
-        return Text("  " * (row.depth - 1) + line.name)
+        return Text(name, style="bold cyan")
+    if name != row.path:
+        return Text("  " * (row.depth - 1) + name)
     parts = row.path.split(".")
     own = ".".join(parts[-2:]) if len(parts) > 1 and parts[-1].split("#")[0].isdigit() else parts[-1]
     return Text("  " * (row.depth - 1) + own)
@@ -73,8 +60,8 @@ def _indented_name(line: Line) -> Text:
 # Priority: what a narrow terminal loses first (highest first): the shares, the input (the row above's output),
 # the skips, the type, the output. The module, its parameters and its FLOPs always stay.
 COLUMNS = (
-    Column("path", "module", _indented_name, value=lambda l: l.name, markdown=lambda l: f"`{l.name}`", style="cyan",
-           fold=True, min_width=24),
+    Column("path", "module", _indented_name, value=lambda l: l.shown(l.row.path),
+           markdown=lambda l: f"`{l.shown(l.row.path)}`", style="cyan", fold=True, min_width=24),
     Column("type", "type", lambda l: l.row.type, style="magenta", priority=2),
     Column("depth", "depth", lambda l: l.row.depth, formats=frozenset({CSV})),
     Column("inputs", "input", lambda l: _io_text(l.row.inputs), value=lambda l: shapes_text(l.row.inputs),
@@ -83,16 +70,16 @@ COLUMNS = (
            priority=1),
     Column("params", "params", lambda l: human_count(l.row.params) if l.row.params else "–",
            value=lambda l: l.row.params, markdown=lambda l: f"{l.row.params:,}", justify="right"),
-    Column("params_share", "%", lambda l: _percent(l.row.params, l.trace.total_params), justify="right",
+    Column("params_share", "%", lambda l: share(l.row.params, l.whole.total_params), justify="right",
            style="dim", priority=5, formats=frozenset({TABLE})),
     Column("flops", "FLOPs", lambda l: human_flops(l.row.flops), value=lambda l: l.row.flops, justify="right"),
-    Column("flops_share", "%", lambda l: _percent(l.row.flops, l.trace.flops), justify="right", style="dim",
+    Column("flops_share", "%", lambda l: share(l.row.flops, l.whole.flops), justify="right", style="dim",
            priority=5, formats=frozenset({TABLE})),
-    Column("skips", "skips in ←", lambda l: l.skips, style="green", priority=3, fold=True),
+    Column("skips", "skips in ←", lambda l: _skips_text(l.row, l.shown), style="green", priority=3, fold=True),
 )
 
 
-class SummaryView(View):
+class SummaryView(View["Summary"]):
     """Every module call down to `depth` (1 = blocks)."""
 
     kind = "summary"
@@ -101,9 +88,9 @@ class SummaryView(View):
     def __init__(self, depth: int = 1, *, names: str = "diffusers") -> None:
         self.depth, self.names = depth, names
 
-    def rows(self, summary: Summary) -> list[Line]:
+    def rows(self, summary: Summary) -> list[Line[Row, Trace]]:
         shown = namer(summary.setup, self.names)
-        return [Line(row, summary.trace, shown(row.path), _skips_text(row, shown)) for row in summary.rows(self.depth)]
+        return [Line(row, summary.trace, shown) for row in summary.rows(self.depth)]
 
     def totals(self, summary: Summary) -> list[tuple[str, str]]:
         trace = summary.trace
@@ -131,7 +118,7 @@ class SummaryView(View):
                 ("  " + human_count(record.params) + " params" if record.params else "", "dim"),
                 ("  " + human_count(record.flops, "FLOPs") if record.flops else "", "dim"),
             )
-            nodes[record.index] = nodes[record.parent].add(label)
+            nodes[record.index] = nodes[record.parent or 0].add(label)  # only the root has no parent
         return Group(tree, totals_grid(self.totals(summary)))
 
     def data(self, summary: Summary) -> dict[str, Any]:

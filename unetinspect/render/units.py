@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 def human_count(n: float, unit: str = "", billion: str = "B") -> str:
     """859_520_964 → "859.5M", 2.57e9 → "2.6B"; with unit "FLOPs" → "803.3 GFLOPs" (SI prefixes)."""
@@ -20,7 +22,7 @@ def human_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def shape_str(shape: list[int] | tuple[int, ...] | None) -> str:
+def shape_str(shape: Sequence[int] | None) -> str:
     """(1, 320, 64, 64) → "1×320×64×64"; a scalar → "scalar"."""
     if shape is None:
         return ""
@@ -30,3 +32,8 @@ def shape_str(shape: list[int] | tuple[int, ...] | None) -> str:
 def human_flops(n: float) -> str:
     """FLOPs in a narrow column: 109_550_960_640 → "109.6G"."""
     return human_count(n, billion="G") if n else "–"
+
+
+def share(part: float, whole: float) -> str:
+    """`part` as a percentage of `whole`, one decimal: "12.3%"; "–" where there is no whole to share."""
+    return f"{100 * part / whole:.1f}%" if whole else "–"

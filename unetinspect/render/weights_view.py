@@ -68,7 +68,7 @@ def keys_table(report: WeightsReport, pattern: str | None) -> Table:
     return table
 
 
-class WeightsView(View):
+class WeightsView(View["WeightsReport"]):
     """The overview of a checkpoint, or (with `listing`) its tensors matching `pattern`; JSON for scripts."""
 
     kind = "weights"

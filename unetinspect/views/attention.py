@@ -26,6 +26,8 @@ from unetinspect.engine.attention import (
     AttentionMaps,
     AttentionOptions,
     AttentionRecorder,
+    Batch,
+    Kind,
     TokenLabels,
     attention_layers,
 )
@@ -75,11 +77,13 @@ class AttentionGrid:
 @dataclass
 class AttentionResult(AttentionMaps):
     """The maps of one forward pass (or a watch's steps), with the setup header of what ran, what the text was
-    (`text`: "random text", a prompt, or the text of the watched calls) and what a reader must know (`notes`)."""
+    (`text`: "random text", a prompt, or the text of the watched calls), what a reader must know (`notes`) and,
+    asked for, the report page."""
 
     setup: Setup | None = None
     text: str = LOOP_TEXT
     notes: list[str] = field(default_factory=list)
+    page: Report | None = None  # the HTML report with these maps (`attention_maps(..., page=True)`)
 
     @classmethod
     def of(cls, maps: AttentionMaps) -> AttentionResult:
@@ -97,7 +101,7 @@ class AttentionResult(AttentionMaps):
         return words or list(range(min(8, count)))
 
     def label(self, token: int) -> str:
-        if self.kind == "self":
+        if self.kind == "self" and self.query is not None:
             return f"query {self.query[0]},{self.query[1]}"
         return self.tokens.labels[token] if self.tokens is not None else f"#{token}"
 
@@ -136,16 +140,17 @@ def attention_maps(
     inputs: dict[str, Any] | None = None,
     spec: InputSpec = InputSpec(),
     *,
-    kind: str = "cross",
-    blocks: Sequence[str] = (),
+    kind: Kind = "cross",
+    blocks: Sequence[str] | str = (),
     heads: bool = False,
-    query: tuple[int, int] | None = None,
-    batch: str = "all",
+    query: tuple[int, int] | str | None = None,
+    batch: Batch = "all",
     tokens: Any = None,
     prompt: str | None = None,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
+    page: bool = False,
     **source_options: Any,
 ) -> AttentionResult:
     """The attention maps of one forward pass of `source` (`model(**inputs)` for a live module).
@@ -153,12 +158,18 @@ def attention_maps(
     `kind` cross or self (with `query` (y, x) in latent coordinates), `blocks` path prefixes to keep (diffusers
     paths, original LDM paths or LoRA Block Weight IDs: `down_blocks.1`, `input_blocks.4.1`, `IN04`), `heads`
     kept apart (needed by `aggregate("daam")`), `batch` the rows (see `AttentionOptions`); `tokens` a tokenizer,
-    a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`).
+    a pipeline or a list of words, with `prompt` for a tokenizer, to label the maps (`token_labels`). `blocks`
+    and `query` may be given as the command line writes them ("down_blocks.2,mid_block", "32,32"). With `page`,
+    the HTML report of the source with these maps (`AttentionResult.page`) is built too.
 
     With a pipeline folder as `source` and a `prompt`, the prompt is encoded by the folder's own text encoder(s)
     and the rows are labelled by its tokenizer(s); without `inputs` or such a prompt the text is random, and the
     result says so (`text`, `notes`) in every output.
     """
+    if isinstance(blocks, str):
+        blocks = [b.strip() for b in blocks.split(",") if b.strip()]
+    if isinstance(query, str):
+        query = parse_query(query)
     real_prompt = prompt is not None and inputs is None and is_pipeline_folder(source)
     if prompt is not None and tokens is None and not real_prompt and inputs is None:
         raise RunError(f"a prompt is encoded by a pipeline's text encoder, and {source or 'this source'} is no "
@@ -190,7 +201,10 @@ def attention_maps(
     labels = None
     if tokens is not None and kind == "cross":
         labels = token_labels(tokens, prompt, next(iter(maps.layers.values())).shape[-3])
-    return AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup, text=text, notes=notes)
+    result = AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup, text=text, notes=notes)
+    if page:
+        result.page = attention_report(result, source, spec, "daam" if heads else "mean", **source_options)
+    return result
 
 
 def _encode_prompt_into(session: Session, folder: Path, prompt: str) -> tuple[Any, str | None]:

@@ -143,7 +143,7 @@ def _path_blocks(trace: Trace) -> set[str]:
 def _block_of(trace: Trace, record: CallRecord) -> CallRecord:
     """The top-level call (depth 1) a call runs in."""
     while record.depth > 1:
-        record = trace.records[record.parent]
+        record = trace.records[record.parent or 0]  # below depth 1 every call has a parent
     return record
 
 

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 from unetinspect.engine.trace import CallRecord, Trace
 from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import open_live
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import resolve_source
+from unetinspect.sources.resolve import SourceLike, resolve_source
 from unetinspect.sources.session import Session
+from unetinspect.views.graph import Graph
+from unetinspect.views.report import comparison_graphs
 from unetinspect.views.summary import Summary, summary_of
 from unetinspect.views.weight_change import BlockChange, weight_changes
 
@@ -60,6 +63,7 @@ class Comparison:
     step_ms: tuple[float, float] | None = None  # unhooked step latency of A and B, with --profile
     profile_device: str | None = None
     weight_change: dict[str, BlockChange] | None = None  # block → how its weights changed, with --weights
+    graphs: tuple[Graph, Graph] | None = None  # both block diagrams, with page=True (the side-by-side HTML page)
 
     @property
     def identical(self) -> bool:
@@ -160,24 +164,30 @@ def _is_video(source: object, allow_pickle: bool) -> bool:
 
 
 def compare(
-    a: object,
-    b: object = None,
+    a: SourceLike | Session | None,
+    b: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     impl: str = "ours",
     device: str = "meta",
+    dtype: str | None = None,
     allow_pickle: bool = False,
     profile: bool = False,
     profile_device: str | None = None,
     repeat: int = 5,
     weights: bool = False,
+    warmup: int | None = None,
+    max_seconds: float | None = None,
+    page: bool = False,
 ) -> Comparison:
     """Trace two sources at the same input size and pair their blocks. A source may be the user's own model.
 
     With `impl="diffusers"` and no `b`, the second side is diffusers' own `UNet2DConditionModel` for source `a`
     (diffusers must be installed): a block-by-block check that our model matches it. With `profile`, both
     sources are also timed block by block on `profile_device` (default: CUDA when available, else the CPU).
-    With `weights`, two checkpoints of the same structure are also compared weight by weight, per block.
+    With `weights`, two checkpoints of the same structure are also compared weight by weight, per block. With
+    `page`, both block diagrams are drawn from the same two sessions (`Comparison.graphs`). `warmup` and
+    `max_seconds` are `profile`'s, where given.
     """
     if profile and impl == "diffusers":
         raise RunError("--profile times two sources; for ours against diffusers see "
@@ -191,29 +201,39 @@ def compare(
     if weights and impl == "diffusers":
         raise RunError("--weights compares two checkpoints; give two sources")
     spec_a, spec_b = _frames_where_video(spec, (a, a if b is None else b), allow_pickle)
-    first = open_session(a, spec_a, device=device, allow_pickle=allow_pickle)
+    first = open_session(a, spec_a, device=device, dtype=dtype, allow_pickle=allow_pickle)
     if impl == "diffusers":
         second = open_session(first.origin, spec_a, device=device, dtype=first.dtype, impl="diffusers")
         labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
     else:
-        second = open_session(b, spec_b, device=device, allow_pickle=allow_pickle)
+        second = open_session(b, spec_b, device=device, dtype=dtype, allow_pickle=allow_pickle)
         labels = (first.setup.label, second.setup.label)
-    changes = ({change.block: change for change in weight_changes(first.source, second.source)} if weights
-               else None)
+    changes = _weight_changes(first, second) if weights else None
     a_summary, b_summary = summary_of(first), summary_of(second)
+    graphs = comparison_graphs(first, second) if page else None
     if not profile:
         aligned_by, pairs = align(a_summary.trace, b_summary.trace)
         return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
-                          weight_change=changes)
+                          weight_change=changes, graphs=graphs)
 
     from unetinspect.views.profile import profile as profile_session
 
-    timings = [profile_session(s.origin, spec, device=profile_device, repeat=repeat) for s in (first, second)]
+    timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
+    timings = [profile_session(s.origin, spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
+               for s in (first, second)]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
     return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
                       step_ms=(timings[0].totals.step.median, timings[1].totals.step.median),
-                      profile_device=timings[0].device.name, weight_change=changes)
+                      profile_device=timings[0].device.name, weight_change=changes, graphs=graphs)
+
+
+def _weight_changes(first: Session, second: Session) -> dict[str, BlockChange]:
+    """Block → how B's weights differ from A's; both must be files, which a live model is not."""
+    if first.source is None or second.source is None:
+        raise RunError("compare --weights reads two checkpoints: a live model has no file to read",
+                       "give both as files or folders")
+    return {change.block: change for change in weight_changes(first.source, second.source)}
 
 
 def _with_changes(pairs: list[Pair], changes: dict[str, BlockChange] | None) -> list[Pair]:

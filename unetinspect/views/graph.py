@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from unetinspect.block_types import BLOCK_TYPES
 from unetinspect.errors import UnetInspectError
@@ -30,7 +30,8 @@ from unetinspect.families import FAMILIES
 if TYPE_CHECKING:
     from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
     from unetinspect.sources.inputs import InputSpec
-    from unetinspect.sources.session import Setup
+    from unetinspect.sources.resolve import SourceLike
+    from unetinspect.sources.session import Session, Setup
 
 Level = Literal["blocks", "layers"]
 LEVELS: tuple[Level, ...] = ("blocks", "layers")
@@ -189,8 +190,8 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
     return _shape_u(_from_outside(blocks, trace, root_call), block_of=lambda n: n.id)
 
 
-def diagram_graph(source: object = None, spec: InputSpec | None = None, level: Level = "blocks",
-                  focus: str | None = None, **source_options: object) -> Graph:
+def diagram_graph(source: SourceLike | Session | None = None, spec: InputSpec | None = None, level: Level = "blocks",
+                  focus: str | None = None, **source_options: Any) -> Graph:
     """The graph of a source (preset, config, folder, checkpoint or session), named after it: what `diagram`
     draws."""
     from unetinspect.sources.open import open_session
@@ -203,7 +204,7 @@ def diagram_graph(source: object = None, spec: InputSpec | None = None, level: L
                    setup=session.setup)
 
 
-def trace_for_diagram(source: object, spec: InputSpec | None = None) -> Trace:
+def trace_for_diagram(source: SourceLike | Session | None, spec: InputSpec | None = None) -> Trace:
     """A meta-device trace with its ops recorded: real shapes, no weights read, about a second for SDXL.
 
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend
@@ -243,7 +244,7 @@ class _Builder:
         self.when: dict[str, tuple[int, int, int]] = {}  # node id → when it ran, as in `made`
         self.edges: list[Edge] = []
         # tensor key → [(execution order, node id or op index)], to find who made a tensor before a consumer
-        self.made: dict[int, list[tuple[tuple[int, int, int], str | int]]] = defaultdict(list)
+        self.made: dict[int | None, list[tuple[tuple[int, int, int], str | int]]] = defaultdict(list)
         self.op_ids: dict[int, str] = {}
         self.op_counts: dict[tuple[str, str], int] = defaultdict(int)
 
@@ -318,9 +319,9 @@ class _Builder:
             self._add(node, [(t, order) for t in op.inputs], order)
         return self.op_ids[op.index]
 
-    def _home(self, parent: int) -> str | None:
+    def _home(self, parent: int | None) -> str | None:
         """The cluster of whatever ran in call `parent`'s code: that call, unless it is the scope itself."""
-        return self.trace.records[parent].name if parent != self.scope.index else None
+        return self.trace.records[parent].name if parent is not None and parent != self.scope.index else None
 
     def _cluster(self, record: CallRecord) -> Cluster:
         return Cluster(record.name, record.name, record.type, kind_of(record.type), record.params,

@@ -358,7 +358,8 @@ def _block_report(block: str, weight: str | None, members: list[ModuleReport]) -
         ranks=tuple(sorted({m.rank for m in members if m.rank is not None})),
         alphas=tuple(sorted({m.alpha for m in members if m.alpha is not None})),
         params=sum(m.params for m in members),
-        norm=math.sqrt(sum(n * n for n in norms)) if norms and all(n is not None for n in norms) else None,
+        norm=math.sqrt(sum(n * n for n in known)) if norms and len(known := [n for n in norms if n is not None]) == len(norms)
+        else None,
     )
 
 

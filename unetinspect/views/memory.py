@@ -38,13 +38,14 @@ from unetinspect.engine.memory import (
     peak_live_bytes,
 )
 from unetinspect.engine.optimizer_step import FUSED, default_foreach, step_temporary_bytes
-from unetinspect.errors import RunError
+from unetinspect.errors import OptionsError, RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found, live_module
 from unetinspect.sources.loading import parse_device
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import Source
 from unetinspect.sources.session import Session, Setup
+from unetinspect.views.profile import parse_sweep
 
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
 MIXED = {"fp16": "float16", "bf16": "bfloat16"}
@@ -347,11 +348,19 @@ class MemorySweep:
         return next((label for label, totals in self.points if totals.peak_bytes > self.budget), None)
 
 
+def sweeping(sweep: str | None, budget: str | int | None) -> bool:
+    """Whether `memory` measures over sizes (`--sweep`); a `--budget` is checked over sizes, so it needs one."""
+    if budget is not None and sweep is None:
+        raise OptionsError("--budget: a budget is checked over sizes", "add --sweep, e.g. --sweep batch=1,2,4")
+    return sweep is not None
+
+
 def memory_sweep(
     source: str | Path | Source | Session | None,
-    specs: Sequence[tuple[str, InputSpec]],
+    specs: Sequence[tuple[str, InputSpec]] | str,
     *,
-    budget: int | None = None,
+    spec: InputSpec = InputSpec(),
+    budget: int | str | None = None,
     train: bool = False,
     training: Training = Training(),
     attention: str | None = None,
@@ -360,7 +369,12 @@ def memory_sweep(
     **source_options: Any,
 ) -> MemorySweep:
     """`memory` at each of `specs` (see `views.profile.parse_sweep`), the model opened once; off meta, refused
-    before allocating where the meta measurement of its largest point will not fit (as `memory`)."""
+    before allocating where the meta measurement of its largest point will not fit (as `memory`). `specs` and
+    `budget` may be given as the command line writes them ("batch=1,2,4" around `spec`, "24GiB")."""
+    if isinstance(specs, str):
+        specs = parse_sweep(specs, spec)
+    if isinstance(budget, str):
+        budget = parse_bytes(budget)
     if _off_meta(source, device):
         predicted = memory_sweep(source, specs, train=train, training=training, attention=attention, device="meta",
                                  dtype=dtype, **source_options)

@@ -46,6 +46,7 @@ from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
+from unetinspect.views.branches import Branches, branch_costs
 
 DEFAULT_WARMUP = 2
 DEFAULT_REPEAT = 10
@@ -80,6 +81,35 @@ def profile_mode(*, sweep: bool = False, attention: str = "auto", compile: bool 
     if chrome_trace and comparing:
         raise OptionsError("a trace records one profile: leave out --sweep and --attention all")
     return "sweep" if comparing else "branches" if branches else "step"
+
+
+def profile_by_mode(
+    mode: ProfileMode,
+    source: SourceLike | Session | None = None,
+    spec: InputSpec = InputSpec(),
+    *,
+    sizes: str | None = None,
+    depth: int = 1,
+    attention: str = AUTO,
+    chrome_trace: bool = False,
+    config: str | None = None,
+    variant: str | None = None,
+    allow_pickle: bool = False,
+    **options: Any,
+) -> Profile | Sweep | Branches:
+    """The profile `profile_mode` chose: one step block by block (`profile`), the whole step over `sizes` and
+    backends (`sweep`), or each shallow branch's latency as the sum of its layers' (`branch_costs`). `options`
+    are `profile`'s (device, dtype, warmup, repeat, max_seconds, compile, progress, impl, controlnets)."""
+    source_options = {"config": config, "variant": variant, "allow_pickle": allow_pickle}
+    if mode == "sweep":
+        specs = parse_sweep(sizes, spec) if sizes is not None else [("as given", spec)]
+        return sweep(source, specs, attention, **options, **source_options)
+    if mode == "step":
+        return profile(source, spec, depth=depth, attention=attention, chrome_trace=chrome_trace, **options,
+                       **source_options)
+    timed = profile(source, spec, depth=2, attention=attention, **options, **source_options)
+    latencies = {row.name: row.latency.median for row in timed.blocks}
+    return branch_costs(source, spec, latencies=latencies, step_ms=timed.totals.step.median, **source_options)
 
 
 def attention_backends(choice: str) -> list[str]:
@@ -221,8 +251,8 @@ class _Timed:
         return time.perf_counter() - start
 
 
-def _open(source: object, spec: InputSpec, device: str | torch.device | None, dtype: str | torch.dtype | None,
-          compile: bool | str, source_options: dict[str, Any]) -> _Timed:
+def _open(source: SourceLike | Session | None, spec: InputSpec, device: str | torch.device | None,
+          dtype: str | torch.dtype | None, compile: bool | str, source_options: dict[str, Any]) -> _Timed:
     session = open_session(source, spec, device=device, dtype=AUTO_DTYPE if dtype is None else dtype,
                            **source_options)
     if session.device.type == "meta":

@@ -74,14 +74,18 @@ def build_report(
     *,
     profile: bool = False,
     device: str | None = None,
+    dtype: str | None = None,
     repeat: int = 5,
     train: bool = False,
     training: Training = Training(),
     attention: str | None = None,
+    warmup: int | None = None,
+    max_seconds: float | None = None,
     **source_options: Any,
 ) -> Report:
-    """Open a source on the meta device (and, with `profile`, time its layers on `device`) for the report; with
-    `train`, measure a training step's memory as `views.memory.memory` does (on meta, with the same choices)."""
+    """Open a source on the meta device (and, with `profile`, time its layers on `device` in `dtype`, with
+    `profile`'s warmup and max_seconds where given) for the report; with `train`, measure a training step's memory
+    as `views.memory.memory` does (on meta, with the same choices)."""
     trained = memory(source, spec, train=True, training=training, attention=attention, **source_options) \
         if train else None
     session = open_session(source, spec, device="meta", **source_options)
@@ -93,7 +97,9 @@ def build_report(
     if profile:
         from unetinspect.views.profile import profile as profile_source
 
-        timed = profile_source(source, spec, device=device, depth=2, repeat=repeat, **source_options)
+        timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
+        timed = profile_source(source, spec, device=device, dtype=dtype, depth=2, repeat=repeat, **timing,
+                               **source_options)
         latencies = {row.name: row.latency.median for row in timed.blocks}
         step_ms = timed.totals.step.median
         notes.append(f"latency: median of {repeat} runs on {timed.device.name}, blocks and layers timed with hooks")
@@ -131,12 +137,10 @@ def layer_graphs(trace: Trace, name: str) -> dict[str, Graph]:
 
 
 def comparison_graphs(a: SourceLike | Session | None, b: SourceLike | Session | None,
-                      spec: InputSpec = InputSpec(), *, impl: str = "ours", **source_options: Any) -> tuple[Graph, Graph]:
-    """The block diagrams of the two sides `compare` compared (B is diffusers' model of A with impl="diffusers")."""
-    first = open_session(a, spec, device="meta", **source_options)
-    second = open_session(first.source if impl == "diffusers" else b, spec, device="meta", impl=impl,
-                          **source_options)
-    graphs = [build_graph(trace_for_diagram(side), name=side.setup.label) for side in (first, second)]
+                      spec: InputSpec = InputSpec(), **source_options: Any) -> tuple[Graph, Graph]:
+    """The block diagrams of two sides; `compare` hands its own two sessions, so no source is opened twice."""
+    sides = [open_session(side, spec, device="meta", **source_options) for side in (a, b)]
+    graphs = [build_graph(trace_for_diagram(side), name=side.setup.label) for side in sides]
     return graphs[0], graphs[1]
 
 

@@ -197,7 +197,7 @@ def _render(template: str, title: str, data: dict[str, Any], **context: Any) -> 
         script=package.joinpath("report.js").read_text(encoding="utf-8"), **context)
 
 
-class ReportView(FileView):
+class ReportView(FileView["Report"]):
     """The report as a view of the one output layer: one self-contained HTML file."""
 
     kind = "report"
@@ -215,7 +215,7 @@ class ComparisonPage:
     graphs: tuple[Graph, Graph]
 
 
-class ComparisonPageView(FileView):
+class ComparisonPageView(FileView[ComparisonPage]):
     """`compare -o diff.html`: both diagrams side by side, as one HTML file."""
 
     kind = "comparison page"
