@@ -21,7 +21,7 @@ def test_unicode_digits_are_not_a_latent_size(command, latent, tmp_path, invoke)
 @pytest.mark.parametrize("query", ["²,²", "1,²", "٣,1"])
 def test_unicode_digits_are_not_a_query_pixel(query, tmp_path, invoke):
     refused(invoke, tmp_path, "attention", "tiny", "--device", "cpu", "--latent", "8", "--self", "--query", query,
-            words="is not a query pixel")
+            words="is not a pixel")
 
 
 def test_a_budget_past_a_float_is_refused(tmp_path, invoke):
@@ -61,7 +61,7 @@ def test_a_step_predicted_past_the_free_memory_is_refused_with_the_prediction(tm
 # ---- the Python API: every misuse a UnetInspectError, as docs/api.md promises --------------------------------------
 
 
-@pytest.mark.parametrize("query", [("a", "b"), (1.5, 2), (True, 1), (-1, 0), (1, 2, 3), "3,3"])
+@pytest.mark.parametrize("query", [("a", "b"), (1.5, 2), (True, 1), (-1, 0), (1, 2, 3), "3", "²,²", "3,3,3"])
 def test_a_query_that_is_no_pixel(query):
     import unetinspect as ui
     from unetinspect.errors import UnetInspectError

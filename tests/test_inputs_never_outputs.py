@@ -13,14 +13,13 @@ import os
 import pytest
 from bad_input import refused
 from conftest import tiny
-
-from unetinspect.render.png import Picture, encode_png
+from PIL import Image
 
 
 @pytest.fixture
 def picture(tmp_path):
     path = tmp_path / "cat.png"
-    path.write_bytes(encode_png(Picture(4, 4, bytes([200, 30, 30]) * 16)))
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(path, format="PNG")
     return path
 
 

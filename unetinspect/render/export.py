@@ -37,7 +37,7 @@ def _check_output_path(path: Path, inputs: Iterable[str | Path]) -> Path:
     resolved = path.resolve()
     for source in inputs:
         source_path = Path(source).expanduser()
-        if source_path.exists() and (_same_file(source_path, path)
+        if _names_a_file(source_path) and (_same_file(source_path, path)
                                      or (source_path.is_dir() and source_path.resolve() in resolved.parents
                                          and resolved.suffix in (".safetensors", ".json"))):
             raise OutputError(f"output {path} would overwrite an input of this command", "choose another -o path")
@@ -54,6 +54,15 @@ def _check_output_path(path: Path, inputs: Iterable[str | Path]) -> Path:
     if not path.parent.is_dir():
         raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder")
     return path
+
+
+def _names_a_file(value: Path) -> bool:
+    """Whether an argument's value names something on disk: a prompt of 10,000 characters is text, not a path the
+    system would even look up (its name is too long), and never an input to protect."""
+    try:
+        return value.exists()
+    except OSError:
+        return False
 
 
 def _same_file(source: Path, output: Path) -> bool:

@@ -244,7 +244,7 @@ def parse_query(text: str) -> tuple[int, int]:
     """`--query 32,32`: a pixel of the latent as (y, x)."""
     parts = text.replace(" ", "").split(",")
     if len(parts) != 2 or not all(p.isascii() and p.isdigit() for p in parts):  # '²'.isdigit() is True
-        raise RunError(f"{text!r} is not a query pixel", "give it as Y,X in latent coordinates, e.g. --query 32,32")
+        raise RunError(f"--query {text!r} is not a pixel", "give it as Y,X in latent coordinates, e.g. --query 32,32")
     return int(parts[0]), int(parts[1])
 
 
