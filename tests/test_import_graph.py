@@ -1,5 +1,5 @@
 """The package's import graph: no cycle anywhere, and arrows only one way (cli → render → views → sources →
-engine/models/weights/families → config), as docs/architecture.md draws it. Read from the source with `ast`, so a
+engine/models/weights/families → configs), as docs/architecture.md draws it. Read from the source with `ast`, so a
 new import that breaks the rule fails here rather than as a slow start or a cycle found in review.
 
 Imports under `if TYPE_CHECKING:` are annotations only (never run) and are left out.
@@ -15,8 +15,7 @@ import unetinspect
 ROOT = Path(unetinspect.__file__).parent
 # Rooms by layer: a module imports (when it runs) only from its own layer or below.
 LAYERS = {
-    "errors": 0, "files": 0, "block_types": 0, "config_values": 0, "config": 0, "controlnet_config": 0,
-    "video_config": 0, "presets": 0,
+    "errors": 0, "files": 0, "configs": 0, "presets": 0,
     "weights": 1, "families": 1, "models": 1, "engine": 1,
     "sources": 2,
     "views": 3,

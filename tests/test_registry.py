@@ -13,8 +13,8 @@ from conftest import tiny
 
 import unetinspect as ui
 import unetinspect.families as families
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.families import FAMILIES, config_from_dict, family_named, family_of, family_of_object
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
@@ -123,7 +123,7 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
 def test_the_block_catalogue_and_the_model_classes_agree():
     """Every block type the catalogue lets a config name has a model class, whose cross-attention flag is the
     catalogue's — the config check, the diagram and the single-file mapping read the same facts the model has."""
-    from unetinspect.block_types import BLOCK_TYPES
+    from unetinspect.configs.block_types import BLOCK_TYPES
     from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS
 
     classes = {**DOWN_BLOCKS, **MID_BLOCKS, **UP_BLOCKS}

@@ -9,7 +9,8 @@ import warnings
 import pytest
 import torch
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError, InputError, RunError
 from unetinspect.models.motion import MotionAdapter, UNetMotionModel
 from unetinspect.models.svd import UNetSpatioTemporalConditionModel
@@ -17,7 +18,6 @@ from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset, load_preset_dict
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model, count_parameters
-from unetinspect.video_config import MotionAdapterConfig, MotionConfig, SVDConfig
 
 # Shrunk configs: every block kind, two levels, per-block depths, frames folded into small batches.
 SMALL_SVD = dict(

@@ -3,7 +3,7 @@
 from collections.abc import Callable
 from typing import Any
 
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.families.family import Family
 from unetinspect.weights import controlnet_ldm
 

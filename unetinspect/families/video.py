@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from unetinspect.configs.video import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 from unetinspect.errors import UnsupportedConfigError
 from unetinspect.families.family import Family
 from unetinspect.families.unet2d import sdxl_inputs
-from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 
 # What the SVD pipeline passes by default: fps 7 (given as fps - 1), motion bucket 127, noise augmentation 0.02.
 SVD_TIME_IDS = (6.0, 127.0, 0.02)

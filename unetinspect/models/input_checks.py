@@ -16,7 +16,7 @@ import torch
 from unetinspect.errors import InputError
 
 if TYPE_CHECKING:
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
 
 
 def check_inputs(

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig
 from unetinspect.models.blocks import (
     NO_ATTENTION,
     TRANSFORMER,
@@ -34,7 +35,6 @@ from unetinspect.models.blocks import (
 from unetinspect.models.input_checks import check_motion_inputs
 from unetinspect.models.temporal import AnimateDiffTransformer3D
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.video_config import MotionAdapterConfig, MotionConfig
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.configs.video import SVDConfig
 from unetinspect.models.blocks import (
     BlockSpec,
     DownBlock2D,
@@ -28,7 +29,6 @@ from unetinspect.models.blocks import (
 from unetinspect.models.input_checks import check_svd_inputs
 from unetinspect.models.temporal import SpatioTemporalResBlock, TransformerSpatioTemporalModel
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.video_config import SVDConfig
 
 
 class SpatioTemporalAttention(LayerAttention):

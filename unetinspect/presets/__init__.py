@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from unetinspect.config import UNetConfig
-from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.video import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
 
 DEFAULT_PRESET = "sd15"
 _CONFIG_CLASSES: dict[str, type] = {SVD_CLASS: SVDConfig, MOTION_CLASS: MotionConfig}  # others: UNetConfig

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.models.controlled import ControlledUNet
 from unetinspect.sources.inputs import Sizes, make_inputs

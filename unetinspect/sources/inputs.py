@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.families import config_from_dict, family_of, is_model_config
 from unetinspect.families.unet2d import sdxl_inputs

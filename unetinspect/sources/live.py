@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.errors import RunError
 from unetinspect.families import family_of_object

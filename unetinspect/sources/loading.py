@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.families import family_of, family_with_layout
 from unetinspect.models.unet import UNet2DConditionModel

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import UNetConfig, read_json_config
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig, read_json_config
 from unetinspect.errors import ConfigError, SourceError, WeightsError
 from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
 from unetinspect.files import not_regular, read_capped

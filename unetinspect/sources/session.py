@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
 from unetinspect.sources.resolve import Source

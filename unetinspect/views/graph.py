@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
-from unetinspect.block_types import BLOCK_TYPES
+from unetinspect.configs.block_types import BLOCK_TYPES
 from unetinspect.errors import UnetInspectError
 from unetinspect.families import FAMILIES
 

@@ -16,7 +16,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source

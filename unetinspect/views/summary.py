@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.errors import OptionsError
 from unetinspect.sources.inputs import InputSpec

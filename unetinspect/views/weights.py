@@ -17,7 +17,7 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
 from unetinspect.families import FAMILIES, family_with_layout, original_family
 from unetinspect.files import not_regular

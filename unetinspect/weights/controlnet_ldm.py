@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.errors import ConfigError, WeightsError
 from unetinspect.presets import load_preset
 from unetinspect.weights import ldm

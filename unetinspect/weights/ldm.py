@@ -27,8 +27,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from unetinspect.block_types import BLOCK_TYPES
-from unetinspect.config import UNetConfig
+from unetinspect.configs.block_types import BLOCK_TYPES
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import ConfigError, WeightsError
 from unetinspect.presets import PRESETS, load_preset
 

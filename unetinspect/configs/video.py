@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import METADATA_FIELDS, UNetConfig, read_json_config
-from unetinspect.config_values import MAX_FRAMES, MAX_HEADS, MAX_LAYERS_PER_BLOCK, MAX_TRANSFORMER_DEPTH, Rule, check_rules
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.values import MAX_FRAMES, MAX_HEADS, MAX_LAYERS_PER_BLOCK, MAX_TRANSFORMER_DEPTH, Rule, check_rules
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 
 SVD_CLASS = "UNetSpatioTemporalConditionModel"

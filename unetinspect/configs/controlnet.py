@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 
 CONTROLNET_CLASS = "ControlNetModel"

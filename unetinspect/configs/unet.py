@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.block_types import BLOCK_TYPES, names_on
-from unetinspect.config_values import check_field_values
+from unetinspect.configs.block_types import BLOCK_TYPES, names_on
+from unetinspect.configs.values import check_field_values
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 from unetinspect.files import read_capped
 
