@@ -107,10 +107,9 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
             super().__init__(config.unet)
             self.config = config
 
-    extra = lambda config, floats, batch, latent: {}  # noqa: E731
     wider = dataclasses.replace(families.DEFAULT, name="wider", kind="wider", label="Wider", class_name="WiderUNet",
                                 config_class=WiderConfig, model_path=f"{__name__}:WiderUNet", layout="wider-original",
-                                looks_like_original=lambda names: False, extra_inputs=extra)
+                                looks_like_original=lambda names: False)
     globals()["WiderUNet"] = WiderUNet
     monkeypatch.setattr(families, "FAMILIES", (wider, *FAMILIES))
     path = tmp_path / "config.json"

@@ -12,10 +12,11 @@ import torch
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.configs.video import MotionAdapterConfig, MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError, InputError, RunError
+from unetinspect.families import load_preset
 from unetinspect.models.motion import MotionAdapter, UNetMotionModel
 from unetinspect.models.svd import UNetSpatioTemporalConditionModel
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.presets import load_preset, load_preset_dict
+from unetinspect.presets import load_preset_dict
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model, count_parameters
 

@@ -38,7 +38,7 @@ _API = {
     "Memory": "unetinspect.views.memory",
     "Session": "unetinspect.sources.session",
     "Setup": "unetinspect.sources.session",
-    "Sizes": "unetinspect.sources.inputs",
+    "Sizes": "unetinspect.families.sizes",
     "Summary": "unetinspect.views.summary",
     "Trace": "unetinspect.engine.trace",
     "Training": "unetinspect.views.memory",

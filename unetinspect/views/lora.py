@@ -18,7 +18,8 @@ from typing import Any
 
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
-from unetinspect.presets import PRESETS, load_preset
+from unetinspect.families import load_preset
+from unetinspect.presets import PRESETS
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source
 from unetinspect.weights.lora import (
     BaseModules,
@@ -154,8 +155,11 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
     likely, likely_matches = max(scores.items(), key=lambda item: item[1]) if scores else (None, 0)
     if base is not None:
         source = resolve_source(base)
-        if not isinstance(source.config, UNetConfig):
-            raise SourceError(f"--base {base}: not a UNet", "give the UNet the LoRA is for (a preset, folder, file)")
+        reason = source.family.refusals.get("lora")
+        if reason is not None or not isinstance(source.config, UNetConfig):
+            raise SourceError(f"--base {base}: not an image UNet but a {source.family.label}"
+                              + (f": {reason}" if reason else ""),
+                              "give the UNet the LoRA is for (a preset, folder, file)")
         config, base_label = source.config, source.label
     else:
         config, base_label = load_preset(likely), likely

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import SourceError, WeightsError
-from unetinspect.families import FAMILIES, family_with_layout, original_family
+from unetinspect.families import family_with_layout, load_preset, original_family, registered
 from unetinspect.files import not_regular
-from unetinspect.presets import PRESETS, load_preset
+from unetinspect.presets import PRESETS
 from unetinspect.sources.kinds import FileKind, file_kind
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, resolve_source
 from unetinspect.weights import ldm
@@ -33,8 +33,6 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
                "down_blocks", "mid_block", "up_blocks", "conv_norm_out", "conv_out",
                # a ControlNet's own parts, after its copy of the encoder
                "controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block")
-# The kinds of file that are a model of their own (a config, blocks); the others add to one.
-MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 # The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
 OTHER = "other"
@@ -149,7 +147,8 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     layout = source.layout if source else (original.layout if original else "diffusers")
     cfg = source.config if source else None
     kind = file_kind(t.name for t in stored)
-    if kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+    # a model of its own is a registered family's; an adapter's keys are no UNet's: no blocks, no config
+    if kind.kind not in {f.kind for f in registered()} and source is None:
         ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
     else:
         ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
