@@ -87,7 +87,7 @@ class FakeFrameUNet(nn.Module):
 def fake_inputs(config: FakeConfig, tensors: Tensors, sizes: Sizes) -> dict[str, Any]:
     """The input maker: a frame axis of the family's own (`SizeAxes`), read off `sizes`."""
     b, (h, w) = sizes.batch, sizes.latent
-    return {"sample": tensors.floats(b, sizes.frames, config.in_channels, h, w),
+    return {"sample": tensors.floats(b, sizes.frames or config.frames, config.in_channels, h, w),
             "timestep": tensors.longs(1000, b),
             "encoder_hidden_states": tensors.floats(b, sizes.text_len, config.context_dim)}
 

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import unetinspect as ui
-
 from unetinspect.families import load_preset
 from unetinspect.presets import PRESETS, load_preset_dict, pixel_factor, preset_names
 from unetinspect.sources.inputs import infer_pixel_factor

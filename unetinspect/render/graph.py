@@ -17,18 +17,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from html import escape
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import graphviz
 
 from unetinspect.errors import OutputError
 from unetinspect.families import diagram_kinds
+from unetinspect.render.diagram_formats import Format
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
 from unetinspect.views.graph import BLOCK_KINDS, Edge, Graph, Node, kind_labels
-
-if TYPE_CHECKING:
-    from unetinspect.render.diagram_view import Format
 
 INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) and run again"
 FONT = "Helvetica"

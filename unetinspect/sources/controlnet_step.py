@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.families import Sizes
@@ -32,8 +33,8 @@ def with_controlnets(unet: nn.Module, inputs: dict[str, Any], base: Source, cont
     assert isinstance(config, UNetConfig)  # every family that takes a ControlNet reads a UNet's config
     models, images = [], []
     for source in controlnets:
-        if not source.is_controlnet:
-            raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a UNet's)",
+        if not isinstance(source.config, ControlNetConfig):
+            raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a {source.family.label}'s)",
                            "give a ControlNet folder, config.json or single file")
         for field in MUST_MATCH:
             theirs, ours = getattr(source.config.unet, field), getattr(config, field)

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from unetinspect.families import FamilyConfig
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.errors import OptionsError
+from unetinspect.families import FamilyConfig
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike

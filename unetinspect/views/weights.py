@@ -158,7 +158,7 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
         for t in stored
     )
     # a config inferred from the tensors agrees with them
-    inferred = source is not None and family_with_layout(source.layout) is not None and config is None
+    inferred = source is not None and source.layout == source.family.layout and config is None
     mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),
