@@ -115,7 +115,7 @@ def make_files(workdir: Path) -> None:
     from safetensors.torch import save_file
     from test_ip_adapter import ip_adapter_tensors
 
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
     from unetinspect.models.controlnet import ControlNetModel
     from unetinspect.models.unet import UNet2DConditionModel
     from unetinspect.presets import load_preset_dict

@@ -84,7 +84,7 @@ def full_checkpoint(model, config: dict) -> dict[str, torch.Tensor]:
 def meta_shapes(config: dict) -> dict[str, tuple[int, ...]]:
     """The state-dict shapes for a config, built on the meta device (no memory, full size is fine). Our model's:
     test_models.py checks that they are diffusers' for every preset."""
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
     from unetinspect.sources.loading import build_model
 
     return {k: tuple(v.shape) for k, v in build_model(UNetConfig.from_dict(config)).state_dict().items()}

@@ -13,8 +13,8 @@ from conftest import tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from unetinspect.config import UNetConfig
-from unetinspect.config_values import MAX_TRANSFORMER_BLOCKS, RULES
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
 from unetinspect.errors import ConfigError
 
 FIELDS = sorted(RULES)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import SMALL_CONFIGS
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import InputError, UnetInspectError
 from unetinspect.sources.inputs import make_inputs
 from unetinspect.sources.loading import build_model

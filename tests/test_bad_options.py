@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from unetinspect.errors import RunError
-from unetinspect.presets import load_preset
+from unetinspect.families import load_preset
 from unetinspect.sources.inputs import InputSpec, make_inputs
 
 

@@ -15,7 +15,7 @@ import torch
 from bad_input import refused, untouched
 from conftest import tiny
 
-from unetinspect.config import MAX_CONFIG_BYTES, UNetConfig
+from unetinspect.configs.unet import MAX_CONFIG_BYTES, UNetConfig
 from unetinspect.errors import ConfigError, SourceError, UnetInspectError, WeightsError
 from unetinspect.sources.resolve import resolve_source
 from unetinspect.weights.pickle import read_pickle

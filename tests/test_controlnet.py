@@ -9,8 +9,8 @@ import pytest
 import torch
 from conftest import SMALL_CONFIGS, diffusers_unet
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel

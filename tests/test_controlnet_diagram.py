@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import SMALL_CONFIGS
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.render.graph import to_dot

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import tiny
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.render.graph import to_dot
 from unetinspect.sources.resolve import Source
 from unetinspect.views.graph import build_graph, trace_for_diagram

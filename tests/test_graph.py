@@ -8,7 +8,7 @@ from collections import Counter
 import pytest
 from conftest import SMALL_CONFIGS, diffusers_unet
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.engine.trace import trace_model
 from unetinspect.errors import UnetInspectError
 from unetinspect.render.graph import Style, dot_name, to_dot

@@ -8,7 +8,8 @@ import math
 import pytest
 from ldm_files import meta_shapes, to_ldm, write_header_only
 
-from unetinspect.presets import load_preset, load_preset_dict
+from unetinspect.families import load_preset
+from unetinspect.presets import load_preset_dict
 from unetinspect.views.weights import PresetMatch, inspect_weights, nearest_preset
 
 

@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from unetinspect.cli import app
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import WeightsError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.kinds import file_kind

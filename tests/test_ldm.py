@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from unetinspect import UNetConfig, load_unet
 from unetinspect.errors import WeightsError
-from unetinspect.presets import load_preset, load_preset_dict
+from unetinspect.families import load_preset
+from unetinspect.presets import load_preset_dict
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.resolve import resolve_source
 from unetinspect.views.weights import PresetMatch, inspect_weights

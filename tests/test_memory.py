@@ -10,7 +10,7 @@ import torch
 from bad_input import assert_one_line_failure
 from conftest import diffusers_unet, our_unet, tiny
 
-from unetinspect.presets import load_preset
+from unetinspect.families import load_preset
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.views.memory import Training, diffusers_checkpointed, memory
 

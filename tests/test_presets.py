@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unetinspect.presets import PRESETS, load_preset, load_preset_dict, pixel_factor, preset_names
+import unetinspect as ui
+from unetinspect.families import load_preset
+from unetinspect.presets import PRESETS, load_preset_dict, pixel_factor, preset_names
 from unetinspect.sources.inputs import infer_pixel_factor
 from unetinspect.sources.loading import build_model
 
@@ -49,3 +51,14 @@ def test_every_preset_has_a_pixel_factor_its_channels_agree_with():
     for preset in PRESETS.values():
         inferred = infer_pixel_factor(load_preset(preset.name))
         assert preset.pixel_factor in (1, 4, 8) and inferred in (None, preset.pixel_factor), preset.name
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_every_presets_config_object_is_a_source(name):
+    """A preset's config object — SVD's and AnimateDiff's too, whose classes only the family registry names — is a
+    source of its own: summarised as the model of its family (a UNetConfig once was the only one taken)."""
+    config = load_preset(name)
+    summary = ui.summarize(config)
+    assert summary.setup.label == f"a {type(config).__name__}"
+    assert summary.setup.model_type == load_preset_dict(name).get("_class_name", "UNet2DConditionModel")
+    assert summary.trace.total_params == sum(p.numel() for p in build_model(config).parameters())

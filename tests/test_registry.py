@@ -13,8 +13,8 @@ from conftest import tiny
 
 import unetinspect as ui
 import unetinspect.families as families
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.families import FAMILIES, config_from_dict, family_named, family_of, family_of_object
 from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
@@ -107,10 +107,9 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
             super().__init__(config.unet)
             self.config = config
 
-    extra = lambda config, floats, batch, latent: {}  # noqa: E731
     wider = dataclasses.replace(families.DEFAULT, name="wider", kind="wider", label="Wider", class_name="WiderUNet",
                                 config_class=WiderConfig, model_path=f"{__name__}:WiderUNet", layout="wider-original",
-                                looks_like_original=lambda names: False, extra_inputs=extra)
+                                looks_like_original=lambda names: False)
     globals()["WiderUNet"] = WiderUNet
     monkeypatch.setattr(families, "FAMILIES", (wider, *FAMILIES))
     path = tmp_path / "config.json"
@@ -123,7 +122,7 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
 def test_the_block_catalogue_and_the_model_classes_agree():
     """Every block type the catalogue lets a config name has a model class, whose cross-attention flag is the
     catalogue's — the config check, the diagram and the single-file mapping read the same facts the model has."""
-    from unetinspect.block_types import BLOCK_TYPES
+    from unetinspect.configs.block_types import BLOCK_TYPES
     from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS
 
     classes = {**DOWN_BLOCKS, **MID_BLOCKS, **UP_BLOCKS}

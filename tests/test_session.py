@@ -7,7 +7,7 @@ import torch
 from conftest import our_unet, save_folder
 
 import unetinspect as ui
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.presets import load_preset_dict
 from unetinspect.sources.inputs import InputSpec, infer_pixel_factor

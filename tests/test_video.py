@@ -9,15 +9,16 @@ import warnings
 import pytest
 import torch
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError, InputError, RunError
+from unetinspect.families import load_preset
 from unetinspect.models.motion import MotionAdapter, UNetMotionModel
 from unetinspect.models.svd import UNetSpatioTemporalConditionModel
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.presets import load_preset, load_preset_dict
+from unetinspect.presets import load_preset_dict
 from unetinspect.sources.inputs import InputSpec, make_inputs
 from unetinspect.sources.loading import build_model, count_parameters
-from unetinspect.video_config import MotionAdapterConfig, MotionConfig, SVDConfig
 
 # Shrunk configs: every block kind, two levels, per-block depths, frames folded into small batches.
 SMALL_SVD = dict(
@@ -283,3 +284,17 @@ def test_a_diffusers_video_folder_loads_its_weights(tmp_path):
     inputs = make_inputs(config, InputSpec(frames=2))
     with torch.no_grad():
         assert _max_error(loaded(**inputs), model(**inputs)) <= 1e-4  # the parity bound used throughout
+
+
+@pytest.mark.parametrize("base", ["svd", "motion"])
+def test_a_video_unet_refuses_a_controlnet_for_its_own_reason(base):
+    """The video family says why it takes no ControlNet (its record's refusal), not that it is a ControlNet."""
+    from unetinspect.configs.controlnet import ControlNetConfig
+    from unetinspect.sources.open import open_session
+
+    video = (SVDConfig.from_dict(SMALL_SVD) if base == "svd"
+             else MotionConfig.from_unet2d(UNetConfig.from_dict(SMALL_UNET), MotionAdapterConfig.from_dict(SMALL_ADAPTER)))
+    controlnet = ControlNetConfig.from_unet(UNetConfig.from_dict(SMALL_UNET))
+    with pytest.raises(RunError, match="ControlNets are added to an image UNet's skips") as error:
+        open_session(video, controlnets=(controlnet,))
+    assert "not with a ControlNet" not in str(error.value)

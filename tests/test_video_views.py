@@ -54,11 +54,11 @@ def test_the_saved_buffer_rule_names_every_buffer_and_no_parameter():
     not parameters."""
     from test_video import SMALL_ADAPTER, SMALL_SVD, SMALL_UNET
 
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
+    from unetinspect.configs.video import MotionAdapterConfig, SVDConfig
     from unetinspect.models.motion import MotionAdapter, UNetMotionModel
     from unetinspect.models.svd import UNetSpatioTemporalConditionModel
     from unetinspect.models.unet import UNet2DConditionModel
-    from unetinspect.video_config import MotionAdapterConfig, SVDConfig
     from unetinspect.views.weights import SAVED_BUFFER
 
     unet = UNet2DConditionModel(UNetConfig.from_dict(SMALL_UNET))

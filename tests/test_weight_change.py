@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from unetinspect.cli import app
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.presets import load_preset_dict
 from unetinspect.sources.inputs import InputSpec

@@ -12,7 +12,8 @@ from conftest import SMALL_CONFIGS, our_unet, save_folder
 from ldm_files import OTHER_COMPONENTS, full_checkpoint, meta_shapes, to_ldm, write_header_only
 from safetensors.torch import save_file
 
-from unetinspect.presets import load_preset, load_preset_dict
+from unetinspect.families import load_preset
+from unetinspect.presets import load_preset_dict
 
 SD15_PARAMETERS = 859_520_964
 

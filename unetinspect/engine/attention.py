@@ -91,6 +91,18 @@ def _is_pixel(query: object) -> bool:
             and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in query))
 
 
+@dataclass(frozen=True)
+class AttentionGrid:
+    """What the picture shows, as plain numbers: one row per token (or the query pixel), one column per block
+    and a last one for all layers, every cell a map at the latent size scaled to its column's maximum."""
+
+    title: str
+    rows: list[str]
+    columns: list[str]
+    cells: list[list[list[list[float]]]]  # [row][column] → H rows of W values
+    column_max: list[float]  # the value drawn brightest in each column
+
+
 @dataclass
 class AttentionMaps:
     """One step's maps, or the mean of several: layer path → `[batch, tokens, h, w]` at the layer's own size

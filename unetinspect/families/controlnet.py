@@ -1,22 +1,27 @@
 """ControlNet (diffusers' `ControlNetModel`): a trainable copy of a UNet's encoder that reads a conditioning image."""
 
-from collections.abc import Callable
+from __future__ import annotations
+
 from typing import Any
 
-from unetinspect.controlnet_config import ControlNetConfig
-from unetinspect.families.family import Family
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.families.family import DiagramKind, Family, Tensors
+from unetinspect.families.sizes import Sizes
+from unetinspect.families.unet2d import unet2d_inputs
 from unetinspect.weights import controlnet_ldm
 
 
-def conditioning_image(config: ControlNetConfig, floats: Callable[..., Any], batch: int, latent: tuple[int, int]
-                       ) -> dict[str, Any]:
-    """`controlnet_cond`: the conditioning image at pixel size, which its encoder brings down to the latent's."""
+def controlnet_inputs(config: ControlNetConfig, tensors: Tensors, sizes: Sizes) -> dict[str, Any]:
+    """The inputs of the UNet it copies, and `controlnet_cond`: the conditioning image at pixel size, which its
+    encoder brings down to the latent's."""
     scale = 2 ** (len(config.conditioning_embedding_out_channels) - 1)  # the encoder's downsampling (8 for SD)
-    h, w = latent
-    return {"controlnet_cond": floats(batch, config.conditioning_channels, h * scale, w * scale)}
+    h, w = sizes.latent
+    inputs = unet2d_inputs(config.unet, tensors, sizes)
+    return {**inputs, "controlnet_cond": tensors.floats(sizes.batch, config.conditioning_channels, h * scale,
+                                                        w * scale)}
 
 
-CONTROLNET = Family(
+CONTROLNET: Family[ControlNetConfig] = Family(
     name="controlnet",
     kind="controlnet",
     label="ControlNet",
@@ -29,6 +34,10 @@ CONTROLNET = Family(
     original_key_map=controlnet_ldm.diffusers_key_map,
     diffusers_roots=frozenset({"controlnet_cond_embedding", "controlnet_down_blocks", "controlnet_mid_block"}),
     min_roots=1,  # no other model has any of them
-    extra_inputs=conditioning_image,
-    diagram_kinds=(("ControlNet", "controlnet", "ControlNet: its residuals are added to the skips and the mid block"),),
+    make_inputs=controlnet_inputs,
+    diagram_kinds=(DiagramKind("ControlNet", "controlnet",
+                               "ControlNet: its residuals are added to the skips and the mid block",
+                               light="#f4d7e9", dark="#6a2f55"),),
+    refusals={"controlnet": "a ControlNet is an add-on itself; its residuals go into the UNet it was copied from",
+              "lora": "a ControlNet's LoRAs are not mapped yet"},
 )

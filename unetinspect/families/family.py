@@ -1,6 +1,8 @@
 """The `Family` record: what the tool needs to know about one kind of model (see `unetinspect.families`).
 
-A leaf module: the records (`unet2d`, `controlnet`, …) import it, and the registry imports them.
+A leaf module: the records (`unet2d`, `controlnet`, …) import it, and the registry imports them. The contracts a
+record is made of are typed here: the config class a family reads (`FamilyConfig`), the tensors an input maker is
+handed (`Tensors`) and what it makes them into (`InputMaker`).
 """
 
 
@@ -9,49 +11,119 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
 from unetinspect.errors import RunError
+from unetinspect.families.sizes import SizeAxes, Sizes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+    from typing import Self
+
+    import torch
     from torch import nn
 
 Shapes = Mapping[str, tuple[int, ...]]
-# (fragment of a class name, kind, legend text): the first fragment a module's class name contains gives its kind.
-DiagramKind = tuple[str, str, str]
 
 
-def _no_inputs(config: Any, floats: Callable[..., Any], batch: int, latent: tuple[int, int]) -> dict[str, Any]:
-    return {}
+class FamilyConfig(Protocol):
+    """What the tool reads off any family's config: how it is read and written as a config.json, and the few
+    sizes that fix a forward pass's inputs and activations (the rest belongs to the family's own code)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, origin: str = ...) -> Self: ...
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Self: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @property
+    def sample_size(self) -> int | list[int] | None: ...
+
+    @property
+    def in_channels(self) -> int: ...
+
+    @property
+    def out_channels(self) -> int: ...
+
+    @property
+    def block_out_channels(self) -> list[int]: ...
+
+    @property
+    def context_dim(self) -> int: ...
+
+    @property
+    def heads_per_block(self) -> list[int]: ...
+
+
+C = TypeVar("C", bound=FamilyConfig)
+
+
+class Tensors(Protocol):
+    """Where and how an input maker makes its tensors: random but reproducible, on one device in one dtype (on
+    the meta device shapes only)."""
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def floats(self, *shape: int) -> torch.Tensor: ...
+
+    def longs(self, high: int, *shape: int) -> torch.Tensor: ...
+
+
+# (config, tensors, sizes) → the keyword arguments of one forward call
+InputMaker = Callable[[C, Tensors, Sizes], dict[str, Any]]
+
+
+class DiagramKind(NamedTuple):
+    """A colour kind a family adds to diagrams: a module whose class name contains `fragment` is of `kind`, named
+    `legend` in the legend and filled `light` or `dark` by theme."""
+
+    fragment: str
+    kind: str
+    legend: str
+    light: str
+    dark: str
+
+
+# The add-ons a source can be the base of (`Family.refusals` keys): a ControlNet step, a LoRA's base.
+ADDONS = ("controlnet", "lora")
 
 
 @dataclass(frozen=True)
-class Family:
-    """A kind of model: what builds it, what its files look like, what its forward reads."""
+class Family(Generic[C]):
+    """A kind of model: what builds it, what its files look like, what its forward reads, how it is drawn."""
 
     name: str  # the registry's key: "unet2d", "controlnet"
     kind: str  # what `weights` calls a file of it: "unet", "controlnet"
     label: str  # the kind as a part name in sentences: "UNet", "ControlNet"
     class_name: str  # diffusers' class, and the `_class_name` of its config.json
-    config_class: type  # ours: `from_dict(data, origin=...)`, `from_json(path)`
+    config_class: type[C]  # its config object: a source of its own, read from a config.json by `from_dict`
     model_path: str  # "module:Class" of our model, imported on first use (the registry stays torch-free)
     layout: str  # the name of its original single-file key layout ("ldm", "ldm-controlnet")
     looks_like_original: Callable[[Iterable[str]], bool]  # tensor names → in that layout?
-    infer_original_config: Callable[..., Any]  # (shapes, origin=) → config, from an original file's shapes
-    original_key_map: Callable[[Shapes, Any], dict[str, str]]  # (shapes, config) → our key: the file's key
+    infer_original_config: Callable[[Shapes, str], C]  # (shapes, origin) → config, from an original file's shapes
+    original_key_map: Callable[[Shapes, C], dict[str, str]]  # (shapes, config) → our key: the file's key
     diffusers_roots: frozenset[str]  # first parts of its diffusers keys …
     min_roots: int  # … of which a file must hold this many to be one of this family
-    extra_inputs: Callable[[Any, Callable[..., Any], int, tuple[int, int]], dict[str, Any]] = _no_inputs
-    # (config, floats, sizes) → all the forward's inputs, for families whose forward is unlike a UNet's (video)
-    make_inputs: Callable[[Any, Callable[..., Any], Any], dict[str, Any]] | None = None
-    diagram_kinds: tuple[DiagramKind, ...] = field(default=())
+    make_inputs: InputMaker[C]  # every input of its forward at these sizes
+    axes: SizeAxes[C] = field(default_factory=SizeAxes)  # its sizes beyond an image UNet's (frames)
+    diagram_kinds: tuple[DiagramKind, ...] = ()
+    # add-on (ADDONS) → why a model of this family cannot be its base; an add-on not named is taken
+    refusals: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def model_class(self) -> type[nn.Module]:
+        """Our model class, built from a config of this family."""
         module, name = self.model_path.split(":")
-        return getattr(importlib.import_module(module), name)
+        model_class: type[nn.Module] = getattr(importlib.import_module(module), name)
+        return model_class
 
-    def diffusers_class(self) -> type[nn.Module]:
+    def diffusers_class(self) -> Any:
         """diffusers' own class of this family (for `--impl diffusers`); diffusers is imported only here."""
         try:
             return getattr(importlib.import_module("diffusers"), self.class_name)
@@ -64,7 +136,9 @@ class Family:
         cls = type(module)
         return cls.__name__ == self.class_name and cls.__module__.startswith("diffusers.")
 
+    def is_model_object(self, module: object) -> bool:
+        """Whether `module` is a model of this family: ours or diffusers' own."""
+        return self.is_diffusers_object(module) or isinstance(module, self.model_class)
+
     def holds_diffusers_keys(self, roots: set[str]) -> bool:
         return len(roots & self.diffusers_roots) >= self.min_roots
-
-

@@ -188,11 +188,10 @@ NO_ATTENTION, TRANSFORMER, ADDED_KV, SELF_ATTENTION = LayerAttention(), Transfor
     SelfAttention()
 
 
-# ---- down path --------------------------------------------------------------------------------------------------
-
-
-class DownBlock2D(nn.Module):
-    """`num_layers` resnets, then an optional stride-2 downsampler; no attention (the outer levels of SDXL)."""
+class LayeredBlock(nn.Module):
+    """A down or up block: resnets, each followed by its class's `layer_attention`. Whether it reads the context
+    (`has_cross_attention`, which the UNet asks before handing it the text) follows from that choice, once here
+    for every block class."""
 
     layer_attention: LayerAttention = NO_ATTENTION
     has_cross_attention = False  # set from layer_attention for every subclass
@@ -200,6 +199,13 @@ class DownBlock2D(nn.Module):
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         cls.has_cross_attention = cls.layer_attention.cross_attention
+
+
+# ---- down path --------------------------------------------------------------------------------------------------
+
+
+class DownBlock2D(LayeredBlock):
+    """`num_layers` resnets, then an optional stride-2 downsampler; no attention (the outer levels of SDXL)."""
 
     def __init__(self, spec: BlockSpec, in_channels: int, out_channels: int, num_layers: int,
                  add_downsample: bool, downsample_padding: int = 1, transformer_layers: int | list[int] = 1) -> None:
@@ -354,20 +360,13 @@ class UNetMidBlock2D(nn.Module):
 # ---- up path ----------------------------------------------------------------------------------------------------
 
 
-class UpBlock2D(nn.Module):
+class UpBlock2D(LayeredBlock):
     """`num_layers` resnets, each fed the previous output concatenated with one skip tensor, then an upsampler.
 
     Channel bookkeeping: the first resnet takes the previous up block's output (`prev_output_channel`); the last
     one's skip comes from the down level below (`in_channels`); the others' skips have `out_channels`. Skips are
     taken from the end of the tuple: the deepest one comes first.
     """
-
-    layer_attention: LayerAttention = NO_ATTENTION
-    has_cross_attention = False  # set from layer_attention for every subclass
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        cls.has_cross_attention = cls.layer_attention.cross_attention
 
     def __init__(self, spec: BlockSpec, in_channels: int, prev_output_channel: int, out_channels: int,
                  num_layers: int, add_upsample: bool, transformer_layers: int | list[int] = 1) -> None:

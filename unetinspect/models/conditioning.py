@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.models.embeddings import (
     GaussianFourierProjection,
     GLIGENTextBoundingboxProjection,

@@ -18,7 +18,8 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.models.blocks import DOWN_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
 from unetinspect.models.conditioning import attach_condition_embeddings
 from unetinspect.models.unet import UNet2DConditionModel
@@ -69,6 +70,11 @@ class ControlNetModel(nn.Module):
     # attribute names (time_proj, time_embedding, class_embedding, add_embedding, time_embed_act).
     _embed_conditions = UNet2DConditionModel._embed_conditions
     _addition_embedding = UNet2DConditionModel._addition_embedding
+
+    @property
+    def unet_config(self) -> UNetConfig:
+        """The config of the UNet it copies: what the borrowed conditioning code reads."""
+        return self.config.unet
 
     def __init__(self, config: ControlNetConfig) -> None:
         super().__init__()

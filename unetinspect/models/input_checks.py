@@ -16,7 +16,8 @@ import torch
 from unetinspect.errors import InputError
 
 if TYPE_CHECKING:
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
+    from unetinspect.configs.video import MotionConfig, SVDConfig
 
 
 def check_inputs(
@@ -132,7 +133,7 @@ def _check_frames(sample: Any, frames_axis: int, channels: int, pattern: str, ma
     return sample.shape[0]
 
 
-def check_svd_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_states: Any,
+def check_svd_inputs(config: SVDConfig, sample: Any, timestep: Any, encoder_hidden_states: Any,
                      added_time_ids: Any) -> None:
     """Stable Video Diffusion: sample (batch, frames, channels, h, w), the image embedding (batch, tokens, dim)
     and one row of added time ids per video."""
@@ -141,11 +142,11 @@ def check_svd_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_sta
     _check_timestep(timestep, batch)
     _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch, 2: config.context_dim},
             "(batch={0}, tokens, {2})")
-    ids = config.projection_class_embeddings_input_dim // config.addition_time_embed_dim
+    ids = config.projection_class_embeddings_input_dim // config.addition_time_embed_dim  # SVD's own fields
     _expect("added_time_ids", added_time_ids, 2, {0: batch, 1: ids}, "(batch={0}, {1}): fps, motion bucket, noise")
 
 
-def check_motion_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_states: Any,
+def check_motion_inputs(config: MotionConfig, sample: Any, timestep: Any, encoder_hidden_states: Any,
                         added_cond_kwargs: dict[str, Any] | None) -> None:
     """AnimateDiff: sample (batch, channels, frames, h, w), the text one row per frame (batch·frames, ...)."""
     batch = _check_frames(sample, 2, config.in_channels, f"(batch, {config.in_channels}, frames, height, width)",
@@ -154,5 +155,5 @@ def check_motion_inputs(config: Any, sample: Any, timestep: Any, encoder_hidden_
     _check_timestep(timestep, batch)
     _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch * frames, 2: config.context_dim},
             "(batch·frames={0}, tokens, {2})")
-    if config.addition_embed_type == "text_time":
-        _check_text_time(config, added_cond_kwargs or {}, batch)
+    if config.unet.addition_embed_type == "text_time":
+        _check_text_time(config.unet, added_cond_kwargs or {}, batch)

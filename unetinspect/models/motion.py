@@ -19,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig
 from unetinspect.models.blocks import (
     NO_ATTENTION,
     TRANSFORMER,
@@ -34,7 +36,6 @@ from unetinspect.models.blocks import (
 from unetinspect.models.input_checks import check_motion_inputs
 from unetinspect.models.temporal import AnimateDiffTransformer3D
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.video_config import MotionAdapterConfig, MotionConfig
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,13 @@ class UNetMotionModel(UNet2DConditionModel):
 
     config: MotionConfig
 
+    @property
+    def unet_config(self) -> UNetConfig:
+        return self.config.unet
+
     def _motion(self, heads: int, depths: int | list[int] | None) -> MotionSpec:
         c = self.config
-        return MotionSpec(heads, depths or 1, c.norm_num_groups, c.motion_max_seq_length)
+        return MotionSpec(heads, depths or 1, c.unet.norm_num_groups, c.motion_max_seq_length)
 
     def _down_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
         c = self.config
@@ -170,14 +175,14 @@ class UNetMotionModel(UNet2DConditionModel):
 
     def _up_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
         c = self.config
-        heads = c.motion_heads_per_block[c.num_blocks - 1 - i]
+        heads = c.motion_heads_per_block[c.unet.num_blocks - 1 - i]
         return MOTION_UP_BLOCKS[block_type](spec, self._motion(heads, c.up_temporal_depths[i]), **shape)
 
     def _mid_block(self, spec: BlockSpec, channels: int) -> nn.Module:
         """With `use_motion_mid_block`, the motion mid block; else the plain SD one (AnimateDiff v3, SDXL)."""
         c = self.config
         shape = dict(num_layers=c.mid_block_layers, transformer_layers=c.mid_transformer_layers,
-                     output_scale_factor=c.mid_block_scale_factor)
+                     output_scale_factor=c.unet.mid_block_scale_factor)
         if not c.use_motion_mid_block:
             return UNetMidBlock2DCrossAttn(spec, channels, **shape)
         motion = self._motion(c.motion_heads_per_block[-1], c.temporal_transformer_layers_per_mid_block)

@@ -18,6 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from unetinspect.configs.unet import UNetConfig
+from unetinspect.configs.video import SVDConfig
 from unetinspect.models.blocks import (
     BlockSpec,
     DownBlock2D,
@@ -28,7 +30,6 @@ from unetinspect.models.blocks import (
 from unetinspect.models.input_checks import check_svd_inputs
 from unetinspect.models.temporal import SpatioTemporalResBlock, TransformerSpatioTemporalModel
 from unetinspect.models.unet import UNet2DConditionModel
-from unetinspect.video_config import SVDConfig
 
 
 class SpatioTemporalAttention(LayerAttention):
@@ -107,6 +108,10 @@ class UNetSpatioTemporalConditionModel(UNet2DConditionModel):
     shared conditioning and sizes read)."""
 
     config: SVDConfig
+
+    @property
+    def unet_config(self) -> UNetConfig:
+        return self.config.unet
 
     def _down_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
         return SVD_DOWN_BLOCKS[block_type](spec, **shape)

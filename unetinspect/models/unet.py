@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import InputError
 from unetinspect.models.activations import get_activation
 from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec
@@ -34,7 +34,7 @@ class UNet2DConditionModel(nn.Module):
     def __init__(self, config: UNetConfig) -> None:
         super().__init__()
         self.config = config
-        c = config
+        c = self.unet_config
         channels = c.block_out_channels
 
         self.conv_in = nn.Conv2d(c.in_channels, channels[0], kernel_size=c.conv_in_kernel,
@@ -107,13 +107,19 @@ class UNet2DConditionModel(nn.Module):
                                   padding=(c.conv_out_kernel - 1) // 2)
         self.position_net = position_net(c)
 
+    @property
+    def unet_config(self) -> UNetConfig:
+        """The image UNet's config that the blocks and the conditioning are built from and read: `config` itself
+        here; the video UNets' image half (`config.unet`), beside which they read their own fields by name."""
+        return self.config
+
     # ---- the blocks, one hook each: the video UNets build theirs with temporal layers -------------------------
 
     def _down_block(self, i: int, block_type: str, spec: BlockSpec, **shape: Any) -> nn.Module:
         return DOWN_BLOCKS[block_type](spec, **shape)
 
     def _mid_block(self, spec: BlockSpec, channels: int) -> nn.Module:
-        c = self.config
+        c = self.unet_config
         return MID_BLOCKS[c.mid_block_type](spec, channels, transformer_layers=c.mid_transformer_layers,
                                             output_scale_factor=c.mid_block_scale_factor)
 
@@ -259,10 +265,10 @@ class UNet2DConditionModel(nn.Module):
         if self.class_embedding is not None:
             if class_labels is None:
                 raise ValueError("this UNet has a class embedding: pass class_labels")
-            if self.config.class_embed_type == "timestep":
+            if self.unet_config.class_embed_type == "timestep":
                 class_labels = self.time_proj(class_labels).to(sample.dtype)
             class_emb = self.class_embedding(class_labels).to(sample.dtype)
-            emb = torch.cat([emb, class_emb], dim=-1) if self.config.class_embeddings_concat else emb + class_emb
+            emb = torch.cat([emb, class_emb], dim=-1) if self.unet_config.class_embeddings_concat else emb + class_emb
 
         addition, hint = self._addition_embedding(emb, encoder_hidden_states, added_cond_kwargs)
         if addition is not None:
@@ -274,7 +280,7 @@ class UNet2DConditionModel(nn.Module):
     def _addition_embedding(self, emb: torch.Tensor, encoder_hidden_states: torch.Tensor | None,
                             added: dict[str, Any]) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """`addition_embed_type`'s term of `emb` (and image_hint's encoded hint)."""
-        kind = self.config.addition_embed_type
+        kind = self.unet_config.addition_embed_type
         if kind is not None:
             _require(added, f"addition_embed_type={kind!r}", _ADDITION_NEEDS[kind])
         if kind == "text":
@@ -294,7 +300,7 @@ class UNet2DConditionModel(nn.Module):
     def _project_context(self, encoder_hidden_states: torch.Tensor, added: dict[str, Any]) -> torch.Tensor:
         """The tokens the cross-attentions read: the text, projected (IF), or made from the image embedding
         (Kandinsky 2.2, which then ignores the text) or from both (Kandinsky 2.1)."""
-        kind = self.config.encoder_projection
+        kind = self.unet_config.encoder_projection
         if kind == "text_proj":
             return self.encoder_hid_proj(encoder_hidden_states)
         if kind in ("text_image_proj", "image_proj"):

@@ -8,6 +8,9 @@ architecture (SDXL-Turbo, Playground v2.5 are SDXL), which read that preset's fi
 `pixel_factor` is what a config does not say: how many image pixels one sample pixel stands for. 8 for the
 latents of SD's VAE and Kandinsky's MoVQ, 4 for the x4 upscaler's VAE, 1 for models that denoise pixels (IF,
 unCLIP decoders). Sizes given in pixels are divided by it.
+
+Data only: a preset read as a config object of its family's config class is `families.load_preset`, since the
+family registry owns the config classes (and the weights' key maps, which the registry imports, read presets).
 """
 
 from __future__ import annotations
@@ -17,11 +20,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from unetinspect.config import UNetConfig
-from unetinspect.video_config import MOTION_CLASS, SVD_CLASS, MotionConfig, SVDConfig
-
 DEFAULT_PRESET = "sd15"
-_CONFIG_CLASSES: dict[str, type] = {SVD_CLASS: SVDConfig, MOTION_CLASS: MotionConfig}  # others: UNetConfig
 
 
 @dataclass(frozen=True)
@@ -96,12 +95,3 @@ def pixel_factor(name: str) -> int:
     """Pixels per latent element of a preset's family (its autoencoder's factor; 1 in pixel space). Plain
     configs have theirs told from their channels: `sources.inputs.infer_pixel_factor`."""
     return PRESETS[name].pixel_factor
-
-
-def load_preset(name: str) -> UNetConfig | SVDConfig | MotionConfig:
-    """A preset's config, as the config class its `_class_name` names (presets sit below the family registry,
-    so they name the config classes themselves)."""
-    data = load_preset_dict(name)
-    config_class = _CONFIG_CLASSES.get(data.get("_class_name"), UNetConfig)
-    return config_class.from_dict(data, origin=f"preset {name}")
-

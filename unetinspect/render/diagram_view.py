@@ -8,18 +8,16 @@ from __future__ import annotations
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from unetinspect.errors import OutputError
+from unetinspect.render.diagram_formats import FORMATS, Format
 from unetinspect.render.export import check_output_path, write_output
 from unetinspect.render.formats import FileView
 
 if TYPE_CHECKING:
     from unetinspect.render.graph import Style
     from unetinspect.views.graph import Graph
-
-Format = Literal["svg", "png", "pdf", "dot"]
-FORMATS: tuple[Format, ...] = ("svg", "png", "pdf", "dot")
 
 
 def format_of(path: Path, fmt: str | None = None) -> Format:

@@ -17,17 +17,16 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, replace
 from html import escape
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import graphviz
 
 from unetinspect.errors import OutputError
+from unetinspect.families import diagram_kinds
+from unetinspect.render.diagram_formats import Format
 from unetinspect.render.header import setup_line
 from unetinspect.render.units import human_count, shape_str
-from unetinspect.views.graph import BLOCK_KINDS, KIND_LABELS, Edge, Graph, Node
-
-if TYPE_CHECKING:
-    from unetinspect.render.diagram_view import Format
+from unetinspect.views.graph import BLOCK_KINDS, Edge, Graph, Node, kind_labels
 
 INSTALL_HINT = "install Graphviz (apt-get install graphviz, or brew install graphviz) and run again"
 FONT = "Helvetica"
@@ -59,36 +58,37 @@ class Palette:
     tags: tuple[str, ...]  # one per conditioning tensor (time embedding, text, ...)
 
 
-# Gray levels of the light theme's fills (0-255): io/op/act 255, embedding 238, conv/linear 232, norm 232,
-# resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168, mid block 136. The block
-# kinds of the other families (IF, Kandinsky, unCLIP, k-diffusion) get hues of their own, named in the legend.
-LIGHT = Palette(
-    background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8", control="#b0307e", frame="#9a9a9a",
-    fills={
-        "input": "#ffffff", "output": "#ffffff", "op": "#ffffff", "act": "#ffffff", "other": "#f0f0f0",
-        "norm": "#e8e8e8", "conv": "#dcebf7", "linear": "#dcebf7", "embedding": "#fbf0c4",
-        "resample": "#cfe8c9", "res_block": "#b9d7f0", "resnet": "#b9d7f0", "feedforward": "#f6c89a",
-        "attention": "#e8965a", "attn_block": "#e8965a", "mid_block": "#a985b5",
-        "simple_attn_block": "#e58a8a", "self_attn_block": "#f2c46b", "dual_attention": "#d9a05a",
-        "resample_block": "#9fd0c0", "k_block": "#c2c8ee", "k_attn_block": "#e7a0c8", "mid_plain_block": "#cdb8d8",
-        "controlnet": "#f4d7e9", "temporal": "#9ed3d6", "motion": "#f0a8a0",
-    },
-    tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4"),
-)
-DARK = Palette(
-    background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff", control="#f08cc8", frame="#6a6a6a",
-    fills={
-        "input": "#16181d", "output": "#16181d", "op": "#16181d", "act": "#24272e", "other": "#2e3138",
-        "norm": "#33363d", "conv": "#243b50", "linear": "#243b50", "embedding": "#4d4418",
-        "resample": "#2c4a2a", "res_block": "#2f5f8a", "resnet": "#2f5f8a", "feedforward": "#7a5230",
-        "attention": "#9c5c28", "attn_block": "#9c5c28", "mid_block": "#6e4a7a",
-        "simple_attn_block": "#8e3e3e", "self_attn_block": "#8a6a20", "dual_attention": "#7e5a22",
-        "resample_block": "#2a6658", "k_block": "#3e4680", "k_attn_block": "#86406a", "mid_plain_block": "#57485f",
-        "controlnet": "#6a2f55", "temporal": "#2a6a6e", "motion": "#8a3c34",
-    },
-    tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0"),
-)
-THEMES = {"light": LIGHT, "dark": DARK}
+# The fill of each node kind as (light, dark), declared once for both themes; a family's own kinds bring theirs
+# (`Family.diagram_kinds`). Gray levels of the light theme's fills (0-255): io/op/act 255, embedding 238,
+# conv/linear 232, norm 232, resample 221, resnet and plain blocks 209, attention and cross-attention blocks 168,
+# mid block 136. The block kinds of the other UNets (IF, Kandinsky, unCLIP, k-diffusion) get hues of their own,
+# named in the legend.
+FILLS: dict[str, tuple[str, str]] = {
+    "input": ("#ffffff", "#16181d"), "output": ("#ffffff", "#16181d"), "op": ("#ffffff", "#16181d"),
+    "act": ("#ffffff", "#24272e"), "other": ("#f0f0f0", "#2e3138"), "norm": ("#e8e8e8", "#33363d"),
+    "conv": ("#dcebf7", "#243b50"), "linear": ("#dcebf7", "#243b50"), "embedding": ("#fbf0c4", "#4d4418"),
+    "resample": ("#cfe8c9", "#2c4a2a"), "res_block": ("#b9d7f0", "#2f5f8a"), "resnet": ("#b9d7f0", "#2f5f8a"),
+    "feedforward": ("#f6c89a", "#7a5230"), "attention": ("#e8965a", "#9c5c28"), "attn_block": ("#e8965a", "#9c5c28"),
+    "mid_block": ("#a985b5", "#6e4a7a"), "simple_attn_block": ("#e58a8a", "#8e3e3e"),
+    "self_attn_block": ("#f2c46b", "#8a6a20"), "dual_attention": ("#d9a05a", "#7e5a22"),
+    "resample_block": ("#9fd0c0", "#2a6658"), "k_block": ("#c2c8ee", "#3e4680"),
+    "k_attn_block": ("#e7a0c8", "#86406a"), "mid_plain_block": ("#cdb8d8", "#57485f"),
+}
+# Everything of a theme but the fills.
+_THEMES = {
+    "light": Palette(background="white", text="#1a1a1a", muted="#404040", edge="#303030", skip="#2160a8",
+                     control="#b0307e", frame="#9a9a9a", fills={}, tags=("#f2d64b", "#a8e0a8", "#fdb0c0", "#beaed4")),
+    "dark": Palette(background="#16181d", text="#eeeeee", muted="#b4b4b4", edge="#c8c8c8", skip="#7fb2ff",
+                    control="#f08cc8", frame="#6a6a6a", fills={}, tags=("#d8bb2a", "#5fb35f", "#d0788a", "#9a8ac0")),
+}
+
+
+def palette(theme: Literal["light", "dark"]) -> Palette:
+    """The colours of `theme`: the fills above and those of every registered family's own kinds."""
+    dark = theme == "dark"
+    fills = {kind: pair[dark] for kind, pair in FILLS.items()}
+    fills |= {k.kind: k.dark if dark else k.light for k in diagram_kinds()}
+    return replace(_THEMES[theme], fills=fills)
 
 # How ops and conditioning inputs read in a figure.
 _OP_LABELS = {"add": "+", "mul": "×", "div": "÷", "sub": "−", "cat": "concat",
@@ -127,7 +127,7 @@ class _Drawing:
         self.graph = graph
         self.style = style
         self.dpi = dpi
-        self.colors = THEMES[style.theme]
+        self.colors = palette(style.theme)
         self.nodes = {n.id: n for n in graph.nodes}
         self.clusters = {c.id: c for c in graph.clusters}
         self.tags = self._tag_colors()
@@ -184,7 +184,7 @@ class _Drawing:
                       f'<TD><FONT COLOR="{c.muted}">conditioning a block reads; "→ n" where it is made</FONT></TD>')
         # Swatches as coloured glyphs in one text cell, three a line: a row wider than the one above would
         # stretch that row's table (Graphviz spreads a cell's spare width over a nested table's columns).
-        swatches = [f'<FONT COLOR="{c.fills[kind]}">██</FONT>&nbsp;{escape(label)}'
+        swatches = [f'<FONT COLOR="{c.fills.get(kind, c.fills["other"])}">██</FONT>&nbsp;{escape(label)}'
                     for kind, label in self._kinds_shown().items()]
         kinds = '<BR ALIGN="LEFT"/>'.join("&nbsp;&nbsp;&nbsp;".join(swatches[i:i + 3])
                                           for i in range(0, len(swatches), 3))
@@ -197,7 +197,7 @@ class _Drawing:
     def _kinds_shown(self) -> dict[str, str]:
         """The kinds of block (and, opened up, of layer) this diagram colours, with what each is."""
         present = {n.kind for n in self.graph.nodes} | {cl.kind for cl in self.graph.clusters}
-        return {kind: label for kind, label in KIND_LABELS.items() if kind in present}
+        return {kind: label for kind, label in kind_labels().items() if kind in present}
 
     # ---- nodes and clusters -------------------------------------------------------------------------------------
 

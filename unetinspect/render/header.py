@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from unetinspect.sources.inputs import Sizes
+    from unetinspect.families import Sizes
     from unetinspect.sources.session import Setup
 
 SEPARATOR = " · "  # between the parts of a heading; a narrow terminal wraps the heading there

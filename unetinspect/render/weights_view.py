@@ -14,7 +14,7 @@ from unetinspect.render.formats import View
 from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.config import UNetConfig
+    from unetinspect.configs.unet import UNetConfig
     from unetinspect.views.weights import Part, TensorEntry, WeightsReport
 
 

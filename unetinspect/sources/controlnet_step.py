@@ -8,10 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
+from unetinspect.families import Sizes
 from unetinspect.models.controlled import ControlledUNet
-from unetinspect.sources.inputs import Sizes, make_inputs
+from unetinspect.sources.inputs import make_inputs
 from unetinspect.sources.loading import load_model
 from unetinspect.sources.resolve import Source
 
@@ -19,15 +21,20 @@ from unetinspect.sources.resolve import Source
 MUST_MATCH = ("block_out_channels", "layers_per_block", "cross_attention_dim", "in_channels")
 
 
-def with_controlnets(unet: nn.Module, inputs: dict[str, Any], config: UNetConfig, controlnets: tuple[Source, ...],
+def with_controlnets(unet: nn.Module, inputs: dict[str, Any], base: Source, controlnets: tuple[Source, ...],
                      sizes: Sizes, device: torch.device, dtype: torch.dtype) -> tuple[ControlledUNet, dict[str, Any]]:
-    """The step model and its inputs (the UNet's, plus `controlnet_cond`: one image per ControlNet)."""
-    if not isinstance(config, UNetConfig):
-        raise RunError("--controlnet goes with a UNet source, not with a ControlNet")
+    """The step model and its inputs (the UNet's, plus `controlnet_cond`: one image per ControlNet). The base's
+    family says, in its own words, when it cannot take a ControlNet."""
+    reason = base.family.refusals.get("controlnet")
+    if reason is not None:
+        raise RunError(f"--controlnet goes with an image UNet, not with {base.label} ({base.family.label}): {reason}",
+                       "give the UNet the ControlNet was made for")
+    config = base.config
+    assert isinstance(config, UNetConfig)  # every family that takes a ControlNet reads a UNet's config
     models, images = [], []
     for source in controlnets:
-        if not source.is_controlnet:
-            raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a UNet's)",
+        if not isinstance(source.config, ControlNetConfig):
+            raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a {source.family.label}'s)",
                            "give a ControlNet folder, config.json or single file")
         for field in MUST_MATCH:
             theirs, ours = getattr(source.config.unet, field), getattr(config, field)
@@ -35,5 +42,6 @@ def with_controlnets(unet: nn.Module, inputs: dict[str, Any], config: UNetConfig
                 raise RunError(f"--controlnet {source.spec}: {field} is {theirs!r}, the UNet's is {ours!r}",
                                "the ControlNet was made for another base model")
         models.append(load_model(source, device, dtype))
-        images.append(make_inputs(source.config, sizes, device=device, dtype=dtype)["controlnet_cond"])
+        images.append(make_inputs(source.config, sizes, device=device, dtype=dtype, family=source.family)
+                      ["controlnet_cond"])
     return ControlledUNet(unet, models).eval(), {**inputs, "controlnet_cond": images}

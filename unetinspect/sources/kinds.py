@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from unetinspect.families import FAMILIES, diffusers_family, original_family
+from unetinspect.families import diffusers_family, original_family, registered
 
 # Name fragments that only adapters of each kind use (LoRA: kohya, PEFT, diffusers; LyCORIS LoHa / LoKr).
 LORA_PATTERN = re.compile(r"(^lora_(unet|te\d?)_)|(\.|_)lora(_down|_up|_A|_B|\.down|\.up)\.|hada_w\d_[ab]|lokr_w\d")
@@ -31,8 +31,8 @@ class FileKind:
     @property
     def label(self) -> str:
         """The kind as a part name: UNet, ControlNet, LoRA, IP-Adapter, text encoder, VAE, unknown."""
-        labels = {family.kind: family.label for family in FAMILIES} | {"lora": "LoRA", "ip-adapter": "IP-Adapter",
-                                                                          "motion adapter": "motion adapter"}
+        labels = {family.kind: family.label for family in registered()} | {"lora": "LoRA", "ip-adapter": "IP-Adapter",
+                                                                             "motion adapter": "motion adapter"}
         return labels.get(self.kind, self.kind)
 
     def command_for(self, path: str) -> str | None:

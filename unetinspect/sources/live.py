@@ -19,16 +19,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.engine.trace import Trace, trace_model
 from unetinspect.errors import RunError
-from unetinspect.families import family_of_object
-from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs, refuse_unused_frames
+from unetinspect.families import Family, FamilyConfig, Sizes, family_of_object
+from unetinspect.sources.inputs import InputSpec, infer_pixel_factor, make_inputs, refuse_unused_frames
 from unetinspect.sources.loading import build_model, parse_device, parse_dtype
 from unetinspect.sources.resolve import SOURCE_KINDS, is_source_like, not_a_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
-from unetinspect.sources.twin import as_diffusers, is_diffusers_model
+from unetinspect.sources.twin import as_diffusers
 from unetinspect.weights.block_names import naming_of
 
 IMPLS = ("ours", "diffusers")
@@ -48,10 +46,10 @@ def live_module(obj: object) -> nn.Module | None:
     raise not_a_source(obj, accepted=(*SOURCE_KINDS, "an nn.Module (e.g. pipe.unet)", "a pipeline that has .unet"))
 
 
-def config_of(module: nn.Module) -> UNetConfig | ControlNetConfig | None:
+def config_of(module: nn.Module, family: Family[Any] | None = None) -> FamilyConfig | None:
     """The config of our model or of diffusers' own, as its family's config class (diffusers' `.config` read as
-    its config.json is); None for any other module."""
-    family = family_of_object(module)
+    its config.json is); None for any other module. `family`: the module's, when the caller has settled it."""
+    family = family or family_of_object(module)
     if family is None:
         return None
     if family.is_diffusers_object(module):
@@ -69,10 +67,12 @@ def placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
 
 @dataclass
 class LiveModel:
-    """A live module opened as a source: the object itself, its config where it has one, and where it lives."""
+    """A live module opened as a source: the object itself, its family and config where it has them (settled
+    once, when it is opened), and where it lives."""
 
     module: nn.Module
-    config: UNetConfig | ControlNetConfig | None  # its family's config
+    family: Family[Any] | None  # None: a module of no family of ours (it brings its own inputs=)
+    config: FamilyConfig | None  # its family's config
     label: str
     device: torch.device
     dtype: torch.dtype
@@ -86,14 +86,14 @@ class LiveModel:
         if self.config is None:
             raise RunError(f"a {type(self.module).__name__} has no UNet config to make inputs from",
                            "pass inputs={...}: the keyword arguments of one forward call")
-        return make_inputs(self.config, spec, device=device or self.device, dtype=self.dtype)
+        return make_inputs(self.config, spec, device=device or self.device, dtype=self.dtype, family=self.family)
 
     def sizes(self, spec: InputSpec) -> Sizes:
         """The sizes of one pass: resolved from the config, or read off the user's `inputs=` (no pixel size)."""
         if self.user_inputs is None:
             if self.config is None:
                 self.inputs(spec)  # the error that asks for inputs=
-            return spec.resolve(self.config, infer_pixel_factor(self.config))
+            return spec.resolve(self.config, infer_pixel_factor(self.config), self.family)
         return sizes_of_call(self.user_inputs)
 
     def meta_copy(self) -> nn.Module | None:
@@ -101,8 +101,8 @@ class LiveModel:
         and the copy has the very parameters of the object (an adapter injected after loading would not be)."""
         if self.config is None:
             return None
-        if not is_diffusers_model(self.module):
-            copy = build_model(self.config, self.dtype)
+        if not self.is_diffusers:
+            copy = build_model(self.config, self.dtype, family=self.family)
         else:
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -111,6 +111,16 @@ class LiveModel:
             # parameters are made with the legacy torch.Tensor([...]), which ignores the meta context (SVD's mixers)
             nn.Module.to(copy, torch.device("meta"), self.dtype)
         return copy if _shapes(copy) == _shapes(self.module) else None
+
+    @property
+    def is_diffusers(self) -> bool:
+        """Whether the object is diffusers' own model of one of our families."""
+        return self.family is not None and self.family.is_diffusers_object(self.module)
+
+    @property
+    def impl(self) -> str:
+        """How a setup names the implementation the object is: ours, diffusers', or the user's own class."""
+        return "user" if self.family is None else "diffusers" if self.is_diffusers else "ours"
 
     def structure_trace(self, spec: InputSpec | Sizes) -> Trace:
         """The call tree, parameters and FLOPs of one pass: traced on the meta copy when there is one (the object
@@ -137,7 +147,8 @@ def open_live(obj: object, *, inputs: dict[str, Any] | None = None) -> LiveModel
         return None
     device, dtype = placement(module)
     name = type(module).__name__ + (f" of {type(obj).__name__}" if obj is not module else "")
-    return LiveModel(module, config_of(module), f"{name} (your object)", device, dtype, inputs)
+    family = family_of_object(module)  # the one time a live source's family is asked for
+    return LiveModel(module, family, config_of(module, family), f"{name} (your object)", device, dtype, inputs)
 
 
 def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device | None,
@@ -163,7 +174,7 @@ def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device
     sizes = live.sizes(spec)
     if live.user_inputs is None:  # the user's own call has its sizes, whatever spec says
         refuse_unused_frames(spec, sizes)
-    setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=impl_of(live.module),
+    setup = Setup(label=live.label, kind="module", model_type=type(live.module).__name__, impl=live.impl,
                   device=str(run_device), dtype=dtype_name(live.dtype), sizes=sizes, weights="its own weights",
                   notes=notes, naming=naming_of(live.config))
     return Session(setup, model, live.inputs(sizes, run_device), live.config, None, run_device, live.dtype, spec,
@@ -172,9 +183,8 @@ def live_session(live: LiveModel, spec: InputSpec, *, device: str | torch.device
 
 def impl_of(module: nn.Module) -> str:
     """How a setup names the implementation a module is: ours, diffusers', or the user's own class."""
-    if family_of_object(module) is None:
-        return "user"
-    return "diffusers" if is_diffusers_model(module) else "ours"
+    family = family_of_object(module)
+    return "user" if family is None else "diffusers" if family.is_diffusers_object(module) else "ours"
 
 
 def _refuse_moving(live: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
@@ -249,6 +259,7 @@ def left_as_found(module: nn.Module) -> Iterator[nn.Module]:
 
 def as_diffusers_model(opened: LiveModel) -> LiveModel:
     """The same model as diffusers' own class (itself when it already is), for `--impl diffusers`."""
-    if is_diffusers_model(opened.module):
+    if opened.is_diffusers:
         return opened
-    return dataclasses.replace(opened, module=as_diffusers(opened.module), label=f"{opened.label} (diffusers)")
+    return dataclasses.replace(opened, module=as_diffusers(opened.module, opened.family),
+                               label=f"{opened.label} (diffusers)")

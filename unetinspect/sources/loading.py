@@ -13,14 +13,13 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
-from unetinspect.controlnet_config import ControlNetConfig
 from unetinspect.errors import RunError, WeightsError
-from unetinspect.families import family_of, family_with_layout
+from unetinspect.families import Family, FamilyConfig, family_of
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
@@ -77,11 +76,12 @@ def _skip_parameter_init() -> Iterator[None]:
                 cls.reset_parameters = method
 
 
-def build_model(config: UNetConfig | ControlNetConfig, dtype: torch.dtype | None = None) -> nn.Module:
-    """The model of its config's family on the meta device (a ControlNetModel for a ControlNet's config):
-    structure, no memory."""
+def build_model(config: FamilyConfig, dtype: torch.dtype | None = None, *, family: Family[Any] | None = None
+                ) -> nn.Module:
+    """The model of its config's family (`family`, when the caller has settled it) on the meta device (a
+    ControlNetModel for a ControlNet's config): structure, no memory."""
     with torch.device("meta"), _skip_parameter_init():
-        model = family_of(config).model_class(config)
+        model = (family or family_of(config)).model_class(config)
     if dtype is not None:
         model.to(dtype)
     return model.eval()
@@ -113,7 +113,7 @@ def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed
 
     On the meta device nothing is read: the files' headers are only checked against the model.
     """
-    model = build_model(source.config)
+    model = build_model(source.config, family=source.family)
     if device.type == "meta":
         if source.has_weights:
             check_weights(source, model)
@@ -190,9 +190,8 @@ def _shape_of(per_file: dict[Path, dict[str, tuple[int, ...]]], name: str) -> tu
 def _key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
     """Our key → the file's key. Diffusers files map to themselves; a family's original layout is renamed (its
     model's keys only: a whole-pipeline file also holds the VAE and text encoders)."""
-    family = family_with_layout(source.layout)
-    if family is not None:
-        return family.original_key_map(shapes, source.config)
+    if source.layout == source.family.layout:
+        return source.family.original_key_map(shapes, source.config)
     return {name: name for name in shapes}
 
 

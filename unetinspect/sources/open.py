@@ -64,12 +64,12 @@ def open_session(
     src = resolve_source(source, **source_options)
     torch_device = parse_device(device)
     torch_dtype = _resolve_dtype(dtype, torch_device)
-    sizes = spec.resolve(src.config, source_pixel_factor(src))
+    sizes = spec.resolve(src.config, source_pixel_factor(src), src.family)
     refuse_unused_frames(spec, sizes)
-    check_sizes(src.config, sizes, torch_device, torch_dtype)  # before minutes of loading, not after
+    check_sizes(src.config, sizes, torch_device, torch_dtype, src.family)  # before minutes of loading, not after
     model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
                                                                                                 torch_dtype)
-    inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype)
+    inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype, family=src.family)
     label, notes = src.label, ()
     controls: tuple[Source, ...] = ()
     if controlnets:
@@ -77,7 +77,7 @@ def open_session(
             raise RunError("--controlnet runs our models; leave out --impl diffusers")
         controls = tuple(resolve_source(c, allow_pickle=source_options.get("allow_pickle", False))
                          for c in controlnets)
-        model, inputs = with_controlnets(model, inputs, src.config, controls, sizes, torch_device, torch_dtype)
+        model, inputs = with_controlnets(model, inputs, src, controls, sizes, torch_device, torch_dtype)
         label = " + ".join([label, *(f"controlnet {c.label}" for c in controls)])
         notes = ("one step: the ControlNets, then the UNet with their residuals",)
     setup = Setup(
@@ -103,4 +103,4 @@ def _weights_text(source: Source, device: torch.device) -> str:
 
 def _diffusers_model(source: Source, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """diffusers' own model of a source's config, with the source's weights (ours, loaded then handed over)."""
-    return as_diffusers(load_model(source, device, dtype))
+    return as_diffusers(load_model(source, device, dtype), source.family)

@@ -1,6 +1,7 @@
 """What a SOURCE names — a preset, a config.json, a diffusers folder, a checkpoint file, or a config held in Python
-(a dict such as diffusers' `unet.config`, a `UNetConfig`) — resolved to a config and the weight files that go with
-it. Every entry point resolves here, so each takes every kind of source. Nothing here reads tensor data.
+(a dict such as diffusers' `unet.config`, any family's config object: a `UNetConfig`, an `SVDConfig`, …) —
+resolved to a config and the weight files that go with it. Every entry point resolves here, so each takes every
+kind of source. Nothing here reads tensor data.
 """
 
 from __future__ import annotations
@@ -10,17 +11,25 @@ import json
 import os
 import reprlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import UNetConfig, read_json_config
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
+from unetinspect.configs.unet import UNetConfig, read_json_config
+from unetinspect.configs.video import ADAPTER_CLASS
 from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
-from unetinspect.families import Family, config_from_dict, family_of, is_model_config, original_family
+from unetinspect.families import (
+    Family,
+    FamilyConfig,
+    config_from_dict,
+    family_of,
+    is_model_config,
+    load_preset,
+    original_family,
+)
 from unetinspect.files import not_regular, read_capped
-from unetinspect.presets import DEFAULT_PRESET, PRESETS, load_preset
-from unetinspect.video_config import ADAPTER_CLASS
+from unetinspect.presets import DEFAULT_PRESET, PRESETS
 from unetinspect.weights.pickle import read_pickle_shapes, refuse_pickle
 from unetinspect.weights.safetensors import SafetensorsHeader, read_header
 
@@ -30,12 +39,12 @@ PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 MAX_INDEX_BYTES = 64 << 20
 CONFIG_DICT = "config dict"  # how a config given as a Python mapping is named in headings and messages
 SOURCE_KINDS = ("a preset name", "a path (config.json, diffusers folder, checkpoint file)", "a config dict",
-                "a UNetConfig")
-CONFIG_KINDS = ("a preset name", "a config.json path", "a config dict", "a UNetConfig")
+                "a config object (UNetConfig, SVDConfig, ...)")
+CONFIG_KINDS = ("a preset name", "a config.json path", "a config dict", "a config object (UNetConfig, SVDConfig, ...)")
 
-# What a config may be given as: a preset name or a config.json path, its contents as a mapping, or built.
-ConfigLike = str | os.PathLike[str] | Mapping[str, Any] | UNetConfig | ControlNetConfig
-CONFIG_TYPES = (str, os.PathLike, Mapping, UNetConfig, ControlNetConfig)
+# What a config may be given as: a preset name or a config.json path, its contents as a mapping, or built (the
+# config object of any registered family).
+ConfigLike = str | os.PathLike[str] | Mapping[str, Any] | FamilyConfig
 
 
 @dataclass(frozen=True)
@@ -44,19 +53,23 @@ class Source:
 
     `layout` is "diffusers" (keys as our model names them) or the original single-file layout of its family
     ("ldm", "ldm-controlnet": keys renamed on load). `config` is its family's config class (a `ControlNetConfig`
-    for a ControlNet).
+    for a ControlNet); `family` is settled from it once, when the source is made, and carried from there.
     `headers` are the safetensors headers of the weight files, read once while resolving and carried from there
     to checking and loading. `config_origin` names a config that replaced the source's own (`--config`).
     """
 
     spec: str
     kind: str  # "preset" | "config" | "diffusers" | "single-file"
-    config: UNetConfig | ControlNetConfig
+    config: FamilyConfig
     weight_files: tuple[Path, ...] = ()
     layout: str = "diffusers"
     headers: tuple[SafetensorsHeader, ...] = ()
     config_origin: str | None = None
     pixel_factor: int | None = None  # pixels per latent element, where the source says (a pipeline's VAE)
+    family: Family[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "family", family_of(self.config))
 
     @property
     def has_weights(self) -> bool:
@@ -65,10 +78,6 @@ class Source:
     @property
     def is_pickle(self) -> bool:
         return any(f.suffix in PICKLE_SUFFIXES for f in self.weight_files)
-
-    @property
-    def family(self) -> Family:
-        return family_of(self.config)
 
     @property
     def is_controlnet(self) -> bool:
@@ -107,21 +116,22 @@ def resolve_source(
 ) -> Source:
     """Turn what the user typed (or holds) into a `Source`.
 
-    A config held in Python — a mapping as a config.json holds it (diffusers' `unet.config` too) or a
-    `UNetConfig` — is a source the way its config.json is, validated the same way. `config` (any of those, or a
-    preset name) overrides the config a source carries or implies — for single files whose shapes are ambiguous,
-    or to check weights against another architecture. A `Source` is returned as it is, so every library entry
-    point can take either. Anything else is a `SourceError` naming what was given and what is accepted.
+    A config held in Python — a mapping as a config.json holds it (diffusers' `unet.config` too) or the config
+    object of any family (`UNetConfig`, `SVDConfig`, …) — is a source the way its config.json is, validated the
+    same way. `config` (any of those, or a preset name) overrides the config a source carries or implies — for
+    single files whose shapes are ambiguous, or to check weights against another architecture. A `Source` is
+    returned as it is, so every library entry point can take either. Anything else is a `SourceError` naming what
+    was given and what is accepted.
     """
     if isinstance(spec, Source):
         return spec
     if not is_source_like(spec):
         raise not_a_source(spec)
-    if config is not None and not isinstance(config, CONFIG_TYPES):
+    if config is not None and not is_config_like(config):
         raise not_a_source(config, "config", CONFIG_KINDS)
     override = _config_override(config)
     origin = _config_origin(config)
-    if isinstance(spec, (Mapping, UNetConfig, ControlNetConfig)):  # the config itself is the source
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):  # the config itself is the source
         return Source(_config_origin(spec), "config-object", override or _config_override(spec), config_origin=origin)
     if spec is None and override is not None:  # only a config: it is what was opened
         kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, os.PathLike)) else "config-object"
@@ -134,7 +144,12 @@ def resolve_source(
 
 def is_source_like(value: object) -> bool:
     """Whether `value` is a kind of source this module resolves (None too: the default preset, or no config)."""
-    return value is None or isinstance(value, (*CONFIG_TYPES, Source))
+    return value is None or isinstance(value, Source) or is_config_like(value)
+
+
+def is_config_like(value: object) -> bool:
+    """Whether `value` names or holds a config: a preset name or path, a mapping, a registered family's config."""
+    return isinstance(value, (str, os.PathLike, Mapping)) or is_model_config(value)
 
 
 def not_a_source(value: object, role: str = "source", accepted: tuple[str, ...] = SOURCE_KINDS) -> SourceError:
@@ -145,7 +160,8 @@ def not_a_source(value: object, role: str = "source", accepted: tuple[str, ...] 
 
 
 def _config_origin(config: ConfigLike | None) -> str | None:
-    """How a config is named in headings: the preset name, the file's name, "config dict" or "a UNetConfig"."""
+    """How a config is named in headings: the preset name, the file's name, "config dict" or "a UNetConfig" (the
+    config object's class)."""
     if config is None:
         return None
     if isinstance(config, Mapping):
@@ -155,7 +171,7 @@ def _config_origin(config: ConfigLike | None) -> str | None:
     return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
 
 
-def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_pickle: bool) -> Source:
+def _resolve(spec: str, variant: str | None, override: FamilyConfig | None, allow_pickle: bool) -> Source:
     path = Path(spec).expanduser()
     try:
         exists = path.exists()
@@ -184,15 +200,15 @@ def _resolve(spec: str, variant: str | None, override: UNetConfig | None, allow_
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: ConfigLike | None) -> UNetConfig | ControlNetConfig | None:
+def _config_override(config: ConfigLike | None) -> FamilyConfig | None:
     if config is None or is_model_config(config):
-        return config
+        return config  # type: ignore[return-value]  # is_model_config: a registered family's config
     if not isinstance(config, Mapping) and str(config) in PRESETS and not Path(config).exists():
         return load_preset(str(config))
     return read_config(config)
 
 
-def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> UNetConfig | ControlNetConfig:
+def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> FamilyConfig:
     """A diffusers config — a config.json, or its contents as a mapping — as the config of the family its
     `_class_name` names (a UNet's without one)."""
     if isinstance(config, Mapping):
@@ -227,7 +243,7 @@ def _mapping_as_dict(value: object) -> dict[Any, Any]:
     raise TypeError(type(value).__name__)
 
 
-def _resolve_folder(spec: str, folder: Path, variant: str | None, override: UNetConfig | None,
+def _resolve_folder(spec: str, folder: Path, variant: str | None, override: FamilyConfig | None,
                     allow_pickle: bool) -> Source:
     if (folder / "model_index.json").is_file() and (folder / "unet").is_dir():
         folder = folder / "unet"  # a whole pipeline: the UNet lives in unet/
@@ -386,22 +402,22 @@ def _check_shards(index: Path, weight_map: dict[str, str], headers: dict[str, Sa
                            "the index and its shards do not match: download the checkpoint again")
 
 
-def _resolve_safetensors_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
+def _resolve_safetensors_file(spec: str, path: Path, override: FamilyConfig | None) -> Source:
     header = read_header(path)
     return _resolve_single_file(spec, path, {n: t.shape for n, t in header.tensors.items()}, override, (header,))
 
 
-def _resolve_pickle_file(spec: str, path: Path, override: UNetConfig | None) -> Source:
+def _resolve_pickle_file(spec: str, path: Path, override: FamilyConfig | None) -> Source:
     return _resolve_single_file(spec, path, read_pickle_shapes(path), override, ())
 
 
-def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...]], override: UNetConfig | None,
+def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...]], override: FamilyConfig | None,
                          headers: tuple[SafetensorsHeader, ...]) -> Source:
     """One weight file: in a family's original layout (its config inferred from the shapes unless `--config`
     gives one), else diffusers' keys with their config.json beside the file or given."""
     family = original_family(shapes)
     if family is not None:
-        cfg = override or family.infer_original_config(shapes, origin=str(path))
+        cfg = override or family.infer_original_config(shapes, str(path))
         return Source(spec, "single-file", cfg, (path,), layout=family.layout, headers=headers)
     beside = path.parent / "config.json"
     if override is not None:

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from unetinspect.config import UNetConfig
+from unetinspect.engine.trace import Trace
+from unetinspect.families import Family, FamilyConfig, Sizes
 from unetinspect.presets import PRESETS, pixel_factor
-from unetinspect.sources.inputs import InputSpec, Sizes, infer_pixel_factor, make_inputs
+from unetinspect.sources.inputs import InputSpec, infer_pixel_factor, make_inputs
 from unetinspect.sources.resolve import Source
 from unetinspect.weights.block_names import Naming
-
-if TYPE_CHECKING:
-    from unetinspect.sources.live import LiveModel
 
 AUTO_DTYPE = "auto"  # fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly missing)
 
@@ -44,6 +42,16 @@ class Setup:
     naming: Naming | None = field(default=None, compare=False, repr=False)
 
 
+class LiveSource(Protocol):
+    """The user's own object behind a session, as the session and the views read it (`sources.live.LiveModel`
+    is the one kind): declared here, so that the types of an opened model import nothing that opens one."""
+
+    module: nn.Module
+    family: Family[Any] | None  # settled once, when the object was opened
+
+    def structure_trace(self, spec: InputSpec | Sizes) -> Trace: ...
+
+
 @dataclass
 class Session:
     """An opened model, ready to run: itself, the inputs of one forward pass, and the setup header."""
@@ -51,13 +59,19 @@ class Session:
     setup: Setup
     model: nn.Module
     inputs: dict[str, Any]  # keyword arguments: model(**inputs)
-    config: UNetConfig | None
+    config: FamilyConfig | None
     source: Source | None
     device: torch.device
     dtype: torch.dtype
     spec: InputSpec
     controlnets: tuple[Source, ...] = ()  # the step is these ControlNets, then the UNet with their residuals
-    live: LiveModel | None = None  # the user's own object, when that is what was opened (`model` may be its copy)
+    live: LiveSource | None = None  # the user's own object, when that is what was opened (`model` may be its copy)
+
+    @property
+    def family(self) -> Family[Any] | None:
+        """The family of the opened model, settled once when its source was opened (None for a module of no
+        family of ours)."""
+        return self.source.family if self.source is not None else self.live.family if self.live is not None else None
 
     @property
     def origin(self) -> object:
@@ -67,15 +81,15 @@ class Session:
     def sizes_for(self, spec: InputSpec) -> Sizes:
         """What `spec` resolves to for this model (an error for a size it cannot take)."""
         factor = source_pixel_factor(self.source) if self.source is not None else infer_pixel_factor(self.config)
-        return spec.resolve(self.config, factor)
+        return spec.resolve(self.config, factor, self.family)
 
     def resized(self, spec: InputSpec) -> Session:
         """The same model at other sizes (a sweep's points): new inputs and sizes, nothing loaded again."""
         sizes = self.sizes_for(spec)
-        inputs = make_inputs(self.config, sizes, device=self.device, dtype=self.dtype)
+        inputs = make_inputs(self.config, sizes, device=self.device, dtype=self.dtype, family=self.family)
         if self.controlnets:  # one conditioning image per ControlNet, at the new pixel size
-            inputs["controlnet_cond"] = [make_inputs(c.config, sizes, device=self.device, dtype=self.dtype)
-                                         ["controlnet_cond"] for c in self.controlnets]
+            inputs["controlnet_cond"] = [make_inputs(c.config, sizes, device=self.device, dtype=self.dtype,
+                                                     family=c.family)["controlnet_cond"] for c in self.controlnets]
         return dataclasses.replace(self, setup=dataclasses.replace(self.setup, sizes=sizes), inputs=inputs,
                                    spec=spec)
 

@@ -8,26 +8,22 @@ and only when a twin is asked for.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 
 from unetinspect.errors import RunError
-from unetinspect.families import family_of_object
+from unetinspect.families import Family, family_of_object
 
 IMPLS = ("ours", "diffusers")
 
 
-def is_diffusers_model(module: nn.Module) -> bool:
-    """Whether `module` is diffusers' own model of one of our families (told without importing diffusers)."""
-    family = family_of_object(module)
-    return family is not None and family.is_diffusers_object(module)
-
-
-def as_diffusers(model: nn.Module) -> nn.Module:
+def as_diffusers(model: nn.Module, family: Family[Any] | None = None) -> nn.Module:
     """diffusers' own model of our `model`'s config, holding the very same weight tensors (no copy): the same
-    source run by the other implementation. On the meta device it is the structure alone."""
-    family = family_of_object(model)
+    source run by the other implementation. On the meta device it is the structure alone. `family`: the model's,
+    when the caller has settled it."""
+    family = family or family_of_object(model)
     if family is None or family.is_diffusers_object(model):
         raise RunError(f"--impl diffusers rebuilds one of our models; a {type(model).__name__} is not one",
                        "leave --impl at ours for this model")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unetinspect.engine.attention import (
+    AttentionGrid,
     AttentionMaps,
     AttentionOptions,
     AttentionRecorder,
@@ -60,18 +61,6 @@ class LayerRow:
     heads: int | None  # kept apart: how many; averaged: None
     peak: str  # cross: the token attended most (mean over pixels); self: the pixel attended most, "y,x"
     share: float  # that token's mean attention, or that pixel's
-
-
-@dataclass(frozen=True)
-class AttentionGrid:
-    """What the picture shows, as plain numbers: one row per token (or the query pixel), one column per block
-    and a last one for all layers, every cell a map at the latent size scaled to its column's maximum."""
-
-    title: str
-    rows: list[str]
-    columns: list[str]
-    cells: list[list[list[list[float]]]]  # [row][column] → H rows of W values
-    column_max: list[float]  # the value drawn brightest in each column
 
 
 @dataclass

@@ -23,9 +23,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from unetinspect.block_types import BLOCK_TYPES
+from unetinspect.configs.block_types import BLOCK_TYPES
 from unetinspect.errors import UnetInspectError
-from unetinspect.families import FAMILIES
+from unetinspect.families import DiagramKind, diagram_kinds
 
 if TYPE_CHECKING:
     from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
@@ -43,9 +43,8 @@ VIEW_OPS = frozenset({
 })
 
 # Colour families: a block type by the catalogue's kind (block_types.py); any other module by the first fragment of
-# its class name that matches (each family's own kinds first: a ControlNet's class names hold "Block" too).
-_FAMILY_KINDS: tuple[tuple[str, str], ...] = tuple(
-    (fragment, kind) for family in FAMILIES for fragment, kind, _ in family.diagram_kinds)
+# its class name that matches (each family's own kinds first, `families.diagram_kinds`: a ControlNet's class names
+# hold "Block" too).
 _LAYER_KINDS: tuple[tuple[str, str], ...] = (
     ("Resnet", "resnet"), ("DualTransformer", "dual_attention"),
     ("Transformer", "attention"), ("Attention", "attention"), ("Downsample", "resample"), ("Upsample", "resample"),
@@ -58,8 +57,9 @@ _LAYER_KINDS: tuple[tuple[str, str], ...] = (
 # The kinds that are whole blocks of the U (drawn with a heavier frame).
 BLOCK_KINDS = frozenset(block.diagram_kind for block in BLOCK_TYPES.values())
 
-# What the kinds of blocks and of their layers are, for a diagram's legend (in this order).
-KIND_LABELS: dict[str, str] = {
+# What the kinds of blocks and of their layers are, for a diagram's legend (in this order; the families' own kinds
+# after the middle block's, see `kind_labels`).
+_BLOCK_LABELS: dict[str, str] = {
     "res_block": "resnets",
     "attn_block": "resnets + transformers (self- and cross-attention)",
     "simple_attn_block": "resnets + simple cross-attention (text keys beside the pixels')",
@@ -69,7 +69,8 @@ KIND_LABELS: dict[str, str] = {
     "k_attn_block": "k-diffusion resnets + attention",
     "mid_block": "middle: resnets + cross-attention",
     "mid_plain_block": "middle: resnets (+ self-attention)",
-    **{kind: label for family in FAMILIES for _, kind, label in family.diagram_kinds},
+}
+_LAYER_LABELS: dict[str, str] = {
     "resnet": "resnet",
     "attention": "transformer / attention",
     "dual_attention": "two transformers, one per text",
@@ -77,9 +78,16 @@ KIND_LABELS: dict[str, str] = {
 }
 
 
-def kind_of(type_name: str) -> str:
-    """The colour family of a module class: diffusers' class names say what a block is."""
-    family_kind = next((kind for part, kind in _FAMILY_KINDS if part in type_name), None)
+def kind_labels() -> dict[str, str]:
+    """Every kind a legend may show, with its text: the blocks', every registered family's own, the layers'."""
+    return {**_BLOCK_LABELS, **{k.kind: k.legend for k in diagram_kinds()}, **_LAYER_LABELS}
+
+
+def kind_of(type_name: str, family_kinds: tuple[DiagramKind, ...] | None = None) -> str:
+    """The colour family of a module class: diffusers' class names say what a block is. `family_kinds`: the
+    registry's (`families.diagram_kinds`), when the caller has read them once for a whole graph."""
+    kinds = diagram_kinds() if family_kinds is None else family_kinds
+    family_kind = next((k.kind for k in kinds if k.fragment in type_name), None)
     if family_kind is not None:
         return family_kind
     if type_name in BLOCK_TYPES:
@@ -247,6 +255,7 @@ class _Builder:
         self.made: dict[int | None, list[tuple[tuple[int, int, int], str | int]]] = defaultdict(list)
         self.op_ids: dict[int, str] = {}
         self.op_counts: dict[tuple[str, str], int] = defaultdict(int)
+        self.family_kinds = diagram_kinds()  # read once for the whole graph
 
     def build(self) -> tuple[list[Node], list[Edge], list[Cluster]]:
         scope, trace = self.scope, self.trace
@@ -264,7 +273,7 @@ class _Builder:
             for out in record.outputs:
                 self.made[out.key].append(((record.index, 1, 0), record.name))
         for record in shown:
-            node = Node(record.name, record.name, record.type, kind_of(record.type), record.params,
+            node = Node(record.name, record.name, record.type, kind_of(record.type, self.family_kinds), record.params,
                         record.outputs[0].shape if record.outputs else None, self._home(record.parent))
             used = self._used_inside(record)
             when = (record.index, 1, 0)
@@ -324,7 +333,7 @@ class _Builder:
         return self.trace.records[parent].name if parent is not None and parent != self.scope.index else None
 
     def _cluster(self, record: CallRecord) -> Cluster:
-        return Cluster(record.name, record.name, record.type, kind_of(record.type), record.params,
+        return Cluster(record.name, record.name, record.type, kind_of(record.type, self.family_kinds), record.params,
                        self._home(record.parent))
 
 

@@ -16,9 +16,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import UNetConfig
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import OptionsError, SourceError, WeightsError
-from unetinspect.presets import PRESETS, load_preset
+from unetinspect.families import load_preset
+from unetinspect.presets import PRESETS
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, resolve_source
 from unetinspect.weights.block_names import BASE, lbw_id, lbw_ids, lora_ids
 from unetinspect.weights.lora import (
@@ -215,8 +216,11 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
     likely, likely_matches = max(scores.items(), key=lambda item: item[1]) if scores else (None, 0)
     if base is not None:
         source = resolve_source(base)
-        if not isinstance(source.config, UNetConfig):
-            raise SourceError(f"--base {base}: not a UNet", "give the UNet the LoRA is for (a preset, folder, file)")
+        reason = source.family.refusals.get("lora")
+        if reason is not None or not isinstance(source.config, UNetConfig):
+            raise SourceError(f"--base {base}: not an image UNet but a {source.family.label}"
+                              + (f": {reason}" if reason else ""),
+                              "give the UNet the LoRA is for (a preset, folder, file)")
         config, base_label = source.config, source.label
     else:
         config, base_label = load_preset(likely), likely

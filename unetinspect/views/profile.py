@@ -41,7 +41,8 @@ from unetinspect.engine.timing import (
 )
 from unetinspect.engine.trace import CallRecord, Trace, trace_model
 from unetinspect.errors import LongRunWarning, OptionsError, RunError
-from unetinspect.sources.inputs import InputSpec, Sizes
+from unetinspect.families import Sizes
+from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from unetinspect.engine.attention import AttentionGrid
 from unetinspect.engine.trace import CallRecord, Trace, call_name
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
@@ -22,9 +23,6 @@ from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.views.memory import Memory, Training, memory
 from unetinspect.views.summary import Summary, summary_of
-
-if TYPE_CHECKING:
-    from unetinspect.views.attention import AttentionGrid
 
 METRICS = ("params", "flops", "activation", "saved", "latency")  # what a reader can colour the diagram by
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
-from unetinspect.config import UNetConfig
 from unetinspect.engine.trace import CallRecord, TensorMeta, Trace, trace_model
 from unetinspect.errors import OptionsError
+from unetinspect.families import FamilyConfig
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
 from unetinspect.sources.resolve import SourceLike
@@ -40,7 +40,7 @@ class Summary:
     """A traced forward pass of one source, and the facts to print beside it."""
 
     setup: Setup
-    config: UNetConfig | None
+    config: FamilyConfig | None
     inputs: dict[str, tuple[int, ...]]  # the forward pass's inputs by name ("added_cond_kwargs.time_ids")
     trace: Trace
 

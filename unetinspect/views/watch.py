@@ -30,7 +30,8 @@ from unetinspect.engine.hardware import describe_device
 from unetinspect.engine.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.engine.trace import CallRecord, named_arguments, params_per_path
 from unetinspect.errors import RunError
-from unetinspect.sources.inputs import Sizes, infer_pixel_factor
+from unetinspect.families import Sizes
+from unetinspect.sources.inputs import infer_pixel_factor
 from unetinspect.sources.live import config_of, impl_of, placement, sizes_of_call
 from unetinspect.sources.session import Setup, dtype_name
 from unetinspect.views.drift import Drift

@@ -17,14 +17,14 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from unetinspect.config import UNetConfig, read_json_config
+from unetinspect.configs.unet import UNetConfig, read_json_config
+from unetinspect.configs.video import ADAPTER_CLASS
 from unetinspect.errors import ConfigError, SourceError, WeightsError
-from unetinspect.families import FAMILIES, family_with_layout, original_family
+from unetinspect.families import family_with_layout, load_preset, original_family, registered
 from unetinspect.files import not_regular
-from unetinspect.presets import PRESETS, load_preset
+from unetinspect.presets import PRESETS
 from unetinspect.sources.kinds import MOTION_MODULE, FileKind, file_kind
 from unetinspect.sources.resolve import PICKLE_SUFFIXES, WEIGHTS_NAME, Source, find_weight_files, resolve_source
-from unetinspect.video_config import ADAPTER_CLASS
 from unetinspect.weights import ldm
 from unetinspect.weights.pickle import read_pickle, refuse_pickle
 from unetinspect.weights.safetensors import TORCH_DTYPE_NAMES, read_header
@@ -40,8 +40,6 @@ BLOCK_ORDER = ("conv_in", "time_proj", "time_embedding", "class_embedding", "enc
 SAVED_BUFFER = re.compile(r"(?:^|\.)pos_embed\.pe$")
 ADAPTER_NOTE = ("a motion adapter: AnimateDiff's motion modules alone, which diffusers' UNetMotionModel.from_unet2d "
                 "puts into an image UNet of its block_out_channels")
-# The kinds of file that are a model of their own (a config, blocks); the others add to one.
-MODEL_KINDS = frozenset(family.kind for family in FAMILIES)
 # Parts of a checkpoint, as listed: the UNet first, then the rest of a full SD checkpoint.
 # The group of tensors outside every UNet block (and, for full checkpoints, outside every known component).
 OTHER = "other"
@@ -161,7 +159,8 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
     kind = file_kind(t.name for t in stored)
     if kind.kind == "motion adapter":  # its keys are the motion modules' own in an AnimateDiff UNet
         ours, note = {t.name: t.name for t in stored}, ADAPTER_NOTE
-    elif kind.kind not in MODEL_KINDS and source is None:  # an adapter's keys are no UNet's: no blocks, no config
+    # a model of its own is a registered family's; an adapter's keys are no UNet's: no blocks, no config
+    elif kind.kind not in {f.kind for f in registered()} and source is None:
         ours, note = {}, f"not a model: a {kind.label} file (see the first line)"
     else:
         ours = _our_names({t.name: t.shape for t in stored}, layout, cfg)
@@ -171,7 +170,7 @@ def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None 
         for t in stored
     )
     # a config inferred from the tensors agrees with them
-    inferred = source is not None and family_with_layout(source.layout) is not None and config is None
+    inferred = source is not None and source.layout == source.family.layout and config is None
     mismatch = _mismatch(source) if source is not None and not inferred else None
     return WeightsReport(
         source=str(spec), layout=layout, format=_format(path, files, layout),

@@ -17,9 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 
-from unetinspect.controlnet_config import ControlNetConfig
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.errors import ConfigError, WeightsError
-from unetinspect.presets import load_preset
 from unetinspect.weights import ldm
 
 PREFIX = "control_model."
@@ -86,7 +85,7 @@ def _infer_encoder(reader: ldm._ShapeReader):
     attended[-1] = True  # the mid block always attends
     cross_attention = ldm._cross_attention_dim(reader)
     embedding = ldm._label_embedding(reader, cross_attention.get("cross_attention_dim"))
-    preset = load_preset(ldm._family(embedding, linear))
+    preset = ldm.image_preset(ldm._family(embedding, linear))
     structure = dict(
         in_channels=in_channels, block_out_channels=channels, layers_per_block=levels[0].layers,
         down_block_types=["CrossAttnDownBlock2D" if d else "DownBlock2D" for d in down_depths],

@@ -27,10 +27,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
-from unetinspect.block_types import BLOCK_TYPES
-from unetinspect.config import UNetConfig
+from unetinspect.configs.block_types import BLOCK_TYPES
+from unetinspect.configs.unet import UNET_CLASS, UNetConfig
 from unetinspect.errors import ConfigError, WeightsError
-from unetinspect.presets import PRESETS, load_preset
+from unetinspect.presets import PRESETS, load_preset_dict
 
 UNET_PREFIX = "model.diffusion_model."
 # The top-level names of a bare LDM UNet state dict.
@@ -148,7 +148,7 @@ def _infer(reader: _ShapeReader) -> UNetConfig:
     text_width = cross_attention.get("cross_attention_dim")
     embedding = _label_embedding(reader, text_width)
     family = _family(embedding, linear)
-    preset = load_preset(family)
+    preset = image_preset(family)
 
     structure = dict(
         in_channels=in_channels, out_channels=out_channels, conv_in_kernel=conv_in_kernel,
@@ -168,7 +168,17 @@ def _infer(reader: _ShapeReader) -> UNetConfig:
         **embedding,
     )
     config = preset.replace(**structure)
-    return next((preset for preset in map(load_preset, PRESETS) if preset == config), config)
+    return next((preset for preset in map(image_preset, _image_presets()) if preset == config), config)
+
+
+def image_preset(name: str) -> UNetConfig:
+    """An image UNet's preset as its config: what an original checkpoint's shapes do not tell is taken from the
+    preset of its family (the original layout is an image UNet's, so no other family's config is read here)."""
+    return UNetConfig.from_dict(load_preset_dict(name), origin=f"preset {name}")
+
+
+def _image_presets() -> list[str]:
+    return [name for name in PRESETS if load_preset_dict(name).get("_class_name", UNET_CLASS) == UNET_CLASS]
 
 
 class _ShapeReader:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 
 CONTROLNET_CLASS = "ControlNetModel"
@@ -64,12 +64,31 @@ class ControlNetConfig:
         if isinstance(self.unet.layers_per_block, (list, tuple)):
             raise ConfigError("a ControlNet's layers_per_block is one integer for every block (as diffusers builds it)")
 
-    def __getattr__(self, name: str) -> Any:
-        """The UNet half's fields and per-block helpers (`config.block_out_channels`), as on a UNetConfig: code
-        that reads a model's config (the condition embedding, the views) works on both models."""
-        if name.startswith("__") or name == "unet":
-            raise AttributeError(name)
-        return getattr(self.unet, name)
+    # ---- the sizes every family's config names (families.FamilyConfig); the rest is read as `config.unet.X` ----
+
+    @property
+    def sample_size(self) -> int | list[int] | None:
+        return self.unet.sample_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.unet.out_channels
+
+    @property
+    def block_out_channels(self) -> list[int]:
+        return self.unet.block_out_channels
+
+    @property
+    def context_dim(self) -> int:
+        return self.unet.context_dim
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        return self.unet.heads_per_block
 
     # ---- construction -------------------------------------------------------------------------------------
 

@@ -5,9 +5,11 @@
   the motion modules alone as published (`MotionAdapter`), which `MotionConfig.from_unet2d` joins to a UNet.
 
 Both video UNets are an image UNet with temporal layers added, so each config holds the image half as a real
-`UNetConfig` (`.unet`, validated by the same rules) and reads as one: `config.block_out_channels`, the per-block
-helpers and everything the shared conditioning, inputs and views read come from that half, as a
-ControlNetConfig's do. The fields of their own are checked one rule each (config_values.Rule).
+`UNetConfig` (`.unet`, validated by the same rules): the models build their image blocks and conditioning from it
+(`UNet2DConditionModel.unet_config`). Each config names the few sizes every family's config has
+(`families.FamilyConfig`: channels, context width, heads) as its own properties; anything else of the image half
+is read as `config.unet.X`, so no field is found by falling through to another object. The fields of their own
+are checked one rule each (configs.values.Rule).
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.config import METADATA_FIELDS, UNetConfig, read_json_config
-from unetinspect.config_values import MAX_FRAMES, MAX_HEADS, MAX_LAYERS_PER_BLOCK, MAX_TRANSFORMER_DEPTH, Rule, check_rules
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.values import MAX_FRAMES, MAX_HEADS, MAX_LAYERS_PER_BLOCK, MAX_TRANSFORMER_DEPTH, Rule, check_rules
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 
 SVD_CLASS = "UNetSpatioTemporalConditionModel"
@@ -31,17 +33,6 @@ _DEPTH = Rule(int, 1, MAX_TRANSFORMER_DEPTH, nesting=2, meaning="transformer blo
 _OPTIONAL_DEPTH = Rule(int, 1, MAX_TRANSFORMER_DEPTH, nesting=2, nullable=True,
                        meaning="transformer blocks per layer")
 _HEADS = Rule(int, 1, MAX_HEADS, nesting=1, meaning="heads")
-
-
-class _ImageHalf:
-    """Reads a video config as its image UNet (`.unet`) for every name the video config does not define."""
-
-    unet: UNetConfig
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__") or name == "unet":
-            raise AttributeError(name)
-        return getattr(self.unet, name)
 
 
 def _split_known(cls: type, data: Any, origin: str, class_name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -85,7 +76,7 @@ SVD_UP_NAMES = {"UpBlockSpatioTemporal": "UpBlock2D", "CrossAttnUpBlockSpatioTem
 
 
 @dataclass(frozen=True)
-class SVDConfig(_ImageHalf):
+class SVDConfig:
     """`UNetSpatioTemporalConditionModel`'s config.json, with diffusers' defaults (SVD-XT's U).
 
     `num_frames` is what the model was trained on (14 for SVD, 25 for SVD-XT): it changes no weight, and is
@@ -161,6 +152,14 @@ class SVDConfig(_ImageHalf):
     def mid_transformer_layers(self) -> int | list[int]:
         return self.unet.mid_transformer_layers
 
+    @property
+    def context_dim(self) -> int:
+        return self.unet.context_dim
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        return self.unet.heads_per_block
+
 
 # ---- AnimateDiff ----------------------------------------------------------------------------------------------------
 
@@ -179,7 +178,7 @@ MOTION_DEFAULT_FRAMES = 16
 
 
 @dataclass(frozen=True)
-class MotionConfig(_ImageHalf):
+class MotionConfig:
     """`UNetMotionModel`'s config: the SD UNet it animates (`unet`) and where its motion modules go.
 
     Motion modules sit after every resnet (and its attention) of every down and up block, and, with
@@ -312,6 +311,32 @@ class MotionConfig(_ImageHalf):
     @property
     def default_frames(self) -> int:
         return min(MOTION_DEFAULT_FRAMES, self.motion_max_seq_length)
+
+    # the sizes every family's config names (families.FamilyConfig), from the SD half
+
+    @property
+    def sample_size(self) -> int | list[int] | None:
+        return self.unet.sample_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.unet.out_channels
+
+    @property
+    def block_out_channels(self) -> list[int]:
+        return self.unet.block_out_channels
+
+    @property
+    def context_dim(self) -> int:
+        return self.unet.context_dim
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        return self.unet.heads_per_block
 
     @property
     def motion_heads_per_block(self) -> list[int]:

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.block_types import BLOCK_TYPES, names_on
-from unetinspect.config_values import check_field_values
+from unetinspect.configs.block_types import BLOCK_TYPES, names_on
+from unetinspect.configs.values import check_field_values
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 from unetinspect.files import read_capped
 
@@ -44,6 +44,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 # Metadata diffusers writes beside the architecture; kept, never warned about.
 METADATA_FIELDS = ("_class_name", "_diffusers_version", "_name_or_path", "_use_default_values")
+UNET_CLASS = "UNet2DConditionModel"
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ class UNetConfig:
         extra = {k: v for k, v in data.items() if k not in known}
         unknown = sorted(k for k in extra if k not in METADATA_FIELDS)
         class_name = data.get("_class_name")
-        if class_name not in (None, "UNet2DConditionModel"):
+        if class_name not in (None, UNET_CLASS):
             raise UnsupportedConfigError("_class_name", class_name, "unetinspect builds UNet2DConditionModel only")
         if unknown:
             warnings.warn(f"{origin}: unknown config fields kept but ignored: {', '.join(unknown)}", ConfigWarning,
