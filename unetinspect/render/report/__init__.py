@@ -123,7 +123,8 @@ def attention_section(grid: AttentionGrid | None, under: str | None = None) -> s
     drawn see-through over that image."""
     if grid is None:
         return ""
-    return str(_environment().get_template("attention.html").module.attention_section(_attention(grid), under))
+    module = _environment().get_template("attention.html").module
+    return str(module.attention_section(_attention(grid), under))  # pyright: ignore[reportAttributeAccessIssue]
 
 
 def attention_data(grid: AttentionGrid | None) -> dict[str, Any] | None:
