@@ -29,6 +29,7 @@ from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
 from unetinspect.render.lora_view import LoraView
 from unetinspect.render.memory_view import MemoryView
+from unetinspect.render.precision_view import PrecisionView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
 from unetinspect.render.summary_view import SummaryView
@@ -741,6 +742,59 @@ def memory(
         return emit(MemorySweepView(), fmt, result, output, inputs=[source, opts.loading["config"]])
     result = run(views.memory, source, spec, **options)
     emit(MemoryView(depth), fmt, result, output, inputs=[source, opts.loading["config"]])
+
+
+PrecisionFormat = format_choices(PrecisionView)
+
+
+@app.command()
+@with_options(SOURCE, SIZES)
+def precision(
+    source: SourceArg = None,
+    dtypes: Annotated[str, typer.Option("--dtypes", help="The formats to put each block in, alone: fp16, bf16 "
+                                        "(real kernels), fp8 (e4m3), int8 (fake-quantised).")] = "fp16,bf16,fp8,int8",
+    depth: Annotated[int, typer.Option("--depth", "-d", min=1, help="Test every module at this depth: 1 = the "
+                                       "blocks, 2 = their layers.")] = 1,
+    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Test only these modules (paths, "
+                                                  "comma-separated), e.g. mid_block,up_blocks.1.",
+                                                  show_default=False)] = None,
+    timesteps: Annotated[str, typer.Option("--timesteps", help="The timesteps to compare at (sensitivity moves "
+                                           "along the loop).")] = "999,500,50",
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N. \\[default: cuda if available, else cpu]", show_default=False)] = None,
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=0, help="Refuse, before the runs, work estimated (timesteps × (1 + blocks × dtypes) "
+        "forwards, from their FLOPs and one batch-1 run) to take longer than this.")] = 600.0,
+    fmt: format_option(PrecisionFormat) = PrecisionFormat.table,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """Which blocks lose most in lower precision: each block alone in fp16, bf16, fp8 or int8, the rest float32,
+    ranked by the relative error (and SQNR) of the UNet's output against its float32 forward, per timestep.
+
+    Blocks whose output turns non-finite (a float16 overflow) come first. fp8 and int8 are fake-quantised; the
+    convention is printed under the table. Use the model's real weights: random ones show the architecture only.
+
+    Examples:
+
+      [bold]unetinspect precision ./my-model/unet --dtypes fp16,bf16[/]
+
+      [bold]unetinspect precision sd21 --dtypes fp16 --depth 2 --blocks mid_block --timesteps 999[/]
+    """
+    refuse_output_early(output, source, opts.loading["config"])
+    from unetinspect.render.profile_view import progress_bar
+    from unetinspect.views import precision as views
+
+    chosen = run(views.parse_timesteps, timesteps)
+    formats = run(views.parse_formats, dtypes)
+    names = [b.strip() for b in blocks.split(",") if b.strip()] if blocks is not None else None
+    show_bar = fmt.value != "json" and sys.stderr.isatty() and (output is not None or sys.stdout.isatty())
+    with progress_bar(console(stderr=True), show_bar) as progress:
+        result = run(views.precision, source, opts.spec(), dtypes=[f.name for f in formats], depth=depth,
+                     blocks=names, timesteps=chosen, device=device, max_seconds=max_seconds, progress=progress,
+                     **opts.loading)
+    emit(PrecisionView(), fmt, result, output, inputs=[source, opts.loading["config"]])
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from torch import nn
 
 from unetinspect.engine.attention import AttentionOptions, AttentionRecorder
 from unetinspect.engine.hardware import describe_device
+from unetinspect.engine.ranges import RangeRecorder, Ranges
 from unetinspect.engine.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.engine.trace import CallRecord, named_arguments, params_per_path
 from unetinspect.errors import RunError
@@ -45,13 +46,17 @@ class _Call:
     start: Any
     end: Any = None
     blocks: dict[str, list[Any]] = field(default_factory=dict)  # block name → [start mark, end mark]
+    inputs: dict[str, Any] | None = None  # the call's arguments by name, copied, when asked to record them
 
 
 class Watch:
     """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open; with
-    `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call)."""
+    `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call); with
+    `ranges`, the largest numbers made inside each block (`ranges()`); with `record_inputs`, a copy of every
+    call's arguments (`recorded_inputs`, e.g. for `precision(..., inputs=)`)."""
 
-    def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> None:
+    def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False, *,
+                 ranges: bool = False, record_inputs: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
                            "pass the UNet itself: watch(pipe.unet)")
@@ -66,6 +71,8 @@ class Watch:
         self._maps = None
         if attention:
             self._maps = AttentionRecorder(module, AttentionOptions() if attention is True else attention)
+        self._ranges = RangeRecorder(module, self.paths) if ranges else None
+        self.record_inputs = record_inputs
         self._handles: list[Any] = []
         self._pending: _Call | None = None
         self._done: list[_Call] = []
@@ -94,8 +101,10 @@ class Watch:
             ]
             if self._maps is not None:
                 self._maps.__enter__()
+            if self._ranges is not None:
+                self._ranges.__enter__()
         except BaseException:
-            self._blocks.__exit__(None, None, None)
+            self.__exit__(None, None, None)
             raise
         self._open = True
         return self
@@ -104,9 +113,13 @@ class Watch:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._maps is not None:
-            self._maps.__exit__(*exc)
-        self._blocks.__exit__(*exc)
+        try:
+            if self._ranges is not None:
+                self._ranges.__exit__(*exc)
+        finally:
+            if self._maps is not None:
+                self._maps.__exit__(*exc)
+            self._blocks.__exit__(*exc)
         self._pending = None  # a call the loop broke out of
         self._open = False
 
@@ -118,6 +131,7 @@ class Watch:
         self._pending = _Call(
             sizes=sizes_of_call(named),
             timestep=_timestep(named.get("timestep")),
+            inputs=_copied(named) if self.record_inputs else None,
             start=self.clock.mark(),  # last: the bookkeeping above is not the call's time
         )
 
@@ -137,6 +151,22 @@ class Watch:
             self._pending.blocks[name].append(self.clock.mark())
 
     # ---- the result -----------------------------------------------------------------------------------------------
+
+    def ranges(self) -> Ranges:
+        """Per block and call, the largest |x| made inside it, its non-finite values, its largest attention logit,
+        and where a non-finite value first appeared (see `engine.ranges`)."""
+        if self._ranges is None:
+            raise RunError("this watch records no ranges", "open it with watch(module, ranges=True)")
+        if self._open:
+            raise RunError("watch().ranges() is read after the with block", "call it once the loop has finished")
+        return self._ranges.result()
+
+    @property
+    def recorded_inputs(self) -> list[dict[str, Any]]:
+        """The arguments of every finished call, by name, copied when it was made (with `record_inputs=True`)."""
+        if not self.record_inputs:
+            raise RunError("this watch records no inputs", "open it with watch(module, record_inputs=True)")
+        return [call.inputs for call in self._done if call.inputs is not None]
 
     def report(self) -> Profile:
         """Per-block statistics over the recorded calls (one step = one call), and the calls one by one."""
@@ -194,7 +224,8 @@ WATCH_NOTE = ("timed inside your own loop with the block hooks installed in ever
               "compare with; see docs/measuring.md for what the hooks cost); FLOPs are not counted by a watch")
 
 
-def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False) -> Watch:
+def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False, *, ranges: bool = False,
+          record_inputs: bool = False) -> Watch:
     """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
 
         with watch(pipe.unet) as w:
@@ -205,8 +236,12 @@ def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions 
     With `attention=True` every call's cross-attention maps are added up too (the conditional half of a
     classifier-free-guidance batch): `w.attention.mean()`; pass `AttentionOptions(keep_steps={0, 19}, ...)` to
     keep steps for `w.attention.at(step)`, pick the rows, the blocks, or self-attention.
+
+    With `ranges=True`, `w.ranges()` gives per block and call the largest |x| of every tensor made inside it (at
+    every depth), its non-finite values, its headroom to float16 and its largest attention logit. With
+    `record_inputs=True`, `w.recorded_inputs` holds every call's arguments, to replay in `precision(inputs=)`.
     """
-    return Watch(module, depth, attention)
+    return Watch(module, depth, attention, ranges=ranges, record_inputs=record_inputs)
 
 
 def _call_depths(module: nn.Module) -> dict[str, int]:
@@ -232,6 +267,19 @@ def _timestep(value: Any) -> torch.Tensor | float | None:
     if isinstance(value, torch.Tensor):
         return value.detach().reshape(-1)[:1].clone() if value.numel() else None
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _copied(named: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments with every tensor detached and copied (on its device: no wait), nested ones too."""
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().clone()
+        if isinstance(value, dict):
+            return {key: copy(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(copy(item) for item in value)
+        return value
+    return {name: copy(value) for name, value in named.items()}
 
 
 def _timestep_value(value: torch.Tensor | float | None) -> float | None:
