@@ -9,6 +9,7 @@ block's tensors seen by plain forward hooks, and bf16 errors from the block wrap
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import math
 
@@ -41,6 +42,12 @@ def planted(model: nn.Module) -> nn.Module:
 @pytest.fixture(scope="module")
 def unet() -> nn.Module:
     return planted(our_unet(tiny()))
+
+
+def blocks_of(model: nn.Module) -> list[str]:
+    """The UNet's blocks as a trace names them, in order: conv_in, ..., down_blocks.0, ..., conv_out."""
+    return [p for p, m in model.named_modules() if p and not isinstance(m, (nn.ModuleList, nn.ModuleDict))
+            and (p.count(".") == 0 or (p.count(".") == 1 and p.split(".")[1].isdigit()))]
 
 
 def hooks(model: nn.Module) -> int:
@@ -87,7 +94,7 @@ def test_ranges_find_the_overflow_inside_a_block_whose_output_is_in_range(unet):
         loop(unet)
     assert hooks(unet) == before
     ranges = w.ranges()
-    assert ranges.calls == 2 and set(ranges.max_abs) == {p for p, _ in unet.named_children()}
+    assert ranges.calls == 2 and list(ranges.max_abs) == blocks_of(unet)
     assert ranges.above_float16() == [PLANTED]
     for block, values in ranges.max_abs.items():
         inside = max(v for p, v in outputs.items() if p == block or p.startswith(block + "."))
@@ -103,24 +110,27 @@ def test_ranges_find_the_overflow_inside_a_block_whose_output_is_in_range(unet):
 
 def test_ranges_logit_is_q_k_scale_as_torch_computes_it():
     model = our_unet(tiny())
-    layer = model.mid_block.attentions[0].transformer_blocks[0].attn1
-    seen = {}
+    block = model.mid_block.attentions[0].transformer_blocks[0]
+    seen = []
 
     def truth(module, args, kwargs, output):
-        x = kwargs.get("hidden_states", args[0] if args else None)
-        q, k = module.to_q(x), module.to_k(x)
-        b, n, inner = q.shape
+        named = inspect.signature(module.forward).bind(*args, **kwargs).arguments
+        x, context = named["hidden_states"], named.get("encoder_hidden_states")
+        q, k = module.to_q(x), module.to_k(x if context is None else context)
         h = module.heads
-        q, k = (t.view(b, n, h, inner // h).transpose(1, 2) for t in (q, k))
-        seen["max"] = (q @ k.transpose(-1, -2) * (inner // h) ** -0.5).abs().max().item()
+        head = q.shape[-1] // h
+        q, k = (t.view(t.shape[0], t.shape[1], h, head).transpose(1, 2) for t in (q, k))
+        seen.append((q @ k.transpose(-1, -2) * head ** -0.5).abs().max().item())
 
-    handle = layer.register_forward_hook(truth, with_kwargs=True)
+    handles = [layer.register_forward_hook(truth, with_kwargs=True) for layer in (block.attn1, block.attn2)]
     try:
         with ui.watch(model, depth=2, ranges=True) as w:
             loop(model, (500,))
     finally:
-        handle.remove()
-    assert w.ranges().logit_max["mid_block.attentions.0"][0] == pytest.approx(seen["max"], rel=1e-5)
+        for handle in handles:
+            handle.remove()
+    assert len(seen) == 2  # self- and cross-attention
+    assert w.ranges().logit_max["mid_block.attentions.0"][0] == pytest.approx(max(seen), rel=1e-5)
 
 
 def test_ranges_point_at_the_first_non_finite_value_and_count_them():
@@ -159,7 +169,7 @@ def test_precision_ranks_the_overflowing_block_first_in_fp16(unet):
     assert result.ranked("fp16")[0] == PLANTED and result.error["fp16"][PLANTED] == [math.inf]
     assert result.nonfinite["fp16"][PLANTED][0] > 0
     assert all(math.isfinite(result.error["fp16"][b][0]) for b in result.blocks if b != PLANTED)
-    assert result.blocks == [p for p, _ in unet.named_children()]  # the blocks, in call order
+    assert set(result.blocks) == set(blocks_of(unet))
     assert same_state(unet, before) and hooks(unet) == count
     assert RANDOM_WEIGHTS_NOTE not in result.notes  # a live model holds its own weights
 
@@ -170,6 +180,12 @@ def bf16_by_hand(model: nn.Module, block: str, inputs: dict, reference: torch.Te
         def __init__(self, inner):
             super().__init__()
             self.inner = copy.deepcopy(inner).to(torch.bfloat16)
+
+        def __getattr__(self, name):  # what the UNet reads of its blocks (skip_count, has_cross_attention)
+            try:
+                return super().__getattr__(name)
+            except AttributeError:
+                return getattr(self.inner, name)
 
         def forward(self, *args, **kwargs):
             def cast(v, dtype):
