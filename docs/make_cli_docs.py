@@ -63,8 +63,8 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 ## JSON output
 
 Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
-that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `compare`, `weights`,
-`presets`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
+that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `precision`, `compare`,
+`weights`, `presets`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
 "impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
 (`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
 `"b"`). A number that is not finite (a ratio of nothing) is null: the JSON never holds NaN or Infinity. `-f csv`
@@ -77,10 +77,14 @@ even where the table leaves one out for want of room or data. `summary`:
 "training": {"optimizer", "checkpointing", "mixed", "lora_rank", "lora_targets", "frozen"} or null, "totals":
 {"weight_bytes", "master_weight_bytes", "gradient_bytes", "optimizer_bytes", "activation_bytes",
 "recompute_bytes", "peak_bytes", "trainable_params"}, "depth", "modules": [{"path", "type", "depth", "params",
-"saved_bytes", "checkpointed"}], "notes"}` (see [measuring.md](measuring.md#training-memory)).
+"saved_bytes", "checkpointed"}], "notes"}` (see [measuring.md](measuring.md#training-memory)). `precision`:
+`{"schema": 1, "kind": "precision", "setup": {...}, "depth" (null when --blocks named them), "timesteps",
+"formats": [{"name", "convention", "blocks": [{"block", "rank", "error": [per timestep], "sqnr_db": [...],
+"nonfinite": [...]}]}], "notes"}` — blocks ranked worst first; an error of a non-finite output is null, with its
+non-finite count.
 """
 
-COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "weights", "lora"]
+COMMANDS = ["presets", "summary", "profile", "memory", "precision", "diagram", "compare", "report", "attention", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -112,6 +116,8 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         "memory": [["memory", "sd15", "--train", "--checkpointing", "--mixed", "bf16"],
                    ["memory", "sdxl", "--train", "--lora-rank", "32", "--optimizer", "adamw-8bit", "--mixed", "bf16",
                     "--sweep", "batch=1,4,16", "--budget", "24GiB"]],
+        "precision": [["precision", "tiny", "--dtypes", "fp16,bf16,fp8,int8", "--blocks",
+                       "down_blocks.1,mid_block,up_blocks.1,conv_out", "--timesteps", "999,50", "--device", "cpu"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],

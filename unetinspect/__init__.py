@@ -15,6 +15,7 @@ The public API — everything else is internal and may change:
     trace_model(model, inputs)               the trace of any nn.Module
     watch(module)                            per-block latency of every call inside your own loop (with-block)
     attention_maps(source)                   which pixels each prompt token steers, per attention layer
+    precision(source, dtypes=[...])          each block alone in fp16/bf16/fp8/int8: the output's error, ranked
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -36,6 +37,8 @@ _API = {
     "Comparison": "unetinspect.views.compare",
     "InputSpec": "unetinspect.sources.inputs",
     "Memory": "unetinspect.views.memory",
+    "Precision": "unetinspect.views.precision",
+    "Ranges": "unetinspect.engine.ranges",
     "Session": "unetinspect.sources.session",
     "Setup": "unetinspect.sources.session",
     "Sizes": "unetinspect.sources.inputs",
@@ -56,6 +59,7 @@ _API = {
     "make_inputs": "unetinspect.sources.inputs",
     "memory": "unetinspect.views.memory",
     "open_session": "unetinspect.sources.open",
+    "precision": "unetinspect.views.precision",
     "profile": "unetinspect.views.profile",
     "sweep": "unetinspect.views.profile",
     "report_html": "unetinspect.render.report",
