@@ -131,6 +131,10 @@ def test_ranges_logit_is_q_k_scale_as_torch_computes_it():
             handle.remove()
     assert len(seen) == 2  # self- and cross-attention
     assert w.ranges().logit_max["mid_block.attentions.0"][0] == pytest.approx(max(seen), rel=1e-5)
+    # attention maps in the same watch recompute logits in their hooks: not counted as the layers' own numbers
+    with ui.watch(model, depth=2, ranges=True, attention=True) as both:
+        loop(model, (500,))
+    assert both.ranges().max_abs == w.ranges().max_abs
 
 
 def test_ranges_point_at_the_first_non_finite_value_and_count_them():

@@ -108,7 +108,7 @@ class RangeRecorder:
         self.model, self.blocks = model, list(blocks)
         self.modules = {path: m for path, m in model.named_modules() if path and not isinstance(m, _CONTAINERS)}
         self.attention = attention_layers(model)
-        self.layer_ids: dict[str, int] = {"": 0}
+        self.layer_ids = {path: index for index, path in enumerate(["", *self.modules])}  # "": the model itself
         self._stack: list[int] = []
         self._call: _Call | None = None
         self._calls: list[_Call] = []
@@ -125,12 +125,12 @@ class RangeRecorder:
         try:
             self._handles = [self.model.register_forward_pre_hook(self._start),
                              self.model.register_forward_hook(self._end)]
-            for path, module in self.modules.items():
-                layer = self.layer_ids.setdefault(path, len(self.layer_ids))
-                self._handles += [module.register_forward_pre_hook(self._push(layer)),
-                                  module.register_forward_hook(self._pop, always_call=True)]
             self._handles += [m.register_forward_hook(self._logits(path), with_kwargs=True)
                               for path, m in self.attention.items()]
+            for path, module in self.modules.items():
+                self._handles += [module.register_forward_pre_hook(self._push(self.layer_ids[path])),
+                                  module.register_forward_hook(self._pop, prepend=True, always_call=True),
+                                  module.register_forward_hook(self._resume, always_call=True)]
             self._mode.__enter__()  # for the whole with block: a raising call leaves nothing half-entered
         except BaseException:
             self._remove_hooks()
@@ -155,7 +155,7 @@ class RangeRecorder:
     # ---- hooks --------------------------------------------------------------------------------------------------
 
     def _start(self, module: nn.Module, args: tuple) -> None:
-        self._call, self._stack = _Call(), []
+        self._call, self._stack, self._paused = _Call(), [], False
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
         call, self._call = self._call, None
@@ -172,8 +172,14 @@ class RangeRecorder:
         return hook
 
     def _pop(self, module: nn.Module, args: tuple, output: Any) -> None:
+        """First of the module's forward hooks: its forward is over; what other hooks compute is not its own
+        (attention maps recomputing logits, say) and is not recorded until `_resume`, the last one."""
         if self._stack:
             self._stack.pop()
+        self._paused = True
+
+    def _resume(self, module: nn.Module, args: tuple, output: Any) -> None:
+        self._paused = False
 
     def record(self, out: Any) -> None:
         """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync)."""
@@ -194,13 +200,9 @@ class RangeRecorder:
             if self._call is None:
                 return
             named = named_arguments(module, args, kwargs)
-            self._paused = True  # the recompute is ours, not the layer's
-            try:
-                with torch.no_grad():
-                    self._call.logits.append((layer, _largest_logit(module, named["hidden_states"],
-                                                                    named.get("encoder_hidden_states"))))
-            finally:
-                self._paused = False
+            with torch.no_grad():  # between `_pop` and `_resume`: not recorded as the layer's own operations
+                self._call.logits.append((layer, _largest_logit(module, named["hidden_states"],
+                                                                named.get("encoder_hidden_states"))))
         return hook
 
     # ---- the result ---------------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def precision(
     session = _open(source, spec, device, inputs, source_options)
     calls = _calls(session, inputs, timesteps)
     trace = flops_trace(session)
-    chosen = _blocks(session.model, trace.records, depth, blocks)
+    chosen = tested_blocks(session.model, trace.records, depth, blocks)
     runs = len(calls) * (1 + len(chosen) * len(formats))
     estimate_forwards(session, trace.flops, runs, max_seconds, "--blocks, --dtypes or --timesteps")
 
@@ -210,7 +210,8 @@ def _timestep_of(call: Mapping[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else math.nan
 
 
-def _blocks(model: nn.Module, records: list[CallRecord], depth: int, named: Sequence[str] | None) -> list[str]:
+def tested_blocks(model: nn.Module, records: list[CallRecord], depth: int,
+                  named: Sequence[str] | None) -> list[str]:
     """The modules to test: the ones named, else every module called at `depth` (and shallower ones with no
     calls below them, such as conv_in at depth 2), each once, in call order."""
     modules = dict(model.named_modules())
