@@ -6,7 +6,9 @@ defaults — hours on a CPU. Instead of running them, this times what they are m
 1. `ref`: one float32 forward (after one warm-up forward);
 2. per format, one forward with *every* depth-1 block in that format at once: its excess over `ref` is the sum of
    the excesses of the blocks one at a time (a block's extra time — half kernels, casts, rounding — is its own,
-   whatever the others run in);
+   whatever the others run in). With `--sample-block B`, only B is put in the format and its excess is scaled by
+   the FLOPs of all blocks over B's: an extrapolation (half kernels on a CPU can be many times slower than
+   float32, and a whole model in fp16 there runs for many minutes);
 3. total = timesteps × ((1 + blocks × formats) × ref + Σ_formats excess), set beside the estimate `precision`
    itself makes before running (FLOPs at the rate of one batch-1 run).
 
@@ -14,6 +16,7 @@ Then the price of ranges: one forward inside `watch(module, ranges=True)` (every
 hooks on every module, the attention logits recomputed) against `ref`, and the time `ranges()` takes to read it.
 
     python benchmarks/precision_cost.py [--preset sd15] [--size 512] [--timesteps 3] [--device cpu]
+                                        [--sample-block down_blocks.1]
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ def main() -> None:
     parser.add_argument("--timesteps", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--sample-block", help="time only this block in each format and scale by FLOPs")
     args = parser.parse_args()
 
     session = open_session(args.preset, InputSpec(height=args.size, width=args.size), device=args.device,
@@ -69,14 +73,19 @@ def main() -> None:
     ref = timed(model, inputs, device)
     print(f"first forward {first:.1f} s (its FLOP rate is what precision's own estimate uses); float32 forward "
           f"{ref:.1f} s")
+    flops = {r.path: r.flops for r in trace.records if r.path in blocks}
+    timed_blocks = [args.sample_block] if args.sample_block else blocks
+    scale = sum(flops.values()) / sum(flops[b] for b in timed_blocks)
     excess = {}
     for fmt in formats:
         with contextlib.ExitStack() as stack:
-            for block in blocks:
+            for block in timed_blocks:
                 stack.enter_context(in_format(modules[block], fmt))
             seconds = timed(model, inputs, device)
-        excess[fmt.name] = seconds - ref
-        print(f"  every block in {fmt.name}: {seconds:.1f} s (excess {excess[fmt.name]:+.1f} s over all blocks)")
+        excess[fmt.name] = (seconds - ref) * scale
+        what = f"{args.sample_block} ({100 / scale:.1f}% of the FLOPs)" if args.sample_block else "every block"
+        print(f"  {what} in {fmt.name}: {seconds:.1f} s; excess over all blocks {excess[fmt.name]:+.1f} s"
+              + (" (scaled by FLOPs)" if args.sample_block else ""))
     runs = args.timesteps * (1 + len(blocks) * len(formats))
     total = args.timesteps * ((1 + len(blocks) * len(formats)) * ref + sum(excess.values()))
     rate_estimate = runs * trace.flops / (trace.flops / first)

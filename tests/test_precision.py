@@ -12,10 +12,11 @@ import copy
 import inspect
 import json
 import math
+import types
 
 import pytest
 import torch
-from conftest import our_unet, save_folder, tiny
+from conftest import diffusers_unet, our_unet, save_folder, tiny
 from torch import nn
 
 import unetinspect as ui
@@ -265,6 +266,20 @@ def test_a_block_put_back_exactly_also_when_its_forward_raises():
     assert same_state(model, before)
 
 
+def test_diffusers_unet_of_a_pipeline_is_watched_and_tested_as_found():
+    unet = planted(diffusers_unet(tiny()))
+    pipe = types.SimpleNamespace(unet=unet)  # what a pipeline offers: its .unet
+    before, count = snapshot(unet), hooks(unet)
+    with ui.watch(unet, ranges=True) as w:
+        loop(unet, (999,))
+    assert w.ranges().above_float16() == [PLANTED]
+    result = precision(pipe, dtypes=["fp16", "int8"], blocks=[PLANTED, "mid_block"], timesteps=[999],
+                       max_seconds=None)
+    assert result.ranked("fp16")[0] == PLANTED and result.error["fp16"][PLANTED] == [math.inf]
+    assert math.isfinite(result.error["int8"][PLANTED][0]) and result.setup.impl == "diffusers"
+    assert same_state(unet, before) and hooks(unet) == count
+
+
 def test_recorded_inputs_replay_a_real_loop():
     model = our_unet(tiny())
     with ui.watch(model, record_inputs=True) as w:
@@ -322,3 +337,11 @@ def test_cli_bad_values_are_one_line(invoke, args, message):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.output
+
+
+def test_the_cost_is_estimated_and_refused_before_it_runs(invoke):
+    result = invoke("precision", "tiny", "--device", "cpu", "--dtypes", "fp16,int8", "--blocks", "conv_in,conv_out",
+                    "--timesteps", "999,50", "--max-seconds", "0")
+    assert result.exit_code == 1
+    assert "10 runs" in result.output and "over the limit" in result.output  # 2 × (1 + 2 × 2) forwards
+    assert "--blocks, --dtypes or --timesteps" in result.output
