@@ -3,7 +3,8 @@
 `precision` runs timesteps × (1 + blocks × formats) forwards: 3 × (1 + 13 × 4) = 159 for sd15 at depth 1 with the
 defaults — hours on a CPU. Instead of running them, this times what they are made of and adds it up:
 
-1. `ref`: one float32 forward (after one warm-up forward);
+1. `ref`: a float32 forward (after one warm-up forward), timed again right before every other run, since on a
+   shared machine the load moves between runs;
 2. per format, one forward with *every* depth-1 block in that format at once: its excess over `ref` is the sum of
    the excesses of the blocks one at a time (a block's extra time — half kernels, casts, rounding — is its own,
    whatever the others run in). With `--sample-block B`, only B is put in the format and its excess is scaled by
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import time
 from typing import Any
 
@@ -70,29 +72,33 @@ def main() -> None:
           f"{trace.flops / 1e9:,.2f} GFLOPs a forward, {len(blocks)} blocks at depth 1")
 
     first = timed(model, inputs, device)
-    ref = timed(model, inputs, device)
-    print(f"first forward {first:.1f} s (its FLOP rate is what precision's own estimate uses); float32 forward "
-          f"{ref:.1f} s")
+    print(f"first forward {first:.1f} s (its FLOP rate is what precision's own estimate uses)")
     flops = {r.path: r.flops for r in trace.records if r.path in blocks}
     timed_blocks = [args.sample_block] if args.sample_block else blocks
     scale = sum(flops.values()) / sum(flops[b] for b in timed_blocks)
-    excess = {}
+    excess, refs = {}, []
     for fmt in formats:
+        ref = timed(model, inputs, device)
+        refs.append(ref)  # beside each run: on a shared machine the load moves between runs
         with contextlib.ExitStack() as stack:
             for block in timed_blocks:
                 stack.enter_context(in_format(modules[block], fmt))
             seconds = timed(model, inputs, device)
         excess[fmt.name] = (seconds - ref) * scale
         what = f"{args.sample_block} ({100 / scale:.1f}% of the FLOPs)" if args.sample_block else "every block"
-        print(f"  {what} in {fmt.name}: {seconds:.1f} s; excess over all blocks {excess[fmt.name]:+.1f} s"
+        print(f"  {what} in {fmt.name}: {seconds:.1f} s against float32 {ref:.1f} s just before; excess over all "
+              f"blocks {excess[fmt.name]:+.1f} s"
               + (" (scaled by FLOPs)" if args.sample_block else ""))
     runs = args.timesteps * (1 + len(blocks) * len(formats))
+    ref = statistics.median(refs)
     total = args.timesteps * ((1 + len(blocks) * len(formats)) * ref + sum(excess.values()))
     rate_estimate = runs * trace.flops / (trace.flops / first)
     print(f"precision --dtypes {','.join(f.name for f in formats)} with {args.timesteps} timesteps: {runs} forwards, "
-          f"about {total / 60:.1f} min from these timings (its own estimate before running: "
+          f"about {total / 60:.1f} min from these timings (float32 forward {ref:.1f} s, the median; its own "
+          f"estimate before running: "
           f"{rate_estimate / 60:.1f} min)")
 
+    ref = timed(model, inputs, device)
     with watch(model, ranges=True) as w:
         ranged = timed(model, inputs, device)
     start = time.perf_counter()
