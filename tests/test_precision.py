@@ -20,6 +20,7 @@ from conftest import diffusers_unet, our_unet, save_folder, tiny
 from torch import nn
 
 import unetinspect as ui
+from unetinspect.engine import ranges as ranges_module
 from unetinspect.engine.precision import (
     FORMATS,
     in_format,
@@ -109,7 +110,7 @@ def test_ranges_find_the_overflow_inside_a_block_whose_output_is_in_range(unet):
     assert ranges.logit_max["down_blocks.0"][0] > 0 and ranges.logit_max["conv_in"] == [None, None]
 
 
-def test_ranges_logit_is_q_k_scale_as_torch_computes_it():
+def test_ranges_logit_is_q_k_scale_as_torch_computes_it(monkeypatch):
     model = our_unet(tiny())
     block = model.mid_block.attentions[0].transformer_blocks[0]
     seen = []
@@ -136,6 +137,11 @@ def test_ranges_logit_is_q_k_scale_as_torch_computes_it():
     with ui.watch(model, depth=2, ranges=True, attention=True) as both:
         loop(model, (500,))
     assert both.ranges().max_abs == w.ranges().max_abs
+    # nor is our own logit recompute: without attention layers to recompute, the same maxima
+    monkeypatch.setattr(ranges_module, "attention_layers", lambda model: {})
+    with ui.watch(model, depth=2, ranges=True) as bare:
+        loop(model, (500,))
+    assert bare.ranges().max_abs == w.ranges().max_abs
 
 
 def test_ranges_point_at_the_first_non_finite_value_and_count_them():

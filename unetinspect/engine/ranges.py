@@ -112,14 +112,14 @@ class RangeRecorder:
         self._stack: list[int] = []
         self._call: _Call | None = None
         self._calls: list[_Call] = []
-        self._paused = False
+        self._in_hooks = 0  # forward hooks of how many modules are running: what they compute is not recorded
         self._mode = _Operations(self)
         self._handles: list[Any] = []
         self._open = False
 
     @property
     def recording(self) -> bool:
-        return self._call is not None and not self._paused
+        return self._call is not None and not self._in_hooks
 
     def __enter__(self) -> RangeRecorder:
         try:
@@ -155,7 +155,7 @@ class RangeRecorder:
     # ---- hooks --------------------------------------------------------------------------------------------------
 
     def _start(self, module: nn.Module, args: tuple) -> None:
-        self._call, self._stack, self._paused = _Call(), [], False
+        self._call, self._stack, self._in_hooks = _Call(), [], 0
 
     def _end(self, module: nn.Module, args: tuple, output: Any) -> None:
         call, self._call = self._call, None
@@ -173,13 +173,14 @@ class RangeRecorder:
 
     def _pop(self, module: nn.Module, args: tuple, output: Any) -> None:
         """First of the module's forward hooks: its forward is over; what other hooks compute is not its own
-        (attention maps recomputing logits, say) and is not recorded until `_resume`, the last one."""
+        (attention maps recomputing logits, say) and is not recorded until `_resume`, the last one — also what
+        modules those hooks call compute (they count in and out the same way)."""
         if self._stack:
             self._stack.pop()
-        self._paused = True
+        self._in_hooks += 1
 
     def _resume(self, module: nn.Module, args: tuple, output: Any) -> None:
-        self._paused = False
+        self._in_hooks = max(self._in_hooks - 1, 0)
 
     def record(self, out: Any) -> None:
         """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync)."""
