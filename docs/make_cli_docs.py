@@ -63,8 +63,8 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 ## JSON output
 
 Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
-that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `compare`, `weights`,
-`presets`, `attention`, `run`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
+that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `precision`, `compare`,
+`weights`, `presets`, `attention`, `run`, `names`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
 "impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
 (`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
 `"b"`). A number that is not finite (a ratio of nothing) is null: the JSON never holds NaN or Infinity. `-f csv`
@@ -86,11 +86,16 @@ even where the table leaves one out for want of room or data. `summary`:
 "drift": {"timesteps", "rel_l1", "cosine", "held_bytes", "conventions"}, "cache": {"schedule", "calls",
 "reused", "blocks", "uncached_s", "cached_s", "speedup", "predicted_speedup_time", "predicted_speedup_flops",
 "max_abs_diff", "psnr_db", "conventions"} or null, "attention": {"text", "batch", "steps", "tokens", "layers"},
-"notes"}`.
+"notes"}`. `precision`:
+`{"schema": 1, "kind": "precision", "setup": {...}, "depth" (null when --blocks named them), "timesteps",
+"formats": [{"name", "convention", "blocks": [{"block", "rank", "error": [per timestep], "sqnr_db": [...],
+"nonfinite": [...]}]}], "notes"}` — blocks ranked worst first; an error of a non-finite output is null, with its
+non-finite count. `names`: `{"ids", "lora_ids", "modules": [{"path", "type", "depth", "ldm", "lbw"}]}`; every
+view's modules carry `ldm` and `lbw` beside `path` where the model has an original layout.
 """
 
-COMMANDS = ["presets", "summary", "profile", "memory", "diagram", "compare", "report", "attention", "run", "weights",
-            "lora"]
+COMMANDS = ["presets", "summary", "profile", "memory", "precision", "diagram", "compare", "report", "attention", "run",
+            "names", "weights", "lora"]
 
 
 def run(args: list[str], cwd: Path) -> str:
@@ -123,6 +128,8 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
                    ["memory", "sd15", "--train", "--attention", "math", "--no-foreach"],
                    ["memory", "sdxl", "--train", "--lora-rank", "32", "--optimizer", "adamw-8bit", "--mixed", "bf16",
                     "--sweep", "batch=1,4,16", "--budget", "24GiB"]],
+        "precision": [["precision", "tiny", "--dtypes", "fp16,bf16,fp8,int8", "--blocks",
+                       "down_blocks.1,mid_block,up_blocks.1,conv_out", "--timesteps", "999,50", "--device", "cpu"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],

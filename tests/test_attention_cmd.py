@@ -46,7 +46,7 @@ def test_table_and_daam(invoke):
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--self", "--query", "3"], "'3' is not a query pixel"),
+    (["--self", "--query", "3"], "'3' is not a pixel"),
     (["--self", "--query", "8,0"], "query pixel 8,0 is outside the 8x12 latent"),
     (["--self"], "none was given"),
     (["--blocks", "up_blocks.7"], "no attention layer under 'up_blocks.7'"),

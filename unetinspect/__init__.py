@@ -19,6 +19,7 @@ The public API — everything else is internal and may change:
     compare_cached(run, module, ...)         one seeded generation uncached and cached: speedup, max diff, PSNR
     attention_maps(source)                   which pixels each prompt token steers, per attention layer
     run_pipeline(folder, prompt)             one generation of a local pipeline, watched: times, drift, maps
+    precision(source, dtypes=[...])          each block alone in fp16/bf16/fp8/int8: the output's error, ranked
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -46,6 +47,8 @@ _API = {
     "InputSpec": "unetinspect.sources.inputs",
     "Memory": "unetinspect.views.memory",
     "RunResult": "unetinspect.views.run",
+    "Precision": "unetinspect.views.precision",
+    "Ranges": "unetinspect.engine.ranges",
     "Session": "unetinspect.sources.session",
     "Setup": "unetinspect.sources.session",
     "Sizes": "unetinspect.families.sizes",
@@ -69,6 +72,7 @@ _API = {
     "make_inputs": "unetinspect.sources.inputs",
     "memory": "unetinspect.views.memory",
     "open_session": "unetinspect.sources.open",
+    "precision": "unetinspect.views.precision",
     "profile": "unetinspect.views.profile",
     "run_pipeline": "unetinspect.views.run",
     "sweep": "unetinspect.views.profile",

@@ -53,6 +53,7 @@ from unetinspect.render.compare_view import CompareView
 from unetinspect.render.diagram_view import DiagramView
 from unetinspect.render.lora_view import LoraView
 from unetinspect.render.memory_view import MemoryView
+from unetinspect.render.precision_view import PrecisionView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
 from unetinspect.render.run_view import RunView
@@ -738,6 +739,50 @@ def memory(
         result = views.memory_sweep(source, sweep, spec=opts.spec(), budget=budget, **options)
         return emit(MemorySweepView(), fmt, result, output)
     emit(MemoryView(depth, names=opts.names), fmt, views.memory(source, opts.spec(), **options), output)
+
+
+@command()
+@with_options(SOURCE, SIZES)
+def precision(
+    source: SourceArg = None,
+    dtypes: Annotated[str, typer.Option("--dtypes", help="The formats to put each block in, alone: fp16, bf16 "
+                                        "(real kernels), fp8 (e4m3), int8 (fake-quantised).")] = "fp16,bf16,fp8,int8",
+    depth: Annotated[int, typer.Option("--depth", "-d", min=1, help="Test every module at this depth: 1 = the "
+                                       "blocks, 2 = their layers.")] = 1,
+    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Test only these modules, comma-separated, in "
+                                                  "any naming: mid_block,up_blocks.1, input_blocks.4.1 or IN04.",
+                                                  show_default=False)] = None,
+    timesteps: Annotated[str, typer.Option("--timesteps", help="The timesteps to compare at (sensitivity moves "
+                                           "along the loop).")] = "999,500,50",
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="cpu, cuda or cuda:N (the reference runs in float32 there). \\[default: cuda if "
+        "available, else cpu]", show_default=False)] = None,
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=0, help="Refuse, before the runs, work estimated (timesteps × (1 + blocks × dtypes) "
+        "forwards, from their FLOPs and one batch-1 run) to take longer than this.")] = 600.0,
+    fmt: format_option(PrecisionView) = None,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """Which blocks lose most in lower precision: each block alone in fp16, bf16, fp8 or int8, the rest float32,
+    ranked by the relative error (and SQNR) of the UNet's output against its float32 forward, per timestep.
+
+    Blocks whose output turns non-finite (a float16 overflow) come first. fp8 and int8 are fake-quantised; the
+    convention is printed under the table. Use the model's real weights: random ones show the architecture only.
+
+    Examples:
+
+      [bold]unetinspect precision ./my-model/unet --dtypes fp16,bf16[/]
+
+      [bold]unetinspect precision sd21 --dtypes fp16 --depth 2 --blocks mid_block --timesteps 999[/]
+    """
+    from unetinspect.views.precision import precision as block_precision
+
+    with progress(fmt, output) as bar:
+        result = block_precision(source, opts.spec(), dtypes=dtypes, depth=depth, blocks=blocks, timesteps=timesteps,
+                                 device=device, max_seconds=max_seconds, progress=bar, **opts.loading)
+    emit(PrecisionView(), fmt, result, output)
 
 
 def main() -> None:

@@ -194,6 +194,21 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
                             mask: torch.Tensor | None, kind: Kind, query_index: int | None = None) -> torch.Tensor:
     """softmax(QKᵀ·scale) of one call, in float32, restricted to the keys `kind` asks for:
     `[batch, heads, queries, keys]` (queries: every pixel, or the one at `query_index`)."""
+    query, key, scale, n_text, pad_to = queries_and_keys(module, hidden_states, context, query_index)
+    keys = slice(None) if n_text is None else slice(0, n_text) if kind == "cross" else slice(n_text, None)
+    batch, heads = query.shape[:2]
+    scores = query @ key.transpose(-1, -2) * scale  # [b, heads, queries, keys]
+    if mask is not None:
+        scores = scores + attention_bias(mask.float(), pad_to, batch, heads)
+    return scores.softmax(-1)[..., keys]
+
+
+def queries_and_keys(module: nn.Module, hidden_states: torch.Tensor, context: torch.Tensor | None,
+                     query_index: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float, int | None, int]:
+    """One call's queries and keys projected again through the layer's own `to_q`/`to_k` (after its norms), in
+    float32 as `[batch, heads, tokens, head_dim]`, with its logit scale. In added-KV layers the keys are the
+    text's then the pixels': also returned is the number of text keys (None elsewhere) and the key length a
+    mask is padded to."""
     if hidden_states.ndim == 4:  # (b, c, h, w) → (b, h*w, c)
         hidden_states = hidden_states.flatten(2).transpose(1, 2)
     added = getattr(module, "add_k_proj", None) is not None
@@ -206,16 +221,16 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
     query = module.to_q(hidden_states)  # [b, pixels, inner]
     if query_index is not None:
         query = query[:, query_index:query_index + 1]
+    n_text = None
     if added:
         key = module.add_k_proj(text)
         n_text = key.shape[1]
         if getattr(module, "to_k", None) is not None:
             key = torch.cat([key, module.to_k(hidden_states)], dim=1)  # [b, text + pixels, inner]
-        keys = slice(0, n_text) if kind == "cross" else slice(n_text, None)
         pad_to = hidden_states.shape[1]
     else:
         key = module.to_k(text)
-        keys, pad_to = slice(None), key.shape[1]
+        pad_to = key.shape[1]
     batch, heads = query.shape[0], module.heads
     if heads < 1 or query.shape[-1] % heads:  # the module ran its own way; its maps cannot be split into heads
         raise RunError(f"a {type(module).__name__} has heads={heads}, which does not split its {query.shape[-1]} "
@@ -223,11 +238,7 @@ def attention_probabilities(module: nn.Module, hidden_states: torch.Tensor, cont
                        "to_q's out_features")
     head_dim = query.shape[-1] // heads
     query, key = (t.float().view(batch, -1, heads, head_dim).transpose(1, 2) for t in (query, key))
-    scale = getattr(module, "scale", head_dim ** -0.5)
-    scores = query @ key.transpose(-1, -2) * scale  # [b, heads, queries, keys]
-    if mask is not None:
-        scores = scores + attention_bias(mask.float(), pad_to, batch, heads)
-    return scores.softmax(-1)[..., keys]
+    return query, key, getattr(module, "scale", head_dim ** -0.5), n_text, pad_to
 
 
 def _normalise(norm: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

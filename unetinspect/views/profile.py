@@ -465,7 +465,19 @@ def _measure_rate(timed: _Timed, flops: int) -> _Rate:
     return _Rate(seconds, flops * share / seconds, timed.info.name, whole_step=one is session)
 
 
-def _check_duration(rate: _Rate, flops: int, runs: int, max_seconds: float | None) -> None:
+def estimate_forwards(session: Session, flops: int, runs: int, max_seconds: float | None, fewer: str) -> None:
+    """For a view that runs a session's model `runs` times (each pass `flops`): the same estimate as profile's,
+    from one batch-1 run, refused past `max_seconds` or said past ANNOUNCE_SECONDS; `fewer` names the options
+    that make less work."""
+    timed = _Timed(session, describe_device(session.device, session.dtype), session.model, None,
+                   clock_for(session.device))
+    with torch.inference_mode():
+        rate = _measure_rate(timed, flops)
+    _check_duration(rate, flops, runs, max_seconds, fewer)
+
+
+def _check_duration(rate: _Rate, flops: int, runs: int, max_seconds: float | None,
+                    fewer: str = "--batch, --repeat or --warmup") -> None:
     """Refuse work estimated to run past `max_seconds` (None: no limit) before it starts, and say an estimate
     past ANNOUNCE_SECONDS: a batch of 3000 on a CPU must not run for hours without a word."""
     step_s = flops / rate.flops_per_s
@@ -474,7 +486,7 @@ def _check_duration(rate: _Rate, flops: int, runs: int, max_seconds: float | Non
             f"the {rate.flops_per_s / 1e9:,.2f} GFLOP/s a batch-1 run reached on {rate.device})")
     if max_seconds is not None and total > max_seconds:
         raise RunError(f"this would run {what}, over the limit of {_duration(max_seconds)}",
-                       f"lower --batch, --repeat or --warmup, or pass --max-seconds {math.ceil(total * 1.5)} "
+                       f"lower {fewer}, or pass --max-seconds {math.ceil(total * 1.5)} "
                        "to go on")
     if total > ANNOUNCE_SECONDS:
         warnings.warn(f"this will run {what}", LongRunWarning, stacklevel=3)

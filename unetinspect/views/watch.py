@@ -27,6 +27,7 @@ from unetinspect.engine.attention import AttentionOptions, AttentionRecorder
 from unetinspect.engine.cache import CachePlan
 from unetinspect.engine.drift import DriftRecorder
 from unetinspect.engine.hardware import describe_device
+from unetinspect.engine.ranges import RangeRecorder, Ranges
 from unetinspect.engine.timing import BlockHooks, Samples, WatchedCall, block_statistics, clock_for
 from unetinspect.engine.trace import CallRecord, named_arguments, params_per_path
 from unetinspect.errors import RunError
@@ -49,15 +50,18 @@ class _Call:
     start: Any
     end: Any = None
     blocks: dict[str, list[Any]] = field(default_factory=dict)  # block name → [start mark, end mark]
+    inputs: dict[str, Any] | None = None  # the call's arguments by name, copied, when asked to record them
 
 
 class Watch:
     """Records every call of `module` (and of its parts down to `depth`) while the `with` block is open; with
     `attention`, also its attention maps (`self.attention`, an `AttentionRecorder`: one step per call); with
-    `drift`, how much every watched block's output changed from one call to the next (`drift()`)."""
+    `drift`, how much every watched block's output changed from one call to the next (`drift()`); with `ranges`,
+    the largest numbers made inside each block (`ranges()`); with `record_inputs`, a copy of every call's
+    arguments (`recorded_inputs`, e.g. for `precision(..., inputs=)`)."""
 
     def __init__(self, module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False,
-                 drift: bool = False) -> None:
+                 drift: bool = False, *, ranges: bool = False, record_inputs: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise RunError(f"watch() takes an nn.Module (e.g. pipe.unet), not {type(module).__name__}",
                            "pass the UNet itself: watch(pipe.unet)")
@@ -73,6 +77,8 @@ class Watch:
         if attention:
             self._maps = AttentionRecorder(module, AttentionOptions() if attention is True else attention)
         self._drift = DriftRecorder(module, self.paths) if drift else None
+        self._ranges = RangeRecorder(module, self.paths) if ranges else None
+        self.record_inputs = record_inputs
         self._handles: list[Any] = []
         self._pending: _Call | None = None
         self._done: list[_Call] = []
@@ -102,13 +108,11 @@ class Watch:
             if self._maps is not None:
                 self._maps.__enter__()
             if self._drift is not None:
-                self._drift.__enter__()  # last: it undoes its own hooks if it fails
+                self._drift.__enter__()
+            if self._ranges is not None:
+                self._ranges.__enter__()
         except BaseException:
-            for handle in self._handles:
-                handle.remove()
-            if self._maps is not None:
-                self._maps.__exit__(None, None, None)
-            self._blocks.__exit__(None, None, None)
+            self.__exit__(None, None, None)
             raise
         self._open = True
         return self
@@ -117,11 +121,17 @@ class Watch:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        if self._maps is not None:
-            self._maps.__exit__(*exc)
-        if self._drift is not None:
-            self._drift.__exit__(*exc)
-        self._blocks.__exit__(*exc)
+        try:
+            if self._ranges is not None:
+                self._ranges.__exit__(*exc)
+        finally:
+            try:
+                if self._drift is not None:
+                    self._drift.__exit__(*exc)
+            finally:
+                if self._maps is not None:
+                    self._maps.__exit__(*exc)
+                self._blocks.__exit__(*exc)
         self._pending = None  # a call the loop broke out of
         self._open = False
 
@@ -133,6 +143,7 @@ class Watch:
         self._pending = _Call(
             sizes=sizes_of_call(named),
             timestep=_timestep(named.get("timestep")),
+            inputs=_copied(named) if self.record_inputs else None,
             start=self.clock.mark(),  # last: the bookkeeping above is not the call's time
         )
 
@@ -152,6 +163,22 @@ class Watch:
             self._pending.blocks[name].append(self.clock.mark())
 
     # ---- the result -----------------------------------------------------------------------------------------------
+
+    def ranges(self) -> Ranges:
+        """Per block and call, the largest |x| made inside it, its non-finite values, its largest attention logit,
+        and where a non-finite value first appeared (see `engine.ranges`)."""
+        if self._ranges is None:
+            raise RunError("this watch records no ranges", "open it with watch(module, ranges=True)")
+        if self._open:
+            raise RunError("watch().ranges() is read after the with block", "call it once the loop has finished")
+        return self._ranges.result()
+
+    @property
+    def recorded_inputs(self) -> list[dict[str, Any]]:
+        """The arguments of every finished call, by name, copied when it was made (with `record_inputs=True`)."""
+        if not self.record_inputs:
+            raise RunError("this watch records no inputs", "open it with watch(module, record_inputs=True)")
+        return [call.inputs for call in self._done if call.inputs is not None]
 
     def report(self) -> Profile:
         """Per-block statistics over the recorded calls (one step = one call), and the calls one by one."""
@@ -236,8 +263,8 @@ WATCH_NOTE = ("timed inside your own loop with the block hooks installed in ever
               "compare with; see docs/measuring.md for what the hooks cost); FLOPs are not counted by a watch")
 
 
-def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False,
-          drift: bool = False) -> Watch:
+def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions = False, drift: bool = False, *,
+          ranges: bool = False, record_inputs: bool = False) -> Watch:
     """Hook `module`'s calls down to `depth` and time every call made to it inside the `with` block:
 
         with watch(pipe.unet) as w:
@@ -251,9 +278,12 @@ def watch(module: nn.Module, depth: int = 1, attention: bool | AttentionOptions 
 
     With `drift=True`, `w.drift()` gives every watched block's change from one call to the next (relative L1 and
     cosine; one output per block is held meanwhile) and `w.cache_plan(threshold=δ)` the per-block cache schedule
-    `cache(module, plan=...)` applies.
+    `cache(module, plan=...)` applies. With `ranges=True`, `w.ranges()` gives per block and call the largest |x| of
+    every tensor made inside it (at every depth), its non-finite values, its headroom to float16 and its largest
+    attention logit. With `record_inputs=True`, `w.recorded_inputs` holds every call's arguments, to replay in
+    `precision(inputs=)`.
     """
-    return Watch(module, depth, attention, drift)
+    return Watch(module, depth, attention, drift, ranges=ranges, record_inputs=record_inputs)
 
 
 def _call_depths(module: nn.Module) -> dict[str, int]:
@@ -279,6 +309,19 @@ def _timestep(value: Any) -> torch.Tensor | float | None:
     if isinstance(value, torch.Tensor):
         return value.detach().reshape(-1)[:1].clone() if value.numel() else None
     return float(value) if isinstance(value, (int, float)) else None
+
+
+def _copied(named: dict[str, Any]) -> dict[str, Any]:
+    """A call's arguments with every tensor detached and copied (on its device: no wait), nested ones too."""
+    def copy(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.detach().clone()
+        if isinstance(value, dict):
+            return {key: copy(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(copy(item) for item in value)
+        return value
+    return {name: copy(value) for name, value in named.items()}
 
 
 def _timestep_value(value: torch.Tensor | float | None) -> float | None:
