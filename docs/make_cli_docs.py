@@ -139,7 +139,9 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
         # a real run needs a pipeline folder (see tests/tiny_pipelines.py); a UNet folder is refused in one line
         "run": [["run", "tiny-unet", "--prompt", "cat"]],
         "weights": [["weights", "tiny-unet"], ["weights", "tiny-unet", "--keys", "mid_block.resnets.0.*"]],
-        "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15"]],
+        "names": [["names", "sdxl", "--depth", "1"], ["summary", "sd15", "--names", "lbw"]],
+        "lora": [["lora", "tiny-lora.safetensors"], ["lora", "tiny-lora.safetensors", "--base", "sd15",
+                                                     "--lbw", "1,1,1,1,1,1,1,0,1,1,1,1,1,1,1,1,1"]],
     }
 
 
