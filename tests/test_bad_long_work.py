@@ -54,7 +54,7 @@ def _interrupt(*args, **kwargs):
 
 
 @pytest.mark.parametrize("target,command", [
-    ("unetinspect.cli.refuse_output_early", ["summary", "tiny"]),  # in the CLI itself, outside any library call
+    ("unetinspect.render.export.check_output_path", ["summary", "tiny"]),  # in the CLI itself, before any work
     ("unetinspect.views.summary.summarize", ["summary", "tiny"]),  # inside the library's work
     ("unetinspect.views.profile.measure", ["profile", "tiny", "--device", "cpu", "--trace", "trace.json"]),
     ("unetinspect.render.export.os.replace", ["summary", "tiny"]),  # the output written, not yet in place

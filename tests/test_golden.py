@@ -39,6 +39,7 @@ def masked(text: str) -> str:
     """The layout of a timed table: numbers → #, the device's name → DEVICE, runs of spaces → one."""
     text = re.sub(r"(tokens · ).*?( · float32)", r"\1DEVICE\2", text)
     text = re.sub(r"[-+]?\d[\d.,]*", "#", text)
+    text = re.sub(r"# [kMGTP]?(FLOP/s|FLOPs|s|ms|µs|B|iB)\b", r"# \1", text)  # the unit's prefix moves with the number
     text = re.sub(r"─+", "─", text)  # a rule is as wide as the columns, which the numbers widen
     return "\n".join(re.sub(r" {2,}", " ", line) for line in text.splitlines()) + "\n"
 
