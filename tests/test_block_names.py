@@ -131,3 +131,14 @@ def test_the_names_page_is_what_the_tool_prints():
     finally:
         sys.path.remove(str(docs))
     assert (docs / "names.md").read_text() == make_names_docs.page(), "run python docs/make_names_docs.py"
+
+
+def test_attention_and_precision_tables_speak_the_namings(invoke):
+    table = invoke("attention", "tiny", "--device", "cpu", "--latent", "8", "--names", "ldm").stdout
+    assert "input_blocks.1.1.transformer_blocks.0.attn2" in table and "down_blocks" not in table
+    layers = json.loads(invoke("attention", "tiny", "--device", "cpu", "--latent", "8", "-f", "json").stdout)["layers"]
+    assert (layers[0]["path"], layers[0]["ldm"], layers[0]["lbw"]) == (
+        "down_blocks.0.attentions.0.transformer_blocks.0.attn2", "input_blocks.1.1.transformer_blocks.0.attn2", "IN01")
+    result = invoke("precision", "tiny", "--device", "cpu", "--latent", "8", "--dtypes", "bf16", "--blocks", "M00",
+                    "--timesteps", "999", "--names", "lbw", "-f", "csv")
+    assert result.exit_code == 0 and ",M00," in result.stdout

@@ -566,7 +566,7 @@ Aggregate = choices("Aggregate", "mean", "daam")
 
 
 @command()
-@with_options(SIZES, SOURCE, DEVICE)
+@with_options(SIZES, SOURCE, DEVICE, NAMES)
 def attention(
     source: SourceArg = None,
     output: Annotated[Optional[Path], typer.Option(
@@ -619,7 +619,7 @@ def attention(
     from unetinspect.views.attention import attention_maps
 
     fmt = AttentionView.chosen_format(_value(fmt), output)
-    view = attention_view(fmt, aggregate.value, image)  # a bad picture fails before the run
+    view = attention_view(fmt, aggregate.value, image, names=opts.names)  # a bad picture fails before the run
     result = attention_maps(source, spec=opts.spec(), kind="self" if self_attention else "cross", blocks=blocks or (),
                             heads=aggregate == Aggregate.daam, query=query, tokens=tokens, prompt=prompt, impl=impl.value,
                             page=fmt == "html", **opts.device, **opts.loading)
@@ -742,7 +742,7 @@ def memory(
 
 
 @command()
-@with_options(SOURCE, SIZES)
+@with_options(SOURCE, SIZES, NAMES)
 def precision(
     source: SourceArg = None,
     dtypes: Annotated[str, typer.Option("--dtypes", help="The formats to put each block in, alone: fp16, bf16 "
@@ -782,7 +782,7 @@ def precision(
     with progress(fmt, output) as bar:
         result = block_precision(source, opts.spec(), dtypes=dtypes, depth=depth, blocks=blocks, timesteps=timesteps,
                                  device=device, max_seconds=max_seconds, progress=bar, **opts.loading)
-    emit(PrecisionView(), fmt, result, output)
+    emit(PrecisionView(names=opts.names), fmt, result, output)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ that maximum. With a picture, the maps are drawn over it, scaled to the cell.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 from collections.abc import Sequence
@@ -22,6 +23,7 @@ from unetinspect.render.colormap import LEVELS, PALETTE, level
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.header import setup_line
+from unetinspect.render.names import namer, names_data
 from unetinspect.render.picture import label_font, read_picture
 
 if TYPE_CHECKING:
@@ -45,8 +47,8 @@ class AttentionView(View["AttentionResult"]):
     columns = COLUMNS
     file_formats = ("png", "html")
 
-    def __init__(self, method: str = "mean", picture: Image.Image | None = None) -> None:
-        self.method, self.picture = method, picture
+    def __init__(self, method: str = "mean", picture: Image.Image | None = None, *, names: str = "diffusers") -> None:
+        self.method, self.picture, self.names = method, picture, names
 
     def write(self, result: Any, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
         if fmt == "png":
@@ -59,7 +61,10 @@ class AttentionView(View["AttentionResult"]):
         return ReportView().write(result.page, fmt, path, inputs)
 
     def rows(self, result: Any) -> list[LayerRow]:
-        return _as_result(result).summary_rows()
+        """A row per layer, named as `--names` asks (the JSON keeps diffusers' paths and adds the others)."""
+        result = _as_result(result)
+        shown = namer(result.setup, self.names)
+        return [dataclasses.replace(row, path=shown(row.path)) for row in result.summary_rows()]
 
     def heading(self, result: Any) -> list[str]:
         result = _as_result(result)
@@ -77,17 +82,18 @@ class AttentionView(View["AttentionResult"]):
             "text": result.text, "notes": list(result.notes),
             "query": list(result.query) if result.query else None,
             "tokens": list(result.tokens.labels) if result.tokens else None,
-            "layers": [{"path": r.path, "size": list(r.size), "heads": r.heads, "peak": r.peak, "share": r.share}
-                       for r in result.summary_rows()],
+            "layers": [{"path": r.path, **names_data(result.setup, r.path), "size": list(r.size), "heads": r.heads,
+                        "peak": r.peak, "share": r.share} for r in result.summary_rows()],
         }
 
 
-def attention_view(fmt: str, method: str = "mean", image: Path | None = None) -> AttentionView:
+def attention_view(fmt: str, method: str = "mean", image: Path | None = None, *,
+                   names: str = "diffusers") -> AttentionView:
     """The view `attention` writes `fmt` through; `image` is read now, so that a bad picture fails before the run
     (and only the PNG grid draws on one)."""
     if image is not None and fmt != "png":
         raise OptionsError("--image: a picture is drawn on in the PNG grid", "give -o FILE.png")
-    return AttentionView(method, read_picture(image) if image is not None else None)
+    return AttentionView(method, read_picture(image) if image is not None else None, names=names)
 
 
 FONT_SIZE, LINE, MARGIN, GAP, CELL, BAR = 13, 18, 8, 4, 96, 12

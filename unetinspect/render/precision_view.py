@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from rich.text import Text
 
 from unetinspect.render.formats import Column, View
+from unetinspect.render.names import namer, names_data
 
 if TYPE_CHECKING:
     from unetinspect.views.precision import Precision
@@ -77,8 +78,13 @@ class PrecisionView(View):
     kind = "precision"
     columns = COLUMNS
 
+    def __init__(self, *, names: str = "diffusers") -> None:
+        self.names = names
+
     def rows(self, result: Precision) -> list[Row]:
-        return [Row(fmt, rank, block, result.error[fmt][block], result.sqnr_db[fmt][block],
+        """Every block in every format, ranked; named as `--names` asks (the JSON keeps diffusers' paths)."""
+        shown = namer(result.setup, self.names)
+        return [Row(fmt, rank, shown(block), result.error[fmt][block], result.sqnr_db[fmt][block],
                     result.nonfinite[fmt][block], result.timesteps)
                 for fmt in result.formats for rank, block in enumerate(result.ranked(fmt), 1)]
 
@@ -99,9 +105,10 @@ class PrecisionView(View):
             "depth": result.depth,
             "timesteps": result.timesteps,
             "formats": [{"name": fmt, "convention": result.conventions[fmt],
-                         "blocks": [{"block": row.block, "rank": row.rank, "error": row.error,
-                                     "sqnr_db": row.sqnr_db, "nonfinite": row.nonfinite}
-                                    for row in self.rows(result) if row.fmt == fmt]}
+                         "blocks": [{"block": block, **names_data(result.setup, block), "rank": rank,
+                                     "error": result.error[fmt][block], "sqnr_db": result.sqnr_db[fmt][block],
+                                     "nonfinite": result.nonfinite[fmt][block]}
+                                    for rank, block in enumerate(result.ranked(fmt), 1)]}
                         for fmt in result.formats],
             "notes": result.notes,
         }
