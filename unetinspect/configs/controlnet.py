@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, WrapsUNet, read_json_config
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 
 CONTROLNET_CLASS = "ControlNetModel"
@@ -39,7 +39,7 @@ NOT_IN_CONTROLNET = {
 
 
 @dataclass(frozen=True)
-class ControlNetConfig:
+class ControlNetConfig(WrapsUNet):
     """A ControlNet's architecture: the UNet it copies (`unet`) and the conditioning image's encoder."""
 
     unet: UNetConfig
@@ -63,32 +63,6 @@ class ControlNetConfig:
             raise UnsupportedConfigError("mid_block_type", None, "a ControlNet needs UNetMidBlock2DCrossAttn")
         if isinstance(self.unet.layers_per_block, (list, tuple)):
             raise ConfigError("a ControlNet's layers_per_block is one integer for every block (as diffusers builds it)")
-
-    # ---- the sizes every family's config names (families.FamilyConfig); the rest is read as `config.unet.X` ----
-
-    @property
-    def sample_size(self) -> int | list[int] | None:
-        return self.unet.sample_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.unet.in_channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.unet.out_channels
-
-    @property
-    def block_out_channels(self) -> list[int]:
-        return self.unet.block_out_channels
-
-    @property
-    def context_dim(self) -> int:
-        return self.unet.context_dim
-
-    @property
-    def heads_per_block(self) -> list[int]:
-        return self.unet.heads_per_block
 
     # ---- construction -------------------------------------------------------------------------------------
 

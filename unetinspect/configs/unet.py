@@ -485,3 +485,35 @@ def _check_conditioning(cfg: UNetConfig) -> None:
         for width in sorted(widths):
             _check(width % 32 == 0, f"cross_attention_norm='group_norm' normalises cross_attention_dim={width} in "
                    "32 groups (fixed in diffusers), which must divide it")
+
+
+class WrapsUNet:
+    """The sizes every family's config names (families.FamilyConfig), for a config that is an image UNet's and
+    more (a ControlNet's, AnimateDiff's): read from the UNet config it holds as `unet`; the rest of that config is
+    read as `config.unet.X`, never delegated wholesale."""
+
+    unet: UNetConfig
+
+    @property
+    def sample_size(self) -> int | list[int] | None:
+        return self.unet.sample_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.unet.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self.unet.out_channels
+
+    @property
+    def block_out_channels(self) -> list[int]:
+        return self.unet.block_out_channels
+
+    @property
+    def context_dim(self) -> int:
+        return self.unet.context_dim
+
+    @property
+    def heads_per_block(self) -> list[int]:
+        return self.unet.heads_per_block

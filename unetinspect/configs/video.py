@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, read_json_config
+from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, WrapsUNet, read_json_config
 from unetinspect.configs.values import MAX_FRAMES, MAX_HEADS, MAX_LAYERS_PER_BLOCK, MAX_TRANSFORMER_DEPTH, Rule, check_rules
 from unetinspect.errors import ConfigError, ConfigWarning, UnsupportedConfigError
 
@@ -178,7 +178,7 @@ MOTION_DEFAULT_FRAMES = 16
 
 
 @dataclass(frozen=True)
-class MotionConfig:
+class MotionConfig(WrapsUNet):
     """`UNetMotionModel`'s config: the SD UNet it animates (`unet`) and where its motion modules go.
 
     Motion modules sit after every resnet (and its attention) of every down and up block, and, with
@@ -311,32 +311,6 @@ class MotionConfig:
     @property
     def default_frames(self) -> int:
         return min(MOTION_DEFAULT_FRAMES, self.motion_max_seq_length)
-
-    # the sizes every family's config names (families.FamilyConfig), from the SD half
-
-    @property
-    def sample_size(self) -> int | list[int] | None:
-        return self.unet.sample_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.unet.in_channels
-
-    @property
-    def out_channels(self) -> int:
-        return self.unet.out_channels
-
-    @property
-    def block_out_channels(self) -> list[int]:
-        return self.unet.block_out_channels
-
-    @property
-    def context_dim(self) -> int:
-        return self.unet.context_dim
-
-    @property
-    def heads_per_block(self) -> list[int]:
-        return self.unet.heads_per_block
 
     @property
     def motion_heads_per_block(self) -> list[int]:
