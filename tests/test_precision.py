@@ -351,3 +351,21 @@ def test_the_cost_is_estimated_and_refused_before_it_runs(invoke):
     assert result.exit_code == 1
     assert "10 runs" in result.output and "over the limit" in result.output  # 2 × (1 + 2 × 2) forwards
     assert "--blocks, --dtypes or --timesteps" in result.output
+
+
+def test_the_precision_page_ranks_every_format(tmp_path, invoke):
+    """-o precision.html: one section per format, the blocks in the table's order, every timestep's error."""
+    page = tmp_path / "precision.html"
+    result = invoke("precision", "tiny", "--device", "cpu", "--latent", "8", "--dtypes", "fp16,int8",
+                    "--timesteps", "999,50", "-o", page)
+    assert result.exit_code == 0, result.output
+    html = page.read_text()
+    table = invoke("precision", "tiny", "--device", "cpu", "--latent", "8", "--dtypes", "fp16,int8",
+                   "--timesteps", "999,50", "-f", "json").stdout
+    import json
+
+    for fmt in json.loads(table)["formats"]:
+        section = html.split(f'id="precision-{fmt["name"]}"', 1)[1].split("</section>", 1)[0]
+        assert [b["block"] for b in fmt["blocks"]] == [
+            line.split("<td>", 1)[1].split("</td>", 1)[0] for line in section.split("<tr")[2:]]
+        assert "error at t=999" in section and "error at t=50" in section

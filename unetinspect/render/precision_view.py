@@ -8,10 +8,13 @@ as lists beside the timesteps.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rich.text import Text
 
+from unetinspect.render.export import write_output
 from unetinspect.render.formats import Column, View
 from unetinspect.render.names import namer, names_data
 
@@ -72,11 +75,18 @@ COLUMNS = (
 )
 
 
-class PrecisionView(View):
-    """Per format, every block ranked: non-finite outputs first, then the largest relative error."""
+class PrecisionView(View["Precision"]):
+    """Per format, every block ranked: non-finite outputs first, then the largest relative error; as html
+    (`-o precision.html`) the same as a page, each block's error per timestep drawn as a bar."""
 
     kind = "precision"
     columns = COLUMNS
+    file_formats = ("html",)
+
+    def write(self, result: Precision, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
+        from unetinspect.render.report import precision_html
+
+        return write_output(path, precision_html(result, self.rows(result), self.heading(result)[-1]), inputs)
 
     def __init__(self, *, names: str = "diffusers") -> None:
         self.names = names

@@ -10,6 +10,7 @@ click-to-focus still work.
 
 from __future__ import annotations
 
+import math
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from unetinspect.views.graph import Graph
 if TYPE_CHECKING:
     from unetinspect.views.attention import AttentionGrid
     from unetinspect.views.compare import Comparison
+    from unetinspect.views.precision import Precision
     from unetinspect.views.report import Report
 
 METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activation size",
@@ -182,6 +184,34 @@ def _environment() -> Environment:
     environment.policies["json.dumps_kwargs"] = {"separators": (",", ":"), "ensure_ascii": False}
     environment.filters["svg_id"] = svg_id
     return environment
+
+
+def precision_html(result: Precision, rows: Sequence[Any], heading: str) -> str:
+    """`precision -o precision.html`: per format the ranked blocks (`rows`, as the table shows them), each
+    timestep's error a bar on a log scale from 1e-6 to the page's largest finite error; non-finite outputs marked."""
+    finite = [e for row in rows for e in row.error if math.isfinite(e) and e > 0]
+    top = math.log10(max(finite, default=1.0) / 1e-6) or 1.0
+
+    def width(error: float) -> str:  # of the cell, leaving room for the number beside the bar
+        share = 1.0 if not math.isfinite(error) else min(max(math.log10(max(error, 1e-6) / 1e-6) / top, 0.0), 1.0)
+        return f"{70 * share:.1f}"
+
+    def sqnr(values: Sequence[float]) -> str:
+        worst = min(values, default=math.nan)
+        return "∞" if worst == math.inf else f"{worst:.1f}" if math.isfinite(worst) else "–"
+
+    def text(error: float) -> str:
+        return "non-finite" if not math.isfinite(error) else f"{error:.3g}"
+
+    formats = [{"name": fmt, "convention": result.conventions[fmt],
+                "rows": [{"rank": row.rank, "block": row.block, "nonfinite": sum(row.nonfinite),
+                          "sqnr": sqnr(row.sqnr_db),
+                          "cells": [{"width": width(e), "text": text(e)} for e in row.error]}
+                         for row in rows if row.fmt == fmt]}
+               for fmt in result.formats]
+    return _render("precision.html", f"{result.setup.label} · unetinspect precision", {"kind": "precision"},
+                   label=result.setup.label, setup=setup_line(result.setup), heading=heading, formats=formats,
+                   timesteps=[f"{t:g}" for t in result.timesteps], notes=result.notes)
 
 
 def html_page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
