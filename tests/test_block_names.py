@@ -142,3 +142,11 @@ def test_attention_and_precision_tables_speak_the_namings(invoke):
     result = invoke("precision", "tiny", "--device", "cpu", "--latent", "8", "--dtypes", "bf16", "--blocks", "M00",
                     "--timesteps", "999", "--names", "lbw", "-f", "csv")
     assert result.exit_code == 0 and ",M00," in result.stdout
+
+
+def test_the_diagram_labels_its_boxes_in_the_naming_and_keeps_its_ids(tmp_path, invoke):
+    out = tmp_path / "unet.dot"
+    assert invoke("diagram", "sd15", "--names", "lbw", "-f", "dot", "-o", out).exit_code == 0
+    dot = out.read_text()
+    assert "IN04-IN06" in dot and "OUT09-OUT11" in dot and "M00" in dot  # the boxes' names…
+    assert "down_blocks.1" in dot.replace("IN04-IN06", "")  # …their ids diffusers' module paths

@@ -385,7 +385,7 @@ DiagramLevel = choices("DiagramLevel", "blocks", "layers")
 
 
 @command()
-@with_options(SIZES, SOURCE, STYLE)
+@with_options(SIZES, SOURCE, STYLE, NAMES)
 def diagram(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The file to write.")] = Path("unet.svg"),
@@ -418,7 +418,7 @@ def diagram(
 
     graph = diagram_graph(source, opts.spec(), level.value, focus, impl=impl.value,
                           controlnets=tuple(controlnet or ()), **opts.loading)
-    emit(DiagramView(opts.style()), fmt, graph, output)
+    emit(DiagramView(opts.style(), names=opts.names), fmt, graph, output)
 
 
 @command(HeadersCommand)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,7 @@ from unetinspect.errors import OutputError
 from unetinspect.render.diagram_formats import FORMATS, Format
 from unetinspect.render.export import check_output_path, write_output
 from unetinspect.render.formats import FileView
+from unetinspect.render.names import namer
 
 if TYPE_CHECKING:
     from unetinspect.render.graph import Style
@@ -58,8 +60,9 @@ class DiagramView(FileView["Graph"]):
     kind = "diagram"
     file_formats = FORMATS
 
-    def __init__(self, style: Style | None = None) -> None:
+    def __init__(self, style: Style | None = None, *, names: str = "diffusers") -> None:
         self.style = style  # None: the default one
+        self.names = names  # the boxes' names: diffusers', the original LDM paths or LoRA Block Weight IDs
 
     @classmethod
     def chosen_format(cls, fmt: str | None, output: Path | None = None) -> str:
@@ -67,4 +70,14 @@ class DiagramView(FileView["Graph"]):
         return format_of(output or Path("unet.svg"), fmt)
 
     def write(self, graph: Graph, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
-        return write_diagram(graph, path, fmt, self.style, tuple(inputs))
+        return write_diagram(named(graph, self.names), path, fmt, self.style, tuple(inputs))
+
+
+def named(graph: Graph, names: str) -> Graph:
+    """The graph with its modules' boxes and clusters labelled in `names` (ids stay diffusers' paths, so the
+    .dot files of two configs still diff line by line and the report finds its blocks)."""
+    shown = namer(graph.setup, names)
+    if names == "diffusers":
+        return graph
+    return replace(graph, nodes=[replace(node, label=shown(node.label)) for node in graph.nodes],
+                   clusters=[replace(cluster, label=shown(cluster.label)) for cluster in graph.clusters])
