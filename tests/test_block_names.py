@@ -150,3 +150,13 @@ def test_the_diagram_labels_its_boxes_in_the_naming_and_keeps_its_ids(tmp_path, 
     dot = out.read_text()
     assert "IN04-IN06" in dot and "OUT09-OUT11" in dot and "M00" in dot  # the boxes' names…
     assert "down_blocks.1" in dot.replace("IN04-IN06", "")  # …their ids diffusers' module paths
+
+
+def test_compare_and_the_report_speak_the_namings(tmp_path, invoke):
+    table = invoke("compare", "sd15", "sdxl", "--names", "lbw", "-f", "csv").stdout
+    assert "IN04-IN06" in table and "down_blocks.1," not in table
+    page = tmp_path / "report.html"
+    assert invoke("report", "sd15", "--names", "ldm", "-o", page).exit_code == 0
+    data = json.loads(page.read_text().split('id="report-data">', 1)[1].split("</script>", 1)[0])
+    row = next(r for r in data["rows"] if r["name"] == "down_blocks.1.attentions.0")
+    assert row["shown"] == "input_blocks.4.1"  # the tree shows the LDM name; the row keeps its id for the diagram

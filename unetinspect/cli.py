@@ -487,7 +487,7 @@ def lora(
 
 
 @command()
-@with_options(SIZES, DEVICE, TIMING)
+@with_options(SIZES, DEVICE, TIMING, NAMES)
 def compare(
     source_a: Annotated[str, typer.Argument(help="First UNet: preset, config.json, diffusers folder or checkpoint.",
                                             metavar="A")],
@@ -528,11 +528,11 @@ def compare(
     fmt = CompareView.chosen_format(_value(fmt), output)
     result = compare_sources(source_a, source_b, opts.spec(), impl=impl.value, profile=latency, weights=weights,
                              page=fmt == "html", allow_pickle=allow_pickle, **opts.device, **opts.timing)
-    emit(CompareView(), fmt, result, output)
+    emit(CompareView(names=opts.names), fmt, result, output)
 
 
 @command()
-@with_options(SIZES, SOURCE, DEVICE, TIMING, TRAINING)
+@with_options(SIZES, SOURCE, DEVICE, TIMING, TRAINING, NAMES)
 def report(
     source: SourceArg = None,
     output: Annotated[Path, typer.Option("--output", "-o", help="The HTML file to write.")] = Path("report.html"),
@@ -559,7 +559,7 @@ def report(
 
     result = build_report(source, opts.spec(), profile=latency, train=train, training=opts.training(),
                           attention=opts.values["attention_kernel"], **opts.device, **opts.timing, **opts.loading)
-    emit(ReportView(), "html", result, output)
+    emit(ReportView(names=opts.names), "html", result, output)
 
 
 Aggregate = choices("Aggregate", "mean", "daam")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -11,6 +12,7 @@ from rich.text import Text
 from unetinspect.errors import OutputError
 from unetinspect.render.formats import CSV, MARKDOWN, TABLE, Column, View
 from unetinspect.render.header import setup_dict, setup_line
+from unetinspect.render.names import namer
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -160,8 +162,19 @@ class CompareView(View["Comparison"]):
     columns = COLUMNS
     file_formats = ("html",)
 
+    def __init__(self, *, names: str = "diffusers") -> None:
+        self.names = names
+
     def rows(self, comparison: Comparison) -> list[Pair]:
-        return comparison.pairs
+        """The pairs, each side's block named as `--names` asks (the JSON keeps diffusers' paths)."""
+        if self.names == "diffusers":
+            return comparison.pairs
+        shown_a, shown_b = namer(comparison.a.setup, self.names), namer(comparison.b.setup, self.names)
+
+        def named(side: Side | None, shown: Callable[[str], str]) -> Side | None:
+            return None if side is None else dataclasses.replace(side, path=shown(side.path))
+
+        return [dataclasses.replace(p, a=named(p.a, shown_a), b=named(p.b, shown_b)) for p in comparison.pairs]
 
     def heading(self, comparison: Comparison) -> list[str]:
         return [f"A = {setup_line(comparison.a.setup)}", f"B = {setup_line(comparison.b.setup)}",

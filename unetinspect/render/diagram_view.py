@@ -19,6 +19,7 @@ from unetinspect.render.names import namer
 
 if TYPE_CHECKING:
     from unetinspect.render.graph import Style
+    from unetinspect.sources.session import Setup
     from unetinspect.views.graph import Graph
 
 
@@ -73,10 +74,11 @@ class DiagramView(FileView["Graph"]):
         return write_diagram(named(graph, self.names), path, fmt, self.style, tuple(inputs))
 
 
-def named(graph: Graph, names: str) -> Graph:
+def named(graph: Graph, names: str, setup: Setup | None = None) -> Graph:
     """The graph with its modules' boxes and clusters labelled in `names` (ids stay diffusers' paths, so the
-    .dot files of two configs still diff line by line and the report finds its blocks)."""
-    shown = namer(graph.setup, names)
+    .dot files of two configs still diff line by line and the report finds its blocks); `setup` names the model
+    where the graph does not carry it (the report's, built from a trace)."""
+    shown = namer(setup or graph.setup, names)
     if names == "diffusers":
         return graph
     return replace(graph, nodes=[replace(node, label=shown(node.label)) for node in graph.nodes],

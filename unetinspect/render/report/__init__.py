@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, select_autoescape
 
 from unetinspect.render.colormap import COLOURS, level
+from unetinspect.render.diagram_view import named
 from unetinspect.render.export import write_output
 from unetinspect.render.formats import FileView
 from unetinspect.render.graph import INSTALL_HINT, render, svg_id
 from unetinspect.render.header import setup_line
+from unetinspect.render.names import namer
 from unetinspect.render.report.memory_section import memory_section
 from unetinspect.render.units import human_count, human_flops, shape_str
 from unetinspect.views.graph import Graph
@@ -41,8 +43,9 @@ METRIC_LABELS = {"params": "parameters", "flops": "FLOPs", "activation": "activa
 NO_DOT = f"Graphviz's dot program was not installed when this report was made, so it has no diagrams: {INSTALL_HINT}."
 
 
-def report_html(report: Report) -> str:
-    """The whole report page for one UNet."""
+def report_html(report: Report, names: str = "diffusers") -> str:
+    """The whole report page for one UNet; with `names`, its tree and diagrams name modules that way (ldm, lbw)."""
+    shown = namer(report.summary.setup, names)
     summary = report.summary
     data = {
         "kind": "report",
@@ -51,17 +54,20 @@ def report_html(report: Report) -> str:
         "rows": [{"index": r.index, "name": r.name, "type": r.type, "depth": r.depth, "parent": r.parent,
                   "input": shape_str(r.inputs[0]) if r.inputs else "", "output": shape_str(r.outputs[0]) if r.outputs
                   else "", "params": r.params, "flops": r.flops, "activation": r.activation,
-                  "latency": r.latency_ms, "saved": r.saved} for r in report.rows],
+                  "latency": r.latency_ms, "saved": r.saved, **({"shown": shown(r.name)} if names != "diffusers" else {})}
+                 for r in report.rows],
         "attention": attention_data(report.attention),
     }
     facts = _facts(report)
     return _render("report.html", f"{summary.setup.label} · unetinspect report", data,
                    label=summary.setup.label, setup=setup_line(summary.setup), facts=facts,
                    metrics=data["metrics"], timed="latency" in report.metrics, saved="saved" in report.metrics,
-                   blocks=_diagram(report.blocks, [r.name for r in report.rows if r.depth == 1]),
+                   blocks=_diagram(named(report.blocks, names, summary.setup),
+                                   [r.name for r in report.rows if r.depth == 1]),
                    branches=_branches(report), attention=_attention(report.attention),
                    memory=memory_section(report.memory),
-                   layers=[(name, _svg(graph)) for name, graph in report.layers.items()] if _has_dot() else [])
+                   layers=[(name, _svg(named(graph, names, summary.setup))) for name, graph in report.layers.items()]
+                   if _has_dot() else [])
 
 
 def comparison_html(comparison: Comparison, graphs: tuple[Graph, Graph]) -> str:
@@ -234,8 +240,11 @@ class ReportView(FileView["Report"]):
     kind = "report"
     file_formats = ("html",)
 
+    def __init__(self, *, names: str = "diffusers") -> None:
+        self.names = names
+
     def write(self, report: Report, fmt: str, path: Path, inputs: Sequence[str | Path]) -> Path:
-        return write_output(path, report_html(report), inputs)
+        return write_output(path, report_html(report, self.names), inputs)
 
 
 @dataclass(frozen=True)

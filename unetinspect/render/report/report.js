@@ -99,7 +99,8 @@
           `${state.open.has(r.index) ? "▾" : "▸"}</button>`
         : `<span class="leaf"></span>`;
       const indent = (r.depth - 1) * 1.2;
-      const own = r.depth === 1 ? r.name : r.name.split(".").slice(-2).join(".");
+      // --names: the name as asked (input_blocks.4.1, IN04); else a layer by the part of its path that is its own
+      const own = r.shown || (r.depth === 1 ? r.name : r.name.split(".").slice(-2).join("."));
       const latency = data.metrics.some((m) => m.key === "latency")
         ? `<td class="num">${FORMATS.latency(r.latency)}</td>` : "";
       const saved = data.metrics.some((m) => m.key === "saved")
