@@ -173,13 +173,24 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA device"))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a shared, busy CPU several threads wait on each other and times scatter by 10x."""
+def _single_thread():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread: on a shared, busy CPU several threads wait on each other and times scatter by 10x."""
+    yield from _single_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """One intra-op thread for a whole module (`pytestmark = pytest.mark.usefixtures(...)`): runs compared bit for
+    bit must add up in the same order, and a module's own fixtures run before any function fixture would."""
+    yield from _single_thread()
 
 
 def exhausted_model(monkeypatch) -> None:

@@ -18,14 +18,7 @@ STEPS = 4  # with interval 3: calls 0 and 3 run whole, 1 and 2 reuse
 PROMPT = "a cat"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for the whole module: steadier on a busy CPU, and runs compared bit for bit must
-    add up in the same order (the module's fixtures run first, so a function fixture would come too late)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # first, before the module's own fixtures
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,7 @@ from unetinspect.render.drift_view import DriftView
 from unetinspect.render.formats import CSV, JSON, TABLE, emit, render
 from unetinspect.views.drift import Drift
 
-
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """One intra-op thread for the whole module: steadier on a busy CPU, and runs compared bit for bit must
-    add up in the same order (the module's fixtures run first, so a function fixture would come too late)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")  # first, before the module's own fixtures
 STEPS = 4
 
 
