@@ -154,3 +154,68 @@ def test_a_motion_adapter_is_read_on_its_own(tmp_path, invoke):
         assert {b["name"]: b["params"] for b in data["blocks"]} == modules
     table = invoke("weights", folder).stdout
     assert "parameters per motion module" in table and "kind motion adapter" in table
+
+
+def _svd_graphs(level):
+    """The diagram of a small SVD as our model and as diffusers' own module run it (a live source)."""
+    import torch
+    from test_video import SMALL_SVD
+
+    from unetinspect.configs.video import SVDConfig
+    from unetinspect.sources.resolve import Source
+    from unetinspect.views.graph import diagram_graph
+
+    diffusers = pytest.importorskip("diffusers")
+    ours = diagram_graph(Source("config.json", "config", SVDConfig.from_dict(SMALL_SVD)), level=level)
+    torch.manual_seed(0)
+    theirs = diagram_graph(diffusers.UNetSpatioTemporalConditionModel(**SMALL_SVD), level=level)
+    return ours, theirs
+
+
+@pytest.mark.parametrize("level", ["blocks", "layers"])
+def test_the_svd_diagram_draws_skips_as_skips_and_conditioning_as_conditioning(level):
+    """SVD's time embedding (repeated per frame) was drawn as dashed skip edges into every block, through a
+    `sample → new_zeros → concat → add_embedding` chain and tags such as "1 → 1 cat": `sample.new_zeros` reads
+    the latent's shape, not its values, and the empty text it makes carries nothing."""
+    from test_video import SMALL_SVD
+
+    from unetinspect.render.graph import to_dot
+
+    for graph in _svd_graphs(level):
+        layers = SMALL_SVD["layers_per_block"] * len(SMALL_SVD["block_out_channels"])
+        residuals = 1 + layers + len(SMALL_SVD["block_out_channels"]) - 1  # conv_in, resnets, downsamplers
+        skips = graph.edges_of("skip")
+        assert len(skips) == residuals
+        assert all(graph.node(e.source).side == "down" and graph.node(e.target).side == "up" for e in skips)
+        assert not any(n.type in ("new_zeros", "cat") for n in graph.nodes if not n.on_path)
+        conditioning = {n.id for n in graph.nodes if not n.on_path}
+        assert {"time_embedding", "add_embedding", "input:encoder_hidden_states"} <= conditioning
+        assert all(e.kind == "condition" for e in graph.edges
+                   if e.source in conditioning and e.target not in conditioning)
+        outputs = [n for n in graph.nodes if n.kind == "output"]
+        assert outputs and all(n.on_path for n in outputs)  # reshaped back to frames after conv_out: still on it
+        dot = to_dot(graph)
+        assert "&nbsp;image&nbsp;" in dot and "image-only flag" in dot  # a CLIP image embedding, not text
+        assert "→ 1 cat" not in dot and "&nbsp;text&nbsp;" not in dot
+
+
+def test_our_svd_and_diffusers_own_give_the_same_diagram():
+    ours, theirs = _svd_graphs("blocks")
+
+    def edges(graph):  # diffusers returns an output object: its tensor is `out.sample`
+        return {(e.source, e.target.removesuffix(".sample"), e.kind) for e in graph.edges}
+
+    assert edges(ours) == edges(theirs)
+
+
+def test_animatediff_blocks_are_coloured_as_blocks_with_motion_modules():
+    """They were drawn in the gray of an unknown module, with nothing in the legend."""
+    from unetinspect.render.graph import to_dot
+    from unetinspect.sources.inputs import InputSpec
+    from unetinspect.views.graph import diagram_graph
+
+    graph = diagram_graph("animatediff", InputSpec(latent=(8, 8), frames=2))
+    kinds = {n.id: n.kind for n in graph.nodes}
+    assert kinds["down_blocks.0"] == "motion_attn_block" and kinds["down_blocks.3"] == "motion_block"
+    assert kinds["mid_block"] == "motion_mid_block" and kinds["up_blocks.0"] == "motion_block"
+    assert "resnets + transformers + motion modules" in to_dot(graph)

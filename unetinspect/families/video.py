@@ -91,7 +91,15 @@ MOTION: Family[MotionConfig] = Family(
     # motion modules' position code covers motion_max_seq_length frames: a run may not have more
     axes=SizeAxes(default_frames=lambda config: config.default_frames,
                   max_frames=lambda config: config.motion_max_seq_length),
+    # SD's blocks with motion modules inside: the image kinds' hues, a shade warmer (the longest fragment first)
     diagram_kinds=(DiagramKind("AnimateDiff", "motion", "motion module: attention across frames at every pixel",
-                               light="#f0a8a0", dark="#8a3c34"),),
+                               light="#f0a8a0", dark="#8a3c34"),
+                   *(DiagramKind(fragment, "motion_attn_block", "resnets + transformers + motion modules",
+                                 light="#e98e6a", dark="#9a5030")
+                     for fragment in ("CrossAttnDownBlockMotion", "CrossAttnUpBlockMotion")),
+                   DiagramKind("CrossAttnMotion", "motion_mid_block", "middle: resnets + cross-attention "
+                               "(+ a motion module)", light="#b48cb0", dark="#70486e"),
+                   DiagramKind("BlockMotion", "motion_block", "resnets + motion modules", light="#c4cdea",
+                               dark="#3c5080")),
     refusals={"controlnet": _NO_CONTROLNET.format("AnimateDiff"), "lora": _NO_LORA.format("AnimateDiff")},
 )

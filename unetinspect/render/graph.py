@@ -93,7 +93,7 @@ def palette(theme: Literal["light", "dark"]) -> Palette:
 # How ops and conditioning inputs read in a figure.
 _OP_LABELS = {"add": "+", "mul": "×", "div": "÷", "sub": "−", "cat": "concat",
               "scaled_dot_product_attention": "softmax(QKᵀ/√d)·V"}
-_TAG_LABELS = {"encoder_hidden_states": "text"}
+_TAG_LABELS = {"encoder_hidden_states": "text", "image_only_indicator": "image-only flag"}
 # What the blocks attend to when `encoder_hid_proj` makes it: Kandinsky's context is image tokens, not text.
 _CONTEXT_LABELS = {"ImageProjection": "image", "TextImageProjection": "text+image"}
 _TAG_TEXT = "#1a1a1a"  # tags are light in both themes
@@ -315,9 +315,13 @@ class _Drawing:
     def _tag_label(self, edge: Edge) -> str:
         """A conditioning tensor as a reader knows it: `temb`, `text`, or `image` where a projection of image
         embeddings stands in for the text."""
-        if edge.name == "encoder_hidden_states" and self.nodes[edge.source].type in _CONTEXT_LABELS:
+        name = edge.name.rpartition(".")[2]  # `frame_inputs.image_only_indicator`: a dict of inputs
+        if name == "encoder_hidden_states" and self.nodes[edge.source].type in _CONTEXT_LABELS:
             return _CONTEXT_LABELS[self.nodes[edge.source].type]
-        return _TAG_LABELS.get(edge.name, edge.name)
+        setup = self.graph.setup
+        if name == "encoder_hidden_states" and setup is not None and setup.sizes.context != "text":
+            return setup.sizes.context.split()[0]  # SVD's context is an image embedding
+        return _TAG_LABELS.get(name, name)
 
     @staticmethod
     def _tag_cell(color: str, text: str) -> str:

@@ -41,6 +41,15 @@ VIEW_OPS = frozenset({
     "view", "reshape", "permute", "transpose", "contiguous", "getitem", "unsqueeze", "squeeze", "flatten",
     "expand", "chunk", "split", "to", "float", "half", "bfloat16", "type", "clone", "detach",
 })
+# Ops that read only their input's shape, dtype and device, never its values: no edge into them (SVD's
+# `sample.new_zeros(batch, 0)` does not make the time embedding depend on the latent).
+SHAPE_ONLY_OPS = frozenset({
+    "new_zeros", "new_ones", "new_empty", "new_full", "new_tensor", "zeros_like", "ones_like", "empty_like",
+    "full_like", "rand_like", "randn_like", "randint_like",
+})
+# Ops that join tensors: with a single input that holds any elements they hand it on unchanged (SVD concatenates
+# its time ids' embedding to an empty text embedding), so edges are drawn through them like through a view.
+_JOINS = frozenset({"cat", "concat", "concatenate", "hstack", "vstack"})
 
 # Colour families: a block type by the catalogue's kind (block_types.py); any other module by the first fragment of
 # its class name that matches (each family's own kinds first, `families.diagram_kinds`: a ControlNet's class names
@@ -278,7 +287,7 @@ class _Builder:
             used = self._used_inside(record)
             when = (record.index, 1, 0)
             self._add(node, [(t, when) for t in record.inputs if used is None or t.key in used], when)
-        end = (len(trace.records), 0, 0)
+        end = (len(trace.records) + 1, 0, 0)  # after every op too: SVD's output is reshaped back to frames last
         for tensor in _distinct(scope.outputs):
             node = Node(f"output:{tensor.name}", tensor.name, "output", "output", shape=tensor.shape)
             self._add(node, [(tensor, end)], end)
@@ -300,6 +309,8 @@ class _Builder:
         self.nodes[node.id] = node
         self.when[node.id] = when
         for tensor, before in inputs:
+            if 0 in tensor.shape:
+                continue  # an empty tensor carries nothing
             source = self._source(tensor.key, before)
             if source is not None:
                 self.edges.append(Edge(source, node.id, tensor.name, tensor.shape))
@@ -313,8 +324,8 @@ class _Builder:
         if isinstance(who, str):
             return who
         op = self.trace.ops[who]
-        if op.name in VIEW_OPS:
-            return next((s for s in (self._source(t.key, order) for t in op.inputs) if s is not None), None)
+        if op.name in VIEW_OPS or _passes_one_on(op):
+            return next((s for s in (self._source(t.key, order) for t in _data_inputs(op)) if s is not None), None)
         return self._op_node(op, order)
 
     def _op_node(self, op: OpRecord, order: tuple[int, int, int]) -> str:
@@ -325,7 +336,7 @@ class _Builder:
             node_id = f"{parent.name if parent.path else 'model'}/{op.name}#{self.op_counts[(parent.name, op.name)]}"
             self.op_ids[op.index] = node_id
             node = Node(node_id, op.name, op.name, "op", shape=op.outputs[0].shape, cluster=self._home(op.parent))
-            self._add(node, [(t, order) for t in op.inputs], order)
+            self._add(node, [(t, order) for t in _data_inputs(op)], order)
         return self.op_ids[op.index]
 
     def _home(self, parent: int | None) -> str | None:
@@ -335,6 +346,18 @@ class _Builder:
     def _cluster(self, record: CallRecord) -> Cluster:
         return Cluster(record.name, record.name, record.type, kind_of(record.type, self.family_kinds), record.params,
                        self._home(record.parent))
+
+
+def _data_inputs(op: OpRecord) -> list[TensorMeta]:
+    """The inputs whose values an op reads: none for `new_zeros` and its kin, no empty tensor."""
+    if op.name in SHAPE_ONLY_OPS:
+        return []
+    return [t for t in op.inputs if 0 not in t.shape]
+
+
+def _passes_one_on(op: OpRecord) -> bool:
+    """A join of one tensor with empty ones: the output is that tensor's values."""
+    return op.name in _JOINS and len(_data_inputs(op)) == 1
 
 
 def _distinct(tensors: list[TensorMeta]) -> list[TensorMeta]:
