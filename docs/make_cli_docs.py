@@ -47,6 +47,7 @@ Nothing is ever downloaded.
 | `--dtype` | `fp32`, `fp16`, `bf16` |
 | `--format/-f`, `--output/-o FILE` | output format; a file to write instead of the terminal (written whole or not at all, never over an input or a directory) |
 | `--config/-c FILE\\|PRESET`, `--variant NAME`, `--allow-pickle` | how the SOURCE is read |
+| `--motion-adapter FOLDER\\|FILE` | AnimateDiff's motion modules put on the SOURCE (an image UNet), as diffusers' `UNetMotionModel.from_unet2d` |
 
 Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR` environment variable),
 `--debug` (show the traceback of an error), `--install-completion` / `--show-completion` (shell completion).

@@ -1,6 +1,6 @@
 """The command line's shared options, declared once as data, and the `--format` option made from a view.
 
-Every command that opens a source takes the same `--config/--variant/--allow-pickle`, every command that runs
+Every command that opens a source takes the same `--config/--variant/--motion-adapter/--allow-pickle`, every command that runs
 a forward pass the same size options, every command that runs on a device the same `--device/--dtype`, and every
 command that times the same `--warmup/--repeat/--max-seconds`. They are declared here once (`SOURCE`, `SIZES`,
 `DEVICE`, `TIMING`; and `TRAINING`, `STYLE` for the library value a command builds from them) and added to a
@@ -85,6 +85,10 @@ SOURCE = OptionGroup("source", (
         "--config", "-c", help="Config to use instead of the source's own (a config.json or a preset name).")], None),
     SharedOption("variant", Annotated[Optional[str], _source(
         "--variant", help="Weights variant of a diffusers folder, e.g. fp16.")], None),
+    SharedOption("motion_adapter", Annotated[Optional[str], _source(
+        "--motion-adapter", help="Put AnimateDiff's motion modules (a MotionAdapter folder, or an adapter file such as "
+        "mm_sd_v15_v2.safetensors) on this image UNet, as diffusers' UNetMotionModel.from_unet2d: the AnimateDiff "
+        "UNet in every view.", show_default=False)], None),
     SharedOption("allow_pickle", Annotated[bool, _source(
         "--allow-pickle", help="Read .ckpt/.bin/.pt pickle files (weights_only=True). Only for files you trust.")],
         False),

@@ -39,5 +39,6 @@ CONTROLNET: Family[ControlNetConfig] = Family(
                                "ControlNet: its residuals are added to the skips and the mid block",
                                light="#f4d7e9", dark="#6a2f55"),),
     refusals={"controlnet": "a ControlNet is an add-on itself; its residuals go into the UNet it was copied from",
-              "lora": "a ControlNet's LoRAs are not mapped yet"},
+              "lora": "a ControlNet's LoRAs are not mapped yet",
+              "motion-adapter": "a motion adapter animates an image UNet, not a ControlNet"},
 )

@@ -90,8 +90,9 @@ class DiagramKind(NamedTuple):
     dark: str
 
 
-# The add-ons a source can be the base of (`Family.refusals` keys): a ControlNet step, a LoRA's base.
-ADDONS = ("controlnet", "lora")
+# The add-ons a source can be the base of (`Family.refusals` keys): a ControlNet step, a LoRA's base, the image UNet
+# a motion adapter animates.
+ADDONS = ("controlnet", "lora", "motion-adapter")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,9 @@ SVD: Family[SVDConfig] = Family(
     diagram_kinds=(DiagramKind("SpatioTemporal", "temporal", "spatio-temporal: image layers per frame, blended "
                                "with layers across frames", light="#9ed3d6", dark="#2a6a6e"),),
     refusals={"controlnet": _NO_CONTROLNET.format("Stable Video Diffusion"),
-              "lora": _NO_LORA.format("Stable Video Diffusion")},
+              "lora": _NO_LORA.format("Stable Video Diffusion"),
+              "motion-adapter": "Stable Video Diffusion is a video UNet already: a motion adapter animates an "
+                                "image UNet"},
 )
 MOTION: Family[MotionConfig] = Family(
     name="motion", kind="motion", label="AnimateDiff UNet", class_name=MOTION_CLASS, config_class=MotionConfig,
@@ -101,5 +103,6 @@ MOTION: Family[MotionConfig] = Family(
                                "(+ a motion module)", light="#b48cb0", dark="#70486e"),
                    DiagramKind("BlockMotion", "motion_block", "resnets + motion modules", light="#c4cdea",
                                dark="#3c5080")),
-    refusals={"controlnet": _NO_CONTROLNET.format("AnimateDiff"), "lora": _NO_LORA.format("AnimateDiff")},
+    refusals={"controlnet": _NO_CONTROLNET.format("AnimateDiff"), "lora": _NO_LORA.format("AnimateDiff"),
+              "motion-adapter": "this UNet has motion modules already: give the image UNet it was made from"},
 )

@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -154,8 +154,8 @@ def count_parameters(model: nn.Module) -> int:
 def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]:
     """All tensors of the source's files under our key names, checked against the model (names and shapes)."""
     headers = {h.path: h for h in headers_of(source)}
-    per_file = file_shapes(source, headers)
-    renames = _key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
+    per_file = file_shapes(source)
+    renames = key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
     _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
     wanted = set(renames.values())
     tensors: dict[str, torch.Tensor] = {}
@@ -169,13 +169,24 @@ def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]
 
 def check_weights(source: Source, model: nn.Module) -> None:
     """Check a source's weight files against the model from their headers alone (no tensor data is read)."""
-    per_file = file_shapes(source, {h.path: h for h in headers_of(source)})
-    renames = _key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
+    per_file = file_shapes(source)
+    renames = key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
     _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
 
 
-def file_shapes(source: Source, headers: dict[Path, SafetensorsHeader]) -> dict[Path, dict[str, tuple[int, ...]]]:
+class HasWeightFiles(Protocol):
+    """Weight files and the headers of those that are safetensors: a `Source`, a motion adapter's."""
+
+    @property
+    def weight_files(self) -> tuple[Path, ...]: ...
+
+    @property
+    def headers(self) -> tuple[SafetensorsHeader, ...]: ...
+
+
+def file_shapes(source: HasWeightFiles) -> dict[Path, dict[str, tuple[int, ...]]]:
     """Tensor name → shape for each weight file: from its header for safetensors, from the pickle otherwise."""
+    headers = {h.path: h for h in source.headers}
     return {
         path: ({n: t.shape for n, t in headers[path].tensors.items()} if path in headers
                else read_pickle_shapes(path))
@@ -187,9 +198,12 @@ def _shape_of(per_file: dict[Path, dict[str, tuple[int, ...]]], name: str) -> tu
     return next(shapes[name] for shapes in per_file.values() if name in shapes)
 
 
-def _key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
+def key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
     """Our key → the file's key. Diffusers files map to themselves; a family's original layout is renamed (its
-    model's keys only: a whole-pipeline file also holds the VAE and text encoders)."""
+    model's keys only: a whole-pipeline file also holds the VAE and text encoders); a source joined from parts
+    (a UNet and its motion adapter) brings the map its parts settled."""
+    if source.key_map is not None:
+        return dict(source.key_map)
     if source.layout == source.family.layout:
         return source.family.original_key_map(shapes, source.config)
     return {name: name for name in shapes}

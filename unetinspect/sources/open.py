@@ -9,6 +9,7 @@ kind is added beside them, and every view has it.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
@@ -19,6 +20,7 @@ from unetinspect.sources.controlnet_step import with_controlnets
 from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs, refuse_unused_frames
 from unetinspect.sources.live import live_session, open_live
 from unetinspect.sources.loading import load_model, parse_device, parse_dtype
+from unetinspect.sources.motion_adapter import resolve_motion_adapter, with_motion_adapter
 from unetinspect.sources.resolve import Source, SourceLike, resolve_source
 from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, source_pixel_factor
 from unetinspect.sources.twin import IMPLS, as_diffusers
@@ -35,6 +37,7 @@ def open_session(
     dtype: str | torch.dtype | None = None,
     impl: str = "ours",
     controlnets: tuple[SourceLike, ...] = (),
+    motion_adapter: str | os.PathLike[str] | None = None,
     inputs: dict[str, Any] | None = None,
     **source_options: Any,
 ) -> Session:
@@ -45,8 +48,9 @@ def open_session(
     float32 elsewhere. `impl="diffusers"` runs diffusers' own `UNet2DConditionModel` with the same weights
     (diffusers must be installed). `source_options` are `resolve_source`'s: variant, config, allow_pickle.
     `controlnets` (ControlNet sources) make the step "ControlNets, then the UNet with their summed residuals"
-    (`ControlledUNet`), each fed a conditioning image at pixel size. A `Session` is returned as it is, so every
-    entry point can take one.
+    (`ControlledUNet`), each fed a conditioning image at pixel size. `motion_adapter` (a MotionAdapter folder or
+    file) makes an image UNet the AnimateDiff UNet it animates, as diffusers' `UNetMotionModel.from_unet2d`. A
+    `Session` is returned as it is, so every entry point can take one.
 
     `source` may also be the user's own model: our UNet, diffusers' UNet, a pipeline (its `.unet`), or any other
     `nn.Module` with `inputs=` (the keyword arguments of one call) — see `sources.live`.
@@ -56,12 +60,17 @@ def open_session(
     if impl not in IMPLS:
         raise RunError(f"unknown --impl {impl!r}", f"use {' or '.join(IMPLS)}")
     live = open_live(source, inputs=inputs)
-    if live is not None and controlnets:
-        raise RunError("--controlnet builds the step from sources; a live model brings no ControlNet of ours",
-                       "give the UNet's source (a folder or file) with the ControlNets")
+    if live is not None and (controlnets or motion_adapter is not None):
+        added = "--controlnet builds the step" if controlnets else "--motion-adapter builds the AnimateDiff UNet"
+        raise RunError(f"{added} from sources; a live model is used as it is",
+                       "give the UNet's source (a folder or file) with the add-on, or join them yourself")
     if live is not None:
         return live_session(live, spec, device=device, dtype=dtype, impl=impl)
     src = resolve_source(source, **source_options)
+    if motion_adapter is not None:
+        adapter = resolve_motion_adapter(motion_adapter, variant=source_options.get("variant"),
+                                         allow_pickle=source_options.get("allow_pickle", False))
+        src = with_motion_adapter(src, adapter)
     torch_device = parse_device(device)
     torch_dtype = _resolve_dtype(dtype, torch_device)
     sizes = spec.resolve(src.config, source_pixel_factor(src), src.family)
@@ -70,7 +79,7 @@ def open_session(
     model = load_model(src, torch_device, torch_dtype) if impl == "ours" else _diffusers_model(src, torch_device,
                                                                                                 torch_dtype)
     inputs = make_inputs(src.config, sizes, device=torch_device, dtype=torch_dtype, family=src.family)
-    label, notes = src.label, ()
+    label, notes = src.label, src.notes
     controls: tuple[Source, ...] = ()
     if controlnets:
         if impl != "ours":
@@ -79,7 +88,7 @@ def open_session(
                          for c in controlnets)
         model, inputs = with_controlnets(model, inputs, src, controls, sizes, torch_device, torch_dtype)
         label = " + ".join([label, *(f"controlnet {c.label}" for c in controls)])
-        notes = ("one step: the ControlNets, then the UNet with their residuals",)
+        notes += ("one step: the ControlNets, then the UNet with their residuals",)
     setup = Setup(
         label=label, kind=src.kind, model_type=type(model).__name__, impl=impl, device=str(torch_device),
         dtype=dtype_name(torch_dtype), sizes=sizes, weights=_weights_text(src, torch_device),

@@ -66,6 +66,10 @@ class Source:
     headers: tuple[SafetensorsHeader, ...] = ()
     config_origin: str | None = None
     pixel_factor: int | None = None  # pixels per latent element, where the source says (a pipeline's VAE)
+    added: tuple[str, ...] = ()  # add-ons its config was joined with, for headings: "motion adapter mm.safetensors"
+    notes: tuple[str, ...] = ()  # what the setup should say of it (an assumption, weights left unread)
+    key_map: Mapping[str, str] | None = field(default=None, repr=False, compare=False)  # our key → a file's key,
+    #   settled while joining parts (sources.motion_adapter); None: from the layout, on load
     family: Family[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -94,8 +98,8 @@ class Source:
             name = f"{path.parent.name}/{path.name}" if path.name == "unet" and path.parent.name else path.name
             name = name or self.spec
         if self.config_origin is not None and self.config_origin != name:
-            return f"{name} with config {self.config_origin}"
-        return name
+            name = f"{name} with config {self.config_origin}"
+        return " + ".join((name, *self.added))
 
     @property
     def weight_dtypes(self) -> tuple[str, ...]:
@@ -255,7 +259,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: Fami
                           "or a pipeline folder with a unet/ subfolder")
     cfg = override or _unet_config(config_path)
     files = find_weight_files(folder, variant, allow_pickle)
-    return Source(spec, "diffusers", cfg, files, headers=_headers(files), pixel_factor=factor)
+    return Source(spec, "diffusers", cfg, files, headers=read_headers(files), pixel_factor=factor)
 
 
 def _unet_config(path: Path) -> UNetConfig | ControlNetConfig:
@@ -429,7 +433,7 @@ def _resolve_single_file(spec: str, path: Path, shapes: dict[str, tuple[int, ...
                       "put its config.json next to it, or pass --config FILE / --config PRESET")
 
 
-def _headers(files: tuple[Path, ...]) -> tuple[SafetensorsHeader, ...]:
+def read_headers(files: tuple[Path, ...]) -> tuple[SafetensorsHeader, ...]:
     return tuple(read_header(f) for f in files if f.suffix == ".safetensors")
 
 

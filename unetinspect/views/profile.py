@@ -96,12 +96,14 @@ def profile_by_mode(
     config: str | None = None,
     variant: str | None = None,
     allow_pickle: bool = False,
+    motion_adapter: str | None = None,
     **options: Any,
 ) -> Profile | Sweep | Branches:
     """The profile `profile_mode` chose: one step block by block (`profile`), the whole step over `sizes` and
     backends (`sweep`), or each shallow branch's latency as the sum of its layers' (`branch_costs`). `options`
     are `profile`'s (device, dtype, warmup, repeat, max_seconds, compile, progress, impl, controlnets)."""
-    source_options = {"config": config, "variant": variant, "allow_pickle": allow_pickle}
+    source_options = {"config": config, "variant": variant, "allow_pickle": allow_pickle,
+                      "motion_adapter": motion_adapter}
     if mode == "sweep":
         specs = parse_sweep(sizes, spec) if sizes is not None else [("as given", spec)]
         return sweep(source, specs, attention, **options, **source_options)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from unetinspect.configs.unet import UNetConfig, read_json_config
 from unetinspect.configs.video import ADAPTER_CLASS
-from unetinspect.errors import ConfigError, SourceError, WeightsError
+from unetinspect.errors import ConfigError, OptionsError, SourceError, WeightsError
 from unetinspect.families import family_with_layout, load_preset, original_family, registered
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS
@@ -148,8 +148,14 @@ class WeightsReport:
 
 
 def inspect_weights(spec: str | Path, *, config: str | Path | UNetConfig | None = None, variant: str | None = None,
-                    allow_pickle: bool = False) -> WeightsReport:
-    """Describe a checkpoint file or diffusers folder from its headers; `config` overrides the one it implies."""
+                    allow_pickle: bool = False, motion_adapter: str | Path | None = None) -> WeightsReport:
+    """Describe a checkpoint file or diffusers folder from its headers; `config` overrides the one it implies.
+
+    One checkpoint's files: a motion adapter is described on its own (`spec`), not joined to another's."""
+    if motion_adapter is not None:
+        raise OptionsError("weights describes one checkpoint's own files: --motion-adapter joins two",
+                           f"run `unetinspect weights {motion_adapter}` for the adapter's, or another command "
+                           "(summary, profile, memory, …) with --motion-adapter for the joined UNet")
     path = Path(spec).expanduser()
     files, source, note = _open(path, str(spec), config, variant, allow_pickle)
     stored, metadata = _read_tensors(files)
