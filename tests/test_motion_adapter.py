@@ -127,3 +127,22 @@ def test_weights_and_a_live_model_refuse_it(parts, invoke):
     assert result.exit_code != 0 and "--motion-adapter joins two" in result.output
     with pytest.raises(UnetInspectError, match="a live model is used as it is"):
         open_session(joined, motion_adapter=root / "adapter")
+
+
+def test_hostile_adapters_are_one_line(parts, invoke, tmp_path):
+    """A FIFO named like a weight file, a truncated file, a pickle not allowed, a config.json that is no JSON."""
+    import os
+
+    root, _, _ = parts
+    os.mkfifo(tmp_path / "fifo.safetensors")
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((root / "adapter" / "diffusion_pytorch_model.safetensors").read_bytes()[:100])
+    (tmp_path / "mm.ckpt").write_bytes(b"\x80\x02}q\x00.")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    for adapter, words in (("fifo.safetensors", "not a regular file"), ("truncated.safetensors", "truncated.safetensors"),
+                           ("mm.ckpt", "pickle"), ("broken", "config.json")):
+        result = invoke("summary", root / "unet", "--motion-adapter", tmp_path / adapter)
+        assert result.exit_code == 1, (adapter, result.output)
+        assert words in result.output and "internal error" not in result.output, (adapter, result.output)
+
