@@ -1,11 +1,11 @@
 """The HTML report and the HTML comparison: one self-contained file each (CSS, JS, SVG and data inline).
 
-The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, the diagram
-macro), with autoescape on: every name and label from a model or a config is escaped by the template, never by
-hand. Only three things are marked `|safe` there: Graphviz's SVG (which escapes its own text), and our own
-report.css and report.js. The data for the script goes in as JSON that cannot close its <script> tag. Where `dot`
-is missing the report says so and shows the blocks as plain buttons instead, so the metric colours, the tree and
-click-to-focus still work.
+The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, precision's
+and run's pages, the diagram and attention macros), with autoescape on: every name and label from a model or a
+config is escaped by the template, never by hand. Only three things are marked `|safe` there: Graphviz's SVG
+(which escapes its own text), and our own report.css and report.js. The data for the script goes in as JSON that
+cannot close its <script> tag. Where `dot` is missing the report says so and shows the blocks as plain buttons
+instead, so the metric colours, the tree and click-to-focus still work.
 """
 
 from __future__ import annotations
