@@ -1,19 +1,22 @@
 """`unetinspect run PIPELINE_FOLDER --prompt TEXT` on tiny SD and SDXL pipelines saved offline: the image is the one
 diffusers' own pipeline makes from the same seed, the rows are labelled by the pipeline's own tokenizer, the page,
-the PNG and the JSON are written through the one output layer, and `attention FOLDER --prompt` feeds the folder's
-real text encoder (its maps equal diffusers' UNet fed `pipe.encode_prompt`'s embeddings)."""
+the PNG and the JSON are written through the one output layer (the page shows a prompt's HTML as text), and
+`attention FOLDER --prompt` feeds the folder's real text encoder (its maps equal diffusers' UNet fed
+`pipe.encode_prompt`'s embeddings)."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+from html.parser import HTMLParser
 
 import pytest
 import torch
 from tiny_pipelines import save_sdxl
 
 from unetinspect.render.formats import emit
-from unetinspect.render.run_view import RunView
+from unetinspect.render.run_view import RunView, run_html
 
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
@@ -101,6 +104,34 @@ def test_cli_writes_the_page_with_image_times_drift_maps_and_the_cache_compariso
                  "data:image/png;base64,", "DeepCache uniform, interval=2, branch=0", "PSNR"):
         assert part in html, part
     assert "http://" not in html and "https://" not in html  # self-contained
+
+
+class _Page(HTMLParser):
+    """The tags a browser would make of a page, and its text as a reader sees it (entities resolved)."""
+
+    def __init__(self, html):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.text = [], []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_the_page_shows_a_prompt_and_notes_full_of_html_as_text(sd_folder):
+    from unetinspect.views.run import run_pipeline
+
+    prompt = '<script>alert("p")</script> & <marquee>cat</marquee>'
+    result = run_pipeline(sd_folder, prompt, steps=1, seed=0, device="cpu")
+    note = "<img src=x onerror=alert(1)> & <blink>n</blink>"
+    page = _Page(run_html(dataclasses.replace(result, notes=[note])))
+    assert page.tags.count("script") == 2 and "img" not in page.tags[:page.tags.index("main")]  # ours only
+    assert "marquee" not in page.tags and "blink" not in page.tags
+    text = "".join(page.text)
+    assert f"prompt '{prompt}'" in text and note in text
 
 
 def test_sdxl_runs_with_both_tokenizers(sdxl_folder, tmp_path, invoke):

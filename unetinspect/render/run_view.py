@@ -9,7 +9,6 @@ import base64
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,93 +158,58 @@ def png_bytes(image: Any) -> bytes:
 
 
 def run_html(result: RunResult) -> str:
-    """The page: the image and what ran, the blocks' times per step, the prompt's maps over the image."""
+    """The page: the image and what ran, the blocks' times per step, the prompt's maps over the image. Only the
+    values are computed here; templates/run.html lays them out and escapes them."""
     from unetinspect.render.drift_view import heatmap_png
-    from unetinspect.render.report import attention_data, attention_section, html_page
+    from unetinspect.render.report import attention_data, run_page
 
-    uri = _data_uri(result.image)
-    rows = block_rows(result)
-    notes = "".join(f"<li>{escape(note)}</li>" for note in result.notes)
-    header = (f"<h1>{escape(result.setup.label)}</h1><p class=\"heading\">{escape(run_line(result))}</p>"
-              f"<p class=\"heading\">{escape(size_text(result.setup.sizes))} · {escape(result.setup.device)} · "
-              f"{escape(result.setup.dtype)} · pipeline call {result.seconds:.2f} s</p>"
-              + (f"<ul class=\"note\">{notes}</ul>" if notes else ""))
-    body = f"""
-<section id="image">
-  <h2>The image</h2>
-  <img src="{uri}" alt="the generated image" {_shown(result.image, 512)}>
-</section>
-<section id="times">
-  <h2>Block times in every step</h2>
-  <p class="note">Milliseconds of each block of the UNet in each of its calls (one per step, both guidance halves
-  in one batch), timed with the block hooks in every call. Shading: the share of the longest cell.</p>
-  {_series_table(result, {r.name: r.per_step for r in rows}, "{:.2f}", "241,105,19", total=True)}
-</section>
-<section id="drift">
-  <h2>Drift: how much each block's output changed since the step before</h2>
-  <p class="note">{escape(result.drift.conventions[0])}. Block Caching's Fig. 2b for this pipeline: blocks whose
-  change stays low from step to step are what a cache could reuse.</p>
-  <img src="data:image/png;base64,{base64.b64encode(heatmap_png(result.drift)).decode("ascii")}"
-   alt="drift heatmap, blocks by steps">
-  <details><summary>the numbers</summary>
-  {_series_table(result, {b: result.drift.rel_l1[b] for b in result.drift.blocks}, "{:.3f}", "59,82,139")}
-  </details>
-</section>
-{_cache_section(result, uri)}
-{attention_section(result.attention.grid(), under=uri)}"""
-    data = {"kind": "run", "attention": attention_data(result.attention.grid())}
-    return html_page(f"{result.setup.label} · unetinspect run", header, body, data)
+    uri = _png_uri(png_bytes(result.image))
+    grid = result.attention.grid()
+    return run_page(
+        f"{result.setup.label} · unetinspect run", {"kind": "run", "attention": attention_data(grid)}, grid,
+        label=result.setup.label, run=run_line(result),
+        setup=f"{size_text(result.setup.sizes)} · {result.setup.device} · {result.setup.dtype} · "
+              f"pipeline call {result.seconds:.2f} s",
+        notes=result.notes, image=_picture(result.image, 512, uri),
+        times=_series_table(result, {r.name: r.per_step for r in block_rows(result)}, "{:.2f}", "241,105,19",
+                            total=True),
+        drift={"convention": result.drift.conventions[0], "heatmap": _png_uri(heatmap_png(result.drift)),
+               "table": _series_table(result, {b: result.drift.rel_l1[b] for b in result.drift.blocks}, "{:.3f}",
+                                      "59,82,139")},
+        cache=_cache_values(result, uri))
 
 
-def _shown(image: Any, largest: int) -> str:
-    """An image's size attributes and style: at least 256 px wide on the page (a tiny test pipeline's 32 px image
-    is scaled up, its pixels kept sharp), at most `largest`."""
-    width = max(256, min(largest, image.width))
-    return (f'width="{image.width}" height="{image.height}" style="width:{width}px;height:auto;'
-            'image-rendering:pixelated"')
+def _picture(image: Any, largest: int, src: str) -> dict[str, Any]:
+    """An image's data URI (`src`), its size, and the width it is shown at: at least 256 px on the page (a tiny test
+    pipeline's 32 px image is scaled up, its pixels kept sharp), at most `largest`."""
+    return {"src": src, "width": image.width, "height": image.height, "shown": max(256, min(largest, image.width))}
 
 
-def _data_uri(image: Any) -> str:
-    return "data:image/png;base64," + base64.b64encode(png_bytes(image)).decode("ascii")
+def _png_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _series_table(result: RunResult, series: Mapping[str, Sequence[float | None]], number: str, rgb: str,
-                  total: bool = False) -> str:
-    """Blocks × steps, each cell shaded by its share of the largest cell; `total` adds the UNet call's times."""
+                  total: bool = False) -> dict[str, Any]:
+    """Blocks × steps, each cell shaded (`rgb` at an alpha) by its share of the largest cell (None: the block did
+    not run then); `total` adds the UNet call's times."""
     calls = result.profile.calls
     top = max((v for values in series.values() for v in values if v is not None), default=0.0) or 1.0
-    head = "".join(f'<th class="num">{c.index}<br><span class="note">t={_timestep(c.timestep)}</span></th>'
-                   for c in calls)
-    body = "".join(
-        f"<tr><td>{escape(name)}</td>"
-        + "".join('<td class="num">–</td>' if v is None else
-                  f'<td class="num" style="background:rgba({rgb},{min(1.0, v / top):.2f})">{number.format(v)}</td>'
-                  for v in values) + "</tr>"
-        for name, values in series.items())
-    if total:
-        body += "<tr><td><b>UNet call</b></td>" + "".join(f'<td class="num"><b>{c.ms:.2f}</b></td>'
-                                                          for c in calls) + "</tr>"
-    return (f'<div class="tree-wrap"><table class="steps"><thead><tr><th>block</th>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table></div>")
+    return {"rgb": rgb, "calls": [{"index": c.index, "timestep": _timestep(c.timestep)} for c in calls],
+            "rows": [{"name": name, "cells": [None if v is None else
+                                              {"text": number.format(v), "alpha": f"{min(1.0, v / top):.2f}"}
+                                              for v in values]}
+                     for name, values in series.items()],
+            "total": [f"{c.ms:.2f}" for c in calls] if total else None}
 
 
-def _cache_section(result: RunResult, uri: str) -> str:
-    """The cached image beside the uncached one, with what caching bought and cost."""
+def _cache_values(result: RunResult, uncached: str) -> dict[str, Any] | None:
+    """The cached image beside the uncached one (`uncached`: its data URI), with what caching bought and cost."""
     if result.cached is None:
-        return ""
-    facts = "".join(f"<dt>{escape(label)}</dt><dd>{escape(text)}</dd>" for label, text in _cache_lines(result))
-    size = _shown(result.image, 384)
-    conventions = "".join(f"<li>{escape(c)}</li>" for c in result.cached.cache.conventions)
-    return f"""
-<section id="cache">
-  <h2>Cached against uncached, same seed</h2>
-  <div style="display:flex;gap:16px">
-    <figure><img src="{uri}" alt="uncached" {size}><figcaption>uncached</figcaption></figure>
-    <figure><img src="{_data_uri(result.cached_image)}" alt="cached" {size}><figcaption>cached</figcaption></figure>
-  </div>
-  <dl>{facts}</dl>
-  <ul class="note">{conventions}</ul>
-</section>"""
+        return None
+    cached = _png_uri(png_bytes(result.cached_image))
+    return {"uncached": _picture(result.image, 384, uncached), "cached": _picture(result.cached_image, 384, cached),
+            "facts": _cache_lines(result), "conventions": list(result.cached.cache.conventions)}
 
 
 def _timestep(value: float | None) -> str:

@@ -1,11 +1,11 @@
 """The HTML report and the HTML comparison: one self-contained file each (CSS, JS, SVG and data inline).
 
-The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, the diagram
-macro), with autoescape on: every name and label from a model or a config is escaped by the template, never by
-hand. Only three things are marked `|safe` there: Graphviz's SVG (which escapes its own text), and our own
-report.css and report.js. The data for the script goes in as JSON that cannot close its <script> tag. Where `dot`
-is missing the report says so and shows the blocks as plain buttons instead, so the metric colours, the tree and
-click-to-focus still work.
+The pages are Jinja templates beside this module (templates/: the page, the report, the comparison, precision's
+and run's pages, the diagram and attention macros), with autoescape on: every name and label from a model or a
+config is escaped by the template, never by hand. Only three things are marked `|safe` there: Graphviz's SVG
+(which escapes its own text), and our own report.css and report.js. The data for the script goes in as JSON that
+cannot close its <script> tag. Where `dot` is missing the report says so and shows the blocks as plain buttons
+instead, so the metric colours, the tree and click-to-focus still work.
 """
 
 from __future__ import annotations
@@ -126,15 +126,6 @@ def _attention(grid: AttentionGrid | None) -> dict[str, Any] | None:
             "columns": [{"name": name, "peak": f"{peak:.3g}"} for name, peak in zip(grid.columns, grid.column_max)]}
 
 
-def attention_section(grid: AttentionGrid | None, under: str | None = None) -> str:
-    """The attention section of any page (the report's, `run`'s): with `under` (an image's data URI) the maps are
-    drawn see-through over that image."""
-    if grid is None:
-        return ""
-    module = _environment().get_template("attention.html").module
-    return str(module.attention_section(_attention(grid), under))  # pyright: ignore[reportAttributeAccessIssue]
-
-
 def attention_data(grid: AttentionGrid | None) -> dict[str, Any] | None:
     """The maps for the script: [token][block] → the H*W values row by row, 0..255 of the block's maximum, and
     the colour of each of those levels: the PNG grid's own colour map, so a map looks the same in both."""
@@ -220,10 +211,10 @@ def precision_html(result: Precision, rows: Sequence[Any], heading: str) -> str:
                    timesteps=[f"{t:g}" for t in result.timesteps], notes=result.notes)
 
 
-def html_page(title: str, header: str, body: str, data: dict[str, Any]) -> str:
-    """A page of sections that are HTML already (`run`'s report builds its own): the frame, style, script and
-    data are the report's."""
-    return _render("sections.html", title, data, header=header, body=body)
+def run_page(title: str, data: dict[str, Any], attention: AttentionGrid | None, **values: Any) -> str:
+    """`run -o run.html` (templates/run.html) from the values render/run_view.py computes; its attention section is
+    the report's, drawn over the generated image."""
+    return _render("run.html", title, data, attention=_attention(attention), **values)
 
 
 def _render(template: str, title: str, data: dict[str, Any], **context: Any) -> str:
