@@ -223,10 +223,11 @@ def compare(
     from unetinspect.views.profile import profile as profile_session
 
     timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
-    # profile takes the user's own module too (as open_session above), though its declared source type does not say
+    # each side timed at the sizes it was traced at (--frames only on a video side); profile takes the user's
+    # own module too (as open_session above), though its declared source type does not say so yet
     timings = [profile_session(s.origin,  # pyright: ignore[reportArgumentType]
-                               spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
-               for s in (first, second)]
+                               side_spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
+               for s, side_spec in ((first, spec_a), (second, spec_b))]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
     return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),
