@@ -54,3 +54,17 @@ def test_a_difference_that_grew_in_some_blocks_and_shrank_in_others_says_which()
                     f"(−{human_count(-change('up_blocks.1'))}), down_blocks.1 (−{human_count(-change('down_blocks.1'))}); "
                     f"more in up_blocks.2 (+{human_count(change('up_blocks.2'))})")
     assert "%" not in line
+
+
+def test_profile_times_an_image_unet_beside_a_video_one_at_the_sizes_each_was_traced():
+    """--frames sizes the video side alone: the comparison drops it for the image side, and the timing must too
+    (it was refused there: "--frames 2 sizes a video UNet, and this is an image UNet")."""
+    from test_video import SMALL_SVD
+
+    from unetinspect.sources.inputs import InputSpec
+
+    svd = {"_class_name": "UNetSpatioTemporalConditionModel", **SMALL_SVD}
+    result = compare("tiny", svd, InputSpec(frames=2, height=64, width=64), profile=True, profile_device="cpu",
+                     repeat=1, warmup=0)
+    assert result.step_ms is not None and all(ms > 0 for ms in result.step_ms)
+    assert result.b.setup.sizes.frames == 2 and result.a.setup.sizes.frames is None

@@ -104,6 +104,32 @@ def test_pipeline_folder_reads_its_unet(tiny_model, tmp_path, invoke):
     assert "pipeline folder" in result.stdout and "exactly the tiny preset" in result.stdout
 
 
+@pytest.mark.parametrize("name", ["controlnet", "svd", "animatediff"])
+def test_the_overview_of_every_family_says_its_structure_truly(tmp_path, invoke, name):
+    """The overview's structure line read an image UNet's config fields off any config: a ControlNet's, SVD's or
+    AnimateDiff's folder ended in an internal error (the JSON never reads them). What it says of attention's
+    projection is checked against the checkpoint's own proj_in tensors: 4-d a conv, 2-d a linear layer (SVD's
+    config states no projection, and its transformers are linear: nothing is said, rather than "conv proj")."""
+    from ldm_files import write_header_only
+
+    from unetinspect.configs.controlnet import ControlNetConfig
+    from unetinspect.sources.loading import build_model
+
+    config = ControlNetConfig(unet=load_preset("sd15")) if name == "controlnet" else load_preset(name)
+    shapes = {k: tuple(v.shape) for k, v in build_model(config).state_dict().items()}
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(config.to_dict()))
+    write_header_only(folder / "diffusion_pytorch_model.safetensors", shapes)
+    result = invoke("weights", folder, env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert f"channels {list(config.block_out_channels)}" in result.stdout
+    projections = {len(shape) for key, shape in shapes.items()
+                   if key.endswith(".proj_in.weight") and "motion_modules" not in key}
+    assert ("conv proj" in result.stdout) == (projections == {4})
+    assert ("linear proj" in result.stdout) <= (projections == {2})
+
+
 def test_unsupported_structure_is_still_described(tmp_path, invoke):
     """A checkpoint whose config cannot be inferred is still worth looking inside: the reason is shown."""
     config = SMALL_CONFIGS["sd21-like"]  # 16-channel heads: not inferable

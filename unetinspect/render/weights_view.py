@@ -10,11 +10,12 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from unetinspect.configs.unet import UNetConfig
 from unetinspect.render.formats import View
 from unetinspect.render.units import human_bytes, human_count, shape_str
 
 if TYPE_CHECKING:
-    from unetinspect.configs.unet import UNetConfig
+    from unetinspect.families import FamilyConfig
     from unetinspect.views.weights import Part, TensorEntry, WeightsReport
 
 
@@ -167,18 +168,30 @@ def _config_rows(report: WeightsReport) -> list[tuple[str, Text | str]]:
     elif match is not None:
         rows.append(("preset", Text(f"nearest {match.name}, differing in {', '.join(match.differences)}",
                                     style="yellow")))
-    rows.append(("structure", _config_line(report.config)))
+    unet = _image_unet(report.config)
+    if unet is not None:
+        rows.append(("structure", _config_line(unet, report.config.to_dict())))
     return rows
 
 
-def _config_line(config: UNetConfig) -> str:
-    """The structural facts that tell SD 1.x, 2.x, SDXL and their variants apart, on one line."""
+def _image_unet(config: FamilyConfig) -> UNetConfig | None:
+    """The image UNet's config a config is, or holds as `unet` (a ControlNet's, AnimateDiff's, SVD's: their
+    blocks are structured alike); None for a family's config that holds none."""
+    unet = config if isinstance(config, UNetConfig) else getattr(config, "unet", None)
+    return unet if isinstance(unet, UNetConfig) else None
+
+
+def _config_line(config: UNetConfig, stated: dict[str, Any]) -> str:
+    """The structural facts that tell SD 1.x, 2.x, SDXL and their variants apart, on one line. How attention
+    projects is said only where the family's config.json (`stated`) says it: SVD's states none, and its
+    transformers project linearly whatever the image UNet half it holds says."""
     attention = "".join("A" if t.startswith("CrossAttn") else "·" for t in config.down_block_types)
+    projection = stated.get("use_linear_projection")
     facts = [
         f"channels {config.block_out_channels}", f"attention {attention}", f"layers {config.layers_per_block}",
         f"in/out {config.in_channels}/{config.out_channels}", f"text {config.cross_attention_dim}",
         f"heads {config.heads_per_block}", f"depth {config.transformer_layers_per_block}",
-        "linear proj" if config.use_linear_projection else "conv proj",
+        *([] if projection is None else ["linear proj" if projection else "conv proj"]),
     ]
     if config.addition_embed_type:
         facts.append(f"{config.addition_embed_type} ({config.projection_class_embeddings_input_dim})")

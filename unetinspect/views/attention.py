@@ -190,7 +190,8 @@ def attention_maps(
     labels = None
     if tokens is not None and kind == "cross":
         labels = token_labels(tokens, prompt, next(iter(maps.layers.values())).shape[-3])
-    result = AttentionResult(**vars(maps) | {"tokens": labels}, setup=session.setup, text=text, notes=notes)
+    labelled = dataclasses.replace(maps, tokens=labels)
+    result = AttentionResult(**vars(labelled), setup=session.setup, text=text, notes=notes)
     if page:
         result.page = attention_report(result, source, spec, "daam" if heads else "mean", **source_options)
     return result

@@ -145,7 +145,8 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
     ]
 
 
-def _frames_where_video(spec: InputSpec, sources: tuple[object, object], allow_pickle: bool) -> list[InputSpec]:
+def _frames_where_video(spec: InputSpec, sources: tuple[SourceLike | Session | None, SourceLike | Session | None],
+                        allow_pickle: bool) -> list[InputSpec]:
     """`--frames` sizes the video side of a comparison: an image UNet beside a video one runs without it (two
     image UNets keep it, and open_session refuses it, as every view does)."""
     video = [spec.frames is not None and _is_video(source, allow_pickle) for source in sources]
@@ -154,7 +155,7 @@ def _frames_where_video(spec: InputSpec, sources: tuple[object, object], allow_p
     return [spec if v else dataclasses.replace(spec, frames=None) for v in video]
 
 
-def _is_video(source: object, allow_pickle: bool) -> bool:
+def _is_video(source: SourceLike | Session | None, allow_pickle: bool) -> bool:
     if isinstance(source, Session):
         config = source.config
     else:
@@ -203,7 +204,10 @@ def compare(
     spec_a, spec_b = _frames_where_video(spec, (a, a if b is None else b), allow_pickle)
     first = open_session(a, spec_a, device=device, dtype=dtype, allow_pickle=allow_pickle)
     if impl == "diffusers":
-        second = open_session(first.origin, spec_a, device=device, dtype=first.dtype, impl="diffusers")
+        # a session's origin may be the user's own module, which open_session takes (see its docstring) though
+        # its declared source type does not name one yet; sources/ is typed next, and this ignore goes with it
+        second = open_session(first.origin,  # pyright: ignore[reportArgumentType]
+                              spec_a, device=device, dtype=first.dtype, impl="diffusers")
         labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
     else:
         second = open_session(b, spec_b, device=device, dtype=dtype, allow_pickle=allow_pickle)
@@ -219,8 +223,11 @@ def compare(
     from unetinspect.views.profile import profile as profile_session
 
     timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
-    timings = [profile_session(s.origin, spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
-               for s in (first, second)]
+    # each side timed at the sizes it was traced at (--frames only on a video side); profile takes the user's
+    # own module too (as open_session above), though its declared source type does not say so yet
+    timings = [profile_session(s.origin,  # pyright: ignore[reportArgumentType]
+                               side_spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
+               for s, side_spec in ((first, spec_a), (second, spec_b))]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)
     return Comparison(a_summary, b_summary, labels[0], labels[1], aligned_by, _with_changes(pairs, changes),

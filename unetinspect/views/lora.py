@@ -213,7 +213,8 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
                            f"keys; e.g. {next(iter(shapes), 'nothing')!r})", "try `unetinspect weights FILE`")
     image_unets = {name: config for name in PRESETS if isinstance(config := load_preset(name), UNetConfig)}
     scores = _base_scores(lora, image_unets)  # the video presets' LoRAs (motion LoRAs) are not read yet
-    likely, likely_matches = max(scores.items(), key=lambda item: item[1]) if scores else (None, 0)
+    # every image-UNet preset is scored, so there always is a likeliest (the first of equals)
+    likely, likely_matches = max(scores.items(), key=lambda item: item[1])
     if base is not None:
         source = resolve_source(base)
         reason = source.family.refusals.get("lora")
@@ -223,7 +224,7 @@ def analyze_lora(path: str | Path, *, base: str | Path | None = None, allow_pick
                               "give the UNet the LoRA is for (a preset, folder, file)")
         config, base_label = source.config, source.label
     else:
-        config, base_label = load_preset(likely), likely
+        config, base_label = image_unets[likely], likely
     modules = adaptable_layers(config)
     tensors = reader()
     reports = [_module_report(m, modules, tensors) for m in lora.modules]

@@ -20,7 +20,6 @@ import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,7 +42,7 @@ from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found, live_module
 from unetinspect.sources.loading import parse_device
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import SourceLike
 from unetinspect.sources.session import Session, Setup
 from unetinspect.views.profile import parse_sweep
 
@@ -175,7 +174,7 @@ class Memory:
 
 
 def memory(
-    source: str | Path | Source | Session | None = None,
+    source: SourceLike | Session | None = None,
     spec: InputSpec = InputSpec(),
     *,
     train: bool = False,
@@ -200,7 +199,7 @@ def memory(
         return memory_of(session, training if train else None, attention)
 
 
-def _open(source: Any, spec: InputSpec, train: bool, training: Training, device: str,
+def _open(source: SourceLike | Session | None, spec: InputSpec, train: bool, training: Training, device: str,
           dtype: str | torch.dtype | None, source_options: dict[str, Any], attention: str | None = None
           ) -> Session:
     """The session a memory measurement runs on: in the half dtype of `--mixed`, after the choices are checked
@@ -356,7 +355,7 @@ def sweeping(sweep: str | None, budget: str | int | None) -> bool:
 
 
 def memory_sweep(
-    source: str | Path | Source | Session | None,
+    source: SourceLike | Session | None,
     specs: Sequence[tuple[str, InputSpec]] | str,
     *,
     spec: InputSpec = InputSpec(),

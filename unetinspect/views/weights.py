@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from unetinspect.configs.unet import UNetConfig, read_json_config
 from unetinspect.configs.video import ADAPTER_CLASS
 from unetinspect.errors import ConfigError, OptionsError, SourceError, WeightsError
-from unetinspect.families import family_with_layout, load_preset, original_family, registered
+from unetinspect.families import FamilyConfig, family_with_layout, load_preset, original_family, registered
 from unetinspect.files import not_regular
 from unetinspect.presets import PRESETS
 from unetinspect.sources.kinds import MOTION_MODULE, FileKind, file_kind
@@ -104,7 +104,7 @@ class WeightsReport:
     format: str  # a phrase: "single file, original (LDM) layout", "diffusers folder, sharded in 3 files", ...
     files: tuple[tuple[str, int], ...]  # (path, bytes on disk)
     tensors: tuple[TensorEntry, ...]
-    config: UNetConfig | None
+    config: FamilyConfig | None  # any family's: a ControlNet's, a video UNet's too
     config_origin: str  # where the config came from; "" when there is none
     config_note: str | None  # why there is no config
     nearest_preset: PresetMatch | None
@@ -200,19 +200,19 @@ def _mismatch(source: Source) -> str | None:
     return None
 
 
-def nearest_preset(config: UNetConfig) -> PresetMatch:
+def nearest_preset(config: FamilyConfig) -> PresetMatch:
     """The built-in preset of the same kind of model (a video UNet is no image UNet, however alike their fields)
-    with the fewest differing config fields (ties: the first listed)."""
+    with the fewest differing config fields (ties: the first listed: `min` keeps the first of equals)."""
     alike = [name for name in PRESETS if type(load_preset(name)) is type(config)]
     # a ControlNet (no preset of its own): the UNet it copies
     mine = (config if alike else getattr(config, "unet", config)).to_dict()
-    best: PresetMatch | None = None
-    for name in alike or PRESETS:
+
+    def match(name: str) -> PresetMatch:
         theirs = load_preset(name).to_dict()
-        differences = tuple(k for k in mine if not k.startswith("_") and (k not in theirs or mine[k] != theirs[k]))
-        if best is None or len(differences) < len(best.differences):
-            best = PresetMatch(name, differences)
-    return best
+        return PresetMatch(name, tuple(k for k in mine
+                                       if not k.startswith("_") and (k not in theirs or mine[k] != theirs[k])))
+
+    return min((match(name) for name in alike or PRESETS), key=lambda m: len(m.differences))
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
@@ -298,7 +298,7 @@ def _dtype_name(dtype: Any) -> str:
     return TORCH_DTYPE_NAMES.get(name, name.upper())
 
 
-def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: UNetConfig | None) -> dict[str, str]:
+def _our_names(shapes: dict[str, tuple[int, ...]], layout: str, config: FamilyConfig | None) -> dict[str, str]:
     """File name → our name of the model's tensors (identity for diffusers files; nothing for a file in an original
     layout without a config)."""
     if layout == "diffusers":
@@ -319,7 +319,8 @@ def _format(path: Path, files: tuple[Path, ...], layout: str) -> str:
     if path.is_file():
         return f"single {kind} file, {'original (LDM)' if layout.startswith('ldm') else 'diffusers'} layout"
     where = "diffusers pipeline folder (unet/)" if (path / "model_index.json").is_file() else "diffusers folder"
-    parts = [where, f"sharded in {len(files)} {kind} files" if len(files) > 1 else f"one {kind} file"]
+    shards = len(files)
+    parts = [where, f"sharded in {shards} {kind} files" if shards > 1 else f"one {kind} file"]
     variant = re.match(rf"{WEIGHTS_NAME}\.([^.-]+)[.-]", files[0].name)
     if variant and variant[1] not in ("safetensors", "bin"):
         parts.append(f"{variant[1]} variant")
