@@ -160,3 +160,24 @@ def test_compare_and_the_report_speak_the_namings(tmp_path, invoke):
     data = json.loads(page.read_text().split('id="report-data">', 1)[1].split("</script>", 1)[0])
     row = next(r for r in data["rows"] if r["name"] == "down_blocks.1.attentions.0")
     assert row["shown"] == "input_blocks.4.1"  # the tree shows the LDM name; the row keeps its id for the diagram
+
+
+def test_branches_are_named_as_the_original_unet_pairs_its_skips(invoke, tmp_path):
+    """In the original UNet input_blocks.i's output is concatenated into output_blocks.(11-i): branch i of SD 1.5
+    runs from IN{i} to OUT{11-i}, in the table, the JSON and the report's branches table."""
+    result = invoke("summary", "sd15", "--branches", "--names", "ldm", "-f", "json")
+    assert result.exit_code == 0, result.output
+    branches = json.loads(result.stdout)["branches"]
+    assert len(branches) == 12
+    for i, branch in enumerate(branches):
+        assert branch["skip_from_names"]["lbw"] == f"IN{i:02d}" and branch["read_by_names"]["lbw"] == f"OUT{11 - i:02d}"
+        assert branch["skip_from_names"]["ldm"].startswith(f"input_blocks.{i}.")
+        assert branch["read_by_names"]["ldm"] == f"output_blocks.{11 - i}.0"  # the resnet that reads the concat
+    table = invoke("summary", "sd15", "--branches", "--names", "lbw").stdout
+    assert " IN04 " in table and " OUT07 " in table and "down_blocks" not in table
+    page = tmp_path / "report.html"
+    assert invoke("report", "sd15", "--names", "ldm", "-o", page).exit_code == 0
+    html = page.read_text()
+    start = html.index('<table id="branches"')
+    rows = html[start:html.index("</table>", start)]
+    assert "input_blocks.4.1" in rows and "output_blocks.7.0" in rows and "down_blocks" not in rows

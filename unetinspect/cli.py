@@ -306,7 +306,7 @@ def summary(
     if branches:
         from unetinspect.views.branches import branch_costs
 
-        return emit(BranchesView(), fmt, branch_costs(source, opts.spec(), **opts.loading), output)
+        return emit(BranchesView(names=opts.names), fmt, branch_costs(source, opts.spec(), **opts.loading), output)
     result = summarize(source, opts.spec(), controlnets=tuple(controlnet or ()), impl=impl.value, **opts.device,
                        **opts.loading)
     emit(summary_view(step_depth(depth, controlnet), ip_adapter, result, opts.names), fmt, result, output)
@@ -377,7 +377,8 @@ def profile(
                                  **opts.timing, **opts.loading)
     if trace is not None:
         emit(ChromeTraceView(), None, result, trace)
-    view = ProfileView(names=opts.names) if mode == "step" else {"sweep": SweepView, "branches": BranchesView}[mode]()
+    view = {"step": ProfileView(names=opts.names), "sweep": SweepView(),
+            "branches": BranchesView(names=opts.names)}[mode]
     emit(view, fmt, result, output)
 
 

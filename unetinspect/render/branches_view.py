@@ -6,11 +6,13 @@ so that a paper's number can be checked against them. Imports nothing of torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from rich.console import RenderableType
 
 from unetinspect.render.formats import MARKDOWN, TABLE, Column, View
+from unetinspect.render.names import namer, names_data
 from unetinspect.render.units import human_count, human_flops, shape_str
 
 if TYPE_CHECKING:
@@ -18,10 +20,11 @@ if TYPE_CHECKING:
 
 
 class Line(NamedTuple):
-    """A branch with the full step it is a share of."""
+    """A branch with the full step it is a share of, and how a module path is shown (`--names`)."""
 
     branch: Branch
     result: Branches
+    shown: Callable[[str], str] = str
 
 
 def _share(part: float | None, whole: float | None) -> str:
@@ -36,10 +39,10 @@ def _timed(result: Branches) -> bool:
 # MACs (FLOPs / 2, as the conventions say); the names, the FLOPs and the share always stay.
 COLUMNS = (
     Column("branch", "branch", lambda l: str(l.branch.index), value=lambda l: l.branch.index, justify="right"),
-    Column("skip_from", "skip from", lambda l: l.branch.producer, markdown=lambda l: f"`{l.branch.producer}`",
-           style="cyan", fold=True, min_width=16),
-    Column("read_by", "read by", lambda l: l.branch.consumer, markdown=lambda l: f"`{l.branch.consumer}`",
-           style="cyan", fold=True, min_width=16),
+    Column("skip_from", "skip from", lambda l: l.shown(l.branch.producer),
+           markdown=lambda l: f"`{l.shown(l.branch.producer)}`", style="cyan", fold=True, min_width=16),
+    Column("read_by", "read by", lambda l: l.shown(l.branch.consumer),
+           markdown=lambda l: f"`{l.shown(l.branch.consumer)}`", style="cyan", fold=True, min_width=16),
     Column("skip_shape", "skip shape", lambda l: shape_str(l.branch.shape), priority=3),
     Column("flops", "FLOPs", lambda l: human_flops(l.branch.flops), value=lambda l: l.branch.flops, justify="right"),
     Column("macs", "MACs", lambda l: human_flops(l.branch.macs), value=lambda l: l.branch.macs, justify="right",
@@ -65,8 +68,12 @@ class BranchesView(View["Branches"]):
     kind = "branches"
     columns = COLUMNS
 
+    def __init__(self, *, names: str = "diffusers") -> None:
+        self.names = names
+
     def rows(self, result: Branches) -> list[Line]:
-        return [Line(branch, result) for branch in result.branches]
+        shown = namer(result.setup, self.names)
+        return [Line(branch, result, shown) for branch in result.branches]
 
     def heading(self, result: Branches) -> list[str]:
         return [*super().heading(result),
@@ -94,7 +101,11 @@ class BranchesView(View["Branches"]):
 
 
 def _branch_data(branch: Branch, result: Branches) -> dict[str, Any]:
-    return {"index": branch.index, "skip_from": branch.producer, "read_by": branch.consumer,
+    """Diffusers' paths, as every JSON keeps them; a model with original names adds them (`skip_from_names`)."""
+    names = {f"{key}_names": names_data(result.setup, path)
+             for key, path in (("skip_from", branch.producer), ("read_by", branch.consumer))
+             if names_data(result.setup, path)}
+    return {"index": branch.index, "skip_from": branch.producer, "read_by": branch.consumer, **names,
             "skip_shape": list(branch.shape), "flops": branch.flops, "macs": branch.macs,
             "attention_flops": branch.attention_flops, "macs_without_attention": branch.macs_without_attention,
             "share_of_step": branch.flops / result.flops, "params": branch.params, "latency_ms": branch.latency_ms,

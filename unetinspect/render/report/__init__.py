@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -64,7 +64,7 @@ def report_html(report: Report, names: str = "diffusers") -> str:
                    metrics=data["metrics"], timed="latency" in report.metrics, saved="saved" in report.metrics,
                    blocks=_diagram(named(report.blocks, names, summary.setup),
                                    [r.name for r in report.rows if r.depth == 1]),
-                   branches=_branches(report), attention=_attention(report.attention),
+                   branches=_branches(report, shown), attention=_attention(report.attention),
                    memory=memory_section(report.memory),
                    layers=[(name, _svg(named(graph, names, summary.setup))) for name, graph in report.layers.items()]
                    if _has_dot() else [])
@@ -104,13 +104,15 @@ def _facts(report: Report) -> list[tuple[str, str]]:
     return facts + [("note", note) for note in report.notes]
 
 
-def _branches(report: Report) -> dict[str, Any] | None:
-    """The partial-UNet costs (see views/branches.py); a click on a row shows the branch on the diagram."""
+def _branches(report: Report, shown: Callable[[str], str]) -> dict[str, Any] | None:
+    """The partial-UNet costs (see views/branches.py), named as the page names modules; a click on a row shows
+    the branch on the diagram."""
     if not report.branches:
         return None
     flops = report.summary.trace.flops
     timed = report.branches[0].latency_ms is not None
-    rows = [{"index": b.index, "producer": b.producer, "consumer": b.consumer, "flops": human_flops(b.flops),
+    rows = [{"index": b.index, "producer": shown(b.producer), "consumer": shown(b.consumer),
+             "flops": human_flops(b.flops),
              "share": f"{100 * b.flops / flops:.1f}%", "macs": human_flops(b.macs_without_attention),
              "params": human_count(b.params), "latency": f"{b.latency_ms:.3f}" if timed else ""}
             for b in report.branches]
