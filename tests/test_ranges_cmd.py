@@ -226,3 +226,33 @@ def test_the_cost_is_estimated_and_refused_before_it_runs(invoke):
     result = invoke("ranges", "tiny", *LATENT, "--device", "cpu", "--timesteps", "999,500,1", "--max-seconds", "0")
     assert result.exit_code == 1
     assert "6 runs" in result.output and "over the limit" in result.output  # 2 forwards' worth per timestep
+
+
+def test_in_fp16_the_overflow_is_real_ranked_first_and_located(invoke, folder):
+    model = planted(our_unet(tiny())).half()
+    inputs = ui.make_inputs(model.config, ui.InputSpec(latent=(8, 8)), dtype=torch.float16)
+    broken: list[str] = []  # the truth: leaves in the order they finish, the first with a non-finite output
+
+    def hook(path):
+        def check(module, args, output):
+            if isinstance(output, torch.Tensor) and not torch.isfinite(output).all():
+                broken.append(path)
+        return check
+
+    handles = [m.register_forward_hook(hook(p)) for p, m in model.named_modules() if p and not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(**{**inputs, "timestep": torch.full_like(inputs["timestep"], 999)})
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert broken and broken[0].startswith(PLANTED + ".")
+    data = run_json(invoke, folder, "--timesteps", "999", "--dtype", "fp16")
+    assert data["setup"]["dtype"] == "float16"
+    assert data["first_nonfinite"] == {"block": PLANTED, "call": 0, "timestep": 999.0, "layer": broken[0]}
+    top = data["blocks"][0]
+    assert top["block"] == PLANTED and top["nonfinite"][0] > 0 and top["max_abs"] == [None]
+    assert top["headroom"] == {"fp16": [None], "bf16": [None], "fp8": [None]}  # unknown past fp16's own range
+    # the blocks its non-finite values flowed into come next, before every block that stayed finite
+    tainted = [row["nonfinite"][0] > 0 for row in data["blocks"]]
+    assert tainted == sorted(tainted, reverse=True)

@@ -49,8 +49,10 @@ class Row(NamedTuple):
         return max(values) if values else None
 
     def headroom(self, fmt: str) -> float:
-        """The format's largest number over the block's largest |x|: below 1 it overflows."""
-        return self.limits[fmt] / self.largest if self.largest > 0 else math.inf
+        """The format's largest number over the block's largest |x|: below 1 it overflows (NaN: unknown, the
+        largest |x| was not finite in the dtype the model ran in)."""
+        largest = self.largest
+        return math.nan if largest == math.inf else self.limits[fmt] / largest if largest > 0 else math.inf
 
 
 def _number(value: float | None) -> str:
@@ -60,7 +62,9 @@ def _number(value: float | None) -> str:
 def _headroom(fmt: str) -> Any:
     def text(row: Row) -> Text:
         value = row.headroom(fmt)
-        if value == math.inf:
+        if math.isnan(value) or (value == math.inf and sum(row.nonfinite)):  # no finite maximum to measure by
+            return Text("–")
+        if value == math.inf:  # nothing made
             return Text("∞")
         return Text(f"{value:.3g}× overflow", style=OVERFLOW) if value < 1 else Text(f"{value:.3g}×")
     return text
@@ -129,7 +133,7 @@ class RangesView(View["ActivationRanges"]):
         shown = namer(result.setup, self.names)
         block = shown(first.block) if first.block is not None else "outside the blocks shown"
         return (f"{block}, at timestep {_timestep(result.timesteps[first.call])} (call {first.call}), "
-                f"layer {first.layer or '(the model itself)'}")
+                f"layer {shown(first.layer) if first.layer else '(the model itself)'}")
 
     def data(self, result: ActivationRanges) -> dict[str, Any]:
         """The documented JSON interface (docs/cli.md): the timesteps, the formats' largest numbers, the ranked

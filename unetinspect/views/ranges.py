@@ -69,14 +69,17 @@ class ActivationRanges:
 
     def headroom(self, fmt: str) -> dict[str, list[float]]:
         """How many times each block's largest |x| fits under `fmt`'s largest number, per timestep (below 1: it
-        overflows; infinite where nothing was made)."""
-        limit = self.limits[fmt]
-        return {block: [limit / x if x > 0 else (math.inf if x == 0 else math.nan) for x in values]
-                for block, values in self.max_abs.items()}
+        overflows; infinite where nothing was made; NaN where the largest |x| was not finite in the dtype run)."""
+        return {block: [_headroom(self.limits[fmt], x) for x in values] for block, values in self.max_abs.items()}
 
     def ranked(self) -> list[str]:
-        """The blocks, those holding non-finite values first, then by their largest |x|, largest first."""
-        return sorted(self.blocks, key=lambda b: (-sum(self.nonfinite[b]), -self.largest(b)))
+        """The blocks, those holding non-finite values first, then by their largest |x|, largest first: the block
+        that overflowed (infinite maximum) before those its non-finite values flowed into, however many."""
+        return sorted(self.blocks, key=lambda b: (not any(self.nonfinite[b]), -self.largest(b)))
+
+
+def _headroom(limit: float, largest: float) -> float:
+    return math.nan if not math.isfinite(largest) else limit / largest if largest > 0 else math.inf
 
 
 def activation_ranges(
