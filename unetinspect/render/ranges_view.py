@@ -86,15 +86,15 @@ COLUMNS = (
     Column("max_abs", "max |x|", lambda r: Text(_number(r.largest), style=OVERFLOW if sum(r.nonfinite) else ""),
            value=lambda r: r.largest, justify="right"),
     Column("at_timestep", "at t", lambda r: _timestep(r.at), value=lambda r: r.at, justify="right"),
-    *(Column(f"headroom_{fmt}", f"{fmt} headroom", _headroom(fmt), value=lambda r, fmt=fmt: r.headroom(fmt),
+    *(Column(f"headroom_{fmt}", f"{fmt} ×", _headroom(fmt), value=lambda r, fmt=fmt: r.headroom(fmt),
              justify="right") for fmt in ("fp16", "bf16", "fp8")),
-    Column("logit_max", "max |logit|", _logit, value=lambda r: r.logit, justify="right", priority=2),
+    Column("logit_max", "max |logit|", _logit, value=lambda r: r.logit, justify="right", priority=1),
     Column("nonfinite", "non-finite", lambda r: f"{sum(r.nonfinite):,}" if sum(r.nonfinite) else "–",
-           value=lambda r: sum(r.nonfinite), justify="right", priority=2),
+           value=lambda r: sum(r.nonfinite), justify="right"),
     Column("max_abs_per_timestep", "max |x| per timestep",
            lambda r: "  ".join(f"{_timestep(t)}: {_number(x)}" for t, x in zip(r.timesteps, r.max_abs)),
            value=lambda r: ";".join(f"{_timestep(t)}:{x!r}" for t, x in zip(r.timesteps, r.max_abs)),
-           fold=True, priority=1),
+           fold=True, priority=2),
 )
 
 
@@ -118,7 +118,9 @@ class RangesView(View["ActivationRanges"]):
     def heading(self, result: ActivationRanges) -> list[str]:
         what = f"every module down to depth {result.depth}" if result.depth is not None else "the blocks named"
         steps = ", ".join(_timestep(t) for t in result.timesteps)
-        return [*super().heading(result), f"largest |x| of any operation inside {what} · timesteps {steps}"]
+        return [*super().heading(result), f"largest |x| of any operation inside {what} · timesteps {steps}",
+                "fp16 ×, bf16 ×, fp8 ×: the headroom, how many times max |x| fits under the format's largest "
+                "number (below 1×: overflow)"]
 
     def totals(self, result: ActivationRanges) -> list[tuple[str, str]]:
         limits = " · ".join(f"{fmt} {limit:,.0f}" if limit < 1e6 else f"{fmt} {limit:.3g}"
