@@ -33,7 +33,7 @@ from unetinspect.sources.resolve import SourceLike
 from unetinspect.sources.session import Session, Setup
 from unetinspect.views.precision import at_timesteps, parse_timesteps
 from unetinspect.views.profile import DEFAULT_MAX_SECONDS, estimate_forwards, flops_trace
-from unetinspect.views.watch import watch
+from unetinspect.views.watch import Watch, watch
 from unetinspect.weights.block_names import diffusers_blocks
 
 DEFAULT_TIMESTEPS = (999.0, 500.0, 1.0)
@@ -115,16 +115,12 @@ def activation_ranges(
                        "use --device cpu or cuda")
     trace = flops_trace(session)
     called = {r.path for r in trace.records if r.path}
-    if blocks is not None:
-        named = _named_blocks(session, trace.records, blocks)
-        watched_depth = max(r.depth for r in trace.records if r.path in named)
-    else:
-        named, watched_depth = None, depth
+    named = _named_blocks(session, trace.records, blocks) if blocks is not None else None
+    watched = _watch(session, trace.records, depth, named)
     estimate_forwards(session, trace.flops, RECORDING_COST * len(timesteps), max_seconds, "--timesteps or the sizes")
-
     with left_as_found(session.model), torch.no_grad():
         session.model.eval()
-        with watch(session.model, watched_depth, ranges=True) as watched:
+        with watched:
             for done, call in enumerate(at_timesteps(session, timesteps), 1):
                 session.model(**call)
                 report_progress(progress, "forwards", done, len(timesteps))
@@ -165,6 +161,18 @@ def _named_blocks(session: Session, records: list[CallRecord], blocks: Sequence[
         raise RunError(f"no module {unknown[0]!r} is called in the model",
                        f"give module paths such as {', '.join(near[:4])} (unetinspect summary --depth 2)")
     return named
+
+
+def _watch(session: Session, records: list[CallRecord], depth: int, named: list[str] | None) -> Watch:
+    """The watch (not yet open) down to `depth`, or deep enough for every named module."""
+    if named is None:
+        return watch(session.model, depth, ranges=True)
+    watched = watch(session.model, max(r.depth for r in records if r.path in named), ranges=True)
+    unwatched = [b for b in named if b not in watched.paths]
+    if unwatched:  # called from outside its parent module: deeper in the calls than in the module tree
+        raise RunError(f"{unwatched[0]!r} is called from outside its parent module, so no depth watches it",
+                       "name the block that calls it instead")
+    return watched
 
 
 def _first(recorded: Ranges, shown: list[str]) -> FirstNonFinite | None:
