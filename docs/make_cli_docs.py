@@ -64,7 +64,7 @@ Global options (before the command): `--version`, `--no-color` (or the `NO_COLOR
 ## JSON output
 
 Every command's `-f json` prints one JSON document that begins with the same three keys: `"schema"` (a number
-that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `precision`, `compare`,
+that changes only when a field changes meaning), `"kind"` (`summary`, `profile`, `sweep`, `memory`, `memory-sweep`, `precision`, `ranges`, `compare`,
 `weights`, `presets`, `attention`, `run`, `names`) and, where a model was opened, `"setup"`: the table's heading as data, `{"label", "kind", "model",
 "impl", "device", "dtype", "batch", "latent", "pixels", "text_len", "weights", "weight_dtypes", "notes"}`
 (`pixels` is null where the image size of the model is not known; `compare` has one `setup` in each of `"a"` and
@@ -91,11 +91,16 @@ even where the table leaves one out for want of room or data. `summary`:
 `{"schema": 1, "kind": "precision", "setup": {...}, "depth" (null when --blocks named them), "timesteps",
 "formats": [{"name", "convention", "blocks": [{"block", "rank", "error": [per timestep], "sqnr_db": [...],
 "nonfinite": [...]}]}], "notes"}` — blocks ranked worst first; an error of a non-finite output is null, with its
-non-finite count. `names`: `{"ids", "lora_ids", "modules": [{"path", "type", "depth", "ldm", "lbw"}]}`; every
+non-finite count. `ranges`: `{"schema": 1, "kind": "ranges", "setup": {...}, "depth" (null when --blocks named
+them), "timesteps", "limits": {"fp16": 65504, "bf16", "fp8": 448}, "blocks": [{"block", "rank", "max_abs": [per
+timestep], "headroom": {"fp16": [...], "bf16": [...], "fp8": [...]}, "logit_max": [...] (null without attention),
+"nonfinite": [...]}], "first_nonfinite": {"block", "call", "timestep", "layer"} or null, "notes"}` — blocks ranked
+non-finite first, then by their largest |x|; headroom = limit / max |x| (below 1: overflow; null where nothing was
+made or the maximum was not finite). `names`: `{"ids", "lora_ids", "modules": [{"path", "type", "depth", "ldm", "lbw"}]}`; every
 view's modules carry `ldm` and `lbw` beside `path` where the model has an original layout.
 """
 
-COMMANDS = ["presets", "summary", "profile", "memory", "precision", "diagram", "compare", "report", "attention", "run",
+COMMANDS = ["presets", "summary", "profile", "memory", "precision", "ranges", "diagram", "compare", "report", "attention", "run",
             "names", "weights", "lora"]
 
 
@@ -131,6 +136,7 @@ def examples(workdir: Path) -> dict[str, list[list[str]]]:
                     "--sweep", "batch=1,4,16", "--budget", "24GiB"]],
         "precision": [["precision", "tiny", "--dtypes", "fp16,bf16,fp8,int8", "--blocks",
                        "down_blocks.1,mid_block,up_blocks.1,conv_out", "--timesteps", "999,50", "--device", "cpu"]],
+        "ranges": [["ranges", "tiny", "--latent", "8", "--timesteps", "999,500,1", "--device", "cpu"]],
         "diagram": [["diagram", "sd15", "-o", "unet.svg"], ["diagram", "sdxl", "--level", "layers", "-o", "sdxl.dot"]],
         "compare": [["compare", "sd15", "sdxl"], ["compare", "tiny", "--impl", "diffusers"],
                     ["compare", "sd15", "sdxl", "-o", "diff.html"]],

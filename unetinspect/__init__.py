@@ -20,6 +20,7 @@ The public API — everything else is internal and may change:
     attention_maps(source)                   which pixels each prompt token steers, per attention layer
     run_pipeline(folder, prompt)             one generation of a local pipeline, watched: times, drift, maps
     precision(source, dtypes=[...])          each block alone in fp16/bf16/fp8/int8: the output's error, ranked
+    activation_ranges(source)                per block the largest |x| inside it: headroom under fp16/bf16/fp8
 
 Names are imported on first use, so that `unetinspect --help` does not wait for torch to load.
 """
@@ -32,6 +33,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
+    "ActivationRanges": "unetinspect.views.ranges",
     "AttentionMaps": "unetinspect.engine.attention",
     "AttentionOptions": "unetinspect.engine.attention",
     "CacheComparison": "unetinspect.views.cache",
@@ -58,6 +60,7 @@ _API = {
     "UNet2DConditionModel": "unetinspect.models.unet",
     "UNetConfig": "unetinspect.configs.unet",
     "UnetInspectError": "unetinspect.errors",
+    "activation_ranges": "unetinspect.views.ranges",
     "analyze_lora": "unetinspect.views.lora",
     "attention_maps": "unetinspect.views.attention",
     "block_names": "unetinspect.views.block_names",

@@ -56,6 +56,7 @@ from unetinspect.render.memory_view import MemoryView
 from unetinspect.render.precision_view import PrecisionView
 from unetinspect.render.presets_view import PresetsView
 from unetinspect.render.profile_view import ProfileView
+from unetinspect.render.ranges_view import RangesView
 from unetinspect.render.run_view import RunView
 from unetinspect.render.summary_view import SummaryView
 from unetinspect.render.weights_view import WeightsView
@@ -784,6 +785,48 @@ def precision(
         result = block_precision(source, opts.spec(), dtypes=dtypes, depth=depth, blocks=blocks, timesteps=timesteps,
                                  device=device, max_seconds=max_seconds, progress=bar, **opts.loading)
     emit(PrecisionView(names=opts.names), fmt, result, output)
+
+
+@command()
+@with_options(SOURCE, SIZES, DEVICE, NAMES)
+def ranges(
+    source: SourceArg = None,
+    depth: Annotated[int, typer.Option("--depth", "-d", min=1, help="Watch every module down to this depth: 1 = "
+                                       "the blocks, 2 = also their layers.")] = 1,
+    blocks: Annotated[Optional[str], typer.Option("--blocks", help="Show only these modules, comma-separated, in "
+                                                  "any naming: mid_block,up_blocks.1, input_blocks.4.1 or IN04.",
+                                                  show_default=False)] = None,
+    timesteps: Annotated[str, typer.Option("--timesteps", help="The timesteps to run at, in 0..999 (ranges grow "
+                                           "at high noise).")] = "999,500,1",
+    max_seconds: Annotated[float, typer.Option(
+        "--max-seconds", min=0, help="Refuse, before the runs, work estimated (two forwards per timestep: "
+        "recording every operation about doubles a step; from their FLOPs and one batch-1 run) to take longer "
+        "than this.")] = 600.0,
+    fmt: format_option(RangesView) = None,
+    output: OutputOpt = None,
+    *,
+    opts: Options,
+) -> None:
+    """How large the numbers inside each block get: per block the largest |x| any operation inside it makes (at
+    every depth, not only its output), its headroom under fp16, bf16 and fp8 e4m3, its largest attention logit
+    and its non-finite values, over a few timesteps.
+
+    Blocks holding non-finite values come first, then the largest |x|; headroom below 1× overflows. Runs in
+    float32 by default, so a block past 65504 shows by how much; --dtype fp16 makes the overflows real and
+    locates the first one. Use the model's real weights: random ones show the architecture only.
+
+    Examples:
+
+      [bold]unetinspect ranges ./my-model/unet --device cuda[/]
+
+      [bold]unetinspect ranges sd21 --depth 2 --blocks mid_block --timesteps 999 --dtype fp16[/]
+    """
+    from unetinspect.views.ranges import activation_ranges
+
+    with progress(fmt, output) as bar:
+        result = activation_ranges(source, opts.spec(), depth=depth, blocks=blocks, timesteps=timesteps,
+                                   max_seconds=max_seconds, progress=bar, **opts.device, **opts.loading)
+    emit(RangesView(names=opts.names), fmt, result, output)
 
 
 def main() -> None:

@@ -185,13 +185,17 @@ def _open(source: Any, spec: InputSpec, device: str | torch.device | None, input
 def _calls(session: Session, inputs: Any, timesteps: list[float] | None) -> list[dict[str, Any]]:
     """The forward calls to run: the session's (or given) arguments at each timestep, or the recorded calls."""
     if inputs is None or isinstance(inputs, Mapping):
-        base = session.inputs
-        return [{**base, "timestep": _like(base.get("timestep"), t, session.device)}
-                for t in (timesteps or DEFAULT_TIMESTEPS)]
+        return at_timesteps(session, timesteps or DEFAULT_TIMESTEPS)
     recorded = [_on(dict(call), session) for call in inputs]
     if timesteps is None:
         return recorded
     return [min(recorded, key=lambda call: abs(_timestep_of(call) - t)) for t in timesteps]
+
+
+def at_timesteps(session: Session, timesteps: Sequence[float]) -> list[dict[str, Any]]:
+    """The session's arguments once per timestep, each given as the session gives its own (tensor or number)."""
+    base = session.inputs
+    return [{**base, "timestep": _like(base.get("timestep"), t, session.device)} for t in timesteps]
 
 
 def _like(timestep: Any, value: float, device: torch.device) -> Any:
