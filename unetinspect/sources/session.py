@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from unetinspect.engine.trace import Trace
+from unetinspect.errors import RunError
 from unetinspect.families import Family, FamilyConfig, Sizes
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.inputs import InputSpec, infer_pixel_factor, make_inputs
@@ -80,18 +81,28 @@ class Session:
 
     def sizes_for(self, spec: InputSpec) -> Sizes:
         """What `spec` resolves to for this model (an error for a size it cannot take)."""
-        factor = source_pixel_factor(self.source) if self.source is not None else infer_pixel_factor(self.config)
-        return spec.resolve(self.config, factor, self.family)
+        config = self._config_to_size()
+        factor = source_pixel_factor(self.source) if self.source is not None else infer_pixel_factor(config)
+        return spec.resolve(config, factor, self.family)
 
     def resized(self, spec: InputSpec) -> Session:
         """The same model at other sizes (a sweep's points): new inputs and sizes, nothing loaded again."""
         sizes = self.sizes_for(spec)
-        inputs = make_inputs(self.config, sizes, device=self.device, dtype=self.dtype, family=self.family)
+        inputs = make_inputs(self._config_to_size(), sizes, device=self.device, dtype=self.dtype, family=self.family)
         if self.controlnets:  # one conditioning image per ControlNet, at the new pixel size
             inputs["controlnet_cond"] = [make_inputs(c.config, sizes, device=self.device, dtype=self.dtype,
                                                      family=c.family)["controlnet_cond"] for c in self.controlnets]
         return dataclasses.replace(self, setup=dataclasses.replace(self.setup, sizes=sizes), inputs=inputs,
                                    spec=spec)
+
+    def _config_to_size(self) -> FamilyConfig:
+        """The config other sizes are resolved and made from. A live module of no family of ours has none: the
+        `inputs=` it was opened with are the one size it has."""
+        if self.config is None:
+            raise RunError(f"a {self.setup.model_type} has no UNet config to make inputs of other sizes from: the "
+                           "inputs= it was opened with are its one size",
+                           "measure each size in a call of its own, with inputs= of that size")
+        return self.config
 
 
 def dtype_name(dtype: torch.dtype) -> str:
