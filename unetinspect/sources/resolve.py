@@ -13,7 +13,7 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from unetinspect.configs.unet import read_json_config
 from unetinspect.configs.video import ADAPTER_CLASS
@@ -126,10 +126,10 @@ def resolve_source(
     returned as it is, so every library entry point can take either. Anything else is a `SourceError` naming what
     was given and what is accepted.
     """
-    if isinstance(spec, Source):
-        return spec
     if not is_source_like(spec):
         raise not_a_source(spec)
+    if isinstance(spec, Source):
+        return spec
     if config is None:
         return _resolve_spec(spec, variant, None, allow_pickle)
     if not is_config_like(config):
@@ -149,7 +149,7 @@ def _resolve_spec(spec: ConfigLike | None, variant: str | None, override: Family
     return _resolve(os.fspath(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
 
 
-def is_source_like(value: object) -> bool:
+def is_source_like(value: object) -> TypeGuard[SourceLike | None]:
     """Whether `value` is a kind of source this module resolves (None too: the default preset, or no config)."""
     return value is None or isinstance(value, Source) or is_config_like(value)
 

@@ -18,7 +18,7 @@ from unetinspect.errors import RunError
 from unetinspect.families import Family, FamilyConfig, Sizes
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.inputs import InputSpec, infer_pixel_factor, make_inputs
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import Source, SourceLike
 from unetinspect.weights.block_names import Naming
 
 AUTO_DTYPE = "auto"  # fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly missing)
@@ -75,7 +75,7 @@ class Session:
         return self.source.family if self.source is not None else self.live.family if self.live is not None else None
 
     @property
-    def origin(self) -> object:
+    def origin(self) -> Source | nn.Module | None:
         """What to open again on another device or as another implementation: the source, or the user's object."""
         return self.live.module if self.live is not None else self.source
 
@@ -103,6 +103,12 @@ class Session:
                            "inputs= it was opened with are its one size",
                            "measure each size in a call of its own, with inputs= of that size")
         return self.config
+
+
+# What `open_session` and every view open: a source (`SourceLike`: a preset, a path, a config, a `Source`), a
+# `Session` already open (taken as it is), the user's own model (`sources.live`), or None (the default preset). A
+# pipeline is taken too, for its `.unet`, but no type names it: a pipeline declares its parts at run time.
+SourceOrModel = SourceLike | Session | nn.Module | None
 
 
 def dtype_name(dtype: torch.dtype) -> str:
