@@ -71,6 +71,28 @@ def test_any_module_with_inputs_is_profiled_by_its_own_calls():
         ui.profile(model, **FAST)
 
 
+def test_a_sweep_of_a_module_without_config_is_a_clear_error():
+    """A sweep makes each size's inputs from the config; a module of no family of ours has only the inputs= it came
+    with, so sweeping it (timed or in memory) is refused in one line, not an AttributeError on its missing config."""
+    from unetinspect.views.memory import memory_sweep
+
+    model, inputs = nn.Sequential(nn.Linear(8, 4)), {"input": torch.zeros(3, 8)}
+    specs = [("one", ui.InputSpec()), ("two", ui.InputSpec(batch=2))]
+    refused = "a Sequential has no UNet config to make inputs of other sizes from"
+    with pytest.raises(RunError, match=refused):
+        ui.sweep(model, specs, inputs=inputs, device="cpu", max_seconds=None, **FAST)
+    with pytest.raises(RunError, match=refused):
+        memory_sweep(model, specs, inputs=inputs, device="cpu")
+
+
+def test_our_model_whose_config_was_replaced_is_a_clear_error():
+    model = ui.load_unet("tiny", device="meta")
+    model.config = {"in_channels": 4}
+    with pytest.raises(RunError, match=r"a UNet2DConditionModel's .config is dict \{'in_channels': 4\}, not its "
+                                       "UNetConfig"):
+        ui.summarize(model)
+
+
 def test_what_is_not_a_model_is_a_clear_error():
     with pytest.raises(SourceError, match=r"cannot open SimpleNamespace namespace\(unet=1\) as a source"):
         ui.profile(types.SimpleNamespace(unet=1), **FAST)

@@ -119,6 +119,17 @@ def test_a_new_family_is_one_record(monkeypatch, tmp_path):
     assert family_of_object(build_model(WiderConfig.from_dict(tiny()))) is wider
 
 
+def test_load_unet_gives_a_unet_or_a_controlnet_and_refuses_any_other_model(monkeypatch):
+    """load_unet promises our UNet2DConditionModel (or ControlNetModel); a family registered with another model
+    class is opened by open_session, and load_unet says so instead of handing over what it did not promise."""
+    other = dataclasses.replace(families.DEFAULT, name="other", model_path="torch.nn:Identity")
+    monkeypatch.setattr(families, "FAMILIES", (other, *FAMILIES))
+    with pytest.raises(ui.UnetInspectError, match=r"load_unet loads a UNet or a ControlNet; tiny is a model of "
+                                                   r"family 'other' \(Identity\)"):
+        ui.load_unet("tiny", device="meta")
+    assert type(ui.open_session("tiny").model).__name__ == "Identity"
+
+
 def test_the_block_catalogue_and_the_model_classes_agree():
     """Every block type the catalogue lets a config name has a model class, whose cross-attention flag is the
     catalogue's — the config check, the diagram and the single-file mapping read the same facts the model has."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,7 +262,7 @@ class UNetConfig:
         return 2 ** self.num_downsamples if any(BLOCK_TYPES[name].doubles_only for name in upsampling) else 1
 
 
-def read_json_config(path: str | Path) -> Any:
+def read_json_config(path: str | os.PathLike[str]) -> Any:
     """The JSON of a config file, read capped (a regular file of at most 1 MiB); one clear error otherwise."""
     path = Path(path)
     raw = read_capped(path, MAX_CONFIG_BYTES, ConfigError, "a config.json")

@@ -9,6 +9,7 @@ handed (`Tensors`) and what it makes them into (`InputMaker`).
 from __future__ import annotations
 
 import importlib
+import reprlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
@@ -140,6 +141,18 @@ class Family(Generic[C]):
     def is_model_object(self, module: object) -> bool:
         """Whether `module` is a model of this family: ours or diffusers' own."""
         return self.is_diffusers_object(module) or isinstance(module, self.model_class)
+
+    def config_of(self, model: object) -> C:
+        """The config a model of this family carries on `.config`: ours keeps the config object it was built from;
+        diffusers' own keeps its config.json's dict, read here as that file is. Anything else there (a user who
+        replaced it) is refused, naming it."""
+        config = getattr(model, "config", None)
+        if self.is_diffusers_object(model) and isinstance(config, Mapping):
+            return self.config_class.from_dict(dict(config), origin=f"{type(model).__name__}.config")
+        if isinstance(config, self.config_class):
+            return config
+        raise RunError(f"a {type(model).__name__}'s .config is {type(config).__name__} {reprlib.repr(config)}, "
+                       f"not its {self.config_class.__name__}", "leave .config as the model was built with")
 
     def holds_diffusers_keys(self, roots: set[str]) -> bool:
         return len(roots & self.diffusers_roots) >= self.min_roots

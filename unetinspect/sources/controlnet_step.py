@@ -13,6 +13,8 @@ from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import RunError
 from unetinspect.families import Sizes
 from unetinspect.models.controlled import ControlledUNet
+from unetinspect.models.controlnet import ControlNetModel
+from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.sources.inputs import make_inputs
 from unetinspect.sources.loading import load_model
 from unetinspect.sources.resolve import Source
@@ -30,8 +32,10 @@ def with_controlnets(unet: nn.Module, inputs: dict[str, Any], base: Source, cont
         raise RunError(f"--controlnet goes with an image UNet, not with {base.label} ({base.family.label}): {reason}",
                        "give the UNet the ControlNet was made for")
     config = base.config
-    assert isinstance(config, UNetConfig)  # every family that takes a ControlNet reads a UNet's config
-    models, images = [], []
+    # every family that takes a ControlNet reads a UNet's config and builds a UNet2DConditionModel (or its kin)
+    assert isinstance(config, UNetConfig) and isinstance(unet, UNet2DConditionModel)
+    models: list[ControlNetModel] = []
+    images: list[torch.Tensor] = []
     for source in controlnets:
         if not isinstance(source.config, ControlNetConfig):
             raise RunError(f"--controlnet {source.spec}: not a ControlNet (its config is a {source.family.label}'s)",
@@ -41,7 +45,9 @@ def with_controlnets(unet: nn.Module, inputs: dict[str, Any], base: Source, cont
             if theirs != ours:
                 raise RunError(f"--controlnet {source.spec}: {field} is {theirs!r}, the UNet's is {ours!r}",
                                "the ControlNet was made for another base model")
-        models.append(load_model(source, device, dtype))
+        model = load_model(source, device, dtype)
+        assert isinstance(model, ControlNetModel)  # a ControlNetConfig's family builds one
+        models.append(model)
         images.append(make_inputs(source.config, sizes, device=device, dtype=dtype, family=source.family)
                       ["controlnet_cond"])
     return ControlledUNet(unet, models).eval(), {**inputs, "controlnet_cond": images}

@@ -50,11 +50,7 @@ def config_of(module: nn.Module, family: Family[Any] | None = None) -> FamilyCon
     """The config of our model or of diffusers' own, as its family's config class (diffusers' `.config` read as
     its config.json is); None for any other module. `family`: the module's, when the caller has settled it."""
     family = family or family_of_object(module)
-    if family is None:
-        return None
-    if family.is_diffusers_object(module):
-        return family.config_class.from_dict(dict(module.config), origin=f"{type(module).__name__}.config")
-    return module.config
+    return family.config_of(module) if family is not None else None
 
 
 def placement(module: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -83,18 +79,21 @@ class LiveModel:
         config, on the module's device (or `device`) and in its dtype."""
         if self.user_inputs is not None:
             return _on_meta(self.user_inputs) if device is not None and device.type == "meta" else self.user_inputs
-        if self.config is None:
-            raise RunError(f"a {type(self.module).__name__} has no UNet config to make inputs from",
-                           "pass inputs={...}: the keyword arguments of one forward call")
-        return make_inputs(self.config, spec, device=device or self.device, dtype=self.dtype, family=self.family)
+        return make_inputs(self._config(), spec, device=device or self.device, dtype=self.dtype, family=self.family)
 
     def sizes(self, spec: InputSpec) -> Sizes:
         """The sizes of one pass: resolved from the config, or read off the user's `inputs=` (no pixel size)."""
         if self.user_inputs is None:
-            if self.config is None:
-                self.inputs(spec)  # the error that asks for inputs=
-            return spec.resolve(self.config, infer_pixel_factor(self.config), self.family)
+            config = self._config()
+            return spec.resolve(config, infer_pixel_factor(config), self.family)
         return sizes_of_call(self.user_inputs)
+
+    def _config(self) -> FamilyConfig:
+        """The config inputs are made from; a module of no family of ours has none, and must bring its own."""
+        if self.config is None:
+            raise RunError(f"a {type(self.module).__name__} has no UNet config to make inputs from",
+                           "pass inputs={...}: the keyword arguments of one forward call")
+        return self.config
 
     def meta_copy(self) -> nn.Module | None:
         """The same model rebuilt from its config on the meta device (no memory), when its class can be rebuilt
@@ -104,9 +103,12 @@ class LiveModel:
         if not self.is_diffusers:
             copy = build_model(self.config, self.dtype, family=self.family)
         else:
+            # diffusers' own class (is_diffusers): its `from_config` is diffusers' ConfigMixin's, which nothing
+            # here imports to type it
+            diffusers_class: Any = type(self.module)
             with torch.device("meta"), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                copy = type(self.module).from_config(self.module.config).eval()
+                copy = diffusers_class.from_config(self.module.config).eval()
             # not diffusers' own .to, which logs about fp32 modules; the device too, since a few of diffusers'
             # parameters are made with the legacy torch.Tensor([...]), which ignores the meta context (SVD's mixers)
             nn.Module.to(copy, torch.device("meta"), self.dtype)
@@ -189,8 +191,8 @@ def impl_of(module: nn.Module) -> str:
 
 def _refuse_moving(live: LiveModel, device: str | torch.device | None, dtype: str | torch.dtype | None) -> None:
     """A live model runs where it is: asking for another device or dtype is an error, not a silent move."""
-    wanted_device = parse_device(device) if device not in (None, "auto") else live.device
-    wanted_dtype = parse_dtype(dtype) if dtype not in (None, AUTO_DTYPE) else live.dtype
+    wanted_device = live.device if device is None or device == "auto" else parse_device(device)
+    wanted_dtype = live.dtype if dtype is None or dtype == AUTO_DTYPE else parse_dtype(dtype)
     same_device = (wanted_device.type, wanted_device.index or 0) == (live.device.type, live.device.index or 0)
     if not same_device or wanted_dtype != live.dtype:
         raise RunError(f"your model is on {live.device} in {dtype_name(live.dtype)}; it runs where it is, "
@@ -205,9 +207,12 @@ def sizes_of_call(arguments: dict[str, Any]) -> Sizes:
     if not isinstance(sample, torch.Tensor):
         sample = next((v for v in arguments.values() if isinstance(v, torch.Tensor)), None)
     text = arguments.get("encoder_hidden_states")
-    has_batch = sample is not None and sample.dim() > 0
-    return Sizes(batch=sample.shape[0] if has_batch else 0,
-                 latent=tuple(sample.shape[-2:]) if has_batch and sample.dim() == 4 else (0, 0), pixels=None,
+    batch, latent = 0, (0, 0)
+    if sample is not None and sample.dim() > 0:
+        batch = sample.shape[0]
+        if sample.dim() == 4:
+            latent = (sample.shape[-2], sample.shape[-1])
+    return Sizes(batch=batch, latent=latent, pixels=None,
                  text_len=text.shape[1] if isinstance(text, torch.Tensor) and text.dim() == 3 else 0)
 
 

@@ -13,13 +13,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import torch
 from torch import nn
 
 from unetinspect.errors import RunError, WeightsError
 from unetinspect.families import Family, FamilyConfig, family_of
+from unetinspect.models.controlnet import ControlNetModel
 from unetinspect.models.unet import UNet2DConditionModel
 from unetinspect.sources.resolve import ConfigLike, Source, SourceLike, headers_of, resolve_source
 from unetinspect.weights.pickle import read_pickle, read_pickle_shapes
@@ -29,7 +30,12 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16
           "half": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
+@overload
+def parse_dtype(dtype: str | torch.dtype) -> torch.dtype: ...
+@overload
+def parse_dtype(dtype: None) -> None: ...
 def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """A dtype as named ("fp16", "bfloat16", torch.float16); None stays None (the caller's default)."""
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
     try:
@@ -59,6 +65,10 @@ def parse_device(device: str | torch.device | None) -> torch.device:
 _SELF_INITIALISING = (nn.Linear, nn.Conv2d, nn.Conv3d, nn.GroupNorm, nn.LayerNorm, nn.Embedding)
 
 
+def _fill_nothing(self: nn.Module) -> None:
+    """`reset_parameters` of every self-initialising layer while a model is built on meta."""
+
+
 @contextmanager
 def _skip_parameter_init() -> Iterator[None]:
     """Layers initialise their parameters in __init__; on meta there is nothing to fill, and the values come
@@ -66,7 +76,7 @@ def _skip_parameter_init() -> Iterator[None]:
     own = {cls: cls.__dict__.get("reset_parameters") for cls in _SELF_INITIALISING}  # None: inherited
     try:
         for cls in _SELF_INITIALISING:
-            cls.reset_parameters = lambda self: None
+            cls.reset_parameters = _fill_nothing
         yield
     finally:
         for cls, method in own.items():
@@ -96,7 +106,7 @@ def load_unet(
     config: ConfigLike | None = None,
     allow_pickle: bool = False,
     seed: int = 0,
-) -> UNet2DConditionModel:
+) -> UNet2DConditionModel | ControlNetModel:
     """Load a UNet from a preset, config.json, diffusers folder or checkpoint file; its config is `model.config`.
 
     A ControlNet source (folder, config or file) gives our `ControlNetModel` the same way.
@@ -105,11 +115,16 @@ def load_unet(
     float32, as diffusers does. A source without weights gets random weights made from `seed`.
     """
     src = resolve_source(source, variant=variant, config=config, allow_pickle=allow_pickle)
-    return load_model(src, parse_device(device), parse_dtype(dtype) or torch.float32, seed=seed)
+    model = load_model(src, parse_device(device), parse_dtype(dtype) or torch.float32, seed=seed)
+    if not isinstance(model, (UNet2DConditionModel, ControlNetModel)):  # a family registered beyond these kinds
+        raise RunError(f"load_unet loads a UNet or a ControlNet; {src.label} is a model of family "
+                       f"{src.family.name!r} ({type(model).__name__})", "open it with open_session(source): its .model")
+    return model
 
 
-def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed: int = 0) -> UNet2DConditionModel:
-    """Our model of a resolved source on `device` in `dtype`: weights assigned from its files, or random ones.
+def load_model(source: Source, device: torch.device, dtype: torch.dtype, *, seed: int = 0) -> nn.Module:
+    """Our model of a resolved source (its family's model class) on `device` in `dtype`: weights assigned from its
+    files, or random ones.
 
     On the meta device nothing is read: the files' headers are only checked against the model.
     """
@@ -258,13 +273,15 @@ def init_random_weights(model: nn.Module, seed: int = 0) -> None:
         if isinstance(module, (nn.Linear, nn.Conv2d, nn.Conv3d, nn.Embedding)):
             bound = 1.0 / math.sqrt(module.weight[0].numel()) if not isinstance(module, nn.Embedding) else 1.0
             fill(module.weight, bound)
-            if getattr(module, "bias", None) is not None:
-                fill(module.bias, bound)
+            bias = None if isinstance(module, nn.Embedding) else module.bias
+            if bias is not None:
+                fill(bias, bound)
         elif isinstance(module, (nn.GroupNorm, nn.LayerNorm)):
             module.weight.fill_(1.0)
             module.bias.fill_(0.0)
         else:  # parameters of their own: Fourier frequencies, pooling positions, GLIGEN's null features and gates
             for parameter in module.parameters(recurse=False):
                 fill(parameter, 1.0 / math.sqrt(parameter.shape[-1]) if parameter.ndim else 1.0)
-        if hasattr(module, "reset_buffers"):  # computed tables (AnimateDiff's position code) to_empty left unset
-            module.reset_buffers()
+        reset_buffers = getattr(module, "reset_buffers", None)
+        if callable(reset_buffers):  # computed tables (AnimateDiff's position code) to_empty left unset
+            reset_buffers()

@@ -21,8 +21,15 @@ from unetinspect.sources.inputs import InputSpec, check_sizes, make_inputs, refu
 from unetinspect.sources.live import live_session, open_live
 from unetinspect.sources.loading import load_model, parse_device, parse_dtype
 from unetinspect.sources.motion_adapter import resolve_motion_adapter, with_motion_adapter
-from unetinspect.sources.resolve import Source, SourceLike, resolve_source
-from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name, source_pixel_factor
+from unetinspect.sources.resolve import Source, SourceLike, is_source_like, resolve_source
+from unetinspect.sources.session import (
+    AUTO_DTYPE,
+    Session,
+    Setup,
+    SourceOrModel,
+    dtype_name,
+    source_pixel_factor,
+)
 from unetinspect.sources.twin import IMPLS, as_diffusers
 from unetinspect.weights.block_names import naming_of
 
@@ -30,7 +37,7 @@ DEFAULT_SPEC = InputSpec()
 
 
 def open_session(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = DEFAULT_SPEC,
     *,
     device: str | torch.device | None = "meta",
@@ -66,6 +73,7 @@ def open_session(
                        "give the UNet's source (a folder or file) with the add-on, or join them yourself")
     if live is not None:
         return live_session(live, spec, device=device, dtype=dtype, impl=impl)
+    assert is_source_like(source)  # open_live opened the user's own model, and refused what is neither
     src = resolve_source(source, **source_options)
     if motion_adapter is not None:
         adapter = resolve_motion_adapter(motion_adapter, variant=source_options.get("variant"),

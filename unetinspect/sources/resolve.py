@@ -13,10 +13,9 @@ import reprlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
-from unetinspect.configs.controlnet import ControlNetConfig
-from unetinspect.configs.unet import UNetConfig, read_json_config
+from unetinspect.configs.unet import read_json_config
 from unetinspect.configs.video import ADAPTER_CLASS
 from unetinspect.errors import ConfigError, SourceError, UnsupportedConfigError, WeightsError
 from unetinspect.families import (
@@ -127,26 +126,30 @@ def resolve_source(
     returned as it is, so every library entry point can take either. Anything else is a `SourceError` naming what
     was given and what is accepted.
     """
-    if isinstance(spec, Source):
-        return spec
     if not is_source_like(spec):
         raise not_a_source(spec)
-    if config is not None and not is_config_like(config):
+    if isinstance(spec, Source):
+        return spec
+    if config is None:
+        return _resolve_spec(spec, variant, None, allow_pickle)
+    if not is_config_like(config):
         raise not_a_source(config, "config", CONFIG_KINDS)
-    override = _config_override(config)
-    origin = _config_origin(config)
-    if spec is not None and not isinstance(spec, (str, os.PathLike)):  # the config itself is the source
-        return Source(_config_origin(spec), "config-object", override or _config_override(spec), config_origin=origin)
-    if spec is None and override is not None:  # only a config: it is what was opened
+    override, origin = _config_override(config), _config_origin(config)
+    if spec is None:  # only a config: it is what was opened
         kind = "preset" if origin in PRESETS else "config" if isinstance(config, (str, os.PathLike)) else "config-object"
         return Source(origin, kind, override)
-    source = _resolve(os.fspath(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
-    if override is None:
-        return source
-    return dataclasses.replace(source, config_origin=origin)
+    return dataclasses.replace(_resolve_spec(spec, variant, override, allow_pickle), config_origin=origin)
 
 
-def is_source_like(value: object) -> bool:
+def _resolve_spec(spec: ConfigLike | None, variant: str | None, override: FamilyConfig | None,
+                  allow_pickle: bool) -> Source:
+    """A source that is not yet a `Source`, with the config that replaces its own (`override`) if one does."""
+    if spec is not None and not isinstance(spec, (str, os.PathLike)):  # the config itself is the source
+        return Source(_config_origin(spec), "config-object", override or _config_override(spec))
+    return _resolve(os.fspath(spec) if spec is not None else DEFAULT_PRESET, variant, override, allow_pickle)
+
+
+def is_source_like(value: object) -> TypeGuard[SourceLike | None]:
     """Whether `value` is a kind of source this module resolves (None too: the default preset, or no config)."""
     return value is None or isinstance(value, Source) or is_config_like(value)
 
@@ -163,16 +166,14 @@ def not_a_source(value: object, role: str = "source", accepted: tuple[str, ...] 
     return SourceError(f"cannot open {type(value).__name__} {reprlib.repr(value)} as a {role}", f"give {kinds}")
 
 
-def _config_origin(config: ConfigLike | None) -> str | None:
+def _config_origin(config: ConfigLike) -> str:
     """How a config is named in headings: the preset name, the file's name, "config dict" or "a UNetConfig" (the
     config object's class)."""
-    if config is None:
-        return None
     if isinstance(config, Mapping):
         return CONFIG_DICT
-    if is_model_config(config):
+    if not isinstance(config, (str, os.PathLike)):  # a registered family's config object
         return f"a {type(config).__name__}"
-    return str(config) if str(config) in PRESETS and not Path(config).exists() else Path(config).name
+    return str(config) if _names_preset(config) else Path(config).name
 
 
 def _resolve(spec: str, variant: str | None, override: FamilyConfig | None, allow_pickle: bool) -> Source:
@@ -204,12 +205,18 @@ def _resolve(spec: str, variant: str | None, override: FamilyConfig | None, allo
                       "give a preset name, a config.json, a diffusers folder or a .safetensors file")
 
 
-def _config_override(config: ConfigLike | None) -> FamilyConfig | None:
-    if config is None or is_model_config(config):
-        return config  # type: ignore[return-value]  # is_model_config: a registered family's config
-    if not isinstance(config, Mapping) and str(config) in PRESETS and not Path(config).exists():
-        return load_preset(str(config))
-    return read_config(config)
+def _config_override(config: ConfigLike) -> FamilyConfig:
+    """The config `config` holds or names (a config object is itself)."""
+    if isinstance(config, Mapping):
+        return read_config(config)
+    if not isinstance(config, (str, os.PathLike)):  # a registered family's config object
+        return config
+    return load_preset(str(config)) if _names_preset(config) else read_config(config)
+
+
+def _names_preset(config: str | os.PathLike[str]) -> bool:
+    """A preset's name, unless a file of that name is there (the path is what the user means then)."""
+    return str(config) in PRESETS and not Path(config).exists()
 
 
 def read_config(config: str | os.PathLike[str] | Mapping[str, Any]) -> FamilyConfig:
@@ -262,7 +269,7 @@ def _resolve_folder(spec: str, folder: Path, variant: str | None, override: Fami
     return Source(spec, "diffusers", cfg, files, headers=read_headers(files), pixel_factor=factor)
 
 
-def _unet_config(path: Path) -> UNetConfig | ControlNetConfig:
+def _unet_config(path: Path) -> FamilyConfig:
     """A folder's config.json as its model's config; a motion adapter's says what it is, and what reads it."""
     try:
         return read_config(path)

@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 from unetinspect.engine.trace import Trace
+from unetinspect.errors import RunError
 from unetinspect.families import Family, FamilyConfig, Sizes
 from unetinspect.presets import PRESETS, pixel_factor
 from unetinspect.sources.inputs import InputSpec, infer_pixel_factor, make_inputs
-from unetinspect.sources.resolve import Source
+from unetinspect.sources.resolve import Source, SourceLike
 from unetinspect.weights.block_names import Naming
 
 AUTO_DTYPE = "auto"  # fp16 on CUDA (how SD runs there), fp32 elsewhere (fp16 on a CPU is slow and partly missing)
@@ -74,24 +75,40 @@ class Session:
         return self.source.family if self.source is not None else self.live.family if self.live is not None else None
 
     @property
-    def origin(self) -> object:
+    def origin(self) -> Source | nn.Module | None:
         """What to open again on another device or as another implementation: the source, or the user's object."""
         return self.live.module if self.live is not None else self.source
 
     def sizes_for(self, spec: InputSpec) -> Sizes:
         """What `spec` resolves to for this model (an error for a size it cannot take)."""
-        factor = source_pixel_factor(self.source) if self.source is not None else infer_pixel_factor(self.config)
-        return spec.resolve(self.config, factor, self.family)
+        config = self._config_to_size()
+        factor = source_pixel_factor(self.source) if self.source is not None else infer_pixel_factor(config)
+        return spec.resolve(config, factor, self.family)
 
     def resized(self, spec: InputSpec) -> Session:
         """The same model at other sizes (a sweep's points): new inputs and sizes, nothing loaded again."""
         sizes = self.sizes_for(spec)
-        inputs = make_inputs(self.config, sizes, device=self.device, dtype=self.dtype, family=self.family)
+        inputs = make_inputs(self._config_to_size(), sizes, device=self.device, dtype=self.dtype, family=self.family)
         if self.controlnets:  # one conditioning image per ControlNet, at the new pixel size
             inputs["controlnet_cond"] = [make_inputs(c.config, sizes, device=self.device, dtype=self.dtype,
                                                      family=c.family)["controlnet_cond"] for c in self.controlnets]
         return dataclasses.replace(self, setup=dataclasses.replace(self.setup, sizes=sizes), inputs=inputs,
                                    spec=spec)
+
+    def _config_to_size(self) -> FamilyConfig:
+        """The config other sizes are resolved and made from. A live module of no family of ours has none: the
+        `inputs=` it was opened with are the one size it has."""
+        if self.config is None:
+            raise RunError(f"a {self.setup.model_type} has no UNet config to make inputs of other sizes from: the "
+                           "inputs= it was opened with are its one size",
+                           "measure each size in a call of its own, with inputs= of that size")
+        return self.config
+
+
+# What `open_session` and every view open: a source (`SourceLike`: a preset, a path, a config, a `Source`), a
+# `Session` already open (taken as it is), the user's own model (`sources.live`), or None (the default preset). A
+# pipeline is taken too, for its `.unet`, but no type names it: a pipeline declares its parts at run time.
+SourceOrModel = SourceLike | Session | nn.Module | None
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -30,6 +30,6 @@ def as_diffusers(model: nn.Module, family: Family[Any] | None = None) -> nn.Modu
     twin_class = family.diffusers_class()
     with torch.device("meta"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        twin = twin_class.from_config(model.config.to_dict()).eval()
+        twin = twin_class.from_config(family.config_of(model).to_dict()).eval()
     twin.load_state_dict(model.state_dict(), assign=True, strict=True)
     return twin

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from unetinspect.errors import OptionsError
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Setup, SourceOrModel
 from unetinspect.views.summary import summarize
 from unetinspect.weights.block_names import lbw_ids, lora_ids
 
@@ -43,7 +42,7 @@ class BlockNames:
         return {m.path: m for m in self.modules}
 
 
-def block_names(source: SourceLike | Session | None = None, *, depth: int = 2, **source_options: Any) -> BlockNames:
+def block_names(source: SourceOrModel = None, *, depth: int = 2, **source_options: Any) -> BlockNames:
     """The three names of every module down to `depth` (see the module's docstring); refused, in one line, for a
     family without an original layout (the video UNets, ControlNets)."""
     summary = summarize(source, **source_options)

@@ -22,8 +22,7 @@ from unetinspect.engine.trace import CallRecord, TensorMeta, Trace
 from unetinspect.errors import UnetInspectError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Setup, SourceOrModel
 from unetinspect.views.graph import build_graph, trace_for_diagram
 
 LAYER_DEPTH = 2  # the rows a branch is made of: resnets, transformers and resamplers inside the blocks
@@ -113,7 +112,7 @@ def attention_flops(trace: Trace, record: CallRecord) -> int:
 
 
 def branch_costs(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     latencies: dict[str, float] | None = None,

@@ -17,8 +17,8 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import open_live
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike, resolve_source
-from unetinspect.sources.session import Session
+from unetinspect.sources.resolve import is_source_like, resolve_source
+from unetinspect.sources.session import Session, SourceOrModel
 from unetinspect.views.graph import Graph
 from unetinspect.views.report import comparison_graphs
 from unetinspect.views.summary import Summary, summary_of
@@ -145,7 +145,7 @@ def align(a: Trace, b: Trace, a_latencies: dict[str, float] | None = None,
     ]
 
 
-def _frames_where_video(spec: InputSpec, sources: tuple[SourceLike | Session | None, SourceLike | Session | None],
+def _frames_where_video(spec: InputSpec, sources: tuple[SourceOrModel, SourceOrModel],
                         allow_pickle: bool) -> list[InputSpec]:
     """`--frames` sizes the video side of a comparison: an image UNet beside a video one runs without it (two
     image UNets keep it, and open_session refuses it, as every view does)."""
@@ -155,18 +155,20 @@ def _frames_where_video(spec: InputSpec, sources: tuple[SourceLike | Session | N
     return [spec if v else dataclasses.replace(spec, frames=None) for v in video]
 
 
-def _is_video(source: SourceLike | Session | None, allow_pickle: bool) -> bool:
+def _is_video(source: SourceOrModel, allow_pickle: bool) -> bool:
     if isinstance(source, Session):
         config = source.config
-    else:
+    elif is_source_like(source):
+        config = resolve_source(source, allow_pickle=allow_pickle).config
+    else:  # the user's own model (open_live refuses anything that is neither)
         live = open_live(source)
-        config = live.config if live is not None else resolve_source(source, allow_pickle=allow_pickle).config
+        config = live.config if live is not None else None
     return getattr(config, "default_frames", None) is not None
 
 
 def compare(
-    a: SourceLike | Session | None,
-    b: SourceLike | Session | None = None,
+    a: SourceOrModel,
+    b: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     impl: str = "ours",
@@ -204,10 +206,7 @@ def compare(
     spec_a, spec_b = _frames_where_video(spec, (a, a if b is None else b), allow_pickle)
     first = open_session(a, spec_a, device=device, dtype=dtype, allow_pickle=allow_pickle)
     if impl == "diffusers":
-        # a session's origin may be the user's own module, which open_session takes (see its docstring) though
-        # its declared source type does not name one yet; sources/ is typed next, and this ignore goes with it
-        second = open_session(first.origin,  # pyright: ignore[reportArgumentType]
-                              spec_a, device=device, dtype=first.dtype, impl="diffusers")
+        second = open_session(first.origin, spec_a, device=device, dtype=first.dtype, impl="diffusers")
         labels = (f"{first.setup.label} (unetinspect)", f"{first.setup.label} (diffusers)")
     else:
         second = open_session(b, spec_b, device=device, dtype=dtype, allow_pickle=allow_pickle)
@@ -223,10 +222,9 @@ def compare(
     from unetinspect.views.profile import profile as profile_session
 
     timing: dict[str, Any] = {k: v for k, v in (("warmup", warmup), ("max_seconds", max_seconds)) if v is not None}
-    # each side timed at the sizes it was traced at (--frames only on a video side); profile takes the user's
-    # own module too (as open_session above), though its declared source type does not say so yet
-    timings = [profile_session(s.origin,  # pyright: ignore[reportArgumentType]
-                               side_spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
+    # each side timed at the sizes it was traced at (--frames only on a video side), opened again from its origin:
+    # its source, or the user's own module
+    timings = [profile_session(s.origin, side_spec, device=profile_device, dtype=dtype, repeat=repeat, **timing)
                for s, side_spec in ((first, spec_a), (second, spec_b))]
     latencies = [{row.name: row.latency.median for row in t.blocks} for t in timings]
     aligned_by, pairs = align(a_summary.trace, b_summary.trace, *latencies)

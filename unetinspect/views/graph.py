@@ -30,8 +30,7 @@ from unetinspect.families import DiagramKind, diagram_kinds
 if TYPE_CHECKING:
     from unetinspect.engine.trace import CallRecord, OpRecord, TensorMeta, Trace
     from unetinspect.sources.inputs import InputSpec
-    from unetinspect.sources.resolve import SourceLike
-    from unetinspect.sources.session import Session, Setup
+    from unetinspect.sources.session import Setup, SourceOrModel
 
 Level = Literal["blocks", "layers"]
 LEVELS: tuple[Level, ...] = ("blocks", "layers")
@@ -207,7 +206,7 @@ def build_graph(trace: Trace, level: Level = "blocks", focus: str | None = None,
     return _shape_u(_from_outside(blocks, trace, root_call), block_of=lambda n: n.id)
 
 
-def diagram_graph(source: SourceLike | Session | None = None, spec: InputSpec | None = None, level: Level = "blocks",
+def diagram_graph(source: SourceOrModel = None, spec: InputSpec | None = None, level: Level = "blocks",
                   focus: str | None = None, **source_options: Any) -> Graph:
     """The graph of a source (preset, config, folder, checkpoint or session), named after it: what `diagram`
     draws."""
@@ -221,7 +220,7 @@ def diagram_graph(source: SourceLike | Session | None = None, spec: InputSpec | 
                    setup=session.setup)
 
 
-def trace_for_diagram(source: SourceLike | Session | None, spec: InputSpec | None = None) -> Trace:
+def trace_for_diagram(source: SourceOrModel, spec: InputSpec | None = None) -> Trace:
     """A meta-device trace with its ops recorded: real shapes, no weights read, about a second for SDXL.
 
     The imports are here so that the graph model itself (and render/graph.py, which reads it) does not depend

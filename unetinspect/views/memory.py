@@ -42,8 +42,7 @@ from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found, live_module
 from unetinspect.sources.loading import parse_device
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Session, Setup, SourceOrModel
 from unetinspect.views.profile import parse_sweep
 
 OPTIMIZERS = ("adamw", "adamw-8bit", "sgd", "adafactor")
@@ -174,7 +173,7 @@ class Memory:
 
 
 def memory(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     train: bool = False,
@@ -199,7 +198,7 @@ def memory(
         return memory_of(session, training if train else None, attention)
 
 
-def _open(source: SourceLike | Session | None, spec: InputSpec, train: bool, training: Training, device: str,
+def _open(source: SourceOrModel, spec: InputSpec, train: bool, training: Training, device: str,
           dtype: str | torch.dtype | None, source_options: dict[str, Any], attention: str | None = None
           ) -> Session:
     """The session a memory measurement runs on: in the half dtype of `--mixed`, after the choices are checked
@@ -355,7 +354,7 @@ def sweeping(sweep: str | None, budget: str | int | None) -> bool:
 
 
 def memory_sweep(
-    source: SourceLike | Session | None,
+    source: SourceOrModel,
     specs: Sequence[tuple[str, InputSpec]] | str,
     *,
     spec: InputSpec = InputSpec(),

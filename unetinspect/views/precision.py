@@ -30,8 +30,7 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found, sizes_of_call
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Session, Setup, SourceOrModel
 from unetinspect.views.profile import DEFAULT_MAX_SECONDS, estimate_forwards, flops_trace
 from unetinspect.weights.block_names import diffusers_blocks
 
@@ -86,7 +85,7 @@ def parse_formats(text: str | Sequence[str]) -> list[Format]:
 
 
 def precision(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     dtypes: str | Sequence[str] = DEFAULT_FORMATS,

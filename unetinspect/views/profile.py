@@ -45,8 +45,7 @@ from unetinspect.families import Sizes
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, dtype_name
+from unetinspect.sources.session import AUTO_DTYPE, Session, Setup, SourceOrModel, dtype_name
 from unetinspect.views.branches import Branches, branch_costs
 
 DEFAULT_WARMUP = 2
@@ -86,7 +85,7 @@ def profile_mode(*, sweep: bool = False, attention: str = "auto", compile: bool 
 
 def profile_by_mode(
     mode: ProfileMode,
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     sizes: str | None = None,
@@ -254,7 +253,7 @@ class _Timed:
         return time.perf_counter() - start
 
 
-def _open(source: SourceLike | Session | None, spec: InputSpec, device: str | torch.device | None,
+def _open(source: SourceOrModel, spec: InputSpec, device: str | torch.device | None,
           dtype: str | torch.dtype | None, compile: bool | str, source_options: dict[str, Any]) -> _Timed:
     session = open_session(source, spec, device=device, dtype=AUTO_DTYPE if dtype is None else dtype,
                            **source_options)
@@ -279,7 +278,7 @@ def flops_trace(session: Session) -> Trace:
 
 
 def profile(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str | torch.device | None = None,
@@ -364,7 +363,7 @@ def profile(
 
 
 def sweep(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     specs: Sequence[tuple[str, InputSpec]] = (("default", InputSpec()),),
     attention: str = AUTO,
     *,

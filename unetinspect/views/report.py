@@ -17,8 +17,7 @@ from unetinspect.engine.attention import AttentionGrid
 from unetinspect.engine.trace import CallRecord, Trace, call_name
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session
+from unetinspect.sources.session import SourceOrModel
 from unetinspect.views.branches import CONVENTIONS, Branch, find_branches
 from unetinspect.views.graph import Graph, build_graph, trace_for_diagram
 from unetinspect.views.memory import Memory, Training, memory
@@ -67,7 +66,7 @@ class Report:
 
 
 def build_report(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     profile: bool = False,
@@ -134,7 +133,7 @@ def layer_graphs(trace: Trace, name: str) -> dict[str, Graph]:
             for r in trace.at_depth(1) if r.children and r.call == 0}
 
 
-def comparison_graphs(a: SourceLike | Session | None, b: SourceLike | Session | None,
+def comparison_graphs(a: SourceOrModel, b: SourceOrModel,
                       spec: InputSpec = InputSpec(), **source_options: Any) -> tuple[Graph, Graph]:
     """The block diagrams of two sides; `compare` hands its own two sessions, so no source is opened twice."""
     sides = [open_session(side, spec, device="meta", **source_options) for side in (a, b)]

@@ -17,8 +17,7 @@ from unetinspect.errors import OptionsError
 from unetinspect.families import FamilyConfig
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Session, Setup, SourceOrModel
 
 
 @dataclass(frozen=True)
@@ -115,7 +114,7 @@ def refuse_branches_with_addons(branches: bool, controlnets: object, ip_adapter:
 
 
 def summarize(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     device: str = "meta",
