@@ -156,6 +156,8 @@ def test_ranges_point_at_the_first_non_finite_value_and_count_them():
     assert all(ranges.nonfinite[b] == [0] for b in ranges.nonfinite if not b.startswith(("up_blocks.1", "up_blocks.2",
                                                                                          "conv")))
     assert ranges.nonfinite["up_blocks.1"][0] > 0
+    # its attention layers then read non-finite inputs: their logits are no number, never a reassuring 0
+    assert not math.isfinite(ranges.logit_max["up_blocks.1"][0])
 
 
 def test_ranges_leave_the_module_as_found_when_the_loop_raises(unet):

@@ -228,7 +228,8 @@ class RangeRecorder:
             values = torch.stack([logit for _, logit in call.logits]).tolist() if call.logits else []
             for (layer, _), value in zip(call.logits, values):
                 for block in owners[layer]:
-                    logit_max[block][index] = _larger(logit_max[block][index] or 0.0, value)
+                    current = logit_max[block][index]
+                    logit_max[block][index] = value if current is None else _larger(current, value)
         notes = ["largest |x| over every floating tensor the operations inside each block made (float32 "
                  "reductions); non-finite values counted over the same tensors"]
         if self.attention:
@@ -247,10 +248,11 @@ def _larger(a: float, b: float) -> float:
 
 
 def _largest_logit(module: nn.Module, hidden: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
-    """max |q·kᵀ·scale| of one call, in float32, a chunk of queries at a time; a device scalar."""
+    """max |q·kᵀ·scale| of one call, in float32, a chunk of queries at a time; a device scalar — NaN where the
+    layer's inputs were no longer numbers (0 would read as a layer far from overflowing)."""
     query, key, scale, _, _ = queries_and_keys(module, hidden, context)
     largest = torch.zeros((), device=query.device)
     for start in range(0, query.shape[2], LOGIT_CHUNK):
         scores = query[:, :, start:start + LOGIT_CHUNK] @ key.transpose(-1, -2)
-        largest = torch.fmax(largest, torch.linalg.vector_norm(scores, math.inf) * abs(scale))
+        largest = torch.maximum(largest, torch.linalg.vector_norm(scores, math.inf) * abs(scale))
     return largest

@@ -45,8 +45,10 @@ class Row(NamedTuple):
 
     @property
     def logit(self) -> float | None:
+        """The largest over the timesteps; NaN (shown "non-finite") only where no timestep gave a number."""
         values = [v for v in self.logit_max if v is not None]
-        return max(values) if values else None
+        numbers = [v for v in values if not math.isnan(v)]
+        return max(numbers) if numbers else math.nan if values else None
 
     def headroom(self, fmt: str) -> float:
         """The format's largest number over the block's largest |x|: below 1 it overflows (NaN: unknown, the

@@ -29,8 +29,7 @@ from unetinspect.errors import RunError
 from unetinspect.sources.inputs import InputSpec
 from unetinspect.sources.live import left_as_found
 from unetinspect.sources.open import open_session
-from unetinspect.sources.resolve import SourceLike
-from unetinspect.sources.session import Session, Setup
+from unetinspect.sources.session import Session, Setup, SourceOrModel
 from unetinspect.views.precision import at_timesteps, parse_timesteps
 from unetinspect.views.profile import DEFAULT_MAX_SECONDS, estimate_forwards, flops_trace
 from unetinspect.views.watch import Watch, watch
@@ -83,7 +82,7 @@ def _headroom(limit: float, largest: float) -> float:
 
 
 def activation_ranges(
-    source: SourceLike | Session | None = None,
+    source: SourceOrModel = None,
     spec: InputSpec = InputSpec(),
     *,
     depth: int = 1,
