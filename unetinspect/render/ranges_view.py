@@ -88,8 +88,9 @@ COLUMNS = (
     Column("max_abs", "max |x|", lambda r: Text(_number(r.largest), style=OVERFLOW if sum(r.nonfinite) else ""),
            value=lambda r: r.largest, justify="right"),
     Column("at_timestep", "at t", lambda r: _timestep(r.at), value=lambda r: r.at, justify="right"),
+    # bf16 has float32's range: its headroom (~1e37×) goes first on a narrow terminal, before the block names fold
     *(Column(f"headroom_{fmt}", f"{fmt} ×", _headroom(fmt), value=lambda r, fmt=fmt: r.headroom(fmt),
-             justify="right") for fmt in ("fp16", "bf16", "fp8")),
+             justify="right", priority=3 if fmt == "bf16" else 0) for fmt in ("fp16", "bf16", "fp8")),
     Column("logit_max", "max |logit|", _logit, value=lambda r: r.logit, justify="right", priority=1),
     Column("nonfinite", "non-finite", lambda r: f"{sum(r.nonfinite):,}" if sum(r.nonfinite) else "–",
            value=lambda r: sum(r.nonfinite), justify="right"),
