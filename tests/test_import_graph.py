@@ -21,7 +21,7 @@ LAYERS = {
     "sources": 2,
     "views": 3,
     "render": 4,
-    "cli": 5, "cli_options": 5, "cli_signals": 5, "__main__": 5, "__init__": 5,
+    "cli": 5, "cli_runtime": 5, "cli_options": 5, "cli_signals": 5, "__main__": 5, "__init__": 5,
 }
 
 

@@ -1,7 +1,7 @@
 """Errors a user can cause, each a one-line message and an exit code.
 
 They are raised deep down (config validation, weight loading, rendering) and turned into one line on stderr in
-`cli.py` only, so the library stays usable from Python with ordinary exceptions.
+`cli_runtime.py` only (the command group), so the library stays usable from Python with ordinary exceptions.
 """
 
 from __future__ import annotations
