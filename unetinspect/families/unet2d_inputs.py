@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from unetinspect.configs.unet import UNetConfig
+from unetinspect.errors import ConfigError
 from unetinspect.families.family import Tensors
 from unetinspect.families.sizes import Sizes
 from unetinspect.models.attention import DualTransformer2DModel
@@ -21,6 +22,7 @@ from unetinspect.models.attention import DualTransformer2DModel
 HINT_FACTOR = 8  # Kandinsky's hint encoder halves the hint image three times
 # The pooled text embedding SDXL adds to its size/crop conditioning (OpenCLIP bigG's projection width).
 SDXL_POOLED_DIM = 1280
+SDXL_TIME_IDS = 6  # original size, crop top-left, target size (the base model's; the refiner's 5 pool to 1280)
 
 
 def image_unet_inputs(config: UNetConfig, tensors: Tensors, sizes: Sizes) -> dict[str, Any]:
@@ -54,12 +56,17 @@ def sdxl_text_embeds_dim(config: UNetConfig) -> int:
     """Width of `text_embeds` for `text_time` conditioning: the pooled text, with the rest taken by time ids.
 
     The config only gives the sum (pooled + n_ids × addition_time_embed_dim); SDXL base (6 ids) and refiner
-    (5 ids) both pool to 1280, so that is assumed when it fits, else 6 time ids.
+    (5 ids) both pool to 1280, so that is assumed when it fits, else 6 time ids — which must then fit too.
     """
     total, per_id = _text_time_widths(config)
     if total > SDXL_POOLED_DIM and (total - SDXL_POOLED_DIM) % per_id == 0:
         return SDXL_POOLED_DIM
-    return total - 6 * per_id
+    if total < SDXL_TIME_IDS * per_id:
+        raise ConfigError(
+            f"addition_embed_type='text_time': projection_class_embeddings_input_dim={total} is narrower than the "
+            f"{SDXL_TIME_IDS} time ids SDXL passes ({SDXL_TIME_IDS} × addition_time_embed_dim={per_id})",
+            f"make it the pooled text width + {SDXL_TIME_IDS} × {per_id} (SDXL: 1280 + 6 × 256 = 2816)")
+    return total - SDXL_TIME_IDS * per_id
 
 
 def sdxl_inputs(config: UNetConfig, tensors: Tensors, sizes: Sizes) -> dict[str, torch.Tensor]:
@@ -70,7 +77,7 @@ def sdxl_inputs(config: UNetConfig, tensors: Tensors, sizes: Sizes) -> dict[str,
     # original size, crop top-left, then target size (base) or aesthetic score (refiner)
     h, w = sizes.latent
     pixels_h, pixels_w = sizes.pixels or (h * 8, w * 8)  # SDXL-style conditioning implies its VAE's factor
-    ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == 6 else [6.0] * max(n_ids - 4, 0))
+    ids = [pixels_h, pixels_w, 0, 0] + ([pixels_h, pixels_w] if n_ids == SDXL_TIME_IDS else [6.0] * max(n_ids - 4, 0))
     return {"text_embeds": tensors.floats(sizes.batch, text_dim),
             "time_ids": torch.tensor(ids[:n_ids], dtype=torch.float32).repeat(sizes.batch, 1)}
 
