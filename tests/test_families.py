@@ -273,3 +273,14 @@ def test_missing_family_inputs_are_named():
     grounded = make_inputs(UNetConfig.from_dict(FAMILIES["gligen"]), device="meta")
     with pytest.raises(InputError, match="gligen"):
         sd(**grounded)
+
+
+def test_text_time_narrower_than_sdxls_time_ids_is_named():
+    """text_time's width is the pooled text plus SDXL's 6 time ids; one narrower than the ids alone left no room
+    for the text (a negative width: an internal error) — it is a ConfigError naming both fields."""
+    config = UNetConfig.from_dict(tiny(addition_embed_type="text_time", addition_time_embed_dim=8,
+                                       projection_class_embeddings_input_dim=40))
+    with pytest.raises(ConfigError, match=r"projection_class_embeddings_input_dim=40 .* addition_time_embed_dim=8"):
+        make_inputs(config, device="meta")
+    exact = config.replace(projection_class_embeddings_input_dim=48)  # 6 ids and no pooled text still run
+    assert make_inputs(exact, device="meta")["added_cond_kwargs"]["text_embeds"].shape[-1] == 0

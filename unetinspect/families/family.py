@@ -19,12 +19,15 @@ from unetinspect.families.sizes import SizeAxes, Sizes
 
 if TYPE_CHECKING:
     from pathlib import Path
-    from typing import Self
 
     import torch
     from torch import nn
 
 Shapes = Mapping[str, tuple[int, ...]]
+
+# The config class a `from_dict`/`from_json` is called on, and so the type it returns: `typing.Self` would say it,
+# but it is Python 3.11's and we support 3.10 (typing_extensions is not a dependency).
+_Read = TypeVar("_Read", bound="FamilyConfig")
 
 
 class FamilyConfig(Protocol):
@@ -32,10 +35,10 @@ class FamilyConfig(Protocol):
     sizes that fix a forward pass's inputs and activations (the rest belongs to the family's own code)."""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, origin: str = ...) -> Self: ...
+    def from_dict(cls: type[_Read], data: dict[str, Any], *, origin: str = ...) -> _Read: ...
 
     @classmethod
-    def from_json(cls, path: str | Path) -> Self: ...
+    def from_json(cls: type[_Read], path: str | Path) -> _Read: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
