@@ -19,7 +19,7 @@ import dataclasses
 import os
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,7 @@ class MotionAdapterSource:
     config: MotionAdapterConfig
     weight_files: tuple[Path, ...] = ()
     headers: tuple[SafetensorsHeader, ...] = ()
+    shapes: Shapes = field(default_factory=dict, repr=False)  # its files' tensors as they name them, read once
     original: bool = False
     notes: tuple[str, ...] = ()
 
@@ -82,8 +83,10 @@ def resolve_motion_adapter(spec: str | os.PathLike[str], *, variant: str | None 
             raise SourceError(f"--motion-adapter {path}: its config.json says {what}, not {ADAPTER_CLASS}",
                               "give the folder of a MotionAdapter (as AnimateDiff publishes them for diffusers)")
         files = find_weight_files(path, variant, allow_pickle)
-        return MotionAdapterSource(os.fspath(spec), MotionAdapterConfig.from_dict(data, origin=str(config_path)),
-                                   files, read_headers(files))
+        adapter = MotionAdapterSource(os.fspath(spec), MotionAdapterConfig.from_dict(data, origin=str(config_path)),
+                                      files, read_headers(files))
+        return dataclasses.replace(adapter, shapes={n: s for shapes in file_shapes(adapter).values()
+                                                    for n, s in shapes.items()})
     if path.suffix in PICKLE_SUFFIXES:
         refuse_pickle(path, allow_pickle)
         shapes, headers = read_pickle_shapes(path), ()
@@ -101,11 +104,12 @@ def resolve_motion_adapter(spec: str | os.PathLike[str], *, variant: str | None 
     original = any(_ORIGINAL.search(name) for name in shapes)
     renamed = {_diffusers_name(name) if original else name: shape for name, shape in shapes.items()}
     beside = path.parent / "config.json"
-    if beside.is_file() and read_json_config(beside).get("_class_name") == ADAPTER_CLASS:
-        config, notes = MotionAdapterConfig.from_dict(read_json_config(beside), origin=str(beside)), ()
+    data = read_json_config(beside) if beside.is_file() else {}
+    if data.get("_class_name") == ADAPTER_CLASS:
+        config, notes = MotionAdapterConfig.from_dict(data, origin=str(beside)), ()
     else:
         config, notes = infer_adapter_config(renamed, str(path)), (GUESSED_NOTE,)
-    return MotionAdapterSource(os.fspath(spec), config, (path,), headers, original, notes)
+    return MotionAdapterSource(os.fspath(spec), config, (path,), headers, shapes, original, notes)
 
 
 def _diffusers_name(name: str) -> str:
@@ -182,8 +186,7 @@ def with_motion_adapter(base: Source, adapter: MotionAdapterSource) -> Source:
     if not both:
         return joined
     base_names = {n: s for shapes in file_shapes(base).values() for n, s in shapes.items()}
-    adapter_names = {n: s for shapes in file_shapes(adapter).values() for n, s in shapes.items()}
     names = key_map(base, base_names) | {
-        (_diffusers_name(name) if adapter.original else name): name for name in adapter_names}
+        (_diffusers_name(name) if adapter.original else name): name for name in adapter.shapes}
     return dataclasses.replace(joined, weight_files=(*base.weight_files, *adapter.weight_files),
                                headers=(*base.headers, *adapter.headers), key_map=names)
