@@ -95,8 +95,9 @@ class _Operations(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        if self.recorder.recording and not func.is_view:
-            self.recorder.record(out)
+        call = self.recorder.recording_call()
+        if call is not None and not func.is_view:
+            self.recorder.record(call, out)
         return out
 
 
@@ -117,9 +118,9 @@ class RangeRecorder:
         self._handles: list[Any] = []
         self._open = False
 
-    @property
-    def recording(self) -> bool:
-        return self._call is not None and not self._in_hooks
+    def recording_call(self) -> _Call | None:
+        """The open call whose operations are recorded now; None between calls and while hooks run."""
+        return None if self._in_hooks else self._call
 
     def __enter__(self) -> RangeRecorder:
         try:
@@ -182,9 +183,9 @@ class RangeRecorder:
     def _resume(self, module: nn.Module, args: tuple, output: Any) -> None:
         self._in_hooks = max(self._in_hooks - 1, 0)
 
-    def record(self, out: Any) -> None:
-        """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync)."""
-        call = self._call
+    def record(self, call: _Call, out: Any) -> None:
+        """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync),
+        added to `call` (the open one, as `recording_call()` gave it: no check per operation)."""
         layer = self._stack[-1] if self._stack else 0
         for tensor in tree_leaves(out):
             if (isinstance(tensor, torch.Tensor) and tensor.dtype in _MEASURED and tensor.numel()
