@@ -117,6 +117,7 @@ class RangeRecorder:
         self._mode = _Operations(self)
         self._handles: list[Any] = []
         self._open = False
+        self._unread: list[str] = []  # attention layers called without hidden_states (LDM's x): no logit recompute
 
     def recording_call(self) -> _Call | None:
         """The open call whose operations are recorded now; None between calls and while hooks run."""
@@ -202,9 +203,13 @@ class RangeRecorder:
             if self._call is None:
                 return
             named = named_arguments(module, args, kwargs)
+            hidden = named.get("hidden_states")
+            if not isinstance(hidden, torch.Tensor):  # found by to_q/to_k/heads, called another way: no logit
+                if path not in self._unread:
+                    self._unread.append(path)
+                return
             with torch.no_grad():  # between `_pop` and `_resume`: not recorded as the layer's own operations
-                self._call.logits.append((layer, _largest_logit(module, named["hidden_states"],
-                                                                named.get("encoder_hidden_states"))))
+                self._call.logits.append((layer, _largest_logit(module, hidden, named.get("encoder_hidden_states"))))
         return hook
 
     # ---- the result ---------------------------------------------------------------------------------------------
@@ -236,6 +241,9 @@ class RangeRecorder:
         if self.attention:
             notes.append("attention logits |q·kᵀ·scale| recomputed in float32 from each layer's own inputs and "
                          "projections, before any mask")
+        if self._unread:
+            notes.append(f"no attention logits for {', '.join(self._unread)}: called without hidden_states, the "
+                         "argument of diffusers' Attention the recompute reads")
         return Ranges(len(self._calls), max_abs, nonfinite, logit_max, first, notes)
 
     def _owners(self, path: str) -> list[str]:
