@@ -178,6 +178,37 @@ def test_bad_query_and_no_cross_attention_are_one_line_errors():
         ui.attention_maps(plain, ui.make_inputs(plain.config))
 
 
+class LdmAttention(nn.Module):
+    """The latent-diffusion repository's layout (ldm/modules/attention.py): `to_q`, `to_k` and `heads` as in
+    diffusers' Attention, but called as `forward(x, context)`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.heads = 2
+        self.to_q, self.to_k, self.to_v = (nn.Linear(8, 8, bias=False) for _ in range(3))
+
+    def forward(self, x, context=None):
+        context = x if context is None else context
+        return nn.functional.scaled_dot_product_attention(self.to_q(x), self.to_k(context), self.to_v(context))
+
+
+class LdmModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = LdmAttention()
+
+    def forward(self, sample):
+        return self.attn(sample.flatten(2).transpose(1, 2))
+
+
+def test_a_layer_whose_input_is_not_named_hidden_states_is_a_one_line_error():
+    model, sample = LdmModel(), torch.randn(1, 8, 4, 4)
+    with AttentionRecorder(model, AttentionOptions(kind="self", query=(0, 0))):
+        with pytest.raises(RunError, match=r"attention layer 'attn' \(LdmAttention\) takes no hidden_states"):
+            model(sample)
+    assert not model.attn._forward_hooks
+
+
 def test_a_preset_source_runs_on_the_cpu():
     maps = ui.attention_maps("tiny", spec=ui.InputSpec(latent=(8, 8), text_len=4), device="cpu")
     assert maps.setup.label == "tiny" and maps.aggregate().shape == (1, 4, 8, 8)

@@ -17,13 +17,14 @@ import math
 import pytest
 import torch
 from conftest import our_unet, save_folder, tiny
+from test_attention_maps import LdmModel
 from test_precision import PLANTED, blocks_of, hooks, planted
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import unetinspect as ui
-from unetinspect.engine.ranges import FLOAT16_MAX
+from unetinspect.engine.ranges import FLOAT16_MAX, RangeRecorder
 from unetinspect.views.ranges import RANDOM_WEIGHTS_NOTE, activation_ranges
 
 LATENT = ["--latent", "8"]
@@ -256,3 +257,14 @@ def test_in_fp16_the_overflow_is_real_ranked_first_and_located(invoke, folder):
     # the blocks its non-finite values flowed into come next, before every block that stayed finite
     tainted = [row["nonfinite"][0] > 0 for row in data["blocks"]]
     assert tainted == sorted(tainted, reverse=True)
+
+
+def test_an_attention_layer_called_without_hidden_states_has_no_logit_and_a_note():
+    """LDM's layout (`forward(x, context)`): found by its to_q/to_k/heads, its logits cannot be recomputed from
+    arguments by diffusers' names; its numbers are still measured (it raised a KeyError before)."""
+    model = LdmModel()
+    with RangeRecorder(model, ["attn"]) as recorder:
+        model(torch.randn(1, 8, 4, 4))
+    ranges = recorder.result()
+    assert ranges.logit_max["attn"] == [None] and ranges.max_abs["attn"][0] > 0
+    assert any(note.startswith("no attention logits for attn: called without hidden_states") for note in ranges.notes)

@@ -211,27 +211,34 @@ def queries_and_keys(module: nn.Module, hidden_states: torch.Tensor, context: to
     mask is padded to."""
     if hidden_states.ndim == 4:  # (b, c, h, w) → (b, h*w, c)
         hidden_states = hidden_states.flatten(2).transpose(1, 2)
-    added = getattr(module, "add_k_proj", None) is not None
-    if context is not None and getattr(module, "norm_cross", None) is not None:
-        context = _normalise(module.norm_cross, context)
+    # the layer's parts as `attention_layers` found them, each read once (nn.Module's attributes are untyped)
+    to_q: nn.Module = module.get_submodule("to_q")
+    to_k: nn.Module | None = getattr(module, "to_k", None)
+    add_k_proj: nn.Module | None = getattr(module, "add_k_proj", None)
+    norm_cross: nn.Module | None = getattr(module, "norm_cross", None)
+    group_norm: nn.Module | None = getattr(module, "group_norm", None)
+    heads: int = getattr(module, "heads", 0)  # an int in the layers attention_layers finds; none is refused below
+    if context is not None and norm_cross is not None:
+        context = _normalise(norm_cross, context)
     raw = hidden_states  # without a context, added-KV projects the image *before* its group norm as the "text"
-    if getattr(module, "group_norm", None) is not None:
-        hidden_states = _normalise(module.group_norm, hidden_states)
-    text = context if context is not None else raw if added else hidden_states
-    query = module.to_q(hidden_states)  # [b, pixels, inner]
+    if group_norm is not None:
+        hidden_states = _normalise(group_norm, hidden_states)
+    text = context if context is not None else raw if add_k_proj is not None else hidden_states
+    query = to_q(hidden_states)  # [b, pixels, inner]
     if query_index is not None:
         query = query[:, query_index:query_index + 1]
     n_text = None
-    if added:
-        key = module.add_k_proj(text)
+    if add_k_proj is not None:
+        key = add_k_proj(text)
         n_text = key.shape[1]
-        if getattr(module, "to_k", None) is not None:
-            key = torch.cat([key, module.to_k(hidden_states)], dim=1)  # [b, text + pixels, inner]
+        if to_k is not None:
+            key = torch.cat([key, to_k(hidden_states)], dim=1)  # [b, text + pixels, inner]
         pad_to = hidden_states.shape[1]
     else:
-        key = module.to_k(text)
+        assert to_k is not None  # attention_layers finds only layers with keys: to_k where add_k_proj is absent
+        key = to_k(text)
         pad_to = key.shape[1]
-    batch, heads = query.shape[0], module.heads
+    batch = query.shape[0]
     if heads < 1 or query.shape[-1] % heads:  # the module ran its own way; its maps cannot be split into heads
         raise RunError(f"a {type(module).__name__} has heads={heads}, which does not split its {query.shape[-1]} "
                        "query features into heads", "give the attention module a head count that divides its "
@@ -312,6 +319,7 @@ class AttentionRecorder:
         return self._maps(self._kept[step], 1)
 
     def _maps(self, layers: dict[str, torch.Tensor], steps: int) -> AttentionMaps:
+        assert self._latent is not None  # a step was recorded (callers check), and every step's _start set it
         if self._frames is None:
             return AttentionMaps(dict(layers), self._latent, self.options.kind, self.options.heads, steps,
                                  self._batch_note, self.options.query)
@@ -338,7 +346,7 @@ class AttentionRecorder:
                            "none", "call the model with its latent: (batch, channels, height, width), or a video "
                            "UNet's with its frames")
         frames = _frames_of(module, sample)
-        latent = tuple(sample.shape[-2:])
+        latent = (sample.shape[-2], sample.shape[-1])
         if self._latent is not None and (latent, frames) != (self._latent, self._frames):
             raise RunError(f"maps at latent {latent[0]}x{latent[1]}{_frames_text(frames)} cannot be averaged with "
                            f"the earlier {self._latent[0]}x{self._latent[1]}{_frames_text(self._frames)}",
@@ -387,17 +395,24 @@ class AttentionRecorder:
             return
         if self.options.kind == "self" and cross and not (added and getattr(module, "to_k", None) is not None):
             return
+        if not isinstance(hidden, torch.Tensor):  # found by its to_q/to_k/heads, called another way (LDM's x)
+            raise RunError(f"the attention layer {path!r} ({type(module).__name__}) takes no hidden_states: maps "
+                           "read the arguments of diffusers' Attention (hidden_states, encoder_hidden_states)",
+                           "convert the model to diffusers' layout, or leave this layer's block out (--blocks)")
         if self._frames and hidden.shape[0] != self._folded:
             return  # a temporal layer (pixels in the batch, frames as its tokens): no map over the picture
-        rows = self._rows
-        spatial = tuple(hidden.shape[-2:]) if hidden.ndim == 4 else layer_size(hidden.shape[1], self._latent)
+        rows, latent = self._rows, self._latent
+        assert latent is not None  # _start set it with the rows this call maps (the hook runs only while set)
+        spatial = (hidden.shape[-2], hidden.shape[-1]) if hidden.ndim == 4 else layer_size(hidden.shape[1], latent)
         hidden = hidden[rows]
         context = context[rows] if cross else None
         if mask is not None and mask.shape[0] == named["hidden_states"].shape[0]:
             mask = mask[rows]
         query_index = None
         if self.options.kind == "self":
-            y, x = (q * s // l for q, s, l in zip(self.options.query, spatial, self._latent))
+            query = self.options.query
+            assert query is not None  # AttentionOptions refuses a self map without its query pixel
+            y, x = (q * s // l for q, s, l in zip(query, spatial, latent))
             query_index = y * spatial[1] + x
         probs = attention_probabilities(module, hidden, context, mask, self.options.kind, query_index)
         batch, heads = probs.shape[:2]

@@ -277,6 +277,9 @@ class LiveBytes(TorchDispatchMode):
 # ---- LoRA adapters ------------------------------------------------------------------------------------------------
 
 
+LoraBase = nn.Linear | nn.Conv2d  # the layers an adapter knows how to wrap (its A and B are shaped on them)
+
+
 def lora_targets(model: nn.Module, targets: Sequence[str]) -> list[tuple[str, nn.Module]]:
     """The modules PEFT's `target_modules` names pick: a path equal to a name or ending in "." + the name."""
     return [(path, module) for path, module in model.named_modules()
@@ -287,12 +290,12 @@ KOHYA_TRANSFORMER = ("Transformer2DModel",)  # kohya's networks/lora.py: UNET_TA
 KOHYA_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")  # UNET_TARGET_REPLACE_MODULE_CONV2D_3X3
 
 
-def kohya_targets(model: nn.Module, rank: int, conv_rank: int | None) -> list[tuple[str, nn.Module, int]]:
+def kohya_targets(model: nn.Module, rank: int, conv_rank: int | None) -> list[tuple[str, LoraBase, int]]:
     """The layers kohya's sd-scripts LoRA adapts, with their ranks: every Linear and 1×1 Conv2d inside a
     Transformer2DModel at `rank`; with `conv_rank` (LoCon, kohya's conv_dim) also those inside the resnets and
     resamplers, their other convolutions at `conv_rank`. Blocks are recognised by class name, as kohya does."""
     kinds = KOHYA_TRANSFORMER + (KOHYA_CONV_BLOCKS if conv_rank is not None else ())
-    found: dict[str, tuple[nn.Module, int]] = {}
+    found: dict[str, tuple[LoraBase, int]] = {}
     for path, block in model.named_modules():
         if type(block).__name__ not in kinds:
             continue
@@ -306,7 +309,7 @@ def kohya_targets(model: nn.Module, rank: int, conv_rank: int | None) -> list[tu
 
 
 @contextlib.contextmanager
-def lora_adapters(model: nn.Module, targets: Sequence[tuple[str, nn.Module, int]]
+def lora_adapters(model: nn.Module, targets: Sequence[tuple[str, LoraBase, int]]
                   ) -> Iterator[dict[str, list[nn.Parameter]]]:
     """LoRA on each target (path, Linear or Conv2d, rank) as forward hooks: y = base(x) + B(A(x)) · alpha/rank,
     dropout 0 — PEFT's and kohya's forward alike.
@@ -337,7 +340,7 @@ def lora_adapters(model: nn.Module, targets: Sequence[tuple[str, nn.Module, int]
             handle.remove()
 
 
-def _adapter(base: nn.Module, down: nn.Parameter, up: nn.Parameter) -> Callable[..., torch.Tensor]:
+def _adapter(base: LoraBase, down: nn.Parameter, up: nn.Parameter) -> Callable[..., torch.Tensor]:
     """The forward hook adding B(A(x)) to the base's output: two matmuls, or two convolutions."""
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         if isinstance(base, nn.Conv2d):

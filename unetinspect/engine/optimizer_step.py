@@ -66,15 +66,16 @@ def step_temporary_bytes(optimizer: str, params: Sequence[tuple[torch.Size, torc
 def _measured_step(optimizer: str, params: tuple[tuple[torch.Size, torch.dtype], ...], *, foreach: bool) -> int:
     """The most bytes beyond parameters, gradients and state a second step of the real optimizer holds."""
     tensors = [torch.nn.Parameter(torch.empty(shape, dtype=dtype, device="meta")) for shape, dtype in params]
-    for param in tensors:
-        param.grad = torch.empty_like(param)
+    grads = [torch.empty_like(param) for param in tensors]
+    for param, grad in zip(tensors, grads):
+        param.grad = grad
     step = STEPS[optimizer](tensors, foreach=foreach)
     with _MetaStep():
         step.step()  # the warm-up step: the state is made
     live = _MetaStep()
-    for param in tensors:
+    for param, grad in zip(tensors, grads):  # the same gradients: step() never replaces a .grad
         live.add(param)
-        live.add(param.grad)
+        live.add(grad)
     for state in step.state.values():
         for value in state.values():
             if isinstance(value, torch.Tensor):

@@ -95,8 +95,9 @@ class _Operations(TorchDispatchMode):
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         out = func(*args, **(kwargs or {}))
-        if self.recorder.recording and not func.is_view:
-            self.recorder.record(out)
+        call = self.recorder.recording_call()
+        if call is not None and not func.is_view:
+            self.recorder.record(call, out)
         return out
 
 
@@ -116,10 +117,11 @@ class RangeRecorder:
         self._mode = _Operations(self)
         self._handles: list[Any] = []
         self._open = False
+        self._unread: list[str] = []  # attention layers called without hidden_states (LDM's x): no logit recompute
 
-    @property
-    def recording(self) -> bool:
-        return self._call is not None and not self._in_hooks
+    def recording_call(self) -> _Call | None:
+        """The open call whose operations are recorded now; None between calls and while hooks run."""
+        return None if self._in_hooks else self._call
 
     def __enter__(self) -> RangeRecorder:
         try:
@@ -182,9 +184,9 @@ class RangeRecorder:
     def _resume(self, module: nn.Module, args: tuple, output: Any) -> None:
         self._in_hooks = max(self._in_hooks - 1, 0)
 
-    def record(self, out: Any) -> None:
-        """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync)."""
-        call = self._call
+    def record(self, call: _Call, out: Any) -> None:
+        """One operation's floating outputs: their largest |x| and finite count, as device scalars (no sync),
+        added to `call` (the open one, as `recording_call()` gave it: no check per operation)."""
         layer = self._stack[-1] if self._stack else 0
         for tensor in tree_leaves(out):
             if (isinstance(tensor, torch.Tensor) and tensor.dtype in _MEASURED and tensor.numel()
@@ -201,9 +203,13 @@ class RangeRecorder:
             if self._call is None:
                 return
             named = named_arguments(module, args, kwargs)
+            hidden = named.get("hidden_states")
+            if not isinstance(hidden, torch.Tensor):  # found by to_q/to_k/heads, called another way: no logit
+                if path not in self._unread:
+                    self._unread.append(path)
+                return
             with torch.no_grad():  # between `_pop` and `_resume`: not recorded as the layer's own operations
-                self._call.logits.append((layer, _largest_logit(module, named["hidden_states"],
-                                                                named.get("encoder_hidden_states"))))
+                self._call.logits.append((layer, _largest_logit(module, hidden, named.get("encoder_hidden_states"))))
         return hook
 
     # ---- the result ---------------------------------------------------------------------------------------------
@@ -235,6 +241,9 @@ class RangeRecorder:
         if self.attention:
             notes.append("attention logits |q·kᵀ·scale| recomputed in float32 from each layer's own inputs and "
                          "projections, before any mask")
+        if self._unread:
+            notes.append(f"no attention logits for {', '.join(self._unread)}: called without hidden_states, the "
+                         "argument of diffusers' Attention the recompute reads")
         return Ranges(len(self._calls), max_abs, nonfinite, logit_max, first, notes)
 
     def _owners(self, path: str) -> list[str]:

@@ -28,6 +28,7 @@ from torch import nn
 from unetinspect.engine import sdpa
 from unetinspect.engine.hardware import available_memory
 from unetinspect.engine.memory import (
+    LoraBase,
     SavedCall,
     kohya_targets,
     lora_adapters,
@@ -306,11 +307,13 @@ def _trainable(model: nn.Module, training: Training) -> Iterator[dict[str, list[
     if not found:
         raise RunError(f"--lora-targets {','.join(targets)!r} match no module of the model",
                        "give module names as PEFT's target_modules, e.g. to_k,to_q,to_v,to_out.0, or kohya/locon")
-    other = next(((path, m) for path, m, _ in found if not isinstance(m, nn.Linear | nn.Conv2d)), None)
-    if other is not None:
-        raise RunError(f"--lora-targets picks {other[0]!r}, a {type(other[1]).__name__}",
-                       "LoRA is measured on Linear and Conv2d layers: name those, e.g. to_k,to_q,to_v,to_out.0")
-    with lora_adapters(model, found) as adapters:
+    layers: list[tuple[str, LoraBase, int]] = []
+    for path, module, layer_rank in found:
+        if not isinstance(module, nn.Linear | nn.Conv2d):
+            raise RunError(f"--lora-targets picks {path!r}, a {type(module).__name__}",
+                           "LoRA is measured on Linear and Conv2d layers: name those, e.g. to_k,to_q,to_v,to_out.0")
+        layers.append((path, module, layer_rank))
+    with lora_adapters(model, layers) as adapters:
         yield adapters
 
 
