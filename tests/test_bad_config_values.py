@@ -18,6 +18,7 @@ from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
 from unetinspect.errors import ConfigError
 
 FIELDS = sorted(RULES)
+HUGE = 10**400  # a JSON integer too big for a float: it once overflowed math.isfinite into a raw OverflowError
 
 
 def test_every_field_has_a_rule():
@@ -34,7 +35,7 @@ def _bad_values(name: str) -> list[object]:
     if rule.kind is int:
         values += [1.5, 2.0, True]
     if rule.kind in (int, float):
-        values += [math.nan, math.inf, -math.inf]
+        values += [math.nan, math.inf, -math.inf, HUGE, -HUGE]
     if rule.low is not None:
         values.append(rule.low - 1)
     if rule.high is not None:
@@ -47,16 +48,19 @@ def _bad_values(name: str) -> list[object]:
 CASES = [(name, value) for name in FIELDS for value in _bad_values(name)]
 
 
-@pytest.mark.parametrize("name,value", CASES, ids=[f"{n}={v!r}" for n, v in CASES])
+@pytest.mark.parametrize("name,value", CASES, ids=[f"{n}={v!r:.20}" for n, v in CASES])
 def test_bad_value_is_a_config_error_naming_the_field(name, value):
     with pytest.raises(ConfigError) as caught:
         UNetConfig.from_dict(tiny(**{name: value}))
     assert name in caught.value.one_line()
 
 
-@pytest.mark.parametrize("name,value", [("layers_per_block", 100000), ("transformer_layers_per_block", 100000),
-                                        ("attention_head_dim", 0), ("in_channels", "two"), ("norm_eps", math.nan),
-                                        ("center_input_sample", "yes"), ("block_out_channels", [32, 64, None])])
+CLI_CASES = [("layers_per_block", 100000), ("transformer_layers_per_block", 100000), ("attention_head_dim", 0),
+             ("in_channels", "two"), ("norm_eps", math.nan), ("center_input_sample", "yes"),
+             ("block_out_channels", [32, 64, None]), ("layers_per_block", HUGE), ("mid_block_scale_factor", -HUGE)]
+
+
+@pytest.mark.parametrize("name,value", CLI_CASES, ids=[f"{n}={v!r:.20}" for n, v in CLI_CASES])
 def test_bad_value_through_the_cli(name, value, tmp_path, invoke):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(tiny(**{name: value})))  # NaN is written as JSON's NaN, as Python reads it back
