@@ -13,6 +13,7 @@ from conftest import tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
 from unetinspect.errors import ConfigError
@@ -112,3 +113,19 @@ def test_json_written_has_no_nan(tmp_path, invoke):
         raise AssertionError(f"{name} in the JSON written")
 
     json.loads(out.read_text(), parse_constant=no_constants)
+
+
+CONTROLNET_CASES = [("global_pool_conditions", "yes"), ("conditioning_channels", True), ("conditioning_channels", HUGE),
+                    ("conditioning_embedding_out_channels", 5), ("conditioning_embedding_out_channels", [16, True]),
+                    ("conditioning_embedding_out_channels", [16, 10**9]),
+                    ("controlnet_conditioning_channel_order", ["rgb"])]
+
+
+@pytest.mark.parametrize("name,value", CONTROLNET_CASES, ids=[f"{n}={v!r:.20}" for n, v in CONTROLNET_CASES])
+def test_bad_controlnet_value_is_a_config_error_naming_the_field(name, value):
+    """A ControlNet's own fields have rules too: once `"yes"` passed as global_pool_conditions, `true` as 1 channel,
+    a billion-channel conv was built, and `5` for a list was "'int' object is not iterable"."""
+    data = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() | {name: value}
+    with pytest.raises(ConfigError) as caught:
+        ControlNetConfig.from_dict(data)
+    assert name in caught.value.one_line()
