@@ -64,7 +64,7 @@ def parse_ip_adapter(shapes: Mapping[str, tuple[int, ...]], origin: str = "file"
         what = f"ip_adapter.{incomplete[0]} lacks to_k_ip or to_v_ip" if incomplete else "no ip_adapter.N.to_k_ip"
         raise WeightsError(f"{origin}: not an IP-Adapter file ({what})",
                            "IP-Adapter files hold image_proj.* and ip_adapter.N.to_k_ip/to_v_ip.weight")
-    entries = tuple(IPAdapterEntry(n, pairs[n]["k"], pairs[n]["v"]) for n in sorted(pairs))
+    entries = tuple(IPAdapterEntry(n, _matrix(pairs[n]["k"]), _matrix(pairs[n]["v"])) for n in sorted(pairs))
     width = entries[0].k_shape[1]
     counted = set(image_proj) | {k for k in shapes if ENTRY.match(k)}
     return IPAdapterFile(
@@ -74,6 +74,12 @@ def parse_ip_adapter(shapes: Mapping[str, tuple[int, ...]], origin: str = "file"
         tokens=_tokens(image_proj, width), width=width, entries=entries,
         other_params=sum(math.prod(s) for k, s in shapes.items() if k not in counted),
     )
+
+
+def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A projection's (out, in) shape; parse_ip_adapter has refused every entry that is not 2-D."""
+    rows, cols = shape
+    return rows, cols
 
 
 def _kind(image_proj: Mapping[str, tuple[int, ...]]) -> str:
