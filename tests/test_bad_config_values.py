@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 from bad_input import refused
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
+from unetinspect.configs.video import MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError
 
 FIELDS = sorted(RULES)
@@ -129,3 +131,12 @@ def test_bad_controlnet_value_is_a_config_error_naming_the_field(name, value):
     with pytest.raises(ConfigError) as caught:
         ControlNetConfig.from_dict(data)
     assert name in caught.value.one_line()
+
+
+@pytest.mark.parametrize("config_class", [SVDConfig, MotionConfig])
+@pytest.mark.parametrize("name", [["DownBlock2D"], {"a": 1}])
+def test_unhashable_video_block_name_is_a_config_error_naming_the_field(config_class, name):
+    """A block name looked up in the video name table: a list or object was an unhashable-type TypeError (raw from
+    MotionConfig, a ConfigError without the field from SVDConfig)."""
+    with pytest.raises(ConfigError, match=re.escape("down_block_types[0]")):
+        config_class.from_dict({"down_block_types": [name]})

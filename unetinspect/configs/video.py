@@ -57,7 +57,7 @@ def _renamed(names: Any, table: dict[str, str], field_name: str) -> list[str]:
     if not isinstance(names, (list, tuple)):
         raise ConfigError(f"{field_name} must be a list of block types, got {names!r}")
     for i, name in enumerate(names):
-        if name not in table:
+        if not isinstance(name, str) or name not in table:  # a list or object is not even hashable
             raise ConfigError(f"unknown block type {field_name}[{i}]={name!r}", f"expected one of {', '.join(table)}")
     return [table[name] for name in names]
 
