@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
-from unetinspect.configs.video import MotionConfig, SVDConfig
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError
 
 FIELDS = sorted(RULES)
@@ -140,3 +140,33 @@ def test_unhashable_video_block_name_is_a_config_error_naming_the_field(config_c
     MotionConfig, a ConfigError without the field from SVDConfig)."""
     with pytest.raises(ConfigError, match=re.escape("down_block_types[0]")):
         config_class.from_dict({"down_block_types": [name]})
+
+
+def _other_config_fields() -> list[tuple[type, str]]:
+    return [(cls, f.name) for cls in (ControlNetConfig, SVDConfig, MotionConfig, MotionAdapterConfig)
+            for f in dataclasses.fields(cls) if f.init and f.name not in ("unet", "extra")] + \
+        [(cls, "down_block_types") for cls in (ControlNetConfig, MotionConfig)]  # UNet fields they read themselves
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field_=st.sampled_from(_other_config_fields()), value=_json_values)
+def test_generated_values_in_other_configs_build_or_refuse(field_, value):
+    """The ControlNet and video configs' own fields, any JSON value: a config or a ConfigError. Found this way: a
+    ControlNet's non-string block name (AttributeError mirroring it) and a short motion depth list (IndexError)."""
+    config_class, name = field_
+    base = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() if config_class is ControlNetConfig else {}
+    try:
+        config_class.from_dict(base | {name: value})
+    except ConfigError as exc:
+        assert "\n" not in exc.one_line()
+
+
+@pytest.mark.parametrize("config_class, changes, words", [
+    (ControlNetConfig, {"down_block_types": [1, "DownBlock2D"]}, "down_block_types[0] must be a string"),
+    (MotionConfig, {"temporal_transformer_layers_per_block": []}, "temporal_transformer_layers_per_block has 0"),
+    (MotionConfig, {"reverse_temporal_transformer_layers_per_block": [1]}, "reverse_temporal_transformer_layers"),
+])
+def test_bad_values_other_configs_read_themselves(config_class, changes, words):
+    base = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() if config_class is ControlNetConfig else {}
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config_class.from_dict(base | changes)

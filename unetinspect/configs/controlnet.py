@@ -91,7 +91,7 @@ class ControlNetConfig(WrapsUNet):
             warnings.warn(f"{origin}: unknown ControlNet config fields kept but ignored: {', '.join(unknown)}",
                           stacklevel=2)
         down = unet_fields.get("down_block_types", UNetConfig().down_block_types)
-        if isinstance(down, list):
+        if isinstance(down, list) and all(isinstance(name, str) for name in down):  # else UNetConfig names the bad one
             unet_fields["up_block_types"] = mirrored_up_blocks(down)
         unet = UNetConfig.from_dict(unet_fields, origin=origin)
         try:
