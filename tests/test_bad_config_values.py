@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 
 import pytest
 from bad_input import refused
@@ -13,11 +14,14 @@ from conftest import tiny
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.configs.values import MAX_TRANSFORMER_BLOCKS, RULES
+from unetinspect.configs.video import MotionAdapterConfig, MotionConfig, SVDConfig
 from unetinspect.errors import ConfigError
 
 FIELDS = sorted(RULES)
+HUGE = 10**400  # a JSON integer too big for a float: it once overflowed math.isfinite into a raw OverflowError
 
 
 def test_every_field_has_a_rule():
@@ -34,7 +38,7 @@ def _bad_values(name: str) -> list[object]:
     if rule.kind is int:
         values += [1.5, 2.0, True]
     if rule.kind in (int, float):
-        values += [math.nan, math.inf, -math.inf]
+        values += [math.nan, math.inf, -math.inf, HUGE, -HUGE]
     if rule.low is not None:
         values.append(rule.low - 1)
     if rule.high is not None:
@@ -47,16 +51,19 @@ def _bad_values(name: str) -> list[object]:
 CASES = [(name, value) for name in FIELDS for value in _bad_values(name)]
 
 
-@pytest.mark.parametrize("name,value", CASES, ids=[f"{n}={v!r}" for n, v in CASES])
+@pytest.mark.parametrize("name,value", CASES, ids=[f"{n}={v!r:.20}" for n, v in CASES])
 def test_bad_value_is_a_config_error_naming_the_field(name, value):
     with pytest.raises(ConfigError) as caught:
         UNetConfig.from_dict(tiny(**{name: value}))
     assert name in caught.value.one_line()
 
 
-@pytest.mark.parametrize("name,value", [("layers_per_block", 100000), ("transformer_layers_per_block", 100000),
-                                        ("attention_head_dim", 0), ("in_channels", "two"), ("norm_eps", math.nan),
-                                        ("center_input_sample", "yes"), ("block_out_channels", [32, 64, None])])
+CLI_CASES = [("layers_per_block", 100000), ("transformer_layers_per_block", 100000), ("attention_head_dim", 0),
+             ("in_channels", "two"), ("norm_eps", math.nan), ("center_input_sample", "yes"),
+             ("block_out_channels", [32, 64, None]), ("layers_per_block", HUGE), ("mid_block_scale_factor", -HUGE)]
+
+
+@pytest.mark.parametrize("name,value", CLI_CASES, ids=[f"{n}={v!r:.20}" for n, v in CLI_CASES])
 def test_bad_value_through_the_cli(name, value, tmp_path, invoke):
     path = tmp_path / "config.json"
     path.write_text(json.dumps(tiny(**{name: value})))  # NaN is written as JSON's NaN, as Python reads it back
@@ -108,3 +115,58 @@ def test_json_written_has_no_nan(tmp_path, invoke):
         raise AssertionError(f"{name} in the JSON written")
 
     json.loads(out.read_text(), parse_constant=no_constants)
+
+
+CONTROLNET_CASES = [("global_pool_conditions", "yes"), ("conditioning_channels", True), ("conditioning_channels", HUGE),
+                    ("conditioning_embedding_out_channels", 5), ("conditioning_embedding_out_channels", [16, True]),
+                    ("conditioning_embedding_out_channels", [16, 10**9]),
+                    ("controlnet_conditioning_channel_order", ["rgb"])]
+
+
+@pytest.mark.parametrize("name,value", CONTROLNET_CASES, ids=[f"{n}={v!r:.20}" for n, v in CONTROLNET_CASES])
+def test_bad_controlnet_value_is_a_config_error_naming_the_field(name, value):
+    """A ControlNet's own fields have rules too: once `"yes"` passed as global_pool_conditions, `true` as 1 channel,
+    a billion-channel conv was built, and `5` for a list was "'int' object is not iterable"."""
+    data = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() | {name: value}
+    with pytest.raises(ConfigError) as caught:
+        ControlNetConfig.from_dict(data)
+    assert name in caught.value.one_line()
+
+
+@pytest.mark.parametrize("config_class", [SVDConfig, MotionConfig])
+@pytest.mark.parametrize("name", [["DownBlock2D"], {"a": 1}])
+def test_unhashable_video_block_name_is_a_config_error_naming_the_field(config_class, name):
+    """A block name looked up in the video name table: a list or object was an unhashable-type TypeError (raw from
+    MotionConfig, a ConfigError without the field from SVDConfig)."""
+    with pytest.raises(ConfigError, match=re.escape("down_block_types[0]")):
+        config_class.from_dict({"down_block_types": [name]})
+
+
+def _other_config_fields() -> list[tuple[type, str]]:
+    return [(cls, f.name) for cls in (ControlNetConfig, SVDConfig, MotionConfig, MotionAdapterConfig)
+            for f in dataclasses.fields(cls) if f.init and f.name not in ("unet", "extra")] + \
+        [(cls, "down_block_types") for cls in (ControlNetConfig, MotionConfig)]  # UNet fields they read themselves
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(field_=st.sampled_from(_other_config_fields()), value=_json_values)
+def test_generated_values_in_other_configs_build_or_refuse(field_, value):
+    """The ControlNet and video configs' own fields, any JSON value: a config or a ConfigError. Found this way: a
+    ControlNet's non-string block name (AttributeError mirroring it) and a short motion depth list (IndexError)."""
+    config_class, name = field_
+    base = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() if config_class is ControlNetConfig else {}
+    try:
+        config_class.from_dict(base | {name: value})
+    except ConfigError as exc:
+        assert "\n" not in exc.one_line()
+
+
+@pytest.mark.parametrize("config_class, changes, words", [
+    (ControlNetConfig, {"down_block_types": [1, "DownBlock2D"]}, "down_block_types[0] must be a string"),
+    (MotionConfig, {"temporal_transformer_layers_per_block": []}, "temporal_transformer_layers_per_block has 0"),
+    (MotionConfig, {"reverse_temporal_transformer_layers_per_block": [1]}, "reverse_temporal_transformer_layers"),
+])
+def test_bad_values_other_configs_read_themselves(config_class, changes, words):
+    base = ControlNetConfig.from_unet(UNetConfig.from_dict(tiny())).to_dict() if config_class is ControlNetConfig else {}
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        config_class.from_dict(base | changes)

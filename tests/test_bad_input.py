@@ -143,6 +143,8 @@ def _safetensors_bytes(header: object, data: bytes = b"", declared: int | None =
     (_safetensors_bytes({"a": {"dtype": "F16", "shape": [4], "data_offsets": [0, 4]}}, b"\0" * 4), "needs 8"),
     (_safetensors_bytes({"a": {"dtype": "F16", "shape": [-1], "data_offsets": [0, 4]}}, b"\0" * 4), "shape"),
     (_safetensors_bytes({"a": {"dtype": "Q4", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), "dtype"),
+    (_safetensors_bytes({"a": {"dtype": ["F16"], "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), "dtype"),
+    (_safetensors_bytes({"a": {"dtype": {}, "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 4), "dtype"),
     (_safetensors_bytes({"a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]},
                          "b": {"dtype": "F16", "shape": [2], "data_offsets": [2, 6]}}, b"\0" * 6), "overlaps"),
     (_safetensors_bytes({"a": {"dtype": "F16", "shape": [2], "data_offsets": [0, 4]}}, b"\0" * 40), "after the last"),
@@ -160,7 +162,7 @@ def test_garbage_headers(content, words, tmp_path, invoke):
 
 _dims = st.lists(st.one_of(st.integers(-2, 4), st.integers(0, 2**70), st.text(max_size=2)), max_size=3)
 _entries = st.fixed_dictionaries({
-    "dtype": st.sampled_from(["F16", "F32", "I8", "BOOL", "U16", "X", 3, None]),
+    "dtype": st.sampled_from(["F16", "F32", "I8", "BOOL", "U16", "X", 3, None, ["F16"], {}]),
     "shape": st.one_of(_dims, st.none(), st.integers()),
     "data_offsets": st.one_of(st.lists(st.one_of(st.integers(-3, 64), st.integers(0, 2**70)), max_size=3),
                               st.none(), st.text(max_size=3)),

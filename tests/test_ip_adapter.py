@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
+from bad_input import refused
 from conftest import SMALL_CONFIGS, diffusers_unet
 from safetensors.torch import save_file
 from typer.testing import CliRunner
@@ -112,3 +114,24 @@ def test_an_ip_adapter_for_another_base_is_refused(ip_file):
         ip_adapter_cost(path, summarize("sd15"))
     result = CliRunner().invoke(app, ["summary", "sdxl", "--ip-adapter", str(path)])
     assert result.exit_code == 1 and "another base model" in result.output
+
+
+ENTRY_SHAPES = {"ip_adapter.1.to_k_ip.weight": (32, 16), "ip_adapter.1.to_v_ip.weight": (32, 16)}
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"ip_adapter.1.to_k_ip.weight": (32, 0), "image_proj.proj.weight": (64, 8)}, "an empty projection"),
+    ({"image_proj.latents": (16,)}, "image_proj.latents has shape [16], not 3-D"),
+    ({"image_proj.proj.weight": ()}, "image_proj.proj.weight has shape [], not 2-D"),
+])
+def test_hostile_shapes_are_a_weights_error_naming_the_tensor(changes, words):
+    """A header may give any shape: these were a ZeroDivisionError and IndexErrors reading the token count."""
+    with pytest.raises(WeightsError, match=re.escape(words)):
+        parse_ip_adapter(ENTRY_SHAPES | changes, origin="bad.safetensors")
+
+
+def test_cli_refuses_an_empty_projection(tmp_path, invoke):
+    path = tmp_path / "ip-adapter.safetensors"
+    save_file({"image_proj.proj.weight": torch.zeros(64, 8), "ip_adapter.1.to_k_ip.weight": torch.zeros(32, 0),
+               "ip_adapter.1.to_v_ip.weight": torch.zeros(32, 16)}, path)
+    refused(invoke, tmp_path, "summary", "tiny", "--ip-adapter", path, words="ip_adapter.1.to_k_ip/to_v_ip")

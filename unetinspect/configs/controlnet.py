@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from unetinspect.configs.unet import METADATA_FIELDS, UNetConfig, WrapsUNet, read_json_config
+from unetinspect.configs.values import MAX_CHANNELS, Rule, check_rules
 from unetinspect.errors import ConfigError, UnsupportedConfigError
 
 CONTROLNET_CLASS = "ControlNetModel"
@@ -49,13 +50,20 @@ class ControlNetConfig(WrapsUNet):
     global_pool_conditions: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
+    # The ControlNet's own fields, each under the same kind of rule as the UNet's (configs/values.py): a config.json
+    # value of the wrong JSON type, or a width no published ControlNet comes near, is one ConfigError naming it.
+    RULES = {
+        "conditioning_channels": Rule(int, 1, MAX_CHANNELS, meaning="channels"),
+        "conditioning_embedding_out_channels": Rule(int, 1, MAX_CHANNELS, nesting=1, list_only=True,
+                                                    meaning="channels"),
+        "controlnet_conditioning_channel_order": Rule(str),
+        "global_pool_conditions": Rule(bool),
+    }
+
     def __post_init__(self) -> None:
-        channels = self.conditioning_embedding_out_channels
-        if not channels or not all(isinstance(c, int) and c > 0 for c in channels):
-            raise ConfigError(f"conditioning_embedding_out_channels must be a list of positive integers, "
-                              f"got {list(channels)!r}")
-        if not isinstance(self.conditioning_channels, int) or self.conditioning_channels < 1:
-            raise ConfigError(f"conditioning_channels must be a positive integer, got {self.conditioning_channels!r}")
+        check_rules(self, self.RULES)
+        if not self.conditioning_embedding_out_channels:
+            raise ConfigError("conditioning_embedding_out_channels must be a list of positive integers, got []")
         if self.controlnet_conditioning_channel_order not in CHANNEL_ORDERS:
             raise ConfigError(f"controlnet_conditioning_channel_order="
                               f"{self.controlnet_conditioning_channel_order!r} is unknown", "expected rgb or bgr")
@@ -75,14 +83,15 @@ class ControlNetConfig(WrapsUNet):
             raise ConfigError(f"{origin}: _class_name is {data.get('_class_name')!r}, not {CONTROLNET_CLASS}")
         own = {f.name for f in dataclasses.fields(cls)} - {"unet", "extra"}
         unet_fields = {k: v for k, v in data.items() if k in UNET_FIELDS}
-        kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in own}
+        # JSON values as they came: __post_init__ checks each against its rule
+        kwargs: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in own}
         extra = {k: v for k, v in data.items() if k not in own and k not in UNET_FIELDS}
         unknown = sorted(k for k in extra if k not in METADATA_FIELDS)
         if unknown:
             warnings.warn(f"{origin}: unknown ControlNet config fields kept but ignored: {', '.join(unknown)}",
                           stacklevel=2)
         down = unet_fields.get("down_block_types", UNetConfig().down_block_types)
-        if isinstance(down, list):
+        if isinstance(down, list) and all(isinstance(name, str) for name in down):  # else UNetConfig names the bad one
             unet_fields["up_block_types"] = mirrored_up_blocks(down)
         unet = UNetConfig.from_dict(unet_fields, origin=origin)
         try:
@@ -118,8 +127,7 @@ class ControlNetConfig(WrapsUNet):
     @property
     def residual_count(self) -> int:
         """Residuals for the UNet's skips: conv_in's output, then each down block's resnets and downsampler."""
-        n = self.unet.num_blocks
-        return 1 + n * self.unet.layers_per_block + (n - 1)
+        return 1 + sum(self.unet.layers_per_block_list) + self.unet.num_downsamples
 
 
 def mirrored_up_blocks(down_block_types: list[str]) -> list[str]:

@@ -338,9 +338,10 @@ def _validate(cfg: UNetConfig) -> None:
     _check_conditioning(cfg)
 
 
-def _block_class(name: object) -> object:
-    """A block type as its class name: diffusers drops a leading "UNetRes"."""
-    if isinstance(name, str) and name.startswith(BLOCK_PREFIX_ALIAS):
+def _block_class(name: str) -> str:
+    """A block type as its class name: diffusers drops a leading "UNetRes" (every name is a string by now:
+    check_field_values runs first in _validate)."""
+    if name.startswith(BLOCK_PREFIX_ALIAS):
         return name[len(BLOCK_PREFIX_ALIAS):]
     return name
 
@@ -470,7 +471,7 @@ def _check_conditioning(cfg: UNetConfig) -> None:
         _check(cfg.in_channels > 4, "addition_embed_type='image_hint' concatenates a 4-channel encoded hint to the "
                f"input, so in_channels (the sum) must be more than 4, got {cfg.in_channels}")
     if cfg.addition_embed_type == "text" and single_cross_dim:
-        width, pool_heads = cfg.encoder_hid_dim or cfg.cross_attention_dim, cfg.addition_embed_type_num_heads
+        width, pool_heads = cfg.context_dim, cfg.addition_embed_type_num_heads  # encoder_hid_dim or the single dim
         _check(width % pool_heads == 0,
                f"addition_embed_type='text' pools {width} channels in addition_embed_type_num_heads={pool_heads} "
                "heads, which must divide them")

@@ -11,6 +11,7 @@ and what is allowed. The bounds are far above every published UNet (SDXL: 3 bloc
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -142,13 +143,24 @@ def _check_value(name: str, value: Any, rule: Rule, nesting: int, top: bool = Fa
         raise ConfigError(f"{name} must be a list ({_expected(rule, 0)} each), got {_show(value)}")
     if not _has_kind(value, rule.kind):
         raise ConfigError(f"{name} must be {_expected(rule, nesting)}, got {_show(value)}")
-    if rule.kind in (int, float) and not math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # the kind matched, so an int or float rule
+        _check_number(name, value, rule)
+
+
+def _check_number(name: str, value: int | float, rule: Rule) -> None:
+    """Finite and in bounds. An int is compared exactly, however many digits the JSON gave it (`math.isfinite`
+    would overflow converting 10**400 to a float); only a float field needs it to fit a float, as torch reads it."""
+    if isinstance(value, float):
+        finite = math.isfinite(value)
+    else:
+        finite = rule.kind is int or abs(value) <= sys.float_info.max
+    if not finite:
         raise ConfigError(f"{name} must be a finite number, got {_show(value)}")
-    if rule.low is not None and value < rule.low or rule.high is not None and value > rule.high:
+    too_high = rule.high is not None and value > rule.high
+    if rule.low is not None and value < rule.low or too_high:
         raise ConfigError(f"{name}={_show(value)} is outside {_bounds(rule)}" +
                           (f" ({rule.meaning})" if rule.meaning else ""),
-                          "the limits are far above every published UNet" if rule.high is not None
-                          and value > rule.high else None)
+                          "the limits are far above every published UNet" if too_high else None)
 
 
 def _has_kind(value: Any, kind: type) -> bool:

@@ -57,7 +57,7 @@ def _renamed(names: Any, table: dict[str, str], field_name: str) -> list[str]:
     if not isinstance(names, (list, tuple)):
         raise ConfigError(f"{field_name} must be a list of block types, got {names!r}")
     for i, name in enumerate(names):
-        if name not in table:
+        if not isinstance(name, str) or name not in table:  # a list or object is not even hashable
             raise ConfigError(f"unknown block type {field_name}[{i}]={name!r}", f"expected one of {', '.join(table)}")
     return [table[name] for name in names]
 
@@ -229,6 +229,11 @@ class MotionConfig(WrapsUNet):
     def _check_depths(self) -> None:
         """Per-layer motion depths must give one depth per resnet, as diffusers' motion blocks require."""
         layers, n = self.unet.layers_per_block_list, self.unet.num_blocks
+        for name in ("temporal_transformer_layers_per_block", "reverse_temporal_transformer_layers_per_block"):
+            depths = getattr(self, name)
+            if isinstance(depths, (list, tuple)) and len(depths) < n:  # read by block index, as in diffusers
+                raise ConfigError(f"{name} has {len(depths)} entries but there are {n} blocks",
+                                  "give at least one depth per block, or a single depth")
         uses = [(f"temporal_transformer_layers_per_block[{i}]", self.temporal_depths[i], layers[i]) for i in range(n)]
         uses += [(f"up motion depths [{i}]", self.up_temporal_depths[i], layers[n - 1 - i] + 1) for i in range(n)]
         uses.append(("temporal_transformer_layers_per_mid_block", self.temporal_transformer_layers_per_mid_block

@@ -22,6 +22,9 @@ from unetinspect.errors import WeightsError
 ENTRY = re.compile(r"^ip_adapter\.(\d+)\.to_([kv])_ip\.weight$")
 # diffusers registers the UNet's children as down_blocks, up_blocks, mid_block: its processors come in that order.
 PROCESSOR_ORDER = ("down_blocks", "up_blocks", "mid_block")
+# The image_proj tensors whose shapes we read, and their rank: the Resampler's queries (1 × T × C), the projections'
+# Linear weights (out × in).
+READ_RANKS = {"image_proj.latents": 3, "image_proj.proj.weight": 2, "image_proj.proj.2.weight": 2}
 
 
 @dataclass(frozen=True)
@@ -64,7 +67,8 @@ def parse_ip_adapter(shapes: Mapping[str, tuple[int, ...]], origin: str = "file"
         what = f"ip_adapter.{incomplete[0]} lacks to_k_ip or to_v_ip" if incomplete else "no ip_adapter.N.to_k_ip"
         raise WeightsError(f"{origin}: not an IP-Adapter file ({what})",
                            "IP-Adapter files hold image_proj.* and ip_adapter.N.to_k_ip/to_v_ip.weight")
-    entries = tuple(IPAdapterEntry(n, pairs[n]["k"], pairs[n]["v"]) for n in sorted(pairs))
+    entries = tuple(IPAdapterEntry(n, _matrix(pairs[n]["k"]), _matrix(pairs[n]["v"])) for n in sorted(pairs))
+    _check_shapes(image_proj, entries, origin)
     width = entries[0].k_shape[1]
     counted = set(image_proj) | {k for k in shapes if ENTRY.match(k)}
     return IPAdapterFile(
@@ -74,6 +78,25 @@ def parse_ip_adapter(shapes: Mapping[str, tuple[int, ...]], origin: str = "file"
         tokens=_tokens(image_proj, width), width=width, entries=entries,
         other_params=sum(math.prod(s) for k, s in shapes.items() if k not in counted),
     )
+
+
+def _check_shapes(image_proj: Mapping[str, tuple[int, ...]], entries: tuple[IPAdapterEntry, ...], origin: str) -> None:
+    """The shapes the parser reads, as an IP-Adapter has them: a header may say anything (a 1-D `latents` has no
+    token count, and a projection 0 wide would divide the token count by zero)."""
+    for key, rank in READ_RANKS.items():
+        if key in image_proj and len(image_proj[key]) != rank:
+            raise WeightsError(f"{origin}: {key} has shape {list(image_proj[key])}, not {rank}-D",
+                               "IP-Adapter files hold image_proj.* and ip_adapter.N.to_k_ip/to_v_ip.weight")
+    for entry in entries:
+        if 0 in entry.k_shape + entry.v_shape:
+            raise WeightsError(f"{origin}: ip_adapter.{entry.number}.to_k_ip/to_v_ip is {list(entry.k_shape)} and "
+                               f"{list(entry.v_shape)}, an empty projection", "the file is damaged or not an IP-Adapter")
+
+
+def _matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """A projection's (out, in) shape; parse_ip_adapter has refused every entry that is not 2-D."""
+    rows, cols = shape
+    return rows, cols
 
 
 def _kind(image_proj: Mapping[str, tuple[int, ...]]) -> str:

@@ -405,8 +405,9 @@ def _label_embedding(reader: _ShapeReader, text_width: int | None) -> dict[str, 
     """What `label_emb` is: SDXL's size/crop embedding (an MLP on pooled text + time ids, added to the time
     embedding), stable unCLIP's image-embedding projection (the same MLP, where the text is SD 2.x's), or the
     x4 upscaler's noise-level class table."""
-    none = {"addition_embed_type": None, "addition_time_embed_dim": None, "projection_class_embeddings_input_dim": None,
-            "class_embed_type": None, "num_class_embeds": None}
+    none: dict[str, object] = {"addition_embed_type": None, "addition_time_embed_dim": None,
+                               "projection_class_embeddings_input_dim": None, "class_embed_type": None,
+                               "num_class_embeds": None}
     if not reader.has("label_emb"):
         return none
     if "label_emb.weight" in reader.shapes:

@@ -140,7 +140,7 @@ def _tensor_info(path: Path, name: str, entry: object, data_size: int, file_offs
     if not isinstance(entry, dict):
         raise bad("has no dtype/shape/data_offsets entry")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in ITEM_SIZES:
+    if not isinstance(dtype, str) or dtype not in ITEM_SIZES:  # a list or object is not even hashable
         raise bad(f"has an unknown dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
         raise bad(f"has a malformed shape {shape!r}")
