@@ -211,6 +211,7 @@ class LayeredBlock(nn.Module):
 
     layer_attention: LayerAttention = NO_ATTENTION
     has_cross_attention = False  # set from layer_attention for every subclass
+    resnets: nn.ModuleList  # one per layer, each followed by layer_attention
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -241,7 +242,8 @@ class DownBlock2D(LayeredBlock):
         """Skips this block adds: one per resnet, plus the downsampled output."""
         return len(self.resnets) + (self.downsamplers is not None)
 
-    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> nn.Module:
+        """The resnet of one layer (SVD's blocks make theirs spatio-temporal)."""
         return spec.resnet(in_channels, out_channels)
 
     def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
@@ -329,7 +331,7 @@ class UNetMidBlock2DCrossAttn(nn.Module):
             self._resnet(spec, channels, output_scale_factor) for _ in range(num_layers + 1)
         )
 
-    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> nn.Module:
         return spec.resnet(channels, channels, output_scale_factor)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
@@ -402,7 +404,8 @@ class UpBlock2D(LayeredBlock):
         )
         self.upsamplers = nn.ModuleList([self._upsampler(spec, out_channels)]) if add_upsample else None
 
-    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> nn.Module:
+        """The resnet of one layer (SVD's blocks make theirs spatio-temporal)."""
         return spec.resnet(in_channels, out_channels)
 
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
