@@ -7,6 +7,7 @@ the "attentions" of a block; each BasicTransformerBlock is self-attention, cross
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import torch
 from torch import nn
@@ -28,6 +29,11 @@ class Attention(nn.Module):
     `upcast_attention` is kept for fidelity with the config: SDPA kernels accumulate softmax in float32 already,
     which is why diffusers' default processor ignores it too.
     """
+
+    to_k: nn.Linear | None  # None with only_cross_attention: only the text's keys and values
+    to_v: nn.Linear | None
+    add_k_proj: nn.Linear | None  # set with added_kv_proj_dim
+    add_v_proj: nn.Linear | None
 
     def __init__(
         self,
@@ -88,7 +94,9 @@ class Attention(nn.Module):
         if context is None:
             context = hidden_states
         elif self.norm_cross is not None:
-            context = self._normalise_context(context)
+            context = _normalise_context(self.norm_cross, context)
+        # only_cross_attention (no to_k / to_v) comes only with added_kv_proj_dim, as diffusers requires
+        assert self.to_k is not None and self.to_v is not None, "only_cross_attention without added_kv_proj_dim"
         query, key, value = self.to_q(hidden_states), self.to_k(context), self.to_v(context)
         return self._sdpa(query, key, value, mask)
 
@@ -99,18 +107,15 @@ class Attention(nn.Module):
         if context is None:
             context = hidden_states
         elif self.norm_cross is not None:
-            context = self._normalise_context(context)
+            context = _normalise_context(self.norm_cross, context)
+        # the added-KV blocks always build it with norm_num_groups (and call this only with add_k_proj / add_v_proj)
+        assert self.group_norm is not None and self.add_k_proj is not None and self.add_v_proj is not None
         hidden_states = self.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
         key, value = self.add_k_proj(context), self.add_v_proj(context)
-        if self.to_k is not None:
+        if self.to_k is not None and self.to_v is not None:  # both or neither (only_cross_attention)
             key = torch.cat([key, self.to_k(hidden_states)], dim=1)  # (b, text + pixels, inner)
             value = torch.cat([value, self.to_v(hidden_states)], dim=1)
         return self._sdpa(self.to_q(hidden_states), key, value, mask, pad_to=hidden_states.shape[1])
-
-    def _normalise_context(self, context: torch.Tensor) -> torch.Tensor:
-        if isinstance(self.norm_cross, nn.GroupNorm):  # normalises channels: (b, tokens, c) → (b, c, tokens)
-            return self.norm_cross(context.transpose(1, 2)).transpose(1, 2)
-        return self.norm_cross(context)
 
     def _sdpa(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor | None,
               pad_to: int | None = None) -> torch.Tensor:
@@ -136,6 +141,13 @@ def attention_bias(mask: torch.Tensor, target_length: int, batch: int, heads: in
     if mask.shape[0] < batch * heads:
         mask = mask.repeat_interleave(heads, dim=0)
     return mask.view(batch, heads, -1, mask.shape[-1])
+
+
+def _normalise_context(norm_cross: nn.Module, context: torch.Tensor) -> torch.Tensor:
+    """The text through `norm_cross`: a LayerNorm as it is, a GroupNorm over channels (b, tokens, c) → (b, c, tokens)."""
+    if isinstance(norm_cross, nn.GroupNorm):
+        return norm_cross(context.transpose(1, 2)).transpose(1, 2)
+    return norm_cross(context)
 
 
 def _cross_attention_norm(kind: str | None, group_norm_channels: int, layer_norm_channels: int) -> nn.Module | None:
@@ -223,18 +235,20 @@ class BasicTransformerBlock(nn.Module):
         super().__init__()
         self.only_cross_attention = only_cross_attention
         self.pos_embed = SinusoidalPositionalEmbedding(dim, max_positions) if max_positions is not None else None
-        heads = dict(heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout,
-                     upcast_attention=upcast_attention)
+        attention = partial(Attention, heads=num_attention_heads, dim_head=attention_head_dim, dropout=dropout,
+                            upcast_attention=upcast_attention)
         self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.attn1 = Attention(dim, cross_attention_dim if only_cross_attention else None, **heads)
+        self.attn1 = attention(dim, cross_attention_dim if only_cross_attention else None)
         if cross_attention_dim is not None or double_self_attention:
             self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-            self.attn2 = Attention(dim, None if double_self_attention else cross_attention_dim, **heads)
+            self.attn2 = attention(dim, None if double_self_attention else cross_attention_dim)
         else:
             self.norm2 = self.attn2 = None
         self.norm3 = nn.LayerNorm(dim, eps=norm_eps)
         self.ff = FeedForward(dim, dropout=dropout)
         if attention_type in ("gated", "gated-text-image"):
+            # GLIGEN's boxes are read by a cross-attention UNet (validation: one cross_attention_dim for all)
+            assert cross_attention_dim is not None, f"attention_type={attention_type!r} without cross_attention_dim"
             self.fuser = GatedSelfAttentionDense(dim, cross_attention_dim, num_attention_heads, attention_head_dim)
 
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
@@ -245,7 +259,7 @@ class BasicTransformerBlock(nn.Module):
             + hidden_states
         if gligen_objs is not None:
             hidden_states = self.fuser(hidden_states, gligen_objs)
-        if self.attn2 is not None:
+        if self.norm2 is not None and self.attn2 is not None:  # both or neither
             hidden_states = self.attn2(self._positioned(self.norm2(hidden_states)), encoder_hidden_states,
                                        encoder_attention_mask) + hidden_states
         return self.ff(self.norm3(hidden_states)) + hidden_states
@@ -260,6 +274,8 @@ class SinusoidalPositionalEmbedding(nn.Module):
     The table `pe` (1, max_positions, dim) is a saved buffer, as in diffusers, so checkpoints carry it; it is
     computed, never learned, and `reset_buffers` rebuilds it where a model was made on the meta device.
     """
+
+    pe: torch.Tensor
 
     def __init__(self, dim: int, max_positions: int) -> None:
         super().__init__()

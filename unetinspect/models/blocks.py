@@ -14,7 +14,7 @@ The k-diffusion blocks differ more and live in k_blocks.py.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -56,11 +56,18 @@ class BlockSpec:
     dual_cross_attention: bool = False
     attention_type: str = "default"
 
+    @property
+    def groups(self) -> int:
+        """norm_num_groups, for every block but the k-diffusion ones (validation allows None only with K blocks
+        alone and no mid block)."""
+        assert self.resnet_groups is not None, "norm_num_groups is None for a block that normalises in groups"
+        return self.resnet_groups
+
     def resnet(self, in_channels: int, out_channels: int, output_scale_factor: float = 1.0, *,
                skip_time_act: bool = False, down: bool = False, up: bool = False) -> ResnetBlock2D:
         return ResnetBlock2D(
             in_channels=in_channels, out_channels=out_channels, temb_channels=self.temb_channels,
-            groups=self.resnet_groups, eps=self.resnet_eps, dropout=self.dropout,
+            groups=self.groups, eps=self.resnet_eps, dropout=self.dropout,
             non_linearity=self.resnet_act_fn, time_embedding_norm=self.resnet_time_scale_shift,
             output_scale_factor=output_scale_factor, skip_time_act=skip_time_act, down=down, up=up,
         )
@@ -75,10 +82,10 @@ class BlockSpec:
         heads = self.num_attention_heads
         if self.dual_cross_attention:  # always one layer each, whatever transformer_layers_per_block says
             return DualTransformer2DModel(heads, channels // heads, channels, self.cross_attention_dim,
-                                          self.resnet_groups, dropout=self.dropout)
+                                          self.groups, dropout=self.dropout)
         return Transformer2DModel(
             heads, channels // heads, in_channels=channels, num_layers=depth,
-            cross_attention_dim=self.cross_attention_dim, norm_num_groups=self.resnet_groups,
+            cross_attention_dim=self.cross_attention_dim, norm_num_groups=self.groups,
             use_linear_projection=self.use_linear_projection, only_cross_attention=self.only_cross_attention,
             upcast_attention=self.upcast_attention, dropout=self.dropout, attention_type=self.attention_type,
         )
@@ -109,6 +116,8 @@ class BlockSpec:
         )
 
     def k_attention(self, channels: int, add_self_attention: bool) -> KAttentionBlock:
+        # the K cross-attention blocks attend to the text: a UNet with them has a cross_attention_dim
+        assert self.cross_attention_dim is not None, "a K cross-attention block without cross_attention_dim"
         return KAttentionBlock(channels, channels // self.attention_head_dim, self.attention_head_dim,
                                self.cross_attention_dim, self.temb_channels, add_self_attention,
                                upcast_attention=self.upcast_attention)
@@ -122,18 +131,26 @@ def depths_per_layer(transformer_layers: int | list[int], num_layers: int) -> li
     return [transformer_layers] * num_layers
 
 
+class LayeredModule(Protocol):
+    """What a LayerAttention reads from the block it serves: the layers it built, as the block keeps them."""
+
+    attentions: nn.ModuleList
+
+
 class LayerAttention:
     """What follows each resnet of a block: built from the spec (the block keeps the layers as `attentions`, the
     state-dict name), then called with the block, the layer's index and the context. This one is nothing at all
-    (the plain resnet blocks)."""
+    (the plain resnet blocks).
+
+    The context is the block's keywords (the text, the masks, GLIGEN's tokens, a video block's frame inputs);
+    each subclass names those it reads."""
 
     cross_attention = False  # whether the text reaches it
 
     def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
         return None
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
-                 **context: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, block: LayeredModule, i: int, hidden_states: torch.Tensor, **context: Any) -> torch.Tensor:
         return hidden_states
 
 
@@ -145,8 +162,7 @@ class TransformerAttention(LayerAttention):
     def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
         return [spec.transformer(channels, depth) for depth in depths]
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
-                 **context: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, block: LayeredModule, i: int, hidden_states: torch.Tensor, **context: Any) -> torch.Tensor:
         return block.attentions[i](hidden_states, **context)
 
 
@@ -158,9 +174,10 @@ class AddedKVAttention(LayerAttention):
     def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
         return [spec.added_kv_attention(channels) for _ in depths]
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor, *,
+    def __call__(self, block: LayeredModule, i: int, hidden_states: torch.Tensor, *,
                  encoder_hidden_states: torch.Tensor | None, attention_mask: torch.Tensor | None,
-                 encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None) -> torch.Tensor:
+                 encoder_attention_mask: torch.Tensor | None, gligen_objs: torch.Tensor | None,
+                 **frame_inputs: Any) -> torch.Tensor:
         mask = _added_kv_mask(attention_mask, encoder_hidden_states, encoder_attention_mask)
         return block.attentions[i](hidden_states, encoder_hidden_states, mask)
 
@@ -171,8 +188,7 @@ class SelfAttention(LayerAttention):
     def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module]:
         return [spec.self_attention(channels) for _ in depths]
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor,
-                 **context: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, block: LayeredModule, i: int, hidden_states: torch.Tensor, **context: Any) -> torch.Tensor:
         return block.attentions[i](hidden_states)
 
 
@@ -195,6 +211,7 @@ class LayeredBlock(nn.Module):
 
     layer_attention: LayerAttention = NO_ATTENTION
     has_cross_attention = False  # set from layer_attention for every subclass
+    resnets: nn.ModuleList  # one per layer, each followed by layer_attention
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -225,7 +242,8 @@ class DownBlock2D(LayeredBlock):
         """Skips this block adds: one per resnet, plus the downsampled output."""
         return len(self.resnets) + (self.downsamplers is not None)
 
-    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> nn.Module:
+        """The resnet of one layer (SVD's blocks make theirs spatio-temporal)."""
         return spec.resnet(in_channels, out_channels)
 
     def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
@@ -235,8 +253,9 @@ class DownBlock2D(LayeredBlock):
         """Resnet i on its input (a spatio-temporal resnet also reads the frames from `context`)."""
         return self.resnets[i](hidden_states, temb)
 
-    def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        return self.downsamplers[0](hidden_states)
+    def _downsample(self, downsampler: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        """`downsampler` (the block's `downsamplers[0]`) on the output: a conv, or a resnet that reads `temb`."""
+        return downsampler(hidden_states)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
                 encoder_hidden_states: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
@@ -257,7 +276,7 @@ class DownBlock2D(LayeredBlock):
                 hidden_states = hidden_states + additional_residuals
             skips += (hidden_states,)
         if self.downsamplers is not None:
-            hidden_states = self._downsample(hidden_states, temb)
+            hidden_states = self._downsample(self.downsamplers[0], hidden_states, temb)
             skips += (hidden_states,)
         return hidden_states, skips
 
@@ -277,8 +296,8 @@ class ResnetDownsampleBlock2D(DownBlock2D):
     def _downsampler(self, spec: BlockSpec, channels: int, padding: int) -> nn.Module:
         return spec.scaled_resnet(channels, channels, down=True)
 
-    def _downsample(self, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
-        return self.downsamplers[0](hidden_states, temb)
+    def _downsample(self, downsampler: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        return downsampler(hidden_states, temb)
 
 
 class SimpleCrossAttnDownBlock2D(ResnetDownsampleBlock2D):
@@ -312,7 +331,7 @@ class UNetMidBlock2DCrossAttn(nn.Module):
             self._resnet(spec, channels, output_scale_factor) for _ in range(num_layers + 1)
         )
 
-    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> nn.Module:
         return spec.resnet(channels, channels, output_scale_factor)
 
     def forward(self, hidden_states: torch.Tensor, temb: torch.Tensor,
@@ -385,7 +404,8 @@ class UpBlock2D(LayeredBlock):
         )
         self.upsamplers = nn.ModuleList([self._upsampler(spec, out_channels)]) if add_upsample else None
 
-    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> ResnetBlock2D:
+    def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> nn.Module:
+        """The resnet of one layer (SVD's blocks make theirs spatio-temporal)."""
         return spec.resnet(in_channels, out_channels)
 
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
@@ -393,9 +413,10 @@ class UpBlock2D(LayeredBlock):
 
     _run_resnet = DownBlock2D._run_resnet
 
-    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+    def _upsample(self, upsampler: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:
-        return self.upsamplers[0](hidden_states, upsample_size)
+        """`upsampler` (the block's `upsamplers[0]`) on the output: a conv told the skip's size, or a resnet."""
+        return upsampler(hidden_states, upsample_size)
 
     def forward(self, hidden_states: torch.Tensor, res_hidden_states_tuple: tuple[torch.Tensor, ...],
                 temb: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
@@ -410,7 +431,7 @@ class UpBlock2D(LayeredBlock):
             hidden_states = self.layer_attention(self, i, self._run_resnet(i, hidden_states, temb, **context),
                                                  **context)
         if self.upsamplers is not None:
-            hidden_states = self._upsample(hidden_states, temb, upsample_size)
+            hidden_states = self._upsample(self.upsamplers[0], hidden_states, temb, upsample_size)
         return hidden_states
 
 
@@ -429,9 +450,9 @@ class ResnetUpsampleBlock2D(UpBlock2D):
     def _upsampler(self, spec: BlockSpec, channels: int) -> nn.Module:
         return spec.scaled_resnet(channels, channels, up=True)
 
-    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+    def _upsample(self, upsampler: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:
-        return self.upsamplers[0](hidden_states, temb)
+        return upsampler(hidden_states, temb)
 
 
 class SimpleCrossAttnUpBlock2D(ResnetUpsampleBlock2D):
@@ -445,9 +466,9 @@ class AttnUpBlock2D(UpBlock2D):
 
     layer_attention = SELF_ATTENTION
 
-    def _upsample(self, hidden_states: torch.Tensor, temb: torch.Tensor,
+    def _upsample(self, upsampler: nn.Module, hidden_states: torch.Tensor, temb: torch.Tensor,
                   upsample_size: torch.Size | None) -> torch.Tensor:
-        return self.upsamplers[0](hidden_states)
+        return upsampler(hidden_states)
 
 
 DOWN_BLOCKS: dict[str, type[nn.Module]] = {

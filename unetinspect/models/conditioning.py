@@ -22,9 +22,22 @@ from unetinspect.models.embeddings import (
     TimestepEmbedding,
     Timesteps,
 )
+from unetinspect.models.validated import required, single_cross_attention_dim
 
 
-def attach_condition_embeddings(module: nn.Module, c: UNetConfig, *, time_extras: bool = True) -> None:
+class ConditionedModel(nn.Module):
+    """A UNet or its ControlNet: the conditioning modules `attach_condition_embeddings` registers on it, as their
+    forward passes read them."""
+
+    time_proj: nn.Module
+    time_embedding: TimestepEmbedding
+    encoder_hid_proj: nn.Module | None
+    class_embedding: nn.Module | None
+    add_time_proj: Timesteps  # only with addition_embed_type="text_time"
+    add_embedding: nn.Module  # only with an addition_embed_type
+
+
+def attach_condition_embeddings(module: ConditionedModel, c: UNetConfig, *, time_extras: bool = True) -> None:
     """Register on `module`, under diffusers' names, the conditioning a UNet and its ControlNet share: the time
     projection and embedding, the context projection, the class and the addition embeddings.
 
@@ -32,14 +45,17 @@ def attach_condition_embeddings(module: nn.Module, c: UNetConfig, *, time_extras
     diffusers' ControlNet does not build.
     """
     module.time_proj, time_input_dim = time_projection(c)
-    extras = dict(post_act_fn=c.timestep_post_act, cond_proj_dim=c.time_cond_proj_dim) if time_extras else {}
-    module.time_embedding = TimestepEmbedding(time_input_dim, c.time_embed_dim, act_fn=c.act_fn, **extras)
+    module.time_embedding = TimestepEmbedding(time_input_dim, c.time_embed_dim, act_fn=c.act_fn,
+                                              post_act_fn=c.timestep_post_act if time_extras else None,
+                                              cond_proj_dim=c.time_cond_proj_dim if time_extras else None)
     module.encoder_hid_proj = encoder_hid_projection(c)
     module.class_embedding = class_embedding(c, time_input_dim)
     if c.addition_embed_type == "text_time":
-        module.add_time_proj = Timesteps(c.addition_time_embed_dim, c.flip_sin_to_cos, c.freq_shift)
-    if c.addition_embed_type is not None:
-        module.add_embedding = addition_embedding(c)
+        module.add_time_proj = Timesteps(required(c.addition_time_embed_dim, "addition_time_embed_dim"),
+                                         c.flip_sin_to_cos, c.freq_shift)
+    add_embedding = addition_embedding(c)
+    if add_embedding is not None:  # one for every addition_embed_type
+        module.add_embedding = add_embedding
 
 
 def time_projection(c: UNetConfig) -> tuple[nn.Module, int]:
@@ -59,9 +75,9 @@ def class_embedding(c: UNetConfig, time_input_dim: int) -> nn.Module | None:
     if c.class_embed_type == "identity":
         return nn.Identity()
     if c.class_embed_type == "projection":
-        return TimestepEmbedding(c.projection_class_embeddings_input_dim, c.time_embed_dim)
+        return TimestepEmbedding(_projection_input_dim(c), c.time_embed_dim)
     if c.class_embed_type == "simple_projection":
-        return nn.Linear(c.projection_class_embeddings_input_dim, c.time_embed_dim)
+        return nn.Linear(_projection_input_dim(c), c.time_embed_dim)
     return None
 
 
@@ -69,15 +85,16 @@ def addition_embedding(c: UNetConfig) -> nn.Module | None:
     """`add_embedding` for `addition_embed_type` (SDXL's text_time is built by the UNet with its add_time_proj)."""
     kind, dim = c.addition_embed_type, c.time_embed_dim
     if kind == "text":  # pools the text as the caller passes it, before encoder_hid_proj
-        return TextTimeEmbedding(c.encoder_hid_dim or c.cross_attention_dim, dim, c.addition_embed_type_num_heads)
+        return TextTimeEmbedding(c.encoder_hid_dim or single_cross_attention_dim(c), dim,
+                                 c.addition_embed_type_num_heads)
     if kind == "text_image":
-        return TextImageTimeEmbedding(c.cross_attention_dim, c.cross_attention_dim, dim)
+        return TextImageTimeEmbedding(single_cross_attention_dim(c), single_cross_attention_dim(c), dim)
     if kind == "image":
-        return ImageTimeEmbedding(c.encoder_hid_dim, dim)
+        return ImageTimeEmbedding(_encoder_hid_dim(c), dim)
     if kind == "image_hint":
-        return ImageHintTimeEmbedding(c.encoder_hid_dim, dim)
+        return ImageHintTimeEmbedding(_encoder_hid_dim(c), dim)
     if kind == "text_time":
-        return TimestepEmbedding(c.projection_class_embeddings_input_dim, dim)
+        return TimestepEmbedding(_projection_input_dim(c), dim)
     return None
 
 
@@ -85,12 +102,15 @@ def encoder_hid_projection(c: UNetConfig) -> nn.Module | None:
     """`encoder_hid_proj`: what turns the caller's context (text, image embedding, or both) into the tokens
     every cross-attention reads."""
     kind = c.encoder_projection
+    if kind is None:
+        return None
+    width = single_cross_attention_dim(c)
     if kind == "text_proj":
-        return nn.Linear(c.encoder_hid_dim, c.cross_attention_dim)
+        return nn.Linear(_encoder_hid_dim(c), width)
     if kind == "text_image_proj":
-        return TextImageProjection(c.encoder_hid_dim, c.cross_attention_dim, c.cross_attention_dim)
+        return TextImageProjection(_encoder_hid_dim(c), width, width)
     if kind == "image_proj":
-        return ImageProjection(c.encoder_hid_dim, c.cross_attention_dim)
+        return ImageProjection(_encoder_hid_dim(c), width)
     return None
 
 
@@ -101,3 +121,14 @@ def position_net(c: UNetConfig) -> nn.Module | None:
     width = c.cross_attention_dims[0]
     feature_type = "text-only" if c.attention_type == "gated" else "text-image"
     return GLIGENTextBoundingboxProjection(positive_len=width, out_dim=width, feature_type=feature_type)
+
+
+def _projection_input_dim(c: UNetConfig) -> int:
+    """The class / text_time projection's input width (validation: set whenever one of them is asked for)."""
+    return required(c.projection_class_embeddings_input_dim, "projection_class_embeddings_input_dim")
+
+
+def _encoder_hid_dim(c: UNetConfig) -> int:
+    """The image embedding's (or projected text's) width (validation: set with encoder_hid_dim_type and the
+    image additions)."""
+    return required(c.encoder_hid_dim, "encoder_hid_dim")

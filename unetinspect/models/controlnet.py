@@ -21,7 +21,7 @@ from torch import nn
 from unetinspect.configs.controlnet import ControlNetConfig
 from unetinspect.configs.unet import UNetConfig
 from unetinspect.models.blocks import DOWN_BLOCKS, BlockSpec, UNetMidBlock2DCrossAttn
-from unetinspect.models.conditioning import attach_condition_embeddings
+from unetinspect.models.conditioning import ConditionedModel, attach_condition_embeddings
 from unetinspect.models.unet import UNet2DConditionModel
 
 
@@ -59,11 +59,12 @@ def zero_conv(channels: int) -> nn.Conv2d:
     """A 1x1 convolution initialised to zero: ControlNet's 'zero convolution' between copy and UNet."""
     conv = nn.Conv2d(channels, channels, kernel_size=1)
     nn.init.zeros_(conv.weight)
+    assert conv.bias is not None  # a Conv2d has one unless built with bias=False
     nn.init.zeros_(conv.bias)
     return conv
 
 
-class ControlNetModel(nn.Module):
+class ControlNetModel(ConditionedModel):
     """A ControlNet built from a `ControlNetConfig` (kept on `.config`; its UNet half on `.config.unet`)."""
 
     # diffusers' ControlNet embeds timestep, class and additions exactly as its UNet: the same code, on the same
@@ -93,6 +94,7 @@ class ControlNetModel(nn.Module):
             channels[0], config.conditioning_channels, config.conditioning_embedding_out_channels)
 
         heads, head_dims, n, layers = c.heads_per_block, c.per_block(c.attention_head_dim), c.num_blocks, c.layers_per_block
+        assert isinstance(layers, int), "ControlNetConfig refuses a per-block layers_per_block"
 
         def spec(i: int, only_cross_attention: bool) -> BlockSpec:
             return BlockSpec(

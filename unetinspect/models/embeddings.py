@@ -70,6 +70,8 @@ class TimestepEmbedding(nn.Module):
 
     def forward(self, sample: torch.Tensor, condition: torch.Tensor | None = None) -> torch.Tensor:
         if condition is not None:
+            # the UNet checks timestep_cond against time_cond_proj_dim, which builds cond_proj
+            assert self.cond_proj is not None, "a condition for a time embedding without cond_proj"
             sample = sample + self.cond_proj(condition)
         sample = self.linear_2(self.act(self.linear_1(sample)))
         if self.post_act is not None:
@@ -135,16 +137,24 @@ class TextTimeEmbedding(nn.Module):
         return self.norm2(self.proj(self.pool(self.norm1(text))))
 
 
-class ImageTimeEmbedding(nn.Module):
-    """`addition_embed_type="image"` (Kandinsky 2.2): the CLIP image embedding projected and normalised."""
+class _ImageEmbedding(nn.Module):
+    """The CLIP image embedding projected and normalised (`image_proj`, `image_norm`): Kandinsky 2.2's `image`
+    and `image_hint` additions both start so (the second also returns the encoded hint, so it is no subclass)."""
 
     def __init__(self, image_embed_dim: int, time_embed_dim: int) -> None:
         super().__init__()
         self.image_proj = nn.Linear(image_embed_dim, time_embed_dim)
         self.image_norm = nn.LayerNorm(time_embed_dim)
 
-    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+    def _embed_image(self, image_embeds: torch.Tensor) -> torch.Tensor:
         return self.image_norm(self.image_proj(image_embeds))
+
+
+class ImageTimeEmbedding(_ImageEmbedding):
+    """`addition_embed_type="image"` (Kandinsky 2.2): the CLIP image embedding projected and normalised."""
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        return self._embed_image(image_embeds)
 
 
 class TextImageTimeEmbedding(nn.Module):
@@ -160,7 +170,7 @@ class TextImageTimeEmbedding(nn.Module):
         return self.image_proj(image_embeds) + self.text_norm(self.text_proj(text_embeds))
 
 
-class ImageHintTimeEmbedding(ImageTimeEmbedding):
+class ImageHintTimeEmbedding(_ImageEmbedding):
     """`addition_embed_type="image_hint"` (Kandinsky 2.2 ControlNet): the image embedding as above, plus a hint
     image (b, 3, H, W at pixel size) encoded by a small conv stack to 4 channels at H/8 × W/8, which the UNet
     concatenates to its input."""
@@ -175,7 +185,7 @@ class ImageHintTimeEmbedding(ImageTimeEmbedding):
         self.input_hint_block = nn.Sequential(*layers)
 
     def forward(self, image_embeds: torch.Tensor, hint: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return super().forward(image_embeds), self.input_hint_block(hint)
+        return self._embed_image(image_embeds), self.input_hint_block(hint)
 
 
 class TextImageProjection(nn.Module):
@@ -255,6 +265,9 @@ class GLIGENTextBoundingboxProjection(nn.Module):
         if positive_embeddings is not None:
             positive = masked(positive_embeddings, masks, self.null_positive_feature)
             return self.linears(torch.cat([positive, position], dim=-1))
+        # gated-text-image: the pipelines pass phrases and images, each with its mask
+        assert phrases_embeddings is not None and phrases_masks is not None, "phrases without embeddings or masks"
+        assert image_embeddings is not None and image_masks is not None, "images without embeddings or masks"
         text = masked(phrases_embeddings, phrases_masks, self.null_text_feature)
         image = masked(image_embeddings, image_masks, self.null_image_feature)
         return torch.cat([self.linears_text(torch.cat([text, position], dim=-1)),

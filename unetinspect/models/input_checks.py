@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from unetinspect.errors import InputError
+from unetinspect.models.validated import required
 
 if TYPE_CHECKING:
     from unetinspect.configs.unet import UNetConfig
@@ -48,7 +49,8 @@ def check_inputs(
     if mid_block_additional_residual is not None and down_block_additional_residuals is None:
         raise InputError("ControlNet residuals need both down_block_additional_residuals and "
                          "mid_block_additional_residual")
-    if mid_block_additional_residual is not None and num_skips is not None:
+    if mid_block_additional_residual is not None and down_block_additional_residuals is not None \
+            and num_skips is not None:
         count = len(down_block_additional_residuals)
         if count != num_skips:
             raise InputError(f"down_block_additional_residuals has {count} tensors; this UNet has {num_skips} skips",
@@ -84,8 +86,8 @@ def _check_class_labels(config: UNetConfig, class_labels: Any, batch: int) -> No
     if kind in (None, "timestep"):
         _expect("class_labels", class_labels, 1, {0: batch}, "(batch={0},)")
     elif kind in ("projection", "simple_projection"):
-        _expect("class_labels", class_labels, 2, {0: batch, 1: config.projection_class_embeddings_input_dim},
-                "(batch={0}, {1})")
+        width = required(config.projection_class_embeddings_input_dim, "projection_class_embeddings_input_dim")
+        _expect("class_labels", class_labels, 2, {0: batch, 1: width}, "(batch={0}, {1})")
     elif kind == "identity":
         _expect("class_labels", class_labels, 2, {0: batch, 1: config.time_embed_dim}, "(batch={0}, {1})")
 
@@ -104,7 +106,7 @@ def _check_text_time(config: UNetConfig, added: dict[str, Any], batch: int) -> N
         raise InputError(f"added_cond_kwargs['time_ids'] has shape {_shape(ids)}; this UNet expects "
                          f"(batch={batch}, ids)")
     per_sample = ids.numel() // batch
-    width = text.shape[1] + per_sample * config.addition_time_embed_dim
+    width = text.shape[1] + per_sample * required(config.addition_time_embed_dim, "addition_time_embed_dim")
     if width != config.projection_class_embeddings_input_dim:
         raise InputError(
             f"added_cond_kwargs text_embeds {_shape(text)} and time_ids {_shape(ids)} give {text.shape[1]} + "

@@ -111,7 +111,7 @@ class KAttentionBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None, emb: torch.Tensor,
                 attention_mask: torch.Tensor | None = None,
                 encoder_attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.attn1 is not None:
+        if self.norm1 is not None and self.attn1 is not None:  # both or neither
             hidden_states = self._attend(self.norm1, self.attn1, hidden_states, emb, None, attention_mask)
         mask = attention_mask if encoder_hidden_states is None else encoder_attention_mask
         return self._attend(self.norm2, self.attn2, hidden_states, emb, encoder_hidden_states, mask)

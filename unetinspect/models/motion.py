@@ -14,7 +14,7 @@ names and state-dict keys are diffusers' exactly (an adapter's keys are the UNet
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -29,6 +29,8 @@ from unetinspect.models.blocks import (
     CrossAttnUpBlock2D,
     DownBlock2D,
     LayerAttention,
+    LayeredBlock,
+    LayeredModule,
     UNetMidBlock2DCrossAttn,
     UpBlock2D,
     depths_per_layer,
@@ -52,6 +54,12 @@ class MotionSpec:
                              for depth in depths_per_layer(self.depths, count))
 
 
+class MotionLayeredModule(LayeredModule, Protocol):
+    """A block with motion modules: its own layers, and `motion_modules`, one per layer."""
+
+    motion_modules: nn.ModuleList
+
+
 class MotionAttention(LayerAttention):
     """What follows each resnet of a motion block: the 2D block's own attention (or none), then the layer's
     motion module over `num_frames`."""
@@ -63,12 +71,14 @@ class MotionAttention(LayerAttention):
     def build(self, spec: BlockSpec, channels: int, depths: list[int]) -> list[nn.Module] | None:
         return self.inner.build(spec, channels, depths)
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor, *, num_frames: int,
-                 **context: Any) -> torch.Tensor:
+    # it serves only the motion blocks (the classes below set it), which add `motion_modules` to the layers
+    # every LayerAttention reads
+    def __call__(self, block: MotionLayeredModule,  # pyright: ignore[reportIncompatibleMethodOverride]
+                 i: int, hidden_states: torch.Tensor, *, num_frames: int, **context: Any) -> torch.Tensor:
         return block.motion_modules[i](self.inner(block, i, hidden_states, **context), num_frames)
 
 
-class _MotionLayers:
+class _MotionLayers(LayeredBlock):
     """Registers a block's `motion_modules`, one per resnet, after the 2D block's own layers."""
 
     motion_modules: nn.ModuleList
@@ -181,12 +191,13 @@ class UNetMotionModel(UNet2DConditionModel):
     def _mid_block(self, spec: BlockSpec, channels: int) -> nn.Module:
         """With `use_motion_mid_block`, the motion mid block; else the plain SD one (AnimateDiff v3, SDXL)."""
         c = self.config
-        shape = dict(num_layers=c.mid_block_layers, transformer_layers=c.mid_transformer_layers,
-                     output_scale_factor=c.unet.mid_block_scale_factor)
+        layers, depths, scale = c.mid_block_layers, c.mid_transformer_layers, c.unet.mid_block_scale_factor
         if not c.use_motion_mid_block:
-            return UNetMidBlock2DCrossAttn(spec, channels, **shape)
+            return UNetMidBlock2DCrossAttn(spec, channels, num_layers=layers, transformer_layers=depths,
+                                           output_scale_factor=scale)
         motion = self._motion(c.motion_heads_per_block[-1], c.temporal_transformer_layers_per_mid_block)
-        return UNetMidBlockCrossAttnMotion(spec, channels, motion, **shape)
+        return UNetMidBlockCrossAttnMotion(spec, channels, motion, num_layers=layers, transformer_layers=depths,
+                                           output_scale_factor=scale)
 
     @staticmethod
     def _block_inputs(block: nn.Module, attention: dict[str, Any]) -> dict[str, Any]:
@@ -204,7 +215,8 @@ class UNetMotionModel(UNet2DConditionModel):
         `conv_in` takes the UNet's weights for the first 4 input channels, as in diffusers.
         """
         config = MotionConfig.from_unet2d(unet.config, motion_adapter.config if motion_adapter else None)
-        model = cls(config)
+        # the constructor is the image UNet's, which reads the image half (unet_config) of the config it keeps
+        model = cls(config)  # pyright: ignore[reportArgumentType]
         if not load_weights:
             return model
         ours = model.state_dict()
@@ -218,7 +230,9 @@ class UNetMotionModel(UNet2DConditionModel):
         model.load_state_dict(weights, strict=False)
         return model
 
-    def forward(
+    # diffusers' UNetMotionModel is a class of its own with this forward; ours shares the image UNet's building
+    # and steps, not its call signature
+    def forward(  # pyright: ignore[reportIncompatibleMethodOverride]
         self,
         sample: torch.Tensor,
         timestep: torch.Tensor | float | int,
@@ -252,5 +266,5 @@ class UNetMotionModel(UNet2DConditionModel):
             skips = tuple(skip + extra for skip, extra in zip(skips, down_block_additional_residuals))
         sample = self._run_mid_block(sample, emb, attention, None, mid_block_additional_residual)
         sample = self._run_up_blocks(sample, skips, emb, attention, latent_size)
-        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        sample = self._output(sample)
         return sample.reshape(batch, frames, *sample.shape[1:]).permute(0, 2, 1, 3, 4)

@@ -75,6 +75,8 @@ class ResnetBlock2D(nn.Module):
             temb = None
 
         if self.time_embedding_norm == "scale_shift":
+            # every UNet resnet gets `emb` (temb_channels is set); diffusers raises too when it is missing
+            assert temb is not None, "time_embedding_norm='scale_shift' needs the time embedding"
             scale, shift = torch.chunk(temb, 2, dim=1)
             hidden_states = self.norm2(hidden_states) * (1 + scale) + shift
         else:

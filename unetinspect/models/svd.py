@@ -24,6 +24,7 @@ from unetinspect.models.blocks import (
     BlockSpec,
     DownBlock2D,
     LayerAttention,
+    LayeredModule,
     UNetMidBlock2DCrossAttn,
     UpBlock2D,
 )
@@ -42,7 +43,7 @@ class SpatioTemporalAttention(LayerAttention):
         return [TransformerSpatioTemporalModel(heads, channels // heads, channels, depth, spec.cross_attention_dim)
                 for depth in depths]
 
-    def __call__(self, block: nn.Module, i: int, hidden_states: torch.Tensor, *,
+    def __call__(self, block: LayeredModule, i: int, hidden_states: torch.Tensor, *,
                  encoder_hidden_states: torch.Tensor, image_only_indicator: torch.Tensor, **context: Any
                  ) -> torch.Tensor:
         return block.attentions[i](hidden_states, encoder_hidden_states, image_only_indicator)
@@ -51,11 +52,13 @@ class SpatioTemporalAttention(LayerAttention):
 SPATIO_TEMPORAL = SpatioTemporalAttention()
 
 
-class DownBlockSpatioTemporal(DownBlock2D):
-    """DownBlock2D with spatio-temporal resnets. `resnet_eps` is fixed per block class in diffusers (its
-    get_down_block/get_up_block pass no eps for these), so it is a class constant here too."""
+class SpatioTemporalResnets:
+    """The resnets of SVD's down and up blocks: spatio-temporal, reading the frames. `resnet_eps` is fixed per
+    block class in diffusers (its get_down_block/get_up_block pass no eps for these), so it is a class constant
+    here too."""
 
-    resnet_eps = 1e-5
+    resnet_eps: float
+    resnets: nn.ModuleList
 
     def _resnet(self, spec: BlockSpec, in_channels: int, out_channels: int) -> SpatioTemporalResBlock:
         return SpatioTemporalResBlock(in_channels, out_channels, spec.temb_channels, self.resnet_eps)
@@ -65,6 +68,12 @@ class DownBlockSpatioTemporal(DownBlock2D):
         return self.resnets[i](hidden_states, temb, image_only_indicator)
 
 
+class DownBlockSpatioTemporal(SpatioTemporalResnets, DownBlock2D):
+    """DownBlock2D with spatio-temporal resnets."""
+
+    resnet_eps = 1e-5
+
+
 class CrossAttnDownBlockSpatioTemporal(DownBlockSpatioTemporal):
     """DownBlockSpatioTemporal with a TransformerSpatioTemporalModel after every resnet."""
 
@@ -72,12 +81,10 @@ class CrossAttnDownBlockSpatioTemporal(DownBlockSpatioTemporal):
     resnet_eps = 1e-6
 
 
-class UpBlockSpatioTemporal(UpBlock2D):
+class UpBlockSpatioTemporal(SpatioTemporalResnets, UpBlock2D):
     """UpBlock2D with spatio-temporal resnets (diffusers' default eps, 1e-6)."""
 
     resnet_eps = 1e-6
-    _resnet = DownBlockSpatioTemporal._resnet
-    _run_resnet = DownBlockSpatioTemporal._run_resnet
 
 
 class CrossAttnUpBlockSpatioTemporal(UpBlockSpatioTemporal):
@@ -95,7 +102,7 @@ class UNetMidBlockSpatioTemporal(UNetMidBlock2DCrossAttn):
     def _resnet(self, spec: BlockSpec, channels: int, output_scale_factor: float) -> SpatioTemporalResBlock:
         return SpatioTemporalResBlock(channels, channels, spec.temb_channels, self.resnet_eps)
 
-    _run_resnet = DownBlockSpatioTemporal._run_resnet
+    _run_resnet = SpatioTemporalResnets._run_resnet
 
 
 # our 2D block (what the config's UNet half names) → its spatio-temporal version
@@ -129,8 +136,11 @@ class UNetSpatioTemporalConditionModel(UNet2DConditionModel):
             return attention
         return {"image_only_indicator": attention["image_only_indicator"]}
 
-    def forward(self, sample: torch.Tensor, timestep: torch.Tensor | float | int,
-                encoder_hidden_states: torch.Tensor, added_time_ids: torch.Tensor) -> torch.Tensor:
+    # diffusers' SVD UNet is a class of its own with this forward; ours shares the image UNet's building and
+    # steps, not its call signature
+    def forward(self, sample: torch.Tensor,  # pyright: ignore[reportIncompatibleMethodOverride]
+                timestep: torch.Tensor | float | int, encoder_hidden_states: torch.Tensor,
+                added_time_ids: torch.Tensor) -> torch.Tensor:
         """Predict the noise of `sample` (batch, frames, channels, height, width) → (batch, frames, out, h, w).
 
         `added_time_ids` (batch, 3) are [fps - 1, motion bucket id, noise augmentation strength] as the SVD
@@ -153,7 +163,8 @@ class UNetSpatioTemporalConditionModel(UNet2DConditionModel):
         for down_block in self.down_blocks:
             sample, block_skips = down_block(sample, emb, **self._block_inputs(down_block, attention))
             skips += block_skips
+        assert self.mid_block is not None  # _mid_block always builds SVD's
         sample = self.mid_block(sample, emb, **attention)
         sample = self._run_up_blocks(sample, skips, emb, attention, latent_size)
-        sample = self.conv_out(self.conv_act(self.conv_norm_out(sample)))
+        sample = self._output(sample)
         return sample.reshape(batch, frames, *sample.shape[1:])

@@ -15,6 +15,8 @@ with F² per pixel, where the image attention's grows with (h·w)² per frame.
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from torch import nn
 
@@ -116,14 +118,14 @@ class TemporalBasicTransformerBlock(nn.Module):
                  cross_attention_dim: int | None) -> None:
         super().__init__()
         self.is_res = dim == time_mix_inner_dim
-        heads = dict(heads=num_attention_heads, dim_head=attention_head_dim)
+        attention = partial(Attention, heads=num_attention_heads, dim_head=attention_head_dim)
         self.norm_in = nn.LayerNorm(dim)
         self.ff_in = FeedForward(dim, dim_out=time_mix_inner_dim)
         self.norm1 = nn.LayerNorm(time_mix_inner_dim)
-        self.attn1 = Attention(time_mix_inner_dim, **heads)
+        self.attn1 = attention(time_mix_inner_dim)
         if cross_attention_dim is not None:
             self.norm2 = nn.LayerNorm(time_mix_inner_dim)
-            self.attn2 = Attention(time_mix_inner_dim, cross_attention_dim, **heads)
+            self.attn2 = attention(time_mix_inner_dim, cross_attention_dim)
         else:
             self.norm2 = self.attn2 = None
         self.norm3 = nn.LayerNorm(time_mix_inner_dim)
@@ -141,7 +143,7 @@ class TemporalBasicTransformerBlock(nn.Module):
         if self.is_res:
             hidden_states = hidden_states + residual
         hidden_states = self.attn1(self.norm1(hidden_states)) + hidden_states
-        if self.attn2 is not None:
+        if self.norm2 is not None and self.attn2 is not None:  # both or neither
             hidden_states = self.attn2(self.norm2(hidden_states), encoder_hidden_states) + hidden_states
         out = self.ff(self.norm3(hidden_states))
         hidden_states = out + hidden_states if self.is_res else out

@@ -20,7 +20,7 @@ from unetinspect.configs.unet import UNetConfig
 from unetinspect.errors import InputError
 from unetinspect.models.activations import get_activation
 from unetinspect.models.blocks import DOWN_BLOCKS, MID_BLOCKS, UP_BLOCKS, BlockSpec
-from unetinspect.models.conditioning import attach_condition_embeddings, position_net
+from unetinspect.models.conditioning import ConditionedModel, attach_condition_embeddings, position_net
 from unetinspect.models.input_checks import check_inputs
 
 # What the blocks receive beside their input and `emb`: the context tokens, the two attention masks as additive
@@ -28,7 +28,7 @@ from unetinspect.models.input_checks import check_inputs
 AttentionInputs = dict[str, Any]
 
 
-class UNet2DConditionModel(nn.Module):
+class UNet2DConditionModel(ConditionedModel):
     """The conditional UNet built from a `UNetConfig` (kept on `.config`)."""
 
     def __init__(self, config: UNetConfig) -> None:
@@ -120,6 +120,7 @@ class UNet2DConditionModel(nn.Module):
 
     def _mid_block(self, spec: BlockSpec, channels: int) -> nn.Module:
         c = self.unet_config
+        assert c.mid_block_type is not None, "a mid block built for a config without one"  # see __init__
         return MID_BLOCKS[c.mid_block_type](spec, channels, transformer_layers=c.mid_transformer_layers,
                                             output_scale_factor=c.mid_block_scale_factor)
 
@@ -184,9 +185,7 @@ class UNet2DConditionModel(nn.Module):
 
         sample = self._run_mid_block(sample, emb, attention, adapter, controlnet_mid)
         sample = self._run_up_blocks(sample, skips, emb, attention, latent_size)
-        if self.conv_norm_out is not None:
-            sample = self.conv_act(self.conv_norm_out(sample))
-        return self.conv_out(sample)
+        return self._output(sample)
 
     # ---- forward, step by step ---------------------------------------------------------------------------------
 
@@ -236,7 +235,8 @@ class UNet2DConditionModel(nn.Module):
         factor = 2 ** self.num_upsamplers
         forward_upsample_size = any(dim % factor != 0 for dim in latent_size)
         for i, up_block in enumerate(self.up_blocks):
-            count = len(up_block.resnets)
+            # a ModuleList yields nn.Module, whose submodules torch's stubs type as Tensor | Module
+            count = len(up_block.resnets)  # pyright: ignore[reportArgumentType]
             block_skips, skips = skips[-count:], skips[:-count]
             upsample_size = (skips[-1].shape[2:] if forward_upsample_size and i < len(self.up_blocks) - 1
                              and skips[-1] is not None else None)
@@ -244,11 +244,18 @@ class UNet2DConditionModel(nn.Module):
                               **self._block_inputs(up_block, attention))
         return sample
 
+    def _output(self, sample: torch.Tensor) -> torch.Tensor:
+        """The last up block's output → the prediction: norm and activation (none in the k-upscaler), conv_out."""
+        if self.conv_norm_out is not None and self.conv_act is not None:  # both or neither
+            sample = self.conv_act(self.conv_norm_out(sample))
+        return self.conv_out(sample)
+
     def _check_inputs(self, sample, timestep, encoder_hidden_states, class_labels, timestep_cond, added_cond_kwargs,
                       down_residuals, mid_residual) -> None:
         """Every input against the config (shapes only), so a mistake names the argument instead of failing in a
         matmul deep inside — or silently broadcasting into a wrong result."""
-        skips = 1 + sum(block.skip_count for block in self.down_blocks)
+        # each down block's skip_count (a ModuleList yields nn.Module, whose attributes the stubs cannot know)
+        skips = 1 + sum(block.skip_count for block in self.down_blocks)  # pyright: ignore[reportCallIssue, reportArgumentType]
         check_inputs(self.config, sample, timestep, encoder_hidden_states, class_labels, timestep_cond,
                      added_cond_kwargs, skips, down_residuals, mid_residual)
 
@@ -300,15 +307,15 @@ class UNet2DConditionModel(nn.Module):
     def _project_context(self, encoder_hidden_states: torch.Tensor, added: dict[str, Any]) -> torch.Tensor:
         """The tokens the cross-attentions read: the text, projected (IF), or made from the image embedding
         (Kandinsky 2.2, which then ignores the text) or from both (Kandinsky 2.1)."""
-        kind = self.unet_config.encoder_projection
-        if kind == "text_proj":
-            return self.encoder_hid_proj(encoder_hidden_states)
+        projection, kind = self.encoder_hid_proj, self.unet_config.encoder_projection
+        if projection is None:  # built for every encoder_projection, None without one
+            return encoder_hidden_states
         if kind in ("text_image_proj", "image_proj"):
             _require(added, f"encoder_hid_dim_type={kind!r}", ("image_embeds",))
             if kind == "image_proj":
-                return self.encoder_hid_proj(added["image_embeds"])
-            return self.encoder_hid_proj(encoder_hidden_states, added["image_embeds"])
-        return encoder_hidden_states
+                return projection(added["image_embeds"])
+            return projection(encoder_hidden_states, added["image_embeds"])
+        return projection(encoder_hidden_states)  # text_proj
 
     def _attention_inputs(self, encoder_hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
                           encoder_attention_mask: torch.Tensor | None, cross_attention_kwargs: dict[str, Any] | None,
@@ -316,14 +323,17 @@ class UNet2DConditionModel(nn.Module):
         """What every cross-attention block receives: the context, 1/0 masks turned into (b, 1, tokens) biases
         (-10000 where dropped), and GLIGEN's box tokens from `position_net`."""
         gligen = (cross_attention_kwargs or {}).get("gligen")
-        if gligen is not None and self.position_net is None:
-            raise InputError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated",
-                             "GLIGEN boxes need a UNet with attention_type 'gated' or 'gated-text-image'")
+        gligen_objs = None
+        if gligen is not None:
+            if self.position_net is None:
+                raise InputError("cross_attention_kwargs has 'gligen' but this UNet's attention_type is not gated",
+                                 "GLIGEN boxes need a UNet with attention_type 'gated' or 'gated-text-image'")
+            gligen_objs = self.position_net(**gligen)
         return {
             "encoder_hidden_states": encoder_hidden_states,
             "attention_mask": _mask_bias(attention_mask, dtype),
             "encoder_attention_mask": _mask_bias(encoder_attention_mask, dtype),
-            "gligen_objs": self.position_net(**gligen) if gligen is not None else None,
+            "gligen_objs": gligen_objs,
         }
 
 
