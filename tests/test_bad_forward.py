@@ -84,6 +84,9 @@ def test_timestep_cond_width():
     model, inputs = _model_and_inputs("class-and-extras")
     with pytest.raises(InputError, match="timestep_cond has shape \\(1, 17\\)"):
         model(**_changed(inputs, timestep_cond=_wider(inputs["timestep_cond"])))
+    plain, plain_inputs = _model_and_inputs("sdxl-like")  # no time_cond_proj_dim: was a bare AssertionError
+    with pytest.raises(InputError, match="no time_cond_proj_dim to read it"):
+        plain(**_changed(plain_inputs, timestep_cond=inputs["timestep_cond"]))
 
 
 @pytest.mark.parametrize("name", sorted(SMALL_CONFIGS))

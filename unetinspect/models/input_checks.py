@@ -41,6 +41,9 @@ def check_inputs(
         _expect("encoder_hidden_states", encoder_hidden_states, 3, {0: batch, 2: config.context_dim},
                 "(batch={0}, tokens, {2})")
     _check_class_labels(config, class_labels, batch)
+    if timestep_cond is not None and config.time_cond_proj_dim is None:
+        raise InputError("timestep_cond was passed, but this UNet has no time_cond_proj_dim to read it",
+                         "leave it out (only LCM-style UNets take a guidance embedding)")
     if timestep_cond is not None and config.time_cond_proj_dim is not None:
         _expect("timestep_cond", timestep_cond, 2, {0: batch, 1: config.time_cond_proj_dim}, "(batch={0}, {1})")
     if config.addition_embed_type == "text_time":
