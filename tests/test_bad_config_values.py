@@ -120,6 +120,7 @@ def test_json_written_has_no_nan(tmp_path, invoke):
 CONTROLNET_CASES = [("global_pool_conditions", "yes"), ("conditioning_channels", True), ("conditioning_channels", HUGE),
                     ("conditioning_embedding_out_channels", 5), ("conditioning_embedding_out_channels", [16, True]),
                     ("conditioning_embedding_out_channels", [16, 10**9]),
+                    ("conditioning_embedding_out_channels", [16] * 40),  # a 2^39× conditioning image: an overflow
                     ("controlnet_conditioning_channel_order", ["rgb"])]
 
 

@@ -21,6 +21,9 @@ from unetinspect.errors import ConfigError, UnsupportedConfigError
 CONTROLNET_CLASS = "ControlNetModel"
 # diffusers' default conditioning encoder: four 3x3 convolutions, three of them stride 2 (pixels → latent size).
 DEFAULT_EMBEDDING_CHANNELS = (16, 32, 96, 256)
+# Widths of the conditioning image's encoder, each after the first halving it: 8 is a 128× smaller latent, already
+# no autoencoder's (they have 2 to 4 levels).
+MAX_EMBEDDING_LEVELS = 8
 CHANNEL_ORDERS = ("rgb", "bgr")
 
 # The UNet fields a ControlNet config carries (diffusers' ControlNetModel.__init__ arguments, in its order).
@@ -64,6 +67,11 @@ class ControlNetConfig(WrapsUNet):
         check_rules(self, self.RULES)
         if not self.conditioning_embedding_out_channels:
             raise ConfigError("conditioning_embedding_out_channels must be a list of positive integers, got []")
+        levels = len(self.conditioning_embedding_out_channels)
+        if levels > MAX_EMBEDDING_LEVELS:  # each width after the first halves the conditioning image: 2^(n-1)
+            raise ConfigError(f"conditioning_embedding_out_channels lists {levels} widths: the conditioning image "
+                              f"would be 2^{levels - 1} times the latent's size",
+                              f"give at most {MAX_EMBEDDING_LEVELS} (SD's ControlNets have 4: an 8× smaller latent)")
         if self.controlnet_conditioning_channel_order not in CHANNEL_ORDERS:
             raise ConfigError(f"controlnet_conditioning_channel_order="
                               f"{self.controlnet_conditioning_channel_order!r} is unknown", "expected rgb or bgr")
