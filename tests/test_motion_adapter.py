@@ -146,3 +146,19 @@ def test_hostile_adapters_are_one_line(parts, invoke, tmp_path):
         assert result.exit_code == 1, (adapter, result.output)
         assert words in result.output and "internal error" not in result.output, (adapter, result.output)
 
+
+
+def test_a_wrong_shape_in_the_adapter_names_the_adapter_file(parts, invoke, tmp_path):
+    """The joined source's weight files are the base's and the adapter's: the error names the one at fault."""
+    from safetensors.torch import load_file, save_file
+
+    root, _, _ = parts
+    state = load_file(root / "adapter" / "diffusion_pytorch_model.safetensors")
+    name = next(k for k in state if k.endswith("proj_in.weight"))
+    state[name] = state[name][:, :-1].contiguous()
+    (tmp_path / "config.json").write_text((root / "adapter" / "config.json").read_text())
+    save_file(state, tmp_path / "diffusion_pytorch_model.safetensors")
+    result = invoke("summary", root / "unet", "--motion-adapter", tmp_path)
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'diffusion_pytorch_model.safetensors'}: weight {name!r} has shape" in " ".join(
+        result.output.split())

@@ -169,9 +169,7 @@ def count_parameters(model: nn.Module) -> int:
 def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]:
     """All tensors of the source's files under our key names, checked against the model (names and shapes)."""
     headers = {h.path: h for h in headers_of(source)}
-    per_file = file_shapes(source)
-    renames = key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
-    _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
+    per_file, renames = _checked(source, model)
     wanted = set(renames.values())
     tensors: dict[str, torch.Tensor] = {}
     for path, shapes in per_file.items():
@@ -184,9 +182,36 @@ def read_state_dict(source: Source, model: nn.Module) -> dict[str, torch.Tensor]
 
 def check_weights(source: Source, model: nn.Module) -> None:
     """Check a source's weight files against the model from their headers alone (no tensor data is read)."""
+    _checked(source, model)
+
+
+def _checked(source: Source, model: nn.Module) -> tuple[dict[Path, dict[str, tuple[int, ...]]], dict[str, str]]:
+    """The tensors of each file and our key → the file's, once every name and shape is checked against the
+    model; an error names the file that holds the tensor at fault (a shard, or the motion adapter of a joined
+    source), else the source's one file or folder."""
     per_file = file_shapes(source)
     renames = key_map(source, {n: s for shapes in per_file.values() for n, s in shapes.items()})
-    _check_shapes(source, model, {ours: _shape_of(per_file, theirs) for ours, theirs in renames.items()})
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    folder = source.weight_files[0] if len(source.weight_files) == 1 else source.weight_files[0].parent
+
+    def holder(ours: str) -> Path:
+        return next(path for path, shapes in per_file.items() if renames[ours] in shapes)
+
+    missing = [k for k in expected if k not in renames]
+    if missing:
+        raise WeightsError(f"{folder}: {len(missing)} weight(s) missing for this config, e.g. {missing[0]!r}",
+                           "the weights belong to another architecture: check config.json or pass --config")
+    unexpected = [k for k in renames if k not in expected]
+    if unexpected:
+        raise WeightsError(f"{holder(unexpected[0])}: {len(unexpected)} unexpected weight(s), e.g. "
+                           f"{unexpected[0]!r}", "the weights belong to another architecture: check config.json or "
+                           "pass --config")
+    for name, shape in expected.items():
+        stored = next(shapes[renames[name]] for shapes in per_file.values() if renames[name] in shapes)
+        if stored != shape:
+            raise WeightsError(f"{holder(name)}: weight {name!r} has shape {list(stored)}, the config needs "
+                               f"{list(shape)}", "the weights belong to another architecture: check the config")
+    return per_file, renames
 
 
 class HasWeightFiles(Protocol):
@@ -209,10 +234,6 @@ def file_shapes(source: HasWeightFiles) -> dict[Path, dict[str, tuple[int, ...]]
     }
 
 
-def _shape_of(per_file: dict[Path, dict[str, tuple[int, ...]]], name: str) -> tuple[int, ...]:
-    return next(shapes[name] for shapes in per_file.values() if name in shapes)
-
-
 def key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str]:
     """Our key → the file's key. Diffusers files map to themselves; a family's original layout is renamed (its
     model's keys only: a whole-pipeline file also holds the VAE and text encoders); a source joined from parts
@@ -222,23 +243,6 @@ def key_map(source: Source, shapes: dict[str, tuple[int, ...]]) -> dict[str, str
     if source.layout == source.family.layout:
         return source.family.original_key_map(shapes, source.config)
     return {name: name for name in shapes}
-
-
-def _check_shapes(source: Source, model: nn.Module, shapes: dict[str, tuple[int, ...]]) -> None:
-    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    where = source.weight_files[0] if len(source.weight_files) == 1 else source.weight_files[0].parent
-    if missing:
-        raise WeightsError(f"{where}: {len(missing)} weight(s) missing for this config, e.g. {missing[0]!r}",
-                           "the weights belong to another architecture: check config.json or pass --config")
-    if unexpected:
-        raise WeightsError(f"{where}: {len(unexpected)} unexpected weight(s), e.g. {unexpected[0]!r}",
-                           "the weights belong to another architecture: check config.json or pass --config")
-    for name, shape in expected.items():
-        if shapes[name] != shape:
-            raise WeightsError(f"{where}: weight {name!r} has shape {list(shapes[name])}, the config needs "
-                               f"{list(shape)}", "the weights belong to another architecture: check the config")
 
 
 # ---- random weights -----------------------------------------------------------------------------------------------
