@@ -162,3 +162,18 @@ def test_a_wrong_shape_in_the_adapter_names_the_adapter_file(parts, invoke, tmp_
     assert result.exit_code == 1
     assert f"{tmp_path / 'diffusion_pytorch_model.safetensors'}: weight {name!r} has shape" in " ".join(
         result.output.split())
+
+
+def test_an_original_sd_checkpoint_and_an_original_adapter_file(parts, tmp_path):
+    """As A1111 and ComfyUI hold them: the base in the LDM layout (whole checkpoint, VAE and text encoder beside
+    the UNet) and the adapter in the AnimateDiff repository's names; each part is renamed by its own map."""
+    from diffusers import UNet2DConditionModel
+    from ldm_files import full_checkpoint
+    from safetensors.torch import save_file
+
+    root, _, joined = parts
+    unet = UNet2DConditionModel.from_pretrained(root / "unet")
+    save_file(full_checkpoint(unet, dict(unet.config)), tmp_path / "sd.safetensors")
+    session = open_session(tmp_path / "sd.safetensors", SPEC, device="cpu", config=root / "unet" / "config.json",
+                           motion_adapter=root / "original" / "mm_small_original.safetensors")
+    assert _output(session, joined) <= 1e-4
